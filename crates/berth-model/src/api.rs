@@ -1,0 +1,343 @@
+//! Request and response bodies of the daemon's REST API (version 1). The CLI and the daemon
+//! share these types, so the wire format has one definition.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::instance::{ExitStatus, Instance, InstanceKind};
+use crate::quantity::{LimitSetting, MilliCpus};
+
+pub const API_VERSION: &str = "v1";
+
+/// Limits as requested: a field that is absent gets the daemon's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LimitsRequest {
+    /// CPUs (a number such as 0.5) or "unlimited".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cpus: Option<LimitSetting<MilliCpus>>,
+    /// Bytes or "unlimited".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub memory_bytes: Option<LimitSetting<u64>>,
+    /// Process count or "unlimited".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub pids: Option<LimitSetting<u64>>,
+}
+
+impl LimitsRequest {
+    pub fn is_empty(&self) -> bool {
+        self.cpus.is_none() && self.memory_bytes.is_none() && self.pids.is_none()
+    }
+}
+
+/// `POST /v1/instances`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstanceRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_kind")]
+    pub kind: InstanceKind,
+    pub image: String,
+    /// Replaces the image's Cmd (and, with `entrypoint`, its Entrypoint).
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// KEY=VALUE pairs added to (or overriding) the image's Env.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsRequest,
+}
+
+fn default_kind() -> InstanceKind {
+    InstanceKind::Container
+}
+
+/// `POST /v1/instances/{id}/update`: change limits of a live instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInstanceRequest {
+    #[serde(default)]
+    pub limits: LimitsRequest,
+}
+
+/// `POST /v1/instances/{id}/stop`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct StopParams {
+    /// Seconds to wait after SIGTERM before SIGKILL (default 10).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// `POST /v1/instances/{id}/kill`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct KillParams {
+    /// Signal name (TERM, SIGKILL) or number; default KILL.
+    #[serde(default)]
+    pub signal: Option<String>,
+}
+
+/// `POST /v1/instances/{id}/start`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct StartParams {
+    /// Upgrade the connection to an attach stream (see the stream protocol).
+    #[serde(default)]
+    pub attach: bool,
+}
+
+/// `DELETE /v1/instances/{id}`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct RemoveParams {
+    /// Kill a running instance first.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/instances/{id}/wait`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitCondition {
+    /// Until the instance is not running (returns at once if it is not).
+    #[default]
+    NotRunning,
+    /// Until the instance record is gone (after `--rm`).
+    Removed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct WaitParams {
+    #[serde(default)]
+    pub condition: WaitCondition,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WaitResponse {
+    pub exit_code: i32,
+    pub oom_killed: bool,
+}
+
+/// `GET /v1/instances`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct ListParams {
+    /// Include instances that are not running.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `GET /v1/instances/{id}/logs`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct LogsParams {
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[serde(default)]
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub timestamps: bool,
+}
+
+/// `POST /v1/instances/{id}/exec`: always upgrades to an attach stream unless detached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedResponse {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// The error body of every non-2xx response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorResponse {
+    /// One line a person can act on.
+    pub message: String,
+    /// The request field the error is about, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// A host process as `berth top` and `berth ps --tree` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessNode {
+    pub pid: u32,
+    pub ppid: u32,
+    pub user: String,
+    /// CPU use over the process's lifetime, percent of one CPU (as `ps` shows it).
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub state: String,
+    pub command: String,
+    /// True for a thread shown under its process (a VM's vCPU threads).
+    #[serde(default)]
+    pub is_thread: bool,
+    #[serde(default)]
+    #[schema(no_recursion)]
+    pub children: Vec<ProcessNode>,
+}
+
+/// `GET /v1/instances/{id}/top`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopResponse {
+    pub id: String,
+    pub name: String,
+    pub kind: InstanceKind,
+    pub processes: Vec<ProcessNode>,
+}
+
+/// `GET /v1/tree`: every active instance with its processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TreeEntry {
+    pub instance: Instance,
+    pub processes: Vec<ProcessNode>,
+}
+
+/// `GET /v1/instances/{id}/stats`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceStats {
+    pub id: String,
+    pub name: String,
+    /// Total CPU time used, nanoseconds.
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub pids_current: u64,
+    pub pids_limit: Option<u64>,
+    /// Milliseconds since the epoch when sampled, for rate computations.
+    pub sampled_at_ms: i64,
+}
+
+/// Facts about the host that berth decided from; `berth info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostInfo {
+    pub node: String,
+    pub version: String,
+    pub kernel: String,
+    pub os: String,
+    pub cgroup_version: String,
+    pub oci_runtime: String,
+    /// Accelerators usable for VMs ("kvm", "tcg") and why.
+    pub accelerators: Vec<String>,
+    pub accelerator_note: String,
+    pub cpus: u64,
+    pub memory_bytes: u64,
+    pub allocated: AllocationSummary,
+    pub state_dir: String,
+    pub store: String,
+    pub instances: InstanceCounts,
+    pub images: usize,
+    pub default_limits: LimitsRequest,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AllocationSummary {
+    /// Sum of CPU limits of active instances.
+    pub cpus: f64,
+    pub memory_bytes: u64,
+    /// Active instances without a CPU or memory limit.
+    pub unlimited_instances: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceCounts {
+    pub total: usize,
+    pub running: usize,
+    pub paused: usize,
+    pub stopped: usize,
+}
+
+/// `POST /v1/images/import`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportImageRequest {
+    /// A path on the daemon's host: rootfs tarball, OCI layout (dir or tar) or `docker save` archive.
+    pub path: String,
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// `POST /v1/images/pull` and `/push`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryRequest {
+    pub reference: String,
+    /// Use plain HTTP.
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `POST /v1/images/tag`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagImageRequest {
+    pub source: String,
+    pub target: String,
+}
+
+/// One line of a streamed progress response (pull, push, import).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProgressEvent {
+    /// A blob transfer began.
+    Started { id: String, total_bytes: Option<u64> },
+    /// Bytes so far for `id`.
+    Progress { id: String, current_bytes: u64 },
+    /// `id` is complete (or already present).
+    Done { id: String, note: String },
+    /// A message for the user.
+    Message { text: String },
+    /// The whole job succeeded.
+    Finished { image_id: String, reference: String },
+    /// The whole job failed; the last line of the stream.
+    Failed { message: String },
+}
+
+/// An event in the daemon's event stream (`berth events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// "instance" or "image".
+    pub subject: String,
+    pub id: String,
+    pub name: String,
+    /// create, start, die, oom, pause, unpause, update, destroy, pull, import, remove...
+    pub action: String,
+    #[serde(default)]
+    pub exit: Option<ExitStatus>,
+}

@@ -1,0 +1,132 @@
+//! The one interface containers and VMs share (after Nomad's task driver): the engine
+//! decides *when* to start, stop or update an instance; a driver knows *how* for its kind.
+//! Every started instance runs under a supervisor process described by `SupervisorConfig`,
+//! so attach, logs, exit status and restart recovery work the same for both kinds.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::api::{ExecRequest, InstanceStats};
+use crate::image::ImageRecord;
+use crate::instance::{Instance, InstanceKind, Limits};
+
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// The request cannot be met; the message names the field and the fix.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// The host refused (mount failed, cgroup write failed, ...).
+    #[error("{context}: {source}")]
+    Host {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DriverError {
+    pub fn host(context: impl Into<String>, source: std::io::Error) -> Self {
+        DriverError::Host {
+            context: context.into(),
+            source,
+        }
+    }
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DriverError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a supervisor runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Workload {
+    /// Create an OCI container from `bundle` and start it on request.
+    Container {
+        container_id: String,
+        bundle: PathBuf,
+        runtime_root: PathBuf,
+    },
+    /// Run a further process inside a running container (`exec`).
+    ContainerExec {
+        container_id: String,
+        runtime_root: PathBuf,
+        args: Vec<String>,
+        env: Vec<String>,
+        working_dir: Option<String>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// A host process, such as a VM's qemu.
+    Process { args: Vec<String>, env: Vec<String> },
+}
+
+/// Everything a supervisor needs, written to `supervisor.json` in its directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupervisorConfig {
+    pub workload: Workload,
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// Where output is recorded; `None` keeps no log (exec sessions).
+    pub log_path: Option<PathBuf>,
+    /// Where the exit status is written when the workload ends.
+    pub exit_path: PathBuf,
+    /// The control socket the daemon and attach clients connect to.
+    pub socket_path: PathBuf,
+}
+
+/// What the host offers a driver; `berth info` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriverFingerprint {
+    pub kind: Option<InstanceKind>,
+    pub available: bool,
+    /// Human-readable facts ("cgroup v1 (hybrid)", "accel tcg: kvm_pvm cannot run stock guests").
+    pub details: Vec<(String, String)>,
+}
+
+#[async_trait]
+pub trait InstanceDriver: Send + Sync {
+    fn kind(&self) -> InstanceKind;
+
+    fn fingerprint(&self) -> DriverFingerprint;
+
+    /// Makes the instance runnable from `dir` (rootfs or disk, runtime spec, limits) and
+    /// says how to supervise it. Called before every start.
+    async fn prepare_start(
+        &self,
+        instance: &Instance,
+        image: &ImageRecord,
+        dir: &Path,
+    ) -> Result<SupervisorConfig, DriverError>;
+
+    /// Releases what a stopped instance no longer needs (mounts, cgroups) but keeps
+    /// what a later start reuses (writable layer, disks).
+    async fn release(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError>;
+
+    /// Removes every trace of the instance on this host.
+    async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError>;
+
+    /// Applies new limits to a running instance.
+    async fn update_limits(&self, instance: &Instance, limits: &Limits) -> Result<(), DriverError>;
+
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError>;
+
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError>;
+
+    async fn stats(&self, instance: &Instance) -> Result<InstanceStats, DriverError>;
+
+    /// How to supervise a further process inside the running instance.
+    async fn prepare_exec(
+        &self,
+        instance: &Instance,
+        request: &ExecRequest,
+        dir: &Path,
+    ) -> Result<SupervisorConfig, DriverError>;
+}

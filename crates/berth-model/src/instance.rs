@@ -1,0 +1,237 @@
+//! Instances (containers and VMs) as berth records them: what was asked for, which limits
+//! were applied, and where the instance is in its life cycle.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::quantity::{ByteSize, MilliCpus};
+
+/// Which driver runs an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceKind {
+    Container,
+    Vm,
+}
+
+impl fmt::Display for InstanceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstanceKind::Container => "container",
+            InstanceKind::Vm => "vm",
+        })
+    }
+}
+
+/// The life-cycle state, the same words for both kinds (Docker's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Prepared (rootfs, spec) but never started or stopped since.
+    Created,
+    Running,
+    Paused,
+    /// The main process ended; `exit_code` says how.
+    Exited,
+    /// The supervisor vanished without recording an exit, or clean-up failed.
+    Dead,
+}
+
+impl InstanceState {
+    /// States in which host processes of the instance exist.
+    pub fn is_active(self) -> bool {
+        matches!(self, InstanceState::Running | InstanceState::Paused)
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstanceState::Created => "created",
+            InstanceState::Running => "running",
+            InstanceState::Paused => "paused",
+            InstanceState::Exited => "exited",
+            InstanceState::Dead => "dead",
+        })
+    }
+}
+
+/// Resource limits as applied to a running instance. `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    /// CPU quota in CPUs (0.5 = half of one CPU's time).
+    #[schema(value_type = Option<f64>)]
+    pub cpus: Option<MilliCpus>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    pub fn memory(&self) -> Option<ByteSize> {
+        self.memory_bytes.map(ByteSize)
+    }
+}
+
+/// What the main process of an instance runs and how.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessSpec {
+    /// argv of the main process after the image's Entrypoint/Cmd were applied.
+    pub args: Vec<String>,
+    /// KEY=VALUE pairs after merging the image's Env with the user's.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// The user as given (name, uid, uid:gid); resolved against the rootfs at start.
+    pub user: String,
+    pub tty: bool,
+    /// Keep stdin open for attach (`-i`).
+    pub open_stdin: bool,
+}
+
+/// Everything an instance was created with. Immutable after create except limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceSpec {
+    pub kind: InstanceKind,
+    /// The image reference the user gave.
+    pub image: String,
+    /// The image's id (config digest) at create time.
+    pub image_id: String,
+    pub process: ProcessSpec,
+    pub hostname: String,
+    /// Remove the instance when its main process exits (`--rm`).
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How the main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExitStatus {
+    /// Exit code, or 128 + signal number when killed by a signal (shell convention).
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+}
+
+impl ExitStatus {
+    pub fn from_code(code: i32) -> Self {
+        ExitStatus {
+            code,
+            signal: None,
+            oom_killed: false,
+        }
+    }
+    pub fn from_signal(signal: i32) -> Self {
+        ExitStatus {
+            code: 128 + signal,
+            signal: Some(signal),
+            oom_killed: false,
+        }
+    }
+}
+
+/// The stored record of an instance; `berth inspect` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    pub kind: InstanceKind,
+    pub image: String,
+    pub state: InstanceState,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    /// Host PID of the main process while active.
+    pub pid: Option<u32>,
+    /// Host PID of the per-instance supervisor while active.
+    pub supervisor_pid: Option<u32>,
+    pub limits: Limits,
+    /// Which of `limits` came from the daemon's defaults rather than the user.
+    pub default_limits: Vec<String>,
+    pub spec: InstanceSpec,
+    /// The node this instance lives on (cluster seam; one host has one node).
+    pub node: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub restart_count: u32,
+    /// The last error the daemon met while acting on this instance.
+    pub error: Option<String>,
+}
+
+impl Instance {
+    pub fn short_id(&self) -> &str {
+        short_id(&self.id)
+    }
+}
+
+/// The 12-character form of an id, as Docker shows it.
+pub fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+/// A fresh random instance id: 64 hex digits, like Docker's.
+pub fn new_instance_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Instance names: Docker's rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if name.is_empty() || name.len() > 128 || !first_ok || !rest_ok {
+        return Err(format!(
+            "invalid name '{name}': use letters, digits, '_', '.' and '-', starting with a letter or digit (at most 128)"
+        ));
+    }
+    if name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("invalid name '{name}': it would be mistaken for an id"));
+    }
+    Ok(())
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nimble", "proud", "quiet", "rapid", "steady", "tidy", "vivid", "witty", "young", "zesty",
+];
+const NOUNS: &[&str] = &[
+    "anchor", "barge", "cove", "dock", "ferry", "galley", "harbor", "island", "jetty", "keel",
+    "lagoon", "mast", "non", "oar", "pier", "quay", "reef", "sail", "tide", "wharf",
+];
+
+/// A readable random name such as `steady_wharf_3f2a`.
+pub fn generate_name() -> String {
+    let adjective = ADJECTIVES[rand::random::<usize>() % ADJECTIVES.len()];
+    let noun = NOUNS[rand::random::<usize>() % NOUNS.len()];
+    let suffix: u16 = rand::random();
+    format!("{adjective}_{noun}_{suffix:04x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("web-1").is_ok());
+        assert!(validate_name("a.b_c").is_ok());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name(&"a".repeat(129)).is_err());
+        assert!(validate_name(&generate_name()).is_ok());
+    }
+
+    #[test]
+    fn ids() {
+        let id = new_instance_id();
+        assert_eq!(id.len(), 64);
+        assert_eq!(short_id(&id).len(), 12);
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+    }
+}

@@ -1,0 +1,14 @@
+//! berth's domain model, shared by every other crate: what an instance is, the limits it
+//! runs under, images, the REST API's bodies, the attach stream protocol, and the driver
+//! interface that containers and VMs both implement.
+
+pub mod api;
+pub mod driver;
+pub mod image;
+pub mod instance;
+pub mod quantity;
+pub mod signal;
+pub mod stream;
+
+pub use instance::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
+pub use quantity::{ByteSize, LimitSetting, MilliCpus};
