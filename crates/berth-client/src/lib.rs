@@ -1,0 +1,217 @@
+//! A client of the daemon's REST API over its unix socket. The CLI talks to the daemon
+//! only through this, so anything the CLI does, another program can do too.
+
+use std::path::{Path, PathBuf};
+
+use berth_model::api::ErrorResponse;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the berth daemon at {socket}: {source}; is `berth daemon` running? (BERTH_HOST selects another socket)")]
+    Connect {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Api {
+        status: StatusCode,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("talking to the daemon: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// An upgraded connection carrying an attach stream.
+pub type AttachStream = TokioIo<hyper::upgrade::Upgraded>;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+fn protocol(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol(e.to_string())
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client { socket: socket.into() }
+    }
+
+    /// The socket named by `BERTH_HOST` (`unix:///path` or a path), else the default.
+    pub fn from_env() -> Self {
+        let socket = std::env::var("BERTH_HOST")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.strip_prefix("unix://").map(str::to_string).unwrap_or(v))
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+        Client::new(socket)
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, upgrade: bool) -> ClientResult<Response<Incoming>> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| ClientError::Connect {
+            socket: self.socket.display().to_string(),
+            source,
+        })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(protocol)?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        let mut builder = Request::builder().method(method).uri(path).header("host", "berth");
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        if upgrade {
+            builder = builder.header("connection", "Upgrade").header("upgrade", "berth-attach");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(protocol)?;
+        sender.send_request(request).await.map_err(protocol)
+    }
+
+    /// Turns a non-success response into the daemon's error message.
+    async fn check(response: Response<Incoming>) -> ClientResult<Response<Incoming>> {
+        let status = response.status();
+        if status.is_success() || status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(response);
+        }
+        let body = response.into_body().collect().await.map_err(protocol)?.to_bytes();
+        let (message, field) = match serde_json::from_slice::<ErrorResponse>(&body) {
+            Ok(error) => (error.message, error.field),
+            Err(_) => (String::from_utf8_lossy(&body).trim().to_string(), None),
+        };
+        Err(ClientError::Api { status, message, field })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<Bytes> {
+        let response = Self::check(self.send(method, path, body, false).await?).await?;
+        Ok(response.into_body().collect().await.map_err(protocol)?.to_bytes())
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        let body = self.call(Method::GET, path, None).await?;
+        serde_json::from_slice(&body).map_err(protocol)
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
+        let body = serde_json::to_vec(body).map_err(protocol)?;
+        let reply = self.call(Method::POST, path, Some(body)).await?;
+        serde_json::from_slice(&reply).map_err(protocol)
+    }
+
+    /// POST without a body whose reply is ignored.
+    pub async fn post_empty(&self, path: &str) -> ClientResult<Bytes> {
+        self.call(Method::POST, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> ClientResult<Bytes> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// A streamed response body, chunk by chunk.
+    pub async fn stream(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<BodyStream> {
+        let response = Self::check(self.send(method, path, body, false).await?).await?;
+        Ok(BodyStream {
+            body: response.into_body(),
+        })
+    }
+
+    /// Sends a request that upgrades to an attach stream; `Ok(None)` if the daemon
+    /// answered without upgrading (for example a detached exec).
+    pub async fn upgrade(&self, path: &str, body: Option<Vec<u8>>) -> ClientResult<Option<AttachStream>> {
+        let response = Self::check(self.send(Method::POST, path, body, true).await?).await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(None);
+        }
+        let upgraded = hyper::upgrade::on(response).await.map_err(protocol)?;
+        Ok(Some(TokioIo::new(upgraded)))
+    }
+}
+
+/// Chunks of a streamed body.
+pub struct BodyStream {
+    body: Incoming,
+}
+
+impl BodyStream {
+    pub async fn next_chunk(&mut self) -> ClientResult<Option<Bytes>> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(protocol(e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Splits the body into lines (for JSON-lines responses).
+    pub fn lines(self) -> LineStream {
+        LineStream {
+            inner: self,
+            buffer: Vec::new(),
+            done: false,
+        }
+    }
+}
+
+pub struct LineStream {
+    inner: BodyStream,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl LineStream {
+    pub async fn next_line(&mut self) -> ClientResult<Option<Vec<u8>>> {
+        loop {
+            if let Some(newline) = self.buffer.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buffer.drain(..=newline).collect();
+                line.pop();
+                return Ok(Some(line));
+            }
+            if self.done {
+                if self.buffer.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(std::mem::take(&mut self.buffer)));
+            }
+            match self.inner.next_chunk().await? {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => self.done = true,
+            }
+        }
+    }
+}

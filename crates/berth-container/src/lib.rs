@@ -1,0 +1,264 @@
+//! berth's container driver: an overlayfs rootfs over the image's shared layers, an OCI
+//! runtime spec with Docker's defaults, cgroup limits (v1 or v2, chosen at start-up), and
+//! libcontainer workloads run under a berth supervisor.
+
+pub mod cgroups;
+pub mod rootfs;
+pub mod spec;
+pub mod user;
+pub mod workload;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use berth_image::ImageStore;
+use berth_model::api::{ExecRequest, InstanceStats};
+use berth_model::driver::{DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, Workload};
+use berth_model::image::ImageRecord;
+use berth_model::instance::short_id;
+use berth_model::{Instance, InstanceKind, Limits};
+
+use crate::cgroups::Cgroups;
+use crate::rootfs::RootfsPaths;
+
+/// Every instance cgroup lives under this parent in each hierarchy.
+pub const CGROUP_PARENT: &str = "berth";
+
+pub struct ContainerDriver {
+    images: ImageStore,
+    cgroups: Cgroups,
+    runtime_root: PathBuf,
+}
+
+impl ContainerDriver {
+    pub fn new(images: ImageStore, runtime_root: PathBuf) -> Result<Self, DriverError> {
+        fs::create_dir_all(&runtime_root)
+            .map_err(|e| DriverError::host(format!("creating {}", runtime_root.display()), e))?;
+        Ok(ContainerDriver {
+            images,
+            cgroups: Cgroups::detect(CGROUP_PARENT)?,
+            runtime_root,
+        })
+    }
+
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+
+    /// The name of an instance in the runtime and in cgroups: short enough for socket paths.
+    pub fn runtime_name(instance: &Instance) -> String {
+        short_id(&instance.id).to_string()
+    }
+
+    /// Host PIDs of every process of a running container.
+    pub fn pids(&self, instance: &Instance) -> Vec<u32> {
+        self.cgroups.pids(&Self::runtime_name(instance))
+    }
+}
+
+/// Creates `relative` under `root` unless a symlink is on the way (the runtime then resolves
+/// it inside the container; following it here could touch the host).
+fn ensure_dir_in_root(root: &Path, relative: &str) {
+    let mut path = root.to_path_buf();
+    for part in relative.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return;
+        }
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => return,
+            Err(_) => {
+                if fs::create_dir(&path).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl InstanceDriver for ContainerDriver {
+    fn kind(&self) -> InstanceKind {
+        InstanceKind::Container
+    }
+
+    fn fingerprint(&self) -> DriverFingerprint {
+        DriverFingerprint {
+            kind: Some(InstanceKind::Container),
+            available: true,
+            details: vec![
+                ("cgroup".into(), self.cgroups.describe()),
+                ("runtime".into(), "libcontainer (youki) 0.7, in-process".into()),
+            ],
+        }
+    }
+
+    async fn prepare_start(
+        &self,
+        instance: &Instance,
+        image: &ImageRecord,
+        dir: &Path,
+    ) -> Result<SupervisorConfig, DriverError> {
+        let paths = RootfsPaths::new(dir);
+        let lower_dirs = self
+            .images
+            .lower_dirs(image)
+            .map_err(|e| DriverError::Other(e.to_string()))?;
+        for lower in &lower_dirs {
+            if !lower.is_dir() {
+                return Err(DriverError::Other(format!(
+                    "layer {} of image {} is missing; pull or import the image again",
+                    lower.display(),
+                    instance.spec.image
+                )));
+            }
+        }
+        rootfs::mount_overlay(&paths, &lower_dirs)?;
+        let result = (|| {
+            let user = user::resolve_user(&paths.mountpoint, &instance.spec.process.user)
+                .map_err(|message| DriverError::invalid("user", message))?;
+            let working_dir = &instance.spec.process.working_dir;
+            if !working_dir.is_empty() {
+                ensure_dir_in_root(&paths.mountpoint, working_dir);
+            }
+            let etc_dir = dir.join("etc");
+            spec::write_etc_files(&etc_dir, &instance.spec.hostname)?;
+            let name = Self::runtime_name(instance);
+            let runtime_spec = spec::build_spec(&spec::SpecInputs {
+                instance,
+                user: &user,
+                resources: self.cgroups.resources(&instance.limits)?,
+                cgroups_path: &self.cgroups.path_for(&name),
+                etc_dir: &etc_dir,
+            })?;
+            let config_path = dir.join("bundle/config.json");
+            runtime_spec
+                .save(&config_path)
+                .map_err(|e| DriverError::Other(format!("writing {}: {e}", config_path.display())))?;
+            Ok(SupervisorConfig {
+                workload: Workload::Container {
+                    container_id: name,
+                    bundle: dir.join("bundle"),
+                    runtime_root: self.runtime_root.clone(),
+                },
+                tty: instance.spec.process.tty,
+                open_stdin: instance.spec.process.open_stdin,
+                log_path: Some(dir.join("container.log")),
+                exit_path: dir.join("exit.json"),
+                socket_path: dir.join("supervisor.sock"),
+            })
+        })();
+        if result.is_err() {
+            let _ = rootfs::unmount(&paths);
+        }
+        result
+    }
+
+    async fn release(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
+        let name = Self::runtime_name(instance);
+        let stale = self.runtime_root.join(&name);
+        if stale.exists() {
+            let _ = fs::remove_dir_all(&stale);
+        }
+        self.cgroups.remove(&name);
+        rootfs::unmount(&RootfsPaths::new(dir))
+    }
+
+    async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
+        self.release(instance, dir).await?;
+        if dir.exists() {
+            fs::remove_dir_all(dir).map_err(|e| DriverError::host(format!("removing {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    async fn update_limits(&self, instance: &Instance, limits: &Limits) -> Result<(), DriverError> {
+        self.cgroups.apply_limits(&Self::runtime_name(instance), limits)
+    }
+
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.cgroups.set_frozen(&Self::runtime_name(instance), true)
+    }
+
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.cgroups.set_frozen(&Self::runtime_name(instance), false)
+    }
+
+    async fn stats(&self, instance: &Instance) -> Result<InstanceStats, DriverError> {
+        let mut stats = self.cgroups.stats(&Self::runtime_name(instance))?;
+        stats.id = instance.id.clone();
+        stats.name = instance.name.clone();
+        Ok(stats)
+    }
+
+    async fn prepare_exec(
+        &self,
+        instance: &Instance,
+        request: &ExecRequest,
+        dir: &Path,
+    ) -> Result<SupervisorConfig, DriverError> {
+        fs::create_dir_all(dir).map_err(|e| DriverError::host(format!("creating {}", dir.display()), e))?;
+        let rootfs = RootfsPaths::new(dir.parent().and_then(Path::parent).unwrap_or(dir)).mountpoint;
+        let user_spec = request.user.clone().unwrap_or_else(|| instance.spec.process.user.clone());
+        let user = user::resolve_user(&rootfs, &user_spec).map_err(|message| DriverError::invalid("user", message))?;
+        let mut env = spec::process_env(instance, &user.home);
+        for pair in &request.env {
+            let key = pair.split('=').next().unwrap_or_default();
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(pair.clone());
+        }
+        Ok(SupervisorConfig {
+            workload: Workload::ContainerExec {
+                container_id: Self::runtime_name(instance),
+                runtime_root: self.runtime_root.clone(),
+                args: request.command.clone(),
+                env,
+                working_dir: request.working_dir.clone(),
+                uid: Some(user.uid),
+                gid: Some(user.gid),
+            },
+            tty: request.tty,
+            open_stdin: request.open_stdin,
+            log_path: None,
+            exit_path: dir.join("exit.json"),
+            socket_path: dir.join("supervisor.sock"),
+        })
+    }
+}
+
+/// The supervisor-side workload for a container `SupervisorConfig`; `None` for kinds this
+/// driver does not run.
+pub fn workload_for(workload: &Workload) -> Option<Box<dyn berth_shim::Workload>> {
+    match workload {
+        Workload::Container {
+            container_id,
+            bundle,
+            runtime_root,
+        } => Some(Box::new(workload::ContainerWorkload::new(
+            container_id.clone(),
+            bundle.clone(),
+            runtime_root.clone(),
+            Cgroups::detect(CGROUP_PARENT).ok(),
+        ))),
+        Workload::ContainerExec {
+            container_id,
+            runtime_root,
+            args,
+            env,
+            working_dir,
+            uid,
+            gid,
+        } => Some(Box::new(workload::ExecWorkload::new(
+            container_id.clone(),
+            runtime_root.clone(),
+            args.clone(),
+            env.clone(),
+            working_dir.clone(),
+            *uid,
+            *gid,
+        ))),
+        Workload::Process { .. } => None,
+    }
+}

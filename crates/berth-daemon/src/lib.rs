@@ -1,0 +1,107 @@
+//! berth's node daemon: the engine that drives instances through their drivers and the
+//! REST API it serves on a unix socket. `berth daemon` calls `run`.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod procs;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use berth_container::ContainerDriver;
+use berth_image::ImageStore;
+use berth_store::{SqliteStore, StateStore};
+
+pub use config::DaemonConfig;
+pub use engine::Engine;
+
+/// Holds an exclusive lock on the state directory for the daemon's lifetime, so two
+/// daemons never share one state.
+fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = state_dir.join("daemon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| anyhow::anyhow!("another berth daemon uses {}; stop it or pass another --state-dir", state_dir.display()))
+}
+
+async fn node_id(store: &dyn StateStore) -> Result<String> {
+    if let Some(id) = store.get_meta("node_id").await? {
+        return Ok(id);
+    }
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "node".into());
+    let id = format!("{hostname}-{:08x}", rand::random::<u32>());
+    store.set_meta("node_id", &id).await?;
+    Ok(id)
+}
+
+fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            bail!("a daemon already serves {}; stop it or pass another --socket", socket.display());
+        }
+        std::fs::remove_file(socket).with_context(|| format!("removing stale {}", socket.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
+    // Root-owned, group-accessible: membership of the socket's group is the permission to use berth.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting permissions of {}", socket.display()))?;
+    Ok(listener)
+}
+
+/// Opens the state, recovers instances and serves the API until SIGTERM or SIGINT.
+/// Instances keep running when the daemon stops.
+pub async fn run(config: DaemonConfig) -> Result<()> {
+    let state_dir = config.state_dir.clone();
+    std::fs::create_dir_all(state_dir.join("instances"))
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let _lock = lock_state_dir(&state_dir)?;
+    let store: Arc<dyn StateStore> = Arc::new(
+        SqliteStore::open(&state_dir.join("berth.db")).with_context(|| format!("opening the state in {}", state_dir.display()))?,
+    );
+    let node = node_id(store.as_ref()).await?;
+    let images = ImageStore::open(&state_dir.join("images"), store.clone()).context("opening the image store")?;
+    let containers = ContainerDriver::new(images.clone(), state_dir.join("rt")).context("setting up the container driver")?;
+    let exe = std::env::current_exe().context("locating the berth binary")?;
+    let socket = config.socket.clone();
+    let engine = Engine::new(config, node.clone(), store, images.clone(), containers, exe);
+    engine.recover().await.map_err(|e| anyhow::anyhow!("recovering instances: {e}"))?;
+    tokio::spawn(async move {
+        match images.collect_garbage().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed unused image data"),
+            Err(e) => tracing::warn!(error = %e, "image garbage collection"),
+        }
+    });
+    let listener = bind_socket(&socket)?;
+    tracing::info!(socket = %socket.display(), node = %node, "berth daemon serving");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        tracing::info!("shutting down; instances keep running");
+    };
+    axum::serve(listener, api::router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the API")?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

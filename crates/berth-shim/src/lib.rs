@@ -1,0 +1,15 @@
+//! berth's per-instance supervisor (the role containerd's shim plays): a small
+//! single-threaded process that owns an instance's stdio, log and exit status so the
+//! daemon can crash or restart without touching running instances.
+//!
+//! - `supervisor` — the process side: event loop, log, attach clients, reaping
+//! - `protocol` — the control socket's request/reply lines and the exit record
+//! - `client` — the daemon side of the control socket
+
+pub mod client;
+pub mod process;
+pub mod protocol;
+pub mod supervisor;
+
+pub use protocol::{ExitRecord, LogRecord};
+pub use supervisor::{run, ChildStdio, Workload};

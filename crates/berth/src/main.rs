@@ -1,1 +1,196 @@
-fn main() {}
+//! The `berth` binary: the CLI (a client of the daemon's API), the daemon itself
+//! (`berth daemon`) and, hidden, the per-instance supervisor (`berth supervise`).
+
+mod attach;
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use berth_client::Client;
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command, ImageCommand};
+
+/// How a command ended, as an exit status.
+pub enum Outcome {
+    Success,
+    Failure,
+    /// The exit code of an instance's process.
+    Exit(i32),
+}
+
+/// Exit status when berth itself fails in commands that otherwise pass on an instance's
+/// exit code (Docker's convention).
+const BERTH_FAILED: u8 = 125;
+
+/// Percent-encodes a path segment or query value.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Supervise(args) => ExitCode::from(supervise(&args.config) as u8),
+        Command::Daemon(args) => match run_daemon(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth daemon: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Completion(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man(args) => match write_man_pages(&args.out_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        command => {
+            let passes_exit_code = matches!(
+                command,
+                Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Wait(_) | Command::Create(_)
+            );
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("berth: error: starting the async runtime: {e}");
+                    return ExitCode::from(BERTH_FAILED);
+                }
+            };
+            let result = runtime.block_on(dispatch(command));
+            // Stdin readers may still block on a terminal; do not wait for them.
+            let code = match result {
+                Ok(Outcome::Success) => 0,
+                Ok(Outcome::Failure) => 1,
+                Ok(Outcome::Exit(code)) => code.clamp(0, 255) as u8,
+                Err(e) => {
+                    eprintln!("berth: error: {e:#}");
+                    if passes_exit_code {
+                        BERTH_FAILED
+                    } else {
+                        1
+                    }
+                }
+            };
+            std::process::exit(code as i32);
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<Outcome> {
+    use commands::{host, images, instances};
+    let client = Client::from_env();
+    match command {
+        Command::Run(args) => instances::run(&client, args).await,
+        Command::Create(args) => instances::create(&client, args).await,
+        Command::Start(args) => instances::start(&client, args).await,
+        Command::Stop(args) => instances::stop(&client, args, false).await,
+        Command::Restart(args) => instances::stop(&client, args, true).await,
+        Command::Kill(args) => instances::kill(&client, args).await,
+        Command::Pause(args) => instances::simple(&client, &args.names, "pause").await,
+        Command::Unpause(args) => instances::simple(&client, &args.names, "unpause").await,
+        Command::Rm(args) => instances::remove(&client, args).await,
+        Command::Wait(args) => instances::wait(&client, args).await,
+        Command::Logs(args) => instances::logs(&client, args).await,
+        Command::Exec(args) => instances::exec(&client, args).await,
+        Command::Ps(args) => instances::ps(&client, args).await,
+        Command::Inspect(args) => instances::inspect(&client, args).await,
+        Command::Update(args) => instances::update(&client, args).await,
+        Command::Stats(args) => instances::stats(&client, args).await,
+        Command::Top(args) => instances::top(&client, args).await,
+        Command::Info(args) => host::info(&client, args).await,
+        Command::Events(args) => host::events(&client, args).await,
+        Command::Image(image) => match image {
+            ImageCommand::Import(args) => images::import(&client, args).await,
+            ImageCommand::Pull(args) => images::pull(&client, args).await,
+            ImageCommand::Push(args) => images::push(&client, args).await,
+            ImageCommand::Ls(args) => images::list(&client, args).await,
+            ImageCommand::Inspect(args) => images::inspect(&client, args).await,
+            ImageCommand::Rm(args) => images::remove(&client, args).await,
+            ImageCommand::Tag(args) => images::tag(&client, args).await,
+        },
+        Command::Daemon(_) | Command::Supervise(_) | Command::Completion(_) | Command::Man(_) => {
+            unreachable!("handled before the runtime starts")
+        }
+    }
+}
+
+fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?)
+        .with_writer(std::io::stderr)
+        .init();
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("the daemon needs root (namespaces, cgroups, mounts); run it with sudo");
+    }
+    let config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
+    // Two workers: the API is I/O-bound and the heavy work (unpacking) runs on blocking threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(berth_daemon::run(config))
+}
+
+/// The supervisor: no async runtime, one thread, as small as it can be.
+fn supervise(config_path: &std::path::Path) -> i32 {
+    let config: berth_model::driver::SupervisorConfig = match std::fs::read(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|data| serde_json::from_slice(&data).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(e) => {
+            println!("{{\"ok\":false,\"error\":\"reading the supervisor config: {}\",\"supervisor_pid\":{}}}", e.replace('"', "'"), std::process::id());
+            return 1;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let workload = match berth_container::workload_for(&config.workload) {
+        Some(workload) => workload,
+        None => match &config.workload {
+            berth_model::driver::Workload::Process { args, env } => {
+                Box::new(berth_shim::process::ProcessWorkload::new(args.clone(), env.clone()))
+            }
+            _ => unreachable!("every container workload has a supervisor workload"),
+        },
+    };
+    berth_shim::run(config, workload)
+}
+
+fn write_man_pages(out_dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let command = Cli::command();
+    fn render(command: &clap::Command, name: &str, out_dir: &std::path::Path) -> Result<()> {
+        let mut buffer = Vec::new();
+        clap_mangen::Man::new(command.clone().name(name.to_string()))
+            .render(&mut buffer)
+            .context("rendering a man page")?;
+        std::fs::write(out_dir.join(format!("{name}.1")), buffer)?;
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            render(sub, &format!("{name}-{}", sub.get_name()), out_dir)?;
+        }
+        Ok(())
+    }
+    render(&command, "berth", out_dir)
+}

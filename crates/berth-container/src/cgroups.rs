@@ -1,0 +1,207 @@
+//! Limits through the kernel's cgroups, v1 (legacy or hybrid) and v2 alike. The host's
+//! layout is detected once; `libcgroups` (youki) hides the per-version controllers behind
+//! one manager, and this module maps berth's `Limits` onto it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use berth_model::api::InstanceStats;
+use berth_model::driver::DriverError;
+use berth_model::Limits;
+use libcgroups::common::{
+    create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup,
+    ControllerOpt, FreezerState,
+};
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+};
+
+/// CFS period; quota is `cpus * period`.
+const CPU_PERIOD_US: u64 = 100_000;
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1 { hybrid: bool },
+    V2,
+}
+
+/// The host's cgroup layout, decided at start-up.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    pub version: CgroupVersion,
+    /// Parent of every instance's cgroup, relative to each hierarchy's root.
+    parent: String,
+}
+
+fn cgroup_error(context: impl Into<String>, err: impl std::fmt::Display) -> DriverError {
+    DriverError::Other(format!("{}: {err}", context.into()))
+}
+
+impl Cgroups {
+    pub fn detect(parent: &str) -> Result<Self, DriverError> {
+        let version = match get_cgroup_setup().map_err(|e| cgroup_error("detecting the cgroup layout", e))? {
+            CgroupSetup::Legacy => CgroupVersion::V1 { hybrid: false },
+            CgroupSetup::Hybrid => CgroupVersion::V1 { hybrid: true },
+            CgroupSetup::Unified => CgroupVersion::V2,
+        };
+        Ok(Cgroups {
+            version,
+            parent: parent.trim_matches('/').to_string(),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self.version {
+            CgroupVersion::V1 { hybrid: false } => "v1".into(),
+            CgroupVersion::V1 { hybrid: true } => "v1 (hybrid)".into(),
+            CgroupVersion::V2 => "v2".into(),
+        }
+    }
+
+    /// The cgroup of an instance, as the OCI spec's `cgroupsPath` names it.
+    pub fn path_for(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/{}/{}", self.parent, name))
+    }
+
+    fn manager(&self, name: &str) -> Result<AnyCgroupManager, DriverError> {
+        create_cgroup_manager(CgroupConfig {
+            cgroup_path: self.path_for(name),
+            systemd_cgroup: false,
+            container_name: name.to_string(),
+        })
+        .map_err(|e| cgroup_error("opening the cgroup", e))
+    }
+
+    /// Resources for the OCI spec at start and for live updates. `None` limits are
+    /// written as "no limit" so that an update can lift a limit.
+    pub fn resources(&self, limits: &Limits) -> Result<LinuxResources, DriverError> {
+        let quota: i64 = limits
+            .cpus
+            .map(|cpus| (cpus.0 * CPU_PERIOD_US / 1000) as i64)
+            .unwrap_or(-1);
+        let cpu = LinuxCpuBuilder::default()
+            .quota(quota)
+            .period(CPU_PERIOD_US)
+            .build()
+            .map_err(|e| cgroup_error("cpu limit", e))?;
+        let memory = LinuxMemoryBuilder::default()
+            .limit(limits.memory_bytes.map(|b| b as i64).unwrap_or(-1))
+            .build()
+            .map_err(|e| cgroup_error("memory limit", e))?;
+        let pids = LinuxPidsBuilder::default()
+            .limit(limits.pids.map(|p| p as i64).unwrap_or(-1))
+            .build()
+            .map_err(|e| cgroup_error("pids limit", e))?;
+        let mut builder = LinuxResourcesBuilder::default().cpu(cpu).memory(memory).pids(pids);
+        // v2 device control needs eBPF programs; the spec's default device list is then
+        // the only device access the container gets.
+        if matches!(self.version, CgroupVersion::V1 { .. }) {
+            builder = builder.devices(default_device_rules()?);
+        }
+        builder.build().map_err(|e| cgroup_error("resources", e))
+    }
+
+    pub fn apply_limits(&self, name: &str, limits: &Limits) -> Result<(), DriverError> {
+        let resources = self.resources(limits)?;
+        let manager = self.manager(name)?;
+        manager
+            .apply(&ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| cgroup_error("applying limits", e))
+    }
+
+    pub fn set_frozen(&self, name: &str, frozen: bool) -> Result<(), DriverError> {
+        let state = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };
+        self.manager(name)?
+            .freeze(state)
+            .map_err(|e| cgroup_error(if frozen { "freezing" } else { "thawing" }, e))
+    }
+
+    pub fn stats(&self, name: &str) -> Result<InstanceStats, DriverError> {
+        let stats = self.manager(name)?.stats().map_err(|e| cgroup_error("reading cgroup stats", e))?;
+        let memory_limit = stats.memory.memory.limit;
+        let pids_limit = stats.pids.limit;
+        Ok(InstanceStats {
+            cpu_usage_ns: stats.cpu.usage.usage_total,
+            memory_usage_bytes: stats.memory.memory.usage,
+            // The kernel reports "no limit" as a huge number (v1) or 0 (v2 "max").
+            memory_limit_bytes: (memory_limit > 0 && memory_limit < i64::MAX as u64 / 2).then_some(memory_limit),
+            pids_current: stats.pids.current,
+            pids_limit: (pids_limit > 0).then_some(pids_limit),
+            sampled_at_ms: chrono::Utc::now().timestamp_millis(),
+            ..Default::default()
+        })
+    }
+
+    /// Processes in the instance's cgroup (all of its processes, however they were forked).
+    pub fn pids(&self, name: &str) -> Vec<u32> {
+        self.manager(name)
+            .and_then(|m| m.get_all_pids().map_err(|e| cgroup_error("listing pids", e)))
+            .map(|pids| pids.into_iter().map(|p| p.as_raw() as u32).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many times the kernel's OOM killer struck in the instance's cgroup.
+    pub fn oom_kills(&self, name: &str) -> u64 {
+        let relative = format!("{}/{}", self.parent, name);
+        let (file, key) = match self.version {
+            CgroupVersion::V1 { .. } => (
+                Path::new(CGROUP_ROOT).join("memory").join(&relative).join("memory.oom_control"),
+                "oom_kill",
+            ),
+            CgroupVersion::V2 => (Path::new(CGROUP_ROOT).join(&relative).join("memory.events"), "oom_kill"),
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    let (k, v) = line.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Removes an instance's cgroup if it is left over (the runtime normally does this).
+    pub fn remove(&self, name: &str) {
+        if let Ok(manager) = self.manager(name) {
+            let _ = manager.remove();
+        }
+    }
+}
+
+/// Docker's default device access: nothing, then the standard character devices.
+fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>, DriverError> {
+    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut builder = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+        if let Some(major) = major {
+            builder = builder.major(major);
+        }
+        if let Some(minor) = minor {
+            builder = builder.minor(minor);
+        }
+        builder.build().map_err(|e| cgroup_error("device rule", e))
+    };
+    use LinuxDeviceType::{A, B, C};
+    Ok(vec![
+        rule(false, A, None, None, "rwm")?,
+        rule(true, C, None, None, "m")?,
+        rule(true, B, None, None, "m")?,
+        rule(true, C, Some(1), Some(3), "rwm")?,   // null
+        rule(true, C, Some(1), Some(5), "rwm")?,   // zero
+        rule(true, C, Some(1), Some(7), "rwm")?,   // full
+        rule(true, C, Some(1), Some(8), "rwm")?,   // random
+        rule(true, C, Some(1), Some(9), "rwm")?,   // urandom
+        rule(true, C, Some(5), Some(0), "rwm")?,   // tty
+        rule(true, C, Some(5), Some(1), "rwm")?,   // console
+        rule(true, C, Some(5), Some(2), "rwm")?,   // ptmx
+        rule(true, C, Some(136), None, "rwm")?,    // pts
+        rule(true, C, Some(10), Some(200), "rwm")?, // tun
+    ])
+}

@@ -1,0 +1,967 @@
+//! The engine: decides when instances are created, started, stopped and removed, keeps
+//! their records in the state store, and leaves the how to the driver of their kind.
+//! Every started instance runs under a supervisor process; the engine talks to it over its
+//! control socket and learns of exits from it, also after a daemon restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use berth_container::ContainerDriver;
+use berth_image::ImageStore;
+use berth_model::api::{
+    AllocationSummary, CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo, InstanceCounts,
+    InstanceStats, LimitsRequest, TopResponse, TreeEntry, WaitCondition, WaitResponse,
+};
+use berth_model::driver::{InstanceDriver, SupervisorConfig};
+use berth_model::image::ImageRecord;
+use berth_model::instance::{generate_name, new_instance_id, short_id, validate_name, ProcessSpec};
+use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
+use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
+use berth_shim::client;
+use berth_shim::protocol::{ExitRecord, ReadyLine, Request};
+use berth_store::{StateStore, StoreError};
+use chrono::Utc;
+use tokio::io::AsyncBufReadExt;
+use tokio::net::UnixStream;
+use tokio::sync::broadcast;
+
+use crate::config::DaemonConfig;
+use crate::error::{EngineError, EngineResult};
+use crate::host::HostFacts;
+use crate::procs::ProcessTable;
+
+/// The smallest memory limit that lets a runtime start a process at all.
+const MIN_MEMORY_BYTES: u64 = 6 << 20;
+const MIN_MILLICPUS: u64 = 10;
+/// How long a supervisor may take to create its workload.
+const SUPERVISOR_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Engine {
+    pub config: DaemonConfig,
+    pub node: String,
+    pub host: HostFacts,
+    pub store: Arc<dyn StateStore>,
+    pub images: ImageStore,
+    containers: Arc<ContainerDriver>,
+    /// Serialises life-cycle changes of one instance.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    events: broadcast::Sender<Event>,
+    /// This binary, run in supervisor mode for each started instance.
+    exe: PathBuf,
+}
+
+fn supervisor_error(context: &str) -> impl Fn(client::ClientError) -> EngineError + '_ {
+    move |e| EngineError::internal(format!("{context}: {e}"))
+}
+
+impl Engine {
+    pub fn new(
+        config: DaemonConfig,
+        node: String,
+        store: Arc<dyn StateStore>,
+        images: ImageStore,
+        containers: ContainerDriver,
+        exe: PathBuf,
+    ) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Engine {
+            config,
+            node,
+            host: HostFacts::detect(),
+            store,
+            images,
+            containers: Arc::new(containers),
+            locks: std::sync::Mutex::new(HashMap::new()),
+            events,
+            exe,
+        })
+    }
+
+    fn driver(&self, kind: InstanceKind) -> EngineResult<&dyn InstanceDriver> {
+        match kind {
+            InstanceKind::Container => Ok(self.containers.as_ref()),
+            InstanceKind::Vm => Err(EngineError::invalid(
+                "kind",
+                "virtual machines are not available on this daemon yet; run a container instead",
+            )),
+        }
+    }
+
+    pub fn container_driver(&self) -> &ContainerDriver {
+        &self.containers
+    }
+
+    fn instance_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("instances").join(short_id(id))
+    }
+
+    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let mutex = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(id.to_string()).or_default().clone()
+        };
+        mutex.lock_owned().await
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.remove(id);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, instance: &Instance, action: &str, exit: Option<ExitStatus>) {
+        let _ = self.events.send(Event {
+            time: Utc::now(),
+            subject: "instance".into(),
+            id: instance.id.clone(),
+            name: instance.name.clone(),
+            action: action.into(),
+            exit,
+        });
+    }
+
+    pub fn emit_image(&self, image: &ImageRecord, action: &str) {
+        let _ = self.events.send(Event {
+            time: Utc::now(),
+            subject: "image".into(),
+            id: image.id.clone(),
+            name: image.tags.first().cloned().unwrap_or_default(),
+            action: action.into(),
+            exit: None,
+        });
+    }
+
+    pub async fn find(&self, key: &str) -> EngineResult<Instance> {
+        self.store.find_instance(key).await.map_err(|e| match e {
+            StoreError::NotFound { .. } => EngineError::not_found(format!(
+                "no such instance: {key}; `berth ps -a` lists them"
+            )),
+            other => other.into(),
+        })
+    }
+
+    pub async fn list(&self, all: bool) -> EngineResult<Vec<Instance>> {
+        let mut instances = self.store.list_instances().await?;
+        if !all {
+            instances.retain(|i| i.state.is_active());
+        }
+        Ok(instances)
+    }
+
+    // ---- limits -------------------------------------------------------------------------
+
+    /// Applies defaults to what the user asked for; says which fields were defaulted.
+    fn resolve_limits(&self, requested: &LimitsRequest) -> (Limits, Vec<String>) {
+        let defaults = &self.config.default_limits;
+        let mut defaulted = Vec::new();
+        let mut pick = |field: &str, asked: Option<LimitSetting<u64>>, default: Option<LimitSetting<u64>>| match asked {
+            Some(setting) => setting.value(),
+            None => {
+                defaulted.push(field.to_string());
+                default.and_then(LimitSetting::value)
+            }
+        };
+        let cpus = pick(
+            "cpus",
+            requested.cpus.map(|s| match s {
+                LimitSetting::Unlimited => LimitSetting::Unlimited,
+                LimitSetting::Value(v) => LimitSetting::Value(v.0),
+            }),
+            defaults.cpus.map(|s| match s {
+                LimitSetting::Unlimited => LimitSetting::Unlimited,
+                LimitSetting::Value(v) => LimitSetting::Value(v.0),
+            }),
+        )
+        .map(MilliCpus);
+        let memory_bytes = pick("memory", requested.memory_bytes, defaults.memory_bytes);
+        let pids = pick("pids", requested.pids, defaults.pids);
+        (
+            Limits {
+                cpus,
+                memory_bytes,
+                pids,
+            },
+            defaulted,
+        )
+    }
+
+    /// Refuses limits this host cannot honour, naming the field and the fix.
+    fn check_limits(&self, limits: &Limits) -> EngineResult<()> {
+        if let Some(cpus) = limits.cpus {
+            if cpus.0 < MIN_MILLICPUS {
+                return Err(EngineError::invalid("cpus", format!("cpus: {cpus} is below the minimum of 0.01")));
+            }
+            if cpus.0 > self.host.cpus * 1000 {
+                return Err(EngineError::invalid(
+                    "cpus",
+                    format!(
+                        "cpus: {cpus} exceeds this host's {} CPUs; lower --cpus",
+                        self.host.cpus
+                    ),
+                ));
+            }
+        }
+        if let Some(memory) = limits.memory_bytes {
+            if memory < MIN_MEMORY_BYTES {
+                return Err(EngineError::invalid(
+                    "memory",
+                    format!("memory: {} is below the minimum of 6MiB; raise --memory", ByteSize(memory)),
+                ));
+            }
+            if self.host.memory_bytes > 0 && memory > self.host.memory_bytes {
+                return Err(EngineError::invalid(
+                    "memory",
+                    format!(
+                        "memory: {} exceeds this host's {}; lower --memory",
+                        ByteSize(memory),
+                        ByteSize(self.host.memory_bytes)
+                    ),
+                ));
+            }
+        }
+        if limits.pids == Some(0) {
+            return Err(EngineError::invalid("pids", "pids: the limit must be at least 1"));
+        }
+        Ok(())
+    }
+
+    // ---- create -------------------------------------------------------------------------
+
+    pub async fn create(&self, request: CreateInstanceRequest) -> EngineResult<CreatedResponse> {
+        self.driver(request.kind)?;
+        let name = match &request.name {
+            Some(name) => {
+                validate_name(name).map_err(|m| EngineError::invalid("name", m))?;
+                name.clone()
+            }
+            None => generate_name(),
+        };
+        let image = self.images.resolve(&request.image).await.map_err(|e| {
+            let mut error = EngineError::from(e);
+            error.field = Some("image".into());
+            error
+        })?;
+        let process = self.process_spec(&request, &image)?;
+        let (limits, default_limits) = self.resolve_limits(&request.limits);
+        self.check_limits(&limits)?;
+
+        let existing = self.store.list_instances().await?;
+        if existing.iter().any(|i| i.name == name) {
+            return Err(StoreError::NameTaken(name).into());
+        }
+        // On-disk names use the 12-digit short id; keep it unique on this node.
+        let id = loop {
+            let id = new_instance_id();
+            if !existing.iter().any(|i| short_id(&i.id) == short_id(&id)) {
+                break id;
+            }
+        };
+        let hostname = match &request.hostname {
+            Some(h) if !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') => {
+                h.clone()
+            }
+            Some(h) => {
+                return Err(EngineError::invalid(
+                    "hostname",
+                    format!("hostname '{h}' is invalid: use letters, digits, '-' and '.' (at most 63)"),
+                ))
+            }
+            None => short_id(&id).to_string(),
+        };
+        let instance = Instance {
+            id: id.clone(),
+            name: name.clone(),
+            kind: request.kind,
+            image: request.image.clone(),
+            state: InstanceState::Created,
+            exit_code: None,
+            oom_killed: false,
+            pid: None,
+            supervisor_pid: None,
+            limits,
+            default_limits,
+            spec: InstanceSpec {
+                kind: request.kind,
+                image: request.image.clone(),
+                image_id: image.id.clone(),
+                process,
+                hostname,
+                auto_remove: request.auto_remove,
+                labels: Default::default(),
+            },
+            node: self.node.clone(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            error: None,
+        };
+        let dir = self.instance_dir(&id);
+        self.store.insert_instance(&instance).await?;
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            let _ = self.store.delete_instance(&id).await;
+            return Err(EngineError::internal(format!("creating {}: {e}", dir.display())));
+        }
+        self.emit(&instance, "create", None);
+        Ok(CreatedResponse {
+            id,
+            name,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The main process as Docker derives it from image config and request.
+    fn process_spec(&self, request: &CreateInstanceRequest, image: &ImageRecord) -> EngineResult<ProcessSpec> {
+        let entrypoint = request.entrypoint.clone().unwrap_or_else(|| image.config.entrypoint.clone());
+        let cmd = if !request.command.is_empty() {
+            request.command.clone()
+        } else if request.entrypoint.is_some() {
+            Vec::new()
+        } else {
+            image.config.cmd.clone()
+        };
+        let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        if args.is_empty() || args[0].is_empty() {
+            return Err(EngineError::invalid(
+                "command",
+                format!(
+                    "no command: image {} has no Entrypoint or Cmd; give one after the image name",
+                    request.image
+                ),
+            ));
+        }
+        let mut env = image.config.env.clone();
+        for pair in &request.env {
+            let (key, _) = pair.split_once('=').ok_or_else(|| {
+                EngineError::invalid("env", format!("env '{pair}' is not KEY=VALUE"))
+            })?;
+            if key.is_empty() || key.contains('\0') || pair.contains('\0') {
+                return Err(EngineError::invalid("env", format!("env '{pair}' has an empty or invalid name")));
+            }
+            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+            env.push(pair.clone());
+        }
+        let working_dir = request
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| image.config.working_dir.clone());
+        if !working_dir.is_empty() && !working_dir.starts_with('/') {
+            return Err(EngineError::invalid(
+                "working_dir",
+                format!("working dir '{working_dir}' must be an absolute path"),
+            ));
+        }
+        Ok(ProcessSpec {
+            args,
+            env,
+            working_dir,
+            user: request.user.clone().unwrap_or_else(|| image.config.user.clone()),
+            tty: request.tty,
+            open_stdin: request.open_stdin,
+        })
+    }
+
+    // ---- supervisors --------------------------------------------------------------------
+
+    /// Runs a supervisor for `config` and waits until it has created the workload.
+    async fn spawn_supervisor(&self, dir: &Path, config: &SupervisorConfig) -> EngineResult<u32> {
+        let config_path = dir.join("supervisor.json");
+        let document = serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
+        std::fs::write(&config_path, document)
+            .map_err(|e| EngineError::internal(format!("writing {}: {e}", config_path.display())))?;
+        let stderr = std::fs::File::create(dir.join("supervisor.log"))
+            .map_err(|e| EngineError::internal(format!("creating the supervisor log: {e}")))?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg("supervise")
+            .arg(&config_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| EngineError::internal(format!("starting the supervisor {}: {e}", self.exe.display())))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| EngineError::internal("supervisor stdout missing"))?;
+        let mut line = String::new();
+        let read = tokio::time::timeout(SUPERVISOR_READY_TIMEOUT, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        // The supervisor lives on after this; reap it when it ends while we run.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let ready: ReadyLine = match read {
+            Ok(Ok(n)) if n > 0 => serde_json::from_str(&line)
+                .map_err(|e| EngineError::internal(format!("bad supervisor ready line: {e}")))?,
+            Ok(_) => {
+                let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+                return Err(EngineError::internal(format!(
+                    "the supervisor exited before it was ready: {}",
+                    log.lines().last().unwrap_or("no output")
+                )));
+            }
+            Err(_) => return Err(EngineError::internal("the supervisor did not get ready within 60s")),
+        };
+        if !ready.ok {
+            return Err(EngineError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ready.error.unwrap_or_else(|| "the supervisor failed".into()),
+            ));
+        }
+        Ok(ready.supervisor_pid)
+    }
+
+    /// Learns how a started instance ends, in a task of its own.
+    fn watch_exit(self: &Arc<Self>, id: String, socket: PathBuf, exit_path: PathBuf) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let record = match client::wait(&socket).await {
+                Ok(record) => Some(record),
+                Err(_) => ExitRecord::read(&exit_path),
+            };
+            engine.on_exit(&id, record).await;
+        });
+    }
+
+    async fn on_exit(self: &Arc<Self>, id: &str, record: Option<ExitRecord>) {
+        let guard = self.lock(id).await;
+        let Ok(mut instance) = self.store.get_instance(id).await else { return };
+        if !instance.state.is_active() {
+            return;
+        }
+        let dir = self.instance_dir(id);
+        match record {
+            Some(record) => {
+                instance.state = InstanceState::Exited;
+                instance.exit_code = Some(record.status.code);
+                instance.oom_killed = record.status.oom_killed;
+                instance.finished_at = Some(record.finished_at);
+            }
+            None => {
+                instance.state = InstanceState::Dead;
+                instance.finished_at = Some(Utc::now());
+                instance.error = Some("the supervisor ended without recording an exit status".into());
+            }
+        }
+        instance.pid = None;
+        instance.supervisor_pid = None;
+        if let Ok(driver) = self.driver(instance.kind) {
+            if let Err(e) = driver.release(&instance, &dir).await {
+                tracing::warn!(id = %instance.id, error = %e, "releasing instance resources");
+                instance.error = Some(e.to_string());
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir.join("execs"));
+        if let Err(e) = self.store.update_instance(&instance).await {
+            tracing::error!(id = %instance.id, error = %e, "recording exit");
+        }
+        let status = record.map(|r| r.status);
+        if status.is_some_and(|s| s.oom_killed) {
+            self.emit(&instance, "oom", status);
+        }
+        self.emit(&instance, "die", status);
+        if instance.spec.auto_remove {
+            if let Err(e) = self.remove_locked(&instance).await {
+                tracing::warn!(id = %instance.id, error = %e.message, "auto-remove");
+            }
+            drop(guard);
+            self.forget_lock(id);
+        }
+    }
+
+    // ---- start / stop -------------------------------------------------------------------
+
+    /// Starts an instance. With `attach`, returns the attach stream, connected before the
+    /// workload runs so no output is missed.
+    pub async fn start(self: &Arc<Self>, key: &str, attach: bool) -> EngineResult<(Instance, Option<UnixStream>)> {
+        let found = self.find(key).await?;
+        let _guard = self.lock(&found.id).await;
+        let mut instance = self.store.get_instance(&found.id).await?;
+        match instance.state {
+            InstanceState::Running => {
+                return Err(EngineError::conflict(format!("instance {} is already running", instance.name)))
+            }
+            InstanceState::Paused => {
+                return Err(EngineError::conflict(format!(
+                    "instance {} is paused; unpause it instead",
+                    instance.name
+                )))
+            }
+            _ => {}
+        }
+        let driver = self.driver(instance.kind)?;
+        let image = self.store.get_image(&instance.spec.image_id).await.map_err(|_| {
+            EngineError::conflict(format!(
+                "the image of instance {} ({}) was removed; create the instance again",
+                instance.name, instance.spec.image
+            ))
+        })?;
+        let dir = self.instance_dir(&instance.id);
+        let config = driver.prepare_start(&instance, &image, &dir).await?;
+        let started = async {
+            let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
+            let stream = if attach {
+                Some(
+                    client::attach(&config.socket_path, instance.spec.process.open_stdin)
+                        .await
+                        .map_err(supervisor_error("attaching"))?,
+                )
+            } else {
+                None
+            };
+            let reply = client::call(&config.socket_path, &Request::Start)
+                .await
+                .map_err(|e| EngineError::new(StatusCode::BAD_REQUEST, format!("starting {}: {e}", instance.name)))?;
+            Ok::<_, EngineError>((supervisor_pid, reply.pid, stream))
+        }
+        .await;
+        let (supervisor_pid, pid, stream) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = driver.release(&instance, &dir).await;
+                if instance.spec.auto_remove {
+                    let _ = self.remove_locked(&instance).await;
+                } else {
+                    instance.error = Some(e.message.clone());
+                    let _ = self.store.update_instance(&instance).await;
+                }
+                return Err(e);
+            }
+        };
+        if instance.started_at.is_some() {
+            instance.restart_count += 1;
+        }
+        instance.state = InstanceState::Running;
+        instance.pid = pid;
+        instance.supervisor_pid = Some(supervisor_pid);
+        instance.started_at = Some(Utc::now());
+        instance.finished_at = None;
+        instance.exit_code = None;
+        instance.oom_killed = false;
+        instance.error = None;
+        self.store.update_instance(&instance).await?;
+        self.emit(&instance, "start", None);
+        self.watch_exit(instance.id.clone(), config.socket_path.clone(), config.exit_path.clone());
+        Ok((instance, stream))
+    }
+
+    fn socket_of(&self, instance: &Instance) -> PathBuf {
+        self.instance_dir(&instance.id).join("supervisor.sock")
+    }
+
+    async fn signal(&self, instance: &Instance, signal: i32, all: bool) -> EngineResult<()> {
+        client::call(&self.socket_of(instance), &Request::Kill { signal, all })
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                client::ClientError::Refused(message) if message == "not running" => {
+                    EngineError::conflict(format!("instance {} is not running", instance.name))
+                }
+                other => EngineError::internal(format!("signalling {}: {other}", instance.name)),
+            })
+    }
+
+    /// Waits until the instance is no longer running (or gone); false on timeout.
+    async fn wait_inactive(&self, id: &str, timeout: Duration) -> bool {
+        let mut events = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.store.get_instance(id).await {
+                Ok(instance) if instance.state.is_active() => {}
+                _ => return true,
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return false,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    pub async fn stop(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
+        let instance = self.find(key).await?;
+        if !instance.state.is_active() {
+            return Ok(instance);
+        }
+        if instance.state == InstanceState::Paused {
+            self.unpause(key).await?;
+        }
+        let timeout = Duration::from_secs(timeout_secs.unwrap_or(self.config.stop_timeout_secs));
+        // A process that ends between our look and the signal is fine: it is stopping anyway.
+        let _ = self.signal(&instance, libc::SIGTERM, false).await;
+        if !self.wait_inactive(&instance.id, timeout).await {
+            let _ = self.signal(&instance, libc::SIGKILL, true).await;
+            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
+                return Err(EngineError::internal(format!(
+                    "instance {} did not stop after SIGKILL",
+                    instance.name
+                )));
+            }
+        }
+        self.find(&instance.id).await.or(Ok(instance))
+    }
+
+    pub async fn restart(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
+        let instance = self.stop(key, timeout_secs).await?;
+        Ok(self.start(&instance.id, false).await?.0)
+    }
+
+    pub async fn kill(&self, key: &str, signal: &str) -> EngineResult<()> {
+        let number = berth_model::signal::parse_signal(signal).map_err(|m| EngineError::invalid("signal", m))?;
+        let instance = self.find(key).await?;
+        if !instance.state.is_active() {
+            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+        }
+        // SIGKILL reaches every process so nothing outlives the main one.
+        self.signal(&instance, number, number == libc::SIGKILL).await
+    }
+
+    pub async fn pause(&self, key: &str) -> EngineResult<Instance> {
+        let found = self.find(key).await?;
+        let _guard = self.lock(&found.id).await;
+        let mut instance = self.store.get_instance(&found.id).await?;
+        if instance.state != InstanceState::Running {
+            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+        }
+        self.driver(instance.kind)?.pause(&instance).await?;
+        instance.state = InstanceState::Paused;
+        self.store.update_instance(&instance).await?;
+        self.emit(&instance, "pause", None);
+        Ok(instance)
+    }
+
+    pub async fn unpause(&self, key: &str) -> EngineResult<Instance> {
+        let found = self.find(key).await?;
+        let _guard = self.lock(&found.id).await;
+        let mut instance = self.store.get_instance(&found.id).await?;
+        if instance.state != InstanceState::Paused {
+            return Err(EngineError::conflict(format!("instance {} is not paused", instance.name)));
+        }
+        self.driver(instance.kind)?.resume(&instance).await?;
+        instance.state = InstanceState::Running;
+        self.store.update_instance(&instance).await?;
+        self.emit(&instance, "unpause", None);
+        Ok(instance)
+    }
+
+    pub async fn remove(self: &Arc<Self>, key: &str, force: bool) -> EngineResult<()> {
+        let instance = self.find(key).await?;
+        if instance.state.is_active() {
+            if !force {
+                return Err(EngineError::conflict(format!(
+                    "instance {} is {}; stop it first or use --force",
+                    instance.name, instance.state
+                )));
+            }
+            if instance.state == InstanceState::Paused {
+                let _ = self.unpause(&instance.id).await;
+            }
+            let _ = self.signal(&instance, libc::SIGKILL, true).await;
+            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
+                return Err(EngineError::internal(format!("instance {} did not die", instance.name)));
+            }
+        }
+        let guard = self.lock(&instance.id).await;
+        let current = match self.store.get_instance(&instance.id).await {
+            Ok(current) => current,
+            // Removed meanwhile (auto-remove): done.
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        self.remove_locked(&current).await?;
+        drop(guard);
+        self.forget_lock(&instance.id);
+        Ok(())
+    }
+
+    async fn remove_locked(&self, instance: &Instance) -> EngineResult<()> {
+        let dir = self.instance_dir(&instance.id);
+        self.driver(instance.kind)?.remove(instance, &dir).await?;
+        self.store.delete_instance(&instance.id).await?;
+        self.emit(instance, "destroy", None);
+        Ok(())
+    }
+
+    pub async fn wait(&self, key: &str, condition: WaitCondition) -> EngineResult<WaitResponse> {
+        let instance = self.find(key).await?;
+        let mut events = self.subscribe();
+        let mut last = instance;
+        loop {
+            match self.store.get_instance(&last.id).await {
+                Ok(current) => {
+                    let done = match condition {
+                        WaitCondition::NotRunning => !current.state.is_active(),
+                        WaitCondition::Removed => false,
+                    };
+                    last = current;
+                    if done {
+                        break;
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+            match events.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(EngineError::internal("the daemon is shutting down"))
+                }
+            }
+        }
+        Ok(WaitResponse {
+            exit_code: last.exit_code.unwrap_or(if last.state == InstanceState::Dead { 255 } else { 0 }),
+            oom_killed: last.oom_killed,
+        })
+    }
+
+    // ---- exec, update, stats ------------------------------------------------------------
+
+    /// Runs a further process in a running instance; returns its attach stream unless
+    /// detached.
+    pub async fn exec(self: &Arc<Self>, key: &str, request: ExecRequest) -> EngineResult<Option<UnixStream>> {
+        if request.command.is_empty() || request.command[0].is_empty() {
+            return Err(EngineError::invalid("command", "exec needs a command to run"));
+        }
+        let instance = self.find(key).await?;
+        if instance.state != InstanceState::Running {
+            return Err(EngineError::conflict(format!(
+                "instance {} is {}; exec needs it running",
+                instance.name, instance.state
+            )));
+        }
+        let driver = self.driver(instance.kind)?;
+        let exec_id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let dir = self.instance_dir(&instance.id).join("execs").join(&exec_id);
+        let config = driver.prepare_exec(&instance, &request, &dir).await?;
+        let cleanup = |dir: PathBuf| {
+            let _ = std::fs::remove_dir_all(dir);
+        };
+        let result = async {
+            self.spawn_supervisor(&dir, &config).await?;
+            let stream = if request.detach {
+                None
+            } else {
+                Some(
+                    client::attach(&config.socket_path, request.open_stdin)
+                        .await
+                        .map_err(supervisor_error("attaching"))?,
+                )
+            };
+            client::call(&config.socket_path, &Request::Start)
+                .await
+                .map_err(|e| EngineError::new(StatusCode::BAD_REQUEST, format!("exec in {}: {e}", instance.name)))?;
+            Ok::<_, EngineError>(stream)
+        }
+        .await;
+        match result {
+            Ok(stream) => {
+                let socket = config.socket_path.clone();
+                tokio::spawn(async move {
+                    let _ = client::wait(&socket).await;
+                    cleanup(dir);
+                });
+                Ok(stream)
+            }
+            Err(e) => {
+                cleanup(dir);
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn update(&self, key: &str, requested: &LimitsRequest) -> EngineResult<Instance> {
+        if requested.is_empty() {
+            return Err(EngineError::invalid("limits", "nothing to update; give --cpus, --memory or --pids"));
+        }
+        let found = self.find(key).await?;
+        let _guard = self.lock(&found.id).await;
+        let mut instance = self.store.get_instance(&found.id).await?;
+        let mut limits = instance.limits.clone();
+        if let Some(cpus) = requested.cpus {
+            limits.cpus = cpus.value();
+            instance.default_limits.retain(|f| f != "cpus");
+        }
+        if let Some(memory) = requested.memory_bytes {
+            limits.memory_bytes = memory.value();
+            instance.default_limits.retain(|f| f != "memory");
+        }
+        if let Some(pids) = requested.pids {
+            limits.pids = pids.value();
+            instance.default_limits.retain(|f| f != "pids");
+        }
+        self.check_limits(&limits)?;
+        if instance.state.is_active() {
+            self.driver(instance.kind)?.update_limits(&instance, &limits).await?;
+        }
+        instance.limits = limits;
+        self.store.update_instance(&instance).await?;
+        self.emit(&instance, "update", None);
+        Ok(instance)
+    }
+
+    pub async fn stats(&self, key: &str) -> EngineResult<InstanceStats> {
+        let instance = self.find(key).await?;
+        if !instance.state.is_active() {
+            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+        }
+        Ok(self.driver(instance.kind)?.stats(&instance).await?)
+    }
+
+    // ---- seeing inside ------------------------------------------------------------------
+
+    fn processes_of(&self, table: &ProcessTable, instance: &Instance) -> Vec<berth_model::api::ProcessNode> {
+        let threads = instance.kind == InstanceKind::Vm;
+        instance
+            .supervisor_pid
+            .and_then(|pid| table.tree(pid, threads))
+            .into_iter()
+            .collect()
+    }
+
+    pub async fn top(&self, key: &str) -> EngineResult<TopResponse> {
+        let instance = self.find(key).await?;
+        if !instance.state.is_active() {
+            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+        }
+        let table = tokio::task::spawn_blocking(ProcessTable::snapshot)
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        Ok(TopResponse {
+            processes: self.processes_of(&table, &instance),
+            id: instance.id,
+            name: instance.name,
+            kind: instance.kind,
+        })
+    }
+
+    pub async fn tree(&self) -> EngineResult<Vec<TreeEntry>> {
+        let instances = self.list(false).await?;
+        let table = tokio::task::spawn_blocking(ProcessTable::snapshot)
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        Ok(instances
+            .into_iter()
+            .map(|instance| TreeEntry {
+                processes: self.processes_of(&table, &instance),
+                instance,
+            })
+            .collect())
+    }
+
+    pub async fn info(&self) -> EngineResult<HostInfo> {
+        let instances = self.store.list_instances().await?;
+        let images = self.store.list_images().await?;
+        let mut counts = InstanceCounts {
+            total: instances.len(),
+            ..Default::default()
+        };
+        let mut allocated = AllocationSummary::default();
+        for instance in &instances {
+            match instance.state {
+                InstanceState::Running => counts.running += 1,
+                InstanceState::Paused => counts.paused += 1,
+                _ => counts.stopped += 1,
+            }
+            if instance.state.is_active() {
+                match (instance.limits.cpus, instance.limits.memory_bytes) {
+                    (Some(cpus), Some(memory)) => {
+                        allocated.cpus += cpus.as_cpus();
+                        allocated.memory_bytes += memory;
+                    }
+                    (cpus, memory) => {
+                        allocated.cpus += cpus.map(|c| c.as_cpus()).unwrap_or(0.0);
+                        allocated.memory_bytes += memory.unwrap_or(0);
+                        allocated.unlimited_instances += 1;
+                    }
+                }
+            }
+        }
+        let fingerprint = self.containers.fingerprint();
+        let detail = |key: &str| {
+            fingerprint
+                .details
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        Ok(HostInfo {
+            node: self.node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kernel: self.host.kernel.clone(),
+            os: self.host.os.clone(),
+            cgroup_version: detail("cgroup"),
+            oci_runtime: detail("runtime"),
+            accelerators: self.host.accelerator.usable.clone(),
+            accelerator_note: self.host.accelerator.note.clone(),
+            cpus: self.host.cpus,
+            memory_bytes: self.host.memory_bytes,
+            allocated,
+            state_dir: self.config.state_dir.display().to_string(),
+            store: self.store.describe(),
+            instances: counts,
+            images: images.len(),
+            default_limits: self.config.default_limits.clone(),
+        })
+    }
+
+    /// The log file of an instance.
+    pub fn log_path(&self, instance: &Instance) -> PathBuf {
+        self.instance_dir(&instance.id).join("container.log")
+    }
+
+    /// Names an instance that uses image `id`, if any.
+    pub async fn image_user(&self, image_id: &str) -> EngineResult<Option<String>> {
+        Ok(self
+            .store
+            .list_instances()
+            .await?
+            .into_iter()
+            .find(|i| i.spec.image_id == image_id)
+            .map(|i| i.name))
+    }
+
+    // ---- recovery -----------------------------------------------------------------------
+
+    /// After a (re)start of the daemon: re-attach to supervisors that still run, record
+    /// exits that happened meanwhile, and mark instances whose supervisor vanished dead.
+    pub async fn recover(self: &Arc<Self>) -> EngineResult<()> {
+        for instance in self.store.list_instances().await? {
+            let dir = self.instance_dir(&instance.id);
+            let socket = dir.join("supervisor.sock");
+            let exit_path = dir.join("exit.json");
+            if instance.state.is_active() {
+                if let Some(record) = ExitRecord::read(&exit_path) {
+                    if instance.started_at.is_none_or(|started| record.finished_at >= started) {
+                        tracing::info!(id = %instance.id, code = record.status.code, "instance exited while the daemon was away");
+                        self.on_exit(&instance.id, Some(record)).await;
+                        continue;
+                    }
+                }
+                match client::call(&socket, &Request::Status).await {
+                    Ok(_) => {
+                        tracing::info!(id = %instance.id, name = %instance.name, "re-attached to running instance");
+                        self.watch_exit(instance.id.clone(), socket, exit_path);
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = %instance.id, error = %e, "supervisor is gone; marking the instance dead");
+                        self.on_exit(&instance.id, None).await;
+                    }
+                }
+            } else if let Ok(driver) = self.driver(instance.kind) {
+                // A crash during start can leave a mount behind.
+                if let Err(e) = driver.release(&instance, &dir).await {
+                    tracing::warn!(id = %instance.id, error = %e, "cleaning up a stopped instance");
+                }
+            }
+        }
+        Ok(())
+    }
+}

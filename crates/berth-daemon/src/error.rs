@@ -1,0 +1,101 @@
+//! Errors of the engine, each with the HTTP status the API answers with. Messages are
+//! one line a user can act on; `field` names the request field at fault.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_image::ImageError;
+use berth_model::api::ErrorResponse;
+use berth_model::driver::DriverError;
+use berth_store::StoreError;
+
+#[derive(Debug)]
+pub struct EngineError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+impl EngineError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        EngineError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        EngineError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<StoreError> for EngineError {
+    fn from(err: StoreError) -> Self {
+        let status = match &err {
+            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::NameTaken(_) | StoreError::Ambiguous(_) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut error = EngineError::new(status, err.to_string());
+        if matches!(err, StoreError::NameTaken(_)) {
+            error.field = Some("name".into());
+        }
+        error
+    }
+}
+
+impl From<ImageError> for EngineError {
+    fn from(err: ImageError) -> Self {
+        let status = match &err {
+            ImageError::NotFound(_) => StatusCode::NOT_FOUND,
+            ImageError::InvalidReference { .. } | ImageError::Hostile(_) | ImageError::Format(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ImageError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
+            ImageError::InUse(..) => StatusCode::CONFLICT,
+            ImageError::Registry(_) => StatusCode::BAD_GATEWAY,
+            ImageError::Io { .. } | ImageError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        EngineError::new(status, err.to_string())
+    }
+}
+
+impl From<DriverError> for EngineError {
+    fn from(err: DriverError) -> Self {
+        match err {
+            DriverError::Invalid { field, message } => EngineError::invalid(&field, message),
+            other => EngineError::internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for EngineError {
+    fn into_response(self) -> Response {
+        let body = ErrorResponse {
+            message: self.message,
+            field: self.field,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

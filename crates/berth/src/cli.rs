@@ -1,0 +1,416 @@
+//! The command line: every command, flag and help text. Values are parsed into typed
+//! quantities here, so a bad `--memory 12q` is refused before anything is sent.
+
+use std::path::PathBuf;
+
+use berth_model::quantity::{parse_count, ByteSize, LimitSetting, MilliCpus};
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "berth runs containers and virtual machines through one interface.";
+
+const LONG_ABOUT: &str = "berth runs containers and virtual machines through one interface: the same \
+run, logs, exec, inspect and limits for both. `berth daemon` serves the API on a unix socket; every \
+other command is a client of it (BERTH_HOST selects the socket).";
+
+const AFTER_HELP: &str = "Examples:
+  berth daemon &                                 start the daemon (as root)
+  berth image import busybox.tar --tag busybox   import a rootfs tarball
+  berth run --rm busybox echo hello              run a command, print its output
+  berth run -d --name web --memory 64m busybox httpd -f
+  berth ps --tree                                instances with their host processes
+  berth exec -it web sh                          a shell inside
+  berth update --cpus 0.5 web                    change limits live
+
+Exit status: that of the instance for run, start --attach and exec; 125 when berth itself \
+fails; 0 for other commands that succeed, 1 when they fail.";
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node daemon (serves the API; needs root)
+    Daemon(DaemonArgs),
+    /// Create and start an instance from an image
+    Run(RunArgs),
+    /// Create an instance without starting it
+    Create(CreateArgs),
+    /// Start stopped instances
+    Start(StartArgs),
+    /// Stop running instances (SIGTERM, then SIGKILL after a grace period)
+    Stop(StopArgs),
+    /// Stop and start instances again
+    Restart(StopArgs),
+    /// Send a signal to running instances
+    Kill(KillArgs),
+    /// Freeze all processes of instances
+    Pause(NamesArgs),
+    /// Thaw paused instances
+    Unpause(NamesArgs),
+    /// Remove instances
+    Rm(RmArgs),
+    /// Block until instances stop, then print their exit codes
+    Wait(NamesArgs),
+    /// Print an instance's output
+    Logs(LogsArgs),
+    /// Run a command in a running instance
+    Exec(ExecArgs),
+    /// List instances
+    Ps(PsArgs),
+    /// Show instances' full records as JSON
+    Inspect(NamesArgs),
+    /// Change limits of instances, live if they run
+    Update(UpdateArgs),
+    /// Show live resource usage
+    Stats(StatsArgs),
+    /// Show an instance's host processes as a tree (like `ps auxf`)
+    Top(TopArgs),
+    /// Show the host facts berth decided from
+    Info(JsonArgs),
+    /// Stream the daemon's events
+    Events(JsonArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(CompletionArgs),
+    /// Write man pages for every command into a directory
+    #[command(hide = true)]
+    Man(ManArgs),
+    /// Supervise one instance (started by the daemon; not for direct use)
+    #[command(hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where state (database, images, instances) lives
+    #[arg(long, value_name = "DIR", default_value = berth_daemon::config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// The API socket to listen on
+    #[arg(long, value_name = "PATH", default_value = berth_daemon::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// TOML settings (default limits, stop timeout); default /etc/berth/config.toml if present
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, trace; or a tracing filter)
+    #[arg(long, value_name = "FILTER", default_value = "info", env = "BERTH_LOG")]
+    pub log_level: String,
+}
+
+fn parse_cpus(text: &str) -> Result<LimitSetting<MilliCpus>, String> {
+    LimitSetting::<MilliCpus>::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_memory(text: &str) -> Result<LimitSetting<ByteSize>, String> {
+    LimitSetting::<ByteSize>::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_pids(text: &str) -> Result<LimitSetting<u64>, String> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(LimitSetting::Unlimited);
+    }
+    parse_count(text).map(LimitSetting::Value).map_err(|e| e.to_string())
+}
+
+fn parse_env(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.starts_with('=') {
+        return Err(format!("'{text}' is not KEY=VALUE (or KEY to pass the variable from this shell)"));
+    }
+    Ok(text.to_string())
+}
+
+/// Resource limits, shared by run, create and update.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LimitArgs {
+    /// CPU quota in CPUs (0.5 = half a CPU), or "unlimited"
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub cpus: Option<LimitSetting<MilliCpus>>,
+    /// Memory limit (64m, 1g), or "unlimited"; the OOM killer acts beyond it
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<LimitSetting<ByteSize>>,
+    /// Maximum number of processes, or "unlimited"
+    #[arg(long = "pids-limit", value_name = "N", value_parser = parse_pids)]
+    pub pids_limit: Option<LimitSetting<u64>>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A name for the instance (default: a generated one)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run as a virtual machine instead of a container
+    #[arg(long)]
+    pub vm: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from this shell); repeatable
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<String>,
+    /// Working directory inside the instance
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as: name, uid, name:group or uid:gid
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Override the image's entrypoint
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// The instance's hostname (default: its short id)
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Keep stdin open and forward it
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the process a terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Remove the instance when it exits
+    #[arg(long)]
+    pub rm: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// The image (tag, id or name@digest)
+    pub image: String,
+    /// Command and arguments (default: the image's Entrypoint and Cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the instance id
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach to output and exit with the instance's exit code
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach stdin too (with --attach)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(required = true, value_name = "INSTANCE")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL
+    #[arg(short = 't', long = "time", value_name = "SECS")]
+    pub timeout: Option<u64>,
+    #[arg(required = true, value_name = "INSTANCE")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal name or number
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true, value_name = "INSTANCE")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[arg(required = true, value_name = "INSTANCE")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill running instances first
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "INSTANCE")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the instance stops
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Prefix each line with its time
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    #[arg(value_name = "INSTANCE")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and forward it
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the process a terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Set an environment variable; repeatable
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<String>,
+    /// Working directory inside the instance
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    #[arg(value_name = "INSTANCE")]
+    pub name: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all instances (default: running and paused)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only print ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Show each running instance's host processes as a tree
+    #[arg(long)]
+    pub tree: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[arg(required = true, value_name = "INSTANCE")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Print JSON (implies --no-stream)
+    #[arg(long)]
+    pub json: bool,
+    /// Instances (default: all running)
+    #[arg(value_name = "INSTANCE")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    #[arg(value_name = "INSTANCE")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import a rootfs tarball (tar, tar.gz, tar.zst), an OCI layout (dir or tar) or a `docker save` archive
+    Import(ImportArgs),
+    /// Pull an image from an OCI registry
+    Pull(RegistryArgs),
+    /// Push an image to an OCI registry
+    Push(RegistryArgs),
+    /// List images
+    #[command(alias = "list")]
+    Ls(ImageLsArgs),
+    /// Show an image's record as JSON
+    Inspect(ImageRefsArgs),
+    /// Remove images (or tags)
+    Rm(ImageRmArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Name the imported image NAME[:TAG]
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Path of the archive or layout directory
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Use plain HTTP (a local or test registry)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Registry user name
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Read the registry password from stdin
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// REGISTRY/NAME[:TAG]
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageLsArgs {
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageRefsArgs {
+    #[arg(required = true, value_name = "IMAGE")]
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// Remove even if instances use the image
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write berth.1 and berth-*.1 into
+    pub out_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    pub config: PathBuf,
+}

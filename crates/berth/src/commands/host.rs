@@ -1,0 +1,81 @@
+//! Host-level commands: info and events.
+
+use anyhow::Result;
+use berth_client::Client;
+use berth_model::api::{Event, HostInfo};
+use berth_model::quantity::LimitSetting;
+use berth_model::ByteSize;
+
+use crate::cli::JsonArgs;
+use crate::Outcome;
+
+fn setting<T: std::fmt::Display>(value: Option<LimitSetting<T>>) -> String {
+    match value {
+        None | Some(LimitSetting::Unlimited) => "unlimited".into(),
+        Some(LimitSetting::Value(v)) => v.to_string(),
+    }
+}
+
+pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
+    let info: HostInfo = client.get("/v1/info").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(Outcome::Success);
+    }
+    let defaults = &info.default_limits;
+    let memory_default = match defaults.memory_bytes {
+        Some(LimitSetting::Value(b)) => ByteSize(b).to_string(),
+        _ => "unlimited".into(),
+    };
+    println!("Node:            {}", info.node);
+    println!("Version:         {}", info.version);
+    println!("OS:              {}", info.os);
+    println!("Kernel:          {}", info.kernel);
+    println!("Cgroups:         {}", info.cgroup_version);
+    println!("OCI runtime:     {}", info.oci_runtime);
+    println!("Accelerators:    {} ({})", info.accelerators.join(", "), info.accelerator_note);
+    println!("CPUs:            {} (allocated {:.2})", info.cpus, info.allocated.cpus);
+    println!(
+        "Memory:          {} (allocated {})",
+        ByteSize(info.memory_bytes),
+        ByteSize(info.allocated.memory_bytes)
+    );
+    if info.allocated.unlimited_instances > 0 {
+        println!("Unlimited:       {} running instance(s) without a CPU or memory limit", info.allocated.unlimited_instances);
+    }
+    println!(
+        "Default limits:  cpus {}, memory {}, pids {}",
+        setting(defaults.cpus),
+        memory_default,
+        setting(defaults.pids)
+    );
+    println!(
+        "Instances:       {} ({} running, {} paused, {} stopped)",
+        info.instances.total, info.instances.running, info.instances.paused, info.instances.stopped
+    );
+    println!("Images:          {}", info.images);
+    println!("State:           {} ({})", info.state_dir, info.store);
+    Ok(Outcome::Success)
+}
+
+pub async fn events(client: &Client, args: JsonArgs) -> Result<Outcome> {
+    let mut lines = client.stream(hyper::Method::GET, "/v1/events", None).await?.lines();
+    while let Some(line) = lines.next_line().await? {
+        if args.json {
+            println!("{}", String::from_utf8_lossy(&line));
+            continue;
+        }
+        if let Ok(event) = serde_json::from_slice::<Event>(&line) {
+            let exit = event.exit.map(|e| format!(" (exit {})", e.code)).unwrap_or_default();
+            println!(
+                "{} {} {} {} {}{exit}",
+                event.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                event.subject,
+                event.action,
+                berth_model::instance::short_id(&event.id),
+                event.name
+            );
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,450 @@
+//! Instance commands: run, create, start, stop, logs, exec, ps, inspect, update, stats, top.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use berth_client::Client;
+use berth_model::api::{
+    CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse, TreeEntry,
+    UpdateInstanceRequest, WaitResponse,
+};
+use berth_model::instance::short_id;
+use berth_model::quantity::LimitSetting;
+use berth_model::{ExitStatus, Instance, InstanceKind, InstanceState};
+use chrono::Utc;
+
+use crate::attach;
+use crate::cli::*;
+use crate::output::{ago, human_duration, print_process_tree, print_table, size, truncate};
+use crate::{encode, Outcome};
+
+fn limits_request(args: &LimitArgs) -> LimitsRequest {
+    LimitsRequest {
+        cpus: args.cpus,
+        memory_bytes: args.memory.map(|m| match m {
+            LimitSetting::Unlimited => LimitSetting::Unlimited,
+            LimitSetting::Value(size) => LimitSetting::Value(size.bytes()),
+        }),
+        pids: args.pids_limit,
+    }
+}
+
+/// `-e KEY` takes the value from this shell, as Docker does; unset variables are skipped.
+fn resolve_env(env: &[String]) -> Vec<String> {
+    env.iter()
+        .filter_map(|pair| {
+            if pair.contains('=') {
+                Some(pair.clone())
+            } else {
+                std::env::var(pair).ok().map(|value| format!("{pair}={value}"))
+            }
+        })
+        .collect()
+}
+
+fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
+    CreateInstanceRequest {
+        name: args.name.clone(),
+        kind: if args.vm { InstanceKind::Vm } else { InstanceKind::Container },
+        image: args.image.clone(),
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] }),
+        env: resolve_env(&args.env),
+        working_dir: args.workdir.clone(),
+        user: args.user.clone(),
+        tty: args.tty,
+        open_stdin: args.interactive,
+        auto_remove: args.rm,
+        hostname: args.hostname.clone(),
+        limits: limits_request(&args.limits),
+    }
+}
+
+async fn create_instance(client: &Client, args: &CreateArgs) -> Result<CreatedResponse> {
+    let created: CreatedResponse = client.post("/v1/instances", &create_request(args)).await?;
+    for warning in &created.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(created)
+}
+
+pub async fn create(client: &Client, args: CreateArgs) -> Result<Outcome> {
+    let created = create_instance(client, &args).await?;
+    println!("{}", created.id);
+    Ok(Outcome::Success)
+}
+
+/// Starts with attach and returns the instance's exit status.
+async fn start_attached(client: &Client, id: &str, stdin: bool, tty: bool) -> Result<ExitStatus> {
+    let path = format!("/v1/instances/{}/start?attach=true", encode(id));
+    let stream = client
+        .upgrade(&path, None)
+        .await?
+        .context("the daemon did not open an attach stream")?;
+    match attach::run_session(stream, stdin, tty).await {
+        Ok(status) => Ok(status),
+        Err(_) => {
+            // The stream broke (daemon restart?): ask for the outcome instead.
+            let reply: WaitResponse = client.post(&format!("/v1/instances/{}/wait", encode(id)), &()).await?;
+            Ok(ExitStatus {
+                code: reply.exit_code,
+                signal: None,
+                oom_killed: reply.oom_killed,
+            })
+        }
+    }
+}
+
+pub async fn run(client: &Client, args: RunArgs) -> Result<Outcome> {
+    let created = create_instance(client, &args.create).await?;
+    if args.detach {
+        client
+            .post_empty(&format!("/v1/instances/{}/start", encode(&created.id)))
+            .await?;
+        println!("{}", created.id);
+        return Ok(Outcome::Success);
+    }
+    let status = start_attached(client, &created.id, args.create.interactive, args.create.tty).await?;
+    // Return only once the daemon has recorded the exit (or removed the instance), so the
+    // next command sees the instance as it is now.
+    let condition = if args.create.rm { "removed" } else { "not-running" };
+    let _ = client
+        .post_empty(&format!("/v1/instances/{}/wait?condition={condition}", encode(&created.id)))
+        .await;
+    Ok(Outcome::Exit(status.code))
+}
+
+pub async fn start(client: &Client, args: StartArgs) -> Result<Outcome> {
+    if args.attach {
+        if args.names.len() != 1 {
+            bail!("--attach works with one instance at a time");
+        }
+        let instance: Instance = client.get(&format!("/v1/instances/{}", encode(&args.names[0]))).await?;
+        let stdin = args.interactive && instance.spec.process.open_stdin;
+        let status = start_attached(client, &instance.id, stdin, instance.spec.process.tty).await?;
+        let _ = client
+            .post_empty(&format!("/v1/instances/{}/wait", encode(&instance.id)))
+            .await;
+        return Ok(Outcome::Exit(status.code));
+    }
+    each(&args.names, |name| async move {
+        client.post_empty(&format!("/v1/instances/{}/start", encode(&name))).await?;
+        println!("{name}");
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `action` for each name, reporting failures and carrying on (as Docker does).
+async fn each<F, Fut>(names: &[String], action: F) -> Result<Outcome>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut failed = false;
+    for name in names {
+        if let Err(e) = action(name.clone()).await {
+            eprintln!("berth: error: {name}: {e:#}");
+            failed = true;
+        }
+    }
+    Ok(if failed { Outcome::Failure } else { Outcome::Success })
+}
+
+pub async fn stop(client: &Client, args: StopArgs, restart: bool) -> Result<Outcome> {
+    let verb = if restart { "restart" } else { "stop" };
+    let timeout = args.timeout.map(|t| format!("?timeout={t}")).unwrap_or_default();
+    each(&args.names, |name| {
+        let timeout = timeout.clone();
+        async move {
+            client
+                .post_empty(&format!("/v1/instances/{}/{verb}{timeout}", encode(&name)))
+                .await?;
+            println!("{name}");
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub async fn kill(client: &Client, args: KillArgs) -> Result<Outcome> {
+    berth_model::signal::parse_signal(&args.signal).map_err(|e| anyhow::anyhow!("--signal: {e}"))?;
+    let signal = encode(&args.signal);
+    each(&args.names, |name| {
+        let signal = signal.clone();
+        async move {
+            client
+                .post_empty(&format!("/v1/instances/{}/kill?signal={signal}", encode(&name)))
+                .await?;
+            println!("{name}");
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub async fn simple(client: &Client, names: &[String], verb: &str) -> Result<Outcome> {
+    each(names, |name| async move {
+        client.post_empty(&format!("/v1/instances/{}/{verb}", encode(&name))).await?;
+        println!("{name}");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn remove(client: &Client, args: RmArgs) -> Result<Outcome> {
+    let force = if args.force { "?force=true" } else { "" };
+    each(&args.names, |name| async move {
+        client.delete(&format!("/v1/instances/{}{force}", encode(&name))).await?;
+        println!("{name}");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn wait(client: &Client, args: NamesArgs) -> Result<Outcome> {
+    let mut last = 0;
+    for name in &args.names {
+        let reply: WaitResponse = client.post(&format!("/v1/instances/{}/wait", encode(name)), &()).await?;
+        println!("{}", reply.exit_code);
+        last = reply.exit_code;
+    }
+    Ok(Outcome::Exit(last))
+}
+
+pub async fn logs(client: &Client, args: LogsArgs) -> Result<Outcome> {
+    let mut query = vec![];
+    if args.follow {
+        query.push("follow=true".to_string());
+    }
+    if let Some(tail) = args.tail {
+        query.push(format!("tail={tail}"));
+    }
+    if args.timestamps {
+        query.push("timestamps=true".to_string());
+    }
+    let path = format!("/v1/instances/{}/logs?{}", encode(&args.name), query.join("&"));
+    let body = client.stream(hyper::Method::GET, &path, None).await?;
+    attach::print_frames(body).await?;
+    Ok(Outcome::Success)
+}
+
+pub async fn exec(client: &Client, args: ExecArgs) -> Result<Outcome> {
+    let request = ExecRequest {
+        command: args.command.clone(),
+        env: resolve_env(&args.env),
+        working_dir: args.workdir.clone(),
+        user: args.user.clone(),
+        tty: args.tty,
+        open_stdin: args.interactive,
+        detach: args.detach,
+    };
+    let body = serde_json::to_vec(&request)?;
+    let path = format!("/v1/instances/{}/exec", encode(&args.name));
+    match client.upgrade(&path, Some(body)).await? {
+        None => Ok(Outcome::Success),
+        Some(stream) => {
+            let status = attach::run_session(stream, args.interactive, args.tty).await?;
+            Ok(Outcome::Exit(status.code))
+        }
+    }
+}
+
+fn status_text(instance: &Instance) -> String {
+    let now = Utc::now();
+    match instance.state {
+        InstanceState::Created => "Created".into(),
+        InstanceState::Running | InstanceState::Paused => {
+            let up = instance
+                .started_at
+                .map(|t| human_duration((now - t).num_seconds()))
+                .unwrap_or_default();
+            if instance.state == InstanceState::Paused {
+                format!("Up {up} (Paused)")
+            } else {
+                format!("Up {up}")
+            }
+        }
+        InstanceState::Exited => {
+            let oom = if instance.oom_killed { " OOMKilled" } else { "" };
+            format!(
+                "Exited ({}){oom} {}",
+                instance.exit_code.unwrap_or(0),
+                instance.finished_at.map(ago).unwrap_or_default()
+            )
+        }
+        InstanceState::Dead => "Dead".into(),
+    }
+}
+
+fn command_text(instance: &Instance) -> String {
+    format!("\"{}\"", truncate(&instance.spec.process.args.join(" "), 24))
+}
+
+pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
+    if args.tree {
+        let tree: Vec<TreeEntry> = client.get("/v1/tree").await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&tree)?);
+            return Ok(Outcome::Success);
+        }
+        if tree.is_empty() {
+            println!("no running instances");
+        }
+        for entry in &tree {
+            let instance = &entry.instance;
+            println!(
+                "{} {} ({}, {}, image {})",
+                instance.kind,
+                instance.name,
+                instance.short_id(),
+                status_text(instance),
+                instance.image
+            );
+            print_process_tree(&entry.processes, "  ");
+            println!();
+        }
+        return Ok(Outcome::Success);
+    }
+    let instances: Vec<Instance> = client
+        .get(if args.all { "/v1/instances?all=true" } else { "/v1/instances" })
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&instances)?);
+    } else if args.quiet {
+        for instance in &instances {
+            println!("{}", instance.short_id());
+        }
+    } else {
+        let rows: Vec<Vec<String>> = instances
+            .iter()
+            .map(|i| {
+                vec![
+                    i.short_id().to_string(),
+                    i.name.clone(),
+                    i.kind.to_string(),
+                    truncate(&i.image, 28),
+                    command_text(i),
+                    ago(i.created_at),
+                    status_text(i),
+                ]
+            })
+            .collect();
+        print_table(&["INSTANCE ID", "NAME", "KIND", "IMAGE", "COMMAND", "CREATED", "STATUS"], &rows);
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn inspect(client: &Client, args: NamesArgs) -> Result<Outcome> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for name in &args.names {
+        match client.get::<serde_json::Value>(&format!("/v1/instances/{}", encode(name))).await {
+            Ok(instance) => found.push(instance),
+            Err(e) => {
+                eprintln!("berth: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if found.len() == 1 && args.names.len() == 1 {
+        println!("{}", serde_json::to_string_pretty(&found[0])?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    }
+    Ok(if failed { Outcome::Failure } else { Outcome::Success })
+}
+
+pub async fn update(client: &Client, args: UpdateArgs) -> Result<Outcome> {
+    let request = UpdateInstanceRequest {
+        limits: limits_request(&args.limits),
+    };
+    if request.limits.is_empty() {
+        bail!("nothing to update; give --cpus, --memory or --pids-limit");
+    }
+    each(&args.names, |name| {
+        let request = request.clone();
+        async move {
+            let _: Instance = client
+                .post(&format!("/v1/instances/{}/update", encode(&name)), &request)
+                .await?;
+            println!("{name}");
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn sample(client: &Client, names: &[String]) -> Result<Vec<InstanceStats>> {
+    let mut stats = Vec::new();
+    for name in names {
+        stats.push(client.get(&format!("/v1/instances/{}/stats", encode(name))).await?);
+    }
+    Ok(stats)
+}
+
+fn cpu_percent(before: &InstanceStats, after: &InstanceStats) -> f64 {
+    let elapsed_ns = ((after.sampled_at_ms - before.sampled_at_ms).max(1) as f64) * 1e6;
+    (after.cpu_usage_ns.saturating_sub(before.cpu_usage_ns)) as f64 / elapsed_ns * 100.0
+}
+
+pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
+    let names: Vec<String> = if args.names.is_empty() {
+        let running: Vec<Instance> = client.get("/v1/instances").await?;
+        running.into_iter().map(|i| i.name).collect()
+    } else {
+        args.names.clone()
+    };
+    let mut before = sample(client, &names).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(if args.no_stream || args.json { 500 } else { 1000 })).await;
+        let after = sample(client, &names).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&after)?);
+            return Ok(Outcome::Success);
+        }
+        let rows: Vec<Vec<String>> = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| {
+                let memory = match a.memory_limit_bytes {
+                    Some(limit) => format!(
+                        "{} / {}   {:.1}%",
+                        size(a.memory_usage_bytes),
+                        size(limit),
+                        a.memory_usage_bytes as f64 / limit as f64 * 100.0
+                    ),
+                    None => format!("{} / unlimited", size(a.memory_usage_bytes)),
+                };
+                vec![
+                    short_id(&a.id).to_string(),
+                    a.name.clone(),
+                    format!("{:.2}%", cpu_percent(b, a)),
+                    memory,
+                    match a.pids_limit {
+                        Some(limit) => format!("{} / {limit}", a.pids_current),
+                        None => a.pids_current.to_string(),
+                    },
+                ]
+            })
+            .collect();
+        if !args.no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        print_table(&["INSTANCE ID", "NAME", "CPU %", "MEM USAGE / LIMIT   MEM %", "PIDS"], &rows);
+        if args.no_stream {
+            return Ok(Outcome::Success);
+        }
+        before = after;
+    }
+}
+
+pub async fn top(client: &Client, args: TopArgs) -> Result<Outcome> {
+    let top: TopResponse = client.get(&format!("/v1/instances/{}/top", encode(&args.name))).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&top)?);
+    } else {
+        print_process_tree(&top.processes, "");
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,5 @@
+//! One module per group of commands; each command is a client call plus printing.
+
+pub mod host;
+pub mod images;
+pub mod instances;
