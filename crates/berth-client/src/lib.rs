@@ -18,11 +18,7 @@ pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the berth daemon at {socket}: {source}; is `berth daemon` running? (BERTH_HOST selects another socket)")]
-    Connect {
-        socket: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Connect { socket: String, source: std::io::Error },
     #[error("{message}")]
     Api {
         status: StatusCode,

@@ -26,8 +26,18 @@ pub struct RegistryOptions {
     pub password: Option<String>,
 }
 
+/// TLS through rustls with the ring provider: no system crypto library is loaded, which
+/// keeps every berth process (supervisors included) free of its relocations.
+fn install_crypto_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl RegistryOptions {
     fn client(&self) -> Client {
+        install_crypto_provider();
         Client::new(ClientConfig {
             protocol: if self.insecure { ClientProtocol::Http } else { ClientProtocol::Https },
             connect_timeout: Some(Duration::from_secs(10)),

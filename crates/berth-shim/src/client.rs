@@ -1,6 +1,7 @@
 //! The daemon's side of the control socket (async, tokio).
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -17,6 +18,17 @@ pub enum ClientError {
     Refused(String),
     #[error("bad reply from the supervisor: {0}")]
     Protocol(String),
+    #[error("the supervisor did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How long a supervisor may take to answer a request (starting a workload included).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn with_timeout<T>(future: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
+    tokio::time::timeout(REPLY_TIMEOUT, future)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(REPLY_TIMEOUT)))
 }
 
 async fn send(socket: &Path, request: &Request) -> Result<UnixStream, ClientError> {
@@ -51,15 +63,21 @@ async fn read_reply(stream: &mut UnixStream) -> Result<Reply, ClientError> {
 
 /// Sends one request and returns the reply.
 pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
-    let mut stream = send(socket, request).await?;
-    read_reply(&mut stream).await
+    with_timeout(async {
+        let mut stream = send(socket, request).await?;
+        read_reply(&mut stream).await
+    })
+    .await
 }
 
 /// Opens an attach stream: frames flow on the returned connection.
 pub async fn attach(socket: &Path, stdin: bool) -> Result<UnixStream, ClientError> {
-    let mut stream = send(socket, &Request::Attach { stdin }).await?;
-    read_reply(&mut stream).await?;
-    Ok(stream)
+    with_timeout(async {
+        let mut stream = send(socket, &Request::Attach { stdin }).await?;
+        read_reply(&mut stream).await?;
+        Ok(stream)
+    })
+    .await
 }
 
 /// Waits for the workload to exit. `Err(Closed)` when the supervisor went away without

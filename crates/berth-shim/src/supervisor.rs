@@ -162,6 +162,12 @@ impl LogWriter {
         }
     }
 
+    fn flush_file(&mut self) {
+        if let Some(file) = self.file.as_mut() {
+            let _ = file.flush();
+        }
+    }
+
     fn flush(&mut self) {
         for index in 0..2 {
             if !self.partial[index].is_empty() {
@@ -264,12 +270,46 @@ pub fn run(config: SupervisorConfig, workload: Box<dyn Workload>) -> i32 {
         Ok(mut supervisor) => {
             ready(true, None);
             detach_stdout();
+            // Creating the workload used heap this process never needs again; give it back
+            // (one supervisor per instance, so every KiB counts).
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            release_startup_code();
             supervisor.run_loop();
             0
         }
         Err(error) => {
             ready(false, Some(error));
             1
+        }
+    }
+}
+
+/// Drops this process's mappings of the binary's code pages. Setting up the workload touched
+/// megabytes of them; the event loop needs a few dozen, which fault back in from the page
+/// cache (shared with the daemon) as they are used. Nothing is lost: unmodified code pages
+/// are always re-readable from the file.
+fn release_startup_code() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    let exe = exe.to_string_lossy();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Only code: read-only data mappings include the GOT that the dynamic linker wrote,
+        // which must stay.
+        if fields.len() < 6 || fields[5] != exe || fields[1] != "r-xp" {
+            continue;
+        }
+        let Some((start, end)) = fields[0].split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: the range is a whole read-only private file mapping of our own binary;
+        // MADV_DONTNEED only drops its page-table entries.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
     }
 }
@@ -478,6 +518,13 @@ impl Supervisor {
 
     /// Reads what output is available; false once the source is closed.
     fn read_output(&mut self, offset: usize) -> bool {
+        let open = self.read_output_chunks(offset);
+        // Readers of the log (`logs -f`) see each batch as soon as it was read.
+        self.log.flush_file();
+        open
+    }
+
+    fn read_output_chunks(&mut self, offset: usize) -> bool {
         let mut buffer = [0u8; 32 * 1024];
         loop {
             let fd = self.outputs[offset].fd.as_raw_fd();

@@ -98,7 +98,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace; or a tracing filter)
-    #[arg(long, value_name = "FILTER", default_value = "info", env = "BERTH_LOG")]
+    #[arg(long, value_name = "FILTER", default_value = "info,libcgroups=error,libcontainer=error", env = "BERTH_LOG")]
     pub log_level: String,
 }
 

@@ -62,6 +62,12 @@ fn main() -> ExitCode {
             }
         },
         command => {
+            // A client whose output is cut short (`berth ps | head`) ends quietly, as
+            // Unix tools do; the daemon and supervisors keep ignoring SIGPIPE.
+            // SAFETY: restoring a default signal disposition.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
             let passes_exit_code = matches!(
                 command,
                 Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Wait(_) | Command::Create(_)
@@ -162,7 +168,7 @@ fn supervise(config_path: &std::path::Path) -> i32 {
         }
     };
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(tracing::Level::ERROR)
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();

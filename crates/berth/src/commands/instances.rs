@@ -339,7 +339,7 @@ pub async fn inspect(client: &Client, args: NamesArgs) -> Result<Outcome> {
     let mut found = Vec::new();
     let mut failed = false;
     for name in &args.names {
-        match client.get::<serde_json::Value>(&format!("/v1/instances/{}", encode(name))).await {
+        match client.get::<Instance>(&format!("/v1/instances/{}", encode(name))).await {
             Ok(instance) => found.push(instance),
             Err(e) => {
                 eprintln!("berth: error: {e}");
@@ -407,20 +407,19 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
             .iter()
             .zip(&after)
             .map(|(b, a)| {
-                let memory = match a.memory_limit_bytes {
-                    Some(limit) => format!(
-                        "{} / {}   {:.1}%",
-                        size(a.memory_usage_bytes),
-                        size(limit),
-                        a.memory_usage_bytes as f64 / limit as f64 * 100.0
+                let (memory, memory_percent) = match a.memory_limit_bytes {
+                    Some(limit) => (
+                        format!("{} / {}", size(a.memory_usage_bytes), size(limit)),
+                        format!("{:.1}%", a.memory_usage_bytes as f64 / limit as f64 * 100.0),
                     ),
-                    None => format!("{} / unlimited", size(a.memory_usage_bytes)),
+                    None => (format!("{} / unlimited", size(a.memory_usage_bytes)), "-".into()),
                 };
                 vec![
                     short_id(&a.id).to_string(),
                     a.name.clone(),
                     format!("{:.2}%", cpu_percent(b, a)),
                     memory,
+                    memory_percent,
                     match a.pids_limit {
                         Some(limit) => format!("{} / {limit}", a.pids_current),
                         None => a.pids_current.to_string(),
@@ -431,7 +430,7 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
         if !args.no_stream {
             print!("\x1b[2J\x1b[H");
         }
-        print_table(&["INSTANCE ID", "NAME", "CPU %", "MEM USAGE / LIMIT   MEM %", "PIDS"], &rows);
+        print_table(&["INSTANCE ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"], &rows);
         if args.no_stream {
             return Ok(Outcome::Success);
         }

@@ -1,0 +1,311 @@
+//! The harness: a real berth daemon per test, with its own state directory and socket,
+//! driven through the real CLI as a user would. Needs root (namespaces, cgroups, mounts).
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// A directory under /tmp with a short name (socket paths are limited to 108 bytes).
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let suffix: u32 = std::process::id() ^ (Instant::now().elapsed().subsec_nanos()) ^ rand_u32();
+    let dir = PathBuf::from(format!("/tmp/{prefix}-{suffix:08x}"));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    u32::from_ne_bytes(bytes)
+}
+
+/// A rootfs tarball made from Debian's busybox-static: /bin/busybox with its applets as
+/// symlinks, /etc/passwd and /etc/group. Built once per test run.
+pub fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = temp_dir("bt-fixture");
+        let path = dir.join("busybox.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("create tar"));
+        let add_dir = |builder: &mut tar::Builder<std::fs::File>, name: &str, mode: u32| {
+            let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(mode);
+            header.set_size(0);
+            header.set_mtime(0);
+            builder.append_data(&mut header, name, std::io::empty()).expect("dir");
+        };
+        for (name, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700), ("home", 0o755)] {
+            add_dir(&mut builder, name, mode);
+        }
+        builder
+            .append_path_with_name("/bin/busybox", "bin/busybox")
+            .expect("busybox-static must be installed (/bin/busybox)");
+        let applets = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+        for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+            if applet == "busybox" || applet.is_empty() {
+                continue;
+            }
+            let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            builder
+                .append_link(&mut header, format!("bin/{applet}"), "busybox")
+                .expect("applet link");
+        }
+        let mut add_file = |name: &str, content: &str| {
+            let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+            header.set_mode(0o644);
+            header.set_size(content.len() as u64);
+            builder.append_data(&mut header, name, content.as_bytes()).expect("file");
+        };
+        add_file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        );
+        add_file("etc/group", "root:x:0:\nnogroup:x:65534:\n");
+        builder.finish().expect("finish tar");
+        path
+    })
+}
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let dir = temp_dir("bt");
+        let mut daemon = Daemon {
+            state: dir.join("state"),
+            socket: dir.join("berth.sock"),
+            dir,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// A daemon with the busybox image imported as `busybox`.
+    pub fn with_busybox() -> Daemon {
+        let daemon = Daemon::start();
+        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new(BERTH)
+            .args(["daemon", "--state-dir"])
+            .arg(&self.state)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--config")
+            .arg(self.config_file())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start berth daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon did not come up; log:\n{}", self.log());
+    }
+
+    fn config_file(&self) -> PathBuf {
+        let path = self.dir.join("config.toml");
+        if !path.exists() {
+            std::fs::write(&path, "[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n").expect("config");
+        }
+        path
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` the daemon, then start it again on the same state.
+    pub fn crash_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart_only(&mut self) {
+        self.spawn();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BERTH);
+        command.args(args).env("BERTH_HOST", &self.socket);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().expect("run berth")
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write stdin");
+        drop(stdin);
+        child.wait_with_output().expect("wait berth")
+    }
+
+    /// Runs berth and returns stdout; panics with the output if it failed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "berth {} failed ({:?}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs berth expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "berth {} should have failed but printed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect JSON")
+    }
+
+    /// Polls `inspect` until `check` holds or the timeout passes.
+    pub fn wait_for(&self, name: &str, timeout: Duration, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.inspect(name);
+            if check(&value) || Instant::now() > deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends raw bytes to the API socket and returns the raw reply.
+    pub fn raw_request(&self, request: &[u8]) -> String {
+        use std::io::Read;
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        stream.write_all(request).expect("write");
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        String::from_utf8_lossy(&reply).into_owned()
+    }
+
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.state.join("instances").join(&id[..12])
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.run(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).lines() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever a failed test left mounted under our directory.
+        if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let prefix = self.dir.to_string_lossy().into_owned();
+            let mut points: Vec<&str> = mountinfo
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&prefix))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for point in points {
+                let _ = Command::new("umount").arg("-l").arg(point).status();
+            }
+        }
+        if std::env::var_os("BERTH_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The first line of stderr that is not empty (an error should be one line).
+pub fn error_line(output: &Output) -> String {
+    stderr(output).lines().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string()
+}
+
+/// Reads a cgroup v1 or v2 file of an instance.
+pub fn cgroup_file(id: &str, controller: &str, file: &str) -> Option<String> {
+    let short = &id[..12];
+    let v1 = Path::new("/sys/fs/cgroup").join(controller).join("berth").join(short).join(file);
+    let v2 = Path::new("/sys/fs/cgroup").join("berth").join(short).join(file);
+    std::fs::read_to_string(v1)
+        .or_else(|_| std::fs::read_to_string(v2))
+        .ok()
+        .map(|s| s.trim().to_string())
+}

@@ -1,0 +1,13 @@
+//! berth's integration tests: the real binary, a real daemon per test, real cgroups,
+//! namespaces, overlayfs and a real OCI registry. Run as root (`scripts/test.sh`).
+
+mod common;
+
+mod bad_input;
+mod hostile;
+mod images;
+mod inside;
+mod lifecycle;
+mod limits;
+mod registry;
+mod restart;

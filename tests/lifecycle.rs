@@ -1,0 +1,130 @@
+//! Running, attaching, detaching, exec, logs, stop/start and removal of containers.
+
+use std::time::Duration;
+
+use crate::common::{stderr, stdout, Daemon};
+
+#[test]
+fn run_streams_output_and_returns_the_exit_code() {
+    let d = Daemon::with_busybox();
+    let output = d.run(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(output.status.code(), Some(3), "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "out\n");
+    assert_eq!(stderr(&output), "err\n");
+    // --rm: gone once run returns.
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+}
+
+#[test]
+fn run_without_rm_records_the_exit() {
+    let d = Daemon::with_busybox();
+    let output = d.run(&["run", "--name", "once", "busybox", "sh", "-c", "exit 5"]);
+    assert_eq!(output.status.code(), Some(5));
+    let record = d.inspect("once");
+    assert_eq!(record["state"], "exited");
+    assert_eq!(record["exit_code"], 5);
+    assert_eq!(record["kind"], "container");
+    assert!(record["finished_at"].is_string());
+    assert!(record["started_at"].is_string());
+    assert!(d.ok(&["ps", "-a"]).contains("Exited (5)"));
+}
+
+#[test]
+fn stdin_is_forwarded_with_interactive() {
+    let d = Daemon::with_busybox();
+    let output = d.run_with_stdin(&["run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done"], b"line one\nline two\n");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "line one\nline two\ndone\n");
+}
+
+#[test]
+fn tty_gives_a_real_terminal() {
+    let d = Daemon::with_busybox();
+    let output = d.run(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; test -t 1 && echo is-a-tty"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("is-a-tty\r\n"), "{text:?}");
+}
+
+#[test]
+fn detached_lifecycle_logs_exec_stop_start_rm() {
+    let d = Daemon::with_busybox();
+    let id = d.ok(&["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done"]);
+    assert_eq!(id.trim().len(), 64);
+    let record = d.wait_for("ticker", Duration::from_secs(5), |r| r["state"] == "running");
+    assert_eq!(record["state"], "running");
+    assert!(record["pid"].as_u64().unwrap_or(0) > 1);
+    assert!(d.ok(&["ps"]).contains("ticker"));
+
+    // exec: output and exit code of the exec'd process
+    let exec = d.run(&["exec", "ticker", "sh", "-c", "echo from-exec; exit 4"]);
+    assert_eq!(exec.status.code(), Some(4));
+    assert_eq!(stdout(&exec), "from-exec\n");
+    let piped = d.run_with_stdin(&["exec", "-i", "ticker", "cat"], b"via stdin\n");
+    assert_eq!(stdout(&piped), "via stdin\n");
+
+    // graceful stop: SIGTERM reaches the trap
+    d.ok(&["stop", "-t", "5", "ticker"]);
+    let record = d.inspect("ticker");
+    assert_eq!(record["state"], "exited");
+    assert_eq!(record["exit_code"], 0);
+    let logs = d.ok(&["logs", "ticker"]);
+    assert!(logs.contains("started") && logs.contains("bye"), "{logs}");
+
+    // start again: same instance, writable layer kept, log appended
+    d.ok(&["start", "ticker"]);
+    let record = d.wait_for("ticker", Duration::from_secs(5), |r| r["state"] == "running");
+    assert_eq!(record["restart_count"], 1);
+    d.ok(&["restart", "-t", "5", "ticker"]);
+    assert_eq!(d.inspect("ticker")["state"], "running");
+
+    // a running instance is not removed without --force
+    let refused = d.run(&["rm", "ticker"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    d.ok(&["rm", "-f", "ticker"]);
+    assert!(!d.ok(&["ps", "-a"]).contains("ticker"));
+    assert!(!d.instance_dir(id.trim()).exists(), "instance directory left behind");
+}
+
+#[test]
+fn kill_wait_pause_and_unpause() {
+    let d = Daemon::with_busybox();
+    d.ok(&["run", "-d", "--name", "w", "busybox", "sh", "-c", "sleep 1; exit 4"]);
+    assert_eq!(d.ok(&["wait", "w"]).trim(), "4");
+
+    d.ok(&["run", "-d", "--name", "p", "busybox", "sleep", "100"]);
+    d.ok(&["pause", "p"]);
+    assert_eq!(d.inspect("p")["state"], "paused");
+    assert!(d.ok(&["ps"]).contains("Paused"));
+    d.ok(&["unpause", "p"]);
+    assert_eq!(d.inspect("p")["state"], "running");
+    d.ok(&["kill", "-s", "TERM", "p"]);
+    let record = d.wait_for("p", Duration::from_secs(5), |r| r["state"] == "exited");
+    assert_eq!(record["exit_code"], 143);
+}
+
+#[test]
+fn logs_follow_sees_new_output() {
+    let d = Daemon::with_busybox();
+    d.ok(&["run", "-d", "--name", "f", "busybox", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done"]);
+    let output = d.run(&["logs", "-f", "f"]);
+    assert_eq!(stdout(&output), "line1\nline2\nline3\n");
+    assert_eq!(d.ok(&["logs", "--tail", "1", "f"]), "line3\n");
+    let stamped = d.ok(&["logs", "-t", "f"]);
+    assert!(stamped.lines().all(|l| l.starts_with("20") && l.contains("Z line")), "{stamped}");
+}
+
+#[test]
+fn image_config_env_workdir_user_are_honoured() {
+    let d = Daemon::with_busybox();
+    let output = d.ok(&[
+        "run", "--rm", "-e", "GREETING=hello", "-w", "/tmp/work", "-u", "nobody", "busybox", "sh", "-c",
+        "echo $GREETING; pwd; id -u; id -g; echo $HOME",
+    ]);
+    assert_eq!(output, "hello\n/tmp/work\n65534\n65534\n/nonexistent\n");
+    let unknown = d.run(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("nosuchuser"), "{}", stderr(&unknown));
+}
