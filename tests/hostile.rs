@@ -20,7 +20,7 @@ enum Entry<'a> {
 fn raw_tar(path: &Path, entries: &[Entry<'_>]) {
     let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
     for entry in entries {
-        let mut header = tar::Header::new_old();
+        let mut header = tar::Header::new_gnu();
         header.set_uid(0);
         header.set_gid(0);
         header.set_mtime(0);
@@ -51,10 +51,24 @@ fn raw_tar(path: &Path, entries: &[Entry<'_>]) {
 
 fn assert_refused(d: &Daemon, archive: &Path, expected: &str) {
     let output = d.run(&["image", "import", archive.to_str().unwrap()]);
-    assert!(!output.status.success(), "import of a hostile archive succeeded: {}", stdout(&output));
-    assert!(stderr(&output).contains(expected), "expected '{expected}' in: {}", stderr(&output));
-    assert_eq!(d.ok(&["image", "ls", "-q"]).trim(), "", "a refused archive left an image");
-    let tmp = std::fs::read_dir(d.state.join("images/tmp")).unwrap().count();
+    assert!(
+        !output.status.success(),
+        "import of a hostile archive succeeded: {}",
+        stdout(&output)
+    );
+    assert!(
+        stderr(&output).contains(expected),
+        "expected '{expected}' in: {}",
+        stderr(&output)
+    );
+    assert_eq!(
+        d.ok(&["image", "ls", "-q"]).trim(),
+        "",
+        "a refused archive left an image"
+    );
+    let tmp = std::fs::read_dir(d.state.join("images/tmp"))
+        .unwrap()
+        .count();
     assert_eq!(tmp, 0, "a refused archive left work files");
 }
 
@@ -64,13 +78,23 @@ fn path_traversal_and_absolute_paths_are_refused() {
     let dir = temp_dir("bt-evil");
     let outside = dir.join("escaped");
     let archive = dir.join("dotdot.tar");
-    let climb = format!("{}{}", "../".repeat(12), outside.strip_prefix("/").unwrap().display());
-    raw_tar(&archive, &[Entry::Dir("bin"), Entry::File(&climb, b"pwned")]);
+    let climb = format!(
+        "{}{}",
+        "../".repeat(12),
+        outside.strip_prefix("/").unwrap().display()
+    );
+    raw_tar(
+        &archive,
+        &[Entry::Dir("bin"), Entry::File(&climb, b"pwned")],
+    );
     assert_refused(&d, &archive, "contains '..'");
     assert!(!outside.exists());
 
     let archive = dir.join("absolute.tar");
-    raw_tar(&archive, &[Entry::File(outside.to_str().unwrap(), b"pwned")]);
+    raw_tar(
+        &archive,
+        &[Entry::File(outside.to_str().unwrap(), b"pwned")],
+    );
     assert_refused(&d, &archive, "absolute path");
     assert!(!outside.exists());
     std::fs::remove_dir_all(dir).ok();
@@ -85,21 +109,42 @@ fn symlink_and_hardlink_escapes_are_refused() {
 
     // A symlink to a host directory, then a file written "through" it.
     let archive = dir.join("through-symlink.tar");
-    raw_tar(&archive, &[Entry::Symlink("evil", target.to_str().unwrap()), Entry::File("evil/pwned", b"x")]);
+    raw_tar(
+        &archive,
+        &[
+            Entry::Symlink("evil", target.to_str().unwrap()),
+            Entry::File("evil/pwned", b"x"),
+        ],
+    );
     assert_refused(&d, &archive, "goes through the symlink");
     assert!(!target.join("pwned").exists());
 
     // A relative symlink that climbs out of the root.
     let archive = dir.join("climbing-symlink.tar");
-    raw_tar(&archive, &[Entry::Dir("etc"), Entry::Symlink("etc/shadow", "../../../../etc/shadow")]);
+    raw_tar(
+        &archive,
+        &[
+            Entry::Dir("etc"),
+            Entry::Symlink("etc/shadow", "../../../../etc/shadow"),
+        ],
+    );
     assert_refused(&d, &archive, "points outside the image root");
 
     // Hard links to files outside, directly or through a symlink.
     let archive = dir.join("hardlink.tar");
-    raw_tar(&archive, &[Entry::Hardlink("passwd", "../../../../../../etc/passwd")]);
+    raw_tar(
+        &archive,
+        &[Entry::Hardlink("passwd", "../../../../../../etc/passwd")],
+    );
     assert_refused(&d, &archive, "..");
     let archive = dir.join("hardlink-via-symlink.tar");
-    raw_tar(&archive, &[Entry::Symlink("s", "/etc"), Entry::Hardlink("passwd", "s/passwd")]);
+    raw_tar(
+        &archive,
+        &[
+            Entry::Symlink("s", "/etc"),
+            Entry::Hardlink("passwd", "s/passwd"),
+        ],
+    );
     assert_refused(&d, &archive, "goes through the symlink");
     std::fs::remove_dir_all(dir).ok();
 }
@@ -109,14 +154,34 @@ fn device_nodes_are_skipped_with_a_warning() {
     let d = Daemon::with_busybox();
     let dir = temp_dir("bt-dev");
     let archive = dir.join("with-device.tar");
-    raw_tar(&archive, &[Entry::Dir("dev2"), Entry::CharDevice("dev2/sda", 8, 0), Entry::File("dev2/ok", b"fine")]);
-    let output = d.run(&["image", "import", "--tag", "devices", archive.to_str().unwrap()]);
+    raw_tar(
+        &archive,
+        &[
+            Entry::Dir("dev2"),
+            Entry::CharDevice("dev2/sda", 8, 0),
+            Entry::File("dev2/ok", b"fine"),
+        ],
+    );
+    let output = d.run(&[
+        "image",
+        "import",
+        "--tag",
+        "devices",
+        archive.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stderr(&output).contains("skipped device node 'dev2/sda'"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("skipped device node 'dev2/sda'"),
+        "{}",
+        stderr(&output)
+    );
     let layer_root = std::fs::read_dir(d.state.join("images/layers")).unwrap();
     let mut found_ok = false;
     for layer in layer_root.flatten() {
-        assert!(!layer.path().join("dev2/sda").exists(), "device node was created");
+        assert!(
+            !layer.path().join("dev2/sda").exists(),
+            "device node was created"
+        );
         found_ok |= layer.path().join("dev2/ok").exists();
     }
     assert!(found_ok);
@@ -156,7 +221,11 @@ fn oci_layout(dir: &Path, layer: &[u8], corrupt: bool) -> PathBuf {
     std::fs::write(blobs.join(&layer_digest), stored_layer).unwrap();
     std::fs::write(blobs.join(&config_digest), &config).unwrap();
     std::fs::write(blobs.join(&manifest_digest), &manifest).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{manifest_digest}"), "size": manifest.len(),
@@ -180,6 +249,15 @@ fn a_blob_that_does_not_match_its_digest_is_refused() {
     let layout = oci_layout(&dir, &layer, false);
     d.ok(&["image", "import", layout.to_str().unwrap()]);
     assert!(d.ok(&["image", "ls"]).contains("localhost/layout-test:v1"));
-    assert_eq!(d.ok(&["run", "--rm", "localhost/layout-test:v1", "echo", "layout ok"]), "layout ok\n");
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "localhost/layout-test:v1",
+            "echo",
+            "layout ok"
+        ]),
+        "layout ok\n"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -7,7 +7,14 @@ use crate::common::{stderr, stdout, Daemon};
 #[test]
 fn run_streams_output_and_returns_the_exit_code() {
     let d = Daemon::with_busybox();
-    let output = d.run(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let output = d.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
     assert_eq!(output.status.code(), Some(3), "stderr: {}", stderr(&output));
     assert_eq!(stdout(&output), "out\n");
     assert_eq!(stderr(&output), "err\n");
@@ -32,7 +39,10 @@ fn run_without_rm_records_the_exit() {
 #[test]
 fn stdin_is_forwarded_with_interactive() {
     let d = Daemon::with_busybox();
-    let output = d.run_with_stdin(&["run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done"], b"line one\nline two\n");
+    let output = d.run_with_stdin(
+        &["run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done"],
+        b"line one\nline two\n",
+    );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), "line one\nline two\ndone\n");
 }
@@ -40,7 +50,15 @@ fn stdin_is_forwarded_with_interactive() {
 #[test]
 fn tty_gives_a_real_terminal() {
     let d = Daemon::with_busybox();
-    let output = d.run(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; test -t 1 && echo is-a-tty"]);
+    let output = d.run(&[
+        "run",
+        "--rm",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; test -t 1 && echo is-a-tty",
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("/dev/pts/"), "{text}");
@@ -50,9 +68,20 @@ fn tty_gives_a_real_terminal() {
 #[test]
 fn detached_lifecycle_logs_exec_stop_start_rm() {
     let d = Daemon::with_busybox();
-    let id = d.ok(&["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done"]);
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
     assert_eq!(id.trim().len(), 64);
-    let record = d.wait_for("ticker", Duration::from_secs(5), |r| r["state"] == "running");
+    let record = d.wait_for("ticker", Duration::from_secs(5), |r| {
+        r["state"] == "running"
+    });
     assert_eq!(record["state"], "running");
     assert!(record["pid"].as_u64().unwrap_or(0) > 1);
     assert!(d.ok(&["ps"]).contains("ticker"));
@@ -74,7 +103,9 @@ fn detached_lifecycle_logs_exec_stop_start_rm() {
 
     // start again: same instance, writable layer kept, log appended
     d.ok(&["start", "ticker"]);
-    let record = d.wait_for("ticker", Duration::from_secs(5), |r| r["state"] == "running");
+    let record = d.wait_for("ticker", Duration::from_secs(5), |r| {
+        r["state"] == "running"
+    });
     assert_eq!(record["restart_count"], 1);
     d.ok(&["restart", "-t", "5", "ticker"]);
     assert_eq!(d.inspect("ticker")["state"], "running");
@@ -85,13 +116,25 @@ fn detached_lifecycle_logs_exec_stop_start_rm() {
     assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
     d.ok(&["rm", "-f", "ticker"]);
     assert!(!d.ok(&["ps", "-a"]).contains("ticker"));
-    assert!(!d.instance_dir(id.trim()).exists(), "instance directory left behind");
+    assert!(
+        !d.instance_dir(id.trim()).exists(),
+        "instance directory left behind"
+    );
 }
 
 #[test]
 fn kill_wait_pause_and_unpause() {
     let d = Daemon::with_busybox();
-    d.ok(&["run", "-d", "--name", "w", "busybox", "sh", "-c", "sleep 1; exit 4"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 4",
+    ]);
     assert_eq!(d.ok(&["wait", "w"]).trim(), "4");
 
     d.ok(&["run", "-d", "--name", "p", "busybox", "sleep", "100"]);
@@ -100,31 +143,80 @@ fn kill_wait_pause_and_unpause() {
     assert!(d.ok(&["ps"]).contains("Paused"));
     d.ok(&["unpause", "p"]);
     assert_eq!(d.inspect("p")["state"], "running");
-    d.ok(&["kill", "-s", "TERM", "p"]);
+    // Like any PID 1, sleep ignores SIGTERM it has no handler for; SIGKILL always works.
+    d.ok(&["kill", "p"]);
     let record = d.wait_for("p", Duration::from_secs(5), |r| r["state"] == "exited");
-    assert_eq!(record["exit_code"], 143);
+    assert_eq!(record["exit_code"], 137);
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+    ]);
+    d.ok(&["kill", "-s", "SIGTERM", "t"]);
+    let record = d.wait_for("t", Duration::from_secs(5), |r| r["state"] == "exited");
+    assert_eq!(record["exit_code"], 42);
+    let not_running = d.run(&["kill", "t"]);
+    assert!(
+        stderr(&not_running).contains("not running"),
+        "{}",
+        stderr(&not_running)
+    );
 }
 
 #[test]
 fn logs_follow_sees_new_output() {
     let d = Daemon::with_busybox();
-    d.ok(&["run", "-d", "--name", "f", "busybox", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "f",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.3; done",
+    ]);
     let output = d.run(&["logs", "-f", "f"]);
     assert_eq!(stdout(&output), "line1\nline2\nline3\n");
     assert_eq!(d.ok(&["logs", "--tail", "1", "f"]), "line3\n");
     let stamped = d.ok(&["logs", "-t", "f"]);
-    assert!(stamped.lines().all(|l| l.starts_with("20") && l.contains("Z line")), "{stamped}");
+    assert!(
+        stamped
+            .lines()
+            .all(|l| l.starts_with("20") && l.contains("Z line")),
+        "{stamped}"
+    );
 }
 
 #[test]
 fn image_config_env_workdir_user_are_honoured() {
     let d = Daemon::with_busybox();
     let output = d.ok(&[
-        "run", "--rm", "-e", "GREETING=hello", "-w", "/tmp/work", "-u", "nobody", "busybox", "sh", "-c",
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hello",
+        "-w",
+        "/tmp/work",
+        "-u",
+        "nobody",
+        "busybox",
+        "sh",
+        "-c",
         "echo $GREETING; pwd; id -u; id -g; echo $HOME",
     ]);
     assert_eq!(output, "hello\n/tmp/work\n65534\n65534\n/nonexistent\n");
     let unknown = d.run(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
     assert!(!unknown.status.success());
-    assert!(stderr(&unknown).contains("nosuchuser"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("nosuchuser"),
+        "{}",
+        stderr(&unknown)
+    );
 }

@@ -38,30 +38,41 @@ pub fn busybox_tar() -> &'static Path {
         let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("create tar"));
         let add_dir = |builder: &mut tar::Builder<std::fs::File>, name: &str, mode: u32| {
             let mut header = tar::Header::new_gnu();
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
             header.set_entry_type(tar::EntryType::Directory);
             header.set_mode(mode);
             header.set_size(0);
             header.set_mtime(0);
-            builder.append_data(&mut header, name, std::io::empty()).expect("dir");
+            builder
+                .append_data(&mut header, name, std::io::empty())
+                .expect("dir");
         };
-        for (name, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700), ("home", 0o755)] {
+        for (name, mode) in [
+            ("bin", 0o755),
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("root", 0o700),
+            ("home", 0o755),
+        ] {
             add_dir(&mut builder, name, mode);
         }
         builder
             .append_path_with_name("/bin/busybox", "bin/busybox")
             .expect("busybox-static must be installed (/bin/busybox)");
-        let applets = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+        let applets = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
         for applet in String::from_utf8_lossy(&applets.stdout).lines() {
             if applet == "busybox" || applet.is_empty() {
                 continue;
             }
             let mut header = tar::Header::new_gnu();
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_mode(0o777);
             header.set_size(0);
@@ -71,12 +82,14 @@ pub fn busybox_tar() -> &'static Path {
         }
         let mut add_file = |name: &str, content: &str| {
             let mut header = tar::Header::new_gnu();
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
             header.set_mode(0o644);
             header.set_size(content.len() as u64);
-            builder.append_data(&mut header, name, content.as_bytes()).expect("file");
+            builder
+                .append_data(&mut header, name, content.as_bytes())
+                .expect("file");
         };
         add_file(
             "etc/passwd",
@@ -111,7 +124,13 @@ impl Daemon {
     /// A daemon with the busybox image imported as `busybox`.
     pub fn with_busybox() -> Daemon {
         let daemon = Daemon::start();
-        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+        daemon.ok(&[
+            "image",
+            "import",
+            "--tag",
+            "busybox",
+            busybox_tar().to_str().unwrap(),
+        ]);
         daemon
     }
 
@@ -147,7 +166,11 @@ impl Daemon {
     fn config_file(&self) -> PathBuf {
         let path = self.dir.join("config.toml");
         if !path.exists() {
-            std::fs::write(&path, "[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n").expect("config");
+            std::fs::write(
+                &path,
+                "[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n",
+            )
+            .expect("config");
         }
         path
     }
@@ -180,7 +203,10 @@ impl Daemon {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(Stdio::null()).output().expect("run berth")
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
     }
 
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
@@ -228,7 +254,12 @@ impl Daemon {
     }
 
     /// Polls `inspect` until `check` holds or the timeout passes.
-    pub fn wait_for(&self, name: &str, timeout: Duration, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             let value = self.inspect(name);
@@ -296,14 +327,25 @@ pub fn stderr(output: &Output) -> String {
 
 /// The first line of stderr that is not empty (an error should be one line).
 pub fn error_line(output: &Output) -> String {
-    stderr(output).lines().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string()
+    stderr(output)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Reads a cgroup v1 or v2 file of an instance.
 pub fn cgroup_file(id: &str, controller: &str, file: &str) -> Option<String> {
     let short = &id[..12];
-    let v1 = Path::new("/sys/fs/cgroup").join(controller).join("berth").join(short).join(file);
-    let v2 = Path::new("/sys/fs/cgroup").join("berth").join(short).join(file);
+    let v1 = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("berth")
+        .join(short)
+        .join(file);
+    let v2 = Path::new("/sys/fs/cgroup")
+        .join("berth")
+        .join(short)
+        .join(file);
     std::fs::read_to_string(v1)
         .or_else(|_| std::fs::read_to_string(v2))
         .ok()

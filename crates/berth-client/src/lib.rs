@@ -18,7 +18,10 @@ pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the berth daemon at {socket}: {source}; is `berth daemon` running? (BERTH_HOST selects another socket)")]
-    Connect { socket: String, source: std::io::Error },
+    Connect {
+        socket: String,
+        source: std::io::Error,
+    },
     #[error("{message}")]
     Api {
         status: StatusCode,
@@ -54,7 +57,9 @@ fn protocol(e: impl std::fmt::Display) -> ClientError {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Client { socket: socket.into() }
+        Client {
+            socket: socket.into(),
+        }
     }
 
     /// The socket named by `BERTH_HOST` (`unix:///path` or a path), else the default.
@@ -71,23 +76,37 @@ impl Client {
         &self.socket
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, upgrade: bool) -> ClientResult<Response<Incoming>> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|source| ClientError::Connect {
-            socket: self.socket.display().to_string(),
-            source,
-        })?;
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        upgrade: bool,
+    ) -> ClientResult<Response<Incoming>> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.display().to_string(),
+                    source,
+                })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(protocol)?;
         tokio::spawn(async move {
             let _ = connection.with_upgrades().await;
         });
-        let mut builder = Request::builder().method(method).uri(path).header("host", "berth");
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "berth");
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
         }
         if upgrade {
-            builder = builder.header("connection", "Upgrade").header("upgrade", "berth-attach");
+            builder = builder
+                .header("connection", "Upgrade")
+                .header("upgrade", "berth-attach");
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -101,17 +120,31 @@ impl Client {
         if status.is_success() || status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(response);
         }
-        let body = response.into_body().collect().await.map_err(protocol)?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(protocol)?
+            .to_bytes();
         let (message, field) = match serde_json::from_slice::<ErrorResponse>(&body) {
             Ok(error) => (error.message, error.field),
             Err(_) => (String::from_utf8_lossy(&body).trim().to_string(), None),
         };
-        Err(ClientError::Api { status, message, field })
+        Err(ClientError::Api {
+            status,
+            message,
+            field,
+        })
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<Bytes> {
         let response = Self::check(self.send(method, path, body, false).await?).await?;
-        Ok(response.into_body().collect().await.map_err(protocol)?.to_bytes())
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .map_err(protocol)?
+            .to_bytes())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
@@ -119,7 +152,11 @@ impl Client {
         serde_json::from_slice(&body).map_err(protocol)
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> ClientResult<T> {
         let body = serde_json::to_vec(body).map_err(protocol)?;
         let reply = self.call(Method::POST, path, Some(body)).await?;
         serde_json::from_slice(&reply).map_err(protocol)
@@ -135,7 +172,12 @@ impl Client {
     }
 
     /// A streamed response body, chunk by chunk.
-    pub async fn stream(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<BodyStream> {
+    pub async fn stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> ClientResult<BodyStream> {
         let response = Self::check(self.send(method, path, body, false).await?).await?;
         Ok(BodyStream {
             body: response.into_body(),
@@ -144,7 +186,11 @@ impl Client {
 
     /// Sends a request that upgrades to an attach stream; `Ok(None)` if the daemon
     /// answered without upgrading (for example a detached exec).
-    pub async fn upgrade(&self, path: &str, body: Option<Vec<u8>>) -> ClientResult<Option<AttachStream>> {
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> ClientResult<Option<AttachStream>> {
         let response = Self::check(self.send(Method::POST, path, body, true).await?).await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(None);

@@ -64,7 +64,10 @@ pub struct SpecInputs<'a> {
 /// TERM where missing (as Docker adds them).
 pub fn process_env(instance: &Instance, home: &str) -> Vec<String> {
     let mut env = instance.spec.process.env.clone();
-    let has = |env: &[String], key: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == key));
+    let has = |env: &[String], key: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+    };
     if !has(&env, "PATH") {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
@@ -147,15 +150,18 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
             "readonlyPaths": READONLY_PATHS,
         },
     });
-    serde_json::from_value(document).map_err(|e| DriverError::Other(format!("building the runtime spec: {e}")))
+    serde_json::from_value(document)
+        .map_err(|e| DriverError::Other(format!("building the runtime spec: {e}")))
 }
 
 /// The files behind /etc/hostname, /etc/hosts and /etc/resolv.conf.
 pub fn write_etc_files(etc_dir: &Path, hostname: &str) -> Result<(), DriverError> {
-    std::fs::create_dir_all(etc_dir).map_err(|e| DriverError::host(format!("creating {}", etc_dir.display()), e))?;
+    std::fs::create_dir_all(etc_dir)
+        .map_err(|e| DriverError::host(format!("creating {}", etc_dir.display()), e))?;
     let write = |name: &str, content: String| {
         let path = etc_dir.join(name);
-        std::fs::write(&path, content).map_err(|e| DriverError::host(format!("writing {}", path.display()), e))
+        std::fs::write(&path, content)
+            .map_err(|e| DriverError::host(format!("writing {}", path.display()), e))
     };
     write("hostname", format!("{hostname}\n"))?;
     write(
@@ -168,7 +174,9 @@ pub fn write_etc_files(etc_dir: &Path, hostname: &str) -> Result<(), DriverError
     // A resolver on the host's loopback is unreachable from the container's namespace.
     let usable: String = resolv
         .lines()
-        .filter(|line| !(line.starts_with("nameserver") && (line.contains("127.") || line.contains("::1"))))
+        .filter(|line| {
+            !(line.starts_with("nameserver") && (line.contains("127.") || line.contains("::1")))
+        })
         .map(|line| format!("{line}\n"))
         .collect();
     write("resolv.conf", usable)

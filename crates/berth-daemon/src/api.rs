@@ -40,7 +40,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/tree", get(tree))
         .route("/v1/instances", get(list_instances).post(create_instance))
-        .route("/v1/instances/{id}", get(inspect_instance).delete(remove_instance))
+        .route(
+            "/v1/instances/{id}",
+            get(inspect_instance).delete(remove_instance),
+        )
         .route("/v1/instances/{id}/start", post(start_instance))
         .route("/v1/instances/{id}/stop", post(stop_instance))
         .route("/v1/instances/{id}/restart", post(restart_instance))
@@ -109,7 +112,10 @@ async fn tree(State(engine): Shared) -> EngineResult<Json<Vec<TreeEntry>>> {
 }
 
 #[utoipa::path(get, path = "/v1/instances", params(ListParams), responses((status = 200, body = [Instance])))]
-async fn list_instances(State(engine): Shared, Query(params): Query<ListParams>) -> EngineResult<Json<Vec<Instance>>> {
+async fn list_instances(
+    State(engine): Shared,
+    Query(params): Query<ListParams>,
+) -> EngineResult<Json<Vec<Instance>>> {
     Ok(Json(engine.list(params.all).await?))
 }
 
@@ -124,7 +130,10 @@ async fn create_instance(
 
 #[utoipa::path(get, path = "/v1/instances/{id}", params(("id" = String, Path, description = "id, unique id prefix or name")),
     responses((status = 200, body = Instance), (status = 404, body = ErrorResponse)))]
-async fn inspect_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
+async fn inspect_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.find(&id).await?))
 }
 
@@ -190,7 +199,10 @@ async fn start_instance(
 ) -> Result<Response, EngineError> {
     let attach = params.attach;
     if attach && !wants_upgrade(&request) {
-        return Err(EngineError::invalid("attach", "attach=true needs an `Upgrade: berth-attach` request"));
+        return Err(EngineError::invalid(
+            "attach",
+            "attach=true needs an `Upgrade: berth-attach` request",
+        ));
     }
     let (instance, stream) = engine.start(&id, attach).await?;
     match stream {
@@ -223,17 +235,25 @@ async fn kill_instance(
     Path(id): Path<String>,
     Query(params): Query<KillParams>,
 ) -> EngineResult<StatusCode> {
-    engine.kill(&id, params.signal.as_deref().unwrap_or("KILL")).await?;
+    engine
+        .kill(&id, params.signal.as_deref().unwrap_or("KILL"))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/pause", params(("id" = String, Path)), responses((status = 200, body = Instance)))]
-async fn pause_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
+async fn pause_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.pause(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/unpause", params(("id" = String, Path)), responses((status = 200, body = Instance)))]
-async fn unpause_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
+async fn unpause_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.unpause(&id).await?))
 }
 
@@ -259,7 +279,10 @@ where
 
 fn body_from(receiver: mpsc::Receiver<Bytes>) -> Body {
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), receiver))
+        receiver
+            .recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(bytes), receiver))
     });
     Body::from_stream(stream)
 }
@@ -274,9 +297,17 @@ fn json_lines_response(receiver: mpsc::Receiver<Bytes>) -> Response {
 /// Log records as attach frames (stdout/stderr kept apart).
 fn log_frame(line: &[u8], timestamps: bool) -> Option<Bytes> {
     let record: LogRecord = serde_json::from_slice(line).ok()?;
-    let kind = if record.s == "stderr" { FrameKind::Stderr } else { FrameKind::Stdout };
+    let kind = if record.s == "stderr" {
+        FrameKind::Stderr
+    } else {
+        FrameKind::Stdout
+    };
     let text = if timestamps {
-        format!("{} {}", record.t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), record.d)
+        format!(
+            "{} {}",
+            record.t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            record.d
+        )
     } else {
         record.d
     };
@@ -317,7 +348,10 @@ async fn stream_log(
     if let (Some(file), Some(tail)) = (file.as_mut(), params.tail) {
         let mut all = Vec::new();
         file.read_to_end(&mut all).await.ok()?;
-        let lines: Vec<&[u8]> = all.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&[u8]> = all
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
         for line in &lines[lines.len().saturating_sub(tail)..] {
             if let Some(frame) = log_frame(line, params.timestamps) {
                 sender.send(frame).await.ok()?;
@@ -325,8 +359,14 @@ async fn stream_log(
         }
         if !all.ends_with(b"\n") {
             // An unfinished last record is read again with the next round.
-            let last = all.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0);
-            file.seek(std::io::SeekFrom::Start(last as u64)).await.ok()?;
+            let last = all
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|p| p + 1)
+                .unwrap_or(0);
+            file.seek(std::io::SeekFrom::Start(last as u64))
+                .await
+                .ok()?;
         }
     }
     let mut buffer = vec![0u8; 64 * 1024];
@@ -374,14 +414,21 @@ async fn stream_log(
 
 #[utoipa::path(post, path = "/v1/instances/{id}/exec", params(("id" = String, Path)), request_body = ExecRequest,
     responses((status = 101, description = "attach stream"), (status = 204, description = "detached"), (status = 409, body = ErrorResponse)))]
-async fn exec_instance(State(engine): Shared, Path(id): Path<String>, mut request: Request) -> Result<Response, EngineError> {
+async fn exec_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+    mut request: Request,
+) -> Result<Response, EngineError> {
     let body = axum::body::to_bytes(std::mem::take(request.body_mut()), 1 << 20)
         .await
         .map_err(|e| EngineError::invalid("body", format!("reading the request: {e}")))?;
-    let exec: ExecRequest =
-        serde_json::from_slice(&body).map_err(|e| EngineError::invalid("body", format!("bad exec request: {e}")))?;
+    let exec: ExecRequest = serde_json::from_slice(&body)
+        .map_err(|e| EngineError::invalid("body", format!("bad exec request: {e}")))?;
     if !exec.detach && !wants_upgrade(&request) {
-        return Err(EngineError::invalid("detach", "an attached exec needs an `Upgrade: berth-attach` request"));
+        return Err(EngineError::invalid(
+            "detach",
+            "an attached exec needs an `Upgrade: berth-attach` request",
+        ));
     }
     match engine.exec(&id, exec).await? {
         Some(stream) => Ok(upgrade_to_attach(&mut request, stream)),
@@ -400,12 +447,18 @@ async fn update_instance(
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/stats", params(("id" = String, Path)), responses((status = 200, body = InstanceStats)))]
-async fn instance_stats(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<InstanceStats>> {
+async fn instance_stats(
+    State(engine): Shared,
+    Path(id): Path<String>,
+) -> EngineResult<Json<InstanceStats>> {
     Ok(Json(engine.stats(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/top", params(("id" = String, Path)), responses((status = 200, body = TopResponse)))]
-async fn instance_top(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<TopResponse>> {
+async fn instance_top(
+    State(engine): Shared,
+    Path(id): Path<String>,
+) -> EngineResult<Json<TopResponse>> {
     Ok(Json(engine.top(&id).await?))
 }
 
@@ -422,7 +475,10 @@ struct ImageParams {
 }
 
 #[utoipa::path(get, path = "/v1/images/inspect", params(ImageParams), responses((status = 200, body = ImageRecord), (status = 404, body = ErrorResponse)))]
-async fn inspect_image(State(engine): Shared, Query(params): Query<ImageParams>) -> EngineResult<Json<ImageRecord>> {
+async fn inspect_image(
+    State(engine): Shared,
+    Query(params): Query<ImageParams>,
+) -> EngineResult<Json<ImageRecord>> {
     Ok(Json(engine.images.resolve(&params.reference).await?))
 }
 
@@ -433,10 +489,16 @@ struct RemovedImage {
 }
 
 #[utoipa::path(delete, path = "/v1/images", params(ImageParams), responses((status = 200, body = RemovedImage), (status = 409, body = ErrorResponse)))]
-async fn remove_image(State(engine): Shared, Query(params): Query<ImageParams>) -> EngineResult<Json<RemovedImage>> {
+async fn remove_image(
+    State(engine): Shared,
+    Query(params): Query<ImageParams>,
+) -> EngineResult<Json<RemovedImage>> {
     let image = engine.images.resolve(&params.reference).await?;
     let user = engine.image_user(&image.id).await?;
-    let (untagged, deleted) = engine.images.remove(&params.reference, user, params.force).await?;
+    let (untagged, deleted) = engine
+        .images
+        .remove(&params.reference, user, params.force)
+        .await?;
     if deleted {
         engine.emit_image(&image, "remove");
     }
@@ -444,15 +506,21 @@ async fn remove_image(State(engine): Shared, Query(params): Query<ImageParams>) 
 }
 
 #[utoipa::path(post, path = "/v1/images/tag", request_body = TagImageRequest, responses((status = 200, body = ImageRecord)))]
-async fn tag_image(State(engine): Shared, Json(request): Json<TagImageRequest>) -> EngineResult<Json<ImageRecord>> {
-    Ok(Json(engine.images.tag(&request.source, &request.target).await?))
+async fn tag_image(
+    State(engine): Shared,
+    Json(request): Json<TagImageRequest>,
+) -> EngineResult<Json<ImageRecord>> {
+    Ok(Json(
+        engine.images.tag(&request.source, &request.target).await?,
+    ))
 }
 
 /// Runs an image job, streaming its progress as JSON lines; the last line says how it ended.
 fn progress_response<F, Fut>(job: F) -> Response
 where
     F: FnOnce(berth_image::ProgressSink) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<ImageRecord, berth_image::ImageError>> + Send + 'static,
+    Fut:
+        std::future::Future<Output = Result<ImageRecord, berth_image::ImageError>> + Send + 'static,
 {
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
     let line = |event: &ProgressEvent| {
@@ -471,7 +539,9 @@ where
                 reference: image.tags.first().cloned().unwrap_or_default(),
                 image_id: image.id,
             },
-            Err(e) => ProgressEvent::Failed { message: e.to_string() },
+            Err(e) => ProgressEvent::Failed {
+                message: e.to_string(),
+            },
         };
         let _ = sender.send(line(&last)).await;
     });
@@ -480,13 +550,22 @@ where
 
 #[utoipa::path(post, path = "/v1/images/import", request_body = ImportImageRequest,
     responses((status = 200, body = ProgressEvent, description = "JSON lines of progress; the last is finished or failed")))]
-async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequest>) -> EngineResult<Response> {
+async fn import_image(
+    State(engine): Shared,
+    Json(request): Json<ImportImageRequest>,
+) -> EngineResult<Response> {
     let path = FsPath::new(&request.path);
     if !path.is_absolute() {
-        return Err(EngineError::invalid("path", "the import path must be absolute (the daemon resolves it)"));
+        return Err(EngineError::invalid(
+            "path",
+            "the import path must be absolute (the daemon resolves it)",
+        ));
     }
     if !path.exists() {
-        return Err(EngineError::invalid("path", format!("{} does not exist", request.path)));
+        return Err(EngineError::invalid(
+            "path",
+            format!("{} does not exist", request.path),
+        ));
     }
     Ok(progress_response(move |sink| async move {
         let images = engine
@@ -513,10 +592,16 @@ fn registry_options(request: &RegistryRequest) -> RegistryOptions {
 
 #[utoipa::path(post, path = "/v1/images/pull", request_body = RegistryRequest,
     responses((status = 200, body = ProgressEvent, description = "JSON lines of progress")))]
-async fn pull_image(State(engine): Shared, Json(request): Json<RegistryRequest>) -> EngineResult<Response> {
+async fn pull_image(
+    State(engine): Shared,
+    Json(request): Json<RegistryRequest>,
+) -> EngineResult<Response> {
     berth_image::reference::parse_reference(&request.reference)?;
     Ok(progress_response(move |sink| async move {
-        let image = engine.images.pull(&request.reference, &registry_options(&request), sink).await?;
+        let image = engine
+            .images
+            .pull(&request.reference, &registry_options(&request), sink)
+            .await?;
         engine.emit_image(&image, "pull");
         Ok(image)
     }))
@@ -524,10 +609,16 @@ async fn pull_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
 
 #[utoipa::path(post, path = "/v1/images/push", request_body = RegistryRequest,
     responses((status = 200, body = ProgressEvent, description = "JSON lines of progress")))]
-async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>) -> EngineResult<Response> {
+async fn push_image(
+    State(engine): Shared,
+    Json(request): Json<RegistryRequest>,
+) -> EngineResult<Response> {
     engine.images.resolve(&request.reference).await?;
     Ok(progress_response(move |sink| async move {
-        let image = engine.images.push(&request.reference, &registry_options(&request), sink).await?;
+        let image = engine
+            .images
+            .push(&request.reference, &registry_options(&request), sink)
+            .await?;
         engine.emit_image(&image, "push");
         Ok(image)
     }))
@@ -535,11 +626,40 @@ async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "berth API", version = "1", description = "The berth daemon's REST API on its unix socket (default /run/berth/berth.sock). Attach streams upgrade the connection (`Upgrade: berth-attach`) and then carry frames: a 5-byte header (kind u8: 0 stdin, 1 stdout, 2 stderr, 3 exit JSON, 4 resize rows/cols u16 BE, 5 stdin closed, 6 error; length u32 BE) and the payload."),
-    paths(ping, info, events, tree, list_instances, create_instance, inspect_instance, remove_instance, start_instance,
-          stop_instance, restart_instance, kill_instance, pause_instance, unpause_instance, wait_instance, instance_logs,
-          exec_instance, update_instance, instance_stats, instance_top, list_images, inspect_image, remove_image,
-          tag_image, import_image, pull_image, push_image),
+    info(
+        title = "berth API",
+        version = "1",
+        description = "The berth daemon's REST API on its unix socket (default /run/berth/berth.sock). Attach streams upgrade the connection (`Upgrade: berth-attach`) and then carry frames: a 5-byte header (kind u8: 0 stdin, 1 stdout, 2 stderr, 3 exit JSON, 4 resize rows/cols u16 BE, 5 stdin closed, 6 error; length u32 BE) and the payload."
+    ),
+    paths(
+        ping,
+        info,
+        events,
+        tree,
+        list_instances,
+        create_instance,
+        inspect_instance,
+        remove_instance,
+        start_instance,
+        stop_instance,
+        restart_instance,
+        kill_instance,
+        pause_instance,
+        unpause_instance,
+        wait_instance,
+        instance_logs,
+        exec_instance,
+        update_instance,
+        instance_stats,
+        instance_top,
+        list_images,
+        inspect_image,
+        remove_image,
+        tag_image,
+        import_image,
+        pull_image,
+        push_image
+    ),
     components(schemas(Instance, ImageRecord, ProcessNode, RemovedImage))
 )]
 pub struct ApiDoc;

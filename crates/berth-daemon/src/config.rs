@@ -65,12 +65,16 @@ impl Default for DefaultsSection {
 
 impl DefaultsSection {
     fn parse(&self) -> Result<LimitsRequest> {
-        let cpus = LimitSetting::<MilliCpus>::parse(&self.cpus).map_err(|e| anyhow::anyhow!("defaults.cpus: {e}"))?;
-        let memory = LimitSetting::<ByteSize>::parse(&self.memory).map_err(|e| anyhow::anyhow!("defaults.memory: {e}"))?;
+        let cpus = LimitSetting::<MilliCpus>::parse(&self.cpus)
+            .map_err(|e| anyhow::anyhow!("defaults.cpus: {e}"))?;
+        let memory = LimitSetting::<ByteSize>::parse(&self.memory)
+            .map_err(|e| anyhow::anyhow!("defaults.memory: {e}"))?;
         let pids = if self.pids.trim().eq_ignore_ascii_case("unlimited") {
             LimitSetting::Unlimited
         } else {
-            LimitSetting::Value(parse_count(&self.pids).map_err(|e| anyhow::anyhow!("defaults.pids: {e}"))?)
+            LimitSetting::Value(
+                parse_count(&self.pids).map_err(|e| anyhow::anyhow!("defaults.pids: {e}"))?,
+            )
         };
         Ok(LimitsRequest {
             cpus: Some(cpus),
@@ -91,9 +95,15 @@ impl DaemonConfig {
             None => (PathBuf::from(DEFAULT_CONFIG), false),
         };
         let parsed: ConfigFile = match std::fs::read_to_string(&file) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => ConfigFile::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading config file {}", file.display())),
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                ConfigFile::default()
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading config file {}", file.display()))
+            }
         };
         // Socket paths are limited to 108 bytes; instance sockets live under the state dir.
         if state_dir.as_os_str().len() > 60 {

@@ -12,8 +12,9 @@ use axum::http::StatusCode;
 use berth_container::ContainerDriver;
 use berth_image::ImageStore;
 use berth_model::api::{
-    AllocationSummary, CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo, InstanceCounts,
-    InstanceStats, LimitsRequest, TopResponse, TreeEntry, WaitCondition, WaitResponse,
+    AllocationSummary, CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo,
+    InstanceCounts, InstanceStats, LimitsRequest, TopResponse, TreeEntry, WaitCondition,
+    WaitResponse,
 };
 use berth_model::driver::{InstanceDriver, SupervisorConfig};
 use berth_model::image::ImageRecord;
@@ -139,9 +140,9 @@ impl Engine {
 
     pub async fn find(&self, key: &str) -> EngineResult<Instance> {
         self.store.find_instance(key).await.map_err(|e| match e {
-            StoreError::NotFound { .. } => EngineError::not_found(format!(
-                "no such instance: {key}; `berth ps -a` lists them"
-            )),
+            StoreError::NotFound { .. } => {
+                EngineError::not_found(format!("no such instance: {key}; `berth ps -a` lists them"))
+            }
             other => other.into(),
         })
     }
@@ -160,7 +161,9 @@ impl Engine {
     fn resolve_limits(&self, requested: &LimitsRequest) -> (Limits, Vec<String>) {
         let defaults = &self.config.default_limits;
         let mut defaulted = Vec::new();
-        let mut pick = |field: &str, asked: Option<LimitSetting<u64>>, default: Option<LimitSetting<u64>>| match asked {
+        let mut pick = |field: &str,
+                        asked: Option<LimitSetting<u64>>,
+                        default: Option<LimitSetting<u64>>| match asked {
             Some(setting) => setting.value(),
             None => {
                 defaulted.push(field.to_string());
@@ -195,7 +198,10 @@ impl Engine {
     fn check_limits(&self, limits: &Limits) -> EngineResult<()> {
         if let Some(cpus) = limits.cpus {
             if cpus.0 < MIN_MILLICPUS {
-                return Err(EngineError::invalid("cpus", format!("cpus: {cpus} is below the minimum of 0.01")));
+                return Err(EngineError::invalid(
+                    "cpus",
+                    format!("cpus: {cpus} is below the minimum of 0.01"),
+                ));
             }
             if cpus.0 > self.host.cpus * 1000 {
                 return Err(EngineError::invalid(
@@ -211,7 +217,10 @@ impl Engine {
             if memory < MIN_MEMORY_BYTES {
                 return Err(EngineError::invalid(
                     "memory",
-                    format!("memory: {} is below the minimum of 6MiB; raise --memory", ByteSize(memory)),
+                    format!(
+                        "memory: {} is below the minimum of 6MiB; raise --memory",
+                        ByteSize(memory)
+                    ),
                 ));
             }
             if self.host.memory_bytes > 0 && memory > self.host.memory_bytes {
@@ -226,7 +235,10 @@ impl Engine {
             }
         }
         if limits.pids == Some(0) {
-            return Err(EngineError::invalid("pids", "pids: the limit must be at least 1"));
+            return Err(EngineError::invalid(
+                "pids",
+                "pids: the limit must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -262,18 +274,24 @@ impl Engine {
                 break id;
             }
         };
-        let hostname = match &request.hostname {
-            Some(h) if !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') => {
-                h.clone()
-            }
-            Some(h) => {
-                return Err(EngineError::invalid(
+        let hostname =
+            match &request.hostname {
+                Some(h)
+                    if !h.is_empty()
+                        && h.len() <= 63
+                        && h.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') =>
+                {
+                    h.clone()
+                }
+                Some(h) => return Err(EngineError::invalid(
                     "hostname",
-                    format!("hostname '{h}' is invalid: use letters, digits, '-' and '.' (at most 63)"),
-                ))
-            }
-            None => short_id(&id).to_string(),
-        };
+                    format!(
+                        "hostname '{h}' is invalid: use letters, digits, '-' and '.' (at most 63)"
+                    ),
+                )),
+                None => short_id(&id).to_string(),
+            };
         let instance = Instance {
             id: id.clone(),
             name: name.clone(),
@@ -306,7 +324,10 @@ impl Engine {
         self.store.insert_instance(&instance).await?;
         if let Err(e) = std::fs::create_dir_all(&dir) {
             let _ = self.store.delete_instance(&id).await;
-            return Err(EngineError::internal(format!("creating {}: {e}", dir.display())));
+            return Err(EngineError::internal(format!(
+                "creating {}: {e}",
+                dir.display()
+            )));
         }
         self.emit(&instance, "create", None);
         Ok(CreatedResponse {
@@ -317,8 +338,15 @@ impl Engine {
     }
 
     /// The main process as Docker derives it from image config and request.
-    fn process_spec(&self, request: &CreateInstanceRequest, image: &ImageRecord) -> EngineResult<ProcessSpec> {
-        let entrypoint = request.entrypoint.clone().unwrap_or_else(|| image.config.entrypoint.clone());
+    fn process_spec(
+        &self,
+        request: &CreateInstanceRequest,
+        image: &ImageRecord,
+    ) -> EngineResult<ProcessSpec> {
+        let entrypoint = request
+            .entrypoint
+            .clone()
+            .unwrap_or_else(|| image.config.entrypoint.clone());
         let cmd = if !request.command.is_empty() {
             request.command.clone()
         } else if request.entrypoint.is_some() {
@@ -342,7 +370,10 @@ impl Engine {
                 EngineError::invalid("env", format!("env '{pair}' is not KEY=VALUE"))
             })?;
             if key.is_empty() || key.contains('\0') || pair.contains('\0') {
-                return Err(EngineError::invalid("env", format!("env '{pair}' has an empty or invalid name")));
+                return Err(EngineError::invalid(
+                    "env",
+                    format!("env '{pair}' has an empty or invalid name"),
+                ));
             }
             env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
             env.push(pair.clone());
@@ -362,7 +393,10 @@ impl Engine {
             args,
             env,
             working_dir,
-            user: request.user.clone().unwrap_or_else(|| image.config.user.clone()),
+            user: request
+                .user
+                .clone()
+                .unwrap_or_else(|| image.config.user.clone()),
             tty: request.tty,
             open_stdin: request.open_stdin,
         })
@@ -373,9 +407,11 @@ impl Engine {
     /// Runs a supervisor for `config` and waits until it has created the workload.
     async fn spawn_supervisor(&self, dir: &Path, config: &SupervisorConfig) -> EngineResult<u32> {
         let config_path = dir.join("supervisor.json");
-        let document = serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
-        std::fs::write(&config_path, document)
-            .map_err(|e| EngineError::internal(format!("writing {}: {e}", config_path.display())))?;
+        let document =
+            serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
+        std::fs::write(&config_path, document).map_err(|e| {
+            EngineError::internal(format!("writing {}: {e}", config_path.display()))
+        })?;
         let stderr = std::fs::File::create(dir.join("supervisor.log"))
             .map_err(|e| EngineError::internal(format!("creating the supervisor log: {e}")))?;
         let mut child = tokio::process::Command::new(&self.exe)
@@ -386,13 +422,22 @@ impl Engine {
             .stderr(stderr)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| EngineError::internal(format!("starting the supervisor {}: {e}", self.exe.display())))?;
+            .map_err(|e| {
+                EngineError::internal(format!(
+                    "starting the supervisor {}: {e}",
+                    self.exe.display()
+                ))
+            })?;
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| EngineError::internal("supervisor stdout missing"))?;
         let mut line = String::new();
-        let read = tokio::time::timeout(SUPERVISOR_READY_TIMEOUT, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        let read = tokio::time::timeout(
+            SUPERVISOR_READY_TIMEOUT,
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
         // The supervisor lives on after this; reap it when it ends while we run.
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -407,12 +452,18 @@ impl Engine {
                     log.lines().last().unwrap_or("no output")
                 )));
             }
-            Err(_) => return Err(EngineError::internal("the supervisor did not get ready within 60s")),
+            Err(_) => {
+                return Err(EngineError::internal(
+                    "the supervisor did not get ready within 60s",
+                ))
+            }
         };
         if !ready.ok {
             return Err(EngineError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                ready.error.unwrap_or_else(|| "the supervisor failed".into()),
+                ready
+                    .error
+                    .unwrap_or_else(|| "the supervisor failed".into()),
             ));
         }
         Ok(ready.supervisor_pid)
@@ -432,7 +483,9 @@ impl Engine {
 
     async fn on_exit(self: &Arc<Self>, id: &str, record: Option<ExitRecord>) {
         let guard = self.lock(id).await;
-        let Ok(mut instance) = self.store.get_instance(id).await else { return };
+        let Ok(mut instance) = self.store.get_instance(id).await else {
+            return;
+        };
         if !instance.state.is_active() {
             return;
         }
@@ -447,7 +500,8 @@ impl Engine {
             None => {
                 instance.state = InstanceState::Dead;
                 instance.finished_at = Some(Utc::now());
-                instance.error = Some("the supervisor ended without recording an exit status".into());
+                instance.error =
+                    Some("the supervisor ended without recording an exit status".into());
             }
         }
         instance.pid = None;
@@ -480,13 +534,20 @@ impl Engine {
 
     /// Starts an instance. With `attach`, returns the attach stream, connected before the
     /// workload runs so no output is missed.
-    pub async fn start(self: &Arc<Self>, key: &str, attach: bool) -> EngineResult<(Instance, Option<UnixStream>)> {
+    pub async fn start(
+        self: &Arc<Self>,
+        key: &str,
+        attach: bool,
+    ) -> EngineResult<(Instance, Option<UnixStream>)> {
         let found = self.find(key).await?;
         let _guard = self.lock(&found.id).await;
         let mut instance = self.store.get_instance(&found.id).await?;
         match instance.state {
             InstanceState::Running => {
-                return Err(EngineError::conflict(format!("instance {} is already running", instance.name)))
+                return Err(EngineError::conflict(format!(
+                    "instance {} is already running",
+                    instance.name
+                )))
             }
             InstanceState::Paused => {
                 return Err(EngineError::conflict(format!(
@@ -497,12 +558,16 @@ impl Engine {
             _ => {}
         }
         let driver = self.driver(instance.kind)?;
-        let image = self.store.get_image(&instance.spec.image_id).await.map_err(|_| {
-            EngineError::conflict(format!(
-                "the image of instance {} ({}) was removed; create the instance again",
-                instance.name, instance.spec.image
-            ))
-        })?;
+        let image = self
+            .store
+            .get_image(&instance.spec.image_id)
+            .await
+            .map_err(|_| {
+                EngineError::conflict(format!(
+                    "the image of instance {} ({}) was removed; create the instance again",
+                    instance.name, instance.spec.image
+                ))
+            })?;
         let dir = self.instance_dir(&instance.id);
         let config = driver.prepare_start(&instance, &image, &dir).await?;
         let started = async {
@@ -518,7 +583,12 @@ impl Engine {
             };
             let reply = client::call(&config.socket_path, &Request::Start)
                 .await
-                .map_err(|e| EngineError::new(StatusCode::BAD_REQUEST, format!("starting {}: {e}", instance.name)))?;
+                .map_err(|e| {
+                    EngineError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("starting {}: {e}", instance.name),
+                    )
+                })?;
             Ok::<_, EngineError>((supervisor_pid, reply.pid, stream))
         }
         .await;
@@ -548,7 +618,11 @@ impl Engine {
         instance.error = None;
         self.store.update_instance(&instance).await?;
         self.emit(&instance, "start", None);
-        self.watch_exit(instance.id.clone(), config.socket_path.clone(), config.exit_path.clone());
+        self.watch_exit(
+            instance.id.clone(),
+            config.socket_path.clone(),
+            config.exit_path.clone(),
+        );
         Ok((instance, stream))
     }
 
@@ -585,7 +659,11 @@ impl Engine {
         }
     }
 
-    pub async fn stop(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
+    pub async fn stop(
+        self: &Arc<Self>,
+        key: &str,
+        timeout_secs: Option<u64>,
+    ) -> EngineResult<Instance> {
         let instance = self.find(key).await?;
         if !instance.state.is_active() {
             return Ok(instance);
@@ -598,7 +676,10 @@ impl Engine {
         let _ = self.signal(&instance, libc::SIGTERM, false).await;
         if !self.wait_inactive(&instance.id, timeout).await {
             let _ = self.signal(&instance, libc::SIGKILL, true).await;
-            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
+            if !self
+                .wait_inactive(&instance.id, Duration::from_secs(10))
+                .await
+            {
                 return Err(EngineError::internal(format!(
                     "instance {} did not stop after SIGKILL",
                     instance.name
@@ -608,19 +689,28 @@ impl Engine {
         self.find(&instance.id).await.or(Ok(instance))
     }
 
-    pub async fn restart(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
+    pub async fn restart(
+        self: &Arc<Self>,
+        key: &str,
+        timeout_secs: Option<u64>,
+    ) -> EngineResult<Instance> {
         let instance = self.stop(key, timeout_secs).await?;
         Ok(self.start(&instance.id, false).await?.0)
     }
 
     pub async fn kill(&self, key: &str, signal: &str) -> EngineResult<()> {
-        let number = berth_model::signal::parse_signal(signal).map_err(|m| EngineError::invalid("signal", m))?;
+        let number = berth_model::signal::parse_signal(signal)
+            .map_err(|m| EngineError::invalid("signal", m))?;
         let instance = self.find(key).await?;
         if !instance.state.is_active() {
-            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+            return Err(EngineError::conflict(format!(
+                "instance {} is not running",
+                instance.name
+            )));
         }
         // SIGKILL reaches every process so nothing outlives the main one.
-        self.signal(&instance, number, number == libc::SIGKILL).await
+        self.signal(&instance, number, number == libc::SIGKILL)
+            .await
     }
 
     pub async fn pause(&self, key: &str) -> EngineResult<Instance> {
@@ -628,7 +718,10 @@ impl Engine {
         let _guard = self.lock(&found.id).await;
         let mut instance = self.store.get_instance(&found.id).await?;
         if instance.state != InstanceState::Running {
-            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+            return Err(EngineError::conflict(format!(
+                "instance {} is not running",
+                instance.name
+            )));
         }
         self.driver(instance.kind)?.pause(&instance).await?;
         instance.state = InstanceState::Paused;
@@ -642,7 +735,10 @@ impl Engine {
         let _guard = self.lock(&found.id).await;
         let mut instance = self.store.get_instance(&found.id).await?;
         if instance.state != InstanceState::Paused {
-            return Err(EngineError::conflict(format!("instance {} is not paused", instance.name)));
+            return Err(EngineError::conflict(format!(
+                "instance {} is not paused",
+                instance.name
+            )));
         }
         self.driver(instance.kind)?.resume(&instance).await?;
         instance.state = InstanceState::Running;
@@ -664,8 +760,14 @@ impl Engine {
                 let _ = self.unpause(&instance.id).await;
             }
             let _ = self.signal(&instance, libc::SIGKILL, true).await;
-            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
-                return Err(EngineError::internal(format!("instance {} did not die", instance.name)));
+            if !self
+                .wait_inactive(&instance.id, Duration::from_secs(10))
+                .await
+            {
+                return Err(EngineError::internal(format!(
+                    "instance {} did not die",
+                    instance.name
+                )));
             }
         }
         let guard = self.lock(&instance.id).await;
@@ -716,7 +818,13 @@ impl Engine {
             }
         }
         Ok(WaitResponse {
-            exit_code: last.exit_code.unwrap_or(if last.state == InstanceState::Dead { 255 } else { 0 }),
+            exit_code: last
+                .exit_code
+                .unwrap_or(if last.state == InstanceState::Dead {
+                    255
+                } else {
+                    0
+                }),
             oom_killed: last.oom_killed,
         })
     }
@@ -725,9 +833,16 @@ impl Engine {
 
     /// Runs a further process in a running instance; returns its attach stream unless
     /// detached.
-    pub async fn exec(self: &Arc<Self>, key: &str, request: ExecRequest) -> EngineResult<Option<UnixStream>> {
+    pub async fn exec(
+        self: &Arc<Self>,
+        key: &str,
+        request: ExecRequest,
+    ) -> EngineResult<Option<UnixStream>> {
         if request.command.is_empty() || request.command[0].is_empty() {
-            return Err(EngineError::invalid("command", "exec needs a command to run"));
+            return Err(EngineError::invalid(
+                "command",
+                "exec needs a command to run",
+            ));
         }
         let instance = self.find(key).await?;
         if instance.state != InstanceState::Running {
@@ -756,7 +871,12 @@ impl Engine {
             };
             client::call(&config.socket_path, &Request::Start)
                 .await
-                .map_err(|e| EngineError::new(StatusCode::BAD_REQUEST, format!("exec in {}: {e}", instance.name)))?;
+                .map_err(|e| {
+                    EngineError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("exec in {}: {e}", instance.name),
+                    )
+                })?;
             Ok::<_, EngineError>(stream)
         }
         .await;
@@ -778,7 +898,10 @@ impl Engine {
 
     pub async fn update(&self, key: &str, requested: &LimitsRequest) -> EngineResult<Instance> {
         if requested.is_empty() {
-            return Err(EngineError::invalid("limits", "nothing to update; give --cpus, --memory or --pids"));
+            return Err(EngineError::invalid(
+                "limits",
+                "nothing to update; give --cpus, --memory or --pids",
+            ));
         }
         let found = self.find(key).await?;
         let _guard = self.lock(&found.id).await;
@@ -798,7 +921,9 @@ impl Engine {
         }
         self.check_limits(&limits)?;
         if instance.state.is_active() {
-            self.driver(instance.kind)?.update_limits(&instance, &limits).await?;
+            self.driver(instance.kind)?
+                .update_limits(&instance, &limits)
+                .await?;
         }
         instance.limits = limits;
         self.store.update_instance(&instance).await?;
@@ -809,14 +934,21 @@ impl Engine {
     pub async fn stats(&self, key: &str) -> EngineResult<InstanceStats> {
         let instance = self.find(key).await?;
         if !instance.state.is_active() {
-            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+            return Err(EngineError::conflict(format!(
+                "instance {} is not running",
+                instance.name
+            )));
         }
         Ok(self.driver(instance.kind)?.stats(&instance).await?)
     }
 
     // ---- seeing inside ------------------------------------------------------------------
 
-    fn processes_of(&self, table: &ProcessTable, instance: &Instance) -> Vec<berth_model::api::ProcessNode> {
+    fn processes_of(
+        &self,
+        table: &ProcessTable,
+        instance: &Instance,
+    ) -> Vec<berth_model::api::ProcessNode> {
         let threads = instance.kind == InstanceKind::Vm;
         instance
             .supervisor_pid
@@ -828,7 +960,10 @@ impl Engine {
     pub async fn top(&self, key: &str) -> EngineResult<TopResponse> {
         let instance = self.find(key).await?;
         if !instance.state.is_active() {
-            return Err(EngineError::conflict(format!("instance {} is not running", instance.name)));
+            return Err(EngineError::conflict(format!(
+                "instance {} is not running",
+                instance.name
+            )));
         }
         let table = tokio::task::spawn_blocking(ProcessTable::snapshot)
             .await
@@ -939,7 +1074,10 @@ impl Engine {
             let exit_path = dir.join("exit.json");
             if instance.state.is_active() {
                 if let Some(record) = ExitRecord::read(&exit_path) {
-                    if instance.started_at.is_none_or(|started| record.finished_at >= started) {
+                    if instance
+                        .started_at
+                        .is_none_or(|started| record.finished_at >= started)
+                    {
                         tracing::info!(id = %instance.id, code = record.status.code, "instance exited while the daemon was away");
                         self.on_exit(&instance.id, Some(record)).await;
                         continue;

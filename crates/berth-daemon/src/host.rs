@@ -20,7 +20,9 @@ pub struct HostFacts {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// KVM is usable when /dev/kvm exists and a hardware KVM module (kvm_intel, kvm_amd) backs
@@ -54,17 +56,25 @@ impl HostFacts {
         let os = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+                text.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
             })
             .unwrap_or_else(|| "Linux".into());
-        let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1);
         let memory_bytes = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|text| {
                 text.lines().find_map(|l| {
                     let rest = l.strip_prefix("MemTotal:")?;
-                    rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
                 })
             })
             .map(|kib| kib * 1024)

@@ -30,8 +30,12 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> 
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| anyhow::anyhow!("another berth daemon uses {}; stop it or pass another --state-dir", state_dir.display()))
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another berth daemon uses {}; stop it or pass another --state-dir",
+            state_dir.display()
+        )
+    })
 }
 
 async fn node_id(store: &dyn StateStore) -> Result<String> {
@@ -49,15 +53,21 @@ async fn node_id(store: &dyn StateStore) -> Result<String> {
 
 fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            bail!("a daemon already serves {}; stop it or pass another --socket", socket.display());
+            bail!(
+                "a daemon already serves {}; stop it or pass another --socket",
+                socket.display()
+            );
         }
-        std::fs::remove_file(socket).with_context(|| format!("removing stale {}", socket.display()))?;
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale {}", socket.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("listening on {}", socket.display()))?;
     // Root-owned, group-accessible: membership of the socket's group is the permission to use berth.
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting permissions of {}", socket.display()))?;
@@ -72,15 +82,21 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
     let store: Arc<dyn StateStore> = Arc::new(
-        SqliteStore::open(&state_dir.join("berth.db")).with_context(|| format!("opening the state in {}", state_dir.display()))?,
+        SqliteStore::open(&state_dir.join("berth.db"))
+            .with_context(|| format!("opening the state in {}", state_dir.display()))?,
     );
     let node = node_id(store.as_ref()).await?;
-    let images = ImageStore::open(&state_dir.join("images"), store.clone()).context("opening the image store")?;
-    let containers = ContainerDriver::new(images.clone(), state_dir.join("rt")).context("setting up the container driver")?;
+    let images = ImageStore::open(&state_dir.join("images"), store.clone())
+        .context("opening the image store")?;
+    let containers = ContainerDriver::new(images.clone(), state_dir.join("rt"))
+        .context("setting up the container driver")?;
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let socket = config.socket.clone();
     let engine = Engine::new(config, node.clone(), store, images.clone(), containers, exe);
-    engine.recover().await.map_err(|e| anyhow::anyhow!("recovering instances: {e}"))?;
+    engine
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recovering instances: {e}"))?;
     tokio::spawn(async move {
         match images.collect_garbage().await {
             Ok(0) => {}
@@ -91,7 +107,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let listener = bind_socket(&socket)?;
     tracing::info!(socket = %socket.display(), node = %node, "berth daemon serving");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}

@@ -120,7 +120,11 @@ impl ProcessTable {
         ProcessNode {
             pid,
             ppid: info.ppid,
-            user: self.users.get(&info.uid).cloned().unwrap_or_else(|| info.uid.to_string()),
+            user: self
+                .users
+                .get(&info.uid)
+                .cloned()
+                .unwrap_or_else(|| info.uid.to_string()),
             cpu_percent: self.clock.cpu_percent(info.cpu_ticks, info.start_ticks),
             rss_bytes: info.rss_bytes,
             state: info.state.to_string(),
@@ -154,8 +158,12 @@ impl ProcessTable {
     }
 
     fn threads_of(&self, pid: u32) -> Vec<ProcessNode> {
-        let Ok(process) = Process::new(pid as i32) else { return Vec::new() };
-        let Ok(tasks) = process.tasks() else { return Vec::new() };
+        let Ok(process) = Process::new(pid as i32) else {
+            return Vec::new();
+        };
+        let Ok(tasks) = process.tasks() else {
+            return Vec::new();
+        };
         let mut nodes = Vec::new();
         for task in tasks.flatten() {
             if task.tid == pid as i32 {
@@ -170,7 +178,9 @@ impl ProcessTable {
                     .get(&pid)
                     .and_then(|p| self.users.get(&p.uid).cloned())
                     .unwrap_or_default(),
-                cpu_percent: self.clock.cpu_percent(stat.utime + stat.stime, stat.starttime),
+                cpu_percent: self
+                    .clock
+                    .cpu_percent(stat.utime + stat.stime, stat.starttime),
                 rss_bytes: stat.rss * self.page_size,
                 state: stat.state.to_string(),
                 command: format!("{{{}}}", stat.comm),

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use crate::oci::{self, Descriptor};
 use crate::source::{classify_archive, ArchiveKind, ArchiveSource, DirectorySource, TarFileSource};
 use crate::unpack::Compression;
-use crate::{digest_hex, io_context, reference, sha256_digest, ImageError, ImageStore, ProgressSink};
+use crate::{
+    digest_hex, io_context, reference, sha256_digest, ImageError, ImageStore, ProgressSink,
+};
 
 /// An image read from an archive, stored but not yet recorded.
 pub(crate) struct PendingImage {
@@ -39,7 +41,12 @@ const CONTAINERD_NAME: &str = "io.containerd.image.name";
 impl ImageStore {
     /// Imports every image in the archive at `path`; `tag` names the result (the first
     /// image when the archive holds several).
-    pub async fn import(&self, path: &Path, tag: Option<&str>, progress: ProgressSink) -> Result<Vec<ImageRecord>, ImageError> {
+    pub async fn import(
+        &self,
+        path: &Path,
+        tag: Option<&str>,
+        progress: ProgressSink,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         let tag = tag
             .map(|t| {
                 let parsed = reference::parse_reference(t)?;
@@ -72,12 +79,20 @@ impl ImageStore {
         Ok(records)
     }
 
-    fn import_blocking(&self, path: &Path, progress: &ProgressSink) -> Result<Vec<PendingImage>, ImageError> {
-        let meta = std::fs::metadata(path).map_err(io_context(format!("reading {}", path.display())))?;
+    fn import_blocking(
+        &self,
+        path: &Path,
+        progress: &ProgressSink,
+    ) -> Result<Vec<PendingImage>, ImageError> {
+        let meta =
+            std::fs::metadata(path).map_err(io_context(format!("reading {}", path.display())))?;
         let source_label = format!("import:{}", path.display());
         if meta.is_dir() {
             let source = DirectorySource::new(path);
-            return if source.exists("oci-layout") && source.exists("index.json") && !source.exists("manifest.json") {
+            return if source.exists("oci-layout")
+                && source.exists("index.json")
+                && !source.exists("manifest.json")
+            {
                 self.import_oci_layout(&source, &source_label, progress)
             } else if source.exists("manifest.json") {
                 self.import_docker_save(&source, &source_label, progress)
@@ -88,7 +103,9 @@ impl ImageStore {
                 )))
             };
         }
-        let kind = classify_archive(File::open(path).map_err(io_context(format!("opening {}", path.display())))?)?;
+        let kind = classify_archive(
+            File::open(path).map_err(io_context(format!("opening {}", path.display())))?,
+        )?;
         if kind == ArchiveKind::Rootfs {
             return Ok(vec![self.import_rootfs(path, &source_label, progress)?]);
         }
@@ -106,7 +123,8 @@ impl ImageStore {
                 File::open(path).map_err(io_context(format!("opening {}", path.display())))?,
             )
             .map_err(io_context("decompressing archive"))?;
-            let mut out = File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
+            let mut out =
+                File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
             io::copy(&mut stream, &mut out).map_err(io_context("decompressing archive"))?;
             Some(temp)
         } else {
@@ -125,7 +143,12 @@ impl ImageStore {
         result
     }
 
-    fn import_rootfs(&self, path: &Path, source_label: &str, progress: &ProgressSink) -> Result<PendingImage, ImageError> {
+    fn import_rootfs(
+        &self,
+        path: &Path,
+        source_label: &str,
+        progress: &ProgressSink,
+    ) -> Result<PendingImage, ImageError> {
         progress(ProgressEvent::Message {
             text: format!("importing rootfs tarball {}", path.display()),
         });
@@ -172,11 +195,24 @@ impl ImageStore {
         };
         let manifest = oci::manifest_for(&config_descriptor, &layers);
         let manifest_digest = self.store_blob_bytes(&manifest, "image manifest")?;
-        let record = self.build_record(&document, config_digest, manifest_digest, &layers, diff_ids, source_label);
+        let record = self.build_record(
+            &document,
+            config_digest,
+            manifest_digest,
+            &layers,
+            diff_ids,
+            source_label,
+        );
         progress(ProgressEvent::Message {
-            text: format!("stored image {}", crate::reference::familiar_name(&record.id)),
+            text: format!(
+                "stored image {}",
+                crate::reference::familiar_name(&record.id)
+            ),
         });
-        Ok(PendingImage { record, tags: Vec::new() })
+        Ok(PendingImage {
+            record,
+            tags: Vec::new(),
+        })
     }
 
     pub(crate) fn build_record(
@@ -232,7 +268,8 @@ impl ImageStore {
             } else {
                 descriptor.clone()
             };
-            let mut image = self.import_manifest(source, &manifest_descriptor.digest, source_label, progress)?;
+            let mut image =
+                self.import_manifest(source, &manifest_descriptor.digest, source_label, progress)?;
             // A bare "latest" ref name says nothing about the repository; only full names count.
             if let Some(name) = name.filter(|n| n.contains('/')) {
                 image.tags.push(name);
@@ -240,14 +277,23 @@ impl ImageStore {
             images.push(image);
         }
         if images.is_empty() {
-            return Err(ImageError::Format("the OCI layout's index.json lists no images".into()));
+            return Err(ImageError::Format(
+                "the OCI layout's index.json lists no images".into(),
+            ));
         }
         Ok(images)
     }
 
     /// Reads a blob of the archive and checks its digest.
-    fn read_verified(&self, source: &dyn ArchiveSource, digest: &str) -> Result<Vec<u8>, ImageError> {
-        let data = source.read_to_vec(&format!("blobs/sha256/{}", digest_hex(digest)?), oci::MAX_DOCUMENT_BYTES)?;
+    fn read_verified(
+        &self,
+        source: &dyn ArchiveSource,
+        digest: &str,
+    ) -> Result<Vec<u8>, ImageError> {
+        let data = source.read_to_vec(
+            &format!("blobs/sha256/{}", digest_hex(digest)?),
+            oci::MAX_DOCUMENT_BYTES,
+        )?;
         let actual = sha256_digest(&data);
         if actual != digest {
             return Err(ImageError::DigestMismatch {
@@ -278,7 +324,11 @@ impl ImageStore {
                 total_bytes: Some(layer.size),
             });
             if !self.has_blob(&layer.digest) {
-                self.store_blob(source.open(&name)?, Some(&layer.digest), &format!("layer {}", layer.digest))?;
+                self.store_blob(
+                    source.open(&name)?,
+                    Some(&layer.digest),
+                    &format!("layer {}", layer.digest),
+                )?;
             }
             let (_, warnings) = self.ensure_layer(&layer.digest, Some(diff_id))?;
             report_warnings(progress, &warnings);
@@ -297,7 +347,10 @@ impl ImageStore {
             document.diff_ids(),
             source_label,
         );
-        Ok(PendingImage { record, tags: Vec::new() })
+        Ok(PendingImage {
+            record,
+            tags: Vec::new(),
+        })
     }
 
     fn import_docker_save(
@@ -310,7 +363,9 @@ impl ImageStore {
             serde_json::from_slice(&source.read_to_vec("manifest.json", oci::MAX_DOCUMENT_BYTES)?)
                 .map_err(|e| ImageError::Format(format!("docker save manifest.json: {e}")))?;
         if entries.is_empty() {
-            return Err(ImageError::Format("the docker save manifest.json lists no images".into()));
+            return Err(ImageError::Format(
+                "the docker save manifest.json lists no images".into(),
+            ));
         }
         let mut images = Vec::new();
         for entry in entries {
@@ -334,7 +389,8 @@ impl ImageStore {
                     total_bytes: None,
                 });
                 let claimed = claimed_digest(layer_path);
-                let (blob_digest, size) = self.store_blob(source.open(layer_path)?, claimed.as_deref(), layer_path)?;
+                let (blob_digest, size) =
+                    self.store_blob(source.open(layer_path)?, claimed.as_deref(), layer_path)?;
                 let compression = self.blob_compression(&blob_digest)?;
                 let (_, warnings) = self.ensure_layer(&blob_digest, Some(diff_id))?;
                 report_warnings(progress, &warnings);
@@ -349,7 +405,8 @@ impl ImageStore {
                     ..Default::default()
                 });
             }
-            let mut image = self.record_image(&config, layers, document.diff_ids(), source_label, progress)?;
+            let mut image =
+                self.record_image(&config, layers, document.diff_ids(), source_label, progress)?;
             for tag in entry.repo_tags.unwrap_or_default() {
                 let parsed = reference::parse_reference(&tag)?;
                 if let Some(normalized) = reference::normalized_tag(&parsed) {
@@ -364,7 +421,9 @@ impl ImageStore {
 
 /// Newer `docker save` names members `blobs/sha256/<hex>`; that name is a digest claim.
 fn claimed_digest(member: &str) -> Option<String> {
-    let hex = member.trim_start_matches("./").strip_prefix("blobs/sha256/")?;
+    let hex = member
+        .trim_start_matches("./")
+        .strip_prefix("blobs/sha256/")?;
     (hex.len() == 64).then(|| format!("sha256:{hex}"))
 }
 

@@ -77,7 +77,12 @@ pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -
 /// Checks a `sha256:<hex>` digest and returns the hex part.
 pub(crate) fn digest_hex(digest: &str) -> Result<&str, ImageError> {
     match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => {
+        Some(hex)
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+        {
             Ok(hex)
         }
         _ => Err(ImageError::Format(format!(
@@ -94,13 +99,18 @@ impl ImageStore {
     pub fn open(root: &Path, store: Arc<dyn StateStore>) -> Result<Self, ImageError> {
         for dir in ["blobs/sha256", "layers", "tmp"] {
             let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(io_context(format!("creating {}", path.display())))?;
+            fs::create_dir_all(&path)
+                .map_err(io_context(format!("creating {}", path.display())))?;
         }
         // Leftovers of jobs interrupted by a crash.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for entry in entries.flatten() {
                 let path = entry.path();
-                let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                let _ = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
             }
         }
         Ok(ImageStore {
@@ -140,7 +150,9 @@ impl ImageStore {
     /// A fresh path under `tmp/`.
     pub(crate) fn temp_path(&self, purpose: &str) -> PathBuf {
         let suffix: u64 = rand::random();
-        self.root.join("tmp").join(format!("{purpose}-{suffix:016x}"))
+        self.root
+            .join("tmp")
+            .join(format!("{purpose}-{suffix:016x}"))
     }
 
     /// Copies `reader` into the blob store, verifying `expected` if given. Returns the
@@ -153,17 +165,21 @@ impl ImageStore {
     ) -> Result<(String, u64), ImageError> {
         let temp = self.temp_path("blob");
         let result = (|| {
-            let mut file = File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
+            let mut file =
+                File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; 256 * 1024];
             let mut size = 0u64;
             loop {
-                let n = reader.read(&mut buffer).map_err(io_context(format!("reading {what}")))?;
+                let n = reader
+                    .read(&mut buffer)
+                    .map_err(io_context(format!("reading {what}")))?;
                 if n == 0 {
                     break;
                 }
                 hasher.update(&buffer[..n]);
-                file.write_all(&buffer[..n]).map_err(io_context(format!("writing {}", temp.display())))?;
+                file.write_all(&buffer[..n])
+                    .map_err(io_context(format!("writing {}", temp.display())))?;
                 size += n as u64;
             }
             let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
@@ -177,7 +193,8 @@ impl ImageStore {
                 }
             }
             let destination = self.blob_path(&digest)?;
-            fs::rename(&temp, &destination).map_err(io_context(format!("storing {}", destination.display())))?;
+            fs::rename(&temp, &destination)
+                .map_err(io_context(format!("storing {}", destination.display())))?;
             Ok((digest, size))
         })();
         if result.is_err() {
@@ -199,7 +216,9 @@ impl ImageStore {
             .read_to_end(&mut data)
             .map_err(io_context(format!("reading blob {digest}")))?;
         if data.len() as u64 > limit {
-            return Err(ImageError::Format(format!("blob {digest} is larger than {limit} bytes")));
+            return Err(ImageError::Format(format!(
+                "blob {digest} is larger than {limit} bytes"
+            )));
         }
         Ok(data)
     }
@@ -217,7 +236,8 @@ impl ImageStore {
                 return Ok((diff_id.to_string(), Vec::new()));
             }
         }
-        let blob = File::open(self.blob_path(blob_digest)?).map_err(io_context(format!("opening blob {blob_digest}")))?;
+        let blob = File::open(self.blob_path(blob_digest)?)
+            .map_err(io_context(format!("opening blob {blob_digest}")))?;
         let temp = self.temp_path("layer");
         fs::create_dir(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
         let result = (|| {
@@ -272,7 +292,10 @@ impl ImageStore {
         if looks_like_id {
             let matches: Vec<&ImageRecord> = images
                 .iter()
-                .filter(|i| i.id.trim_start_matches("sha256:").starts_with(&id_like.to_ascii_lowercase()))
+                .filter(|i| {
+                    i.id.trim_start_matches("sha256:")
+                        .starts_with(&id_like.to_ascii_lowercase())
+                })
                 .collect();
             match matches.as_slice() {
                 [one] => return Ok((*one).clone()),
@@ -307,10 +330,11 @@ impl ImageStore {
     pub async fn tag(&self, source: &str, target: &str) -> Result<ImageRecord, ImageError> {
         let mut image = self.resolve(source).await?;
         let target_ref = reference::parse_reference(target)?;
-        let tag = reference::normalized_tag(&target_ref).ok_or_else(|| ImageError::InvalidReference {
-            reference: target.to_string(),
-            reason: "a tag target cannot be a digest".into(),
-        })?;
+        let tag =
+            reference::normalized_tag(&target_ref).ok_or_else(|| ImageError::InvalidReference {
+                reference: target.to_string(),
+                reason: "a tag target cannot be a digest".into(),
+            })?;
         self.set_tag(&mut image, &tag).await?;
         Ok(image)
     }

@@ -39,7 +39,11 @@ impl RegistryOptions {
     fn client(&self) -> Client {
         install_crypto_provider();
         Client::new(ClientConfig {
-            protocol: if self.insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            protocol: if self.insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(120)),
             ..Default::default()
@@ -54,7 +58,10 @@ impl RegistryOptions {
     }
 }
 
-fn registry_error<'a>(context: &str, reference: &'a Reference) -> impl Fn(oci_client::errors::OciDistributionError) -> ImageError + 'a {
+fn registry_error<'a>(
+    context: &str,
+    reference: &'a Reference,
+) -> impl Fn(oci_client::errors::OciDistributionError) -> ImageError + 'a {
     let context = context.to_string();
     move |e| ImageError::Registry(format!("{context} {reference}: {e}"))
 }
@@ -67,7 +74,12 @@ const ACCEPTED_MANIFESTS: &[&str] = &[
 ];
 
 impl ImageStore {
-    pub async fn pull(&self, text: &str, options: &RegistryOptions, progress: ProgressSink) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(
+        &self,
+        text: &str,
+        options: &RegistryOptions,
+        progress: ProgressSink,
+    ) -> Result<ImageRecord, ImageError> {
         let reference = reference::parse_reference(text)?;
         let _guard = self.jobs.read().await;
         let client = options.client();
@@ -78,9 +90,15 @@ impl ImageStore {
             .map_err(registry_error("fetching manifest of", &reference))?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
             .ok()
-            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
-        if oci::is_index(&media_type) || serde_json::from_slice::<oci::Manifest>(&manifest_bytes).is_err() {
+        if oci::is_index(&media_type)
+            || serde_json::from_slice::<oci::Manifest>(&manifest_bytes).is_err()
+        {
             let index = oci::parse_index(&manifest_bytes)?;
             let chosen = oci::pick_platform(&index)?;
             let by_digest = reference.clone_with_digest(chosen.digest.clone());
@@ -98,7 +116,9 @@ impl ImageStore {
         }
         let manifest = oci::parse_manifest(&manifest_bytes)?;
 
-        let config_path = self.download_blob(&client, &reference, &manifest.config, &progress, false).await?;
+        let config_path = self
+            .download_blob(&client, &reference, &manifest.config, &progress, false)
+            .await?;
         let config = tokio::fs::read(&config_path)
             .await
             .map_err(crate::io_context("reading pulled config"))?;
@@ -111,13 +131,16 @@ impl ImageStore {
             )));
         }
         for (layer, diff_id) in manifest.layers.iter().zip(document.diff_ids()) {
-            self.download_blob(&client, &reference, layer, &progress, true).await?;
+            self.download_blob(&client, &reference, layer, &progress, true)
+                .await?;
             let this = self.clone();
             let (blob_digest, diff_id) = (layer.digest.clone(), diff_id.clone());
-            let warnings = tokio::task::spawn_blocking(move || this.ensure_layer(&blob_digest, Some(&diff_id)))
-                .await
-                .map_err(|e| ImageError::Format(format!("unpack task failed: {e}")))??
-                .1;
+            let warnings = tokio::task::spawn_blocking(move || {
+                this.ensure_layer(&blob_digest, Some(&diff_id))
+            })
+            .await
+            .map_err(|e| ImageError::Format(format!("unpack task failed: {e}")))??
+            .1;
             for warning in warnings {
                 progress(ProgressEvent::Message {
                     text: format!("warning: {warning}"),
@@ -185,7 +208,9 @@ impl ImageStore {
             let mut received = 0u64;
             let mut last_report = 0u64;
             while let Some(chunk) = stream.stream.next().await {
-                let chunk = chunk.map_err(|e| ImageError::Registry(format!("downloading {}: {e}", descriptor.digest)))?;
+                let chunk = chunk.map_err(|e| {
+                    ImageError::Registry(format!("downloading {}: {e}", descriptor.digest))
+                })?;
                 hasher.update(&chunk);
                 file.write_all(&chunk)
                     .await
@@ -199,7 +224,9 @@ impl ImageStore {
                     });
                 }
             }
-            file.flush().await.map_err(crate::io_context("flushing blob"))?;
+            file.flush()
+                .await
+                .map_err(crate::io_context("flushing blob"))?;
             let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
             if actual != descriptor.digest {
                 return Err(ImageError::DigestMismatch {
@@ -210,7 +237,10 @@ impl ImageStore {
             }
             tokio::fs::rename(&temp, &destination)
                 .await
-                .map_err(crate::io_context(format!("storing {}", destination.display())))?;
+                .map_err(crate::io_context(format!(
+                    "storing {}",
+                    destination.display()
+                )))?;
             Ok(destination.clone())
         }
         .await;
@@ -220,7 +250,12 @@ impl ImageStore {
         result
     }
 
-    pub async fn push(&self, text: &str, options: &RegistryOptions, progress: ProgressSink) -> Result<ImageRecord, ImageError> {
+    pub async fn push(
+        &self,
+        text: &str,
+        options: &RegistryOptions,
+        progress: ProgressSink,
+    ) -> Result<ImageRecord, ImageError> {
         let image = self.resolve(text).await?;
         let reference = reference::parse_reference(text)?;
         if reference.tag().is_none() {
@@ -272,11 +307,16 @@ impl ImageStore {
                         Ok(n) => {
                             buffer.truncate(n);
                             let sent = sent + n as u64;
-                            sink(ProgressEvent::Progress { id, current_bytes: sent });
+                            sink(ProgressEvent::Progress {
+                                id,
+                                current_bytes: sent,
+                            });
                             Some((Ok(bytes::Bytes::from(buffer)), (file, sent)))
                         }
                         Err(e) => Some((
-                            Err(oci_client::errors::OciDistributionError::GenericError(Some(e.to_string()))),
+                            Err(oci_client::errors::OciDistributionError::GenericError(
+                                Some(e.to_string()),
+                            )),
                             (file, sent),
                         )),
                     }

@@ -21,7 +21,9 @@ pub trait ArchiveSource: Send + Sync {
             .read_to_end(&mut data)
             .map_err(|e| ImageError::Format(format!("reading '{name}' from the archive: {e}")))?;
         if data.len() as u64 > limit {
-            return Err(ImageError::Format(format!("'{name}' is larger than {limit} bytes")));
+            return Err(ImageError::Format(format!(
+                "'{name}' is larger than {limit} bytes"
+            )));
         }
         Ok(data)
     }
@@ -53,12 +55,14 @@ impl DirectorySource {
         let resolved = path
             .canonicalize()
             .map_err(|_| ImageError::Format(format!("the archive has no member '{name}'")))?;
-        let root = self
-            .root
-            .canonicalize()
-            .map_err(|e| ImageError::Io { context: format!("reading {}", self.root.display()), source: e })?;
+        let root = self.root.canonicalize().map_err(|e| ImageError::Io {
+            context: format!("reading {}", self.root.display()),
+            source: e,
+        })?;
         if !resolved.starts_with(&root) {
-            return Err(ImageError::Hostile(format!("member '{name}' resolves outside the archive")));
+            return Err(ImageError::Hostile(format!(
+                "member '{name}' resolves outside the archive"
+            )));
         }
         Ok(resolved)
     }
@@ -108,7 +112,8 @@ impl TarFileSource {
                 .path()
                 .map_err(|e| ImageError::Format(format!("bad entry name: {e}")))?
                 .into_owned();
-            let Some(name) = clean_archive_path(&raw).map_err(|why| ImageError::Hostile(format!("refused entry: {why}")))?
+            let Some(name) = clean_archive_path(&raw)
+                .map_err(|why| ImageError::Hostile(format!("refused entry: {why}")))?
             else {
                 continue;
             };
@@ -129,7 +134,9 @@ impl TarFileSource {
                         .ok()
                         .flatten()
                         .map(|t| t.into_owned())
-                        .ok_or_else(|| ImageError::Format(format!("link '{}' without target", name.display())))?;
+                        .ok_or_else(|| {
+                            ImageError::Format(format!("link '{}' without target", name.display()))
+                        })?;
                     let resolved = if header.entry_type() == tar::EntryType::Link {
                         target
                     } else {
@@ -156,10 +163,16 @@ impl TarFileSource {
                         ImageError::Hostile(format!("member '{name}' links outside the archive"))
                     })?;
                 }
-                None => return Err(ImageError::Format(format!("the archive has no member '{name}'"))),
+                None => {
+                    return Err(ImageError::Format(format!(
+                        "the archive has no member '{name}'"
+                    )))
+                }
             }
         }
-        Err(ImageError::Format(format!("member '{name}' has too many links")))
+        Err(ImageError::Format(format!(
+            "member '{name}' has too many links"
+        )))
     }
 }
 
@@ -190,10 +203,11 @@ impl ArchiveSource for TarFileSource {
             context: format!("opening {}", self.path.display()),
             source: e,
         })?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| ImageError::Io {
-            context: format!("reading {}", self.path.display()),
-            source: e,
-        })?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| ImageError::Io {
+                context: format!("reading {}", self.path.display()),
+                source: e,
+            })?;
         Ok(Box::new(io::BufReader::new(file.take(size))))
     }
 }
@@ -223,7 +237,10 @@ pub fn classify_archive(reader: impl Read) -> Result<ArchiveKind, ImageError> {
         let name = name.trim_start_matches("./");
         let first = name.split('/').next().unwrap_or("");
         let is_hex_name = |s: &str| {
-            let stem = s.strip_suffix(".json").unwrap_or(s);
+            let stem = s
+                .strip_suffix(".json")
+                .or_else(|| s.strip_suffix(".tar"))
+                .unwrap_or(s);
             stem.len() == 64 && stem.chars().all(|c| c.is_ascii_hexdigit())
         };
         match first {

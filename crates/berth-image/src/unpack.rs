@@ -91,7 +91,10 @@ impl<R: Read> HashingReader<R> {
     /// returns the digest as `sha256:<hex>` and the byte count.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.bytes))
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.bytes,
+        ))
     }
 }
 
@@ -118,7 +121,11 @@ pub fn clean_archive_path(raw: &Path) -> Result<Option<PathBuf>, String> {
             Component::ParentDir => return Err(format!("path '{}' contains '..'", raw.display())),
         }
     }
-    Ok(if clean.as_os_str().is_empty() { None } else { Some(clean) })
+    Ok(if clean.as_os_str().is_empty() {
+        None
+    } else {
+        Some(clean)
+    })
 }
 
 /// True if a symlink at `link` (relative to the root) with `target` would resolve above
@@ -127,7 +134,10 @@ fn symlink_escapes(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth: i64 = link.parent().map(|p| p.components().count() as i64).unwrap_or(0);
+    let mut depth: i64 = link
+        .parent()
+        .map(|p| p.components().count() as i64)
+        .unwrap_or(0);
     for component in target.components() {
         match component {
             Component::ParentDir => {
@@ -163,7 +173,10 @@ impl LayerWriter<'_> {
                     return Err(ImageError::Hostile(format!(
                         "entry '{}' goes through the symlink '{}'",
                         relative.display(),
-                        current.strip_prefix(self.root).unwrap_or(&current).display()
+                        current
+                            .strip_prefix(self.root)
+                            .unwrap_or(&current)
+                            .display()
                     )));
                 }
                 Ok(meta) if meta.is_dir() => {}
@@ -171,7 +184,10 @@ impl LayerWriter<'_> {
                     return Err(ImageError::Hostile(format!(
                         "entry '{}' needs '{}' to be a directory but it is a file",
                         relative.display(),
-                        current.strip_prefix(self.root).unwrap_or(&current).display()
+                        current
+                            .strip_prefix(self.root)
+                            .unwrap_or(&current)
+                            .display()
                     )));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -203,7 +219,10 @@ impl LayerWriter<'_> {
         }
         let hidden = &name[WHITEOUT_PREFIX.len()..];
         if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
-            return Err(ImageError::Hostile(format!("bad whiteout '{}'", relative.display())));
+            return Err(ImageError::Hostile(format!(
+                "bad whiteout '{}'",
+                relative.display()
+            )));
         }
         let target = dir.join(hidden);
         self.clear_destination(&target, false)?;
@@ -212,8 +231,12 @@ impl LayerWriter<'_> {
 
     fn hard_link(&mut self, relative: &Path, target: &Path) -> Result<(), ImageError> {
         let clean_target = clean_archive_path(target)
-            .map_err(|why| ImageError::Hostile(format!("hard link '{}' to {why}", relative.display())))?
-            .ok_or_else(|| ImageError::Hostile(format!("hard link '{}' has no target", relative.display())))?;
+            .map_err(|why| {
+                ImageError::Hostile(format!("hard link '{}' to {why}", relative.display()))
+            })?
+            .ok_or_else(|| {
+                ImageError::Hostile(format!("hard link '{}' has no target", relative.display()))
+            })?;
         // The target must be reachable without symlinks, so it is inside the root.
         self.prepare_parents(&clean_target)?;
         let source = self.root.join(&clean_target);
@@ -280,7 +303,8 @@ fn make_whiteout(path: &Path) -> Result<(), ImageError> {
 /// Unpacks the (possibly compressed) layer tar from `reader` into `root`, which must exist
 /// and be empty. On error the caller discards `root`.
 pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, ImageError> {
-    let (_, stream) = decompressed(reader).map_err(|e| ImageError::Format(format!("reading layer: {e}")))?;
+    let (_, stream) =
+        decompressed(reader).map_err(|e| ImageError::Format(format!("reading layer: {e}")))?;
     let mut hashing = HashingReader::new(stream);
     let mut writer = LayerWriter {
         root,
@@ -297,7 +321,8 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, Imag
             .entries()
             .map_err(|e| ImageError::Format(format!("not a tar archive: {e}")))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| ImageError::Format(format!("corrupt tar entry: {e}")))?;
+            let mut entry =
+                entry.map_err(|e| ImageError::Format(format!("corrupt tar entry: {e}")))?;
             unpack_entry(&mut writer, &mut entry)?;
         }
     }
@@ -308,7 +333,10 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, Imag
     Ok(writer.report)
 }
 
-fn unpack_entry<R: Read>(writer: &mut LayerWriter<'_>, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
+fn unpack_entry<R: Read>(
+    writer: &mut LayerWriter<'_>,
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<(), ImageError> {
     let raw_path = entry
         .path()
         .map_err(|e| ImageError::Format(format!("bad entry name: {e}")))?
@@ -357,7 +385,9 @@ fn unpack_entry<R: Read>(writer: &mut LayerWriter<'_>, entry: &mut tar::Entry<'_
             let target = entry
                 .link_name()
                 .map_err(|e| ImageError::Format(format!("bad symlink target: {e}")))?
-                .ok_or_else(|| ImageError::Hostile(format!("symlink '{}' has no target", relative.display())))?
+                .ok_or_else(|| {
+                    ImageError::Hostile(format!("symlink '{}' has no target", relative.display()))
+                })?
                 .into_owned();
             if symlink_escapes(&relative, &target) {
                 return Err(ImageError::Hostile(format!(
@@ -373,7 +403,9 @@ fn unpack_entry<R: Read>(writer: &mut LayerWriter<'_>, entry: &mut tar::Entry<'_
             let target = entry
                 .link_name()
                 .map_err(|e| ImageError::Format(format!("bad hard link target: {e}")))?
-                .ok_or_else(|| ImageError::Hostile(format!("hard link '{}' has no target", relative.display())))?
+                .ok_or_else(|| {
+                    ImageError::Hostile(format!("hard link '{}' has no target", relative.display()))
+                })?
                 .into_owned();
             writer.prepare_parents(&relative)?;
             return writer.hard_link(&relative, &target);
@@ -385,7 +417,10 @@ fn unpack_entry<R: Read>(writer: &mut LayerWriter<'_>, entry: &mut tar::Entry<'_
             ));
             return Ok(());
         }
-        EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {
+        EntryType::XGlobalHeader
+        | EntryType::XHeader
+        | EntryType::GNULongName
+        | EntryType::GNULongLink => {
             return Ok(());
         }
         other => {
@@ -409,7 +444,10 @@ mod tests {
 
     #[test]
     fn cleans_paths() {
-        assert_eq!(clean_archive_path(Path::new("./a/b")).unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(
+            clean_archive_path(Path::new("./a/b")).unwrap(),
+            Some(PathBuf::from("a/b"))
+        );
         assert_eq!(clean_archive_path(Path::new("./")).unwrap(), None);
         assert!(clean_archive_path(Path::new("/etc/passwd")).is_err());
         assert!(clean_archive_path(Path::new("a/../../b")).is_err());
@@ -417,10 +455,19 @@ mod tests {
 
     #[test]
     fn detects_escaping_symlinks() {
-        assert!(!symlink_escapes(Path::new("bin/sh"), Path::new("/bin/busybox")));
+        assert!(!symlink_escapes(
+            Path::new("bin/sh"),
+            Path::new("/bin/busybox")
+        ));
         assert!(!symlink_escapes(Path::new("bin/sh"), Path::new("busybox")));
-        assert!(!symlink_escapes(Path::new("usr/bin/x"), Path::new("../../bin/y")));
-        assert!(symlink_escapes(Path::new("usr/bin/x"), Path::new("../../../etc")));
+        assert!(!symlink_escapes(
+            Path::new("usr/bin/x"),
+            Path::new("../../bin/y")
+        ));
+        assert!(symlink_escapes(
+            Path::new("usr/bin/x"),
+            Path::new("../../../etc")
+        ));
         assert!(symlink_escapes(Path::new("x"), Path::new("..")));
     }
 }

@@ -315,7 +315,10 @@ pub struct TagImageRequest {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ProgressEvent {
     /// A blob transfer began.
-    Started { id: String, total_bytes: Option<u64> },
+    Started {
+        id: String,
+        total_bytes: Option<u64>,
+    },
     /// Bytes so far for `id`.
     Progress { id: String, current_bytes: u64 },
     /// `id` is complete (or already present).

@@ -190,7 +190,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("invalid name '{name}': it would be mistaken for an id"));
+        return Err(format!(
+            "invalid name '{name}': it would be mistaken for an id"
+        ));
     }
     Ok(())
 }

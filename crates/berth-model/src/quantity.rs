@@ -70,7 +70,12 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, size) in UNITS {
             if self.0 >= size {
                 let value = self.0 as f64 / size as f64;
@@ -251,7 +256,10 @@ mod tests {
         let v: LimitSetting<u64> = serde_json::from_str("42").unwrap();
         assert_eq!(v, LimitSetting::Value(42));
         assert!(serde_json::from_str::<LimitSetting<u64>>("\"lots\"").is_err());
-        assert_eq!(LimitSetting::<ByteSize>::parse("unlimited"), Ok(LimitSetting::Unlimited));
+        assert_eq!(
+            LimitSetting::<ByteSize>::parse("unlimited"),
+            Ok(LimitSetting::Unlimited)
+        );
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
     }
 }

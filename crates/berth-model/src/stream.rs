@@ -145,13 +145,20 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let mut buf = Vec::new();
-        Frame::new(FrameKind::Stdout, b"hello".to_vec()).write_to(&mut buf).unwrap();
+        Frame::new(FrameKind::Stdout, b"hello".to_vec())
+            .write_to(&mut buf)
+            .unwrap();
         Frame::resize(24, 80).write_to(&mut buf).unwrap();
-        Frame::exit(&ExitStatus::from_code(3)).write_to(&mut buf).unwrap();
+        Frame::exit(&ExitStatus::from_code(3))
+            .write_to(&mut buf)
+            .unwrap();
         let mut reader = &buf[..];
         let first = Frame::read_from(&mut reader).unwrap().unwrap();
         assert_eq!(first.payload, b"hello");
-        assert_eq!(Frame::read_from(&mut reader).unwrap().unwrap().as_resize(), Some((24, 80)));
+        assert_eq!(
+            Frame::read_from(&mut reader).unwrap().unwrap().as_resize(),
+            Some((24, 80))
+        );
         let exit = Frame::read_from(&mut reader).unwrap().unwrap();
         assert_eq!(exit.as_exit().unwrap().code, 3);
         assert!(Frame::read_from(&mut reader).unwrap().is_none());

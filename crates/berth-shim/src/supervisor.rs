@@ -41,8 +41,11 @@ pub trait Workload {
     /// Signals the main process, or every process of the workload when `all`.
     fn signal(&mut self, pid: u32, signal: i32, all: bool) -> Result<(), String> {
         let _ = all;
-        nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::try_from(signal).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("kill: {e}"))
+        nix::sys::signal::kill(
+            Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::try_from(signal).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("kill: {e}"))
     }
     /// Called once the main process was reaped: completes the status (OOM) and removes
     /// runtime state. Must not fail; problems are logged.
@@ -60,7 +63,9 @@ const DRAIN_LIMIT: Duration = Duration::from_millis(1000);
 #[derive(PartialEq)]
 enum ClientMode {
     AwaitingRequest,
-    Attached { stdin: bool },
+    Attached {
+        stdin: bool,
+    },
     Waiting,
     /// Send what is buffered, then close.
     Closing,
@@ -83,8 +88,12 @@ impl Client {
     }
 
     fn queue_frame(&mut self, kind: FrameKind, payload: &[u8]) {
-        for chunk in payload.chunks(stream::MAX_PAYLOAD).chain(payload.is_empty().then_some(&[][..])) {
-            self.outbuf.extend_from_slice(&stream::encode_frame(kind, chunk));
+        for chunk in payload
+            .chunks(stream::MAX_PAYLOAD)
+            .chain(payload.is_empty().then_some(&[][..]))
+        {
+            self.outbuf
+                .extend_from_slice(&stream::encode_frame(kind, chunk));
         }
         if self.outbuf.len() > MAX_CLIENT_BACKLOG {
             self.dead = true;
@@ -124,7 +133,9 @@ struct LogWriter {
 impl LogWriter {
     fn open(path: Option<&Path>) -> io::Result<Self> {
         let file = match path {
-            Some(path) => Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?)),
+            Some(path) => Some(BufWriter::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
             None => None,
         };
         Ok(LogWriter {
@@ -151,7 +162,12 @@ impl LogWriter {
     fn write_record(&mut self, stream_index: usize, data: &[u8]) {
         let record = LogRecord {
             t: Utc::now(),
-            s: if stream_index == 0 { "stdout" } else { "stderr" }.into(),
+            s: if stream_index == 0 {
+                "stdout"
+            } else {
+                "stderr"
+            }
+            .into(),
             d: String::from_utf8_lossy(data).into_owned(),
         };
         if let (Some(file), Ok(mut line)) = (self.file.as_mut(), serde_json::to_vec(&record)) {
@@ -292,8 +308,12 @@ pub fn run(config: SupervisorConfig, workload: Box<dyn Workload>) -> i32 {
 /// cache (shared with the daemon) as they are used. Nothing is lost: unmodified code pages
 /// are always re-readable from the file.
 fn release_startup_code() {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
     let exe = exe.to_string_lossy();
     for line in maps.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -302,8 +322,13 @@ fn release_startup_code() {
         if fields.len() < 6 || fields[5] != exe || fields[1] != "r-xp" {
             continue;
         }
-        let Some((start, end)) = fields[0].split_once('-') else { continue };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+        let Some((start, end)) = fields[0].split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
             continue;
         };
         // SAFETY: the range is a whole read-only private file mapping of our own binary;
@@ -325,14 +350,19 @@ fn detach_stdout() {
 
 impl Supervisor {
     fn create(config: SupervisorConfig, mut workload: Box<dyn Workload>) -> Result<Self, String> {
-        let socket_dir = config.socket_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let socket_dir = config
+            .socket_path
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
         let _ = std::env::set_current_dir(&socket_dir);
         let _ = std::fs::remove_file(&config.socket_path);
         let _ = std::fs::remove_file(&config.exit_path);
         let listener = UnixListener::bind(&config.socket_path)
             .map_err(|e| format!("cannot listen on {}: {e}", config.socket_path.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let log = LogWriter::open(config.log_path.as_deref()).map_err(|e| format!("cannot open the log: {e}"))?;
+        let log = LogWriter::open(config.log_path.as_deref())
+            .map_err(|e| format!("cannot open the log: {e}"))?;
 
         let mut outputs = Vec::new();
         let mut stdin = None;
@@ -340,8 +370,8 @@ impl Supervisor {
         if config.tty {
             let console_path = socket_dir.join("console.sock");
             let _ = std::fs::remove_file(&console_path);
-            let listener =
-                UnixListener::bind(&console_path).map_err(|e| format!("cannot create the console socket: {e}"))?;
+            let listener = UnixListener::bind(&console_path)
+                .map_err(|e| format!("cannot create the console socket: {e}"))?;
             listener.set_nonblocking(true).map_err(|e| e.to_string())?;
             workload.create(ChildStdio::Terminal {
                 console_socket: console_path.clone(),
@@ -356,7 +386,9 @@ impl Supervisor {
                 stdin = Some(write);
                 read
             } else {
-                File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into()
+                File::open("/dev/null")
+                    .map_err(|e| format!("/dev/null: {e}"))?
+                    .into()
             };
             let created = workload.create(ChildStdio::Pipes {
                 stdin: child_stdin,
@@ -369,8 +401,17 @@ impl Supervisor {
                 let mut detail = vec![0u8; 4096];
                 let n = nix::unistd::read(stderr_read.as_raw_fd(), &mut detail).unwrap_or(0);
                 let detail = String::from_utf8_lossy(&detail[..n]);
-                let last = detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-                return Err(if last.is_empty() { error } else { format!("{error} ({last})") });
+                let last = detail
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim();
+                return Err(if last.is_empty() {
+                    error
+                } else {
+                    format!("{error} ({last})")
+                });
             }
             for (fd, index) in [(stdout_read, 0), (stderr_read, 1)] {
                 set_nonblocking(fd.as_raw_fd());
@@ -401,7 +442,9 @@ impl Supervisor {
         if self.terminal.is_some() {
             return;
         }
-        let Some(listener) = &self.console_listener else { return };
+        let Some(listener) = &self.console_listener else {
+            return;
+        };
         if let Some(master) = receive_terminal(listener) {
             set_nonblocking(master.as_raw_fd());
             if let Ok(copy) = master.try_clone() {
@@ -459,11 +502,17 @@ impl Supervisor {
             }
             fds.push((client.stream.as_fd(), flags));
         }
-        let mut poll_fds: Vec<PollFd<'_>> = fds.iter().map(|(fd, flags)| PollFd::new(*fd, *flags)).collect();
+        let mut poll_fds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|(fd, flags)| PollFd::new(*fd, *flags))
+            .collect();
         if nix::poll::poll(&mut poll_fds, PollTimeout::from(timeout_ms)).unwrap_or(0) <= 0 {
             return;
         }
-        let ready: Vec<PollFlags> = poll_fds.iter().map(|p| p.revents().unwrap_or(PollFlags::empty())).collect();
+        let ready: Vec<PollFlags> = poll_fds
+            .iter()
+            .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+            .collect();
         drop(poll_fds);
         drop(fds);
 
@@ -542,7 +591,11 @@ impl Supervisor {
 
     fn broadcast(&mut self, stream_index: usize, data: &[u8]) {
         self.log.record(stream_index, data);
-        let kind = if stream_index == 0 { FrameKind::Stdout } else { FrameKind::Stderr };
+        let kind = if stream_index == 0 {
+            FrameKind::Stdout
+        } else {
+            FrameKind::Stderr
+        };
         for client in &mut self.clients {
             if matches!(client.mode, ClientMode::Attached { .. }) {
                 client.queue_frame(kind, data);
@@ -616,15 +669,18 @@ impl Supervisor {
                     if client.inbuf.len() < stream::HEADER_LEN + len {
                         return;
                     }
-                    let payload: Vec<u8> = client.inbuf.drain(..stream::HEADER_LEN + len).skip(stream::HEADER_LEN).collect();
+                    let payload: Vec<u8> = client
+                        .inbuf
+                        .drain(..stream::HEADER_LEN + len)
+                        .skip(stream::HEADER_LEN)
+                        .collect();
                     let frame = Frame { kind, payload };
                     match frame.kind {
                         FrameKind::Stdin if stdin => self.write_stdin(&frame.payload),
-                        FrameKind::StdinClose if stdin => {
-                            if self.terminal.is_none() {
-                                self.stdin_pending.clear();
-                                self.stdin = None;
-                            }
+                        // A terminal has no end of input; closing stdin is for pipes.
+                        FrameKind::StdinClose if stdin && self.terminal.is_none() => {
+                            self.stdin_pending.clear();
+                            self.stdin = None;
                         }
                         FrameKind::Resize => {
                             if let Some((rows, cols)) = frame.as_resize() {
@@ -706,7 +762,13 @@ impl Supervisor {
         };
         while !self.stdin_pending.is_empty() {
             // SAFETY: fd is a descriptor we own; buffer is valid for its length.
-            let n = unsafe { libc::write(fd, self.stdin_pending.as_ptr().cast(), self.stdin_pending.len()) };
+            let n = unsafe {
+                libc::write(
+                    fd,
+                    self.stdin_pending.as_ptr().cast(),
+                    self.stdin_pending.len(),
+                )
+            };
             if n > 0 {
                 self.stdin_pending.drain(..n as usize);
             } else if io::Error::last_os_error().kind() == ErrorKind::Interrupted {
@@ -741,7 +803,9 @@ impl Supervisor {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => self.reaped(pid, ExitStatus::from_code(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => self.reaped(pid, ExitStatus::from_signal(signal as i32)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    self.reaped(pid, ExitStatus::from_signal(signal as i32))
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -773,13 +837,18 @@ impl Supervisor {
             finished_at: Utc::now(),
         };
         if let Err(e) = record.write(&self.config.exit_path) {
-            eprintln!("berth supervisor: cannot write {}: {e}", self.config.exit_path.display());
+            eprintln!(
+                "berth supervisor: cannot write {}: {e}",
+                self.config.exit_path.display()
+            );
         }
         let _ = std::fs::remove_file(&self.config.socket_path);
         for client in &mut self.clients {
             match client.mode {
                 ClientMode::Attached { .. } => {
-                    client.outbuf.extend_from_slice(&Frame::exit(&status).encode());
+                    client
+                        .outbuf
+                        .extend_from_slice(&Frame::exit(&status).encode());
                 }
                 ClientMode::Waiting => client.queue_reply(&Reply {
                     ok: true,
@@ -790,7 +859,9 @@ impl Supervisor {
             }
             client.mode = ClientMode::Closing;
             let _ = client.stream.set_nonblocking(false);
-            let _ = client.stream.set_write_timeout(Some(Duration::from_secs(2)));
+            let _ = client
+                .stream
+                .set_write_timeout(Some(Duration::from_secs(2)));
             let _ = client.stream.write_all(&client.outbuf);
         }
     }

@@ -50,10 +50,18 @@ fn terminal_size() -> Option<(u16, u16)> {
 }
 
 /// Runs the session to its end. `Err` if the stream ended without an exit status.
-pub async fn run_session(stream: AttachStream, forward_stdin: bool, tty: bool) -> Result<ExitStatus> {
+pub async fn run_session(
+    stream: AttachStream,
+    forward_stdin: bool,
+    tty: bool,
+) -> Result<ExitStatus> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(64);
-    let _raw = if tty && forward_stdin { RawTerminal::enter() } else { None };
+    let _raw = if tty && forward_stdin {
+        RawTerminal::enter()
+    } else {
+        None
+    };
 
     let writer_task = tokio::spawn(async move {
         while let Some(frame) = outgoing.recv().await {
@@ -64,16 +72,24 @@ pub async fn run_session(stream: AttachStream, forward_stdin: bool, tty: bool) -
     });
     if tty {
         if let Some((rows, cols)) = terminal_size() {
-            let _ = frames.send(stream::Frame::resize(rows, cols).encode()).await;
+            let _ = frames
+                .send(stream::Frame::resize(rows, cols).encode())
+                .await;
         }
         let resize_frames = frames.clone();
         tokio::spawn(async move {
-            let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else {
+            let Ok(mut winch) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            else {
                 return;
             };
             while winch.recv().await.is_some() {
                 if let Some((rows, cols)) = terminal_size() {
-                    if resize_frames.send(stream::Frame::resize(rows, cols).encode()).await.is_err() {
+                    if resize_frames
+                        .send(stream::Frame::resize(rows, cols).encode())
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -88,11 +104,17 @@ pub async fn run_session(stream: AttachStream, forward_stdin: bool, tty: bool) -
             loop {
                 match stdin.read(&mut buffer).await {
                     Ok(0) | Err(_) => {
-                        let _ = stdin_frames.send(encode_frame(FrameKind::StdinClose, &[])).await;
+                        let _ = stdin_frames
+                            .send(encode_frame(FrameKind::StdinClose, &[]))
+                            .await;
                         return;
                     }
                     Ok(n) => {
-                        if stdin_frames.send(encode_frame(FrameKind::Stdin, &buffer[..n])).await.is_err() {
+                        if stdin_frames
+                            .send(encode_frame(FrameKind::Stdin, &buffer[..n]))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -111,7 +133,10 @@ pub async fn run_session(stream: AttachStream, forward_stdin: bool, tty: bool) -
         }
         let (kind, len) = stream::parse_header(&header).context("reading the attach stream")?;
         let mut payload = vec![0u8; len];
-        reader.read_exact(&mut payload).await.context("reading the attach stream")?;
+        reader
+            .read_exact(&mut payload)
+            .await
+            .context("reading the attach stream")?;
         match kind {
             FrameKind::Stdout => {
                 stdout.write_all(&payload).await?;
@@ -122,7 +147,9 @@ pub async fn run_session(stream: AttachStream, forward_stdin: bool, tty: bool) -
                 stderr.flush().await?;
             }
             FrameKind::Exit => {
-                break Some(serde_json::from_slice::<ExitStatus>(&payload).context("bad exit status")?);
+                break Some(
+                    serde_json::from_slice::<ExitStatus>(&payload).context("bad exit status")?,
+                );
             }
             FrameKind::Error => bail!("{}", String::from_utf8_lossy(&payload)),
             _ => {}
@@ -152,7 +179,10 @@ pub async fn print_frames(mut body: berth_client::BodyStream) -> Result<()> {
             if buffer.len() < stream::HEADER_LEN + len {
                 break;
             }
-            let payload: Vec<u8> = buffer.drain(..stream::HEADER_LEN + len).skip(stream::HEADER_LEN).collect();
+            let payload: Vec<u8> = buffer
+                .drain(..stream::HEADER_LEN + len)
+                .skip(stream::HEADER_LEN)
+                .collect();
             if kind == FrameKind::Stderr {
                 stderr.write_all(&payload).await?;
             } else {

@@ -98,7 +98,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace; or a tracing filter)
-    #[arg(long, value_name = "FILTER", default_value = "info,libcgroups=error,libcontainer=error", env = "BERTH_LOG")]
+    #[arg(
+        long,
+        value_name = "FILTER",
+        default_value = "info,libcgroups=error,libcontainer=error",
+        env = "BERTH_LOG"
+    )]
     pub log_level: String,
 }
 
@@ -114,12 +119,16 @@ fn parse_pids(text: &str) -> Result<LimitSetting<u64>, String> {
     if text.trim().eq_ignore_ascii_case("unlimited") {
         return Ok(LimitSetting::Unlimited);
     }
-    parse_count(text).map(LimitSetting::Value).map_err(|e| e.to_string())
+    parse_count(text)
+        .map(LimitSetting::Value)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_env(text: &str) -> Result<String, String> {
     if text.is_empty() || text.starts_with('=') {
-        return Err(format!("'{text}' is not KEY=VALUE (or KEY to pass the variable from this shell)"));
+        return Err(format!(
+            "'{text}' is not KEY=VALUE (or KEY to pass the variable from this shell)"
+        ));
     }
     Ok(text.to_string())
 }
@@ -270,7 +279,12 @@ pub struct ExecArgs {
     pub user: Option<String>,
     #[arg(value_name = "INSTANCE")]
     pub name: String,
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 

@@ -51,7 +51,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Completion(args) => {
-            clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "berth",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
         Command::Man(args) => match write_man_pages(&args.out_dir) {
@@ -70,9 +75,16 @@ fn main() -> ExitCode {
             }
             let passes_exit_code = matches!(
                 command,
-                Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Wait(_) | Command::Create(_)
+                Command::Run(_)
+                    | Command::Start(_)
+                    | Command::Exec(_)
+                    | Command::Wait(_)
+                    | Command::Create(_)
             );
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     eprintln!("berth: error: starting the async runtime: {e}");
@@ -139,13 +151,16 @@ async fn dispatch(command: Command) -> Result<Outcome> {
 
 fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?,
+        )
         .with_writer(std::io::stderr)
         .init();
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("the daemon needs root (namespaces, cgroups, mounts); run it with sudo");
     }
-    let config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
+    let config =
+        berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
     // Two workers: the API is I/O-bound and the heavy work (unpacking) runs on blocking threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -175,9 +190,9 @@ fn supervise(config_path: &std::path::Path) -> i32 {
     let workload = match berth_container::workload_for(&config.workload) {
         Some(workload) => workload,
         None => match &config.workload {
-            berth_model::driver::Workload::Process { args, env } => {
-                Box::new(berth_shim::process::ProcessWorkload::new(args.clone(), env.clone()))
-            }
+            berth_model::driver::Workload::Process { args, env } => Box::new(
+                berth_shim::process::ProcessWorkload::new(args.clone(), env.clone()),
+            ),
             _ => unreachable!("every container workload has a supervisor workload"),
         },
     };

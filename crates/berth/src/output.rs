@@ -19,7 +19,13 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         let text: Vec<String> = cells
             .into_iter()
             .enumerate()
-            .map(|(i, c)| if i == last { c } else { format!("{:<width$}", c, width = widths[i]) })
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{:<width$}", c, width = widths[i])
+                }
+            })
             .collect();
         println!("{}", text.join("   ").trim_end());
     };
@@ -65,9 +71,16 @@ pub fn truncate(text: &str, max: usize) -> String {
 /// Prints processes the way `ps auxf` does: USER PID %CPU RSS STAT COMMAND with the
 /// command indented under its parent.
 pub fn print_process_tree(roots: &[ProcessNode], indent: &str) {
-    println!("{indent}{:<10} {:>7} {:>5} {:>9} {:<4} COMMAND", "USER", "PID", "%CPU", "RSS", "STAT");
+    println!(
+        "{indent}{:<10} {:>7} {:>5} {:>9} {:<4} COMMAND",
+        "USER", "PID", "%CPU", "RSS", "STAT"
+    );
     fn walk(node: &ProcessNode, depth: usize, indent: &str) {
-        let branch = if depth == 0 { String::new() } else { format!("{}\\_ ", "    ".repeat(depth - 1)) };
+        let branch = if depth == 0 {
+            String::new()
+        } else {
+            format!("{}\\_ ", "    ".repeat(depth - 1))
+        };
         println!(
             "{indent}{:<10} {:>7} {:>5.1} {:>9} {:<4} {}{}",
             truncate(&node.user, 10),

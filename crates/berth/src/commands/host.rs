@@ -33,15 +33,25 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
     println!("Kernel:          {}", info.kernel);
     println!("Cgroups:         {}", info.cgroup_version);
     println!("OCI runtime:     {}", info.oci_runtime);
-    println!("Accelerators:    {} ({})", info.accelerators.join(", "), info.accelerator_note);
-    println!("CPUs:            {} (allocated {:.2})", info.cpus, info.allocated.cpus);
+    println!(
+        "Accelerators:    {} ({})",
+        info.accelerators.join(", "),
+        info.accelerator_note
+    );
+    println!(
+        "CPUs:            {} (allocated {:.2})",
+        info.cpus, info.allocated.cpus
+    );
     println!(
         "Memory:          {} (allocated {})",
         ByteSize(info.memory_bytes),
         ByteSize(info.allocated.memory_bytes)
     );
     if info.allocated.unlimited_instances > 0 {
-        println!("Unlimited:       {} running instance(s) without a CPU or memory limit", info.allocated.unlimited_instances);
+        println!(
+            "Unlimited:       {} running instance(s) without a CPU or memory limit",
+            info.allocated.unlimited_instances
+        );
     }
     println!(
         "Default limits:  cpus {}, memory {}, pids {}",
@@ -59,17 +69,25 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
 }
 
 pub async fn events(client: &Client, args: JsonArgs) -> Result<Outcome> {
-    let mut lines = client.stream(hyper::Method::GET, "/v1/events", None).await?.lines();
+    let mut lines = client
+        .stream(hyper::Method::GET, "/v1/events", None)
+        .await?
+        .lines();
     while let Some(line) = lines.next_line().await? {
         if args.json {
             println!("{}", String::from_utf8_lossy(&line));
             continue;
         }
         if let Ok(event) = serde_json::from_slice::<Event>(&line) {
-            let exit = event.exit.map(|e| format!(" (exit {})", e.code)).unwrap_or_default();
+            let exit = event
+                .exit
+                .map(|e| format!(" (exit {})", e.code))
+                .unwrap_or_default();
             println!(
                 "{} {} {} {} {}{exit}",
-                event.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                event
+                    .time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 event.subject,
                 event.action,
                 berth_model::instance::short_id(&event.id),

@@ -25,15 +25,21 @@ fn familiar(tag: &str) -> String {
 /// Renders a progress stream: bars on a terminal, plain lines otherwise. Returns the
 /// final event's image reference.
 async fn follow_progress(client: &Client, path: &str, body: Vec<u8>) -> Result<String> {
-    let mut lines = client.stream(hyper::Method::POST, path, Some(body)).await?.lines();
+    let mut lines = client
+        .stream(hyper::Method::POST, path, Some(body))
+        .await?
+        .lines();
     let fancy = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     let mut by_id: HashMap<String, ProgressBar> = HashMap::new();
     while let Some(line) = lines.next_line().await? {
-        let Ok(event) = serde_json::from_slice::<ProgressEvent>(&line) else { continue };
+        let Ok(event) = serde_json::from_slice::<ProgressEvent>(&line) else {
+            continue;
+        };
         match event {
             ProgressEvent::Started { id, total_bytes } => {
                 if fancy {
@@ -66,13 +72,20 @@ async fn follow_progress(client: &Client, path: &str, body: Vec<u8>) -> Result<S
                     eprintln!("{text}");
                 }
             }
-            ProgressEvent::Finished { image_id, reference } => {
+            ProgressEvent::Finished {
+                image_id,
+                reference,
+            } => {
                 for bar in by_id.values() {
                     if !bar.is_finished() {
                         bar.finish();
                     }
                 }
-                return Ok(if reference.is_empty() { image_id } else { format!("{} ({})", familiar(&reference), short_id(&image_id)) });
+                return Ok(if reference.is_empty() {
+                    image_id
+                } else {
+                    format!("{} ({})", familiar(&reference), short_id(&image_id))
+                });
             }
             ProgressEvent::Failed { message } => {
                 for bar in by_id.values() {
@@ -86,7 +99,8 @@ async fn follow_progress(client: &Client, path: &str, body: Vec<u8>) -> Result<S
 }
 
 pub async fn import(client: &Client, args: ImportArgs) -> Result<Outcome> {
-    let path = std::fs::canonicalize(&args.path).with_context(|| format!("{}", args.path.display()))?;
+    let path =
+        std::fs::canonicalize(&args.path).with_context(|| format!("{}", args.path.display()))?;
     let request = ImportImageRequest {
         path: path.display().to_string(),
         tag: args.tag.clone(),
@@ -99,7 +113,9 @@ pub async fn import(client: &Client, args: ImportArgs) -> Result<Outcome> {
 fn registry_request(args: &RegistryArgs) -> Result<RegistryRequest> {
     let password = if args.password_stdin {
         let mut password = String::new();
-        std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("reading the password from stdin")?;
         Some(password.trim_end_matches(['\n', '\r']).to_string())
     } else {
         None
@@ -143,7 +159,11 @@ pub async fn list(client: &Client, args: ImageLsArgs) -> Result<Outcome> {
     }
     let mut rows = Vec::new();
     for image in &images {
-        let names: Vec<String> = if image.tags.is_empty() { vec!["<none>".into()] } else { image.tags.iter().map(|t| familiar(t)).collect() };
+        let names: Vec<String> = if image.tags.is_empty() {
+            vec!["<none>".into()]
+        } else {
+            image.tags.iter().map(|t| familiar(t)).collect()
+        };
         for name in names {
             rows.push(vec![
                 name,
@@ -162,7 +182,10 @@ pub async fn inspect(client: &Client, args: ImageRefsArgs) -> Result<Outcome> {
     let mut found = Vec::new();
     for reference in &args.references {
         let image: serde_json::Value = client
-            .get(&format!("/v1/images/inspect?reference={}", encode(reference)))
+            .get(&format!(
+                "/v1/images/inspect?reference={}",
+                encode(reference)
+            ))
             .await?;
         found.push(image);
     }
@@ -178,7 +201,13 @@ pub async fn remove(client: &Client, args: ImageRmArgs) -> Result<Outcome> {
     let mut failed = false;
     for reference in &args.references {
         let force = if args.force { "&force=true" } else { "" };
-        match client.delete(&format!("/v1/images?reference={}{force}", encode(reference))).await {
+        match client
+            .delete(&format!(
+                "/v1/images?reference={}{force}",
+                encode(reference)
+            ))
+            .await
+        {
             Ok(body) => {
                 let reply: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 for tag in reply["untagged"].as_array().into_iter().flatten() {
@@ -194,7 +223,11 @@ pub async fn remove(client: &Client, args: ImageRmArgs) -> Result<Outcome> {
             }
         }
     }
-    Ok(if failed { Outcome::Failure } else { Outcome::Success })
+    Ok(if failed {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
 }
 
 pub async fn tag(client: &Client, args: TagArgs) -> Result<Outcome> {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use berth_client::Client;
 use berth_model::api::{
-    CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse, TreeEntry,
-    UpdateInstanceRequest, WaitResponse,
+    CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse,
+    TreeEntry, UpdateInstanceRequest, WaitResponse,
 };
 use berth_model::instance::short_id;
 use berth_model::quantity::LimitSetting;
@@ -36,7 +36,9 @@ fn resolve_env(env: &[String]) -> Vec<String> {
             if pair.contains('=') {
                 Some(pair.clone())
             } else {
-                std::env::var(pair).ok().map(|value| format!("{pair}={value}"))
+                std::env::var(pair)
+                    .ok()
+                    .map(|value| format!("{pair}={value}"))
             }
         })
         .collect()
@@ -45,10 +47,20 @@ fn resolve_env(env: &[String]) -> Vec<String> {
 fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
     CreateInstanceRequest {
         name: args.name.clone(),
-        kind: if args.vm { InstanceKind::Vm } else { InstanceKind::Container },
+        kind: if args.vm {
+            InstanceKind::Vm
+        } else {
+            InstanceKind::Container
+        },
         image: args.image.clone(),
         command: args.command.clone(),
-        entrypoint: args.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] }),
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
         env: resolve_env(&args.env),
         working_dir: args.workdir.clone(),
         user: args.user.clone(),
@@ -85,7 +97,9 @@ async fn start_attached(client: &Client, id: &str, stdin: bool, tty: bool) -> Re
         Ok(status) => Ok(status),
         Err(_) => {
             // The stream broke (daemon restart?): ask for the outcome instead.
-            let reply: WaitResponse = client.post(&format!("/v1/instances/{}/wait", encode(id)), &()).await?;
+            let reply: WaitResponse = client
+                .post(&format!("/v1/instances/{}/wait", encode(id)), &())
+                .await?;
             Ok(ExitStatus {
                 code: reply.exit_code,
                 signal: None,
@@ -104,12 +118,25 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<Outcome> {
         println!("{}", created.id);
         return Ok(Outcome::Success);
     }
-    let status = start_attached(client, &created.id, args.create.interactive, args.create.tty).await?;
+    let status = start_attached(
+        client,
+        &created.id,
+        args.create.interactive,
+        args.create.tty,
+    )
+    .await?;
     // Return only once the daemon has recorded the exit (or removed the instance), so the
     // next command sees the instance as it is now.
-    let condition = if args.create.rm { "removed" } else { "not-running" };
+    let condition = if args.create.rm {
+        "removed"
+    } else {
+        "not-running"
+    };
     let _ = client
-        .post_empty(&format!("/v1/instances/{}/wait?condition={condition}", encode(&created.id)))
+        .post_empty(&format!(
+            "/v1/instances/{}/wait?condition={condition}",
+            encode(&created.id)
+        ))
         .await;
     Ok(Outcome::Exit(status.code))
 }
@@ -119,7 +146,9 @@ pub async fn start(client: &Client, args: StartArgs) -> Result<Outcome> {
         if args.names.len() != 1 {
             bail!("--attach works with one instance at a time");
         }
-        let instance: Instance = client.get(&format!("/v1/instances/{}", encode(&args.names[0]))).await?;
+        let instance: Instance = client
+            .get(&format!("/v1/instances/{}", encode(&args.names[0])))
+            .await?;
         let stdin = args.interactive && instance.spec.process.open_stdin;
         let status = start_attached(client, &instance.id, stdin, instance.spec.process.tty).await?;
         let _ = client
@@ -128,7 +157,9 @@ pub async fn start(client: &Client, args: StartArgs) -> Result<Outcome> {
         return Ok(Outcome::Exit(status.code));
     }
     each(&args.names, |name| async move {
-        client.post_empty(&format!("/v1/instances/{}/start", encode(&name))).await?;
+        client
+            .post_empty(&format!("/v1/instances/{}/start", encode(&name)))
+            .await?;
         println!("{name}");
         Ok(())
     })
@@ -148,12 +179,19 @@ where
             failed = true;
         }
     }
-    Ok(if failed { Outcome::Failure } else { Outcome::Success })
+    Ok(if failed {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
 }
 
 pub async fn stop(client: &Client, args: StopArgs, restart: bool) -> Result<Outcome> {
     let verb = if restart { "restart" } else { "stop" };
-    let timeout = args.timeout.map(|t| format!("?timeout={t}")).unwrap_or_default();
+    let timeout = args
+        .timeout
+        .map(|t| format!("?timeout={t}"))
+        .unwrap_or_default();
     each(&args.names, |name| {
         let timeout = timeout.clone();
         async move {
@@ -168,13 +206,17 @@ pub async fn stop(client: &Client, args: StopArgs, restart: bool) -> Result<Outc
 }
 
 pub async fn kill(client: &Client, args: KillArgs) -> Result<Outcome> {
-    berth_model::signal::parse_signal(&args.signal).map_err(|e| anyhow::anyhow!("--signal: {e}"))?;
+    berth_model::signal::parse_signal(&args.signal)
+        .map_err(|e| anyhow::anyhow!("--signal: {e}"))?;
     let signal = encode(&args.signal);
     each(&args.names, |name| {
         let signal = signal.clone();
         async move {
             client
-                .post_empty(&format!("/v1/instances/{}/kill?signal={signal}", encode(&name)))
+                .post_empty(&format!(
+                    "/v1/instances/{}/kill?signal={signal}",
+                    encode(&name)
+                ))
                 .await?;
             println!("{name}");
             Ok(())
@@ -185,7 +227,9 @@ pub async fn kill(client: &Client, args: KillArgs) -> Result<Outcome> {
 
 pub async fn simple(client: &Client, names: &[String], verb: &str) -> Result<Outcome> {
     each(names, |name| async move {
-        client.post_empty(&format!("/v1/instances/{}/{verb}", encode(&name))).await?;
+        client
+            .post_empty(&format!("/v1/instances/{}/{verb}", encode(&name)))
+            .await?;
         println!("{name}");
         Ok(())
     })
@@ -195,7 +239,9 @@ pub async fn simple(client: &Client, names: &[String], verb: &str) -> Result<Out
 pub async fn remove(client: &Client, args: RmArgs) -> Result<Outcome> {
     let force = if args.force { "?force=true" } else { "" };
     each(&args.names, |name| async move {
-        client.delete(&format!("/v1/instances/{}{force}", encode(&name))).await?;
+        client
+            .delete(&format!("/v1/instances/{}{force}", encode(&name)))
+            .await?;
         println!("{name}");
         Ok(())
     })
@@ -203,13 +249,13 @@ pub async fn remove(client: &Client, args: RmArgs) -> Result<Outcome> {
 }
 
 pub async fn wait(client: &Client, args: NamesArgs) -> Result<Outcome> {
-    let mut last = 0;
     for name in &args.names {
-        let reply: WaitResponse = client.post(&format!("/v1/instances/{}/wait", encode(name)), &()).await?;
+        let reply: WaitResponse = client
+            .post(&format!("/v1/instances/{}/wait", encode(name)), &())
+            .await?;
         println!("{}", reply.exit_code);
-        last = reply.exit_code;
     }
-    Ok(Outcome::Exit(last))
+    Ok(Outcome::Success)
 }
 
 pub async fn logs(client: &Client, args: LogsArgs) -> Result<Outcome> {
@@ -223,7 +269,11 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Result<Outcome> {
     if args.timestamps {
         query.push("timestamps=true".to_string());
     }
-    let path = format!("/v1/instances/{}/logs?{}", encode(&args.name), query.join("&"));
+    let path = format!(
+        "/v1/instances/{}/logs?{}",
+        encode(&args.name),
+        query.join("&")
+    );
     let body = client.stream(hyper::Method::GET, &path, None).await?;
     attach::print_frames(body).await?;
     Ok(Outcome::Success)
@@ -266,7 +316,11 @@ fn status_text(instance: &Instance) -> String {
             }
         }
         InstanceState::Exited => {
-            let oom = if instance.oom_killed { " OOMKilled" } else { "" };
+            let oom = if instance.oom_killed {
+                " OOMKilled"
+            } else {
+                ""
+            };
             format!(
                 "Exited ({}){oom} {}",
                 instance.exit_code.unwrap_or(0),
@@ -278,7 +332,10 @@ fn status_text(instance: &Instance) -> String {
 }
 
 fn command_text(instance: &Instance) -> String {
-    format!("\"{}\"", truncate(&instance.spec.process.args.join(" "), 24))
+    format!(
+        "\"{}\"",
+        truncate(&instance.spec.process.args.join(" "), 24)
+    )
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
@@ -307,7 +364,11 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
         return Ok(Outcome::Success);
     }
     let instances: Vec<Instance> = client
-        .get(if args.all { "/v1/instances?all=true" } else { "/v1/instances" })
+        .get(if args.all {
+            "/v1/instances?all=true"
+        } else {
+            "/v1/instances"
+        })
         .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&instances)?);
@@ -330,7 +391,18 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
                 ]
             })
             .collect();
-        print_table(&["INSTANCE ID", "NAME", "KIND", "IMAGE", "COMMAND", "CREATED", "STATUS"], &rows);
+        print_table(
+            &[
+                "INSTANCE ID",
+                "NAME",
+                "KIND",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+            ],
+            &rows,
+        );
     }
     Ok(Outcome::Success)
 }
@@ -339,7 +411,10 @@ pub async fn inspect(client: &Client, args: NamesArgs) -> Result<Outcome> {
     let mut found = Vec::new();
     let mut failed = false;
     for name in &args.names {
-        match client.get::<Instance>(&format!("/v1/instances/{}", encode(name))).await {
+        match client
+            .get::<Instance>(&format!("/v1/instances/{}", encode(name)))
+            .await
+        {
             Ok(instance) => found.push(instance),
             Err(e) => {
                 eprintln!("berth: error: {e}");
@@ -352,7 +427,11 @@ pub async fn inspect(client: &Client, args: NamesArgs) -> Result<Outcome> {
     } else {
         println!("{}", serde_json::to_string_pretty(&found)?);
     }
-    Ok(if failed { Outcome::Failure } else { Outcome::Success })
+    Ok(if failed {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
 }
 
 pub async fn update(client: &Client, args: UpdateArgs) -> Result<Outcome> {
@@ -378,7 +457,11 @@ pub async fn update(client: &Client, args: UpdateArgs) -> Result<Outcome> {
 async fn sample(client: &Client, names: &[String]) -> Result<Vec<InstanceStats>> {
     let mut stats = Vec::new();
     for name in names {
-        stats.push(client.get(&format!("/v1/instances/{}/stats", encode(name))).await?);
+        stats.push(
+            client
+                .get(&format!("/v1/instances/{}/stats", encode(name)))
+                .await?,
+        );
     }
     Ok(stats)
 }
@@ -397,7 +480,12 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
     };
     let mut before = sample(client, &names).await?;
     loop {
-        tokio::time::sleep(Duration::from_millis(if args.no_stream || args.json { 500 } else { 1000 })).await;
+        tokio::time::sleep(Duration::from_millis(if args.no_stream || args.json {
+            500
+        } else {
+            1000
+        }))
+        .await;
         let after = sample(client, &names).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&after)?);
@@ -412,7 +500,10 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
                         format!("{} / {}", size(a.memory_usage_bytes), size(limit)),
                         format!("{:.1}%", a.memory_usage_bytes as f64 / limit as f64 * 100.0),
                     ),
-                    None => (format!("{} / unlimited", size(a.memory_usage_bytes)), "-".into()),
+                    None => (
+                        format!("{} / unlimited", size(a.memory_usage_bytes)),
+                        "-".into(),
+                    ),
                 };
                 vec![
                     short_id(&a.id).to_string(),
@@ -430,7 +521,17 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
         if !args.no_stream {
             print!("\x1b[2J\x1b[H");
         }
-        print_table(&["INSTANCE ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"], &rows);
+        print_table(
+            &[
+                "INSTANCE ID",
+                "NAME",
+                "CPU %",
+                "MEM USAGE / LIMIT",
+                "MEM %",
+                "PIDS",
+            ],
+            &rows,
+        );
         if args.no_stream {
             return Ok(Outcome::Success);
         }
@@ -439,7 +540,9 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
 }
 
 pub async fn top(client: &Client, args: TopArgs) -> Result<Outcome> {
-    let top: TopResponse = client.get(&format!("/v1/instances/{}/top", encode(&args.name))).await?;
+    let top: TopResponse = client
+        .get(&format!("/v1/instances/{}/top", encode(&args.name)))
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&top)?);
     } else {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job on the embedded default (SQLite state, no other services): install what is
+# needed, build berth, start its daemon, make a busybox image, run a container, and show
+# every running instance with its host processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+cargo build --release
+install -m 0755 target/release/berth /usr/local/bin/berth
+
+if ! berth info >/dev/null 2>&1; then
+  mkdir -p /var/log/berth
+  nohup berth daemon >/var/log/berth/daemon.log 2>&1 &
+  for _ in $(seq 100); do berth info >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+berth info
+
+./scripts/make-busybox-rootfs.sh /tmp/busybox-rootfs.tar
+berth image import --tag busybox /tmp/busybox-rootfs.tar
+
+berth run --rm busybox echo "hello from a berth container"
+berth rm -f quickstart-web >/dev/null 2>&1 || true
+berth run -d --name quickstart-web --memory 64m --cpus 0.5 busybox \
+  sh -c 'mkdir -p /www && echo ok >/www/index.html && httpd -f -p 8080 -h /www'
+berth ps
+berth ps --tree

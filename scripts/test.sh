@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the tests need, checks formatting and lints, then runs every test: unit
+# tests and the integration tests, which start real berth daemons, a real registry and
+# real containers (root needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+cargo test --release --workspace -- --test-threads 2
