@@ -189,8 +189,26 @@ impl Cgroups {
             .unwrap_or(0)
     }
 
+    /// Whether the instance's cgroup exists (probed in one hierarchy; cheap).
+    pub fn exists(&self, name: &str) -> bool {
+        let relative = format!("{}/{}", self.parent, name);
+        match self.version {
+            CgroupVersion::V1 { .. } => {
+                Path::new(CGROUP_ROOT).join("pids").join(&relative).exists()
+                    || Path::new(CGROUP_ROOT)
+                        .join("memory")
+                        .join(&relative)
+                        .exists()
+            }
+            CgroupVersion::V2 => Path::new(CGROUP_ROOT).join(&relative).exists(),
+        }
+    }
+
     /// Removes an instance's cgroup if it is left over (the runtime normally does this).
     pub fn remove(&self, name: &str) {
+        if !self.exists(name) {
+            return;
+        }
         if let Ok(manager) = self.manager(name) {
             let _ = manager.remove();
         }

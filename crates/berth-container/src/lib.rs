@@ -161,14 +161,21 @@ impl InstanceDriver for ContainerDriver {
         result
     }
 
-    async fn release(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
+    async fn release(&self, _instance: &Instance, dir: &Path) -> Result<(), DriverError> {
+        // Runtime state and the cgroup are the supervisor's to remove (after it reported the
+        // exit, so removing them here would race with it); see `reclaim`.
+        rootfs::unmount(&RootfsPaths::new(dir))
+    }
+
+    async fn reclaim(&self, instance: &Instance) -> Result<(), DriverError> {
         let name = Self::runtime_name(instance);
-        let stale = self.runtime_root.join(&name);
-        if stale.exists() {
-            let _ = fs::remove_dir_all(&stale);
+        let state = self.runtime_root.join(&name);
+        if state.exists() {
+            fs::remove_dir_all(&state)
+                .map_err(|e| DriverError::host(format!("removing {}", state.display()), e))?;
         }
         self.cgroups.remove(&name);
-        rootfs::unmount(&RootfsPaths::new(dir))
+        Ok(())
     }
 
     async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {

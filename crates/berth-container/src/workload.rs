@@ -64,8 +64,13 @@ impl ContainerWorkload {
 
 impl Workload for ContainerWorkload {
     fn create(&mut self, stdio: ChildStdio) -> Result<(), String> {
-        // State of an earlier run that ended without clean-up (a crash) blocks the id.
+        // State of an earlier run blocks the id: its supervisor may still be cleaning up
+        // (it reports the exit first), or it died without doing so.
         let stale = self.runtime_root.join(&self.container_id);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while stale.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if stale.exists() {
             if let Ok(mut old) = Container::load(stale.clone()) {
                 let _ = old.delete(true);
@@ -109,23 +114,29 @@ impl Workload for ContainerWorkload {
             .map_err(|e| format!("kill: {e}"))
     }
 
-    fn finish(&mut self, mut status: ExitStatus) -> ExitStatus {
+    fn exit_status(&mut self, mut status: ExitStatus) -> ExitStatus {
         if let Some(cgroups) = &self.cgroups {
             status.oom_killed = cgroups.oom_kills(&self.container_id) > 0;
         }
+        status
+    }
+
+    fn clean_up(&mut self) {
         let container = self
             .container
             .take()
             .or_else(|| Container::load(self.runtime_root.join(&self.container_id)).ok());
-        if let Some(mut container) = container {
-            if let Err(e) = container.delete(true) {
+        let deleted = match container {
+            Some(mut container) => container.delete(true).map_err(|e| {
                 eprintln!("berth supervisor: removing runtime state: {e}");
+            }),
+            None => Err(()),
+        };
+        if deleted.is_err() {
+            if let Some(cgroups) = &self.cgroups {
+                cgroups.remove(&self.container_id);
             }
         }
-        if let Some(cgroups) = &self.cgroups {
-            cgroups.remove(&self.container_id);
-        }
-        status
     }
 }
 
@@ -191,9 +202,5 @@ impl Workload for ExecWorkload {
             .build()
             .map_err(|e| format!("exec: {e}"))?;
         Ok(pid.as_raw() as u32)
-    }
-
-    fn finish(&mut self, status: ExitStatus) -> ExitStatus {
-        status
     }
 }

@@ -263,35 +263,32 @@ impl Engine {
         let (limits, default_limits) = self.resolve_limits(&request.limits);
         self.check_limits(&limits)?;
 
-        let existing = self.store.list_instances().await?;
-        if existing.iter().any(|i| i.name == name) {
-            return Err(StoreError::NameTaken(name).into());
-        }
         // On-disk names use the 12-digit short id; keep it unique on this node.
         let id = loop {
             let id = new_instance_id();
-            if !existing.iter().any(|i| short_id(&i.id) == short_id(&id)) {
+            if !self.instance_dir(&id).exists() {
                 break id;
             }
         };
-        let hostname =
-            match &request.hostname {
-                Some(h)
-                    if !h.is_empty()
-                        && h.len() <= 63
-                        && h.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') =>
-                {
-                    h.clone()
-                }
-                Some(h) => return Err(EngineError::invalid(
+        let hostname = match &request.hostname {
+            Some(h)
+                if !h.is_empty()
+                    && h.len() <= 63
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') =>
+            {
+                h.clone()
+            }
+            Some(h) => {
+                return Err(EngineError::invalid(
                     "hostname",
                     format!(
                         "hostname '{h}' is invalid: use letters, digits, '-' and '.' (at most 63)"
                     ),
-                )),
-                None => short_id(&id).to_string(),
-            };
+                ))
+            }
+            None => short_id(&id).to_string(),
+        };
         let instance = Instance {
             id: id.clone(),
             name: name.clone(),
@@ -482,6 +479,7 @@ impl Engine {
     }
 
     async fn on_exit(self: &Arc<Self>, id: &str, record: Option<ExitRecord>) {
+        let began = std::time::Instant::now();
         let guard = self.lock(id).await;
         let Ok(mut instance) = self.store.get_instance(id).await else {
             return;
@@ -502,17 +500,25 @@ impl Engine {
                 instance.finished_at = Some(Utc::now());
                 instance.error =
                     Some("the supervisor ended without recording an exit status".into());
+                if let Ok(driver) = self.driver(instance.kind) {
+                    if let Err(e) = driver.reclaim(&instance).await {
+                        tracing::warn!(id = %instance.id, error = %e, "reclaiming after a lost supervisor");
+                    }
+                }
             }
         }
         instance.pid = None;
         instance.supervisor_pid = None;
-        if let Ok(driver) = self.driver(instance.kind) {
-            if let Err(e) = driver.release(&instance, &dir).await {
-                tracing::warn!(id = %instance.id, error = %e, "releasing instance resources");
-                instance.error = Some(e.to_string());
+        // An instance removed right away is released by its removal.
+        if !instance.spec.auto_remove {
+            if let Ok(driver) = self.driver(instance.kind) {
+                if let Err(e) = driver.release(&instance, &dir).await {
+                    tracing::warn!(id = %instance.id, error = %e, "releasing instance resources");
+                    instance.error = Some(e.to_string());
+                }
             }
+            let _ = std::fs::remove_dir_all(dir.join("execs"));
         }
-        let _ = std::fs::remove_dir_all(dir.join("execs"));
         if let Err(e) = self.store.update_instance(&instance).await {
             tracing::error!(id = %instance.id, error = %e, "recording exit");
         }
@@ -521,6 +527,7 @@ impl Engine {
             self.emit(&instance, "oom", status);
         }
         self.emit(&instance, "die", status);
+        tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "exit recorded");
         if instance.spec.auto_remove {
             if let Err(e) = self.remove_locked(&instance).await {
                 tracing::warn!(id = %instance.id, error = %e.message, "auto-remove");
@@ -569,9 +576,12 @@ impl Engine {
                 ))
             })?;
         let dir = self.instance_dir(&instance.id);
+        let began = std::time::Instant::now();
         let config = driver.prepare_start(&instance, &image, &dir).await?;
+        tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "prepared");
         let started = async {
             let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
+            tracing::debug!(elapsed = ?began.elapsed(), "supervisor ready");
             let stream = if attach {
                 Some(
                     client::attach(&config.socket_path, instance.spec.process.open_stdin)

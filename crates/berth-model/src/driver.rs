@@ -110,6 +110,10 @@ pub trait InstanceDriver: Send + Sync {
     /// what a later start reuses (writable layer, disks).
     async fn release(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError>;
 
+    /// Cleans up what a supervisor normally removes itself (runtime state, cgroups), for
+    /// an instance whose supervisor died without doing so.
+    async fn reclaim(&self, instance: &Instance) -> Result<(), DriverError>;
+
     /// Removes every trace of the instance on this host.
     async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError>;
 

@@ -4,8 +4,6 @@
 use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
 
-use berth_model::ExitStatus;
-
 use crate::supervisor::{ChildStdio, Workload};
 
 pub struct ProcessWorkload {
@@ -61,9 +59,5 @@ impl Workload for ProcessWorkload {
         let pid = child.id();
         self.child = Some(child);
         Ok(pid)
-    }
-
-    fn finish(&mut self, status: ExitStatus) -> ExitStatus {
-        status
     }
 }

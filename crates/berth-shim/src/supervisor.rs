@@ -47,9 +47,13 @@ pub trait Workload {
         )
         .map_err(|e| format!("kill: {e}"))
     }
-    /// Called once the main process was reaped: completes the status (OOM) and removes
-    /// runtime state. Must not fail; problems are logged.
-    fn finish(&mut self, status: ExitStatus) -> ExitStatus;
+    /// Called once the main process was reaped: completes the status (OOM kills).
+    fn exit_status(&mut self, status: ExitStatus) -> ExitStatus {
+        status
+    }
+    /// Removes runtime state after the exit was reported. Must not fail; problems are
+    /// logged to the supervisor's stderr.
+    fn clean_up(&mut self) {}
 }
 
 /// Output buffered for one client beyond this is a client that stopped reading: drop it.
@@ -217,6 +221,8 @@ struct Supervisor {
     main_pid: Option<u32>,
     pidfd: Option<OwnedFd>,
     exit: Option<ExitStatus>,
+    /// Whether start-up memory was given back yet.
+    trimmed: bool,
 }
 
 fn set_nonblocking(fd: RawFd) {
@@ -286,13 +292,6 @@ pub fn run(config: SupervisorConfig, workload: Box<dyn Workload>) -> i32 {
         Ok(mut supervisor) => {
             ready(true, None);
             detach_stdout();
-            // Creating the workload used heap this process never needs again; give it back
-            // (one supervisor per instance, so every KiB counts).
-            // SAFETY: malloc_trim only releases free heap memory.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-            release_startup_code();
             supervisor.run_loop();
             0
         }
@@ -301,6 +300,17 @@ pub fn run(config: SupervisorConfig, workload: Box<dyn Workload>) -> i32 {
             1
         }
     }
+}
+
+/// Gives back what setting up the workload needed and the event loop does not: freed heap
+/// and the binary's code pages (one supervisor per instance, so every KiB counts). Done
+/// once the supervisor first idles, off the start path.
+fn trim_memory() {
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    release_startup_code();
 }
 
 /// Drops this process's mappings of the binary's code pages. Setting up the workload touched
@@ -432,6 +442,7 @@ impl Supervisor {
             main_pid: None,
             pidfd: None,
             exit: None,
+            trimmed: false,
         };
         supervisor.take_terminal();
         Ok(supervisor)
@@ -466,12 +477,17 @@ impl Supervisor {
                     return;
                 }
             }
-            self.poll_once(if self.exit.is_some() { 50 } else { 1000 });
+            let idle = self.poll_once(if self.exit.is_some() { 50 } else { 1000 });
+            if idle && !self.trimmed && self.main_pid.is_some() {
+                trim_memory();
+                self.trimmed = true;
+            }
             self.reap();
         }
     }
 
-    fn poll_once(&mut self, timeout_ms: u16) {
+    /// One round of the event loop; true if nothing happened before the timeout.
+    fn poll_once(&mut self, timeout_ms: u16) -> bool {
         // Index layout of the poll set, rebuilt each round: listener, console listener?,
         // pidfd?, stdin?, outputs..., clients...
         let mut fds: Vec<(BorrowedFd<'_>, PollFlags)> = Vec::new();
@@ -507,7 +523,7 @@ impl Supervisor {
             .map(|(fd, flags)| PollFd::new(*fd, *flags))
             .collect();
         if nix::poll::poll(&mut poll_fds, PollTimeout::from(timeout_ms)).unwrap_or(0) <= 0 {
-            return;
+            return true;
         }
         let ready: Vec<PollFlags> = poll_fds
             .iter()
@@ -549,6 +565,7 @@ impl Supervisor {
             }
         }
         self.drop_dead_clients();
+        false
     }
 
     fn accept_clients(&mut self) {
@@ -831,7 +848,7 @@ impl Supervisor {
         self.outputs.clear();
         self.log.flush();
         let status = self.exit.unwrap_or(ExitStatus::from_code(255));
-        let status = self.workload.finish(status);
+        let status = self.workload.exit_status(status);
         let record = ExitRecord {
             status,
             finished_at: Utc::now(),
@@ -864,5 +881,8 @@ impl Supervisor {
                 .set_write_timeout(Some(Duration::from_secs(2)));
             let _ = client.stream.write_all(&client.outbuf);
         }
+        // Everyone waiting knows the outcome; the runtime's clean-up can take its time.
+        self.clients.clear();
+        self.workload.clean_up();
     }
 }

@@ -1,0 +1,53 @@
+# Shared set-up for the benchmarks: a private berth daemon, the busybox image, a runc
+# bundle of the same rootfs and a podman store with the same image, all under $work.
+# Sourced by the bench scripts; expects $work to be set.
+
+BERTH=${BERTH:-$PWD/target/release/berth}
+export BERTH_HOST="$work/berth.sock"
+export CONTAINERS_CONF="$work/containers.conf"
+PODMAN=(podman --root "$work/podman/root" --runroot "$work/podman/run")
+
+bench_setup() {
+  [ -x "$BERTH" ] || cargo build --release
+  ./scripts/make-busybox-rootfs.sh "$work/busybox.tar"
+
+  "$BERTH" daemon --state-dir "$work/state" --socket "$BERTH_HOST" >"$work/daemon.log" 2>&1 &
+  echo $! >"$work/daemon.pid"
+  for _ in $(seq 100); do "$BERTH" info >/dev/null 2>&1 && break; sleep 0.1; done
+  "$BERTH" image import --tag busybox "$work/busybox.tar" >/dev/null 2>&1
+
+  mkdir -p "$work/bundle/rootfs" "$work/runc"
+  tar -C "$work/bundle/rootfs" -xf "$work/busybox.tar"
+  (cd "$work/bundle" && runc spec)
+  python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+spec = json.load(open(path))
+spec["process"]["args"] = ["/bin/true"]
+spec["process"]["terminal"] = False
+json.dump(spec, open(path, "w"))
+PY
+
+  # Podman as Debian ships it, told to use runc (crun refuses this host's hybrid cgroups)
+  # and the file limits this sandbox allows.
+  cat >"$CONTAINERS_CONF" <<'CONF'
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+  "${PODMAN[@]}" import "$work/busybox.tar" localhost/busybox:latest >/dev/null 2>&1
+}
+
+bench_cleanup() {
+  if [ -f "$work/daemon.pid" ]; then
+    for id in $("$BERTH" ps -aq 2>/dev/null); do "$BERTH" rm -f "$id" >/dev/null 2>&1 || true; done
+    kill "$(cat "$work/daemon.pid")" 2>/dev/null || true
+  fi
+  "${PODMAN[@]}" rm -af -t 0 >/dev/null 2>&1 || true
+  "${PODMAN[@]}" rmi -af >/dev/null 2>&1 || true
+  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}

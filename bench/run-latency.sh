@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `berth run --rm busybox /bin/true`, end to end, against `runc run` of the same bundle and
+# `podman run --rm` of the same image, in one hyperfine run. Prints medians and ratios.
+# Usage: bench/run-latency.sh [RUNS]   (root; after scripts/install-deps.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-40}
+work=$(mktemp -d /tmp/bb-XXXXXX)
+source bench/common.sh
+trap bench_cleanup EXIT
+bench_setup
+
+hyperfine --shell=none --warmup 5 --runs "$runs" --export-json "$work/latency.json" \
+  -n "berth run --rm" "$BERTH run --rm busybox /bin/true" \
+  -n "runc run" "runc --root $work/runc run -b $work/bundle bench-true" \
+  -n "podman run --rm" "${PODMAN[*]} run --rm --network none localhost/busybox:latest /bin/true" \
+  >/dev/null
+
+cp "$work/latency.json" /tmp/latency-last.json 2>/dev/null || true
+python3 - "$work/latency.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+berth = next(r for r in results if r["command"].startswith("berth"))
+print(f"{'command':<18} {'median ms':>10} {'mean ms':>9} {'min ms':>8}   berth / this")
+for r in results:
+    print(f"{r['command']:<18} {r['median']*1000:>10.1f} {r['mean']*1000:>9.1f} {r['min']*1000:>8.1f}   {berth['median']/r['median']:>6.2f}")
+PY
