@@ -81,6 +81,9 @@ pub enum Command {
     /// Write man pages for every command into a directory
     #[command(hide = true)]
     Man(ManArgs),
+    /// Print the API's OpenAPI description (what the daemon serves at /v1/openapi.json)
+    #[command(hide = true)]
+    Openapi,
     /// Supervise one instance (started by the daemon; not for direct use)
     #[command(hide = true)]
     Supervise(SuperviseArgs),

@@ -59,6 +59,19 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Openapi => {
+            use utoipa::OpenApi;
+            match berth_daemon::api::ApiDoc::openapi().to_pretty_json() {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Man(args) => match write_man_pages(&args.out_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -143,7 +156,11 @@ async fn dispatch(command: Command) -> Result<Outcome> {
             ImageCommand::Rm(args) => images::remove(&client, args).await,
             ImageCommand::Tag(args) => images::tag(&client, args).await,
         },
-        Command::Daemon(_) | Command::Supervise(_) | Command::Completion(_) | Command::Man(_) => {
+        Command::Daemon(_)
+        | Command::Supervise(_)
+        | Command::Completion(_)
+        | Command::Man(_)
+        | Command::Openapi => {
             unreachable!("handled before the runtime starts")
         }
     }
