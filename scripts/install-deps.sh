@@ -4,6 +4,8 @@
 #   tests:   busybox-static (the test image), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd
 #   bench:   runc and podman (the peers berth is measured against), hyperfine
+#   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs, and
+#            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest
 # Rust itself comes from the machine's rustup toolchain.
 set -euo pipefail
 
@@ -16,6 +18,7 @@ packages=(
   hyperfine
   zstd
   procps iproute2
+  e2fsprogs
 )
 
 missing=()
@@ -30,6 +33,35 @@ if ((${#missing[@]})); then
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
   fi
+fi
+
+# QEMU: this image ships a backported qemu-utils that conflicts with bookworm's QEMU; pin
+# every QEMU package to the version of qemu-system-x86 that apt offers.
+if ! command -v qemu-system-x86_64 >/dev/null || ! dpkg-query -W qemu-block-extra >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
+  if [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; then
+    apt-get update
+    qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
+  fi
+  apt-get install -y --no-install-recommends --allow-downgrades \
+    "qemu-system-x86=$qemu_version" "qemu-utils=$qemu_version" "qemu-block-extra=$qemu_version"
+fi
+
+# The guest kernel for VMs made from container images: Debian's cloud kernel, unpacked from
+# its package into berth's own directory (the host's /boot and initramfs are not touched).
+guest_dir=/usr/local/lib/berth/guest
+if ! ls "$guest_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+  kernel_package=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+  if [ -z "$kernel_package" ]; then
+    apt-get update
+    kernel_package=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+  fi
+  download=$(mktemp -d)
+  (cd "$download" && chmod 777 . && apt-get download "$kernel_package")
+  mkdir -p "$guest_dir"
+  dpkg-deb -x "$download"/"$kernel_package"_*.deb "$guest_dir"
+  rm -rf "$download"
 fi
 
 # The Debian package starts a registry on :5000 through systemd where systemd runs; tests

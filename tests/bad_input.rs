@@ -9,26 +9,14 @@ fn malformed_flags_name_the_field() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--memory", "12q", "busybox", "true"], "--memory"),
         (&["run", "--cpus", "abc", "busybox", "true"], "--cpus"),
-        (
-            &["run", "--pids-limit", "0", "busybox", "true"],
-            "--pids-limit",
-        ),
-        (
-            &["run", "--name", "a", "--name", "b", "busybox", "true"],
-            "--name",
-        ),
-        (
-            &["run", "--no-such-flag", "busybox", "true"],
-            "--no-such-flag",
-        ),
+        (&["run", "--pids-limit", "0", "busybox", "true"], "--pids-limit"),
+        (&["run", "--name", "a", "--name", "b", "busybox", "true"], "--name"),
+        (&["run", "--no-such-flag", "busybox", "true"], "--no-such-flag"),
         (&["run", "--cpus", "64", "busybox", "true"], "cpus"),
         (&["run", "--memory", "100t", "busybox", "true"], "memory"),
         (&["run", "--memory", "1m", "busybox", "true"], "memory"),
         (&["run", "--name", "bad/name", "busybox", "true"], "name"),
-        (
-            &["run", "nosuchimage", "true"],
-            "image not found: nosuchimage",
-        ),
+        (&["run", "nosuchimage", "true"], "image not found: nosuchimage"),
         (&["run", "Bad:Ref!", "true"], "invalid image reference"),
         (&["run", "-e", "=x", "busybox", "true"], "KEY=VALUE"),
         (&["run", "-w", "relative", "busybox", "true"], "absolute"),
@@ -36,11 +24,7 @@ fn malformed_flags_name_the_field() {
     ];
     for (args, expected) in cases {
         let output = d.run(args);
-        assert!(
-            !output.status.success(),
-            "berth {} should fail",
-            args.join(" ")
-        );
+        assert!(!output.status.success(), "berth {} should fail", args.join(" "));
         let line = error_line(&output);
         assert!(
             line.contains(expected),
@@ -51,9 +35,7 @@ fn malformed_flags_name_the_field() {
     }
     // Nothing was created by any of them.
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
-    let leftovers = std::fs::read_dir(d.state.join("instances"))
-        .unwrap()
-        .count();
+    let leftovers = std::fs::read_dir(d.state.join("instances")).unwrap().count();
     assert_eq!(leftovers, 0, "instance directories left behind");
 }
 
@@ -87,10 +69,7 @@ fn garbage_on_the_socket_gets_4xx_and_the_daemon_keeps_serving() {
     let reply = d.raw_request(b"GARBAGE\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 4"), "{reply}");
     let reply = d.raw_request(b"\x00\x01\x02\x03 binary junk \xff\xfe\r\n\r\n");
-    assert!(
-        reply.is_empty() || reply.starts_with("HTTP/1.1 4"),
-        "{reply}"
-    );
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 4"), "{reply}");
     let body = b"{not json";
     let request = format!(
         "POST /v1/instances HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -108,10 +87,7 @@ fn garbage_on_the_socket_gets_4xx_and_the_daemon_keeps_serving() {
     let mut bytes = request.into_bytes();
     bytes.extend_from_slice(unknown_field);
     let reply = d.raw_request(&bytes);
-    assert!(
-        reply.starts_with("HTTP/1.1 4") && reply.contains("bogus"),
-        "{reply}"
-    );
+    assert!(reply.starts_with("HTTP/1.1 4") && reply.contains("bogus"), "{reply}");
     let reply = d.raw_request(b"GET /v1/nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     assert_eq!(
@@ -123,8 +99,7 @@ fn garbage_on_the_socket_gets_4xx_and_the_daemon_keeps_serving() {
 #[test]
 fn openapi_description_is_published() {
     let d = Daemon::start();
-    let reply =
-        d.raw_request(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let reply = d.raw_request(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
     let spec: serde_json::Value = serde_json::from_str(body).expect("OpenAPI JSON");
     assert!(spec["openapi"].as_str().unwrap().starts_with('3'));

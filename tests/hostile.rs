@@ -66,9 +66,7 @@ fn assert_refused(d: &Daemon, archive: &Path, expected: &str) {
         "",
         "a refused archive left an image"
     );
-    let tmp = std::fs::read_dir(d.state.join("images/tmp"))
-        .unwrap()
-        .count();
+    let tmp = std::fs::read_dir(d.state.join("images/tmp")).unwrap().count();
     assert_eq!(tmp, 0, "a refused archive left work files");
 }
 
@@ -78,23 +76,13 @@ fn path_traversal_and_absolute_paths_are_refused() {
     let dir = temp_dir("bt-evil");
     let outside = dir.join("escaped");
     let archive = dir.join("dotdot.tar");
-    let climb = format!(
-        "{}{}",
-        "../".repeat(12),
-        outside.strip_prefix("/").unwrap().display()
-    );
-    raw_tar(
-        &archive,
-        &[Entry::Dir("bin"), Entry::File(&climb, b"pwned")],
-    );
+    let climb = format!("{}{}", "../".repeat(12), outside.strip_prefix("/").unwrap().display());
+    raw_tar(&archive, &[Entry::Dir("bin"), Entry::File(&climb, b"pwned")]);
     assert_refused(&d, &archive, "contains '..'");
     assert!(!outside.exists());
 
     let archive = dir.join("absolute.tar");
-    raw_tar(
-        &archive,
-        &[Entry::File(outside.to_str().unwrap(), b"pwned")],
-    );
+    raw_tar(&archive, &[Entry::File(outside.to_str().unwrap(), b"pwned")]);
     assert_refused(&d, &archive, "absolute path");
     assert!(!outside.exists());
     std::fs::remove_dir_all(dir).ok();
@@ -132,18 +120,12 @@ fn symlink_and_hardlink_escapes_are_refused() {
 
     // Hard links to files outside, directly or through a symlink.
     let archive = dir.join("hardlink.tar");
-    raw_tar(
-        &archive,
-        &[Entry::Hardlink("passwd", "../../../../../../etc/passwd")],
-    );
+    raw_tar(&archive, &[Entry::Hardlink("passwd", "../../../../../../etc/passwd")]);
     assert_refused(&d, &archive, "..");
     let archive = dir.join("hardlink-via-symlink.tar");
     raw_tar(
         &archive,
-        &[
-            Entry::Symlink("s", "/etc"),
-            Entry::Hardlink("passwd", "s/passwd"),
-        ],
+        &[Entry::Symlink("s", "/etc"), Entry::Hardlink("passwd", "s/passwd")],
     );
     assert_refused(&d, &archive, "goes through the symlink");
     std::fs::remove_dir_all(dir).ok();
@@ -162,13 +144,7 @@ fn device_nodes_are_skipped_with_a_warning() {
             Entry::File("dev2/ok", b"fine"),
         ],
     );
-    let output = d.run(&[
-        "image",
-        "import",
-        "--tag",
-        "devices",
-        archive.to_str().unwrap(),
-    ]);
+    let output = d.run(&["image", "import", "--tag", "devices", archive.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("skipped device node 'dev2/sda'"),
@@ -178,10 +154,7 @@ fn device_nodes_are_skipped_with_a_warning() {
     let layer_root = std::fs::read_dir(d.state.join("images/layers")).unwrap();
     let mut found_ok = false;
     for layer in layer_root.flatten() {
-        assert!(
-            !layer.path().join("dev2/sda").exists(),
-            "device node was created"
-        );
+        assert!(!layer.path().join("dev2/sda").exists(), "device node was created");
         found_ok |= layer.path().join("dev2/ok").exists();
     }
     assert!(found_ok);
@@ -221,11 +194,7 @@ fn oci_layout(dir: &Path, layer: &[u8], corrupt: bool) -> PathBuf {
     std::fs::write(blobs.join(&layer_digest), stored_layer).unwrap();
     std::fs::write(blobs.join(&config_digest), &config).unwrap();
     std::fs::write(blobs.join(&manifest_digest), &manifest).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{manifest_digest}"), "size": manifest.len(),
@@ -250,13 +219,7 @@ fn a_blob_that_does_not_match_its_digest_is_refused() {
     d.ok(&["image", "import", layout.to_str().unwrap()]);
     assert!(d.ok(&["image", "ls"]).contains("localhost/layout-test:v1"));
     assert_eq!(
-        d.ok(&[
-            "run",
-            "--rm",
-            "localhost/layout-test:v1",
-            "echo",
-            "layout ok"
-        ]),
+        d.ok(&["run", "--rm", "localhost/layout-test:v1", "echo", "layout ok"]),
         "layout ok\n"
     );
     std::fs::remove_dir_all(dir).ok();

@@ -18,18 +18,14 @@ fn compressed_rootfs_tarballs_import() {
     let dir = temp_dir("bt-compress");
     let plain = std::fs::read(busybox_tar()).unwrap();
     let gz = dir.join("rootfs.tar.gz");
-    let mut encoder = flate2::write::GzEncoder::new(
-        std::fs::File::create(&gz).unwrap(),
-        flate2::Compression::fast(),
-    );
+    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
     encoder.write_all(&plain).unwrap();
     encoder.finish().unwrap();
     let zst = dir.join("rootfs.tar.zst");
     std::fs::write(&zst, zstd::encode_all(&plain[..], 3).unwrap()).unwrap();
     d.ok(&["image", "import", "--tag", "bb:gz", gz.to_str().unwrap()]);
     d.ok(&["image", "import", "--tag", "bb:zst", zst.to_str().unwrap()]);
-    let images: serde_json::Value =
-        serde_json::from_str(&d.ok(&["image", "ls", "--json"])).unwrap();
+    let images: serde_json::Value = serde_json::from_str(&d.ok(&["image", "ls", "--json"])).unwrap();
     let media: Vec<&str> = images
         .as_array()
         .unwrap()
@@ -41,16 +37,8 @@ fn compressed_rootfs_tarballs_import() {
         "{media:?}"
     );
     // Same content, so the same diff_id: the layer was unpacked once and is shared.
-    assert_eq!(
-        std::fs::read_dir(d.state.join("images/layers"))
-            .unwrap()
-            .count(),
-        1
-    );
-    assert_eq!(
-        d.ok(&["run", "--rm", "bb:zst", "echo", "zstd ok"]),
-        "zstd ok\n"
-    );
+    assert_eq!(std::fs::read_dir(d.state.join("images/layers")).unwrap().count(), 1);
+    assert_eq!(d.ok(&["run", "--rm", "bb:zst", "echo", "zstd ok"]), "zstd ok\n");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -66,15 +54,11 @@ fn layer_tar(files: &[(&str, &str)]) -> Vec<u8> {
             header.set_entry_type(tar::EntryType::Directory);
             header.set_mode(0o755);
             header.set_size(0);
-            builder
-                .append_data(&mut header, name, std::io::empty())
-                .unwrap();
+            builder.append_data(&mut header, name, std::io::empty()).unwrap();
         } else {
             header.set_mode(0o644);
             header.set_size(content.len() as u64);
-            builder
-                .append_data(&mut header, name, content.as_bytes())
-                .unwrap();
+            builder.append_data(&mut header, name, content.as_bytes()).unwrap();
         }
     }
     builder.into_inner().unwrap()
@@ -106,11 +90,7 @@ fn layered_layout(dir: &Path, layers: &[Vec<u8>], name: &str) -> std::path::Path
         "layers": descriptors}).to_string();
     let manifest_digest = sha256_hex(manifest.as_bytes());
     std::fs::write(blobs.join(&manifest_digest), &manifest).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     std::fs::write(layout.join("index.json"), serde_json::json!({"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{manifest_digest}"), "size": manifest.len(),
         "annotations": {"io.containerd.image.name": name}}]}).to_string()).unwrap();
@@ -146,10 +126,7 @@ fn layers_apply_whiteouts_and_opaque_dirs_and_config_is_honoured() {
     ]);
     assert_eq!(out, "keep\nnew\nyes\n/work\n");
     // Cmd from the image when no command is given (Entrypoint + Cmd).
-    assert_eq!(
-        d.ok(&["run", "--rm", "example.com/layered:1"]),
-        "default-cmd\n"
-    );
+    assert_eq!(d.ok(&["run", "--rm", "example.com/layered:1"]), "default-cmd\n");
     // --entrypoint replaces the image's Entrypoint and drops its Cmd.
     assert_eq!(
         d.ok(&[
@@ -163,12 +140,7 @@ fn layers_apply_whiteouts_and_opaque_dirs_and_config_is_honoured() {
         "override\n"
     );
     // Writes go to the container's own layer, never to the shared image layers.
-    d.ok(&[
-        "run",
-        "--rm",
-        "example.com/layered:1",
-        "echo changed > /data/keep",
-    ]);
+    d.ok(&["run", "--rm", "example.com/layered:1", "echo changed > /data/keep"]);
     assert_eq!(
         d.ok(&["run", "--rm", "example.com/layered:1", "cat /data/keep"]),
         "kept"
@@ -193,11 +165,7 @@ fn docker_save_and_oci_archives_from_podman_import() {
     let dir = temp_dir("bt-podman");
     let imported = podman(
         &dir,
-        &[
-            "import",
-            busybox_tar().to_str().unwrap(),
-            "localhost/podbox:v2",
-        ],
+        &["import", busybox_tar().to_str().unwrap(), "localhost/podbox:v2"],
     );
     assert!(
         imported.status.success(),
@@ -217,17 +185,10 @@ fn docker_save_and_oci_archives_from_podman_import() {
                 "localhost/podbox:v2",
             ],
         );
-        assert!(
-            saved.status.success(),
-            "{}",
-            String::from_utf8_lossy(&saved.stderr)
-        );
+        assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
         let tag = format!("from-{format}:latest");
         d.ok(&["image", "import", "--tag", &tag, path.to_str().unwrap()]);
-        assert_eq!(
-            d.ok(&["run", "--rm", &tag, "echo", format]),
-            format!("{format}\n")
-        );
+        assert_eq!(d.ok(&["run", "--rm", &tag, "echo", format]), format!("{format}\n"));
     }
     // docker save archives carry their own tags.
     let path = dir.join("docker.tar");
@@ -250,16 +211,10 @@ fn docker_save_and_oci_archives_from_podman_import() {
 #[test]
 fn tags_and_removal() {
     let d = Daemon::with_busybox();
-    d.ok(&[
-        "image",
-        "tag",
-        "busybox",
-        "registry.example:5000/tools/bb:1.0",
-    ]);
+    d.ok(&["image", "tag", "busybox", "registry.example:5000/tools/bb:1.0"]);
     let listing = d.ok(&["image", "ls"]);
     assert!(
-        listing.contains("busybox:latest")
-            && listing.contains("registry.example:5000/tools/bb:1.0"),
+        listing.contains("busybox:latest") && listing.contains("registry.example:5000/tools/bb:1.0"),
         "{listing}"
     );
     d.ok(&["create", "--name", "user", "busybox", "true"]);
@@ -279,16 +234,9 @@ fn tags_and_removal() {
     assert!(d.ok(&["image", "rm", "busybox"]).contains("deleted"));
     assert_eq!(d.ok(&["image", "ls", "-q"]).trim(), "");
     // Blobs and layers went with it.
+    assert_eq!(std::fs::read_dir(d.state.join("images/layers")).unwrap().count(), 0);
     assert_eq!(
-        std::fs::read_dir(d.state.join("images/layers"))
-            .unwrap()
-            .count(),
-        0
-    );
-    assert_eq!(
-        std::fs::read_dir(d.state.join("images/blobs/sha256"))
-            .unwrap()
-            .count(),
+        std::fs::read_dir(d.state.join("images/blobs/sha256")).unwrap().count(),
         0
     );
 }

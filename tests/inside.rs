@@ -5,26 +5,25 @@ use crate::common::Daemon;
 #[test]
 fn namespaces_isolate_the_process() {
     let d = Daemon::with_busybox();
-    let output = d.ok(&["run", "--rm", "--hostname", "boxy", "busybox", "sh", "-c",
-        "echo pid=$$; hostname; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; ls /dev | tr '\\n' ' '"]);
+    let output = d.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "boxy",
+        "busybox",
+        "sh",
+        "-c",
+        "echo pid=$$; hostname; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; ls /dev | tr '\\n' ' '",
+    ]);
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines[0], "pid=1");
     assert_eq!(lines[1], "boxy");
-    assert_eq!(
-        lines[2], "lo",
-        "only loopback until networking lands: {output}"
-    );
+    assert_eq!(lines[2], "lo", "only loopback until networking lands: {output}");
     for device in ["null", "zero", "urandom", "pts", "shm"] {
-        assert!(
-            lines[3].contains(device),
-            "/dev lacks {device}: {}",
-            lines[3]
-        );
+        assert!(lines[3].contains(device), "/dev lacks {device}: {}", lines[3]);
     }
     // Docker's default capabilities: no CAP_SYS_ADMIN, so mounting fails.
-    let mount = d.run(&[
-        "run", "--rm", "busybox", "mount", "-t", "tmpfs", "tmpfs", "/mnt",
-    ]);
+    let mount = d.run(&["run", "--rm", "busybox", "mount", "-t", "tmpfs", "tmpfs", "/mnt"]);
     assert!(!mount.status.success());
 }
 
@@ -45,23 +44,14 @@ fn top_and_ps_tree_show_host_processes() {
     let top = d.ok(&["top", "tree"]);
     assert!(top.starts_with("USER"), "{top}");
     assert!(top.contains("berth supervise"), "{top}");
-    assert!(
-        top.contains("\\_ sh -c sleep 300 & sleep 301; true"),
-        "{top}"
-    );
-    assert!(
-        top.contains("\\_ sleep 300") && top.contains("\\_ sleep 301"),
-        "{top}"
-    );
+    assert!(top.contains("\\_ sh -c sleep 300 & sleep 301; true"), "{top}");
+    assert!(top.contains("\\_ sleep 300") && top.contains("\\_ sleep 301"), "{top}");
     let tree = d.ok(&["ps", "--tree"]);
     assert!(tree.contains("container tree"), "{tree}");
     assert!(tree.contains("\\_ sleep 301"), "{tree}");
     let json: serde_json::Value = serde_json::from_str(&d.ok(&["top", "--json", "tree"])).unwrap();
     let pid = d.inspect("tree")["pid"].as_u64().unwrap();
-    assert_eq!(
-        json["processes"][0]["children"][0]["pid"].as_u64().unwrap(),
-        pid
-    );
+    assert_eq!(json["processes"][0]["children"][0]["pid"].as_u64().unwrap(), pid);
 }
 
 #[test]
@@ -72,9 +62,7 @@ fn info_and_stats_report_the_host_and_usage() {
     assert!(info["cpus"].as_u64().unwrap() >= 1);
     assert!(info["memory_bytes"].as_u64().unwrap() > 0);
     assert!(!info["accelerators"].as_array().unwrap().is_empty());
-    d.ok(&[
-        "run", "-d", "--name", "s", "--memory", "64m", "busybox", "sleep", "100",
-    ]);
+    d.ok(&["run", "-d", "--name", "s", "--memory", "64m", "busybox", "sleep", "100"]);
     let table = d.ok(&["stats", "--no-stream", "s"]);
     assert!(table.contains("64MiB") && table.contains("s"), "{table}");
     let info: serde_json::Value = serde_json::from_str(&d.ok(&["info", "--json"])).unwrap();

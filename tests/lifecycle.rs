@@ -7,14 +7,7 @@ use crate::common::{stderr, stdout, Daemon};
 #[test]
 fn run_streams_output_and_returns_the_exit_code() {
     let d = Daemon::with_busybox();
-    let output = d.run(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 3",
-    ]);
+    let output = d.run(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!(output.status.code(), Some(3), "stderr: {}", stderr(&output));
     assert_eq!(stdout(&output), "out\n");
     assert_eq!(stderr(&output), "err\n");
@@ -79,9 +72,7 @@ fn detached_lifecycle_logs_exec_stop_start_rm() {
         "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
     ]);
     assert_eq!(id.trim().len(), 64);
-    let record = d.wait_for("ticker", Duration::from_secs(5), |r| {
-        r["state"] == "running"
-    });
+    let record = d.wait_for("ticker", Duration::from_secs(5), |r| r["state"] == "running");
     assert_eq!(record["state"], "running");
     assert!(record["pid"].as_u64().unwrap_or(0) > 1);
     assert!(d.ok(&["ps"]).contains("ticker"));
@@ -103,9 +94,7 @@ fn detached_lifecycle_logs_exec_stop_start_rm() {
 
     // start again: same instance, writable layer kept, log appended
     d.ok(&["start", "ticker"]);
-    let record = d.wait_for("ticker", Duration::from_secs(5), |r| {
-        r["state"] == "running"
-    });
+    let record = d.wait_for("ticker", Duration::from_secs(5), |r| r["state"] == "running");
     assert_eq!(record["restart_count"], 1);
     d.ok(&["restart", "-t", "5", "ticker"]);
     assert_eq!(d.inspect("ticker")["state"], "running");
@@ -116,25 +105,13 @@ fn detached_lifecycle_logs_exec_stop_start_rm() {
     assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
     d.ok(&["rm", "-f", "ticker"]);
     assert!(!d.ok(&["ps", "-a"]).contains("ticker"));
-    assert!(
-        !d.instance_dir(id.trim()).exists(),
-        "instance directory left behind"
-    );
+    assert!(!d.instance_dir(id.trim()).exists(), "instance directory left behind");
 }
 
 #[test]
 fn kill_wait_pause_and_unpause() {
     let d = Daemon::with_busybox();
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "w",
-        "busybox",
-        "sh",
-        "-c",
-        "sleep 1; exit 4",
-    ]);
+    d.ok(&["run", "-d", "--name", "w", "busybox", "sh", "-c", "sleep 1; exit 4"]);
     assert_eq!(d.ok(&["wait", "w"]).trim(), "4");
 
     d.ok(&["run", "-d", "--name", "p", "busybox", "sleep", "100"]);
@@ -162,11 +139,7 @@ fn kill_wait_pause_and_unpause() {
     let record = d.wait_for("t", Duration::from_secs(5), |r| r["state"] == "exited");
     assert_eq!(record["exit_code"], 42);
     let not_running = d.run(&["kill", "t"]);
-    assert!(
-        stderr(&not_running).contains("not running"),
-        "{}",
-        stderr(&not_running)
-    );
+    assert!(stderr(&not_running).contains("not running"), "{}", stderr(&not_running));
 }
 
 #[test]
@@ -187,9 +160,7 @@ fn logs_follow_sees_new_output() {
     assert_eq!(d.ok(&["logs", "--tail", "1", "f"]), "line3\n");
     let stamped = d.ok(&["logs", "-t", "f"]);
     assert!(
-        stamped
-            .lines()
-            .all(|l| l.starts_with("20") && l.contains("Z line")),
+        stamped.lines().all(|l| l.starts_with("20") && l.contains("Z line")),
         "{stamped}"
     );
 }
@@ -214,9 +185,5 @@ fn image_config_env_workdir_user_are_honoured() {
     assert_eq!(output, "hello\n/tmp/work\n65534\n65534\n/nonexistent\n");
     let unknown = d.run(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
     assert!(!unknown.status.success());
-    assert!(
-        stderr(&unknown).contains("nosuchuser"),
-        "{}",
-        stderr(&unknown)
-    );
+    assert!(stderr(&unknown).contains("nosuchuser"), "{}", stderr(&unknown));
 }

@@ -39,20 +39,11 @@ fn pids_limit_stops_fork_bombs() {
     let d = Daemon::with_busybox();
     let id = d.ok(&["run", "-d", "--pids-limit", "8", "busybox", "sleep", "300"]);
     let id = id.trim();
-    let bomb = d.run(&[
-        "exec",
-        id,
-        "sh",
-        "-c",
-        "for i in $(seq 1 20); do sleep 30 & done",
-    ]);
+    let bomb = d.run(&["exec", id, "sh", "-c", "for i in $(seq 1 20); do sleep 30 & done"]);
     assert!(stderr(&bomb).contains("can't fork"), "{}", stderr(&bomb));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(cgroup_file(id, "pids", "pids.max").unwrap(), "8");
-    let current: u64 = cgroup_file(id, "pids", "pids.current")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let current: u64 = cgroup_file(id, "pids", "pids.current").unwrap().parse().unwrap();
     assert!(current <= 8, "{current} processes under a pids limit of 8");
     let stats: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json", id])).unwrap();
     assert_eq!(stats[0]["pids_limit"], 8);
@@ -85,8 +76,7 @@ fn cpu_quota_is_written_and_holds() {
     );
     // Over two seconds a busy loop gets about half a CPU, not a whole one.
     let sample = |d: &Daemon| -> (f64, f64) {
-        let stats: serde_json::Value =
-            serde_json::from_str(&d.ok(&["stats", "--json", id])).unwrap();
+        let stats: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json", id])).unwrap();
         (
             stats[0]["cpu_usage_ns"].as_f64().unwrap(),
             stats[0]["sampled_at_ms"].as_f64().unwrap(),
@@ -113,10 +103,7 @@ fn defaults_apply_where_no_limit_is_given_and_unlimited_lifts_them() {
     assert_eq!(record["limits"]["cpus"], 1.0);
     assert_eq!(record["limits"]["memory_bytes"], 256 << 20);
     assert_eq!(record["limits"]["pids"], 512);
-    assert_eq!(
-        record["default_limits"],
-        serde_json::json!(["cpus", "memory", "pids"])
-    );
+    assert_eq!(record["default_limits"], serde_json::json!(["cpus", "memory", "pids"]));
 
     d.ok(&[
         "create",
@@ -161,16 +148,7 @@ fn update_changes_limits_live() {
             .unwrap(),
         (64u64 << 20).to_string()
     );
-    d.ok(&[
-        "update",
-        "--memory",
-        "128m",
-        "--pids-limit",
-        "99",
-        "--cpus",
-        "1.5",
-        id,
-    ]);
+    d.ok(&["update", "--memory", "128m", "--pids-limit", "99", "--cpus", "1.5", id]);
     assert_eq!(
         cgroup_file(id, "memory", "memory.limit_in_bytes")
             .or_else(|| cgroup_file(id, "", "memory.max"))

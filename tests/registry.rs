@@ -16,11 +16,7 @@ struct Registry {
 impl Registry {
     fn start() -> Registry {
         let dir = temp_dir("bt-registry");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.join("config.yml");
         std::fs::write(
             &config,
@@ -67,27 +63,18 @@ fn push_then_pull_round_trips_through_a_registry() {
     let other = Daemon::start();
     let pulled = other.run(&["image", "pull", "--insecure", &reference]);
     assert!(pulled.status.success(), "{}", stderr(&pulled));
-    let original: serde_json::Value =
-        serde_json::from_str(&d.ok(&["image", "inspect", "busybox"])).unwrap();
-    let copy: serde_json::Value =
-        serde_json::from_str(&other.ok(&["image", "inspect", &reference])).unwrap();
+    let original: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "busybox"])).unwrap();
+    let copy: serde_json::Value = serde_json::from_str(&other.ok(&["image", "inspect", &reference])).unwrap();
     assert_eq!(
         original["id"], copy["id"],
         "the pulled image has the same config digest"
     );
-    assert_eq!(
-        other.ok(&["run", "--rm", &reference, "echo", "pulled"]),
-        "pulled\n"
-    );
+    assert_eq!(other.ok(&["run", "--rm", &reference, "echo", "pulled"]), "pulled\n");
 
     // Pulling again finds every blob present.
     let again = other.run(&["image", "pull", "--insecure", &reference]);
     assert!(again.status.success());
-    assert!(
-        stderr(&again).contains("already exists"),
-        "{}",
-        stderr(&again)
-    );
+    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
 
     // Errors name the problem: unknown repository, unreachable registry.
     let missing = other.run(&[
@@ -99,9 +86,5 @@ fn push_then_pull_round_trips_through_a_registry() {
     assert!(!missing.status.success());
     let unreachable = other.run(&["image", "pull", "--insecure", "127.0.0.1:1/x/y:1"]);
     assert!(!unreachable.status.success());
-    assert!(
-        stderr(&unreachable).contains("127.0.0.1:1"),
-        "{}",
-        stderr(&unreachable)
-    );
+    assert!(stderr(&unreachable).contains("127.0.0.1:1"), "{}", stderr(&unreachable));
 }

@@ -18,16 +18,7 @@ fn instances_survive_a_daemon_crash() {
         "-c",
         "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.2; done",
     ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "short",
-        "busybox",
-        "sh",
-        "-c",
-        "sleep 1; exit 7",
-    ]);
+    d.ok(&["run", "-d", "--name", "short", "busybox", "sh", "-c", "sleep 1; exit 7"]);
     let pid_before = d.inspect("long")["pid"].as_u64().unwrap();
 
     d.kill9();

@@ -45,9 +45,7 @@ pub fn busybox_tar() -> &'static Path {
             header.set_mode(mode);
             header.set_size(0);
             header.set_mtime(0);
-            builder
-                .append_data(&mut header, name, std::io::empty())
-                .expect("dir");
+            builder.append_data(&mut header, name, std::io::empty()).expect("dir");
         };
         for (name, mode) in [
             ("bin", 0o755),
@@ -124,13 +122,7 @@ impl Daemon {
     /// A daemon with the busybox image imported as `busybox`.
     pub fn with_busybox() -> Daemon {
         let daemon = Daemon::start();
-        daemon.ok(&[
-            "image",
-            "import",
-            "--tag",
-            "busybox",
-            busybox_tar().to_str().unwrap(),
-        ]);
+        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
         daemon
     }
 
@@ -166,11 +158,7 @@ impl Daemon {
     fn config_file(&self) -> PathBuf {
         let path = self.dir.join("config.toml");
         if !path.exists() {
-            std::fs::write(
-                &path,
-                "[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n",
-            )
-            .expect("config");
+            std::fs::write(&path, "[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n").expect("config");
         }
         path
     }
@@ -203,10 +191,7 @@ impl Daemon {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run berth")
+        self.command(args).stdin(Stdio::null()).output().expect("run berth")
     }
 
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
@@ -342,10 +327,7 @@ pub fn cgroup_file(id: &str, controller: &str, file: &str) -> Option<String> {
         .join("berth")
         .join(short)
         .join(file);
-    let v2 = Path::new("/sys/fs/cgroup")
-        .join("berth")
-        .join(short)
-        .join(file);
+    let v2 = Path::new("/sys/fs/cgroup").join("berth").join(short).join(file);
     std::fs::read_to_string(v1)
         .or_else(|_| std::fs::read_to_string(v2))
         .ok()

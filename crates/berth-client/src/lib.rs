@@ -18,10 +18,7 @@ pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the berth daemon at {socket}: {source}; is `berth daemon` running? (BERTH_HOST selects another socket)")]
-    Connect {
-        socket: String,
-        source: std::io::Error,
-    },
+    Connect { socket: String, source: std::io::Error },
     #[error("{message}")]
     Api {
         status: StatusCode,
@@ -57,9 +54,7 @@ fn protocol(e: impl std::fmt::Display) -> ClientError {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Client {
-            socket: socket.into(),
-        }
+        Client { socket: socket.into() }
     }
 
     /// The socket named by `BERTH_HOST` (`unix:///path` or a path), else the default.
@@ -83,23 +78,19 @@ impl Client {
         body: Option<Vec<u8>>,
         upgrade: bool,
     ) -> ClientResult<Response<Incoming>> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    socket: self.socket.display().to_string(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                socket: self.socket.display().to_string(),
+                source,
+            })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(protocol)?;
         tokio::spawn(async move {
             let _ = connection.with_upgrades().await;
         });
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "berth");
+        let mut builder = Request::builder().method(method).uri(path).header("host", "berth");
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
         }
@@ -120,31 +111,17 @@ impl Client {
         if status.is_success() || status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(response);
         }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(protocol)?
-            .to_bytes();
+        let body = response.into_body().collect().await.map_err(protocol)?.to_bytes();
         let (message, field) = match serde_json::from_slice::<ErrorResponse>(&body) {
             Ok(error) => (error.message, error.field),
             Err(_) => (String::from_utf8_lossy(&body).trim().to_string(), None),
         };
-        Err(ClientError::Api {
-            status,
-            message,
-            field,
-        })
+        Err(ClientError::Api { status, message, field })
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<Bytes> {
         let response = Self::check(self.send(method, path, body, false).await?).await?;
-        Ok(response
-            .into_body()
-            .collect()
-            .await
-            .map_err(protocol)?
-            .to_bytes())
+        Ok(response.into_body().collect().await.map_err(protocol)?.to_bytes())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
@@ -152,14 +129,16 @@ impl Client {
         serde_json::from_slice(&body).map_err(protocol)
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> ClientResult<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
         let body = serde_json::to_vec(body).map_err(protocol)?;
         let reply = self.call(Method::POST, path, Some(body)).await?;
         serde_json::from_slice(&reply).map_err(protocol)
+    }
+
+    /// A GET whose body is text (an exported domain XML).
+    pub async fn get_text(&self, path: &str) -> ClientResult<String> {
+        let body = self.call(Method::GET, path, None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// POST without a body whose reply is ignored.
@@ -172,12 +151,7 @@ impl Client {
     }
 
     /// A streamed response body, chunk by chunk.
-    pub async fn stream(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> ClientResult<BodyStream> {
+    pub async fn stream(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> ClientResult<BodyStream> {
         let response = Self::check(self.send(method, path, body, false).await?).await?;
         Ok(BodyStream {
             body: response.into_body(),
@@ -186,11 +160,7 @@ impl Client {
 
     /// Sends a request that upgrades to an attach stream; `Ok(None)` if the daemon
     /// answered without upgrading (for example a detached exec).
-    pub async fn upgrade(
-        &self,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> ClientResult<Option<AttachStream>> {
+    pub async fn upgrade(&self, path: &str, body: Option<Vec<u8>>) -> ClientResult<Option<AttachStream>> {
         let response = Self::check(self.send(Method::POST, path, body, true).await?).await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(None);

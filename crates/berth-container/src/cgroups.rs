@@ -9,12 +9,12 @@ use berth_model::api::InstanceStats;
 use berth_model::driver::DriverError;
 use berth_model::Limits;
 use libcgroups::common::{
-    create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager,
-    CgroupSetup, ControllerOpt, FreezerState,
+    create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt,
+    FreezerState,
 };
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
 /// CFS period; quota is `cpus * period`.
@@ -41,12 +41,11 @@ fn cgroup_error(context: impl Into<String>, err: impl std::fmt::Display) -> Driv
 
 impl Cgroups {
     pub fn detect(parent: &str) -> Result<Self, DriverError> {
-        let version =
-            match get_cgroup_setup().map_err(|e| cgroup_error("detecting the cgroup layout", e))? {
-                CgroupSetup::Legacy => CgroupVersion::V1 { hybrid: false },
-                CgroupSetup::Hybrid => CgroupVersion::V1 { hybrid: true },
-                CgroupSetup::Unified => CgroupVersion::V2,
-            };
+        let version = match get_cgroup_setup().map_err(|e| cgroup_error("detecting the cgroup layout", e))? {
+            CgroupSetup::Legacy => CgroupVersion::V1 { hybrid: false },
+            CgroupSetup::Hybrid => CgroupVersion::V1 { hybrid: true },
+            CgroupSetup::Unified => CgroupVersion::V2,
+        };
         Ok(Cgroups {
             version,
             parent: parent.trim_matches('/').to_string(),
@@ -95,10 +94,7 @@ impl Cgroups {
             .limit(limits.pids.map(|p| p as i64).unwrap_or(-1))
             .build()
             .map_err(|e| cgroup_error("pids limit", e))?;
-        let mut builder = LinuxResourcesBuilder::default()
-            .cpu(cpu)
-            .memory(memory)
-            .pids(pids);
+        let mut builder = LinuxResourcesBuilder::default().cpu(cpu).memory(memory).pids(pids);
         // v2 device control needs eBPF programs; the spec's default device list is then
         // the only device access the container gets.
         if matches!(self.version, CgroupVersion::V1 { .. }) {
@@ -142,8 +138,7 @@ impl Cgroups {
             cpu_usage_ns: stats.cpu.usage.usage_total,
             memory_usage_bytes: stats.memory.memory.usage,
             // The kernel reports "no limit" as a huge number (v1) or 0 (v2 "max").
-            memory_limit_bytes: (memory_limit > 0 && memory_limit < i64::MAX as u64 / 2)
-                .then_some(memory_limit),
+            memory_limit_bytes: (memory_limit > 0 && memory_limit < i64::MAX as u64 / 2).then_some(memory_limit),
             pids_current: stats.pids.current,
             pids_limit: (pids_limit > 0).then_some(pids_limit),
             sampled_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -154,10 +149,7 @@ impl Cgroups {
     /// Processes in the instance's cgroup (all of its processes, however they were forked).
     pub fn pids(&self, name: &str) -> Vec<u32> {
         self.manager(name)
-            .and_then(|m| {
-                m.get_all_pids()
-                    .map_err(|e| cgroup_error("listing pids", e))
-            })
+            .and_then(|m| m.get_all_pids().map_err(|e| cgroup_error("listing pids", e)))
             .map(|pids| pids.into_iter().map(|p| p.as_raw() as u32).collect())
             .unwrap_or_default()
     }
@@ -173,10 +165,7 @@ impl Cgroups {
                     .join("memory.oom_control"),
                 "oom_kill",
             ),
-            CgroupVersion::V2 => (
-                Path::new(CGROUP_ROOT).join(&relative).join("memory.events"),
-                "oom_kill",
-            ),
+            CgroupVersion::V2 => (Path::new(CGROUP_ROOT).join(&relative).join("memory.events"), "oom_kill"),
         };
         fs::read_to_string(file)
             .ok()
@@ -195,10 +184,7 @@ impl Cgroups {
         match self.version {
             CgroupVersion::V1 { .. } => {
                 Path::new(CGROUP_ROOT).join("pids").join(&relative).exists()
-                    || Path::new(CGROUP_ROOT)
-                        .join("memory")
-                        .join(&relative)
-                        .exists()
+                    || Path::new(CGROUP_ROOT).join("memory").join(&relative).exists()
             }
             CgroupVersion::V2 => Path::new(CGROUP_ROOT).join(&relative).exists(),
         }
@@ -217,15 +203,8 @@ impl Cgroups {
 
 /// Docker's default device access: nothing, then the standard character devices.
 fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>, DriverError> {
-    let rule = |allow: bool,
-                typ: LinuxDeviceType,
-                major: Option<i64>,
-                minor: Option<i64>,
-                access: &str| {
-        let mut builder = LinuxDeviceCgroupBuilder::default()
-            .allow(allow)
-            .typ(typ)
-            .access(access);
+    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut builder = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
         if let Some(major) = major {
             builder = builder.major(major);
         }

@@ -5,18 +5,15 @@
 pub mod cgroups;
 pub mod rootfs;
 pub mod spec;
-pub mod user;
 pub mod workload;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use berth_image::ImageStore;
+use berth_image::{user, ImageStore};
 use berth_model::api::{ExecRequest, InstanceStats};
-use berth_model::driver::{
-    DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, Workload,
-};
+use berth_model::driver::{DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, Workload};
 use berth_model::image::ImageRecord;
 use berth_model::instance::short_id;
 use berth_model::{Instance, InstanceKind, Limits};
@@ -92,10 +89,7 @@ impl InstanceDriver for ContainerDriver {
             available: true,
             details: vec![
                 ("cgroup".into(), self.cgroups.describe()),
-                (
-                    "runtime".into(),
-                    "libcontainer (youki) 0.7, in-process".into(),
-                ),
+                ("runtime".into(), "libcontainer (youki) 0.7, in-process".into()),
             ],
         }
     }
@@ -103,9 +97,10 @@ impl InstanceDriver for ContainerDriver {
     async fn prepare_start(
         &self,
         instance: &Instance,
-        image: &ImageRecord,
+        image: Option<&ImageRecord>,
         dir: &Path,
     ) -> Result<SupervisorConfig, DriverError> {
+        let image = image.ok_or_else(|| DriverError::invalid("image", "a container needs an image"))?;
         let paths = RootfsPaths::new(dir);
         let lower_dirs = self
             .images
@@ -139,9 +134,9 @@ impl InstanceDriver for ContainerDriver {
                 etc_dir: &etc_dir,
             })?;
             let config_path = dir.join("bundle/config.json");
-            runtime_spec.save(&config_path).map_err(|e| {
-                DriverError::Other(format!("writing {}: {e}", config_path.display()))
-            })?;
+            runtime_spec
+                .save(&config_path)
+                .map_err(|e| DriverError::Other(format!("writing {}: {e}", config_path.display())))?;
             Ok(SupervisorConfig {
                 workload: Workload::Container {
                     container_id: name,
@@ -171,8 +166,7 @@ impl InstanceDriver for ContainerDriver {
         let name = Self::runtime_name(instance);
         let state = self.runtime_root.join(&name);
         if state.exists() {
-            fs::remove_dir_all(&state)
-                .map_err(|e| DriverError::host(format!("removing {}", state.display()), e))?;
+            fs::remove_dir_all(&state).map_err(|e| DriverError::host(format!("removing {}", state.display()), e))?;
         }
         self.cgroups.remove(&name);
         Ok(())
@@ -181,15 +175,13 @@ impl InstanceDriver for ContainerDriver {
     async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
         self.release(instance, dir).await?;
         if dir.exists() {
-            fs::remove_dir_all(dir)
-                .map_err(|e| DriverError::host(format!("removing {}", dir.display()), e))?;
+            fs::remove_dir_all(dir).map_err(|e| DriverError::host(format!("removing {}", dir.display()), e))?;
         }
         Ok(())
     }
 
     async fn update_limits(&self, instance: &Instance, limits: &Limits) -> Result<(), DriverError> {
-        self.cgroups
-            .apply_limits(&Self::runtime_name(instance), limits)
+        self.cgroups.apply_limits(&Self::runtime_name(instance), limits)
     }
 
     async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
@@ -197,8 +189,7 @@ impl InstanceDriver for ContainerDriver {
     }
 
     async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
-        self.cgroups
-            .set_frozen(&Self::runtime_name(instance), false)
+        self.cgroups.set_frozen(&Self::runtime_name(instance), false)
     }
 
     async fn stats(&self, instance: &Instance) -> Result<InstanceStats, DriverError> {
@@ -214,16 +205,13 @@ impl InstanceDriver for ContainerDriver {
         request: &ExecRequest,
         dir: &Path,
     ) -> Result<SupervisorConfig, DriverError> {
-        fs::create_dir_all(dir)
-            .map_err(|e| DriverError::host(format!("creating {}", dir.display()), e))?;
-        let rootfs =
-            RootfsPaths::new(dir.parent().and_then(Path::parent).unwrap_or(dir)).mountpoint;
+        fs::create_dir_all(dir).map_err(|e| DriverError::host(format!("creating {}", dir.display()), e))?;
+        let rootfs = RootfsPaths::new(dir.parent().and_then(Path::parent).unwrap_or(dir)).mountpoint;
         let user_spec = request
             .user
             .clone()
             .unwrap_or_else(|| instance.spec.process.user.clone());
-        let user = user::resolve_user(&rootfs, &user_spec)
-            .map_err(|message| DriverError::invalid("user", message))?;
+        let user = user::resolve_user(&rootfs, &user_spec).map_err(|message| DriverError::invalid("user", message))?;
         let mut env = spec::process_env(instance, &user.home);
         for pair in &request.env {
             let key = pair.split('=').next().unwrap_or_default();
@@ -280,6 +268,6 @@ pub fn workload_for(workload: &Workload) -> Option<Box<dyn berth_shim::Workload>
             *uid,
             *gid,
         ))),
-        Workload::Process { .. } => None,
+        Workload::Process { .. } | Workload::Vm { .. } => None,
     }
 }

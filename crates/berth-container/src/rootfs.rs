@@ -37,8 +37,7 @@ pub fn is_mounted(path: &Path) -> bool {
 
 pub fn mount_overlay(paths: &RootfsPaths, lower_dirs: &[PathBuf]) -> Result<(), DriverError> {
     for dir in [&paths.upper, &paths.work, &paths.mountpoint] {
-        fs::create_dir_all(dir)
-            .map_err(|e| DriverError::host(format!("creating {}", dir.display()), e))?;
+        fs::create_dir_all(dir).map_err(|e| DriverError::host(format!("creating {}", dir.display()), e))?;
     }
     if is_mounted(&paths.mountpoint) {
         return Ok(());
@@ -72,10 +71,7 @@ pub fn mount_overlay(paths: &RootfsPaths, lower_dirs: &[PathBuf]) -> Result<(), 
     )
     .map_err(|e| {
         DriverError::host(
-            format!(
-                "mounting the overlay rootfs at {}",
-                paths.mountpoint.display()
-            ),
+            format!("mounting the overlay rootfs at {}", paths.mountpoint.display()),
             e.into(),
         )
     })
@@ -86,14 +82,8 @@ pub fn mount_overlay(paths: &RootfsPaths, lower_dirs: &[PathBuf]) -> Result<(), 
 pub fn unmount(paths: &RootfsPaths) -> Result<(), DriverError> {
     match umount2(&paths.mountpoint, MntFlags::empty()) {
         Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EBUSY) => {
-            umount2(&paths.mountpoint, MntFlags::MNT_DETACH).map_err(|e| {
-                DriverError::host(
-                    format!("unmounting {}", paths.mountpoint.display()),
-                    e.into(),
-                )
-            })
-        }
+        Err(nix::errno::Errno::EBUSY) => umount2(&paths.mountpoint, MntFlags::MNT_DETACH)
+            .map_err(|e| DriverError::host(format!("unmounting {}", paths.mountpoint.display()), e.into())),
         Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(DriverError::host(
             format!("unmounting {}", paths.mountpoint.display()),

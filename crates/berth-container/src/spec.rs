@@ -8,7 +8,7 @@ use berth_model::Instance;
 use oci_spec::runtime::{LinuxResources, Spec};
 use serde_json::json;
 
-use crate::user::ResolvedUser;
+use berth_image::user::ResolvedUser;
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -42,13 +42,7 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// What the spec is made from.
 pub struct SpecInputs<'a> {
@@ -64,10 +58,7 @@ pub struct SpecInputs<'a> {
 /// TERM where missing (as Docker adds them).
 pub fn process_env(instance: &Instance, home: &str) -> Vec<String> {
     let mut env = instance.spec.process.env.clone();
-    let has = |env: &[String], key: &str| {
-        env.iter()
-            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
-    };
+    let has = |env: &[String], key: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == key));
     if !has(&env, "PATH") {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
@@ -95,8 +86,8 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
             "options": ["rbind", "rprivate"]
         })
     };
-    let resources = serde_json::to_value(&inputs.resources)
-        .map_err(|e| DriverError::Other(format!("encoding resources: {e}")))?;
+    let resources =
+        serde_json::to_value(&inputs.resources).map_err(|e| DriverError::Other(format!("encoding resources: {e}")))?;
     let document = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -150,33 +141,26 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
             "readonlyPaths": READONLY_PATHS,
         },
     });
-    serde_json::from_value(document)
-        .map_err(|e| DriverError::Other(format!("building the runtime spec: {e}")))
+    serde_json::from_value(document).map_err(|e| DriverError::Other(format!("building the runtime spec: {e}")))
 }
 
 /// The files behind /etc/hostname, /etc/hosts and /etc/resolv.conf.
 pub fn write_etc_files(etc_dir: &Path, hostname: &str) -> Result<(), DriverError> {
-    std::fs::create_dir_all(etc_dir)
-        .map_err(|e| DriverError::host(format!("creating {}", etc_dir.display()), e))?;
+    std::fs::create_dir_all(etc_dir).map_err(|e| DriverError::host(format!("creating {}", etc_dir.display()), e))?;
     let write = |name: &str, content: String| {
         let path = etc_dir.join(name);
-        std::fs::write(&path, content)
-            .map_err(|e| DriverError::host(format!("writing {}", path.display()), e))
+        std::fs::write(&path, content).map_err(|e| DriverError::host(format!("writing {}", path.display()), e))
     };
     write("hostname", format!("{hostname}\n"))?;
     write(
         "hosts",
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-        ),
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
     )?;
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     // A resolver on the host's loopback is unreachable from the container's namespace.
     let usable: String = resolv
         .lines()
-        .filter(|line| {
-            !(line.starts_with("nameserver") && (line.contains("127.") || line.contains("::1")))
-        })
+        .filter(|line| !(line.starts_with("nameserver") && (line.contains("127.") || line.contains("::1"))))
         .map(|line| format!("{line}\n"))
         .collect();
     write("resolv.conf", usable)

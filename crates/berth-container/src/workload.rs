@@ -22,17 +22,10 @@ fn builder_with_stdio(
         .with_root_path(runtime_root)
         .map_err(|e| format!("runtime root: {e}"))?;
     Ok(match stdio {
-        ChildStdio::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        } => builder
-            .with_stdin(stdin)
-            .with_stdout(stdout)
-            .with_stderr(stderr),
-        ChildStdio::Terminal { console_socket } => {
-            builder.with_console_socket(Some(console_socket))
+        ChildStdio::Pipes { stdin, stdout, stderr } => {
+            builder.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr)
         }
+        ChildStdio::Terminal { console_socket } => builder.with_console_socket(Some(console_socket)),
     })
 }
 
@@ -46,12 +39,7 @@ pub struct ContainerWorkload {
 }
 
 impl ContainerWorkload {
-    pub fn new(
-        container_id: String,
-        bundle: PathBuf,
-        runtime_root: PathBuf,
-        cgroups: Option<Cgroups>,
-    ) -> Self {
+    pub fn new(container_id: String, bundle: PathBuf, runtime_root: PathBuf, cgroups: Option<Cgroups>) -> Self {
         ContainerWorkload {
             container_id,
             bundle,
@@ -88,13 +76,8 @@ impl Workload for ContainerWorkload {
     }
 
     fn start(&mut self) -> Result<u32, String> {
-        let container = self
-            .container
-            .as_mut()
-            .ok_or("the container was not created")?;
-        container
-            .start()
-            .map_err(|e| format!("starting the container: {e}"))?;
+        let container = self.container.as_mut().ok_or("the container was not created")?;
+        container.start().map_err(|e| format!("starting the container: {e}"))?;
         container
             .pid()
             .map(|pid| pid.as_raw() as u32)
@@ -105,13 +88,10 @@ impl Workload for ContainerWorkload {
         let signal = nix::sys::signal::Signal::try_from(signal).map_err(|e| e.to_string())?;
         if all {
             if let Some(container) = self.container.as_mut() {
-                return container
-                    .kill(signal, true)
-                    .map_err(|e| format!("kill: {e}"));
+                return container.kill(signal, true).map_err(|e| format!("kill: {e}"));
             }
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
-            .map_err(|e| format!("kill: {e}"))
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).map_err(|e| format!("kill: {e}"))
     }
 
     fn exit_status(&mut self, mut status: ExitStatus) -> ExitStatus {
@@ -186,10 +166,7 @@ impl Workload for ExecWorkload {
         let env: HashMap<String, String> = self
             .env
             .iter()
-            .filter_map(|pair| {
-                pair.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
+            .filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
         let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?
             .as_tenant()

@@ -40,10 +40,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/tree", get(tree))
         .route("/v1/instances", get(list_instances).post(create_instance))
-        .route(
-            "/v1/instances/{id}",
-            get(inspect_instance).delete(remove_instance),
-        )
+        .route("/v1/instances/{id}", get(inspect_instance).delete(remove_instance))
         .route("/v1/instances/{id}/start", post(start_instance))
         .route("/v1/instances/{id}/stop", post(stop_instance))
         .route("/v1/instances/{id}/restart", post(restart_instance))
@@ -56,6 +53,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/instances/{id}/update", post(update_instance))
         .route("/v1/instances/{id}/stats", get(instance_stats))
         .route("/v1/instances/{id}/top", get(instance_top))
+        .route("/v1/instances/{id}/attach", post(attach_instance))
+        .route("/v1/instances/{id}/export", get(export_instance))
+        .route("/v1/vms/import", post(import_vm))
         .route("/v1/images", get(list_images).delete(remove_image))
         .route("/v1/images/inspect", get(inspect_image))
         .route("/v1/images/import", post(import_image))
@@ -112,10 +112,7 @@ async fn tree(State(engine): Shared) -> EngineResult<Json<Vec<TreeEntry>>> {
 }
 
 #[utoipa::path(get, path = "/v1/instances", params(ListParams), responses((status = 200, body = [Instance])))]
-async fn list_instances(
-    State(engine): Shared,
-    Query(params): Query<ListParams>,
-) -> EngineResult<Json<Vec<Instance>>> {
+async fn list_instances(State(engine): Shared, Query(params): Query<ListParams>) -> EngineResult<Json<Vec<Instance>>> {
     Ok(Json(engine.list(params.all).await?))
 }
 
@@ -130,10 +127,7 @@ async fn create_instance(
 
 #[utoipa::path(get, path = "/v1/instances/{id}", params(("id" = String, Path, description = "id, unique id prefix or name")),
     responses((status = 200, body = Instance), (status = 404, body = ErrorResponse)))]
-async fn inspect_instance(
-    State(engine): Shared,
-    Path(id): Path<String>,
-) -> EngineResult<Json<Instance>> {
+async fn inspect_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.find(&id).await?))
 }
 
@@ -235,25 +229,17 @@ async fn kill_instance(
     Path(id): Path<String>,
     Query(params): Query<KillParams>,
 ) -> EngineResult<StatusCode> {
-    engine
-        .kill(&id, params.signal.as_deref().unwrap_or("KILL"))
-        .await?;
+    engine.kill(&id, params.signal.as_deref().unwrap_or("KILL")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/pause", params(("id" = String, Path)), responses((status = 200, body = Instance)))]
-async fn pause_instance(
-    State(engine): Shared,
-    Path(id): Path<String>,
-) -> EngineResult<Json<Instance>> {
+async fn pause_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.pause(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/unpause", params(("id" = String, Path)), responses((status = 200, body = Instance)))]
-async fn unpause_instance(
-    State(engine): Shared,
-    Path(id): Path<String>,
-) -> EngineResult<Json<Instance>> {
+async fn unpause_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.unpause(&id).await?))
 }
 
@@ -348,10 +334,7 @@ async fn stream_log(
     if let (Some(file), Some(tail)) = (file.as_mut(), params.tail) {
         let mut all = Vec::new();
         file.read_to_end(&mut all).await.ok()?;
-        let lines: Vec<&[u8]> = all
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .collect();
+        let lines: Vec<&[u8]> = all.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
         for line in &lines[lines.len().saturating_sub(tail)..] {
             if let Some(frame) = log_frame(line, params.timestamps) {
                 sender.send(frame).await.ok()?;
@@ -359,14 +342,8 @@ async fn stream_log(
         }
         if !all.ends_with(b"\n") {
             // An unfinished last record is read again with the next round.
-            let last = all
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map(|p| p + 1)
-                .unwrap_or(0);
-            file.seek(std::io::SeekFrom::Start(last as u64))
-                .await
-                .ok()?;
+            let last = all.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0);
+            file.seek(std::io::SeekFrom::Start(last as u64)).await.ok()?;
         }
     }
     let mut buffer = vec![0u8; 64 * 1024];
@@ -422,8 +399,8 @@ async fn exec_instance(
     let body = axum::body::to_bytes(std::mem::take(request.body_mut()), 1 << 20)
         .await
         .map_err(|e| EngineError::invalid("body", format!("reading the request: {e}")))?;
-    let exec: ExecRequest = serde_json::from_slice(&body)
-        .map_err(|e| EngineError::invalid("body", format!("bad exec request: {e}")))?;
+    let exec: ExecRequest =
+        serde_json::from_slice(&body).map_err(|e| EngineError::invalid("body", format!("bad exec request: {e}")))?;
     if !exec.detach && !wants_upgrade(&request) {
         return Err(EngineError::invalid(
             "detach",
@@ -447,19 +424,69 @@ async fn update_instance(
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/stats", params(("id" = String, Path)), responses((status = 200, body = InstanceStats)))]
-async fn instance_stats(
-    State(engine): Shared,
-    Path(id): Path<String>,
-) -> EngineResult<Json<InstanceStats>> {
+async fn instance_stats(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<InstanceStats>> {
     Ok(Json(engine.stats(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/top", params(("id" = String, Path)), responses((status = 200, body = TopResponse)))]
-async fn instance_top(
+async fn instance_top(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<TopResponse>> {
+    Ok(Json(engine.top(&id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct AttachParams {
+    /// Forward the client's stdin (instances created with -i, and VMs).
+    #[serde(default)]
+    stdin: bool,
+}
+
+#[utoipa::path(post, path = "/v1/instances/{id}/attach", params(("id" = String, Path), AttachParams),
+    responses((status = 101, description = "attach stream to a running instance (its console, for a VM)"), (status = 409, body = ErrorResponse)))]
+async fn attach_instance(
     State(engine): Shared,
     Path(id): Path<String>,
-) -> EngineResult<Json<TopResponse>> {
-    Ok(Json(engine.top(&id).await?))
+    Query(params): Query<AttachParams>,
+    mut request: Request,
+) -> Result<Response, EngineError> {
+    if !wants_upgrade(&request) {
+        return Err(EngineError::invalid(
+            "attach",
+            "attach needs an `Upgrade: berth-attach` request",
+        ));
+    }
+    let stream = engine.attach(&id, params.stdin).await?;
+    Ok(upgrade_to_attach(&mut request, stream))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct ExportParams {
+    /// Only "libvirt" (a domain XML) for now.
+    #[serde(default = "default_export_format")]
+    format: String,
+}
+
+fn default_export_format() -> String {
+    "libvirt".into()
+}
+
+#[utoipa::path(get, path = "/v1/instances/{id}/export", params(("id" = String, Path), ExportParams),
+    responses((status = 200, description = "libvirt domain XML", content_type = "application/xml"), (status = 400, body = ErrorResponse)))]
+async fn export_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+    Query(params): Query<ExportParams>,
+) -> EngineResult<Response> {
+    let xml = engine.export_vm(&id, &params.format).await?;
+    Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/vms/import", request_body = VmImportRequest,
+    responses((status = 201, body = VmImportResponse), (status = 400, body = ErrorResponse)))]
+async fn import_vm(
+    State(engine): Shared,
+    Json(request): Json<VmImportRequest>,
+) -> EngineResult<(StatusCode, Json<VmImportResponse>)> {
+    Ok((StatusCode::CREATED, Json(engine.import_vm(&request).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [ImageRecord])))]
@@ -475,10 +502,7 @@ struct ImageParams {
 }
 
 #[utoipa::path(get, path = "/v1/images/inspect", params(ImageParams), responses((status = 200, body = ImageRecord), (status = 404, body = ErrorResponse)))]
-async fn inspect_image(
-    State(engine): Shared,
-    Query(params): Query<ImageParams>,
-) -> EngineResult<Json<ImageRecord>> {
+async fn inspect_image(State(engine): Shared, Query(params): Query<ImageParams>) -> EngineResult<Json<ImageRecord>> {
     Ok(Json(engine.images.resolve(&params.reference).await?))
 }
 
@@ -489,16 +513,10 @@ struct RemovedImage {
 }
 
 #[utoipa::path(delete, path = "/v1/images", params(ImageParams), responses((status = 200, body = RemovedImage), (status = 409, body = ErrorResponse)))]
-async fn remove_image(
-    State(engine): Shared,
-    Query(params): Query<ImageParams>,
-) -> EngineResult<Json<RemovedImage>> {
+async fn remove_image(State(engine): Shared, Query(params): Query<ImageParams>) -> EngineResult<Json<RemovedImage>> {
     let image = engine.images.resolve(&params.reference).await?;
     let user = engine.image_user(&image.id).await?;
-    let (untagged, deleted) = engine
-        .images
-        .remove(&params.reference, user, params.force)
-        .await?;
+    let (untagged, deleted) = engine.images.remove(&params.reference, user, params.force).await?;
     if deleted {
         engine.emit_image(&image, "remove");
     }
@@ -506,21 +524,15 @@ async fn remove_image(
 }
 
 #[utoipa::path(post, path = "/v1/images/tag", request_body = TagImageRequest, responses((status = 200, body = ImageRecord)))]
-async fn tag_image(
-    State(engine): Shared,
-    Json(request): Json<TagImageRequest>,
-) -> EngineResult<Json<ImageRecord>> {
-    Ok(Json(
-        engine.images.tag(&request.source, &request.target).await?,
-    ))
+async fn tag_image(State(engine): Shared, Json(request): Json<TagImageRequest>) -> EngineResult<Json<ImageRecord>> {
+    Ok(Json(engine.images.tag(&request.source, &request.target).await?))
 }
 
 /// Runs an image job, streaming its progress as JSON lines; the last line says how it ended.
 fn progress_response<F, Fut>(job: F) -> Response
 where
     F: FnOnce(berth_image::ProgressSink) -> Fut + Send + 'static,
-    Fut:
-        std::future::Future<Output = Result<ImageRecord, berth_image::ImageError>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<ImageRecord, berth_image::ImageError>> + Send + 'static,
 {
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
     let line = |event: &ProgressEvent| {
@@ -539,9 +551,7 @@ where
                 reference: image.tags.first().cloned().unwrap_or_default(),
                 image_id: image.id,
             },
-            Err(e) => ProgressEvent::Failed {
-                message: e.to_string(),
-            },
+            Err(e) => ProgressEvent::Failed { message: e.to_string() },
         };
         let _ = sender.send(line(&last)).await;
     });
@@ -550,10 +560,7 @@ where
 
 #[utoipa::path(post, path = "/v1/images/import", request_body = ImportImageRequest,
     responses((status = 200, body = ProgressEvent, description = "JSON lines of progress; the last is finished or failed")))]
-async fn import_image(
-    State(engine): Shared,
-    Json(request): Json<ImportImageRequest>,
-) -> EngineResult<Response> {
+async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequest>) -> EngineResult<Response> {
     let path = FsPath::new(&request.path);
     if !path.is_absolute() {
         return Err(EngineError::invalid(
@@ -562,10 +569,20 @@ async fn import_image(
         ));
     }
     if !path.exists() {
-        return Err(EngineError::invalid(
-            "path",
-            format!("{} does not exist", request.path),
-        ));
+        return Err(EngineError::invalid("path", format!("{} does not exist", request.path)));
+    }
+    if request.vm {
+        return Ok(progress_response(move |sink| async move {
+            sink(ProgressEvent::Message {
+                text: format!("converting {} to a qcow2 base disk", request.path),
+            });
+            let image = engine
+                .import_disk_image(FsPath::new(&request.path), request.tag.as_deref())
+                .await
+                .map_err(|e| berth_image::ImageError::Format(e.message))?;
+            engine.emit_image(&image, "import");
+            Ok(image)
+        }));
     }
     Ok(progress_response(move |sink| async move {
         let images = engine
@@ -592,10 +609,7 @@ fn registry_options(request: &RegistryRequest) -> RegistryOptions {
 
 #[utoipa::path(post, path = "/v1/images/pull", request_body = RegistryRequest,
     responses((status = 200, body = ProgressEvent, description = "JSON lines of progress")))]
-async fn pull_image(
-    State(engine): Shared,
-    Json(request): Json<RegistryRequest>,
-) -> EngineResult<Response> {
+async fn pull_image(State(engine): Shared, Json(request): Json<RegistryRequest>) -> EngineResult<Response> {
     berth_image::reference::parse_reference(&request.reference)?;
     Ok(progress_response(move |sink| async move {
         let image = engine
@@ -609,10 +623,7 @@ async fn pull_image(
 
 #[utoipa::path(post, path = "/v1/images/push", request_body = RegistryRequest,
     responses((status = 200, body = ProgressEvent, description = "JSON lines of progress")))]
-async fn push_image(
-    State(engine): Shared,
-    Json(request): Json<RegistryRequest>,
-) -> EngineResult<Response> {
+async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>) -> EngineResult<Response> {
     engine.images.resolve(&request.reference).await?;
     Ok(progress_response(move |sink| async move {
         let image = engine

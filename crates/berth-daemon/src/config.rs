@@ -21,6 +21,8 @@ pub struct DaemonConfig {
     pub default_limits: LimitsRequest,
     /// Seconds `stop` waits after SIGTERM when the request does not say.
     pub stop_timeout_secs: u64,
+    /// Where the guest kernel for VMs made from container images is.
+    pub guest_dir: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +32,8 @@ struct ConfigFile {
     defaults: DefaultsSection,
     #[serde(default)]
     stop_timeout_secs: Option<u64>,
+    #[serde(default)]
+    guest_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,16 +69,13 @@ impl Default for DefaultsSection {
 
 impl DefaultsSection {
     fn parse(&self) -> Result<LimitsRequest> {
-        let cpus = LimitSetting::<MilliCpus>::parse(&self.cpus)
-            .map_err(|e| anyhow::anyhow!("defaults.cpus: {e}"))?;
-        let memory = LimitSetting::<ByteSize>::parse(&self.memory)
-            .map_err(|e| anyhow::anyhow!("defaults.memory: {e}"))?;
+        let cpus = LimitSetting::<MilliCpus>::parse(&self.cpus).map_err(|e| anyhow::anyhow!("defaults.cpus: {e}"))?;
+        let memory =
+            LimitSetting::<ByteSize>::parse(&self.memory).map_err(|e| anyhow::anyhow!("defaults.memory: {e}"))?;
         let pids = if self.pids.trim().eq_ignore_ascii_case("unlimited") {
             LimitSetting::Unlimited
         } else {
-            LimitSetting::Value(
-                parse_count(&self.pids).map_err(|e| anyhow::anyhow!("defaults.pids: {e}"))?,
-            )
+            LimitSetting::Value(parse_count(&self.pids).map_err(|e| anyhow::anyhow!("defaults.pids: {e}"))?)
         };
         Ok(LimitsRequest {
             cpus: Some(cpus),
@@ -95,15 +96,9 @@ impl DaemonConfig {
             None => (PathBuf::from(DEFAULT_CONFIG), false),
         };
         let parsed: ConfigFile = match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                ConfigFile::default()
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading config file {}", file.display()))
-            }
+            Ok(text) => toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => ConfigFile::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading config file {}", file.display())),
         };
         // Socket paths are limited to 108 bytes; instance sockets live under the state dir.
         if state_dir.as_os_str().len() > 60 {
@@ -118,6 +113,9 @@ impl DaemonConfig {
             socket: socket.to_path_buf(),
             default_limits: parsed.defaults.parse()?,
             stop_timeout_secs: parsed.stop_timeout_secs.unwrap_or(10),
+            guest_dir: parsed
+                .guest_dir
+                .unwrap_or_else(|| PathBuf::from(berth_vm::assets::DEFAULT_GUEST_DIR)),
         })
     }
 }

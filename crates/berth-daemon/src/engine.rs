@@ -12,18 +12,22 @@ use axum::http::StatusCode;
 use berth_container::ContainerDriver;
 use berth_image::ImageStore;
 use berth_model::api::{
-    AllocationSummary, CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo,
-    InstanceCounts, InstanceStats, LimitsRequest, TopResponse, TreeEntry, WaitCondition,
-    WaitResponse,
+    AllocationSummary, CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo, InstanceCounts,
+    InstanceStats, LimitsRequest, TopResponse, TreeEntry, WaitCondition, WaitResponse,
 };
+use berth_model::api::{VmImportRequest, VmImportResponse};
 use berth_model::driver::{InstanceDriver, SupervisorConfig};
-use berth_model::image::ImageRecord;
-use berth_model::instance::{generate_name, new_instance_id, short_id, validate_name, ProcessSpec};
+use berth_model::image::{DiskImage, ImageRecord};
+use berth_model::instance::{
+    generate_name, new_instance_id, short_id, validate_name, ProcessSpec, VcpuCount, VmBoot, VmDetails, VmDisk,
+    VmMemory,
+};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 use berth_shim::client;
 use berth_shim::protocol::{ExitRecord, ReadyLine, Request};
 use berth_store::{StateStore, StoreError};
+use berth_vm::VmDriver;
 use chrono::Utc;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::UnixStream;
@@ -47,6 +51,7 @@ pub struct Engine {
     pub store: Arc<dyn StateStore>,
     pub images: ImageStore,
     containers: Arc<ContainerDriver>,
+    vms: Arc<VmDriver>,
     /// Serialises life-cycle changes of one instance.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     events: broadcast::Sender<Event>,
@@ -65,6 +70,7 @@ impl Engine {
         store: Arc<dyn StateStore>,
         images: ImageStore,
         containers: ContainerDriver,
+        vms: VmDriver,
         exe: PathBuf,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
@@ -75,6 +81,7 @@ impl Engine {
             store,
             images,
             containers: Arc::new(containers),
+            vms: Arc::new(vms),
             locks: std::sync::Mutex::new(HashMap::new()),
             events,
             exe,
@@ -84,11 +91,12 @@ impl Engine {
     fn driver(&self, kind: InstanceKind) -> EngineResult<&dyn InstanceDriver> {
         match kind {
             InstanceKind::Container => Ok(self.containers.as_ref()),
-            InstanceKind::Vm => Err(EngineError::invalid(
-                "kind",
-                "virtual machines are not available on this daemon yet; run a container instead",
-            )),
+            InstanceKind::Vm => Ok(self.vms.as_ref()),
         }
+    }
+
+    pub fn vm_driver(&self) -> &VmDriver {
+        &self.vms
     }
 
     pub fn container_driver(&self) -> &ContainerDriver {
@@ -161,9 +169,7 @@ impl Engine {
     fn resolve_limits(&self, requested: &LimitsRequest) -> (Limits, Vec<String>) {
         let defaults = &self.config.default_limits;
         let mut defaulted = Vec::new();
-        let mut pick = |field: &str,
-                        asked: Option<LimitSetting<u64>>,
-                        default: Option<LimitSetting<u64>>| match asked {
+        let mut pick = |field: &str, asked: Option<LimitSetting<u64>>, default: Option<LimitSetting<u64>>| match asked {
             Some(setting) => setting.value(),
             None => {
                 defaulted.push(field.to_string());
@@ -206,10 +212,7 @@ impl Engine {
             if cpus.0 > self.host.cpus * 1000 {
                 return Err(EngineError::invalid(
                     "cpus",
-                    format!(
-                        "cpus: {cpus} exceeds this host's {} CPUs; lower --cpus",
-                        self.host.cpus
-                    ),
+                    format!("cpus: {cpus} exceeds this host's {} CPUs; lower --cpus", self.host.cpus),
                 ));
             }
         }
@@ -235,10 +238,7 @@ impl Engine {
             }
         }
         if limits.pids == Some(0) {
-            return Err(EngineError::invalid(
-                "pids",
-                "pids: the limit must be at least 1",
-            ));
+            return Err(EngineError::invalid("pids", "pids: the limit must be at least 1"));
         }
         Ok(())
     }
@@ -259,7 +259,30 @@ impl Engine {
             error.field = Some("image".into());
             error
         })?;
-        let process = self.process_spec(&request, &image)?;
+        match (request.kind, &image.disk) {
+            (InstanceKind::Container, Some(_)) => {
+                return Err(EngineError::invalid(
+                    "image",
+                    format!("{} is a VM disk image; run it with --vm", request.image),
+                ))
+            }
+            (InstanceKind::Container, None) if request.vm.is_some() => {
+                return Err(EngineError::invalid(
+                    "vm",
+                    "--max-cpus, --max-memory and --disk are for VMs; add --vm",
+                ))
+            }
+            _ => {}
+        }
+        // A disk image boots its own operating system: there is no command to derive.
+        let process = if image.disk.is_some() {
+            ProcessSpec {
+                open_stdin: true,
+                ..Default::default()
+            }
+        } else {
+            self.process_spec(&request, &image)?
+        };
         let (limits, default_limits) = self.resolve_limits(&request.limits);
         self.check_limits(&limits)?;
 
@@ -274,20 +297,25 @@ impl Engine {
             Some(h)
                 if !h.is_empty()
                     && h.len() <= 63
-                    && h.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') =>
+                    && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') =>
             {
                 h.clone()
             }
             Some(h) => {
                 return Err(EngineError::invalid(
                     "hostname",
-                    format!(
-                        "hostname '{h}' is invalid: use letters, digits, '-' and '.' (at most 63)"
-                    ),
+                    format!("hostname '{h}' is invalid: use letters, digits, '-' and '.' (at most 63)"),
                 ))
             }
             None => short_id(&id).to_string(),
+        };
+        let dir = self.instance_dir(&id);
+        let vm = match request.kind {
+            InstanceKind::Vm => Some(
+                self.vms
+                    .plan(&limits, &request.vm.clone().unwrap_or_default(), &image, &dir)?,
+            ),
+            InstanceKind::Container => None,
         };
         let instance = Instance {
             id: id.clone(),
@@ -316,15 +344,12 @@ impl Engine {
             finished_at: None,
             restart_count: 0,
             error: None,
+            vm,
         };
-        let dir = self.instance_dir(&id);
         self.store.insert_instance(&instance).await?;
         if let Err(e) = std::fs::create_dir_all(&dir) {
             let _ = self.store.delete_instance(&id).await;
-            return Err(EngineError::internal(format!(
-                "creating {}: {e}",
-                dir.display()
-            )));
+            return Err(EngineError::internal(format!("creating {}: {e}", dir.display())));
         }
         self.emit(&instance, "create", None);
         Ok(CreatedResponse {
@@ -335,11 +360,7 @@ impl Engine {
     }
 
     /// The main process as Docker derives it from image config and request.
-    fn process_spec(
-        &self,
-        request: &CreateInstanceRequest,
-        image: &ImageRecord,
-    ) -> EngineResult<ProcessSpec> {
+    fn process_spec(&self, request: &CreateInstanceRequest, image: &ImageRecord) -> EngineResult<ProcessSpec> {
         let entrypoint = request
             .entrypoint
             .clone()
@@ -363,9 +384,9 @@ impl Engine {
         }
         let mut env = image.config.env.clone();
         for pair in &request.env {
-            let (key, _) = pair.split_once('=').ok_or_else(|| {
-                EngineError::invalid("env", format!("env '{pair}' is not KEY=VALUE"))
-            })?;
+            let (key, _) = pair
+                .split_once('=')
+                .ok_or_else(|| EngineError::invalid("env", format!("env '{pair}' is not KEY=VALUE")))?;
             if key.is_empty() || key.contains('\0') || pair.contains('\0') {
                 return Err(EngineError::invalid(
                     "env",
@@ -390,10 +411,7 @@ impl Engine {
             args,
             env,
             working_dir,
-            user: request
-                .user
-                .clone()
-                .unwrap_or_else(|| image.config.user.clone()),
+            user: request.user.clone().unwrap_or_else(|| image.config.user.clone()),
             tty: request.tty,
             open_stdin: request.open_stdin,
         })
@@ -404,11 +422,9 @@ impl Engine {
     /// Runs a supervisor for `config` and waits until it has created the workload.
     async fn spawn_supervisor(&self, dir: &Path, config: &SupervisorConfig) -> EngineResult<u32> {
         let config_path = dir.join("supervisor.json");
-        let document =
-            serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
-        std::fs::write(&config_path, document).map_err(|e| {
-            EngineError::internal(format!("writing {}: {e}", config_path.display()))
-        })?;
+        let document = serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
+        std::fs::write(&config_path, document)
+            .map_err(|e| EngineError::internal(format!("writing {}: {e}", config_path.display())))?;
         let stderr = std::fs::File::create(dir.join("supervisor.log"))
             .map_err(|e| EngineError::internal(format!("creating the supervisor log: {e}")))?;
         let mut child = tokio::process::Command::new(&self.exe)
@@ -419,12 +435,7 @@ impl Engine {
             .stderr(stderr)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| {
-                EngineError::internal(format!(
-                    "starting the supervisor {}: {e}",
-                    self.exe.display()
-                ))
-            })?;
+            .map_err(|e| EngineError::internal(format!("starting the supervisor {}: {e}", self.exe.display())))?;
         let stdout = child
             .stdout
             .take()
@@ -449,18 +460,12 @@ impl Engine {
                     log.lines().last().unwrap_or("no output")
                 )));
             }
-            Err(_) => {
-                return Err(EngineError::internal(
-                    "the supervisor did not get ready within 60s",
-                ))
-            }
+            Err(_) => return Err(EngineError::internal("the supervisor did not get ready within 60s")),
         };
         if !ready.ok {
             return Err(EngineError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                ready
-                    .error
-                    .unwrap_or_else(|| "the supervisor failed".into()),
+                ready.error.unwrap_or_else(|| "the supervisor failed".into()),
             ));
         }
         Ok(ready.supervisor_pid)
@@ -498,8 +503,7 @@ impl Engine {
             None => {
                 instance.state = InstanceState::Dead;
                 instance.finished_at = Some(Utc::now());
-                instance.error =
-                    Some("the supervisor ended without recording an exit status".into());
+                instance.error = Some("the supervisor ended without recording an exit status".into());
                 if let Ok(driver) = self.driver(instance.kind) {
                     if let Err(e) = driver.reclaim(&instance).await {
                         tracing::warn!(id = %instance.id, error = %e, "reclaiming after a lost supervisor");
@@ -541,11 +545,7 @@ impl Engine {
 
     /// Starts an instance. With `attach`, returns the attach stream, connected before the
     /// workload runs so no output is missed.
-    pub async fn start(
-        self: &Arc<Self>,
-        key: &str,
-        attach: bool,
-    ) -> EngineResult<(Instance, Option<UnixStream>)> {
+    pub async fn start(self: &Arc<Self>, key: &str, attach: bool) -> EngineResult<(Instance, Option<UnixStream>)> {
         let found = self.find(key).await?;
         let _guard = self.lock(&found.id).await;
         let mut instance = self.store.get_instance(&found.id).await?;
@@ -565,19 +565,19 @@ impl Engine {
             _ => {}
         }
         let driver = self.driver(instance.kind)?;
-        let image = self
-            .store
-            .get_image(&instance.spec.image_id)
-            .await
-            .map_err(|_| {
+        let image = if instance.spec.image_id.is_empty() {
+            None
+        } else {
+            Some(self.store.get_image(&instance.spec.image_id).await.map_err(|_| {
                 EngineError::conflict(format!(
                     "the image of instance {} ({}) was removed; create the instance again",
                     instance.name, instance.spec.image
                 ))
-            })?;
+            })?)
+        };
         let dir = self.instance_dir(&instance.id);
         let began = std::time::Instant::now();
-        let config = driver.prepare_start(&instance, &image, &dir).await?;
+        let config = driver.prepare_start(&instance, image.as_ref(), &dir).await?;
         tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "prepared");
         let started = async {
             let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
@@ -593,12 +593,7 @@ impl Engine {
             };
             let reply = client::call(&config.socket_path, &Request::Start)
                 .await
-                .map_err(|e| {
-                    EngineError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("starting {}: {e}", instance.name),
-                    )
-                })?;
+                .map_err(|e| EngineError::new(StatusCode::BAD_REQUEST, format!("starting {}: {e}", instance.name)))?;
             Ok::<_, EngineError>((supervisor_pid, reply.pid, stream))
         }
         .await;
@@ -669,11 +664,7 @@ impl Engine {
         }
     }
 
-    pub async fn stop(
-        self: &Arc<Self>,
-        key: &str,
-        timeout_secs: Option<u64>,
-    ) -> EngineResult<Instance> {
+    pub async fn stop(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
         let instance = self.find(key).await?;
         if !instance.state.is_active() {
             return Ok(instance);
@@ -682,14 +673,21 @@ impl Engine {
             self.unpause(key).await?;
         }
         let timeout = Duration::from_secs(timeout_secs.unwrap_or(self.config.stop_timeout_secs));
-        // A process that ends between our look and the signal is fine: it is stopping anyway.
-        let _ = self.signal(&instance, libc::SIGTERM, false).await;
+        // The driver's graceful way (a VM's power button) or SIGTERM. A process that ends
+        // between our look and the signal is fine: it is stopping anyway.
+        let graceful = match self.driver(instance.kind)?.request_stop(&instance).await {
+            Ok(graceful) => graceful,
+            Err(e) => {
+                tracing::warn!(id = %instance.id, error = %e, "graceful stop failed; sending SIGTERM");
+                false
+            }
+        };
+        if !graceful {
+            let _ = self.signal(&instance, libc::SIGTERM, false).await;
+        }
         if !self.wait_inactive(&instance.id, timeout).await {
             let _ = self.signal(&instance, libc::SIGKILL, true).await;
-            if !self
-                .wait_inactive(&instance.id, Duration::from_secs(10))
-                .await
-            {
+            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
                 return Err(EngineError::internal(format!(
                     "instance {} did not stop after SIGKILL",
                     instance.name
@@ -699,18 +697,13 @@ impl Engine {
         self.find(&instance.id).await.or(Ok(instance))
     }
 
-    pub async fn restart(
-        self: &Arc<Self>,
-        key: &str,
-        timeout_secs: Option<u64>,
-    ) -> EngineResult<Instance> {
+    pub async fn restart(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
         let instance = self.stop(key, timeout_secs).await?;
         Ok(self.start(&instance.id, false).await?.0)
     }
 
     pub async fn kill(&self, key: &str, signal: &str) -> EngineResult<()> {
-        let number = berth_model::signal::parse_signal(signal)
-            .map_err(|m| EngineError::invalid("signal", m))?;
+        let number = berth_model::signal::parse_signal(signal).map_err(|m| EngineError::invalid("signal", m))?;
         let instance = self.find(key).await?;
         if !instance.state.is_active() {
             return Err(EngineError::conflict(format!(
@@ -719,8 +712,7 @@ impl Engine {
             )));
         }
         // SIGKILL reaches every process so nothing outlives the main one.
-        self.signal(&instance, number, number == libc::SIGKILL)
-            .await
+        self.signal(&instance, number, number == libc::SIGKILL).await
     }
 
     pub async fn pause(&self, key: &str) -> EngineResult<Instance> {
@@ -770,14 +762,8 @@ impl Engine {
                 let _ = self.unpause(&instance.id).await;
             }
             let _ = self.signal(&instance, libc::SIGKILL, true).await;
-            if !self
-                .wait_inactive(&instance.id, Duration::from_secs(10))
-                .await
-            {
-                return Err(EngineError::internal(format!(
-                    "instance {} did not die",
-                    instance.name
-                )));
+            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
+                return Err(EngineError::internal(format!("instance {} did not die", instance.name)));
             }
         }
         let guard = self.lock(&instance.id).await;
@@ -830,11 +816,7 @@ impl Engine {
         Ok(WaitResponse {
             exit_code: last
                 .exit_code
-                .unwrap_or(if last.state == InstanceState::Dead {
-                    255
-                } else {
-                    0
-                }),
+                .unwrap_or(if last.state == InstanceState::Dead { 255 } else { 0 }),
             oom_killed: last.oom_killed,
         })
     }
@@ -843,16 +825,9 @@ impl Engine {
 
     /// Runs a further process in a running instance; returns its attach stream unless
     /// detached.
-    pub async fn exec(
-        self: &Arc<Self>,
-        key: &str,
-        request: ExecRequest,
-    ) -> EngineResult<Option<UnixStream>> {
+    pub async fn exec(self: &Arc<Self>, key: &str, request: ExecRequest) -> EngineResult<Option<UnixStream>> {
         if request.command.is_empty() || request.command[0].is_empty() {
-            return Err(EngineError::invalid(
-                "command",
-                "exec needs a command to run",
-            ));
+            return Err(EngineError::invalid("command", "exec needs a command to run"));
         }
         let instance = self.find(key).await?;
         if instance.state != InstanceState::Running {
@@ -881,12 +856,7 @@ impl Engine {
             };
             client::call(&config.socket_path, &Request::Start)
                 .await
-                .map_err(|e| {
-                    EngineError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("exec in {}: {e}", instance.name),
-                    )
-                })?;
+                .map_err(|e| EngineError::new(StatusCode::BAD_REQUEST, format!("exec in {}: {e}", instance.name)))?;
             Ok::<_, EngineError>(stream)
         }
         .await;
@@ -931,9 +901,7 @@ impl Engine {
         }
         self.check_limits(&limits)?;
         if instance.state.is_active() {
-            self.driver(instance.kind)?
-                .update_limits(&instance, &limits)
-                .await?;
+            self.driver(instance.kind)?.update_limits(&instance, &limits).await?;
         }
         instance.limits = limits;
         self.store.update_instance(&instance).await?;
@@ -954,11 +922,7 @@ impl Engine {
 
     // ---- seeing inside ------------------------------------------------------------------
 
-    fn processes_of(
-        &self,
-        table: &ProcessTable,
-        instance: &Instance,
-    ) -> Vec<berth_model::api::ProcessNode> {
+    fn processes_of(&self, table: &ProcessTable, instance: &Instance) -> Vec<berth_model::api::ProcessNode> {
         let threads = instance.kind == InstanceKind::Vm;
         instance
             .supervisor_pid
@@ -1084,10 +1048,7 @@ impl Engine {
             let exit_path = dir.join("exit.json");
             if instance.state.is_active() {
                 if let Some(record) = ExitRecord::read(&exit_path) {
-                    if instance
-                        .started_at
-                        .is_none_or(|started| record.finished_at >= started)
-                    {
+                    if instance.started_at.is_none_or(|started| record.finished_at >= started) {
                         tracing::info!(id = %instance.id, code = record.status.code, "instance exited while the daemon was away");
                         self.on_exit(&instance.id, Some(record)).await;
                         continue;
@@ -1111,5 +1072,284 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// VM-specific operations: attach to a running instance's console, import existing
+/// machines, export them, import bootable disks.
+impl Engine {
+    /// An attach session to a running instance (`berth attach`, `berth console`).
+    pub async fn attach(&self, key: &str, stdin: bool) -> EngineResult<UnixStream> {
+        let instance = self.find(key).await?;
+        if !instance.state.is_active() {
+            return Err(EngineError::conflict(format!(
+                "instance {} is not running",
+                instance.name
+            )));
+        }
+        let stdin = stdin && instance.spec.process.open_stdin;
+        client::attach(&self.socket_of(&instance), stdin)
+            .await
+            .map_err(supervisor_error("attaching"))
+    }
+
+    /// Creates a stopped VM from a libvirt domain XML or a VMware .vmx, converting its
+    /// disks to qcow2 in the instance's directory.
+    pub async fn import_vm(&self, request: &VmImportRequest) -> EngineResult<VmImportResponse> {
+        let path = PathBuf::from(&request.path);
+        if !path.is_absolute() {
+            return Err(EngineError::invalid(
+                "path",
+                "the file path must be absolute (the daemon resolves it)",
+            ));
+        }
+        let parse_path = path.clone();
+        let imported = tokio::task::spawn_blocking(move || berth_vm::import::parse_file(&parse_path))
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?
+            .map_err(|e| EngineError::invalid("file", e.to_string()))?;
+        if imported.vcpus as u64 > self.host.cpus {
+            return Err(EngineError::invalid(
+                "vcpus",
+                format!(
+                    "the VM asks for {} vCPUs but this host has {} CPUs; lower the current vCPUs in the file (vcpu current / numvcpus)",
+                    imported.vcpus, self.host.cpus
+                ),
+            ));
+        }
+        if self.host.memory_bytes > 0 && imported.memory_bytes > self.host.memory_bytes {
+            return Err(EngineError::invalid(
+                "memory",
+                format!(
+                    "the VM asks for {} of memory but this host has {}; lower currentMemory / memSize in the file",
+                    ByteSize(imported.memory_bytes),
+                    ByteSize(self.host.memory_bytes)
+                ),
+            ));
+        }
+        let name = request.name.clone().unwrap_or_else(|| {
+            imported
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect()
+        });
+        validate_name(&name).map_err(|m| EngineError::invalid("name", m))?;
+        let id = loop {
+            let id = new_instance_id();
+            if !self.instance_dir(&id).exists() {
+                break id;
+            }
+        };
+        let dir = self.instance_dir(&id);
+        let qmp_socket = dir.join("qmp.sock").display().to_string();
+        let instance = Instance {
+            id: id.clone(),
+            name: name.clone(),
+            kind: InstanceKind::Vm,
+            image: format!("import:{}", path.display()),
+            state: InstanceState::Created,
+            exit_code: None,
+            oom_killed: false,
+            pid: None,
+            supervisor_pid: None,
+            limits: Limits {
+                cpus: Some(MilliCpus::from_cpus(imported.vcpus as u64)),
+                memory_bytes: Some(imported.memory_bytes),
+                pids: None,
+            },
+            default_limits: Vec::new(),
+            spec: InstanceSpec {
+                kind: InstanceKind::Vm,
+                image: format!("import:{}", path.display()),
+                image_id: String::new(),
+                process: ProcessSpec {
+                    open_stdin: true,
+                    ..Default::default()
+                },
+                hostname: name.clone(),
+                auto_remove: false,
+                labels: Default::default(),
+            },
+            node: self.node.clone(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            error: None,
+            vm: Some(VmDetails {
+                boot: VmBoot::Firmware,
+                accel: self.host.accelerator.choice().to_string(),
+                machine: imported.machine.clone(),
+                vcpus: VcpuCount {
+                    current: imported.vcpus,
+                    max: imported.max_vcpus,
+                },
+                cores_per_socket: imported.cores_per_socket,
+                memory: VmMemory {
+                    current_bytes: imported.memory_bytes,
+                    max_bytes: imported.max_memory_bytes,
+                },
+                disks: Vec::new(),
+                qmp_socket,
+                interfaces: imported.interfaces.clone(),
+                imported_from: Some(path.display().to_string()),
+                uuid: imported.uuid.clone(),
+            }),
+        };
+        self.store.insert_instance(&instance).await?;
+        let converted = async {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EngineError::internal(format!("creating {}: {e}", dir.display())))?;
+            let mut disks = Vec::new();
+            for (index, disk) in imported.disks.iter().enumerate() {
+                let source = disk.source.clone();
+                let destination = dir.join(format!("disk{index}.qcow2"));
+                let target = destination.clone();
+                let info = tokio::task::spawn_blocking(move || {
+                    berth_vm::disk::convert_to_qcow2(&source, &target)?;
+                    berth_vm::disk::info(&target)
+                })
+                .await
+                .map_err(|e| EngineError::internal(e.to_string()))?
+                .map_err(|e| EngineError::invalid("file", e.to_string()))?;
+                disks.push(VmDisk {
+                    path: destination.display().to_string(),
+                    format: "qcow2".into(),
+                    size_bytes: info.virtual_size,
+                    backing: None,
+                    bus: disk.bus.clone(),
+                    ephemeral: false,
+                });
+            }
+            Ok::<_, EngineError>(disks)
+        }
+        .await;
+        let mut instance = instance;
+        match converted {
+            Ok(disks) => {
+                if let Some(vm) = instance.vm.as_mut() {
+                    vm.disks = disks;
+                }
+                self.store.update_instance(&instance).await?;
+            }
+            Err(e) => {
+                let _ = self.store.delete_instance(&id).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        }
+        self.emit(&instance, "import", None);
+        Ok(VmImportResponse {
+            id,
+            name,
+            not_carried_over: imported.not_carried_over,
+        })
+    }
+
+    /// A libvirt domain XML for a VM.
+    pub async fn export_vm(&self, key: &str, format: &str) -> EngineResult<String> {
+        if format != "libvirt" {
+            return Err(EngineError::invalid(
+                "format",
+                format!("unknown export format '{format}'; use libvirt"),
+            ));
+        }
+        let instance = self.find(key).await?;
+        let mut vm = instance.vm.clone().ok_or_else(|| {
+            EngineError::invalid("instance", format!("{} is a container; only VMs export", instance.name))
+        })?;
+        let emulator = "/usr/bin/qemu-system-x86_64";
+        if vm.boot != VmBoot::Image {
+            return Ok(berth_vm::export::libvirt_xml(&instance.name, &vm, None, emulator));
+        }
+        // A VM made from a container image boots berth's kernel, initramfs and config disk.
+        let kernel = berth_vm::assets::find_guest_kernel(&self.config.guest_dir)
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let cache = self.config.state_dir.join("vm");
+        let kernel_for_task = kernel.clone();
+        let initramfs = tokio::task::spawn_blocking(move || berth_vm::assets::initramfs(&kernel_for_task, &cache))
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let config_disk = self.instance_dir(&instance.id).join("config.raw");
+        vm.disks.push(VmDisk {
+            path: config_disk.display().to_string(),
+            format: "raw".into(),
+            size_bytes: 4096,
+            backing: None,
+            bus: "virtio".into(),
+            ephemeral: false,
+        });
+        Ok(berth_vm::export::libvirt_xml(
+            &instance.name,
+            &vm,
+            Some((
+                &kernel.vmlinuz.display().to_string(),
+                &initramfs.display().to_string(),
+                "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t rdinit=/init",
+            )),
+            emulator,
+        ))
+    }
+
+    /// `berth image import --vm DISK`: a bootable disk as a read-only qcow2 base.
+    pub async fn import_disk_image(&self, path: &Path, tag: Option<&str>) -> EngineResult<ImageRecord> {
+        let disks = self.images.root().join("disks");
+        std::fs::create_dir_all(&disks)
+            .map_err(|e| EngineError::internal(format!("creating {}: {e}", disks.display())))?;
+        let source = path.to_path_buf();
+        let temp = disks.join(format!("import-{:016x}.qcow2", rand::random::<u64>()));
+        let temp_for_task = temp.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(String, String, u64), berth_vm::VmError> {
+            let source_info = berth_vm::disk::info(&source)?;
+            berth_vm::disk::convert_to_qcow2(&source, &temp_for_task)?;
+            let converted = berth_vm::disk::info(&temp_for_task)?;
+            let digest = {
+                use sha2::Digest;
+                let mut hasher = sha2::Sha256::new();
+                let mut file =
+                    std::fs::File::open(&temp_for_task).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
+                std::io::copy(&mut file, &mut hasher).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
+                hex::encode(hasher.finalize())
+            };
+            Ok((digest, source_info.format, converted.virtual_size))
+        })
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))?;
+        let (digest, source_format, virtual_size) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(EngineError::invalid("path", e.to_string()));
+            }
+        };
+        let stored = disks.join(format!("{digest}.qcow2"));
+        std::fs::rename(&temp, &stored).map_err(|e| EngineError::internal(format!("storing the disk: {e}")))?;
+        let size = std::fs::metadata(&stored).map(|m| m.len()).unwrap_or(0);
+        let record = ImageRecord {
+            id: format!("sha256:{digest}"),
+            manifest_digest: format!("sha256:{digest}"),
+            tags: Vec::new(),
+            layers: Vec::new(),
+            config: Default::default(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            size_bytes: size,
+            created_at: Utc::now(),
+            source: format!("import:{}", path.display()),
+            disk: Some(DiskImage {
+                path: stored.display().to_string(),
+                source_format,
+                virtual_size_bytes: virtual_size,
+            }),
+        };
+        Ok(self.images.add_record(record, tag).await?)
     }
 }

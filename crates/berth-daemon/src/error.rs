@@ -69,9 +69,9 @@ impl From<ImageError> for EngineError {
     fn from(err: ImageError) -> Self {
         let status = match &err {
             ImageError::NotFound(_) => StatusCode::NOT_FOUND,
-            ImageError::InvalidReference { .. }
-            | ImageError::Hostile(_)
-            | ImageError::Format(_) => StatusCode::BAD_REQUEST,
+            ImageError::InvalidReference { .. } | ImageError::Hostile(_) | ImageError::Format(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ImageError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             ImageError::InUse(..) => StatusCode::CONFLICT,
             ImageError::Registry(_) => StatusCode::BAD_GATEWAY,

@@ -1,14 +1,7 @@
 //! Facts about this host that decide what berth can run: kernel, CPU and memory capacity,
 //! and which VM accelerator works. Read once at start-up.
 
-use std::path::Path;
-
-/// Which accelerator VMs would use, and why.
-#[derive(Debug, Clone)]
-pub struct Accelerator {
-    pub usable: Vec<String>,
-    pub note: String,
-}
+use berth_vm::accel::{detect_accelerator, Accelerator};
 
 #[derive(Debug, Clone)]
 pub struct HostFacts {
@@ -20,34 +13,7 @@ pub struct HostFacts {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// KVM is usable when /dev/kvm exists and a hardware KVM module (kvm_intel, kvm_amd) backs
-/// it. A paravirtual nested KVM (kvm_pvm) accepts VMs but stock guest kernels hang after
-/// real mode on it, so it counts as unusable.
-pub fn detect_accelerator() -> Accelerator {
-    let has_dev = Path::new("/dev/kvm").exists();
-    let module = |name: &str| Path::new("/sys/module").join(name).exists();
-    if has_dev && (module("kvm_intel") || module("kvm_amd")) {
-        return Accelerator {
-            usable: vec!["kvm".into(), "tcg".into()],
-            note: "kvm (hardware virtualization)".into(),
-        };
-    }
-    let note = if has_dev && module("kvm_pvm") {
-        "tcg: /dev/kvm is a paravirtual nested KVM (kvm_pvm) on which stock guest kernels hang; VMs use software emulation".to_string()
-    } else if has_dev {
-        "tcg: /dev/kvm exists but no hardware KVM module (kvm_intel, kvm_amd) is loaded".to_string()
-    } else {
-        "tcg: no /dev/kvm; VMs use software emulation".to_string()
-    };
-    Accelerator {
-        usable: vec!["tcg".into()],
-        note,
-    }
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
 impl HostFacts {
@@ -56,10 +22,8 @@ impl HostFacts {
         let os = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|text| {
-                text.lines().find_map(|l| {
-                    l.strip_prefix("PRETTY_NAME=")
-                        .map(|v| v.trim_matches('"').to_string())
-                })
+                text.lines()
+                    .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
             })
             .unwrap_or_else(|| "Linux".into());
         let cpus = std::thread::available_parallelism()
@@ -70,11 +34,7 @@ impl HostFacts {
             .and_then(|text| {
                 text.lines().find_map(|l| {
                     let rest = l.strip_prefix("MemTotal:")?;
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
+                    rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
                 })
             })
             .map(|kib| kib * 1024)

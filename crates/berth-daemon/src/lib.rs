@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use berth_container::ContainerDriver;
 use berth_image::ImageStore;
 use berth_store::{SqliteStore, StateStore};
+use berth_vm::VmDriver;
 
 pub use config::DaemonConfig;
 pub use engine::Engine;
@@ -53,8 +54,7 @@ async fn node_id(store: &dyn StateStore) -> Result<String> {
 
 fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
@@ -63,11 +63,10 @@ fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
                 socket.display()
             );
         }
-        std::fs::remove_file(socket)
-            .with_context(|| format!("removing stale {}", socket.display()))?;
+        std::fs::remove_file(socket).with_context(|| format!("removing stale {}", socket.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(socket)
-        .with_context(|| format!("listening on {}", socket.display()))?;
+    let listener =
+        tokio::net::UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
     // Root-owned, group-accessible: membership of the socket's group is the permission to use berth.
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting permissions of {}", socket.display()))?;
@@ -86,13 +85,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             .with_context(|| format!("opening the state in {}", state_dir.display()))?,
     );
     let node = node_id(store.as_ref()).await?;
-    let images = ImageStore::open(&state_dir.join("images"), store.clone())
-        .context("opening the image store")?;
-    let containers = ContainerDriver::new(images.clone(), state_dir.join("rt"))
-        .context("setting up the container driver")?;
+    let images = ImageStore::open(&state_dir.join("images"), store.clone()).context("opening the image store")?;
+    let containers =
+        ContainerDriver::new(images.clone(), state_dir.join("rt")).context("setting up the container driver")?;
+    let vms = VmDriver::new(images.clone(), state_dir.join("vm"), config.guest_dir.clone());
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let socket = config.socket.clone();
-    let engine = Engine::new(config, node.clone(), store, images.clone(), containers, exe);
+    let engine = Engine::new(config, node.clone(), store, images.clone(), containers, vms, exe);
     engine
         .recover()
         .await
@@ -107,8 +106,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let listener = bind_socket(&socket)?;
     tracing::info!(socket = %socket.display(), node = %node, "berth daemon serving");
     let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}

@@ -178,9 +178,7 @@ impl ProcessTable {
                     .get(&pid)
                     .and_then(|p| self.users.get(&p.uid).cloned())
                     .unwrap_or_default(),
-                cpu_percent: self
-                    .clock
-                    .cpu_percent(stat.utime + stat.stime, stat.starttime),
+                cpu_percent: self.clock.cpu_percent(stat.utime + stat.stime, stat.starttime),
                 rss_bytes: stat.rss * self.page_size,
                 state: stat.state.to_string(),
                 command: format!("{{{}}}", stat.comm),

@@ -14,9 +14,7 @@ use serde::Deserialize;
 use crate::oci::{self, Descriptor};
 use crate::source::{classify_archive, ArchiveKind, ArchiveSource, DirectorySource, TarFileSource};
 use crate::unpack::Compression;
-use crate::{
-    digest_hex, io_context, reference, sha256_digest, ImageError, ImageStore, ProgressSink,
-};
+use crate::{digest_hex, io_context, reference, sha256_digest, ImageError, ImageStore, ProgressSink};
 
 /// An image read from an archive, stored but not yet recorded.
 pub(crate) struct PendingImage {
@@ -79,20 +77,12 @@ impl ImageStore {
         Ok(records)
     }
 
-    fn import_blocking(
-        &self,
-        path: &Path,
-        progress: &ProgressSink,
-    ) -> Result<Vec<PendingImage>, ImageError> {
-        let meta =
-            std::fs::metadata(path).map_err(io_context(format!("reading {}", path.display())))?;
+    fn import_blocking(&self, path: &Path, progress: &ProgressSink) -> Result<Vec<PendingImage>, ImageError> {
+        let meta = std::fs::metadata(path).map_err(io_context(format!("reading {}", path.display())))?;
         let source_label = format!("import:{}", path.display());
         if meta.is_dir() {
             let source = DirectorySource::new(path);
-            return if source.exists("oci-layout")
-                && source.exists("index.json")
-                && !source.exists("manifest.json")
-            {
+            return if source.exists("oci-layout") && source.exists("index.json") && !source.exists("manifest.json") {
                 self.import_oci_layout(&source, &source_label, progress)
             } else if source.exists("manifest.json") {
                 self.import_docker_save(&source, &source_label, progress)
@@ -103,9 +93,7 @@ impl ImageStore {
                 )))
             };
         }
-        let kind = classify_archive(
-            File::open(path).map_err(io_context(format!("opening {}", path.display())))?,
-        )?;
+        let kind = classify_archive(File::open(path).map_err(io_context(format!("opening {}", path.display())))?)?;
         if kind == ArchiveKind::Rootfs {
             return Ok(vec![self.import_rootfs(path, &source_label, progress)?]);
         }
@@ -123,8 +111,7 @@ impl ImageStore {
                 File::open(path).map_err(io_context(format!("opening {}", path.display())))?,
             )
             .map_err(io_context("decompressing archive"))?;
-            let mut out =
-                File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
+            let mut out = File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
             io::copy(&mut stream, &mut out).map_err(io_context("decompressing archive"))?;
             Some(temp)
         } else {
@@ -204,10 +191,7 @@ impl ImageStore {
             source_label,
         );
         progress(ProgressEvent::Message {
-            text: format!(
-                "stored image {}",
-                crate::reference::familiar_name(&record.id)
-            ),
+            text: format!("stored image {}", crate::reference::familiar_name(&record.id)),
         });
         Ok(PendingImage {
             record,
@@ -244,6 +228,7 @@ impl ImageStore {
             size_bytes: layers.iter().map(|l| l.size).sum(),
             created_at: Utc::now(),
             source: source_label.to_string(),
+            disk: None,
         }
     }
 
@@ -268,8 +253,7 @@ impl ImageStore {
             } else {
                 descriptor.clone()
             };
-            let mut image =
-                self.import_manifest(source, &manifest_descriptor.digest, source_label, progress)?;
+            let mut image = self.import_manifest(source, &manifest_descriptor.digest, source_label, progress)?;
             // A bare "latest" ref name says nothing about the repository; only full names count.
             if let Some(name) = name.filter(|n| n.contains('/')) {
                 image.tags.push(name);
@@ -277,19 +261,13 @@ impl ImageStore {
             images.push(image);
         }
         if images.is_empty() {
-            return Err(ImageError::Format(
-                "the OCI layout's index.json lists no images".into(),
-            ));
+            return Err(ImageError::Format("the OCI layout's index.json lists no images".into()));
         }
         Ok(images)
     }
 
     /// Reads a blob of the archive and checks its digest.
-    fn read_verified(
-        &self,
-        source: &dyn ArchiveSource,
-        digest: &str,
-    ) -> Result<Vec<u8>, ImageError> {
+    fn read_verified(&self, source: &dyn ArchiveSource, digest: &str) -> Result<Vec<u8>, ImageError> {
         let data = source.read_to_vec(
             &format!("blobs/sha256/{}", digest_hex(digest)?),
             oci::MAX_DOCUMENT_BYTES,
@@ -389,8 +367,7 @@ impl ImageStore {
                     total_bytes: None,
                 });
                 let claimed = claimed_digest(layer_path);
-                let (blob_digest, size) =
-                    self.store_blob(source.open(layer_path)?, claimed.as_deref(), layer_path)?;
+                let (blob_digest, size) = self.store_blob(source.open(layer_path)?, claimed.as_deref(), layer_path)?;
                 let compression = self.blob_compression(&blob_digest)?;
                 let (_, warnings) = self.ensure_layer(&blob_digest, Some(diff_id))?;
                 report_warnings(progress, &warnings);
@@ -405,8 +382,7 @@ impl ImageStore {
                     ..Default::default()
                 });
             }
-            let mut image =
-                self.record_image(&config, layers, document.diff_ids(), source_label, progress)?;
+            let mut image = self.record_image(&config, layers, document.diff_ids(), source_label, progress)?;
             for tag in entry.repo_tags.unwrap_or_default() {
                 let parsed = reference::parse_reference(&tag)?;
                 if let Some(normalized) = reference::normalized_tag(&parsed) {
@@ -421,9 +397,7 @@ impl ImageStore {
 
 /// Newer `docker save` names members `blobs/sha256/<hex>`; that name is a digest claim.
 fn claimed_digest(member: &str) -> Option<String> {
-    let hex = member
-        .trim_start_matches("./")
-        .strip_prefix("blobs/sha256/")?;
+    let hex = member.trim_start_matches("./").strip_prefix("blobs/sha256/")?;
     (hex.len() == 64).then(|| format!("sha256:{hex}"))
 }
 

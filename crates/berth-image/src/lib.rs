@@ -13,6 +13,7 @@ pub mod reference;
 mod registry;
 pub mod source;
 pub mod unpack;
+pub mod user;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -77,12 +78,7 @@ pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -
 /// Checks a `sha256:<hex>` digest and returns the hex part.
 pub(crate) fn digest_hex(digest: &str) -> Result<&str, ImageError> {
     match digest.strip_prefix("sha256:") {
-        Some(hex)
-            if hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
-        {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => {
             Ok(hex)
         }
         _ => Err(ImageError::Format(format!(
@@ -99,8 +95,7 @@ impl ImageStore {
     pub fn open(root: &Path, store: Arc<dyn StateStore>) -> Result<Self, ImageError> {
         for dir in ["blobs/sha256", "layers", "tmp"] {
             let path = root.join(dir);
-            fs::create_dir_all(&path)
-                .map_err(io_context(format!("creating {}", path.display())))?;
+            fs::create_dir_all(&path).map_err(io_context(format!("creating {}", path.display())))?;
         }
         // Leftovers of jobs interrupted by a crash.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
@@ -150,9 +145,7 @@ impl ImageStore {
     /// A fresh path under `tmp/`.
     pub(crate) fn temp_path(&self, purpose: &str) -> PathBuf {
         let suffix: u64 = rand::random();
-        self.root
-            .join("tmp")
-            .join(format!("{purpose}-{suffix:016x}"))
+        self.root.join("tmp").join(format!("{purpose}-{suffix:016x}"))
     }
 
     /// Copies `reader` into the blob store, verifying `expected` if given. Returns the
@@ -165,8 +158,7 @@ impl ImageStore {
     ) -> Result<(String, u64), ImageError> {
         let temp = self.temp_path("blob");
         let result = (|| {
-            let mut file =
-                File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
+            let mut file = File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; 256 * 1024];
             let mut size = 0u64;
@@ -193,8 +185,7 @@ impl ImageStore {
                 }
             }
             let destination = self.blob_path(&digest)?;
-            fs::rename(&temp, &destination)
-                .map_err(io_context(format!("storing {}", destination.display())))?;
+            fs::rename(&temp, &destination).map_err(io_context(format!("storing {}", destination.display())))?;
             Ok((digest, size))
         })();
         if result.is_err() {
@@ -236,8 +227,8 @@ impl ImageStore {
                 return Ok((diff_id.to_string(), Vec::new()));
             }
         }
-        let blob = File::open(self.blob_path(blob_digest)?)
-            .map_err(io_context(format!("opening blob {blob_digest}")))?;
+        let blob =
+            File::open(self.blob_path(blob_digest)?).map_err(io_context(format!("opening blob {blob_digest}")))?;
         let temp = self.temp_path("layer");
         fs::create_dir(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
         let result = (|| {
@@ -326,15 +317,28 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Records an image made elsewhere (a VM disk), tagged `tag` if given.
+    pub async fn add_record(&self, mut image: ImageRecord, tag: Option<&str>) -> Result<ImageRecord, ImageError> {
+        self.store.put_image(&image).await?;
+        if let Some(tag) = tag {
+            let reference = reference::parse_reference(tag)?;
+            let normalized = reference::normalized_tag(&reference).ok_or_else(|| ImageError::InvalidReference {
+                reference: tag.to_string(),
+                reason: "a tag cannot be a digest".into(),
+            })?;
+            self.set_tag(&mut image, &normalized).await?;
+        }
+        Ok(image)
+    }
+
     /// `berth image tag SOURCE TARGET`
     pub async fn tag(&self, source: &str, target: &str) -> Result<ImageRecord, ImageError> {
         let mut image = self.resolve(source).await?;
         let target_ref = reference::parse_reference(target)?;
-        let tag =
-            reference::normalized_tag(&target_ref).ok_or_else(|| ImageError::InvalidReference {
-                reference: target.to_string(),
-                reason: "a tag target cannot be a digest".into(),
-            })?;
+        let tag = reference::normalized_tag(&target_ref).ok_or_else(|| ImageError::InvalidReference {
+            reference: target.to_string(),
+            reason: "a tag target cannot be a digest".into(),
+        })?;
         self.set_tag(&mut image, &tag).await?;
         Ok(image)
     }
@@ -365,6 +369,9 @@ impl ImageStore {
             return Err(ImageError::InUse(text.to_string(), instance));
         }
         self.store.delete_image(&image.id).await?;
+        if let Some(disk) = &image.disk {
+            let _ = fs::remove_file(&disk.path);
+        }
         self.collect_garbage().await?;
         Ok((untagged, true))
     }
@@ -387,17 +394,25 @@ impl ImageStore {
         let removed = tokio::task::spawn_blocking(move || {
             let mut removed = 0;
             for (dir, keep) in [("blobs/sha256", &keep_blobs), ("layers", &keep_layers)] {
-                let Ok(entries) = fs::read_dir(root.join(dir)) else { continue };
+                let Ok(entries) = fs::read_dir(root.join(dir)) else {
+                    continue;
+                };
                 for entry in entries.flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if keep.contains(&name) {
                         continue;
                     }
                     let path = entry.path();
-                    let result = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                    let result = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
                     match result {
                         Ok(()) => removed += 1,
-                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove unused image data"),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "could not remove unused image data")
+                        }
                     }
                 }
             }

@@ -114,8 +114,8 @@ impl ImageConfigDocument {
 }
 
 pub fn parse_manifest(data: &[u8]) -> Result<Manifest, ImageError> {
-    let manifest: Manifest = serde_json::from_slice(data)
-        .map_err(|e| ImageError::Format(format!("image manifest: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(data).map_err(|e| ImageError::Format(format!("image manifest: {e}")))?;
     if manifest.schema_version != 2 {
         return Err(ImageError::Format(format!(
             "image manifest schema version {} (only 2 is supported)",
@@ -156,9 +156,7 @@ pub fn pick_platform(index: &Index) -> Result<&Descriptor, ImageError> {
                 .iter()
                 .find(|d| d.platform.is_none() && !is_attestation(d))
         })
-        .ok_or_else(|| {
-            ImageError::Format(format!("the image index has no manifest for linux/{arch}"))
-        })
+        .ok_or_else(|| ImageError::Format(format!("the image index has no manifest for linux/{arch}")))
 }
 
 fn is_attestation(descriptor: &Descriptor) -> bool {

@@ -16,22 +16,15 @@ pub fn parse_reference(text: &str) -> Result<Reference, ImageError> {
     }
     trimmed.parse::<Reference>().map_err(|e| ImageError::InvalidReference {
         reference: text.to_string(),
-        reason: format!(
-            "{e}; use [REGISTRY/]NAME[:TAG][@DIGEST] with lowercase names, for example busybox:latest"
-        ),
+        reason: format!("{e}; use [REGISTRY/]NAME[:TAG][@DIGEST] with lowercase names, for example busybox:latest"),
     })
 }
 
 /// The stored form of a tag: `registry/repository:tag`.
 pub fn normalized_tag(reference: &Reference) -> Option<String> {
-    reference.tag().map(|tag| {
-        format!(
-            "{}/{}:{}",
-            reference.registry(),
-            reference.repository(),
-            tag
-        )
-    })
+    reference
+        .tag()
+        .map(|tag| format!("{}/{}:{}", reference.registry(), reference.repository(), tag))
 }
 
 /// The short form people read: `busybox:latest` rather than `docker.io/library/busybox:latest`.
@@ -50,20 +43,11 @@ mod tests {
     #[test]
     fn normalizes() {
         let r = parse_reference("busybox").unwrap();
-        assert_eq!(
-            normalized_tag(&r).unwrap(),
-            "docker.io/library/busybox:latest"
-        );
-        assert_eq!(
-            familiar_name("docker.io/library/busybox:latest"),
-            "busybox:latest"
-        );
+        assert_eq!(normalized_tag(&r).unwrap(), "docker.io/library/busybox:latest");
+        assert_eq!(familiar_name("docker.io/library/busybox:latest"), "busybox:latest");
         let r = parse_reference("127.0.0.1:5000/app:v1").unwrap();
         assert_eq!(normalized_tag(&r).unwrap(), "127.0.0.1:5000/app:v1");
-        assert_eq!(
-            familiar_name("127.0.0.1:5000/app:v1"),
-            "127.0.0.1:5000/app:v1"
-        );
+        assert_eq!(familiar_name("127.0.0.1:5000/app:v1"), "127.0.0.1:5000/app:v1");
         assert!(parse_reference("Bad:Ref!").is_err());
         assert!(parse_reference("").is_err());
     }

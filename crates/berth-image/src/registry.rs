@@ -90,15 +90,9 @@ impl ImageStore {
             .map_err(registry_error("fetching manifest of", &reference))?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
             .ok()
-            .and_then(|v| {
-                v.get("mediaType")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
+            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
             .unwrap_or_default();
-        if oci::is_index(&media_type)
-            || serde_json::from_slice::<oci::Manifest>(&manifest_bytes).is_err()
-        {
+        if oci::is_index(&media_type) || serde_json::from_slice::<oci::Manifest>(&manifest_bytes).is_err() {
             let index = oci::parse_index(&manifest_bytes)?;
             let chosen = oci::pick_platform(&index)?;
             let by_digest = reference.clone_with_digest(chosen.digest.clone());
@@ -131,16 +125,13 @@ impl ImageStore {
             )));
         }
         for (layer, diff_id) in manifest.layers.iter().zip(document.diff_ids()) {
-            self.download_blob(&client, &reference, layer, &progress, true)
-                .await?;
+            self.download_blob(&client, &reference, layer, &progress, true).await?;
             let this = self.clone();
             let (blob_digest, diff_id) = (layer.digest.clone(), diff_id.clone());
-            let warnings = tokio::task::spawn_blocking(move || {
-                this.ensure_layer(&blob_digest, Some(&diff_id))
-            })
-            .await
-            .map_err(|e| ImageError::Format(format!("unpack task failed: {e}")))??
-            .1;
+            let warnings = tokio::task::spawn_blocking(move || this.ensure_layer(&blob_digest, Some(&diff_id)))
+                .await
+                .map_err(|e| ImageError::Format(format!("unpack task failed: {e}")))??
+                .1;
             for warning in warnings {
                 progress(ProgressEvent::Message {
                     text: format!("warning: {warning}"),
@@ -208,9 +199,8 @@ impl ImageStore {
             let mut received = 0u64;
             let mut last_report = 0u64;
             while let Some(chunk) = stream.stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    ImageError::Registry(format!("downloading {}: {e}", descriptor.digest))
-                })?;
+                let chunk =
+                    chunk.map_err(|e| ImageError::Registry(format!("downloading {}: {e}", descriptor.digest)))?;
                 hasher.update(&chunk);
                 file.write_all(&chunk)
                     .await
@@ -224,9 +214,7 @@ impl ImageStore {
                     });
                 }
             }
-            file.flush()
-                .await
-                .map_err(crate::io_context("flushing blob"))?;
+            file.flush().await.map_err(crate::io_context("flushing blob"))?;
             let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
             if actual != descriptor.digest {
                 return Err(ImageError::DigestMismatch {
@@ -237,10 +225,7 @@ impl ImageStore {
             }
             tokio::fs::rename(&temp, &destination)
                 .await
-                .map_err(crate::io_context(format!(
-                    "storing {}",
-                    destination.display()
-                )))?;
+                .map_err(crate::io_context(format!("storing {}", destination.display())))?;
             Ok(destination.clone())
         }
         .await;
@@ -257,6 +242,11 @@ impl ImageStore {
         progress: ProgressSink,
     ) -> Result<ImageRecord, ImageError> {
         let image = self.resolve(text).await?;
+        if image.disk.is_some() {
+            return Err(ImageError::Format(format!(
+                "{text} is a VM disk image; OCI registries hold container images only"
+            )));
+        }
         let reference = reference::parse_reference(text)?;
         if reference.tag().is_none() {
             return Err(ImageError::InvalidReference {
@@ -314,9 +304,9 @@ impl ImageStore {
                             Some((Ok(bytes::Bytes::from(buffer)), (file, sent)))
                         }
                         Err(e) => Some((
-                            Err(oci_client::errors::OciDistributionError::GenericError(
-                                Some(e.to_string()),
-                            )),
+                            Err(oci_client::errors::OciDistributionError::GenericError(Some(
+                                e.to_string(),
+                            ))),
                             (file, sent),
                         )),
                     }

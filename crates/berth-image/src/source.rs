@@ -21,9 +21,7 @@ pub trait ArchiveSource: Send + Sync {
             .read_to_end(&mut data)
             .map_err(|e| ImageError::Format(format!("reading '{name}' from the archive: {e}")))?;
         if data.len() as u64 > limit {
-            return Err(ImageError::Format(format!(
-                "'{name}' is larger than {limit} bytes"
-            )));
+            return Err(ImageError::Format(format!("'{name}' is larger than {limit} bytes")));
         }
         Ok(data)
     }
@@ -112,8 +110,8 @@ impl TarFileSource {
                 .path()
                 .map_err(|e| ImageError::Format(format!("bad entry name: {e}")))?
                 .into_owned();
-            let Some(name) = clean_archive_path(&raw)
-                .map_err(|why| ImageError::Hostile(format!("refused entry: {why}")))?
+            let Some(name) =
+                clean_archive_path(&raw).map_err(|why| ImageError::Hostile(format!("refused entry: {why}")))?
             else {
                 continue;
             };
@@ -134,9 +132,7 @@ impl TarFileSource {
                         .ok()
                         .flatten()
                         .map(|t| t.into_owned())
-                        .ok_or_else(|| {
-                            ImageError::Format(format!("link '{}' without target", name.display()))
-                        })?;
+                        .ok_or_else(|| ImageError::Format(format!("link '{}' without target", name.display())))?;
                     let resolved = if header.entry_type() == tar::EntryType::Link {
                         target
                     } else {
@@ -159,20 +155,13 @@ impl TarFileSource {
             match self.members.get(&current) {
                 Some(Member::File { offset, size }) => return Ok((*offset, *size)),
                 Some(Member::Link { target }) => {
-                    current = normalize_lexically(target).ok_or_else(|| {
-                        ImageError::Hostile(format!("member '{name}' links outside the archive"))
-                    })?;
+                    current = normalize_lexically(target)
+                        .ok_or_else(|| ImageError::Hostile(format!("member '{name}' links outside the archive")))?;
                 }
-                None => {
-                    return Err(ImageError::Format(format!(
-                        "the archive has no member '{name}'"
-                    )))
-                }
+                None => return Err(ImageError::Format(format!("the archive has no member '{name}'"))),
             }
         }
-        Err(ImageError::Format(format!(
-            "member '{name}' has too many links"
-        )))
+        Err(ImageError::Format(format!("member '{name}' has too many links")))
     }
 }
 
@@ -203,11 +192,10 @@ impl ArchiveSource for TarFileSource {
             context: format!("opening {}", self.path.display()),
             source: e,
         })?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| ImageError::Io {
-                context: format!("reading {}", self.path.display()),
-                source: e,
-            })?;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| ImageError::Io {
+            context: format!("reading {}", self.path.display()),
+            source: e,
+        })?;
         Ok(Box::new(io::BufReader::new(file.take(size))))
     }
 }
@@ -223,8 +211,8 @@ pub enum ArchiveKind {
 /// Image archives hold only layout files, blobs and per-layer folders; the first member
 /// that is anything else marks a rootfs tarball, so a rootfs is not read to its end here.
 pub fn classify_archive(reader: impl Read) -> Result<ArchiveKind, ImageError> {
-    let (_, stream) = crate::unpack::decompressed(reader)
-        .map_err(|e| ImageError::Format(format!("reading archive: {e}")))?;
+    let (_, stream) =
+        crate::unpack::decompressed(reader).map_err(|e| ImageError::Format(format!("reading archive: {e}")))?;
     let mut archive = tar::Archive::new(stream);
     let (mut oci_layout, mut docker_manifest) = (false, false);
     for entry in archive
@@ -237,10 +225,7 @@ pub fn classify_archive(reader: impl Read) -> Result<ArchiveKind, ImageError> {
         let name = name.trim_start_matches("./");
         let first = name.split('/').next().unwrap_or("");
         let is_hex_name = |s: &str| {
-            let stem = s
-                .strip_suffix(".json")
-                .or_else(|| s.strip_suffix(".tar"))
-                .unwrap_or(s);
+            let stem = s.strip_suffix(".json").or_else(|| s.strip_suffix(".tar")).unwrap_or(s);
             stem.len() == 64 && stem.chars().all(|c| c.is_ascii_hexdigit())
         };
         match first {

@@ -91,10 +91,7 @@ impl<R: Read> HashingReader<R> {
     /// returns the digest as `sha256:<hex>` and the byte count.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.bytes,
-        ))
+        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.bytes))
     }
 }
 
@@ -115,9 +112,7 @@ pub fn clean_archive_path(raw: &Path) -> Result<Option<PathBuf>, String> {
         match component {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("absolute path '{}'", raw.display()))
-            }
+            Component::RootDir | Component::Prefix(_) => return Err(format!("absolute path '{}'", raw.display())),
             Component::ParentDir => return Err(format!("path '{}' contains '..'", raw.display())),
         }
     }
@@ -134,10 +129,7 @@ fn symlink_escapes(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth: i64 = link
-        .parent()
-        .map(|p| p.components().count() as i64)
-        .unwrap_or(0);
+    let mut depth: i64 = link.parent().map(|p| p.components().count() as i64).unwrap_or(0);
     for component in target.components() {
         match component {
             Component::ParentDir => {
@@ -173,10 +165,7 @@ impl LayerWriter<'_> {
                     return Err(ImageError::Hostile(format!(
                         "entry '{}' goes through the symlink '{}'",
                         relative.display(),
-                        current
-                            .strip_prefix(self.root)
-                            .unwrap_or(&current)
-                            .display()
+                        current.strip_prefix(self.root).unwrap_or(&current).display()
                     )));
                 }
                 Ok(meta) if meta.is_dir() => {}
@@ -184,10 +173,7 @@ impl LayerWriter<'_> {
                     return Err(ImageError::Hostile(format!(
                         "entry '{}' needs '{}' to be a directory but it is a file",
                         relative.display(),
-                        current
-                            .strip_prefix(self.root)
-                            .unwrap_or(&current)
-                            .display()
+                        current.strip_prefix(self.root).unwrap_or(&current).display()
                     )));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -219,10 +205,7 @@ impl LayerWriter<'_> {
         }
         let hidden = &name[WHITEOUT_PREFIX.len()..];
         if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
-            return Err(ImageError::Hostile(format!(
-                "bad whiteout '{}'",
-                relative.display()
-            )));
+            return Err(ImageError::Hostile(format!("bad whiteout '{}'", relative.display())));
         }
         let target = dir.join(hidden);
         self.clear_destination(&target, false)?;
@@ -231,12 +214,8 @@ impl LayerWriter<'_> {
 
     fn hard_link(&mut self, relative: &Path, target: &Path) -> Result<(), ImageError> {
         let clean_target = clean_archive_path(target)
-            .map_err(|why| {
-                ImageError::Hostile(format!("hard link '{}' to {why}", relative.display()))
-            })?
-            .ok_or_else(|| {
-                ImageError::Hostile(format!("hard link '{}' has no target", relative.display()))
-            })?;
+            .map_err(|why| ImageError::Hostile(format!("hard link '{}' to {why}", relative.display())))?
+            .ok_or_else(|| ImageError::Hostile(format!("hard link '{}' has no target", relative.display())))?;
         // The target must be reachable without symlinks, so it is inside the root.
         self.prepare_parents(&clean_target)?;
         let source = self.root.join(&clean_target);
@@ -274,15 +253,7 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), ImageError> {
         .map_err(|_| ImageError::Hostile(format!("path with NUL byte: {}", path.display())))?;
     let c_name = CString::new(name).map_err(|_| ImageError::Format("xattr name".into()))?;
     // SAFETY: both strings are NUL-terminated and live for the call; value is a valid slice.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::lsetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc != 0 {
         return Err(io_error(path, io::Error::last_os_error()));
     }
@@ -303,8 +274,7 @@ fn make_whiteout(path: &Path) -> Result<(), ImageError> {
 /// Unpacks the (possibly compressed) layer tar from `reader` into `root`, which must exist
 /// and be empty. On error the caller discards `root`.
 pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, ImageError> {
-    let (_, stream) =
-        decompressed(reader).map_err(|e| ImageError::Format(format!("reading layer: {e}")))?;
+    let (_, stream) = decompressed(reader).map_err(|e| ImageError::Format(format!("reading layer: {e}")))?;
     let mut hashing = HashingReader::new(stream);
     let mut writer = LayerWriter {
         root,
@@ -321,8 +291,7 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, Imag
             .entries()
             .map_err(|e| ImageError::Format(format!("not a tar archive: {e}")))?;
         for entry in entries {
-            let mut entry =
-                entry.map_err(|e| ImageError::Format(format!("corrupt tar entry: {e}")))?;
+            let mut entry = entry.map_err(|e| ImageError::Format(format!("corrupt tar entry: {e}")))?;
             unpack_entry(&mut writer, &mut entry)?;
         }
     }
@@ -333,10 +302,7 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, Imag
     Ok(writer.report)
 }
 
-fn unpack_entry<R: Read>(
-    writer: &mut LayerWriter<'_>,
-    entry: &mut tar::Entry<'_, R>,
-) -> Result<(), ImageError> {
+fn unpack_entry<R: Read>(writer: &mut LayerWriter<'_>, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
     let raw_path = entry
         .path()
         .map_err(|e| ImageError::Format(format!("bad entry name: {e}")))?
@@ -385,9 +351,7 @@ fn unpack_entry<R: Read>(
             let target = entry
                 .link_name()
                 .map_err(|e| ImageError::Format(format!("bad symlink target: {e}")))?
-                .ok_or_else(|| {
-                    ImageError::Hostile(format!("symlink '{}' has no target", relative.display()))
-                })?
+                .ok_or_else(|| ImageError::Hostile(format!("symlink '{}' has no target", relative.display())))?
                 .into_owned();
             if symlink_escapes(&relative, &target) {
                 return Err(ImageError::Hostile(format!(
@@ -403,9 +367,7 @@ fn unpack_entry<R: Read>(
             let target = entry
                 .link_name()
                 .map_err(|e| ImageError::Format(format!("bad hard link target: {e}")))?
-                .ok_or_else(|| {
-                    ImageError::Hostile(format!("hard link '{}' has no target", relative.display()))
-                })?
+                .ok_or_else(|| ImageError::Hostile(format!("hard link '{}' has no target", relative.display())))?
                 .into_owned();
             writer.prepare_parents(&relative)?;
             return writer.hard_link(&relative, &target);
@@ -417,10 +379,7 @@ fn unpack_entry<R: Read>(
             ));
             return Ok(());
         }
-        EntryType::XGlobalHeader
-        | EntryType::XHeader
-        | EntryType::GNULongName
-        | EntryType::GNULongLink => {
+        EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {
             return Ok(());
         }
         other => {
@@ -432,9 +391,7 @@ fn unpack_entry<R: Read>(
             return Ok(());
         }
     }
-    entry
-        .unpack(&destination)
-        .map_err(|e| io_error(&destination, e))?;
+    entry.unpack(&destination).map_err(|e| io_error(&destination, e))?;
     Ok(())
 }
 
@@ -455,19 +412,10 @@ mod tests {
 
     #[test]
     fn detects_escaping_symlinks() {
-        assert!(!symlink_escapes(
-            Path::new("bin/sh"),
-            Path::new("/bin/busybox")
-        ));
+        assert!(!symlink_escapes(Path::new("bin/sh"), Path::new("/bin/busybox")));
         assert!(!symlink_escapes(Path::new("bin/sh"), Path::new("busybox")));
-        assert!(!symlink_escapes(
-            Path::new("usr/bin/x"),
-            Path::new("../../bin/y")
-        ));
-        assert!(symlink_escapes(
-            Path::new("usr/bin/x"),
-            Path::new("../../../etc")
-        ));
+        assert!(!symlink_escapes(Path::new("usr/bin/x"), Path::new("../../bin/y")));
+        assert!(symlink_escapes(Path::new("usr/bin/x"), Path::new("../../../etc")));
         assert!(symlink_escapes(Path::new("x"), Path::new("..")));
     }
 }

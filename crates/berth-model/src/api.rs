@@ -63,6 +63,39 @@ pub struct CreateInstanceRequest {
     pub hostname: Option<String>,
     #[serde(default)]
     pub limits: LimitsRequest,
+    /// VM sizing beyond the limits (`kind: vm` only).
+    #[serde(default)]
+    pub vm: Option<VmRequest>,
+}
+
+/// Sizing of a VM: the limits give the current vCPUs and memory; these the maximums that
+/// live resize may grow to, and the root disk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmRequest {
+    #[serde(default)]
+    pub max_cpus: Option<u32>,
+    #[serde(default)]
+    pub max_memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+}
+
+/// `POST /v1/vms/import`: a libvirt domain XML or a VMware .vmx on the daemon's host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmImportRequest {
+    pub path: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VmImportResponse {
+    pub id: String,
+    pub name: String,
+    /// Settings of the source that berth could not carry over.
+    pub not_carried_over: Vec<String>,
 }
 
 fn default_kind() -> InstanceKind {
@@ -282,10 +315,14 @@ pub struct InstanceCounts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportImageRequest {
-    /// A path on the daemon's host: rootfs tarball, OCI layout (dir or tar) or `docker save` archive.
+    /// A path on the daemon's host: rootfs tarball, OCI layout (dir or tar) or `docker save`
+    /// archive; with `vm`, a disk image (qcow2, raw, vmdk).
     pub path: String,
     #[serde(default)]
     pub tag: Option<String>,
+    /// Import a bootable disk for VMs instead of a container image.
+    #[serde(default)]
+    pub vm: bool,
 }
 
 /// `POST /v1/images/pull` and `/push`
@@ -315,10 +352,7 @@ pub struct TagImageRequest {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ProgressEvent {
     /// A blob transfer began.
-    Started {
-        id: String,
-        total_bytes: Option<u64>,
-    },
+    Started { id: String, total_bytes: Option<u64> },
     /// Bytes so far for `id`.
     Progress { id: String, current_bytes: u64 },
     /// `id` is complete (or already present).

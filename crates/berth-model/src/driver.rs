@@ -64,8 +64,16 @@ pub enum Workload {
         uid: Option<u32>,
         gid: Option<u32>,
     },
-    /// A host process, such as a VM's qemu.
+    /// A host process, such as the helper of a VM exec session.
     Process { args: Vec<String>, env: Vec<String> },
+    /// A VM's qemu. With `status_path`, berth's guest agent runs the workload: the start
+    /// waits until the guest reports it running, and its exit status is the command's.
+    Vm {
+        args: Vec<String>,
+        status_path: Option<PathBuf>,
+        console_path: Option<PathBuf>,
+        boot_timeout_secs: u64,
+    },
 }
 
 /// Everything a supervisor needs, written to `supervisor.json` in its directory.
@@ -99,10 +107,11 @@ pub trait InstanceDriver: Send + Sync {
 
     /// Makes the instance runnable from `dir` (rootfs or disk, runtime spec, limits) and
     /// says how to supervise it. Called before every start.
+    /// `image` is absent for instances that were not made from an image (imported VMs).
     async fn prepare_start(
         &self,
         instance: &Instance,
-        image: &ImageRecord,
+        image: Option<&ImageRecord>,
         dir: &Path,
     ) -> Result<SupervisorConfig, DriverError>;
 
@@ -119,6 +128,13 @@ pub trait InstanceDriver: Send + Sync {
 
     /// Applies new limits to a running instance.
     async fn update_limits(&self, instance: &Instance, limits: &Limits) -> Result<(), DriverError>;
+
+    /// Asks the instance to shut down gracefully. `Ok(false)` means the driver has no
+    /// graceful way and the engine sends SIGTERM to the main process.
+    async fn request_stop(&self, instance: &Instance) -> Result<bool, DriverError> {
+        let _ = instance;
+        Ok(false)
+    }
 
     async fn pause(&self, instance: &Instance) -> Result<(), DriverError>;
 

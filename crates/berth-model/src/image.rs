@@ -43,4 +43,16 @@ pub struct ImageRecord {
     pub created_at: DateTime<Utc>,
     /// Where the image came from: "import:<path>", "pull:<ref>".
     pub source: String,
+    /// A bootable disk (VMs only) rather than a container image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskImage>,
+}
+
+/// A bootable disk stored as a read-only qcow2 base; VMs get copy-on-write overlays of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiskImage {
+    pub path: String,
+    /// The format it was imported from (qcow2, raw, vmdk).
+    pub source_format: String,
+    pub virtual_size_bytes: u64,
 }

@@ -133,6 +133,76 @@ impl ExitStatus {
     }
 }
 
+/// A VM's disk as `inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmDisk {
+    pub path: String,
+    /// qcow2, raw
+    pub format: String,
+    /// Virtual size.
+    pub size_bytes: u64,
+    /// The read-only image this copy-on-write disk is based on, if any.
+    pub backing: Option<String>,
+    /// How the guest sees it: virtio, ide, sata, scsi, nvme.
+    pub bus: String,
+    /// Instance storage is wiped on stop (EC2 instance-store semantics).
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VcpuCount {
+    pub current: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmMemory {
+    pub current_bytes: u64,
+    pub max_bytes: u64,
+}
+
+/// How a VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmBoot {
+    /// berth's guest kernel and agent run the command of a container image.
+    Image,
+    /// Firmware (SeaBIOS) boots the first disk, as any hypervisor does.
+    Firmware,
+}
+
+/// The VM part of an instance record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmDetails {
+    pub boot: VmBoot,
+    /// "kvm" or "tcg", decided at start.
+    pub accel: String,
+    /// QEMU machine type (microvm, q35, pc).
+    pub machine: String,
+    pub vcpus: VcpuCount,
+    /// CPU topology as imported (cores per socket); one core per socket otherwise.
+    #[serde(default)]
+    pub cores_per_socket: Option<u32>,
+    pub memory: VmMemory,
+    pub disks: Vec<VmDisk>,
+    pub qmp_socket: String,
+    /// Network interfaces as imported (model, MAC), carried over when supported.
+    #[serde(default)]
+    pub interfaces: Vec<VmInterface>,
+    /// Where the VM came from (an imported libvirt XML or .vmx file).
+    #[serde(default)]
+    pub imported_from: Option<String>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmInterface {
+    pub model: String,
+    pub mac: Option<String>,
+}
+
 /// The stored record of an instance; `berth inspect` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Instance {
@@ -159,6 +229,9 @@ pub struct Instance {
     pub restart_count: u32,
     /// The last error the daemon met while acting on this instance.
     pub error: Option<String>,
+    /// VM details (`kind: vm` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmDetails>,
 }
 
 impl Instance {
@@ -190,20 +263,18 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!(
-            "invalid name '{name}': it would be mistaken for an id"
-        ));
+        return Err(format!("invalid name '{name}': it would be mistaken for an id"));
     }
     Ok(())
 }
 
 const ADJECTIVES: &[&str] = &[
-    "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
-    "nimble", "proud", "quiet", "rapid", "steady", "tidy", "vivid", "witty", "young", "zesty",
+    "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble", "proud", "quiet",
+    "rapid", "steady", "tidy", "vivid", "witty", "young", "zesty",
 ];
 const NOUNS: &[&str] = &[
-    "anchor", "barge", "cove", "dock", "ferry", "galley", "harbor", "island", "jetty", "keel",
-    "lagoon", "mast", "non", "oar", "pier", "quay", "reef", "sail", "tide", "wharf",
+    "anchor", "barge", "cove", "dock", "ferry", "galley", "harbor", "island", "jetty", "keel", "lagoon", "mast", "non",
+    "oar", "pier", "quay", "reef", "sail", "tide", "wharf",
 ];
 
 /// A readable random name such as `steady_wharf_3f2a`.

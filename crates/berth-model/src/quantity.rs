@@ -54,9 +54,7 @@ impl FromStr for ByteSize {
             "t" | "tb" | "tib" => 1 << 40,
             _ => return Err(QuantityError::BadSize(input.to_string())),
         };
-        let value: f64 = number
-            .parse()
-            .map_err(|_| QuantityError::BadSize(input.to_string()))?;
+        let value: f64 = number.parse().map_err(|_| QuantityError::BadSize(input.to_string()))?;
         if !value.is_finite() || value < 0.0 {
             return Err(QuantityError::BadSize(input.to_string()));
         }
@@ -70,12 +68,7 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (name, size) in UNITS {
             if self.0 >= size {
                 let value = self.0 as f64 / size as f64;
@@ -119,9 +112,7 @@ impl FromStr for MilliCpus {
             Some(milli) => (milli, 1.0),
             None => (text, 1000.0),
         };
-        let value: f64 = number
-            .parse()
-            .map_err(|_| QuantityError::BadCpus(input.to_string()))?;
+        let value: f64 = number.parse().map_err(|_| QuantityError::BadCpus(input.to_string()))?;
         if !value.is_finite() || value <= 0.0 {
             return Err(QuantityError::BadCpus(input.to_string()));
         }

@@ -49,16 +49,11 @@ pub fn parse_signal(input: &str) -> Result<i32, String> {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, number)| *number)
-        .ok_or_else(|| {
-            format!("unknown signal '{input}'; use a name such as TERM or KILL, or a number")
-        })
+        .ok_or_else(|| format!("unknown signal '{input}'; use a name such as TERM or KILL, or a number"))
 }
 
 pub fn signal_name(number: i32) -> Option<&'static str> {
-    SIGNALS
-        .iter()
-        .find(|(_, n)| *n == number)
-        .map(|(name, _)| *name)
+    SIGNALS.iter().find(|(_, n)| *n == number).map(|(name, _)| *name)
 }
 
 #[cfg(test)]

@@ -149,9 +149,7 @@ mod tests {
             .write_to(&mut buf)
             .unwrap();
         Frame::resize(24, 80).write_to(&mut buf).unwrap();
-        Frame::exit(&ExitStatus::from_code(3))
-            .write_to(&mut buf)
-            .unwrap();
+        Frame::exit(&ExitStatus::from_code(3)).write_to(&mut buf).unwrap();
         let mut reader = &buf[..];
         let first = Frame::read_from(&mut reader).unwrap().unwrap();
         assert_eq!(first.payload, b"hello");

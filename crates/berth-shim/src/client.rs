@@ -25,24 +25,17 @@ pub enum ClientError {
 /// How long a supervisor may take to answer a request (starting a workload included).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn with_timeout<T>(
-    future: impl std::future::Future<Output = Result<T, ClientError>>,
-) -> Result<T, ClientError> {
+async fn with_timeout<T>(future: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
     tokio::time::timeout(REPLY_TIMEOUT, future)
         .await
         .unwrap_or(Err(ClientError::Timeout(REPLY_TIMEOUT)))
 }
 
 async fn send(socket: &Path, request: &Request) -> Result<UnixStream, ClientError> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(ClientError::Unreachable)?;
+    let mut stream = UnixStream::connect(socket).await.map_err(ClientError::Unreachable)?;
     let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .await
-        .map_err(ClientError::Unreachable)?;
+    stream.write_all(&line).await.map_err(ClientError::Unreachable)?;
     Ok(stream)
 }
 
@@ -61,8 +54,7 @@ async fn read_reply(stream: &mut UnixStream) -> Result<Reply, ClientError> {
             return Err(ClientError::Protocol("reply too long".into()));
         }
     }
-    let reply: Reply =
-        serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let reply: Reply = serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
     if !reply.ok {
         return Err(ClientError::Refused(reply.error.unwrap_or_default()));
     }
@@ -97,8 +89,7 @@ pub async fn wait(socket: &Path) -> Result<ExitRecord, ClientError> {
     match reader.read_line(&mut line).await {
         Ok(0) => Err(ClientError::Closed),
         Ok(_) => {
-            let reply: Reply =
-                serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let reply: Reply = serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
             reply
                 .exit
                 .ok_or(ClientError::Protocol("wait reply without exit".into()))

@@ -27,11 +27,7 @@ impl ProcessWorkload {
 impl Workload for ProcessWorkload {
     fn create(&mut self, stdio: ChildStdio) -> Result<(), String> {
         match stdio {
-            ChildStdio::Pipes {
-                stdin,
-                stdout,
-                stderr,
-            } => {
+            ChildStdio::Pipes { stdin, stdout, stderr } => {
                 self.stdio = Some((stdin, stdout, stderr));
                 Ok(())
             }
@@ -53,9 +49,7 @@ impl Workload for ProcessWorkload {
                 command.env(key, value);
             }
         }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let child = command.spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
         let pid = child.id();
         self.child = Some(child);
         Ok(pid)

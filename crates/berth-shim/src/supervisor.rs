@@ -96,8 +96,7 @@ impl Client {
             .chunks(stream::MAX_PAYLOAD)
             .chain(payload.is_empty().then_some(&[][..]))
         {
-            self.outbuf
-                .extend_from_slice(&stream::encode_frame(kind, chunk));
+            self.outbuf.extend_from_slice(&stream::encode_frame(kind, chunk));
         }
         if self.outbuf.len() > MAX_CLIENT_BACKLOG {
             self.dead = true;
@@ -137,9 +136,7 @@ struct LogWriter {
 impl LogWriter {
     fn open(path: Option<&Path>) -> io::Result<Self> {
         let file = match path {
-            Some(path) => Some(BufWriter::new(
-                OpenOptions::new().create(true).append(true).open(path)?,
-            )),
+            Some(path) => Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?)),
             None => None,
         };
         Ok(LogWriter {
@@ -166,12 +163,7 @@ impl LogWriter {
     fn write_record(&mut self, stream_index: usize, data: &[u8]) {
         let record = LogRecord {
             t: Utc::now(),
-            s: if stream_index == 0 {
-                "stdout"
-            } else {
-                "stderr"
-            }
-            .into(),
+            s: if stream_index == 0 { "stdout" } else { "stderr" }.into(),
             d: String::from_utf8_lossy(data).into_owned(),
         };
         if let (Some(file), Ok(mut line)) = (self.file.as_mut(), serde_json::to_vec(&record)) {
@@ -335,10 +327,7 @@ fn release_startup_code() {
         let Some((start, end)) = fields[0].split_once('-') else {
             continue;
         };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
             continue;
         };
         // SAFETY: the range is a whole read-only private file mapping of our own binary;
@@ -360,19 +349,14 @@ fn detach_stdout() {
 
 impl Supervisor {
     fn create(config: SupervisorConfig, mut workload: Box<dyn Workload>) -> Result<Self, String> {
-        let socket_dir = config
-            .socket_path
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .to_path_buf();
+        let socket_dir = config.socket_path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let _ = std::env::set_current_dir(&socket_dir);
         let _ = std::fs::remove_file(&config.socket_path);
         let _ = std::fs::remove_file(&config.exit_path);
         let listener = UnixListener::bind(&config.socket_path)
             .map_err(|e| format!("cannot listen on {}: {e}", config.socket_path.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let log = LogWriter::open(config.log_path.as_deref())
-            .map_err(|e| format!("cannot open the log: {e}"))?;
+        let log = LogWriter::open(config.log_path.as_deref()).map_err(|e| format!("cannot open the log: {e}"))?;
 
         let mut outputs = Vec::new();
         let mut stdin = None;
@@ -380,8 +364,8 @@ impl Supervisor {
         if config.tty {
             let console_path = socket_dir.join("console.sock");
             let _ = std::fs::remove_file(&console_path);
-            let listener = UnixListener::bind(&console_path)
-                .map_err(|e| format!("cannot create the console socket: {e}"))?;
+            let listener =
+                UnixListener::bind(&console_path).map_err(|e| format!("cannot create the console socket: {e}"))?;
             listener.set_nonblocking(true).map_err(|e| e.to_string())?;
             workload.create(ChildStdio::Terminal {
                 console_socket: console_path.clone(),
@@ -396,9 +380,7 @@ impl Supervisor {
                 stdin = Some(write);
                 read
             } else {
-                File::open("/dev/null")
-                    .map_err(|e| format!("/dev/null: {e}"))?
-                    .into()
+                File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into()
             };
             let created = workload.create(ChildStdio::Pipes {
                 stdin: child_stdin,
@@ -411,12 +393,7 @@ impl Supervisor {
                 let mut detail = vec![0u8; 4096];
                 let n = nix::unistd::read(stderr_read.as_raw_fd(), &mut detail).unwrap_or(0);
                 let detail = String::from_utf8_lossy(&detail[..n]);
-                let last = detail
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .trim();
+                let last = detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
                 return Err(if last.is_empty() {
                     error
                 } else {
@@ -518,10 +495,7 @@ impl Supervisor {
             }
             fds.push((client.stream.as_fd(), flags));
         }
-        let mut poll_fds: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|(fd, flags)| PollFd::new(*fd, *flags))
-            .collect();
+        let mut poll_fds: Vec<PollFd<'_>> = fds.iter().map(|(fd, flags)| PollFd::new(*fd, *flags)).collect();
         if nix::poll::poll(&mut poll_fds, PollTimeout::from(timeout_ms)).unwrap_or(0) <= 0 {
             return true;
         }
@@ -779,13 +753,7 @@ impl Supervisor {
         };
         while !self.stdin_pending.is_empty() {
             // SAFETY: fd is a descriptor we own; buffer is valid for its length.
-            let n = unsafe {
-                libc::write(
-                    fd,
-                    self.stdin_pending.as_ptr().cast(),
-                    self.stdin_pending.len(),
-                )
-            };
+            let n = unsafe { libc::write(fd, self.stdin_pending.as_ptr().cast(), self.stdin_pending.len()) };
             if n > 0 {
                 self.stdin_pending.drain(..n as usize);
             } else if io::Error::last_os_error().kind() == ErrorKind::Interrupted {
@@ -820,9 +788,7 @@ impl Supervisor {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => self.reaped(pid, ExitStatus::from_code(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    self.reaped(pid, ExitStatus::from_signal(signal as i32))
-                }
+                Ok(WaitStatus::Signaled(pid, signal, _)) => self.reaped(pid, ExitStatus::from_signal(signal as i32)),
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -863,9 +829,7 @@ impl Supervisor {
         for client in &mut self.clients {
             match client.mode {
                 ClientMode::Attached { .. } => {
-                    client
-                        .outbuf
-                        .extend_from_slice(&Frame::exit(&status).encode());
+                    client.outbuf.extend_from_slice(&Frame::exit(&status).encode());
                 }
                 ClientMode::Waiting => client.queue_reply(&Reply {
                     ok: true,
@@ -876,9 +840,7 @@ impl Supervisor {
             }
             client.mode = ClientMode::Closing;
             let _ = client.stream.set_nonblocking(false);
-            let _ = client
-                .stream
-                .set_write_timeout(Some(Duration::from_secs(2)));
+            let _ = client.stream.set_write_timeout(Some(Duration::from_secs(2)));
             let _ = client.stream.write_all(&client.outbuf);
         }
         // Everyone waiting knows the outcome; the runtime's clean-up can take its time.

@@ -116,9 +116,7 @@ impl StateStore for SqliteStore {
     async fn get_instance(&self, id: &str) -> StoreResult<Instance> {
         self.with_conn(|conn| {
             let doc: Option<String> = conn
-                .query_row("SELECT doc FROM instances WHERE id = ?1", [id], |row| {
-                    row.get(0)
-                })
+                .query_row("SELECT doc FROM instances WHERE id = ?1", [id], |row| row.get(0))
                 .optional()?;
             match doc {
                 Some(doc) => decode(&doc),
@@ -133,11 +131,9 @@ impl StateStore for SqliteStore {
     async fn find_instance(&self, key: &str) -> StoreResult<Instance> {
         self.with_conn(|conn| {
             let exact: Option<String> = conn
-                .query_row(
-                    "SELECT doc FROM instances WHERE id = ?1 OR name = ?1",
-                    [key],
-                    |row| row.get(0),
-                )
+                .query_row("SELECT doc FROM instances WHERE id = ?1 OR name = ?1", [key], |row| {
+                    row.get(0)
+                })
                 .optional()?;
             if let Some(doc) = exact {
                 return decode(&doc);
@@ -150,8 +146,7 @@ impl StateStore for SqliteStore {
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(not_found());
             }
-            let mut stmt =
-                conn.prepare("SELECT doc FROM instances WHERE id LIKE ?1 || '%' LIMIT 2")?;
+            let mut stmt = conn.prepare("SELECT doc FROM instances WHERE id LIKE ?1 || '%' LIMIT 2")?;
             let docs: Vec<String> = stmt
                 .query_map([key.to_ascii_lowercase()], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
@@ -166,11 +161,8 @@ impl StateStore for SqliteStore {
     async fn list_instances(&self) -> StoreResult<Vec<Instance>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("SELECT doc FROM instances")?;
-            let docs: Vec<String> = stmt
-                .query_map([], |row| row.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut instances: Vec<Instance> =
-                docs.iter().map(|d| decode(d)).collect::<Result<_, _>>()?;
+            let docs: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            let mut instances: Vec<Instance> = docs.iter().map(|d| decode(d)).collect::<Result<_, _>>()?;
             instances.sort_by_key(|i| std::cmp::Reverse(i.created_at));
             Ok(instances)
         })
@@ -197,9 +189,7 @@ impl StateStore for SqliteStore {
     async fn get_image(&self, id: &str) -> StoreResult<ImageRecord> {
         self.with_conn(|conn| {
             let doc: Option<String> = conn
-                .query_row("SELECT doc FROM images WHERE id = ?1", [id], |row| {
-                    row.get(0)
-                })
+                .query_row("SELECT doc FROM images WHERE id = ?1", [id], |row| row.get(0))
                 .optional()?;
             match doc {
                 Some(doc) => decode(&doc),
@@ -214,11 +204,8 @@ impl StateStore for SqliteStore {
     async fn list_images(&self) -> StoreResult<Vec<ImageRecord>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("SELECT doc FROM images")?;
-            let docs: Vec<String> = stmt
-                .query_map([], |row| row.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut images: Vec<ImageRecord> =
-                docs.iter().map(|d| decode(d)).collect::<Result<_, _>>()?;
+            let docs: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            let mut images: Vec<ImageRecord> = docs.iter().map(|d| decode(d)).collect::<Result<_, _>>()?;
             images.sort_by_key(|i| std::cmp::Reverse(i.created_at));
             Ok(images)
         })
@@ -234,9 +221,7 @@ impl StateStore for SqliteStore {
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
         self.with_conn(|conn| {
             Ok(conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-                    row.get(0)
-                })
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
                 .optional()?)
         })
     }

@@ -49,12 +49,14 @@ fn terminal_size() -> Option<(u16, u16)> {
     (rc == 0 && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
 }
 
-/// Runs the session to its end. `Err` if the stream ended without an exit status.
+/// Runs the session to its end: `Some(status)` when the process exited, `None` when the
+/// user pressed `detach_key`. `Err` if the stream ended without an exit status.
 pub async fn run_session(
     stream: AttachStream,
     forward_stdin: bool,
     tty: bool,
-) -> Result<ExitStatus> {
+    detach_key: Option<u8>,
+) -> Result<Option<ExitStatus>> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(64);
     let _raw = if tty && forward_stdin {
@@ -72,15 +74,11 @@ pub async fn run_session(
     });
     if tty {
         if let Some((rows, cols)) = terminal_size() {
-            let _ = frames
-                .send(stream::Frame::resize(rows, cols).encode())
-                .await;
+            let _ = frames.send(stream::Frame::resize(rows, cols).encode()).await;
         }
         let resize_frames = frames.clone();
         tokio::spawn(async move {
-            let Ok(mut winch) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-            else {
+            let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else {
                 return;
             };
             while winch.recv().await.is_some() {
@@ -96,6 +94,7 @@ pub async fn run_session(
             }
         });
     }
+    let (detached_tx, mut detached) = mpsc::channel::<()>(1);
     if forward_stdin {
         let stdin_frames = frames.clone();
         tokio::spawn(async move {
@@ -104,17 +103,19 @@ pub async fn run_session(
             loop {
                 match stdin.read(&mut buffer).await {
                     Ok(0) | Err(_) => {
-                        let _ = stdin_frames
-                            .send(encode_frame(FrameKind::StdinClose, &[]))
-                            .await;
+                        let _ = stdin_frames.send(encode_frame(FrameKind::StdinClose, &[])).await;
                         return;
                     }
                     Ok(n) => {
-                        if stdin_frames
-                            .send(encode_frame(FrameKind::Stdin, &buffer[..n]))
-                            .await
-                            .is_err()
-                        {
+                        let input = &buffer[..n];
+                        if let Some(at) = detach_key.and_then(|key| input.iter().position(|b| *b == key)) {
+                            if at > 0 {
+                                let _ = stdin_frames.send(encode_frame(FrameKind::Stdin, &input[..at])).await;
+                            }
+                            let _ = detached_tx.send(()).await;
+                            return;
+                        }
+                        if stdin_frames.send(encode_frame(FrameKind::Stdin, input)).await.is_err() {
                             return;
                         }
                     }
@@ -128,8 +129,16 @@ pub async fn run_session(
     let mut stderr = tokio::io::stderr();
     let result = loop {
         let mut header = [0u8; stream::HEADER_LEN];
-        if reader.read_exact(&mut header).await.is_err() {
-            break None;
+        tokio::select! {
+            read = reader.read_exact(&mut header) => {
+                if read.is_err() {
+                    break None;
+                }
+            }
+            _ = detached.recv() => {
+                writer_task.abort();
+                return Ok(None);
+            }
         }
         let (kind, len) = stream::parse_header(&header).context("reading the attach stream")?;
         let mut payload = vec![0u8; len];
@@ -147,9 +156,7 @@ pub async fn run_session(
                 stderr.flush().await?;
             }
             FrameKind::Exit => {
-                break Some(
-                    serde_json::from_slice::<ExitStatus>(&payload).context("bad exit status")?,
-                );
+                break Some(serde_json::from_slice::<ExitStatus>(&payload).context("bad exit status")?);
             }
             FrameKind::Error => bail!("{}", String::from_utf8_lossy(&payload)),
             _ => {}
@@ -157,7 +164,7 @@ pub async fn run_session(
     };
     writer_task.abort();
     match result {
-        Some(status) => Ok(status),
+        Some(status) => Ok(Some(status)),
         None => bail!("the attach stream ended without an exit status"),
     }
 }

@@ -63,6 +63,14 @@ pub enum Command {
     Ps(PsArgs),
     /// Show instances' full records as JSON
     Inspect(NamesArgs),
+    /// Attach to a running instance's output (and input, with --stdin)
+    Attach(AttachArgs),
+    /// Interactive console of a running VM (its serial console, or its command's stdio);
+    /// Ctrl-] detaches
+    Console(ConsoleArgs),
+    /// Virtual machines: import existing ones, export them
+    #[command(subcommand)]
+    Vm(VmCommand),
     /// Change limits of instances, live if they run
     Update(UpdateArgs),
     /// Show live resource usage
@@ -87,6 +95,9 @@ pub enum Command {
     /// Supervise one instance (started by the daemon; not for direct use)
     #[command(hide = true)]
     Supervise(SuperviseArgs),
+    /// Run one exec session in a VM through its guest agent (started by a supervisor)
+    #[command(hide = true, name = "vm-exec")]
+    VmExec(VmExecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -118,13 +129,15 @@ fn parse_memory(text: &str) -> Result<LimitSetting<ByteSize>, String> {
     LimitSetting::<ByteSize>::parse(text).map_err(|e| e.to_string())
 }
 
+fn parse_size(text: &str) -> Result<ByteSize, String> {
+    text.parse::<ByteSize>().map_err(|e| e.to_string())
+}
+
 fn parse_pids(text: &str) -> Result<LimitSetting<u64>, String> {
     if text.trim().eq_ignore_ascii_case("unlimited") {
         return Ok(LimitSetting::Unlimited);
     }
-    parse_count(text)
-        .map(LimitSetting::Value)
-        .map_err(|e| e.to_string())
+    parse_count(text).map(LimitSetting::Value).map_err(|e| e.to_string())
 }
 
 fn parse_env(text: &str) -> Result<String, String> {
@@ -184,6 +197,15 @@ pub struct CreateArgs {
     pub rm: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// VM: the most vCPUs `update --cpus` may hot-add up to
+    #[arg(long, value_name = "N", requires = "vm")]
+    pub max_cpus: Option<u32>,
+    /// VM: the most memory `update --memory` may hot-add up to
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "vm")]
+    pub max_memory: Option<ByteSize>,
+    /// VM: size of the root disk (default 4g; thin-provisioned)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "vm")]
+    pub disk: Option<ByteSize>,
     /// The image (tag, id or name@digest)
     pub image: String,
     /// Command and arguments (default: the image's Entrypoint and Cmd)
@@ -368,6 +390,9 @@ pub struct ImportArgs {
     /// Name the imported image NAME[:TAG]
     #[arg(long)]
     pub tag: Option<String>,
+    /// Import a bootable VM disk (qcow2, raw, vmdk) instead of a container image
+    #[arg(long)]
+    pub vm: bool,
     /// Path of the archive or layout directory
     pub path: PathBuf,
 }
@@ -430,4 +455,55 @@ pub struct ManArgs {
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Forward stdin too
+    #[arg(short = 'i', long = "stdin")]
+    pub stdin: bool,
+    #[arg(value_name = "INSTANCE")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    #[arg(value_name = "VM")]
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create a stopped VM from a libvirt domain XML (virsh dumpxml) or a VMware .vmx;
+    /// disks are converted to qcow2 and every setting not carried over is listed
+    Import(VmImportArgs),
+    /// Write a VM's definition in another tool's format
+    Export(VmExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmImportArgs {
+    /// Name of the new VM (default: the name in the file)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The .xml or .vmx file
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct VmExportArgs {
+    /// Output format
+    #[arg(long, default_value = "libvirt", value_parser = ["libvirt"])]
+    pub format: String,
+    /// Write to this file instead of stdout
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    #[arg(value_name = "VM")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VmExecArgs {
+    pub socket: PathBuf,
+    pub request: String,
 }

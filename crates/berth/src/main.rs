@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ImageCommand};
+use crate::cli::{Cli, Command, ImageCommand, VmCommand};
 
 /// How a command ended, as an exit status.
 pub enum Outcome {
@@ -40,9 +40,16 @@ pub fn encode(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    // Inside a VM, berth is /init of its initramfs: the guest agent.
+    if std::process::id() == 1 && std::env::args().next().is_some_and(|a| a.ends_with("init")) {
+        berth_vm::agent::guest_init();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Supervise(args) => ExitCode::from(supervise(&args.config) as u8),
+        Command::VmExec(args) => {
+            ExitCode::from(berth_vm::exec_client::run(&args.socket, &args.request).clamp(0, 255) as u8)
+        }
         Command::Daemon(args) => match run_daemon(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -51,12 +58,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Completion(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "berth",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
         Command::Openapi => {
@@ -88,16 +90,9 @@ fn main() -> ExitCode {
             }
             let passes_exit_code = matches!(
                 command,
-                Command::Run(_)
-                    | Command::Start(_)
-                    | Command::Exec(_)
-                    | Command::Wait(_)
-                    | Command::Create(_)
+                Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Wait(_) | Command::Create(_)
             );
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     eprintln!("berth: error: starting the async runtime: {e}");
@@ -125,7 +120,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<Outcome> {
-    use commands::{host, images, instances};
+    use commands::{host, images, instances, vms};
     let client = Client::from_env();
     match command {
         Command::Run(args) => instances::run(&client, args).await,
@@ -142,6 +137,10 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Exec(args) => instances::exec(&client, args).await,
         Command::Ps(args) => instances::ps(&client, args).await,
         Command::Inspect(args) => instances::inspect(&client, args).await,
+        Command::Attach(args) => instances::attach(&client, &args.name, args.stdin, false).await,
+        Command::Console(args) => instances::attach(&client, &args.name, true, true).await,
+        Command::Vm(VmCommand::Import(args)) => vms::import(&client, args).await,
+        Command::Vm(VmCommand::Export(args)) => vms::export(&client, args).await,
         Command::Update(args) => instances::update(&client, args).await,
         Command::Stats(args) => instances::stats(&client, args).await,
         Command::Top(args) => instances::top(&client, args).await,
@@ -158,6 +157,7 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         },
         Command::Daemon(_)
         | Command::Supervise(_)
+        | Command::VmExec(_)
         | Command::Completion(_)
         | Command::Man(_)
         | Command::Openapi => {
@@ -168,16 +168,13 @@ async fn dispatch(command: Command) -> Result<Outcome> {
 
 fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?,
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?)
         .with_writer(std::io::stderr)
         .init();
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("the daemon needs root (namespaces, cgroups, mounts); run it with sudo");
     }
-    let config =
-        berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
+    let config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
     // Two workers: the API is I/O-bound and the heavy work (unpacking) runs on blocking threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -195,7 +192,11 @@ fn supervise(config_path: &std::path::Path) -> i32 {
     {
         Ok(config) => config,
         Err(e) => {
-            println!("{{\"ok\":false,\"error\":\"reading the supervisor config: {}\",\"supervisor_pid\":{}}}", e.replace('"', "'"), std::process::id());
+            println!(
+                "{{\"ok\":false,\"error\":\"reading the supervisor config: {}\",\"supervisor_pid\":{}}}",
+                e.replace('"', "'"),
+                std::process::id()
+            );
             return 1;
         }
     };
@@ -204,15 +205,14 @@ fn supervise(config_path: &std::path::Path) -> i32 {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let workload = match berth_container::workload_for(&config.workload) {
-        Some(workload) => workload,
-        None => match &config.workload {
-            berth_model::driver::Workload::Process { args, env } => Box::new(
-                berth_shim::process::ProcessWorkload::new(args.clone(), env.clone()),
-            ),
-            _ => unreachable!("every container workload has a supervisor workload"),
-        },
-    };
+    let workload = berth_container::workload_for(&config.workload)
+        .or_else(|| berth_vm::workload_for(&config.workload))
+        .unwrap_or_else(|| match &config.workload {
+            berth_model::driver::Workload::Process { args, env } => {
+                Box::new(berth_shim::process::ProcessWorkload::new(args.clone(), env.clone()))
+            }
+            _ => unreachable!("every workload kind has a supervisor workload"),
+        });
     berth_shim::run(config, workload)
 }
 

@@ -38,10 +38,7 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
         info.accelerators.join(", "),
         info.accelerator_note
     );
-    println!(
-        "CPUs:            {} (allocated {:.2})",
-        info.cpus, info.allocated.cpus
-    );
+    println!("CPUs:            {} (allocated {:.2})", info.cpus, info.allocated.cpus);
     println!(
         "Memory:          {} (allocated {})",
         ByteSize(info.memory_bytes),
@@ -69,25 +66,17 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
 }
 
 pub async fn events(client: &Client, args: JsonArgs) -> Result<Outcome> {
-    let mut lines = client
-        .stream(hyper::Method::GET, "/v1/events", None)
-        .await?
-        .lines();
+    let mut lines = client.stream(hyper::Method::GET, "/v1/events", None).await?.lines();
     while let Some(line) = lines.next_line().await? {
         if args.json {
             println!("{}", String::from_utf8_lossy(&line));
             continue;
         }
         if let Ok(event) = serde_json::from_slice::<Event>(&line) {
-            let exit = event
-                .exit
-                .map(|e| format!(" (exit {})", e.code))
-                .unwrap_or_default();
+            let exit = event.exit.map(|e| format!(" (exit {})", e.code)).unwrap_or_default();
             println!(
                 "{} {} {} {} {}{exit}",
-                event
-                    .time
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                event.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 event.subject,
                 event.action,
                 berth_model::instance::short_id(&event.id),

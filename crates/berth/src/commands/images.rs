@@ -25,16 +25,12 @@ fn familiar(tag: &str) -> String {
 /// Renders a progress stream: bars on a terminal, plain lines otherwise. Returns the
 /// final event's image reference.
 async fn follow_progress(client: &Client, path: &str, body: Vec<u8>) -> Result<String> {
-    let mut lines = client
-        .stream(hyper::Method::POST, path, Some(body))
-        .await?
-        .lines();
+    let mut lines = client.stream(hyper::Method::POST, path, Some(body)).await?.lines();
     let fancy = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
-    let style =
-        ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
     let mut by_id: HashMap<String, ProgressBar> = HashMap::new();
     while let Some(line) = lines.next_line().await? {
         let Ok(event) = serde_json::from_slice::<ProgressEvent>(&line) else {
@@ -72,10 +68,7 @@ async fn follow_progress(client: &Client, path: &str, body: Vec<u8>) -> Result<S
                     eprintln!("{text}");
                 }
             }
-            ProgressEvent::Finished {
-                image_id,
-                reference,
-            } => {
+            ProgressEvent::Finished { image_id, reference } => {
                 for bar in by_id.values() {
                     if !bar.is_finished() {
                         bar.finish();
@@ -99,11 +92,11 @@ async fn follow_progress(client: &Client, path: &str, body: Vec<u8>) -> Result<S
 }
 
 pub async fn import(client: &Client, args: ImportArgs) -> Result<Outcome> {
-    let path =
-        std::fs::canonicalize(&args.path).with_context(|| format!("{}", args.path.display()))?;
+    let path = std::fs::canonicalize(&args.path).with_context(|| format!("{}", args.path.display()))?;
     let request = ImportImageRequest {
         path: path.display().to_string(),
         tag: args.tag.clone(),
+        vm: args.vm,
     };
     let done = follow_progress(client, "/v1/images/import", serde_json::to_vec(&request)?).await?;
     println!("imported {done}");
@@ -182,10 +175,7 @@ pub async fn inspect(client: &Client, args: ImageRefsArgs) -> Result<Outcome> {
     let mut found = Vec::new();
     for reference in &args.references {
         let image: serde_json::Value = client
-            .get(&format!(
-                "/v1/images/inspect?reference={}",
-                encode(reference)
-            ))
+            .get(&format!("/v1/images/inspect?reference={}", encode(reference)))
             .await?;
         found.push(image);
     }
@@ -202,10 +192,7 @@ pub async fn remove(client: &Client, args: ImageRmArgs) -> Result<Outcome> {
     for reference in &args.references {
         let force = if args.force { "&force=true" } else { "" };
         match client
-            .delete(&format!(
-                "/v1/images?reference={}{force}",
-                encode(reference)
-            ))
+            .delete(&format!("/v1/images?reference={}{force}", encode(reference)))
             .await
         {
             Ok(body) => {
@@ -223,11 +210,7 @@ pub async fn remove(client: &Client, args: ImageRmArgs) -> Result<Outcome> {
             }
         }
     }
-    Ok(if failed {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    })
+    Ok(if failed { Outcome::Failure } else { Outcome::Success })
 }
 
 pub async fn tag(client: &Client, args: TagArgs) -> Result<Outcome> {

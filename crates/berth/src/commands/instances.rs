@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use berth_client::Client;
+use berth_model::api::VmRequest;
 use berth_model::api::{
-    CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse,
-    TreeEntry, UpdateInstanceRequest, WaitResponse,
+    CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse, TreeEntry,
+    UpdateInstanceRequest, WaitResponse,
 };
 use berth_model::instance::short_id;
 use berth_model::quantity::LimitSetting;
@@ -36,9 +37,7 @@ fn resolve_env(env: &[String]) -> Vec<String> {
             if pair.contains('=') {
                 Some(pair.clone())
             } else {
-                std::env::var(pair)
-                    .ok()
-                    .map(|value| format!("{pair}={value}"))
+                std::env::var(pair).ok().map(|value| format!("{pair}={value}"))
             }
         })
         .collect()
@@ -54,13 +53,10 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         },
         image: args.image.clone(),
         command: args.command.clone(),
-        entrypoint: args.entrypoint.as_ref().map(|e| {
-            if e.is_empty() {
-                Vec::new()
-            } else {
-                vec![e.clone()]
-            }
-        }),
+        entrypoint: args
+            .entrypoint
+            .as_ref()
+            .map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] }),
         env: resolve_env(&args.env),
         working_dir: args.workdir.clone(),
         user: args.user.clone(),
@@ -69,6 +65,11 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         auto_remove: args.rm,
         hostname: args.hostname.clone(),
         limits: limits_request(&args.limits),
+        vm: args.vm.then(|| VmRequest {
+            max_cpus: args.max_cpus,
+            max_memory_bytes: args.max_memory.map(|m| m.bytes()),
+            disk_bytes: args.disk.map(|d| d.bytes()),
+        }),
     }
 }
 
@@ -93,13 +94,11 @@ async fn start_attached(client: &Client, id: &str, stdin: bool, tty: bool) -> Re
         .upgrade(&path, None)
         .await?
         .context("the daemon did not open an attach stream")?;
-    match attach::run_session(stream, stdin, tty).await {
-        Ok(status) => Ok(status),
-        Err(_) => {
+    match attach::run_session(stream, stdin, tty, None).await {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) | Err(_) => {
             // The stream broke (daemon restart?): ask for the outcome instead.
-            let reply: WaitResponse = client
-                .post(&format!("/v1/instances/{}/wait", encode(id)), &())
-                .await?;
+            let reply: WaitResponse = client.post(&format!("/v1/instances/{}/wait", encode(id)), &()).await?;
             Ok(ExitStatus {
                 code: reply.exit_code,
                 signal: None,
@@ -118,20 +117,10 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<Outcome> {
         println!("{}", created.id);
         return Ok(Outcome::Success);
     }
-    let status = start_attached(
-        client,
-        &created.id,
-        args.create.interactive,
-        args.create.tty,
-    )
-    .await?;
+    let status = start_attached(client, &created.id, args.create.interactive, args.create.tty).await?;
     // Return only once the daemon has recorded the exit (or removed the instance), so the
     // next command sees the instance as it is now.
-    let condition = if args.create.rm {
-        "removed"
-    } else {
-        "not-running"
-    };
+    let condition = if args.create.rm { "removed" } else { "not-running" };
     let _ = client
         .post_empty(&format!(
             "/v1/instances/{}/wait?condition={condition}",
@@ -146,9 +135,7 @@ pub async fn start(client: &Client, args: StartArgs) -> Result<Outcome> {
         if args.names.len() != 1 {
             bail!("--attach works with one instance at a time");
         }
-        let instance: Instance = client
-            .get(&format!("/v1/instances/{}", encode(&args.names[0])))
-            .await?;
+        let instance: Instance = client.get(&format!("/v1/instances/{}", encode(&args.names[0]))).await?;
         let stdin = args.interactive && instance.spec.process.open_stdin;
         let status = start_attached(client, &instance.id, stdin, instance.spec.process.tty).await?;
         let _ = client
@@ -179,19 +166,12 @@ where
             failed = true;
         }
     }
-    Ok(if failed {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    })
+    Ok(if failed { Outcome::Failure } else { Outcome::Success })
 }
 
 pub async fn stop(client: &Client, args: StopArgs, restart: bool) -> Result<Outcome> {
     let verb = if restart { "restart" } else { "stop" };
-    let timeout = args
-        .timeout
-        .map(|t| format!("?timeout={t}"))
-        .unwrap_or_default();
+    let timeout = args.timeout.map(|t| format!("?timeout={t}")).unwrap_or_default();
     each(&args.names, |name| {
         let timeout = timeout.clone();
         async move {
@@ -206,17 +186,13 @@ pub async fn stop(client: &Client, args: StopArgs, restart: bool) -> Result<Outc
 }
 
 pub async fn kill(client: &Client, args: KillArgs) -> Result<Outcome> {
-    berth_model::signal::parse_signal(&args.signal)
-        .map_err(|e| anyhow::anyhow!("--signal: {e}"))?;
+    berth_model::signal::parse_signal(&args.signal).map_err(|e| anyhow::anyhow!("--signal: {e}"))?;
     let signal = encode(&args.signal);
     each(&args.names, |name| {
         let signal = signal.clone();
         async move {
             client
-                .post_empty(&format!(
-                    "/v1/instances/{}/kill?signal={signal}",
-                    encode(&name)
-                ))
+                .post_empty(&format!("/v1/instances/{}/kill?signal={signal}", encode(&name)))
                 .await?;
             println!("{name}");
             Ok(())
@@ -269,11 +245,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Result<Outcome> {
     if args.timestamps {
         query.push("timestamps=true".to_string());
     }
-    let path = format!(
-        "/v1/instances/{}/logs?{}",
-        encode(&args.name),
-        query.join("&")
-    );
+    let path = format!("/v1/instances/{}/logs?{}", encode(&args.name), query.join("&"));
     let body = client.stream(hyper::Method::GET, &path, None).await?;
     attach::print_frames(body).await?;
     Ok(Outcome::Success)
@@ -293,10 +265,10 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<Outcome> {
     let path = format!("/v1/instances/{}/exec", encode(&args.name));
     match client.upgrade(&path, Some(body)).await? {
         None => Ok(Outcome::Success),
-        Some(stream) => {
-            let status = attach::run_session(stream, args.interactive, args.tty).await?;
-            Ok(Outcome::Exit(status.code))
-        }
+        Some(stream) => match attach::run_session(stream, args.interactive, args.tty, None).await? {
+            Some(status) => Ok(Outcome::Exit(status.code)),
+            None => Ok(Outcome::Success),
+        },
     }
 }
 
@@ -316,11 +288,7 @@ fn status_text(instance: &Instance) -> String {
             }
         }
         InstanceState::Exited => {
-            let oom = if instance.oom_killed {
-                " OOMKilled"
-            } else {
-                ""
-            };
+            let oom = if instance.oom_killed { " OOMKilled" } else { "" };
             format!(
                 "Exited ({}){oom} {}",
                 instance.exit_code.unwrap_or(0),
@@ -332,10 +300,7 @@ fn status_text(instance: &Instance) -> String {
 }
 
 fn command_text(instance: &Instance) -> String {
-    format!(
-        "\"{}\"",
-        truncate(&instance.spec.process.args.join(" "), 24)
-    )
+    format!("\"{}\"", truncate(&instance.spec.process.args.join(" "), 24))
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
@@ -392,15 +357,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
             })
             .collect();
         print_table(
-            &[
-                "INSTANCE ID",
-                "NAME",
-                "KIND",
-                "IMAGE",
-                "COMMAND",
-                "CREATED",
-                "STATUS",
-            ],
+            &["INSTANCE ID", "NAME", "KIND", "IMAGE", "COMMAND", "CREATED", "STATUS"],
             &rows,
         );
     }
@@ -411,10 +368,7 @@ pub async fn inspect(client: &Client, args: NamesArgs) -> Result<Outcome> {
     let mut found = Vec::new();
     let mut failed = false;
     for name in &args.names {
-        match client
-            .get::<Instance>(&format!("/v1/instances/{}", encode(name)))
-            .await
-        {
+        match client.get::<Instance>(&format!("/v1/instances/{}", encode(name))).await {
             Ok(instance) => found.push(instance),
             Err(e) => {
                 eprintln!("berth: error: {e}");
@@ -427,11 +381,7 @@ pub async fn inspect(client: &Client, args: NamesArgs) -> Result<Outcome> {
     } else {
         println!("{}", serde_json::to_string_pretty(&found)?);
     }
-    Ok(if failed {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    })
+    Ok(if failed { Outcome::Failure } else { Outcome::Success })
 }
 
 pub async fn update(client: &Client, args: UpdateArgs) -> Result<Outcome> {
@@ -457,11 +407,7 @@ pub async fn update(client: &Client, args: UpdateArgs) -> Result<Outcome> {
 async fn sample(client: &Client, names: &[String]) -> Result<Vec<InstanceStats>> {
     let mut stats = Vec::new();
     for name in names {
-        stats.push(
-            client
-                .get(&format!("/v1/instances/{}/stats", encode(name)))
-                .await?,
-        );
+        stats.push(client.get(&format!("/v1/instances/{}/stats", encode(name))).await?);
     }
     Ok(stats)
 }
@@ -500,10 +446,7 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
                         format!("{} / {}", size(a.memory_usage_bytes), size(limit)),
                         format!("{:.1}%", a.memory_usage_bytes as f64 / limit as f64 * 100.0),
                     ),
-                    None => (
-                        format!("{} / unlimited", size(a.memory_usage_bytes)),
-                        "-".into(),
-                    ),
+                    None => (format!("{} / unlimited", size(a.memory_usage_bytes)), "-".into()),
                 };
                 vec![
                     short_id(&a.id).to_string(),
@@ -522,14 +465,7 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
             print!("\x1b[2J\x1b[H");
         }
         print_table(
-            &[
-                "INSTANCE ID",
-                "NAME",
-                "CPU %",
-                "MEM USAGE / LIMIT",
-                "MEM %",
-                "PIDS",
-            ],
+            &["INSTANCE ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"],
             &rows,
         );
         if args.no_stream {
@@ -540,13 +476,36 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
 }
 
 pub async fn top(client: &Client, args: TopArgs) -> Result<Outcome> {
-    let top: TopResponse = client
-        .get(&format!("/v1/instances/{}/top", encode(&args.name)))
-        .await?;
+    let top: TopResponse = client.get(&format!("/v1/instances/{}/top", encode(&args.name))).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&top)?);
     } else {
         print_process_tree(&top.processes, "");
     }
     Ok(Outcome::Success)
+}
+
+/// `berth attach` and `berth console`: joins a running instance's stdio. `console` puts the
+/// terminal in raw mode and detaches on Ctrl-].
+pub async fn attach(client: &Client, name: &str, stdin: bool, console: bool) -> Result<Outcome> {
+    let instance: Instance = client.get(&format!("/v1/instances/{}", encode(name))).await?;
+    if console && instance.kind != berth_model::InstanceKind::Vm {
+        bail!("{name} is a container; use `berth exec -it {name} sh` or `berth attach`");
+    }
+    let path = format!("/v1/instances/{}/attach?stdin={stdin}", encode(&instance.id));
+    let stream = client
+        .upgrade(&path, None)
+        .await?
+        .context("the daemon did not open an attach stream")?;
+    if console {
+        eprintln!("attached to {name}; Ctrl-] detaches");
+    }
+    let detach_key = console.then_some(0x1d);
+    match attach::run_session(stream, stdin, console || instance.spec.process.tty, detach_key).await? {
+        Some(status) => Ok(Outcome::Exit(status.code)),
+        None => {
+            eprintln!("\r\ndetached from {name}");
+            Ok(Outcome::Success)
+        }
+    }
 }

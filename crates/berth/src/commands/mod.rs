@@ -3,3 +3,4 @@
 pub mod host;
 pub mod images;
 pub mod instances;
+pub mod vms;

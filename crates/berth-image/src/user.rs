@@ -65,12 +65,7 @@ fn group_entries(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
             }
             let members = fields
                 .get(3)
-                .map(|m| {
-                    m.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default();
             Some((fields[0].to_string(), fields[2].parse().ok()?, members))
         })
@@ -93,14 +88,11 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, String> {
         }
     } else {
         let entry = passwd.iter().find(|e| e.name == user_part).ok_or_else(|| {
-            format!("user: no user '{user_part}' in the image's /etc/passwd; use a numeric uid or a name the image defines")
+            format!(
+                "user: no user '{user_part}' in the image's /etc/passwd; use a numeric uid or a name the image defines"
+            )
         })?;
-        (
-            entry.uid,
-            entry.gid,
-            entry.home.clone(),
-            Some(entry.name.clone()),
-        )
+        (entry.uid, entry.gid, entry.home.clone(), Some(entry.name.clone()))
     };
     let groups = group_entries(rootfs);
     if let Some(group) = group_part.filter(|g| !g.is_empty()) {
@@ -144,10 +136,7 @@ mod tests {
         .unwrap();
         fs::write(dir.join("etc/group"), "root:x:0:\nwww:x:33:\nadm:x:4:www\n").unwrap();
         let www = resolve_user(&dir, "www").unwrap();
-        assert_eq!(
-            (www.uid, www.gid, www.additional_gids.clone()),
-            (33, 33, vec![4])
-        );
+        assert_eq!((www.uid, www.gid, www.additional_gids.clone()), (33, 33, vec![4]));
         assert_eq!(resolve_user(&dir, "1000:adm").unwrap().gid, 4);
         assert_eq!(resolve_user(&dir, "").unwrap().uid, 0);
         assert!(resolve_user(&dir, "nobody").is_err());

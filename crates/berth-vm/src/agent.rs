@@ -1,0 +1,490 @@
+//! The guest agent: `/init` of berth's initramfs, PID 1 inside a VM started from a container
+//! image. It mounts the image's disk as the root, runs the command with the VM's console as
+//! its stdio, reports the exit status on a virtio-serial port, serves `exec` sessions on
+//! another, brings hot-added CPUs and memory online, and powers the VM off at the end.
+//!
+//! Host side of the same contract: `GuestSpec` (on the config disk), the port names, and
+//! `ExecSession` frames (`berth_model::stream`).
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_model::stream::{encode_frame, Frame, FrameKind};
+use berth_model::ExitStatus;
+use serde::{Deserialize, Serialize};
+
+/// virtio-serial port on which the agent reports the main command's exit status.
+pub const STATUS_PORT: &str = "org.berth.status";
+/// virtio-serial port on which the agent serves exec sessions.
+pub const EXEC_PORT: &str = "org.berth.exec";
+/// Where the initramfs keeps kernel modules, loaded in this order.
+pub const MODULE_DIR: &str = "/lib/berth/modules";
+pub const MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_mmio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_console",
+];
+
+/// What the agent runs; written by the host to the config disk (`/dev/vdb`) as JSON,
+/// padded with NUL bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    /// Grow the root filesystem to the disk's size before mounting it.
+    pub resize_root: bool,
+}
+
+/// One exec request, a JSON line on the exec port; frames follow both ways.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestExec {
+    /// Instead of running a command, send this signal to the main process (graceful stop).
+    #[serde(default)]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+const ROOT: &str = "/newroot";
+
+/// PID of the main command, for signals from the host.
+static MAIN_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+fn log(message: &str) {
+    // The kernel console (ttyS0) is the VM's diagnostic log.
+    if let Ok(mut console) = OpenOptions::new().write(true).open("/dev/console") {
+        let _ = writeln!(console, "berth-agent: {message}");
+    }
+}
+
+fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+    let _ = fs::create_dir_all(target);
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let (source, target, fstype, data) = (c(source), c(target), c(fstype), c(data));
+    // SAFETY: valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn load_module(name: &str) {
+    let path = format!("{MODULE_DIR}/{name}.ko");
+    let Ok(file) = File::open(&path) else { return };
+    let params = CString::default();
+    // SAFETY: finit_module with a valid fd and an empty parameter string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EEXIST) {
+            log(&format!("loading {name}: {error}"));
+        }
+    }
+}
+
+fn wait_for(path: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if Path::new(path).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The /dev node of the virtio-serial port named `name`.
+fn port_device(name: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
+            for entry in entries.flatten() {
+                let port_name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+                if port_name.trim() == name {
+                    return Some(format!("/dev/{}", entry.file_name().to_string_lossy()));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// The virtio disks: (root, config). The config disk is the tiny one (probe order of
+/// virtio devices is not the command-line order).
+fn find_disks() -> Option<(String, String)> {
+    let mut root = None;
+    let mut config = None;
+    let mut names: Vec<String> = fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vd"))
+        .collect();
+    names.sort();
+    for name in names {
+        let sectors: u64 = fs::read_to_string(format!("/sys/block/{name}/size"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if sectors <= 2048 && config.is_none() {
+            config = Some(format!("/dev/{name}"));
+        } else if root.is_none() {
+            root = Some(format!("/dev/{name}"));
+        }
+    }
+    Some((root?, config?))
+}
+
+fn read_spec(config_disk: &str) -> io::Result<GuestSpec> {
+    let mut data = Vec::new();
+    File::open(config_disk)?.take(1 << 20).read_to_end(&mut data)?;
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    serde_json::from_slice(&data[..end]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Hot-added CPUs and memory arrive offline; bring them online as they appear.
+fn online_hotplugged_resources() {
+    std::thread::spawn(|| loop {
+        for (dir, file, value) in [
+            ("/sys/devices/system/cpu", "online", "1"),
+            ("/sys/devices/system/memory", "state", "online"),
+        ] {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    let path = entry.path().join(file);
+                    if let Ok(state) = fs::read_to_string(&path) {
+                        if state.trim() == "0" || state.trim() == "offline" {
+                            let _ = fs::write(&path, value);
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    });
+}
+
+fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
+    if spec.resize_root && Path::new("/sbin/resize2fs").exists() {
+        let _ = Command::new("/sbin/resize2fs")
+            .arg(root_disk)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    mount(root_disk, ROOT, "ext4", 0, "")?;
+    mount("proc", &format!("{ROOT}/proc"), "proc", 0, "")?;
+    mount("sysfs", &format!("{ROOT}/sys"), "sysfs", 0, "")?;
+    mount("devtmpfs", &format!("{ROOT}/dev"), "devtmpfs", 0, "")?;
+    mount(
+        "devpts",
+        &format!("{ROOT}/dev/pts"),
+        "devpts",
+        0,
+        "newinstance,ptmxmode=0666",
+    )?;
+    mount("tmpfs", &format!("{ROOT}/dev/shm"), "tmpfs", 0, "mode=1777")?;
+    mount("tmpfs", &format!("{ROOT}/run"), "tmpfs", 0, "mode=755")?;
+    if !spec.hostname.is_empty() {
+        let _ = nix::unistd::sethostname(&spec.hostname);
+        let _ = fs::write(format!("{ROOT}/etc/hostname"), format!("{}\n", spec.hostname));
+    }
+    Ok(())
+}
+
+/// A command in the image's root, as a container would run it.
+fn command_in_root(args: &[String], env: &[String], working_dir: &str, uid: u32, gid: u32) -> Command {
+    let mut command = Command::new(&args[0]);
+    command.args(&args[1..]).env_clear();
+    for pair in env {
+        if let Some((key, value)) = pair.split_once('=') {
+            command.env(key, value);
+        }
+    }
+    let working_dir = if working_dir.is_empty() {
+        "/".to_string()
+    } else {
+        working_dir.to_string()
+    };
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let root = CString::new(ROOT).unwrap_or_default();
+            if libc::chroot(root.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let cwd = CString::new(working_dir.as_str()).unwrap_or_default();
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                let slash = CString::new("/").unwrap_or_default();
+                libc::chdir(slash.as_ptr());
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+fn exit_status_of(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::from_code(code),
+        (None, Some(signal)) => ExitStatus::from_signal(signal),
+        _ => ExitStatus::from_code(255),
+    }
+}
+
+/// Serves exec sessions, one at a time, until the VM powers off.
+fn serve_exec(device: String) {
+    std::thread::spawn(move || loop {
+        let Ok(port) = OpenOptions::new().read(true).write(true).open(&device) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        if let Err(e) = exec_session(&port) {
+            log(&format!("exec session: {e}"));
+        }
+    });
+}
+
+fn exec_session(port: &File) -> io::Result<()> {
+    let mut reader = BufReader::new(port.try_clone()?);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        std::thread::sleep(Duration::from_millis(100));
+        return Ok(());
+    }
+    let request: GuestExec =
+        serde_json::from_str(line.trim()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let writer = std::sync::Arc::new(std::sync::Mutex::new(port.try_clone()?));
+    let send = |kind: FrameKind, data: &[u8]| {
+        if let Ok(mut out) = writer.lock() {
+            let _ = out.write_all(&encode_frame(kind, data));
+        }
+    };
+    if let Some(signal) = request.signal {
+        let pid = MAIN_PID.load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: kill with a pid we started.
+        if pid > 0 {
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+        send(
+            FrameKind::Exit,
+            &serde_json::to_vec(&ExitStatus::from_code(0)).unwrap_or_default(),
+        );
+        return Ok(());
+    }
+    if request.args.is_empty() {
+        send(FrameKind::Error, b"exec needs a command");
+        return Ok(());
+    }
+    let mut child = match command_in_root(
+        &request.args,
+        &request.env,
+        request.working_dir.as_deref().unwrap_or("/"),
+        request.uid,
+        request.gid,
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            send(FrameKind::Error, format!("exec {}: {e}", request.args[0]).as_bytes());
+            return Ok(());
+        }
+    };
+    let mut pumps = Vec::new();
+    for (stream, kind) in [
+        (
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            FrameKind::Stdout,
+        ),
+        (
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            FrameKind::Stderr,
+        ),
+    ] {
+        let Some(mut stream) = stream else { continue };
+        let writer = writer.clone();
+        pumps.push(std::thread::spawn(move || {
+            let mut buffer = [0u8; 16 * 1024];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut out) = writer.lock() {
+                    let _ = out.write_all(&encode_frame(kind, &buffer[..n]));
+                }
+            }
+        }));
+    }
+    // Input frames from the host feed the process's stdin until it closes.
+    let mut stdin = child.stdin.take();
+    let input = std::thread::spawn(move || {
+        while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
+            match frame.kind {
+                FrameKind::Stdin => {
+                    if let Some(pipe) = stdin.as_mut() {
+                        let _ = pipe.write_all(&frame.payload);
+                    }
+                }
+                FrameKind::StdinClose => stdin = None,
+                _ => {}
+            }
+        }
+    });
+    let status = child.wait()?;
+    for pump in pumps {
+        let _ = pump.join();
+    }
+    send(
+        FrameKind::Exit,
+        &serde_json::to_vec(&exit_status_of(status)).unwrap_or_default(),
+    );
+    drop(input);
+    Ok(())
+}
+
+/// The status port: one JSON line when the command started, one with its exit status.
+struct StatusPort(Option<File>);
+
+impl StatusPort {
+    fn open() -> StatusPort {
+        StatusPort(port_device(STATUS_PORT).and_then(|device| OpenOptions::new().write(true).open(device).ok()))
+    }
+
+    fn send(&mut self, line: &str) {
+        if let Some(port) = self.0.as_mut() {
+            let _ = writeln!(port, "{line}");
+            let _ = port.flush();
+        }
+    }
+}
+
+fn power_off() -> ! {
+    // SAFETY: flushing filesystems and powering off is what PID 1 does at the end.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn run_main(spec: &GuestSpec, status_port: &mut StatusPort) -> io::Result<ExitStatus> {
+    if spec.args.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
+    }
+    // Program stdio: hvc0 for stdin/stdout, hvc1 for stderr (the host keeps them apart).
+    let console = OpenOptions::new().read(true).write(true).open("/dev/hvc0")?;
+    let errors = OpenOptions::new()
+        .write(true)
+        .open("/dev/hvc1")
+        .or_else(|_| console.try_clone())?;
+    let mut command = command_in_root(&spec.args, &spec.env, &spec.working_dir, spec.uid, spec.gid);
+    command
+        .stdin(Stdio::from(console.try_clone()?))
+        .stdout(Stdio::from(console))
+        .stderr(Stdio::from(errors));
+    let mut child = command
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", spec.args[0])))?;
+    // PID 1 also reaps orphans; wait for our child specifically.
+    let pid = child.id() as i32;
+    MAIN_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
+    status_port.send(r#"{"event":"started"}"#);
+    loop {
+        let mut raw = 0;
+        // SAFETY: waitpid on any child; `raw` is a valid out-pointer.
+        let reaped = unsafe { libc::waitpid(-1, &mut raw, 0) };
+        if reaped == pid {
+            let _ = child.try_wait();
+            return Ok(if libc::WIFEXITED(raw) {
+                ExitStatus::from_code(libc::WEXITSTATUS(raw))
+            } else {
+                ExitStatus::from_signal(libc::WTERMSIG(raw))
+            });
+        }
+        if reaped < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return child.wait().map(exit_status_of);
+        }
+    }
+}
+
+/// Entry point when the berth binary runs as `/init` in a VM.
+pub fn guest_init() -> ! {
+    let _ = mount("proc", "/proc", "proc", 0, "");
+    let _ = mount("sysfs", "/sys", "sysfs", 0, "");
+    let _ = mount("devtmpfs", "/dev", "devtmpfs", 0, "");
+    for module in MODULES {
+        load_module(module);
+    }
+    wait_for("/dev/hvc0", Duration::from_secs(10));
+    let mut status_port = StatusPort::open();
+    let status = (|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (root_disk, config_disk) = loop {
+            if let Some(disks) = find_disks() {
+                break disks;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("the root and config disks did not appear"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let spec = read_spec(&config_disk)?;
+        prepare_root(&spec, &root_disk)?;
+        online_hotplugged_resources();
+        if let Some(device) = port_device(EXEC_PORT) {
+            serve_exec(device);
+        }
+        run_main(&spec, &mut status_port)
+    })();
+    let status = status.unwrap_or_else(|e| {
+        log(&format!("error: {e}"));
+        if let Ok(mut errors) = OpenOptions::new().write(true).open("/dev/hvc1") {
+            let _ = writeln!(errors, "berth: {e}");
+        }
+        ExitStatus::from_code(if e.kind() == io::ErrorKind::NotFound { 127 } else { 125 })
+    });
+    status_port.send(&serde_json::to_string(&status).unwrap_or_default());
+    power_off()
+}

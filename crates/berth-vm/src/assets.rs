@@ -1,0 +1,168 @@
+//! What a VM started from a container image boots: the guest kernel taken from Debian's
+//! kernel package (extracted by `scripts/install-deps.sh`) and berth's initramfs, built here
+//! from this very binary (the guest agent), the shared libraries it needs, resize2fs and the
+//! virtio kernel modules. The initramfs is built once per binary and kernel and cached.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::agent::{MODULES, MODULE_DIR};
+use crate::cpio::CpioWriter;
+use crate::VmError;
+
+/// Where `scripts/install-deps.sh` puts the guest kernel (`boot/vmlinuz-*`, `lib/modules/*`).
+pub const DEFAULT_GUEST_DIR: &str = "/usr/local/lib/berth/guest";
+
+#[derive(Debug, Clone)]
+pub struct GuestKernel {
+    pub vmlinuz: PathBuf,
+    pub modules: PathBuf,
+    pub version: String,
+}
+
+/// Finds the newest kernel under `dir`.
+pub fn find_guest_kernel(dir: &Path) -> Result<GuestKernel, VmError> {
+    let missing = || {
+        VmError::Setup(format!(
+            "no guest kernel in {}; run scripts/install-deps.sh (it extracts Debian's linux-image-cloud-amd64 there)",
+            dir.display()
+        ))
+    };
+    let mut versions: Vec<String> = fs::read_dir(dir.join("boot"))
+        .map_err(|_| missing())?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("vmlinuz-")
+                .map(str::to_string)
+        })
+        .collect();
+    versions.sort();
+    let version = versions.pop().ok_or_else(missing)?;
+    Ok(GuestKernel {
+        vmlinuz: dir.join("boot").join(format!("vmlinuz-{version}")),
+        modules: dir.join("lib/modules").join(&version).join("kernel"),
+        version,
+    })
+}
+
+/// Shared libraries a dynamically linked program loads, as `ldd` reports them.
+fn shared_libraries(program: &Path) -> Vec<PathBuf> {
+    let Ok(output) = Command::new("ldd").arg(program).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+fn find_module(modules: &Path, name: &str) -> Option<PathBuf> {
+    for subdir in [
+        "drivers/virtio",
+        "drivers/block",
+        "drivers/char",
+        "drivers/net",
+        "net/core",
+    ] {
+        let path = modules.join(subdir).join(format!("{name}.ko"));
+        if path.exists() {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Adds `path` (a file of the host) to the archive at the same place, parents first.
+fn add_host_file(
+    archive: &mut CpioWriter<fs::File>,
+    directories: &mut BTreeSet<String>,
+    path: &Path,
+    at: &str,
+) -> Result<(), VmError> {
+    let data = fs::read(path).map_err(|e| VmError::Setup(format!("reading {}: {e}", path.display())))?;
+    let relative = at.trim_start_matches('/');
+    let parts: Vec<&str> = relative.split('/').collect();
+    for depth in 1..parts.len() {
+        let parent = parts[..depth].join("/");
+        if directories.insert(parent.clone()) {
+            archive.directory(&parent).map_err(io_error)?;
+        }
+    }
+    archive.file(relative, 0o755, &data).map_err(io_error)
+}
+
+fn io_error(e: std::io::Error) -> VmError {
+    VmError::Setup(format!("writing the initramfs: {e}"))
+}
+
+/// The initramfs for `kernel`, built into `cache_dir` unless it is there already.
+pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmError> {
+    let exe = std::env::current_exe().map_err(|e| VmError::Setup(format!("locating berth: {e}")))?;
+    let meta = fs::metadata(&exe).map_err(|e| VmError::Setup(format!("reading {}: {e}", exe.display())))?;
+    let mut hasher = Sha256::new();
+    hasher.update(kernel.version.as_bytes());
+    hasher.update(meta.len().to_le_bytes());
+    hasher.update(format!("{:?}", meta.modified().ok()).as_bytes());
+    let key = hex::encode(&hasher.finalize()[..8]);
+    let path = cache_dir.join(format!("initramfs-{key}.img"));
+    if path.exists() {
+        return Ok(path);
+    }
+    fs::create_dir_all(cache_dir).map_err(|e| VmError::Setup(format!("creating {}: {e}", cache_dir.display())))?;
+    let temp = cache_dir.join(format!("initramfs-{key}.tmp-{}", std::process::id()));
+    let file = fs::File::create(&temp).map_err(io_error)?;
+    let mut archive = CpioWriter::new(file);
+    let mut directories = BTreeSet::new();
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "newroot",
+        "lib",
+        "sbin",
+        "lib/berth",
+        "lib/berth/modules",
+    ] {
+        archive.directory(dir).map_err(io_error)?;
+        directories.insert(dir.to_string());
+    }
+    add_host_file(&mut archive, &mut directories, &exe, "/init")?;
+    let resize2fs = Path::new("/sbin/resize2fs");
+    let mut libraries: BTreeSet<PathBuf> = shared_libraries(&exe).into_iter().collect();
+    if resize2fs.exists() {
+        add_host_file(&mut archive, &mut directories, resize2fs, "/sbin/resize2fs")?;
+        libraries.extend(shared_libraries(resize2fs));
+    }
+    for library in &libraries {
+        // Keep the loader's own path (/lib64/ld-linux-x86-64.so.2) and resolve symlinks.
+        let real = fs::canonicalize(library).unwrap_or_else(|_| library.clone());
+        add_host_file(&mut archive, &mut directories, &real, &library.to_string_lossy())?;
+    }
+    for module in MODULES {
+        if let Some(source) = find_module(&kernel.modules, module) {
+            add_host_file(
+                &mut archive,
+                &mut directories,
+                &source,
+                &format!("{MODULE_DIR}/{module}.ko"),
+            )?;
+        }
+    }
+    let mut file = archive.finish().map_err(io_error)?;
+    file.flush().map_err(io_error)?;
+    fs::rename(&temp, &path).map_err(|e| VmError::Setup(format!("storing the initramfs: {e}")))?;
+    Ok(path)
+}

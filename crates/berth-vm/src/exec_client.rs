@@ -1,0 +1,103 @@
+//! The host side of a VM exec session: `berth vm-exec SOCKET REQUEST` connects to the VM's
+//! exec port, sends the request and turns the guest's frames back into this process's
+//! stdout, stderr and exit status — so a supervisor can run it like any process.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_model::stream::{encode_frame, Frame, FrameKind};
+use berth_model::ExitStatus;
+
+use crate::agent::GuestExec;
+
+/// Connects to the exec port; the port serves one session at a time, so wait for it.
+pub fn connect(socket: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Sends one request and waits for its Exit frame.
+pub fn request(socket: &Path, exec: &GuestExec, forward_stdin: bool) -> std::io::Result<ExitStatus> {
+    let mut stream = connect(socket, Duration::from_secs(10))?;
+    let mut line = serde_json::to_vec(exec).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    if forward_stdin {
+        let mut writer = stream.try_clone()?;
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buffer = [0u8; 16 * 1024];
+            loop {
+                match stdin.read(&mut buffer) {
+                    Ok(0) | Err(_) => {
+                        let _ = writer.write_all(&encode_frame(FrameKind::StdinClose, &[]));
+                        return;
+                    }
+                    Ok(n) => {
+                        if writer.write_all(&encode_frame(FrameKind::Stdin, &buffer[..n])).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    loop {
+        match Frame::read_from(&mut stream)? {
+            None => {
+                return Err(std::io::Error::other(
+                    "the guest ended the session without an exit status",
+                ))
+            }
+            Some(frame) => match frame.kind {
+                FrameKind::Stdout => {
+                    stdout.write_all(&frame.payload)?;
+                    stdout.flush()?;
+                }
+                FrameKind::Stderr => {
+                    stderr.write_all(&frame.payload)?;
+                    stderr.flush()?;
+                }
+                FrameKind::Exit => {
+                    return frame
+                        .as_exit()
+                        .ok_or_else(|| std::io::Error::other("bad exit status from the guest"));
+                }
+                FrameKind::Error => {
+                    return Err(std::io::Error::other(
+                        String::from_utf8_lossy(&frame.payload).into_owned(),
+                    ));
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// `berth vm-exec`: returns the process exit code.
+pub fn run(socket: &Path, request_json: &str) -> i32 {
+    let exec: GuestExec = match serde_json::from_str(request_json) {
+        Ok(exec) => exec,
+        Err(e) => {
+            eprintln!("berth: bad exec request: {e}");
+            return 125;
+        }
+    };
+    match request(socket, &exec, true) {
+        Ok(status) => status.code,
+        Err(e) => {
+            eprintln!("berth: exec in the VM: {e}");
+            126
+        }
+    }
+}

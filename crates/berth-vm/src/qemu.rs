@@ -1,0 +1,168 @@
+//! The qemu-system-x86_64 command line for a VM: machine, accelerator, CPUs and memory with
+//! their hotplug maximums, disks, the consoles and the control sockets.
+
+use std::path::{Path, PathBuf};
+
+use berth_model::instance::{VmBoot, VmDetails};
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Files of a VM's instance directory that qemu uses.
+pub struct VmPaths {
+    pub qmp: PathBuf,
+    pub exec: PathBuf,
+    pub status: PathBuf,
+    pub console: PathBuf,
+    pub config_disk: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(dir: &Path) -> VmPaths {
+        VmPaths {
+            qmp: dir.join("qmp.sock"),
+            exec: dir.join("exec.sock"),
+            status: dir.join("guest-status"),
+            console: dir.join("console.log"),
+            config_disk: dir.join("config.raw"),
+        }
+    }
+}
+
+/// Kernel and initramfs for VMs that boot berth's guest agent.
+pub struct DirectBoot {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+fn bus_device(machine: &str, bus: &str, drive: &str, index: usize) -> Vec<String> {
+    let boot = if index == 0 { ",bootindex=0" } else { "" };
+    match (machine, bus) {
+        ("microvm", _) => vec!["-device".into(), format!("virtio-blk-device,drive={drive}")],
+        (_, "ide") | (_, "sata") => vec!["-device".into(), format!("ide-hd,drive={drive},bus=ide.{index}{boot}")],
+        (_, "scsi") => vec!["-device".into(), format!("scsi-hd,drive={drive},bus=scsi0.0{boot}")],
+        (_, "nvme") => vec![
+            "-device".into(),
+            format!("nvme,drive={drive},serial=berth{index}{boot}"),
+        ],
+        _ => vec!["-device".into(), format!("virtio-blk-pci,drive={drive}{boot}")],
+    }
+}
+
+/// The full command line.
+pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Option<&DirectBoot>) -> Vec<String> {
+    let machine = details.machine.as_str();
+    let mib = |bytes: u64| bytes / (1 << 20);
+    let mut args: Vec<String> = vec![QEMU.into(), "-name".into(), format!("guest={name},debug-threads=on")];
+    let machine_arg = if machine == "microvm" {
+        "microvm,acpi=on".to_string()
+    } else {
+        machine.to_string()
+    };
+    args.extend(["-machine".into(), machine_arg]);
+    if details.accel == "kvm" {
+        args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
+    } else {
+        args.extend(["-accel".into(), "tcg,thread=multi".into(), "-cpu".into(), "max".into()]);
+    }
+    let memory = if details.memory.max_bytes > details.memory.current_bytes {
+        format!(
+            "{}M,slots=8,maxmem={}M",
+            mib(details.memory.current_bytes),
+            mib(details.memory.max_bytes)
+        )
+    } else {
+        format!("{}M", mib(details.memory.current_bytes))
+    };
+    args.extend(["-m".into(), memory]);
+    let topology = match details.cores_per_socket {
+        Some(cores) if cores > 1 && details.vcpus.max % cores == 0 => {
+            format!(",sockets={},cores={cores},threads=1", details.vcpus.max / cores)
+        }
+        _ => String::new(),
+    };
+    args.extend([
+        "-smp".into(),
+        format!("{},maxcpus={}{topology}", details.vcpus.current, details.vcpus.max),
+    ]);
+    args.extend(
+        ["-nodefaults", "-no-user-config", "-display", "none"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.extend([
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", paths.qmp.display()),
+    ]);
+    let serial_bus = if machine == "microvm" {
+        "virtio-serial-device"
+    } else {
+        "virtio-serial-pci"
+    };
+    match (details.boot, direct) {
+        (VmBoot::Image, Some(direct)) => {
+            args.extend([
+                "-no-reboot".into(),
+                "-kernel".into(),
+                direct.kernel.display().to_string(),
+            ]);
+            args.extend(["-initrd".into(), direct.initramfs.display().to_string()]);
+            args.extend([
+                "-append".into(),
+                "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t rdinit=/init".into(),
+            ]);
+            // The kernel's console goes to a file; the program's stdio to hvc0/hvc1.
+            args.extend(["-serial".into(), format!("file:{}", paths.console.display())]);
+            args.extend(["-device".into(), serial_bus.into()]);
+            args.extend(["-chardev".into(), "stdio,id=out,signal=off".into()]);
+            args.extend(["-device".into(), "virtconsole,chardev=out".into()]);
+            args.extend(["-chardev".into(), "file,id=err,path=/dev/stderr".into()]);
+            args.extend(["-device".into(), "virtconsole,chardev=err".into()]);
+            args.extend([
+                "-chardev".into(),
+                format!("file,id=status,path={}", paths.status.display()),
+            ]);
+            args.extend([
+                "-device".into(),
+                format!("virtserialport,chardev=status,name={}", crate::agent::STATUS_PORT),
+            ]);
+            args.extend([
+                "-chardev".into(),
+                format!("socket,id=exec,path={},server=on,wait=off", paths.exec.display()),
+            ]);
+            args.extend([
+                "-device".into(),
+                format!("virtserialport,chardev=exec,name={}", crate::agent::EXEC_PORT),
+            ]);
+        }
+        _ => {
+            // Firmware boot: the serial port is the console, on the supervisor's stdio.
+            args.extend(["-chardev".into(), "stdio,id=con,signal=off".into()]);
+            args.extend(["-serial".into(), "chardev:con".into()]);
+        }
+    }
+    if details.disks.iter().any(|d| d.bus == "scsi") && machine != "microvm" {
+        args.extend(["-device".into(), "virtio-scsi-pci,id=scsi0".into()]);
+    }
+    for (index, disk) in details.disks.iter().enumerate() {
+        let drive = format!("disk{index}");
+        args.extend([
+            "-drive".into(),
+            format!(
+                "id={drive},file={},format={},if=none,discard=unmap",
+                disk.path, disk.format
+            ),
+        ]);
+        args.extend(bus_device(machine, &disk.bus, &drive, index));
+    }
+    if details.boot == VmBoot::Image {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "id=config,file={},format=raw,if=none,readonly=on",
+                paths.config_disk.display()
+            ),
+        ]);
+        args.extend(bus_device(machine, "virtio", "config", 99));
+    }
+    args
+}
