@@ -427,7 +427,10 @@ impl Engine {
             .map_err(|e| EngineError::internal(format!("writing {}: {e}", config_path.display())))?;
         let stderr = std::fs::File::create(dir.join("supervisor.log"))
             .map_err(|e| EngineError::internal(format!("creating the supervisor log: {e}")))?;
-        let mut child = tokio::process::Command::new(&self.exe)
+        // /proc/self/exe is this very binary even after a package upgrade replaced the file,
+        // so supervisors always speak the daemon's protocol; argv[0] keeps the real name.
+        let mut child = tokio::process::Command::new("/proc/self/exe")
+            .arg0(&self.exe)
             .arg("supervise")
             .arg(&config_path)
             .stdin(std::process::Stdio::null())

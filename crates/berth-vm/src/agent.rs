@@ -266,53 +266,127 @@ fn exit_status_of(status: std::process::ExitStatus) -> ExitStatus {
     }
 }
 
-/// Serves exec sessions, one at a time, until the VM powers off.
+/// Serves exec sessions, one at a time, until the VM powers off. The port stays open the
+/// whole time: while no host side is connected reads return at once with nothing, and data
+/// the host sends reaches an open port only.
 fn serve_exec(device: String) {
-    std::thread::spawn(move || loop {
-        let Ok(port) = OpenOptions::new().read(true).write(true).open(&device) else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
+    std::thread::spawn(move || {
+        let port = loop {
+            match OpenOptions::new().read(true).write(true).open(&device) {
+                Ok(port) => break port,
+                Err(e) => {
+                    log(&format!("opening {device}: {e}"));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
         };
-        if let Err(e) = exec_session(&port) {
-            log(&format!("exec session: {e}"));
+        let (Ok(read_half), writer) = (port.try_clone(), std::sync::Arc::new(std::sync::Mutex::new(port))) else {
+            return;
+        };
+        let mut reader = BufReader::new(read_half);
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut stdin = match serde_json::from_str::<GuestExec>(line.trim()) {
+                Ok(request) => start_exec(request, writer.clone(), finished.clone()),
+                Err(e) => {
+                    send_frame(&writer, FrameKind::Error, format!("bad exec request: {e}").as_bytes());
+                    finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                    None
+                }
+            };
+            // Input for the session, until its process ended and the host side went quiet.
+            loop {
+                match read_frame(&mut reader, &finished) {
+                    Some(frame) if frame.kind == FrameKind::Stdin => {
+                        if let Some(pipe) = stdin.as_mut() {
+                            let _ = pipe.write_all(&frame.payload);
+                        }
+                    }
+                    Some(frame) if frame.kind == FrameKind::StdinClose => stdin = None,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
         }
     });
 }
 
-fn exec_session(port: &File) -> io::Result<()> {
-    let mut reader = BufReader::new(port.try_clone()?);
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        std::thread::sleep(Duration::from_millis(100));
-        return Ok(());
-    }
-    let request: GuestExec =
-        serde_json::from_str(line.trim()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let writer = std::sync::Arc::new(std::sync::Mutex::new(port.try_clone()?));
-    let send = |kind: FrameKind, data: &[u8]| {
-        if let Ok(mut out) = writer.lock() {
-            let _ = out.write_all(&encode_frame(kind, data));
+/// Reads one frame from the exec port. A read of nothing means "no data now" (or the host
+/// left); the session is over once its process has ended and nothing more comes.
+fn read_frame(reader: &mut impl Read, finished: &std::sync::atomic::AtomicBool) -> Option<Frame> {
+    let mut header = [0u8; berth_model::stream::HEADER_LEN];
+    let mut filled = 0;
+    let mut read_exact = |buffer: &mut [u8], filled: &mut usize| -> bool {
+        while *filled < buffer.len() {
+            match reader.read(&mut buffer[*filled..]) {
+                Ok(0) | Err(_) => {
+                    if finished.load(std::sync::atomic::Ordering::SeqCst) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(n) => *filled += n,
+            }
         }
+        true
     };
+    if !read_exact(&mut header, &mut filled) {
+        return None;
+    }
+    let (kind, len) = berth_model::stream::parse_header(&header).ok()?;
+    let mut payload = vec![0u8; len];
+    let mut got = 0;
+    if !read_exact(&mut payload, &mut got) {
+        return None;
+    }
+    Some(Frame { kind, payload })
+}
+
+type SharedPort = std::sync::Arc<std::sync::Mutex<File>>;
+
+fn send_frame(port: &SharedPort, kind: FrameKind, data: &[u8]) {
+    if let Ok(mut out) = port.lock() {
+        let _ = out.write_all(&encode_frame(kind, data));
+    }
+}
+
+/// Starts one exec session; output and the exit status go to `port` from threads of their
+/// own. Returns the process's stdin.
+fn start_exec(
+    request: GuestExec,
+    port: SharedPort,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::process::ChildStdin> {
     if let Some(signal) = request.signal {
         let pid = MAIN_PID.load(std::sync::atomic::Ordering::SeqCst);
-        // SAFETY: kill with a pid we started.
         if pid > 0 {
+            // SAFETY: kill with the pid of the command we started.
             unsafe {
                 libc::kill(pid, signal);
             }
         }
-        send(
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        send_frame(
+            &port,
             FrameKind::Exit,
             &serde_json::to_vec(&ExitStatus::from_code(0)).unwrap_or_default(),
         );
-        return Ok(());
+        return None;
     }
     if request.args.is_empty() {
-        send(FrameKind::Error, b"exec needs a command");
-        return Ok(());
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        send_frame(&port, FrameKind::Error, b"exec needs a command");
+        return None;
     }
-    let mut child = match command_in_root(
+    let spawned = command_in_root(
         &request.args,
         &request.env,
         request.working_dir.as_deref().unwrap_or("/"),
@@ -322,12 +396,17 @@ fn exec_session(port: &File) -> io::Result<()> {
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
-    .spawn()
-    {
+    .spawn();
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            send(FrameKind::Error, format!("exec {}: {e}", request.args[0]).as_bytes());
-            return Ok(());
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            send_frame(
+                &port,
+                FrameKind::Error,
+                format!("exec {}: {e}", request.args[0]).as_bytes(),
+            );
+            return None;
         }
     };
     let mut pumps = Vec::new();
@@ -342,44 +421,27 @@ fn exec_session(port: &File) -> io::Result<()> {
         ),
     ] {
         let Some(mut stream) = stream else { continue };
-        let writer = writer.clone();
+        let port = port.clone();
         pumps.push(std::thread::spawn(move || {
             let mut buffer = [0u8; 16 * 1024];
             while let Ok(n) = stream.read(&mut buffer) {
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut out) = writer.lock() {
-                    let _ = out.write_all(&encode_frame(kind, &buffer[..n]));
-                }
+                send_frame(&port, kind, &buffer[..n]);
             }
         }));
     }
-    // Input frames from the host feed the process's stdin until it closes.
-    let mut stdin = child.stdin.take();
-    let input = std::thread::spawn(move || {
-        while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
-            match frame.kind {
-                FrameKind::Stdin => {
-                    if let Some(pipe) = stdin.as_mut() {
-                        let _ = pipe.write_all(&frame.payload);
-                    }
-                }
-                FrameKind::StdinClose => stdin = None,
-                _ => {}
-            }
+    let stdin = child.stdin.take();
+    std::thread::spawn(move || {
+        let status = child.wait().map(exit_status_of).unwrap_or(ExitStatus::from_code(255));
+        for pump in pumps {
+            let _ = pump.join();
         }
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        send_frame(&port, FrameKind::Exit, &serde_json::to_vec(&status).unwrap_or_default());
     });
-    let status = child.wait()?;
-    for pump in pumps {
-        let _ = pump.join();
-    }
-    send(
-        FrameKind::Exit,
-        &serde_json::to_vec(&exit_status_of(status)).unwrap_or_default(),
-    );
-    drop(input);
-    Ok(())
+    stdin
 }
 
 /// The status port: one JSON line when the command started, one with its exit status.
@@ -427,26 +489,11 @@ fn run_main(spec: &GuestSpec, status_port: &mut StatusPort) -> io::Result<ExitSt
     let mut child = command
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", spec.args[0])))?;
-    // PID 1 also reaps orphans; wait for our child specifically.
+    // Wait for this child only: exec sessions wait for theirs in their own threads.
     let pid = child.id() as i32;
     MAIN_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
     status_port.send(r#"{"event":"started"}"#);
-    loop {
-        let mut raw = 0;
-        // SAFETY: waitpid on any child; `raw` is a valid out-pointer.
-        let reaped = unsafe { libc::waitpid(-1, &mut raw, 0) };
-        if reaped == pid {
-            let _ = child.try_wait();
-            return Ok(if libc::WIFEXITED(raw) {
-                ExitStatus::from_code(libc::WEXITSTATUS(raw))
-            } else {
-                ExitStatus::from_signal(libc::WTERMSIG(raw))
-            });
-        }
-        if reaped < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return child.wait().map(exit_status_of);
-        }
-    }
+    child.wait().map(exit_status_of)
 }
 
 /// Entry point when the berth binary runs as `/init` in a VM.

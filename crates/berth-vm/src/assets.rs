@@ -110,7 +110,8 @@ fn io_error(e: std::io::Error) -> VmError {
 
 /// The initramfs for `kernel`, built into `cache_dir` unless it is there already.
 pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmError> {
-    let exe = std::env::current_exe().map_err(|e| VmError::Setup(format!("locating berth: {e}")))?;
+    // This running binary, also when its file was replaced since it started.
+    let exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
     let meta = fs::metadata(&exe).map_err(|e| VmError::Setup(format!("reading {}: {e}", exe.display())))?;
     let mut hasher = Sha256::new();
     hasher.update(kernel.version.as_bytes());

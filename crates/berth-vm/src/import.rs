@@ -301,7 +301,7 @@ pub fn parse_vmx(text: &str, base_dir: &Path) -> Result<ImportedVm, VmError> {
         return Err(import_error(".vmx: numvcpus must be at least 1"));
     }
     let cores = number("cpuid.coresPerSocket", 1)? as u32;
-    if cores == 0 || vcpus % cores != 0 {
+    if cores == 0 || !vcpus.is_multiple_of(cores) {
         return Err(import_error(format!(
             ".vmx: cpuid.coresPerSocket = \"{cores}\" does not divide numvcpus = \"{vcpus}\""
         )));

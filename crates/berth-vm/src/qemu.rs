@@ -34,8 +34,9 @@ pub struct DirectBoot {
     pub initramfs: PathBuf,
 }
 
-fn bus_device(machine: &str, bus: &str, drive: &str, index: usize) -> Vec<String> {
-    let boot = if index == 0 { ",bootindex=0" } else { "" };
+/// `-device` for a disk; the first disk of a firmware-booted VM is the boot disk.
+fn bus_device(machine: &str, bus: &str, drive: &str, index: usize, firmware: bool) -> Vec<String> {
+    let boot = if index == 0 && firmware { ",bootindex=0" } else { "" };
     match (machine, bus) {
         ("microvm", _) => vec!["-device".into(), format!("virtio-blk-device,drive={drive}")],
         (_, "ide") | (_, "sata") => vec!["-device".into(), format!("ide-hd,drive={drive},bus=ide.{index}{boot}")],
@@ -75,7 +76,7 @@ pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Op
     };
     args.extend(["-m".into(), memory]);
     let topology = match details.cores_per_socket {
-        Some(cores) if cores > 1 && details.vcpus.max % cores == 0 => {
+        Some(cores) if cores > 1 && details.vcpus.max.is_multiple_of(cores) => {
             format!(",sockets={},cores={cores},threads=1", details.vcpus.max / cores)
         }
         _ => String::new(),
@@ -152,7 +153,13 @@ pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Op
                 disk.path, disk.format
             ),
         ]);
-        args.extend(bus_device(machine, &disk.bus, &drive, index));
+        args.extend(bus_device(
+            machine,
+            &disk.bus,
+            &drive,
+            index,
+            details.boot == VmBoot::Firmware,
+        ));
     }
     if details.boot == VmBoot::Image {
         args.extend([
@@ -162,7 +169,7 @@ pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Op
                 paths.config_disk.display()
             ),
         ]);
-        args.extend(bus_device(machine, "virtio", "config", 99));
+        args.extend(bus_device(machine, "virtio", "config", 99, false));
     }
     args
 }

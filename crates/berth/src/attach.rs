@@ -135,7 +135,8 @@ pub async fn run_session(
                     break None;
                 }
             }
-            _ = detached.recv() => {
+            // Only a real detach: a closed channel means stdin ended, which is not one.
+            Some(()) = detached.recv() => {
                 writer_task.abort();
                 return Ok(None);
             }
