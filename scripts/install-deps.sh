@@ -4,7 +4,8 @@
 #   tests:   busybox-static (the test image), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd
 #   bench:   runc and podman (the peers berth is measured against), hyperfine
-#   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs, and
+#   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
+#            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
 #            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest
 # Rust itself comes from the machine's rustup toolchain.
 set -euo pipefail
@@ -19,6 +20,7 @@ packages=(
   zstd
   procps iproute2
   e2fsprogs
+  libvirt-clients libxml2-utils
 )
 
 missing=()

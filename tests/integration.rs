@@ -11,3 +11,4 @@ mod lifecycle;
 mod limits;
 mod registry;
 mod restart;
+mod vms;

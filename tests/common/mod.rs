@@ -108,7 +108,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with_config("")
+    }
+
+    /// A daemon whose config file also holds `extra` (top-level TOML keys).
+    pub fn start_with_config(extra: &str) -> Daemon {
         let dir = temp_dir("bt");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("{extra}[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n"),
+        )
+        .expect("config");
         let mut daemon = Daemon {
             state: dir.join("state"),
             socket: dir.join("berth.sock"),
@@ -156,11 +166,7 @@ impl Daemon {
     }
 
     fn config_file(&self) -> PathBuf {
-        let path = self.dir.join("config.toml");
-        if !path.exists() {
-            std::fs::write(&path, "[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n").expect("config");
-        }
-        path
+        self.dir.join("config.toml")
     }
 
     pub fn log(&self) -> String {

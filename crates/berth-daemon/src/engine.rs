@@ -594,7 +594,14 @@ impl Engine {
             } else {
                 None
             };
-            let reply = client::call(&config.socket_path, &Request::Start)
+            // A VM's start waits for its guest to boot, which the supervisor bounds.
+            let start_timeout = match &config.workload {
+                berth_model::driver::Workload::Vm { boot_timeout_secs, .. } => {
+                    Duration::from_secs(boot_timeout_secs + 30)
+                }
+                _ => client::REPLY_TIMEOUT,
+            };
+            let reply = client::call_within(&config.socket_path, &Request::Start, start_timeout)
                 .await
                 .map_err(|e| EngineError::new(StatusCode::BAD_REQUEST, format!("starting {}: {e}", instance.name)))?;
             Ok::<_, EngineError>((supervisor_pid, reply.pid, stream))

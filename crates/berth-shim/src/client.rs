@@ -63,11 +63,18 @@ async fn read_reply(stream: &mut UnixStream) -> Result<Reply, ClientError> {
 
 /// Sends one request and returns the reply.
 pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
-    with_timeout(async {
+    call_within(socket, request, REPLY_TIMEOUT).await
+}
+
+/// `call` with a deadline of its own (starting a VM waits for its guest to boot).
+pub async fn call_within(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {
+    let attempt = async {
         let mut stream = send(socket, request).await?;
         read_reply(&mut stream).await
-    })
-    .await
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(timeout)))
 }
 
 /// Opens an attach stream: frames flow on the returned connection.

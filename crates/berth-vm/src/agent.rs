@@ -481,6 +481,14 @@ fn run_main(spec: &GuestSpec, status_port: &mut StatusPort) -> io::Result<ExitSt
         .write(true)
         .open("/dev/hvc1")
         .or_else(|_| console.try_clone())?;
+    // Raw mode, so bytes pass as through a container's pipes (no \r added, no echo).
+    for terminal in [&console, &errors] {
+        use std::os::fd::AsFd;
+        if let Ok(mut mode) = nix::sys::termios::tcgetattr(terminal.as_fd()) {
+            nix::sys::termios::cfmakeraw(&mut mode);
+            let _ = nix::sys::termios::tcsetattr(terminal.as_fd(), nix::sys::termios::SetArg::TCSANOW, &mode);
+        }
+    }
     let mut command = command_in_root(&spec.args, &spec.env, &spec.working_dir, spec.uid, spec.gid);
     command
         .stdin(Stdio::from(console.try_clone()?))

@@ -122,6 +122,12 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     if path.exists() {
         return Ok(path);
     }
+    // One build at a time; whoever waited finds it built.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    if path.exists() {
+        return Ok(path);
+    }
     fs::create_dir_all(cache_dir).map_err(|e| VmError::Setup(format!("creating {}: {e}", cache_dir.display())))?;
     let temp = cache_dir.join(format!("initramfs-{key}.tmp-{}", std::process::id()));
     let file = fs::File::create(&temp).map_err(io_error)?;

@@ -81,7 +81,10 @@ pub fn libvirt_xml(name: &str, vm: &VmDetails, direct: Option<(&str, &str, &str)
         _ => xml.push_str("    <boot dev='hd'/>\n"),
     }
     xml.push_str("  </os>\n");
-    if let Some(cores) = vm.cores_per_socket.filter(|c| *c > 1 && vm.vcpus.max.is_multiple_of(*c)) {
+    if let Some(cores) = vm
+        .cores_per_socket
+        .filter(|c| *c > 1 && vm.vcpus.max.is_multiple_of(*c))
+    {
         xml.push_str(&format!(
             "  <cpu>\n    <topology sockets='{}' dies='1' cores='{cores}' threads='1'/>\n  </cpu>\n",
             vm.vcpus.max / cores

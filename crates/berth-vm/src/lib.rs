@@ -129,10 +129,13 @@ impl VmDriver {
                 ),
             ));
         }
+        // microvm boots fastest but has no hotplug, and without KVM's clock its kernel may
+        // fail to calibrate the TSC against the PIT on a busy host and hang; q35 has HPET
+        // and the ACPI PM timer to calibrate against.
         let hotplug = max_cpus > vcpus || max_memory > memory;
         let (boot, machine) = match &image.disk {
             Some(_) => (VmBoot::Firmware, "q35"),
-            None if hotplug => (VmBoot::Image, "q35"),
+            None if hotplug || self.accel.choice() != "kvm" => (VmBoot::Image, "q35"),
             None => (VmBoot::Image, "microvm"),
         };
         let disk = match &image.disk {
