@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (SQLite state, no other services): install what is
-# needed, build berth, start its daemon, make a busybox image, run a container, and show
-# every running instance with its host processes.
+# needed, build berth, start its daemon, make a busybox image, run it as a container and as a
+# VM, and show every running instance with its host processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +20,11 @@ berth info
 berth image import --tag busybox /tmp/busybox-rootfs.tar
 
 berth run --rm busybox echo "hello from a berth container"
+berth run --vm --rm busybox sh -c 'echo "hello from a berth VM, kernel $(uname -r)"'
 berth rm -f quickstart-web >/dev/null 2>&1 || true
 berth run -d --name quickstart-web --memory 64m --cpus 0.5 busybox \
   sh -c 'mkdir -p /www && echo ok >/www/index.html && httpd -f -p 8080 -h /www'
+berth rm -f quickstart-vm >/dev/null 2>&1 || true
+berth run -d --vm --name quickstart-vm --memory 256m busybox sh -c 'while true; do sleep 1; done'
 berth ps
 berth ps --tree

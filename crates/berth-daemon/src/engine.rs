@@ -346,17 +346,18 @@ impl Engine {
             error: None,
             vm,
         };
+        let instance_kind = instance.kind;
         self.store.insert_instance(&instance).await?;
         if let Err(e) = std::fs::create_dir_all(&dir) {
             let _ = self.store.delete_instance(&id).await;
             return Err(EngineError::internal(format!("creating {}: {e}", dir.display())));
         }
         self.emit(&instance, "create", None);
-        Ok(CreatedResponse {
-            id,
-            name,
-            warnings: Vec::new(),
-        })
+        let mut warnings = Vec::new();
+        if instance_kind == InstanceKind::Vm && self.host.accelerator.choice() != "kvm" {
+            warnings.push(format!("no usable KVM, the VM runs under software emulation ({})", self.host.accelerator.note));
+        }
+        Ok(CreatedResponse { id, name, warnings })
     }
 
     /// The main process as Docker derives it from image config and request.
