@@ -355,7 +355,10 @@ impl Engine {
         self.emit(&instance, "create", None);
         let mut warnings = Vec::new();
         if instance_kind == InstanceKind::Vm && self.host.accelerator.choice() != "kvm" {
-            warnings.push(format!("no usable KVM, the VM runs under software emulation ({})", self.host.accelerator.note));
+            warnings.push(format!(
+                "no usable KVM, the VM runs under software emulation ({})",
+                self.host.accelerator.note
+            ));
         }
         Ok(CreatedResponse { id, name, warnings })
     }

@@ -63,7 +63,12 @@ pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Op
     if details.accel == "kvm" {
         args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
     } else {
-        args.extend(["-accel".into(), "tcg,thread=multi,tb-size=64".into(), "-cpu".into(), "max".into()]);
+        args.extend([
+            "-accel".into(),
+            "tcg,thread=multi,tb-size=64".into(),
+            "-cpu".into(),
+            "max".into(),
+        ]);
     }
     let memory = if details.memory.max_bytes > details.memory.current_bytes {
         format!(
