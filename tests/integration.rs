@@ -11,4 +11,5 @@ mod lifecycle;
 mod limits;
 mod registry;
 mod restart;
+mod types;
 mod vms;

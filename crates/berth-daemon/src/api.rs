@@ -39,6 +39,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/events", get(events))
         .route("/v1/tree", get(tree))
+        .route("/v1/types", get(list_types))
         .route("/v1/instances", get(list_instances).post(create_instance))
         .route("/v1/instances/{id}", get(inspect_instance).delete(remove_instance))
         .route("/v1/instances/{id}/start", post(start_instance))
@@ -104,6 +105,11 @@ async fn events(State(engine): Shared) -> Response {
         }
     });
     json_lines_response(stream)
+}
+
+#[utoipa::path(get, path = "/v1/types", responses((status = 200, body = [berth_model::types::InstanceType])))]
+async fn list_types(State(engine): Shared) -> Json<Vec<berth_model::types::InstanceType>> {
+    Json(engine.types().to_vec())
 }
 
 #[utoipa::path(get, path = "/v1/tree", responses((status = 200, body = [TreeEntry])))]
@@ -647,6 +653,7 @@ async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
         info,
         events,
         tree,
+        list_types,
         list_instances,
         create_instance,
         inspect_instance,

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use berth_model::api::LimitsRequest;
-use berth_model::quantity::{parse_count, ByteSize, LimitSetting, MilliCpus};
+use berth_model::quantity::{parse_bandwidth, parse_count, ByteSize, LimitSetting, MilliCpus};
+use berth_model::types::{builtin_types, InstanceType};
 use serde::Deserialize;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/berth";
@@ -23,6 +24,11 @@ pub struct DaemonConfig {
     pub stop_timeout_secs: u64,
     /// Where the guest kernel for VMs made from container images is.
     pub guest_dir: PathBuf,
+    /// The instance-type catalog: built-in types, then the config file's.
+    pub types: Vec<InstanceType>,
+    /// Admission: how far allocations may exceed the host's CPUs and memory.
+    pub cpu_overcommit: f64,
+    pub memory_overcommit: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +40,103 @@ struct ConfigFile {
     stop_timeout_secs: Option<u64>,
     #[serde(default)]
     guest_dir: Option<PathBuf>,
+    #[serde(default)]
+    types: Vec<TypeSection>,
+    #[serde(default)]
+    admission: AdmissionSection,
+}
+
+/// `[[types]]`: an operator's own instance type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypeSection {
+    name: String,
+    vcpus: u32,
+    memory: String,
+    #[serde(default)]
+    instance_storage: Vec<String>,
+    #[serde(default)]
+    network: Option<String>,
+}
+
+impl TypeSection {
+    fn parse(&self) -> Result<InstanceType> {
+        let field = |what: &str| format!("types '{}': {what}", self.name);
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            bail!(
+                "types: '{}' is not a valid type name (letters, digits, '.', '-', '_')",
+                self.name
+            );
+        }
+        if self.vcpus == 0 {
+            bail!("{}", field("vcpus must be at least 1"));
+        }
+        let memory: ByteSize = self
+            .memory
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", field("memory")))?;
+        let disks: Vec<u64> = self
+            .instance_storage
+            .iter()
+            .map(|d| d.parse::<ByteSize>().map(|b| b.bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", field("instance_storage")))?;
+        let network = self
+            .network
+            .as_deref()
+            .map(parse_bandwidth)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", field("network")))?;
+        Ok(InstanceType {
+            name: self.name.clone(),
+            vcpus: self.vcpus,
+            memory_bytes: memory.bytes(),
+            memory_gib: memory.bytes() as f64 / (1u64 << 30) as f64,
+            instance_storage: if disks.is_empty() {
+                "none".into()
+            } else {
+                disks
+                    .iter()
+                    .map(|d| ByteSize(*d).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            },
+            instance_storage_bytes: disks,
+            network_bits_per_second: network.unwrap_or(0),
+            network: self.network.clone().unwrap_or_else(|| "unlimited".into()),
+            source: "config".into(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdmissionSection {
+    #[serde(default = "default_cpu_overcommit")]
+    cpu_overcommit: f64,
+    #[serde(default = "default_memory_overcommit")]
+    memory_overcommit: f64,
+}
+
+fn default_cpu_overcommit() -> f64 {
+    4.0
+}
+fn default_memory_overcommit() -> f64 {
+    1.0
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        AdmissionSection {
+            cpu_overcommit: default_cpu_overcommit(),
+            memory_overcommit: default_memory_overcommit(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +211,25 @@ impl DaemonConfig {
                 state_dir.as_os_str().len()
             );
         }
+        let mut types = builtin_types();
+        for section in &parsed.types {
+            let custom = section.parse()?;
+            if types.iter().any(|t| t.name == custom.name) {
+                bail!(
+                    "types: '{}' is defined twice (or shadows a built-in type); choose another name",
+                    custom.name
+                );
+            }
+            types.push(custom);
+        }
+        for (name, ratio) in [
+            ("admission.cpu_overcommit", parsed.admission.cpu_overcommit),
+            ("admission.memory_overcommit", parsed.admission.memory_overcommit),
+        ] {
+            if !(ratio.is_finite() && ratio > 0.0 && ratio <= 100.0) {
+                bail!("{name} = {ratio}: use a ratio between 0 and 100 (1.0 = no overcommit)");
+            }
+        }
         Ok(DaemonConfig {
             state_dir: state_dir.to_path_buf(),
             socket: socket.to_path_buf(),
@@ -116,6 +238,9 @@ impl DaemonConfig {
             guest_dir: parsed
                 .guest_dir
                 .unwrap_or_else(|| PathBuf::from(berth_vm::assets::DEFAULT_GUEST_DIR)),
+            types,
+            cpu_overcommit: parsed.admission.cpu_overcommit,
+            memory_overcommit: parsed.admission.memory_overcommit,
         })
     }
 }

@@ -23,6 +23,7 @@ use berth_model::instance::{
     VmMemory,
 };
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
+use berth_model::types::InstanceType;
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 use berth_shim::client;
 use berth_shim::protocol::{ExitRecord, ReadyLine, Request};
@@ -165,39 +166,123 @@ impl Engine {
 
     // ---- limits -------------------------------------------------------------------------
 
-    /// Applies defaults to what the user asked for; says which fields were defaulted.
-    fn resolve_limits(&self, requested: &LimitsRequest) -> (Limits, Vec<String>) {
+    /// Applies the instance type, then defaults, to what the user asked for; says which
+    /// fields were defaulted. Explicit values override single values of the type.
+    fn resolve_limits(&self, requested: &LimitsRequest, instance_type: Option<&InstanceType>) -> (Limits, Vec<String>) {
         let defaults = &self.config.default_limits;
         let mut defaulted = Vec::new();
-        let mut pick = |field: &str, asked: Option<LimitSetting<u64>>, default: Option<LimitSetting<u64>>| match asked {
-            Some(setting) => setting.value(),
-            None => {
-                defaulted.push(field.to_string());
-                default.and_then(LimitSetting::value)
-            }
+        let mut pick =
+            |field: &str, asked: Option<LimitSetting<u64>>, typed: Option<u64>, default: Option<LimitSetting<u64>>| {
+                match (asked, typed) {
+                    (Some(setting), _) => setting.value(),
+                    (None, Some(value)) => Some(value),
+                    (None, None) => {
+                        defaulted.push(field.to_string());
+                        default.and_then(LimitSetting::value)
+                    }
+                }
+            };
+        let as_milli = |s: LimitSetting<MilliCpus>| match s {
+            LimitSetting::Unlimited => LimitSetting::Unlimited,
+            LimitSetting::Value(v) => LimitSetting::Value(v.0),
         };
         let cpus = pick(
             "cpus",
-            requested.cpus.map(|s| match s {
-                LimitSetting::Unlimited => LimitSetting::Unlimited,
-                LimitSetting::Value(v) => LimitSetting::Value(v.0),
-            }),
-            defaults.cpus.map(|s| match s {
-                LimitSetting::Unlimited => LimitSetting::Unlimited,
-                LimitSetting::Value(v) => LimitSetting::Value(v.0),
-            }),
+            requested.cpus.map(as_milli),
+            instance_type.map(|t| t.vcpus as u64 * 1000),
+            defaults.cpus.map(as_milli),
         )
         .map(MilliCpus);
-        let memory_bytes = pick("memory", requested.memory_bytes, defaults.memory_bytes);
-        let pids = pick("pids", requested.pids, defaults.pids);
+        let memory_bytes = pick(
+            "memory",
+            requested.memory_bytes,
+            instance_type.map(|t| t.memory_bytes),
+            defaults.memory_bytes,
+        );
+        let pids = pick("pids", requested.pids, None, defaults.pids);
+        let network_bits_per_second = instance_type.map(|t| t.network_bits_per_second).filter(|bps| *bps > 0);
         (
             Limits {
                 cpus,
                 memory_bytes,
                 pids,
+                network_bits_per_second,
             },
             defaulted,
         )
+    }
+
+    /// The instance type named `name`, or an error that says where the list is.
+    pub fn instance_type(&self, name: &str) -> EngineResult<&InstanceType> {
+        self.config.types.iter().find(|t| t.name == name).ok_or_else(|| {
+            EngineError::invalid(
+                "instance_type",
+                format!("unknown instance type '{name}'; `berth types ls` lists them"),
+            )
+        })
+    }
+
+    pub fn types(&self) -> &[InstanceType] {
+        &self.config.types
+    }
+
+    /// CPU and memory held by active instances (other than `except`), against what the
+    /// host offers under the overcommit ratios.
+    fn allocation(&self, instances: &[Instance], except: Option<&str>) -> AllocationSummary {
+        let mut allocated = AllocationSummary {
+            cpu_overcommit: self.config.cpu_overcommit,
+            memory_overcommit: self.config.memory_overcommit,
+            capacity_cpus: self.host.cpus as f64 * self.config.cpu_overcommit,
+            capacity_memory_bytes: (self.host.memory_bytes as f64 * self.config.memory_overcommit) as u64,
+            ..Default::default()
+        };
+        for instance in instances
+            .iter()
+            .filter(|i| i.state.is_active() && Some(i.id.as_str()) != except)
+        {
+            allocated.cpus += instance.limits.cpus.map(|c| c.as_cpus()).unwrap_or(0.0);
+            allocated.memory_bytes += instance.limits.memory_bytes.unwrap_or(0);
+            if instance.limits.cpus.is_none() || instance.limits.memory_bytes.is_none() {
+                allocated.unlimited_instances += 1;
+            }
+        }
+        allocated.free_cpus = (allocated.capacity_cpus - allocated.cpus).max(0.0);
+        allocated.free_memory_bytes = allocated.capacity_memory_bytes.saturating_sub(allocated.memory_bytes);
+        allocated
+    }
+
+    /// Refuses to start an instance the host has no room for, saying what is short.
+    async fn admit(&self, instance: &Instance) -> EngineResult<()> {
+        let instances = self.store.list_instances().await?;
+        let free = self.allocation(&instances, Some(&instance.id));
+        let mut short = Vec::new();
+        if let Some(cpus) = instance.limits.cpus {
+            if cpus.as_cpus() > free.free_cpus + 1e-9 {
+                short.push(format!(
+                    "CPUs: it needs {}, {:.2} of {:.2} are free (cpu_overcommit {})",
+                    cpus, free.free_cpus, free.capacity_cpus, free.cpu_overcommit
+                ));
+            }
+        }
+        if let Some(memory) = instance.limits.memory_bytes {
+            if memory > free.free_memory_bytes {
+                short.push(format!(
+                    "memory: it needs {}, {} of {} is free (memory_overcommit {})",
+                    ByteSize(memory),
+                    ByteSize(free.free_memory_bytes),
+                    ByteSize(free.capacity_memory_bytes),
+                    free.memory_overcommit
+                ));
+            }
+        }
+        if short.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::conflict(format!(
+            "not enough room to start {}: {}; stop another instance or raise [admission] in the daemon config",
+            instance.name,
+            short.join("; ")
+        )))
     }
 
     /// Refuses limits this host cannot honour, naming the field and the fix.
@@ -283,7 +368,12 @@ impl Engine {
         } else {
             self.process_spec(&request, &image)?
         };
-        let (limits, default_limits) = self.resolve_limits(&request.limits);
+        let instance_type = request
+            .instance_type
+            .as_deref()
+            .map(|name| self.instance_type(name).cloned())
+            .transpose()?;
+        let (limits, default_limits) = self.resolve_limits(&request.limits, instance_type.as_ref());
         self.check_limits(&limits)?;
 
         // On-disk names use the 12-digit short id; keep it unique on this node.
@@ -328,6 +418,7 @@ impl Engine {
             pid: None,
             supervisor_pid: None,
             limits,
+            instance_type: instance_type.as_ref().map(|t| t.name.clone()),
             default_limits,
             spec: InstanceSpec {
                 kind: request.kind,
@@ -337,6 +428,10 @@ impl Engine {
                 hostname,
                 auto_remove: request.auto_remove,
                 labels: Default::default(),
+                instance_storage_bytes: instance_type
+                    .as_ref()
+                    .map(|t| t.instance_storage_bytes.clone())
+                    .unwrap_or_default(),
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -571,6 +666,7 @@ impl Engine {
             }
             _ => {}
         }
+        self.admit(&instance).await?;
         let driver = self.driver(instance.kind)?;
         let image = if instance.spec.image_id.is_empty() {
             None
@@ -985,27 +1081,14 @@ impl Engine {
             total: instances.len(),
             ..Default::default()
         };
-        let mut allocated = AllocationSummary::default();
         for instance in &instances {
             match instance.state {
                 InstanceState::Running => counts.running += 1,
                 InstanceState::Paused => counts.paused += 1,
                 _ => counts.stopped += 1,
             }
-            if instance.state.is_active() {
-                match (instance.limits.cpus, instance.limits.memory_bytes) {
-                    (Some(cpus), Some(memory)) => {
-                        allocated.cpus += cpus.as_cpus();
-                        allocated.memory_bytes += memory;
-                    }
-                    (cpus, memory) => {
-                        allocated.cpus += cpus.map(|c| c.as_cpus()).unwrap_or(0.0);
-                        allocated.memory_bytes += memory.unwrap_or(0);
-                        allocated.unlimited_instances += 1;
-                    }
-                }
-            }
         }
+        let allocated = self.allocation(&instances, None);
         let fingerprint = self.containers.fingerprint();
         let detail = |key: &str| {
             fingerprint
@@ -1177,7 +1260,9 @@ impl Engine {
                 cpus: Some(MilliCpus::from_cpus(imported.vcpus as u64)),
                 memory_bytes: Some(imported.memory_bytes),
                 pids: None,
+                network_bits_per_second: None,
             },
+            instance_type: None,
             default_limits: Vec::new(),
             spec: InstanceSpec {
                 kind: InstanceKind::Vm,
@@ -1190,6 +1275,7 @@ impl Engine {
                 hostname: name.clone(),
                 auto_remove: false,
                 labels: Default::default(),
+                instance_storage_bytes: Vec::new(),
             },
             node: self.node.clone(),
             created_at: Utc::now(),

@@ -63,6 +63,9 @@ pub struct CreateInstanceRequest {
     pub hostname: Option<String>,
     #[serde(default)]
     pub limits: LimitsRequest,
+    /// An instance type (`berth types ls`); explicit limits override single values of it.
+    #[serde(default)]
+    pub instance_type: Option<String>,
     /// VM sizing beyond the limits (`kind: vm` only).
     #[serde(default)]
     pub vm: Option<VmRequest>,
@@ -301,6 +304,13 @@ pub struct AllocationSummary {
     pub memory_bytes: u64,
     /// Active instances without a CPU or memory limit.
     pub unlimited_instances: usize,
+    /// What may be allocated: the host's capacity times the overcommit ratios.
+    pub capacity_cpus: f64,
+    pub capacity_memory_bytes: u64,
+    pub free_cpus: f64,
+    pub free_memory_bytes: u64,
+    pub cpu_overcommit: f64,
+    pub memory_overcommit: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -68,6 +68,9 @@ pub struct Limits {
     pub cpus: Option<MilliCpus>,
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
+    /// Network bandwidth, bits per second (from the instance type or `--bandwidth`).
+    #[serde(default)]
+    pub network_bits_per_second: Option<u64>,
 }
 
 impl Limits {
@@ -105,6 +108,9 @@ pub struct InstanceSpec {
     pub auto_remove: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Sizes of the instance's ephemeral instance-store disks (from its type).
+    #[serde(default)]
+    pub instance_storage_bytes: Vec<u64>,
 }
 
 /// How the main process ended.
@@ -218,6 +224,9 @@ pub struct Instance {
     /// Host PID of the per-instance supervisor while active.
     pub supervisor_pid: Option<u32>,
     pub limits: Limits,
+    /// The instance type it was sized from, if any.
+    #[serde(default)]
+    pub instance_type: Option<String>,
     /// Which of `limits` came from the daemon's defaults rather than the user.
     pub default_limits: Vec<String>,
     pub spec: InstanceSpec,

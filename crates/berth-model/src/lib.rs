@@ -9,6 +9,7 @@ pub mod instance;
 pub mod quantity;
 pub mod signal;
 pub mod stream;
+pub mod types;
 
 pub use instance::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 pub use quantity::{ByteSize, LimitSetting, MilliCpus};

@@ -18,6 +18,8 @@ pub enum QuantityError {
     BadCpus(String),
     #[error("'{0}' is not a positive whole number")]
     BadCount(String),
+    #[error("'{0}' is not a bandwidth; use a number with kbit, mbit or gbit (for example 100mbit), at least 1kbit")]
+    BadBandwidth(String),
     #[error("'{0}' is too large")]
     TooLarge(String),
 }
@@ -151,6 +153,36 @@ impl<'de> Deserialize<'de> for MilliCpus {
     }
 }
 
+/// Network bandwidth in bits per second, as `tc` writes it: "100mbit", "10gbit", "1.5gbit",
+/// "800kbit" (decimal multiples; "bps" means bytes per second as in tc).
+pub fn parse_bandwidth(input: &str) -> Result<u64, QuantityError> {
+    let text = input.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: f64 = match unit.trim() {
+        "" | "bit" => 1.0,
+        "kbit" | "k" => 1e3,
+        "mbit" | "m" => 1e6,
+        "gbit" | "g" => 1e9,
+        "tbit" | "t" => 1e12,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        _ => return Err(QuantityError::BadBandwidth(input.to_string())),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| QuantityError::BadBandwidth(input.to_string()))?;
+    let bits = value * multiplier;
+    if !bits.is_finite() || bits < 1000.0 {
+        return Err(QuantityError::BadBandwidth(input.to_string()));
+    }
+    Ok(bits.round() as u64)
+}
+
 /// A positive whole count such as a pids limit.
 pub fn parse_count(input: &str) -> Result<u64, QuantityError> {
     let text = input.trim();
@@ -252,5 +284,10 @@ mod tests {
             Ok(LimitSetting::Unlimited)
         );
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+        assert_eq!(parse_bandwidth("100mbit"), Ok(100_000_000));
+        assert_eq!(parse_bandwidth("10Gbit"), Ok(10_000_000_000));
+        assert_eq!(parse_bandwidth("1mbps"), Ok(8_000_000));
+        assert!(parse_bandwidth("fast").is_err());
+        assert!(parse_bandwidth("10").is_err());
     }
 }

@@ -38,7 +38,15 @@ struct Entry {
     up_to: bool,
 }
 
-const fn entry(name: &'static str, vcpus: u32, memory_gib: f64, disks: u32, disk_gb: u64, gbps: u64, up_to: bool) -> Entry {
+const fn entry(
+    name: &'static str,
+    vcpus: u32,
+    memory_gib: f64,
+    disks: u32,
+    disk_gb: u64,
+    gbps: u64,
+    up_to: bool,
+) -> Entry {
     Entry {
         name,
         vcpus,

@@ -79,6 +79,9 @@ pub enum Command {
     Top(TopArgs),
     /// Show the host facts berth decided from
     Info(JsonArgs),
+    /// Instance types: named sizes for containers and VMs
+    #[command(subcommand)]
+    Types(TypesCommand),
     /// Stream the daemon's events
     Events(JsonArgs),
     /// Manage images
@@ -195,6 +198,10 @@ pub struct CreateArgs {
     /// Remove the instance when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Size the instance from an instance type (`berth types ls`); --cpus and --memory
+    /// override single values of it
+    #[arg(long = "type", value_name = "TYPE")]
+    pub instance_type: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// VM: the most vCPUs `update --cpus` may hot-add up to
@@ -506,4 +513,11 @@ pub struct VmExportArgs {
 pub struct VmExecArgs {
     pub socket: PathBuf,
     pub request: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TypesCommand {
+    /// List instance types: built-in ones (AWS's i3, t3, m5, c5) and the daemon config's
+    #[command(alias = "list")]
+    Ls(JsonArgs),
 }

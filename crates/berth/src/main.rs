@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ImageCommand, VmCommand};
+use crate::cli::{Cli, Command, ImageCommand, TypesCommand, VmCommand};
 
 /// How a command ended, as an exit status.
 pub enum Outcome {
@@ -145,6 +145,7 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Stats(args) => instances::stats(&client, args).await,
         Command::Top(args) => instances::top(&client, args).await,
         Command::Info(args) => host::info(&client, args).await,
+        Command::Types(TypesCommand::Ls(args)) => host::types(&client, args).await,
         Command::Events(args) => host::events(&client, args).await,
         Command::Image(image) => match image {
             ImageCommand::Import(args) => images::import(&client, args).await,

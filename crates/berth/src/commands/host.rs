@@ -38,11 +38,18 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
         info.accelerators.join(", "),
         info.accelerator_note
     );
-    println!("CPUs:            {} (allocated {:.2})", info.cpus, info.allocated.cpus);
+    let allocation = &info.allocated;
     println!(
-        "Memory:          {} (allocated {})",
+        "CPUs:            {} (capacity {:.2} at overcommit {}, allocated {:.2}, free {:.2})",
+        info.cpus, allocation.capacity_cpus, allocation.cpu_overcommit, allocation.cpus, allocation.free_cpus
+    );
+    println!(
+        "Memory:          {} (capacity {} at overcommit {}, allocated {}, free {})",
         ByteSize(info.memory_bytes),
-        ByteSize(info.allocated.memory_bytes)
+        ByteSize(allocation.capacity_memory_bytes),
+        allocation.memory_overcommit,
+        ByteSize(allocation.memory_bytes),
+        ByteSize(allocation.free_memory_bytes)
     );
     if info.allocated.unlimited_instances > 0 {
         println!(
@@ -84,5 +91,38 @@ pub async fn events(client: &Client, args: JsonArgs) -> Result<Outcome> {
             );
         }
     }
+    Ok(Outcome::Success)
+}
+
+pub async fn types(client: &Client, args: JsonArgs) -> Result<Outcome> {
+    let types: Vec<berth_model::types::InstanceType> = client.get("/v1/types").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&types)?);
+        return Ok(Outcome::Success);
+    }
+    let rows: Vec<Vec<String>> = types
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.vcpus.to_string(),
+                format!("{}", t.memory_gib),
+                t.instance_storage.clone(),
+                t.network.clone(),
+                t.source.clone(),
+            ]
+        })
+        .collect();
+    crate::output::print_table(
+        &[
+            "TYPE",
+            "VCPU",
+            "MEMORY (GIB)",
+            "INSTANCE STORAGE (GB)",
+            "NETWORK",
+            "SOURCE",
+        ],
+        &rows,
+    );
     Ok(Outcome::Success)
 }

@@ -65,6 +65,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         auto_remove: args.rm,
         hostname: args.hostname.clone(),
         limits: limits_request(&args.limits),
+        instance_type: args.instance_type.clone(),
         vm: args.vm.then(|| VmRequest {
             max_cpus: args.max_cpus,
             max_memory_bytes: args.max_memory.map(|m| m.bytes()),
