@@ -78,8 +78,15 @@ fn a_command_runs_in_a_vm_like_in_a_container() {
         text.contains("cloud-amd64"),
         "the guest runs Debian's cloud kernel: {text}"
     );
-    assert_eq!(stderr(&output), "err\n");
+    let errors = stderr(&output);
+    assert!(errors.ends_with("err\n"), "{errors}");
     let record = d.inspect("once");
+    if record["vm"]["accel"] == "tcg" {
+        assert!(
+            errors.starts_with("warning: no usable KVM"),
+            "TCG is announced: {errors}"
+        );
+    }
     assert_eq!(record["kind"], "vm");
     assert_eq!(record["state"], "exited");
     assert_eq!(record["exit_code"], 3);
