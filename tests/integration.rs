@@ -11,5 +11,6 @@ mod lifecycle;
 mod limits;
 mod registry;
 mod restart;
+mod storage;
 mod types;
 mod vms;

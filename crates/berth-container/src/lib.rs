@@ -101,6 +101,9 @@ impl InstanceDriver for ContainerDriver {
         dir: &Path,
     ) -> Result<SupervisorConfig, DriverError> {
         let image = image.ok_or_else(|| DriverError::invalid("image", "a container needs an image"))?;
+        if let Some(size) = instance.spec.disk_bytes {
+            rootfs::mount_sized_layer(dir, size)?;
+        }
         let paths = RootfsPaths::new(dir);
         let lower_dirs = self
             .images
@@ -116,7 +119,7 @@ impl InstanceDriver for ContainerDriver {
             }
         }
         rootfs::mount_overlay(&paths, &lower_dirs)?;
-        let result = (|| {
+        let result = async {
             let user = user::resolve_user(&paths.mountpoint, &instance.spec.process.user)
                 .map_err(|message| DriverError::invalid("user", message))?;
             let working_dir = &instance.spec.process.working_dir;
@@ -125,6 +128,7 @@ impl InstanceDriver for ContainerDriver {
             }
             let etc_dir = dir.join("etc");
             spec::write_etc_files(&etc_dir, &instance.spec.hostname)?;
+            let binds = mount_instance_storage(instance, dir)?;
             let name = Self::runtime_name(instance);
             let runtime_spec = spec::build_spec(&spec::SpecInputs {
                 instance,
@@ -132,6 +136,7 @@ impl InstanceDriver for ContainerDriver {
                 resources: self.cgroups.resources(&instance.limits)?,
                 cgroups_path: &self.cgroups.path_for(&name),
                 etc_dir: &etc_dir,
+                binds,
             })?;
             let config_path = dir.join("bundle/config.json");
             runtime_spec
@@ -149,17 +154,20 @@ impl InstanceDriver for ContainerDriver {
                 exit_path: dir.join("exit.json"),
                 socket_path: dir.join("supervisor.sock"),
             })
-        })();
+        }
+        .await;
         if result.is_err() {
             let _ = rootfs::unmount(&paths);
+            let _ = release_instance_storage(instance, dir, true);
         }
         result
     }
 
-    async fn release(&self, _instance: &Instance, dir: &Path) -> Result<(), DriverError> {
+    async fn release(&self, instance: &Instance, dir: &Path, keep_instance_storage: bool) -> Result<(), DriverError> {
         // Runtime state and the cgroup are the supervisor's to remove (after it reported the
         // exit, so removing them here would race with it); see `reclaim`.
-        rootfs::unmount(&RootfsPaths::new(dir))
+        rootfs::unmount(&RootfsPaths::new(dir))?;
+        release_instance_storage(instance, dir, keep_instance_storage)
     }
 
     async fn reclaim(&self, instance: &Instance) -> Result<(), DriverError> {
@@ -173,7 +181,7 @@ impl InstanceDriver for ContainerDriver {
     }
 
     async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
-        self.release(instance, dir).await?;
+        self.release(instance, dir, false).await?;
         if dir.exists() {
             fs::remove_dir_all(dir).map_err(|e| DriverError::host(format!("removing {}", dir.display()), e))?;
         }
@@ -235,6 +243,34 @@ impl InstanceDriver for ContainerDriver {
             socket_path: dir.join("supervisor.sock"),
         })
     }
+}
+
+/// Instance storage of a container: one thin ext4 image per disk of its type, mounted on
+/// the host and bound to /mnt/instance-store0, 1, ... Returns the binds for the spec.
+fn mount_instance_storage(instance: &Instance, dir: &Path) -> Result<Vec<(PathBuf, String, bool)>, DriverError> {
+    let mut binds = Vec::new();
+    for (index, size) in instance.spec.instance_storage_bytes.iter().enumerate() {
+        let image = dir.join(format!("instance-store/{index}.img"));
+        let mountpoint = dir.join(format!("instance-store/{index}"));
+        if !image.exists() {
+            berth_storage::create_ext4_image(&image, *size).map_err(|e| DriverError::Other(e.to_string()))?;
+        }
+        berth_storage::mount_image(&image, &mountpoint, false).map_err(|e| DriverError::Other(e.to_string()))?;
+        binds.push((mountpoint, format!("/mnt/instance-store{index}"), false));
+    }
+    Ok(binds)
+}
+
+/// Unmounts instance storage; unless `keep` (a restart), wipes it as EC2 does on stop.
+fn release_instance_storage(instance: &Instance, dir: &Path, keep: bool) -> Result<(), DriverError> {
+    for index in 0..instance.spec.instance_storage_bytes.len() {
+        berth_storage::unmount(&dir.join(format!("instance-store/{index}")))
+            .map_err(|e| DriverError::Other(e.to_string()))?;
+        if !keep {
+            let _ = fs::remove_file(dir.join(format!("instance-store/{index}.img")));
+        }
+    }
+    Ok(())
 }
 
 /// The supervisor-side workload for a container `SupervisorConfig`; `None` for kinds this

@@ -6,34 +6,47 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use berth_model::driver::DriverError;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 
-/// Paths of one container's filesystem under its instance directory.
+/// Paths of one container's filesystem under its instance directory. With a size limit
+/// the writable layer lives on its own filesystem image (`layer.img`, mounted at `layer/`).
 pub struct RootfsPaths {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub mountpoint: PathBuf,
+    pub layer_image: PathBuf,
+    pub layer_mount: PathBuf,
 }
 
 impl RootfsPaths {
     pub fn new(instance_dir: &Path) -> Self {
+        let layer_mount = instance_dir.join("layer");
+        let (upper, work) = if instance_dir.join("layer.img").exists() {
+            (layer_mount.join("upper"), layer_mount.join("work"))
+        } else {
+            (instance_dir.join("upper"), instance_dir.join("work"))
+        };
         RootfsPaths {
-            upper: instance_dir.join("upper"),
-            work: instance_dir.join("work"),
+            upper,
+            work,
             mountpoint: instance_dir.join("bundle/rootfs"),
+            layer_image: instance_dir.join("layer.img"),
+            layer_mount,
         }
     }
 }
 
-/// True if `path` is a mount point: its device differs from its parent's. (Cheaper than
-/// reading /proc/self/mountinfo, which grows with every mount on the host.)
-pub fn is_mounted(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(own), Some(Ok(parent))) = (fs::metadata(path), path.parent().map(fs::metadata)) else {
-        return false;
-    };
-    own.dev() != parent.dev()
+/// Gives the writable layer a filesystem of `size` bytes, created on first use.
+pub fn mount_sized_layer(instance_dir: &Path, size: u64) -> Result<(), DriverError> {
+    let image = instance_dir.join("layer.img");
+    if !image.exists() {
+        berth_storage::create_ext4_image(&image, size).map_err(|e| DriverError::Other(e.to_string()))?;
+    }
+    berth_storage::mount_image(&image, &instance_dir.join("layer"), false)
+        .map_err(|e| DriverError::Other(e.to_string()))
 }
+
+pub use berth_storage::is_mounted;
 
 pub fn mount_overlay(paths: &RootfsPaths, lower_dirs: &[PathBuf]) -> Result<(), DriverError> {
     for dir in [&paths.upper, &paths.work, &paths.mountpoint] {
@@ -77,17 +90,10 @@ pub fn mount_overlay(paths: &RootfsPaths, lower_dirs: &[PathBuf]) -> Result<(), 
     })
 }
 
-/// Unmounts the rootfs if mounted (EINVAL says it was not); lazily if something still
-/// holds it.
+/// Unmounts the rootfs, then the writable layer's own filesystem if it has one.
 pub fn unmount(paths: &RootfsPaths) -> Result<(), DriverError> {
-    match umount2(&paths.mountpoint, MntFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EBUSY) => umount2(&paths.mountpoint, MntFlags::MNT_DETACH)
-            .map_err(|e| DriverError::host(format!("unmounting {}", paths.mountpoint.display()), e.into())),
-        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(DriverError::host(
-            format!("unmounting {}", paths.mountpoint.display()),
-            e.into(),
-        )),
+    for mountpoint in [&paths.mountpoint, &paths.layer_mount] {
+        berth_storage::unmount(mountpoint).map_err(|e| DriverError::Other(e.to_string()))?;
     }
+    Ok(())
 }

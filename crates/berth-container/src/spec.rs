@@ -1,7 +1,7 @@
 //! The OCI runtime spec (`config.json`) of a container: Docker's defaults for mounts,
 //! namespaces, capabilities and masked paths, plus the instance's process and limits.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_model::driver::DriverError;
 use berth_model::Instance;
@@ -52,6 +52,8 @@ pub struct SpecInputs<'a> {
     pub cgroups_path: &'a Path,
     /// Files bind-mounted over the image's /etc/hostname, /etc/hosts, /etc/resolv.conf.
     pub etc_dir: &'a Path,
+    /// Host directories bind-mounted in: (source, destination, read-only).
+    pub binds: Vec<(PathBuf, String, bool)>,
 }
 
 /// Env of the main process: image and user env merged by `berth-daemon`, plus HOME and
@@ -86,9 +88,20 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
             "options": ["rbind", "rprivate"]
         })
     };
+    let mut binds: Vec<serde_json::Value> = inputs
+        .binds
+        .iter()
+        .map(|(source, destination, read_only)| {
+            let mut options = vec!["rbind", "rprivate"];
+            if *read_only {
+                options.push("ro");
+            }
+            json!({ "destination": destination, "type": "bind", "source": source, "options": options })
+        })
+        .collect();
     let resources =
         serde_json::to_value(&inputs.resources).map_err(|e| DriverError::Other(format!("encoding resources: {e}")))?;
-    let document = json!({
+    let mut document = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": process.tty,
@@ -141,6 +154,9 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
             "readonlyPaths": READONLY_PATHS,
         },
     });
+    if let Some(mounts) = document["mounts"].as_array_mut() {
+        mounts.append(&mut binds);
+    }
     serde_json::from_value(document).map_err(|e| DriverError::Other(format!("building the runtime spec: {e}")))
 }
 

@@ -55,6 +55,8 @@ pub struct Engine {
     vms: Arc<VmDriver>,
     /// Serialises life-cycle changes of one instance.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Instances being restarted: their instance storage survives the stop.
+    restarting: std::sync::Mutex<std::collections::HashSet<String>>,
     events: broadcast::Sender<Event>,
     /// This binary, run in supervisor mode for each started instance.
     exe: PathBuf,
@@ -84,6 +86,7 @@ impl Engine {
             containers: Arc::new(containers),
             vms: Arc::new(vms),
             locks: std::sync::Mutex::new(HashMap::new()),
+            restarting: std::sync::Mutex::new(Default::default()),
             events,
             exe,
         })
@@ -400,11 +403,24 @@ impl Engine {
             None => short_id(&id).to_string(),
         };
         let dir = self.instance_dir(&id);
+        if let Some(size) = request.disk_bytes {
+            if size < 16 << 20 {
+                return Err(EngineError::invalid("disk", "--disk: at least 16MiB"));
+            }
+        }
+        let instance_storage: Vec<u64> = instance_type
+            .as_ref()
+            .map(|t| t.instance_storage_bytes.clone())
+            .unwrap_or_default();
         let vm = match request.kind {
-            InstanceKind::Vm => Some(
-                self.vms
-                    .plan(&limits, &request.vm.clone().unwrap_or_default(), &image, &dir)?,
-            ),
+            InstanceKind::Vm => Some(self.vms.plan(
+                &limits,
+                &request.vm.clone().unwrap_or_default(),
+                request.disk_bytes,
+                &instance_storage,
+                &image,
+                &dir,
+            )?),
             InstanceKind::Container => None,
         };
         let instance = Instance {
@@ -428,10 +444,11 @@ impl Engine {
                 hostname,
                 auto_remove: request.auto_remove,
                 labels: Default::default(),
-                instance_storage_bytes: instance_type
-                    .as_ref()
-                    .map(|t| t.instance_storage_bytes.clone())
-                    .unwrap_or_default(),
+                instance_storage_bytes: instance_storage.clone(),
+                disk_bytes: match request.kind {
+                    InstanceKind::Container => request.disk_bytes,
+                    InstanceKind::Vm => None,
+                },
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -618,7 +635,12 @@ impl Engine {
         // An instance removed right away is released by its removal.
         if !instance.spec.auto_remove {
             if let Ok(driver) = self.driver(instance.kind) {
-                if let Err(e) = driver.release(&instance, &dir).await {
+                let keep = self
+                    .restarting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&instance.id);
+                if let Err(e) = driver.release(&instance, &dir, keep).await {
                     tracing::warn!(id = %instance.id, error = %e, "releasing instance resources");
                     instance.error = Some(e.to_string());
                 }
@@ -710,7 +732,7 @@ impl Engine {
         let (supervisor_pid, pid, stream) = match started {
             Ok(started) => started,
             Err(e) => {
-                let _ = driver.release(&instance, &dir).await;
+                let _ = driver.release(&instance, &dir, false).await;
                 if instance.spec.auto_remove {
                     let _ = self.remove_locked(&instance).await;
                 } else {
@@ -808,8 +830,21 @@ impl Engine {
     }
 
     pub async fn restart(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
-        let instance = self.stop(key, timeout_secs).await?;
-        Ok(self.start(&instance.id, false).await?.0)
+        let found = self.find(key).await?;
+        self.restarting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(found.id.clone());
+        let restarted = async {
+            let instance = self.stop(key, timeout_secs).await?;
+            Ok(self.start(&instance.id, false).await?.0)
+        }
+        .await;
+        self.restarting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&found.id);
+        restarted
     }
 
     pub async fn kill(&self, key: &str, signal: &str) -> EngineResult<()> {
@@ -1163,7 +1198,7 @@ impl Engine {
                 }
             } else if let Ok(driver) = self.driver(instance.kind) {
                 // A crash during start can leave a mount behind.
-                if let Err(e) = driver.release(&instance, &dir).await {
+                if let Err(e) = driver.release(&instance, &dir, true).await {
                     tracing::warn!(id = %instance.id, error = %e, "cleaning up a stopped instance");
                 }
             }
@@ -1276,6 +1311,7 @@ impl Engine {
                 auto_remove: false,
                 labels: Default::default(),
                 instance_storage_bytes: Vec::new(),
+                disk_bytes: None,
             },
             node: self.node.clone(),
             created_at: Utc::now(),

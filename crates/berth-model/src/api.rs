@@ -69,6 +69,9 @@ pub struct CreateInstanceRequest {
     /// VM sizing beyond the limits (`kind: vm` only).
     #[serde(default)]
     pub vm: Option<VmRequest>,
+    /// Size of the writable layer (containers) or root disk (VMs).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
 }
 
 /// Sizing of a VM: the limits give the current vCPUs and memory; these the maximums that
@@ -80,8 +83,6 @@ pub struct VmRequest {
     pub max_cpus: Option<u32>,
     #[serde(default)]
     pub max_memory_bytes: Option<u64>,
-    #[serde(default)]
-    pub disk_bytes: Option<u64>,
 }
 
 /// `POST /v1/vms/import`: a libvirt domain XML or a VMware .vmx on the daemon's host.

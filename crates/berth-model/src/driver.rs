@@ -116,8 +116,9 @@ pub trait InstanceDriver: Send + Sync {
     ) -> Result<SupervisorConfig, DriverError>;
 
     /// Releases what a stopped instance no longer needs (mounts, cgroups) but keeps
-    /// what a later start reuses (writable layer, disks).
-    async fn release(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError>;
+    /// what a later start reuses (writable layer, disks). Instance storage is wiped, as on
+    /// EC2, unless `keep_instance_storage` (a restart).
+    async fn release(&self, instance: &Instance, dir: &Path, keep_instance_storage: bool) -> Result<(), DriverError>;
 
     /// Cleans up what a supervisor normally removes itself (runtime state, cgroups), for
     /// an instance whose supervisor died without doing so.

@@ -111,6 +111,9 @@ pub struct InstanceSpec {
     /// Sizes of the instance's ephemeral instance-store disks (from its type).
     #[serde(default)]
     pub instance_storage_bytes: Vec<u64>,
+    /// A container's writable layer size (`--disk`); unbounded when absent.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
 }
 
 /// How the main process ended.

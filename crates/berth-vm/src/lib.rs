@@ -94,6 +94,8 @@ impl VmDriver {
         &self,
         limits: &Limits,
         request: &VmRequest,
+        disk_bytes: Option<u64>,
+        instance_storage: &[u64],
         image: &ImageRecord,
         dir: &Path,
     ) -> Result<VmDetails, DriverError> {
@@ -142,7 +144,7 @@ impl VmDriver {
             Some(disk_image) => VmDisk {
                 path: dir.join("disk0.qcow2").display().to_string(),
                 format: "qcow2".into(),
-                size_bytes: request.disk_bytes.unwrap_or(0).max(disk_image.virtual_size_bytes),
+                size_bytes: disk_bytes.unwrap_or(0).max(disk_image.virtual_size_bytes),
                 backing: Some(disk_image.path.clone()),
                 bus: "virtio".into(),
                 ephemeral: false,
@@ -150,7 +152,7 @@ impl VmDriver {
             None => VmDisk {
                 path: dir.join("root.qcow2").display().to_string(),
                 format: "qcow2".into(),
-                size_bytes: request.disk_bytes.unwrap_or(DEFAULT_DISK_BYTES).max(DEFAULT_DISK_BYTES),
+                size_bytes: disk_bytes.unwrap_or(DEFAULT_DISK_BYTES).max(DEFAULT_DISK_BYTES),
                 backing: Some(self.base_path(image).display().to_string()),
                 bus: "virtio".into(),
                 ephemeral: false,
@@ -169,7 +171,21 @@ impl VmDriver {
                 current_bytes: memory,
                 max_bytes: max_memory,
             },
-            disks: vec![disk],
+            // Instance storage: blank thin disks on NVMe, wiped when the VM stops.
+            disks: std::iter::once(disk)
+                .chain(instance_storage.iter().enumerate().map(|(index, size)| VmDisk {
+                    path: dir.join(format!("instance-store{index}.qcow2")).display().to_string(),
+                    format: "qcow2".into(),
+                    size_bytes: *size,
+                    backing: None,
+                    bus: if machine == "microvm" {
+                        "virtio".into()
+                    } else {
+                        "nvme".into()
+                    },
+                    ephemeral: true,
+                }))
+                .collect(),
             qmp_socket: VmPaths::new(dir).qmp.display().to_string(),
             interfaces: Vec::new(),
             imported_from: None,
@@ -453,10 +469,20 @@ impl InstanceDriver for VmDriver {
         })
     }
 
-    async fn release(&self, _instance: &Instance, dir: &Path) -> Result<(), DriverError> {
+    async fn release(&self, instance: &Instance, dir: &Path, keep_instance_storage: bool) -> Result<(), DriverError> {
         let paths = VmPaths::new(dir);
         for socket in [&paths.qmp, &paths.exec] {
             let _ = fs::remove_file(socket);
+        }
+        if !keep_instance_storage {
+            for disk in instance
+                .vm
+                .iter()
+                .flat_map(|vm| vm.disks.iter())
+                .filter(|d| d.ephemeral)
+            {
+                let _ = fs::remove_file(&disk.path);
+            }
         }
         Ok(())
     }
@@ -470,7 +496,7 @@ impl InstanceDriver for VmDriver {
     }
 
     async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
-        self.release(instance, dir).await?;
+        self.release(instance, dir, false).await?;
         if dir.exists() {
             fs::remove_dir_all(dir).map_err(host_error("removing the VM's directory"))?;
         }

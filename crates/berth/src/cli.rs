@@ -210,8 +210,9 @@ pub struct CreateArgs {
     /// VM: the most memory `update --memory` may hot-add up to
     #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "vm")]
     pub max_memory: Option<ByteSize>,
-    /// VM: size of the root disk (default 4g; thin-provisioned)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "vm")]
+    /// Size of the writable layer (containers, enforced by a filesystem of that size) or of
+    /// the root disk (VMs, default 4g); thin-provisioned
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub disk: Option<ByteSize>,
     /// The image (tag, id or name@digest)
     pub image: String,

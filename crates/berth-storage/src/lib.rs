@@ -1,0 +1,95 @@
+//! Storage that holds a size limit: ext4 filesystems in sparse image files, attached through
+//! loop devices. A container's writable layer of `--disk` size and its instance-store disks
+//! are such images; thin-provisioned, they cost nothing on the host until written.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use nix::mount::{umount2, MntFlags};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("{context}: {message}")]
+    Failed { context: String, message: String },
+}
+
+fn failed(context: impl Into<String>, message: impl ToString) -> StorageError {
+    StorageError::Failed {
+        context: context.into(),
+        message: message.to_string(),
+    }
+}
+
+fn run(command: &mut Command, context: &str) -> Result<(), StorageError> {
+    let output = command.output().map_err(|e| failed(context, e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Err(failed(context, stderr.trim().lines().last().unwrap_or("failed")))
+}
+
+/// Creates a sparse file of `size` bytes holding an empty ext4 filesystem.
+pub fn create_ext4_image(path: &Path, size: u64) -> Result<(), StorageError> {
+    let context = format!("creating {}", path.display());
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| failed(&context, e))?;
+    }
+    let file = fs::File::create(path).map_err(|e| failed(&context, e))?;
+    file.set_len(size)
+        .map_err(|e| failed(&context, format!("cannot size it to {size} bytes: {e}")))?;
+    drop(file);
+    let made = run(
+        Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+            ])
+            .arg(path),
+        &context,
+    );
+    if made.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    made
+}
+
+/// True if `path` is a mount point (its device differs from its parent's).
+pub fn is_mounted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(own), Some(Ok(parent))) = (fs::metadata(path), path.parent().map(fs::metadata)) else {
+        return false;
+    };
+    own.dev() != parent.dev()
+}
+
+/// Mounts a filesystem image through a loop device (released again on unmount).
+pub fn mount_image(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(), StorageError> {
+    let context = format!("mounting {} at {}", image.display(), mountpoint.display());
+    fs::create_dir_all(mountpoint).map_err(|e| failed(&context, e))?;
+    if is_mounted(mountpoint) {
+        return Ok(());
+    }
+    let options = if read_only { "loop,ro" } else { "loop" };
+    run(
+        Command::new("mount").args(["-o", options]).arg(image).arg(mountpoint),
+        &context,
+    )
+}
+
+/// Unmounts if mounted; lazily if busy.
+pub fn unmount(mountpoint: &Path) -> Result<(), StorageError> {
+    match umount2(mountpoint, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => umount2(mountpoint, MntFlags::MNT_DETACH)
+            .map_err(|e| failed(format!("unmounting {}", mountpoint.display()), e)),
+        Err(e) => Err(failed(format!("unmounting {}", mountpoint.display()), e)),
+    }
+}
