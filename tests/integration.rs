@@ -14,3 +14,4 @@ mod restart;
 mod storage;
 mod types;
 mod vms;
+mod volumes;

@@ -17,6 +17,7 @@ use berth_image::RegistryOptions;
 use berth_model::api::*;
 use berth_model::image::ImageRecord;
 use berth_model::stream::{encode_frame, FrameKind};
+use berth_model::volume::Volume;
 use berth_model::Instance;
 use berth_shim::LogRecord;
 use bytes::Bytes;
@@ -40,6 +41,14 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/tree", get(tree))
         .route("/v1/types", get(list_types))
+        .route("/v1/volumes", get(list_volumes).post(create_volume))
+        .route("/v1/volumes/{name}", get(inspect_volume).delete(remove_volume))
+        .route("/v1/volumes/{name}/snapshots", post(snapshot_volume))
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}",
+            axum::routing::delete(delete_snapshot),
+        )
+        .route("/v1/volumes/{name}/restore", post(restore_volume))
         .route("/v1/instances", get(list_instances).post(create_instance))
         .route("/v1/instances/{id}", get(inspect_instance).delete(remove_instance))
         .route("/v1/instances/{id}/start", post(start_instance))
@@ -110,6 +119,64 @@ async fn events(State(engine): Shared) -> Response {
 #[utoipa::path(get, path = "/v1/types", responses((status = 200, body = [berth_model::types::InstanceType])))]
 async fn list_types(State(engine): Shared) -> Json<Vec<berth_model::types::InstanceType>> {
     Json(engine.types().to_vec())
+}
+
+#[utoipa::path(get, path = "/v1/volumes", responses((status = 200, body = [Volume])))]
+async fn list_volumes(State(engine): Shared) -> EngineResult<Json<Vec<Volume>>> {
+    Ok(Json(engine.volumes.list().await?))
+}
+
+#[utoipa::path(post, path = "/v1/volumes", request_body = CreateVolumeRequest,
+    responses((status = 201, body = Volume), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+async fn create_volume(
+    State(engine): Shared,
+    Json(request): Json<CreateVolumeRequest>,
+) -> EngineResult<(StatusCode, Json<Volume>)> {
+    let volume = engine
+        .volumes
+        .create(&request.name, request.size_bytes, request.driver.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(volume)))
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses((status = 200, body = Volume), (status = 404, body = ErrorResponse)))]
+async fn inspect_volume(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Volume>> {
+    Ok(Json(engine.volumes.get(&name).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses((status = 204), (status = 409, body = ErrorResponse)))]
+async fn remove_volume(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
+    engine.remove_volume(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/snapshots", params(("name" = String, Path)), request_body = SnapshotRequest,
+    responses((status = 200, body = Volume), (status = 409, body = ErrorResponse)))]
+async fn snapshot_volume(
+    State(engine): Shared,
+    Path(name): Path<String>,
+    Json(request): Json<SnapshotRequest>,
+) -> EngineResult<Json<Volume>> {
+    Ok(Json(engine.snapshot_volume(&name, &request.name).await?))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/restore", params(("name" = String, Path)), request_body = SnapshotRequest,
+    responses((status = 200, body = Volume), (status = 409, body = ErrorResponse)))]
+async fn restore_volume(
+    State(engine): Shared,
+    Path(name): Path<String>,
+    Json(request): Json<SnapshotRequest>,
+) -> EngineResult<Json<Volume>> {
+    Ok(Json(engine.restore_volume(&name, &request.name).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{name}/snapshots/{snapshot}", params(("name" = String, Path), ("snapshot" = String, Path)),
+    responses((status = 200, body = Volume), (status = 404, body = ErrorResponse)))]
+async fn delete_snapshot(
+    State(engine): Shared,
+    Path((name, snapshot)): Path<(String, String)>,
+) -> EngineResult<Json<Volume>> {
+    Ok(Json(engine.volumes.delete_snapshot(&name, &snapshot).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tree", responses((status = 200, body = [TreeEntry])))]
@@ -654,6 +721,13 @@ async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
         events,
         tree,
         list_types,
+        list_volumes,
+        create_volume,
+        inspect_volume,
+        remove_volume,
+        snapshot_volume,
+        restore_volume,
+        delete_snapshot,
         list_instances,
         create_instance,
         inspect_instance,

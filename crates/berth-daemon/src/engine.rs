@@ -24,6 +24,7 @@ use berth_model::instance::{
 };
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::InstanceType;
+use berth_model::volume::{Volume, VolumeMount};
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 use berth_shim::client;
 use berth_shim::protocol::{ExitRecord, ReadyLine, Request};
@@ -38,6 +39,7 @@ use crate::config::DaemonConfig;
 use crate::error::{EngineError, EngineResult};
 use crate::host::HostFacts;
 use crate::procs::ProcessTable;
+use crate::volumes::Volumes;
 
 /// The smallest memory limit that lets a runtime start a process at all.
 const MIN_MEMORY_BYTES: u64 = 6 << 20;
@@ -51,6 +53,7 @@ pub struct Engine {
     pub host: HostFacts,
     pub store: Arc<dyn StateStore>,
     pub images: ImageStore,
+    pub volumes: Volumes,
     containers: Arc<ContainerDriver>,
     vms: Arc<VmDriver>,
     /// Serialises life-cycle changes of one instance.
@@ -77,7 +80,9 @@ impl Engine {
         exe: PathBuf,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
+        let volumes = Volumes::new(config.state_dir.join("volumes"), store.clone());
         Arc::new(Engine {
+            volumes,
             config,
             node,
             host: HostFacts::detect(),
@@ -408,6 +413,7 @@ impl Engine {
                 return Err(EngineError::invalid("disk", "--disk: at least 16MiB"));
             }
         }
+        let volumes = self.resolve_volumes(&request.volumes).await?;
         let instance_storage: Vec<u64> = instance_type
             .as_ref()
             .map(|t| t.instance_storage_bytes.clone())
@@ -445,6 +451,7 @@ impl Engine {
                 auto_remove: request.auto_remove,
                 labels: Default::default(),
                 instance_storage_bytes: instance_storage.clone(),
+                volumes,
                 disk_bytes: match request.kind {
                     InstanceKind::Container => request.disk_bytes,
                     InstanceKind::Vm => None,
@@ -646,6 +653,7 @@ impl Engine {
                 }
             }
             let _ = std::fs::remove_dir_all(dir.join("execs"));
+            self.detach_volumes(&instance).await;
         }
         if let Err(e) = self.store.update_instance(&instance).await {
             tracing::error!(id = %instance.id, error = %e, "recording exit");
@@ -689,6 +697,7 @@ impl Engine {
             _ => {}
         }
         self.admit(&instance).await?;
+        self.attach_volumes(&instance).await?;
         let driver = self.driver(instance.kind)?;
         let image = if instance.spec.image_id.is_empty() {
             None
@@ -733,6 +742,7 @@ impl Engine {
             Ok(started) => started,
             Err(e) => {
                 let _ = driver.release(&instance, &dir, false).await;
+                self.detach_volumes(&instance).await;
                 if instance.spec.auto_remove {
                     let _ = self.remove_locked(&instance).await;
                 } else {
@@ -928,6 +938,7 @@ impl Engine {
         let dir = self.instance_dir(&instance.id);
         self.driver(instance.kind)?.remove(instance, &dir).await?;
         self.store.delete_instance(&instance.id).await?;
+        self.detach_volumes(instance).await;
         self.emit(instance, "destroy", None);
         Ok(())
     }
@@ -1312,6 +1323,7 @@ impl Engine {
                 labels: Default::default(),
                 instance_storage_bytes: Vec::new(),
                 disk_bytes: None,
+                volumes: Vec::new(),
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -1487,5 +1499,112 @@ impl Engine {
             }),
         };
         Ok(self.images.add_record(record, tag).await?)
+    }
+}
+
+/// Volumes of instances: resolving `-v` at create, attaching at start, detaching after.
+impl Engine {
+    /// `NAME:/path[:ro]` strings to mounts; a volume that does not exist yet is created
+    /// (as Docker does for named volumes).
+    async fn resolve_volumes(&self, specs: &[String]) -> EngineResult<Vec<VolumeMount>> {
+        let mut mounts: Vec<VolumeMount> = Vec::new();
+        for spec in specs {
+            let mut mount = VolumeMount::parse(spec).map_err(|m| EngineError::invalid("volumes", format!("-v {m}")))?;
+            if mounts.iter().any(|m| m.path == mount.path) {
+                return Err(EngineError::invalid(
+                    "volumes",
+                    format!("-v: two volumes at {}", mount.path),
+                ));
+            }
+            let volume = match self.volumes.get(&mount.volume).await {
+                Ok(volume) => volume,
+                Err(e) if e.status == StatusCode::NOT_FOUND => self.volumes.create(&mount.volume, None, None).await?,
+                Err(e) => return Err(e),
+            };
+            mount.source = volume.path.clone();
+            mounts.push(mount);
+        }
+        Ok(mounts)
+    }
+
+    /// Running instances other than `except` that use volume `name`.
+    async fn volume_users(&self, name: &str, except: Option<&str>, running_only: bool) -> EngineResult<Vec<Instance>> {
+        Ok(self
+            .store
+            .list_instances()
+            .await?
+            .into_iter()
+            .filter(|i| Some(i.id.as_str()) != except)
+            .filter(|i| !running_only || i.state.is_active())
+            .filter(|i| i.spec.volumes.iter().any(|v| v.volume == name))
+            .collect())
+    }
+
+    /// A VM needs its volumes alone (they are block devices to it); containers share theirs
+    /// through one host mount.
+    async fn attach_volumes(&self, instance: &Instance) -> EngineResult<()> {
+        for volume in &instance.spec.volumes {
+            let users = self.volume_users(&volume.volume, Some(&instance.id), true).await?;
+            let conflict = users
+                .iter()
+                .find(|other| instance.kind == InstanceKind::Vm || other.kind == InstanceKind::Vm);
+            if let Some(other) = conflict {
+                return Err(EngineError::conflict(format!(
+                    "volume {} is in use by running {} {}; a VM needs its volumes to itself",
+                    volume.volume, other.kind, other.name
+                )));
+            }
+            if instance.kind == InstanceKind::Container {
+                self.volumes.mount(Path::new(&volume.source))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmounts volumes no running container uses any more.
+    async fn detach_volumes(&self, instance: &Instance) {
+        if instance.kind != InstanceKind::Container {
+            return;
+        }
+        for volume in &instance.spec.volumes {
+            match self.volume_users(&volume.volume, Some(&instance.id), true).await {
+                Ok(users) if users.is_empty() => {
+                    if let Err(e) = self.volumes.unmount(Path::new(&volume.source)) {
+                        tracing::warn!(volume = %volume.volume, error = %e.message, "unmounting a volume");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> EngineResult<()> {
+        let users: Vec<String> = self
+            .volume_users(name, None, false)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        self.volumes.remove(name, &users).await
+    }
+
+    pub async fn snapshot_volume(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
+        let running: Vec<String> = self
+            .volume_users(name, None, true)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        self.volumes.snapshot(name, snapshot, &running).await
+    }
+
+    pub async fn restore_volume(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
+        let running: Vec<String> = self
+            .volume_users(name, None, true)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        self.volumes.restore(name, snapshot, &running).await
     }
 }

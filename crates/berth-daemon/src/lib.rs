@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod procs;
+pub mod volumes;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

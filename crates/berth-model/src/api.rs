@@ -72,6 +72,29 @@ pub struct CreateInstanceRequest {
     /// Size of the writable layer (containers) or root disk (VMs).
     #[serde(default)]
     pub disk_bytes: Option<u64>,
+    /// Volumes to attach: `NAME:/path[:ro]` each.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+}
+
+/// `POST /v1/volumes`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolumeRequest {
+    pub name: String,
+    /// Default 10 GiB (thin: nothing is used until written).
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    /// "local" (the default).
+    #[serde(default)]
+    pub driver: Option<String>,
+}
+
+/// `POST /v1/volumes/{name}/snapshots` and `/restore`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    pub name: String,
 }
 
 /// Sizing of a VM: the limits give the current vCPUs and memory; these the maximums that

@@ -114,6 +114,9 @@ pub struct InstanceSpec {
     /// A container's writable layer size (`--disk`); unbounded when absent.
     #[serde(default)]
     pub disk_bytes: Option<u64>,
+    /// Volumes attached (`-v`).
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// How the main process ended.

@@ -10,6 +10,7 @@ pub mod quantity;
 pub mod signal;
 pub mod stream;
 pub mod types;
+pub mod volume;
 
 pub use instance::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 pub use quantity::{ByteSize, LimitSetting, MilliCpus};

@@ -31,6 +31,11 @@ fn run(command: &mut Command, context: &str) -> Result<(), StorageError> {
     Err(failed(context, stderr.trim().lines().last().unwrap_or("failed")))
 }
 
+/// Where a volume image's filesystem is mounted on the host while containers use it.
+pub fn volume_mountpoint(image: &Path) -> std::path::PathBuf {
+    image.with_file_name("mnt")
+}
+
 /// Creates a sparse file of `size` bytes holding an empty ext4 filesystem.
 pub fn create_ext4_image(path: &Path, size: u64) -> Result<(), StorageError> {
     let context = format!("creating {}", path.display());

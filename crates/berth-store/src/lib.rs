@@ -6,6 +6,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use berth_model::image::ImageRecord;
+use berth_model::volume::Volume;
 use berth_model::Instance;
 use thiserror::Error;
 
@@ -52,6 +53,11 @@ pub trait StateStore: Send + Sync {
     async fn get_image(&self, id: &str) -> StoreResult<ImageRecord>;
     async fn list_images(&self) -> StoreResult<Vec<ImageRecord>>;
     async fn delete_image(&self, id: &str) -> StoreResult<()>;
+
+    async fn put_volume(&self, volume: &Volume) -> StoreResult<()>;
+    async fn get_volume(&self, name: &str) -> StoreResult<Volume>;
+    async fn list_volumes(&self) -> StoreResult<Vec<Volume>>;
+    async fn delete_volume(&self, name: &str) -> StoreResult<()>;
 
     /// A small key/value space for node-level facts (node id, schema version).
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use berth_model::image::ImageRecord;
+use berth_model::volume::Volume;
 use berth_model::Instance;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
@@ -21,6 +22,10 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE TABLE IF NOT EXISTS images (
     id  TEXT PRIMARY KEY,
     doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY,
+    doc  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -214,6 +219,47 @@ impl StateStore for SqliteStore {
     async fn delete_image(&self, id: &str) -> StoreResult<()> {
         self.with_conn(|conn| {
             conn.execute("DELETE FROM images WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    async fn put_volume(&self, volume: &Volume) -> StoreResult<()> {
+        let doc = encode(volume)?;
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO volumes (name, doc) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET doc = excluded.doc",
+                params![volume.name, doc],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn get_volume(&self, name: &str) -> StoreResult<Volume> {
+        self.with_conn(|conn| {
+            let doc: Option<String> = conn
+                .query_row("SELECT doc FROM volumes WHERE name = ?1", [name], |row| row.get(0))
+                .optional()?;
+            match doc {
+                Some(doc) => decode(&doc),
+                None => Err(StoreError::NotFound {
+                    kind: "volume",
+                    key: name.to_string(),
+                }),
+            }
+        })
+    }
+
+    async fn list_volumes(&self) -> StoreResult<Vec<Volume>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT doc FROM volumes ORDER BY name")?;
+            let docs: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            docs.iter().map(|d| decode(d)).collect()
+        })
+    }
+
+    async fn delete_volume(&self, name: &str) -> StoreResult<()> {
+        self.with_conn(|conn| {
+            conn.execute("DELETE FROM volumes WHERE name = ?1", [name])?;
             Ok(())
         })
     }

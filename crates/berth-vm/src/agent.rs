@@ -48,6 +48,29 @@ pub struct GuestSpec {
     pub hostname: String,
     /// Grow the root filesystem to the disk's size before mounting it.
     pub resize_root: bool,
+    /// Volumes: disks (found by serial) to mount at paths.
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// The virtio disk's serial, as the host set it.
+    pub serial: String,
+    pub path: String,
+    pub read_only: bool,
+}
+
+/// The /dev node of the virtio disk with `serial`.
+fn disk_by_serial(serial: &str) -> Option<String> {
+    let entries = fs::read_dir("/sys/block").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if fs::read_to_string(entry.path().join("serial")).is_ok_and(|s| s.trim() == serial) {
+            return Some(format!("/dev/{name}"));
+        }
+    }
+    None
 }
 
 /// One exec request, a JSON line on the exec port; frames follow both ways.
@@ -215,6 +238,13 @@ fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
     )?;
     mount("tmpfs", &format!("{ROOT}/dev/shm"), "tmpfs", 0, "mode=1777")?;
     mount("tmpfs", &format!("{ROOT}/run"), "tmpfs", 0, "mode=755")?;
+    for volume in &spec.mounts {
+        let device = disk_by_serial(&volume.serial)
+            .ok_or_else(|| io::Error::other(format!("the disk of volume {} is missing", volume.path)))?;
+        let flags = if volume.read_only { libc::MS_RDONLY } else { 0 };
+        mount(&device, &format!("{ROOT}{}", volume.path), "ext4", flags, "")
+            .map_err(|e| io::Error::new(e.kind(), format!("mounting the volume at {}: {e}", volume.path)))?;
+    }
     if !spec.hostname.is_empty() {
         let _ = nix::unistd::sethostname(&spec.hostname);
         let _ = fs::write(format!("{ROOT}/etc/hostname"), format!("{}\n", spec.hostname));

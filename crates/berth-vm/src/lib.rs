@@ -438,6 +438,17 @@ impl InstanceDriver for VmDriver {
                     gid: user.gid,
                     hostname: instance.spec.hostname.clone(),
                     resize_root: details.disks.first().is_some_and(|d| d.size_bytes > DEFAULT_DISK_BYTES),
+                    mounts: instance
+                        .spec
+                        .volumes
+                        .iter()
+                        .enumerate()
+                        .map(|(index, volume)| agent::GuestMount {
+                            serial: format!("vol{index}"),
+                            path: volume.path.clone(),
+                            read_only: volume.read_only,
+                        })
+                        .collect(),
                 },
             )?;
             let kernel = assets::find_guest_kernel(&self.guest_dir)?;
@@ -453,7 +464,22 @@ impl InstanceDriver for VmDriver {
         } else {
             None
         };
-        let args = qemu::command_line(&instance.name, &details, &paths, direct.as_ref());
+        let mut args = qemu::command_line(&instance.name, &details, &paths, direct.as_ref());
+        // Volumes: their images as raw disks, found in the guest by serial.
+        let pci = details.machine != "microvm";
+        for (index, volume) in instance.spec.volumes.iter().enumerate() {
+            let readonly = if volume.read_only { ",readonly=on" } else { "" };
+            args.push("-drive".into());
+            args.push(format!(
+                "id=vol{index},file={},format=raw,if=none{readonly}",
+                volume.source
+            ));
+            args.push("-device".into());
+            args.push(format!(
+                "{},drive=vol{index},serial=vol{index}",
+                if pci { "virtio-blk-pci" } else { "virtio-blk-device" }
+            ));
+        }
         Ok(SupervisorConfig {
             workload: Workload::Vm {
                 args,

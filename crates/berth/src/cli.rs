@@ -82,6 +82,9 @@ pub enum Command {
     /// Instance types: named sizes for containers and VMs
     #[command(subcommand)]
     Types(TypesCommand),
+    /// Volumes: storage that outlives instances
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Stream the daemon's events
     Events(JsonArgs),
     /// Manage images
@@ -198,6 +201,9 @@ pub struct CreateArgs {
     /// Remove the instance when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Attach a volume (created if missing): NAME:/path[:ro]; repeatable
+    #[arg(short = 'v', long = "volume", value_name = "NAME:PATH[:ro]")]
+    pub volumes: Vec<String>,
     /// Size the instance from an instance type (`berth types ls`); --cpus and --memory
     /// override single values of it
     #[arg(long = "type", value_name = "TYPE")]
@@ -521,4 +527,49 @@ pub enum TypesCommand {
     /// List instance types: built-in ones (AWS's i3, t3, m5, c5) and the daemon config's
     #[command(alias = "list")]
     Ls(JsonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume (a thin ext4 filesystem image)
+    Create(VolumeCreateArgs),
+    /// List volumes
+    #[command(alias = "list")]
+    Ls(ImageLsArgs),
+    /// Show volumes as JSON
+    Inspect(VolumeNamesArgs),
+    /// Remove volumes no instance uses
+    Rm(VolumeNamesArgs),
+    /// Take a snapshot of a volume (or delete one with --rm)
+    Snapshot(VolumeSnapshotArgs),
+    /// Put a volume back to a snapshot
+    Restore(VolumeSnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Size (default 10g; thin-provisioned)
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<ByteSize>,
+    /// Volume driver
+    #[arg(long, default_value = "local")]
+    pub driver: String,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeNamesArgs {
+    #[arg(required = true, value_name = "VOLUME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeSnapshotArgs {
+    /// Delete the snapshot instead of taking it
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ImageCommand, TypesCommand, VmCommand};
+use crate::cli::{Cli, Command, ImageCommand, TypesCommand, VmCommand, VolumeCommand};
 
 /// How a command ended, as an exit status.
 pub enum Outcome {
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<Outcome> {
-    use commands::{host, images, instances, vms};
+    use commands::{host, images, instances, vms, volumes};
     let client = Client::from_env();
     match command {
         Command::Run(args) => instances::run(&client, args).await,
@@ -146,6 +146,12 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Top(args) => instances::top(&client, args).await,
         Command::Info(args) => host::info(&client, args).await,
         Command::Types(TypesCommand::Ls(args)) => host::types(&client, args).await,
+        Command::Volume(VolumeCommand::Create(args)) => volumes::create(&client, args).await,
+        Command::Volume(VolumeCommand::Ls(args)) => volumes::list(&client, args).await,
+        Command::Volume(VolumeCommand::Inspect(args)) => volumes::inspect(&client, args).await,
+        Command::Volume(VolumeCommand::Rm(args)) => volumes::remove(&client, args).await,
+        Command::Volume(VolumeCommand::Snapshot(args)) => volumes::snapshot(&client, args).await,
+        Command::Volume(VolumeCommand::Restore(args)) => volumes::restore(&client, args).await,
         Command::Events(args) => host::events(&client, args).await,
         Command::Image(image) => match image {
             ImageCommand::Import(args) => images::import(&client, args).await,

@@ -71,6 +71,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
             max_memory_bytes: args.max_memory.map(|m| m.bytes()),
         }),
         disk_bytes: args.disk.map(|d| d.bytes()),
+        volumes: args.volumes.clone(),
     }
 }
 

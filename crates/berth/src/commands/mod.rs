@@ -4,3 +4,4 @@ pub mod host;
 pub mod images;
 pub mod instances;
 pub mod vms;
+pub mod volumes;

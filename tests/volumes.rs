@@ -1,0 +1,118 @@
+//! Volumes: created, shared by containers, read-only mounts, attached to a VM as a disk,
+//! snapshots and restores, refused removal while in use, nothing left mounted after.
+
+use std::process::Command;
+
+use crate::common::{stderr, Daemon};
+
+fn mounts_under(d: &Daemon) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(d.dir.to_str().unwrap()))
+        .count()
+}
+
+#[test]
+fn volumes_outlive_instances_and_snapshot() {
+    let d = Daemon::with_busybox();
+    d.ok(&["volume", "create", "--size", "256m", "data"]);
+    let created: serde_json::Value = serde_json::from_str(&d.ok(&["volume", "inspect", "data"])).unwrap();
+    assert_eq!(created[0]["size_bytes"], 256u64 << 20);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data",
+            "busybox",
+            "sh",
+            "-c",
+            "echo one > /data/file; cat /data/file"
+        ]),
+        "one\n"
+    );
+    // Shared by two running containers through one host mount.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "-v",
+        "data:/srv:ro",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    d.ok(&["exec", "a", "sh", "-c", "echo two > /data/file"]);
+    assert_eq!(d.ok(&["exec", "b", "cat", "/srv/file"]), "two\n");
+    let readonly = d.run(&["exec", "b", "sh", "-c", "echo x > /srv/other"]);
+    assert!(!readonly.status.success());
+    // In use: no removal, no snapshot of a moving target.
+    let refused = d.run(&["volume", "rm", "data"]);
+    assert!(stderr(&refused).contains("used by instance"), "{}", stderr(&refused));
+    let refused = d.run(&["volume", "snapshot", "data", "s1"]);
+    assert!(
+        stderr(&refused).contains("in use by running instance"),
+        "{}",
+        stderr(&refused)
+    );
+    d.ok(&["rm", "-f", "a", "b"]);
+
+    d.ok(&["volume", "snapshot", "data", "s1"]);
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo three > /data/file",
+    ]);
+    d.ok(&["volume", "restore", "data", "s1"]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/file"]),
+        "two\n"
+    );
+    d.ok(&["volume", "snapshot", "--rm", "data", "s1"]);
+
+    // The same volume as a VM's disk, mounted by the guest agent.
+    let vm = d.run(&[
+        "run",
+        "--vm",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/file; echo from-vm > /data/vm",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&vm.stdout), "two\n", "{}", stderr(&vm));
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/vm"]),
+        "from-vm\n"
+    );
+
+    // -v with a new name creates the volume; bad specs name the problem.
+    d.ok(&["run", "--rm", "-v", "fresh:/f", "busybox", "true"]);
+    assert!(d.ok(&["volume", "ls", "-q"]).contains("fresh"));
+    let bad = d.run(&["run", "--rm", "-v", "data:relative", "busybox", "true"]);
+    assert!(stderr(&bad).contains("must be absolute"), "{}", stderr(&bad));
+    d.ok(&["volume", "rm", "data", "fresh"]);
+    assert_eq!(mounts_under(&d), 0, "nothing stays mounted");
+    let output = Command::new("losetup").arg("-a").output().unwrap();
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(d.dir.to_str().unwrap()));
+}
