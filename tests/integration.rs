@@ -9,6 +9,7 @@ mod images;
 mod inside;
 mod lifecycle;
 mod limits;
+mod networks;
 mod registry;
 mod restart;
 mod storage;

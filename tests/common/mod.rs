@@ -103,6 +103,10 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub state: PathBuf,
     pub socket: PathBuf,
+    /// The first two octets of this daemon's default subnet, e.g. "10.103".
+    pub subnet_prefix: String,
+    /// The bridge of this daemon's default network, removed when the test ends.
+    bridge: String,
     child: Option<Child>,
 }
 
@@ -111,17 +115,26 @@ impl Daemon {
         Daemon::start_with_config("")
     }
 
-    /// A daemon whose config file also holds `extra` (top-level TOML keys).
+    /// A daemon whose config file also holds `extra` (top-level TOML keys). Each test
+    /// daemon gets a default network of its own (subnet and bridge), as separate hosts would.
     pub fn start_with_config(extra: &str) -> Daemon {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = temp_dir("bt");
+        let subnet_prefix = format!("10.{}", 100 + (n % 150));
+        let bridge = format!("bb-t{:x}-{n}", std::process::id() % 0xfff);
         std::fs::write(
             dir.join("config.toml"),
-            format!("{extra}[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n"),
+            format!(
+                "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{extra}[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n",
+            ),
         )
         .expect("config");
         let mut daemon = Daemon {
             state: dir.join("state"),
             socket: dir.join("berth.sock"),
+            subnet_prefix,
+            bridge,
             dir,
             child: None,
         };
@@ -289,6 +302,11 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A host keeps its default network across daemon restarts; a test host does not.
+        if let Ok(subnet) = berth_net::Subnet::parse(&format!("{}.0.0/24", self.subnet_prefix)) {
+            berth_net::firewall::remove_network(&self.bridge, &subnet, false);
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
         // Whatever a failed test left mounted under our directory.
         if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
             let prefix = self.dir.to_string_lossy().into_owned();

@@ -28,16 +28,19 @@ pub struct ContainerDriver {
     images: ImageStore,
     cgroups: Cgroups,
     runtime_root: PathBuf,
+    netns_dir: PathBuf,
 }
 
 impl ContainerDriver {
-    pub fn new(images: ImageStore, runtime_root: PathBuf) -> Result<Self, DriverError> {
+    /// `netns_dir` is where the daemon pins the network namespaces it prepares.
+    pub fn new(images: ImageStore, runtime_root: PathBuf, netns_dir: PathBuf) -> Result<Self, DriverError> {
         fs::create_dir_all(&runtime_root)
             .map_err(|e| DriverError::host(format!("creating {}", runtime_root.display()), e))?;
         Ok(ContainerDriver {
             images,
             cgroups: Cgroups::detect(CGROUP_PARENT)?,
             runtime_root,
+            netns_dir,
         })
     }
 
@@ -127,7 +130,7 @@ impl InstanceDriver for ContainerDriver {
                 ensure_dir_in_root(&paths.mountpoint, working_dir);
             }
             let etc_dir = dir.join("etc");
-            spec::write_etc_files(&etc_dir, &instance.spec.hostname)?;
+            spec::write_etc_files(&etc_dir, &instance.spec.hostname, instance.address.as_ref())?;
             let mut binds = mount_instance_storage(instance, dir)?;
             // Volumes: the daemon has their filesystems mounted on the host.
             for volume in &instance.spec.volumes {
@@ -142,6 +145,11 @@ impl InstanceDriver for ContainerDriver {
                 cgroups_path: &self.cgroups.path_for(&name),
                 etc_dir: &etc_dir,
                 binds,
+                network_namespace: instance
+                    .address
+                    .as_ref()
+                    .map(|_| self.netns_dir.join(short_id(&instance.id))),
+                new_network_namespace: instance.spec.network != "host",
             })?;
             let config_path = dir.join("bundle/config.json");
             runtime_spec

@@ -54,6 +54,10 @@ pub struct SpecInputs<'a> {
     pub etc_dir: &'a Path,
     /// Host directories bind-mounted in: (source, destination, read-only).
     pub binds: Vec<(PathBuf, String, bool)>,
+    /// The network namespace: `Some(path)` to join one berth set up, `None` for the host's;
+    /// a fresh one (loopback only) when `new_network_namespace`.
+    pub network_namespace: Option<PathBuf>,
+    pub new_network_namespace: bool,
 }
 
 /// Env of the main process: image and user env merged by `berth-daemon`, plus HOME and
@@ -143,7 +147,6 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
         "linux": {
             "namespaces": [
                 { "type": "pid" },
-                { "type": "network" },
                 { "type": "ipc" },
                 { "type": "uts" },
                 { "type": "mount" },
@@ -157,21 +160,38 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
     if let Some(mounts) = document["mounts"].as_array_mut() {
         mounts.append(&mut binds);
     }
+    if let Some(namespaces) = document["linux"]["namespaces"].as_array_mut() {
+        match (&inputs.network_namespace, inputs.new_network_namespace) {
+            (Some(path), _) => namespaces.push(json!({ "type": "network", "path": path })),
+            (None, true) => namespaces.push(json!({ "type": "network" })),
+            (None, false) => {}
+        }
+    }
     serde_json::from_value(document).map_err(|e| DriverError::Other(format!("building the runtime spec: {e}")))
 }
 
 /// The files behind /etc/hostname, /etc/hosts and /etc/resolv.conf.
-pub fn write_etc_files(etc_dir: &Path, hostname: &str) -> Result<(), DriverError> {
+/// `address` is the container's own (name resolution through its network's gateway);
+/// without one the host's resolvers are used, minus loopback ones.
+pub fn write_etc_files(
+    etc_dir: &Path,
+    hostname: &str,
+    address: Option<&berth_model::network::InstanceAddress>,
+) -> Result<(), DriverError> {
     std::fs::create_dir_all(etc_dir).map_err(|e| DriverError::host(format!("creating {}", etc_dir.display()), e))?;
     let write = |name: &str, content: String| {
         let path = etc_dir.join(name);
         std::fs::write(&path, content).map_err(|e| DriverError::host(format!("writing {}", path.display()), e))
     };
     write("hostname", format!("{hostname}\n"))?;
+    let own = address.map(|a| a.address.as_str()).unwrap_or("127.0.1.1");
     write(
         "hosts",
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{hostname}\n"),
     )?;
+    if let Some(address) = address {
+        return write("resolv.conf", format!("nameserver {}\nsearch berth\n", address.gateway));
+    }
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     // A resolver on the host's loopback is unreachable from the container's namespace.
     let usable: String = resolv

@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use berth_image::RegistryOptions;
 use berth_model::api::*;
 use berth_model::image::ImageRecord;
+use berth_model::network::Network;
 use berth_model::stream::{encode_frame, FrameKind};
 use berth_model::volume::Volume;
 use berth_model::Instance;
@@ -41,6 +42,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/tree", get(tree))
         .route("/v1/types", get(list_types))
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route("/v1/networks/{name}", axum::routing::delete(remove_network))
         .route("/v1/volumes", get(list_volumes).post(create_volume))
         .route("/v1/volumes/{name}", get(inspect_volume).delete(remove_volume))
         .route("/v1/volumes/{name}/snapshots", post(snapshot_volume))
@@ -119,6 +122,30 @@ async fn events(State(engine): Shared) -> Response {
 #[utoipa::path(get, path = "/v1/types", responses((status = 200, body = [berth_model::types::InstanceType])))]
 async fn list_types(State(engine): Shared) -> Json<Vec<berth_model::types::InstanceType>> {
     Json(engine.types().to_vec())
+}
+
+#[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [Network])))]
+async fn list_networks(State(engine): Shared) -> EngineResult<Json<Vec<Network>>> {
+    Ok(Json(engine.networks.list().await?))
+}
+
+#[utoipa::path(post, path = "/v1/networks", request_body = CreateNetworkRequest,
+    responses((status = 201, body = Network), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+async fn create_network(
+    State(engine): Shared,
+    Json(request): Json<CreateNetworkRequest>,
+) -> EngineResult<(StatusCode, Json<Network>)> {
+    let network = engine
+        .networks
+        .create(&request.name, request.subnet.as_deref(), request.internal)
+        .await?;
+    Ok((StatusCode::CREATED, Json(network)))
+}
+
+#[utoipa::path(delete, path = "/v1/networks/{name}", params(("name" = String, Path)), responses((status = 204), (status = 409, body = ErrorResponse)))]
+async fn remove_network(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
+    engine.remove_network(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/volumes", responses((status = 200, body = [Volume])))]
@@ -721,6 +748,9 @@ async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
         events,
         tree,
         list_types,
+        list_networks,
+        create_network,
+        remove_network,
         list_volumes,
         create_volume,
         inspect_volume,

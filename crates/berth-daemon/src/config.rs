@@ -26,6 +26,9 @@ pub struct DaemonConfig {
     pub guest_dir: PathBuf,
     /// The instance-type catalog: built-in types, then the config file's.
     pub types: Vec<InstanceType>,
+    /// Subnet and bridge of the default network.
+    pub default_subnet: String,
+    pub default_bridge: String,
     /// Admission: how far allocations may exceed the host's CPUs and memory.
     pub cpu_overcommit: f64,
     pub memory_overcommit: f64,
@@ -44,6 +47,10 @@ struct ConfigFile {
     types: Vec<TypeSection>,
     #[serde(default)]
     admission: AdmissionSection,
+    #[serde(default)]
+    default_subnet: Option<String>,
+    #[serde(default)]
+    default_bridge: Option<String>,
 }
 
 /// `[[types]]`: an operator's own instance type.
@@ -239,6 +246,8 @@ impl DaemonConfig {
                 .guest_dir
                 .unwrap_or_else(|| PathBuf::from(berth_vm::assets::DEFAULT_GUEST_DIR)),
             types,
+            default_subnet: parsed.default_subnet.unwrap_or_else(|| "10.89.0.0/24".into()),
+            default_bridge: parsed.default_bridge.unwrap_or_else(|| "bb-default".into()),
             cpu_overcommit: parsed.admission.cpu_overcommit,
             memory_overcommit: parsed.admission.memory_overcommit,
         })

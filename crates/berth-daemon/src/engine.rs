@@ -22,6 +22,7 @@ use berth_model::instance::{
     generate_name, new_instance_id, short_id, validate_name, ProcessSpec, VcpuCount, VmBoot, VmDetails, VmDisk,
     VmMemory,
 };
+use berth_model::network::{PortMapping, DEFAULT_NETWORK};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::InstanceType;
 use berth_model::volume::{Volume, VolumeMount};
@@ -38,6 +39,7 @@ use tokio::sync::broadcast;
 use crate::config::DaemonConfig;
 use crate::error::{EngineError, EngineResult};
 use crate::host::HostFacts;
+use crate::networks::Networks;
 use crate::procs::ProcessTable;
 use crate::volumes::Volumes;
 
@@ -54,6 +56,7 @@ pub struct Engine {
     pub store: Arc<dyn StateStore>,
     pub images: ImageStore,
     pub volumes: Volumes,
+    pub networks: Networks,
     containers: Arc<ContainerDriver>,
     vms: Arc<VmDriver>,
     /// Serialises life-cycle changes of one instance.
@@ -69,20 +72,36 @@ fn supervisor_error(context: &str) -> impl Fn(client::ClientError) -> EngineErro
     move |e| EngineError::internal(format!("{context}: {e}"))
 }
 
+/// What an engine is built from: the daemon wires these up at start.
+pub struct EngineParts {
+    pub config: DaemonConfig,
+    pub node: String,
+    pub store: Arc<dyn StateStore>,
+    pub images: ImageStore,
+    pub containers: ContainerDriver,
+    pub vms: VmDriver,
+    pub networks: Networks,
+    /// This binary, run in supervisor mode for each started instance.
+    pub exe: PathBuf,
+}
+
 impl Engine {
-    pub fn new(
-        config: DaemonConfig,
-        node: String,
-        store: Arc<dyn StateStore>,
-        images: ImageStore,
-        containers: ContainerDriver,
-        vms: VmDriver,
-        exe: PathBuf,
-    ) -> Arc<Self> {
+    pub fn new(parts: EngineParts) -> Arc<Self> {
+        let EngineParts {
+            config,
+            node,
+            store,
+            images,
+            containers,
+            vms,
+            networks,
+            exe,
+        } = parts;
         let (events, _) = broadcast::channel(1024);
         let volumes = Volumes::new(config.state_dir.join("volumes"), store.clone());
         Arc::new(Engine {
             volumes,
+            networks,
             config,
             node,
             host: HostFacts::detect(),
@@ -414,6 +433,19 @@ impl Engine {
             }
         }
         let volumes = self.resolve_volumes(&request.volumes).await?;
+        let (network, ports) = self.resolve_network(&request).await?;
+        let address = match network.as_str() {
+            "none" | "host" => None,
+            name => Some(
+                self.networks
+                    .allocate(name, &self.store.list_instances().await?, &id)
+                    .await?,
+            ),
+        };
+        let mut limits = limits;
+        if let Some(bits) = request.bandwidth_bits_per_second {
+            limits.network_bits_per_second = Some(bits);
+        }
         let instance_storage: Vec<u64> = instance_type
             .as_ref()
             .map(|t| t.instance_storage_bytes.clone())
@@ -452,6 +484,8 @@ impl Engine {
                 labels: Default::default(),
                 instance_storage_bytes: instance_storage.clone(),
                 volumes,
+                network,
+                ports,
                 disk_bytes: match request.kind {
                     InstanceKind::Container => request.disk_bytes,
                     InstanceKind::Vm => None,
@@ -464,6 +498,7 @@ impl Engine {
             restart_count: 0,
             error: None,
             vm,
+            address,
         };
         let instance_kind = instance.kind;
         self.store.insert_instance(&instance).await?;
@@ -654,6 +689,7 @@ impl Engine {
             }
             let _ = std::fs::remove_dir_all(dir.join("execs"));
             self.detach_volumes(&instance).await;
+            self.networks.detach(&instance).await;
         }
         if let Err(e) = self.store.update_instance(&instance).await {
             tracing::error!(id = %instance.id, error = %e, "recording exit");
@@ -698,6 +734,14 @@ impl Engine {
         }
         self.admit(&instance).await?;
         self.attach_volumes(&instance).await?;
+        self.check_ports(&instance).await?;
+        if let Err(e) = self.networks.attach(&instance).await {
+            self.detach_volumes(&instance).await;
+            if instance.spec.auto_remove {
+                let _ = self.remove_locked(&instance).await;
+            }
+            return Err(e);
+        }
         let driver = self.driver(instance.kind)?;
         let image = if instance.spec.image_id.is_empty() {
             None
@@ -743,6 +787,7 @@ impl Engine {
             Err(e) => {
                 let _ = driver.release(&instance, &dir, false).await;
                 self.detach_volumes(&instance).await;
+                self.networks.detach(&instance).await;
                 if instance.spec.auto_remove {
                     let _ = self.remove_locked(&instance).await;
                 } else {
@@ -939,6 +984,7 @@ impl Engine {
         self.driver(instance.kind)?.remove(instance, &dir).await?;
         self.store.delete_instance(&instance.id).await?;
         self.detach_volumes(instance).await;
+        self.networks.detach(instance).await;
         self.emit(instance, "destroy", None);
         Ok(())
     }
@@ -1200,6 +1246,7 @@ impl Engine {
                 match client::call(&socket, &Request::Status).await {
                     Ok(_) => {
                         tracing::info!(id = %instance.id, name = %instance.name, "re-attached to running instance");
+                        self.networks.restore(&instance);
                         self.watch_exit(instance.id.clone(), socket, exit_path);
                     }
                     Err(e) => {
@@ -1324,6 +1371,8 @@ impl Engine {
                 instance_storage_bytes: Vec::new(),
                 disk_bytes: None,
                 volumes: Vec::new(),
+                network: "none".into(),
+                ports: Vec::new(),
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -1350,6 +1399,7 @@ impl Engine {
                 imported_from: Some(path.display().to_string()),
                 uuid: imported.uuid.clone(),
             }),
+            address: None,
         };
         self.store.insert_instance(&instance).await?;
         let converted = async {
@@ -1606,5 +1656,76 @@ impl Engine {
             .map(|i| i.name)
             .collect();
         self.volumes.restore(name, snapshot, &running).await
+    }
+}
+
+/// Networks of instances: which one at create, port clashes at start.
+impl Engine {
+    /// The network (checked) and ports (parsed) a create request asks for.
+    async fn resolve_network(&self, request: &CreateInstanceRequest) -> EngineResult<(String, Vec<PortMapping>)> {
+        let network = request.network.clone().unwrap_or_else(|| DEFAULT_NETWORK.to_string());
+        match network.as_str() {
+            "host" if request.kind == InstanceKind::Vm => {
+                return Err(EngineError::invalid(
+                    "network",
+                    "--network host is for containers; a VM joins a network (default or another)",
+                ))
+            }
+            "none" | "host" => {}
+            name => {
+                self.networks.get(name).await.map_err(|mut e| {
+                    e.field = Some("network".into());
+                    e
+                })?;
+            }
+        }
+        let mut ports: Vec<PortMapping> = Vec::new();
+        for text in &request.ports {
+            let port = PortMapping::parse(text).map_err(|m| EngineError::invalid("ports", format!("-p {m}")))?;
+            if matches!(network.as_str(), "none" | "host") {
+                return Err(EngineError::invalid(
+                    "ports",
+                    format!("-p {text}: ports are published from a network; not with --network {network}"),
+                ));
+            }
+            if ports.iter().any(|p| p.clashes_with(&port)) {
+                return Err(EngineError::invalid("ports", format!("-p {text} is given twice")));
+            }
+            ports.push(port);
+        }
+        Ok((network, ports))
+    }
+
+    /// Refuses to start an instance whose published port another running instance holds.
+    async fn check_ports(&self, instance: &Instance) -> EngineResult<()> {
+        if instance.spec.ports.is_empty() {
+            return Ok(());
+        }
+        for other in self.store.list_instances().await? {
+            if other.id == instance.id || !other.state.is_active() {
+                continue;
+            }
+            for port in &instance.spec.ports {
+                if other.spec.ports.iter().any(|p| p.clashes_with(port)) {
+                    return Err(EngineError::conflict(format!(
+                        "port {}/{} is already published by {}; choose another host port",
+                        port.host_port, port.protocol, other.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn remove_network(&self, name: &str) -> EngineResult<()> {
+        let users: Vec<String> = self
+            .store
+            .list_instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.spec.network == name)
+            .map(|i| i.name)
+            .collect();
+        self.networks.remove(name, &users).await
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod networks;
 pub mod procs;
 pub mod volumes;
 
@@ -87,12 +88,29 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     );
     let node = node_id(store.as_ref()).await?;
     let images = ImageStore::open(&state_dir.join("images"), store.clone()).context("opening the image store")?;
-    let containers =
-        ContainerDriver::new(images.clone(), state_dir.join("rt")).context("setting up the container driver")?;
+    let containers = ContainerDriver::new(images.clone(), state_dir.join("rt"), state_dir.join("netns"))
+        .context("setting up the container driver")?;
+    let networks = networks::Networks::start(
+        store.clone(),
+        &state_dir,
+        &config.default_subnet,
+        &config.default_bridge,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
     let vms = VmDriver::new(images.clone(), state_dir.join("vm"), config.guest_dir.clone());
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let socket = config.socket.clone();
-    let engine = Engine::new(config, node.clone(), store, images.clone(), containers, vms, exe);
+    let engine = Engine::new(engine::EngineParts {
+        config,
+        node: node.clone(),
+        store,
+        images: images.clone(),
+        containers,
+        vms,
+        networks,
+        exe,
+    });
     engine
         .recover()
         .await

@@ -75,6 +75,27 @@ pub struct CreateInstanceRequest {
     /// Volumes to attach: `NAME:/path[:ro]` each.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// "default" when absent; "none", "host" or a network's name.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Ports to publish: `[IP:]HOSTPORT:PORT[/tcp|udp]` each.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Network bandwidth, bits per second (overrides the instance type's).
+    #[serde(default)]
+    pub bandwidth_bits_per_second: Option<u64>,
+}
+
+/// `POST /v1/networks`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetworkRequest {
+    pub name: String,
+    /// e.g. 10.90.0.0/24; the next free /24 when absent.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
 }
 
 /// `POST /v1/volumes`

@@ -117,6 +117,16 @@ pub struct InstanceSpec {
     /// Volumes attached (`-v`).
     #[serde(default)]
     pub volumes: Vec<crate::volume::VolumeMount>,
+    /// "default", another network's name, "none" (loopback only) or "host".
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// Published ports (`-p`).
+    #[serde(default)]
+    pub ports: Vec<crate::network::PortMapping>,
+}
+
+fn default_network() -> String {
+    crate::network::DEFAULT_NETWORK.to_string()
 }
 
 /// How the main process ended.
@@ -247,6 +257,9 @@ pub struct Instance {
     /// VM details (`kind: vm` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmDetails>,
+    /// Its address on its network (kept from create to removal).
+    #[serde(default)]
+    pub address: Option<crate::network::InstanceAddress>,
 }
 
 impl Instance {

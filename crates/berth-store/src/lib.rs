@@ -6,6 +6,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use berth_model::image::ImageRecord;
+use berth_model::network::Network;
 use berth_model::volume::Volume;
 use berth_model::Instance;
 use thiserror::Error;
@@ -53,6 +54,10 @@ pub trait StateStore: Send + Sync {
     async fn get_image(&self, id: &str) -> StoreResult<ImageRecord>;
     async fn list_images(&self) -> StoreResult<Vec<ImageRecord>>;
     async fn delete_image(&self, id: &str) -> StoreResult<()>;
+
+    async fn put_network(&self, network: &Network) -> StoreResult<()>;
+    async fn list_networks(&self) -> StoreResult<Vec<Network>>;
+    async fn delete_network(&self, name: &str) -> StoreResult<()>;
 
     async fn put_volume(&self, volume: &Volume) -> StoreResult<()>;
     async fn get_volume(&self, name: &str) -> StoreResult<Volume>;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use berth_model::image::ImageRecord;
+use berth_model::network::Network;
 use berth_model::volume::Volume;
 use berth_model::Instance;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -22,6 +23,10 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE TABLE IF NOT EXISTS images (
     id  TEXT PRIMARY KEY,
     doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS networks (
+    name TEXT PRIMARY KEY,
+    doc  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS volumes (
     name TEXT PRIMARY KEY,
@@ -219,6 +224,32 @@ impl StateStore for SqliteStore {
     async fn delete_image(&self, id: &str) -> StoreResult<()> {
         self.with_conn(|conn| {
             conn.execute("DELETE FROM images WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    async fn put_network(&self, network: &Network) -> StoreResult<()> {
+        let doc = encode(network)?;
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO networks (name, doc) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET doc = excluded.doc",
+                params![network.name, doc],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn list_networks(&self) -> StoreResult<Vec<Network>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT doc FROM networks ORDER BY name")?;
+            let docs: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            docs.iter().map(|d| decode(d)).collect()
+        })
+    }
+
+    async fn delete_network(&self, name: &str) -> StoreResult<()> {
+        self.with_conn(|conn| {
+            conn.execute("DELETE FROM networks WHERE name = ?1", [name])?;
             Ok(())
         })
     }

@@ -34,6 +34,9 @@ pub const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_console",
+    "failover",
+    "net_failover",
+    "virtio_net",
 ];
 
 /// What the agent runs; written by the host to the config disk (`/dev/vdb`) as JSON,
@@ -51,6 +54,115 @@ pub struct GuestSpec {
     /// Volumes: disks (found by serial) to mount at paths.
     #[serde(default)]
     pub mounts: Vec<GuestMount>,
+    /// The VM's address on its network (eth0), if it has one.
+    #[serde(default)]
+    pub network: Option<GuestNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub nameserver: std::net::Ipv4Addr,
+}
+
+fn interface_request(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    request
+}
+
+fn socket_address(address: std::net::Ipv4Addr) -> libc::sockaddr {
+    let inet = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(address.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size on Linux.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(inet) }
+}
+
+fn interface_up(socket: i32, name: &str) -> io::Result<()> {
+    let mut request = interface_request(name);
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on an ifreq we own.
+    unsafe {
+        if libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(socket, libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// eth0 (the first non-loopback interface) gets the address, the default route goes
+/// through the gateway, and the image's /etc/resolv.conf names the network's resolver.
+fn configure_network(network: &GuestNetwork) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let interface = loop {
+        let found = fs::read_dir("/sys/class/net")?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n != "lo");
+        match found {
+            Some(name) => break name,
+            None if Instant::now() > deadline => return Err(io::Error::other("the VM has no network interface")),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    // SAFETY: a plain datagram socket used for interface ioctls, closed below.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if socket < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let result = (|| {
+        let _ = interface_up(socket, "lo");
+        let mut request = interface_request(&interface);
+        request.ifr_ifru.ifru_addr = socket_address(network.address);
+        let mask = std::net::Ipv4Addr::from(u32::MAX << (32 - network.prefix));
+        // SAFETY: SIOCSIFADDR/SIOCSIFNETMASK/SIOCADDRT read structures we own.
+        unsafe {
+            if libc::ioctl(socket, libc::SIOCSIFADDR, &request) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            request.ifr_ifru.ifru_netmask = socket_address(mask);
+            if libc::ioctl(socket, libc::SIOCSIFNETMASK, &request) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        interface_up(socket, &interface)?;
+        // SAFETY: an rtentry we own, zeroed then filled.
+        unsafe {
+            let mut route: libc::rtentry = std::mem::zeroed();
+            route.rt_dst = socket_address(std::net::Ipv4Addr::UNSPECIFIED);
+            route.rt_genmask = socket_address(std::net::Ipv4Addr::UNSPECIFIED);
+            route.rt_gateway = socket_address(network.gateway);
+            route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+            if libc::ioctl(socket, libc::SIOCADDRT, &route) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: closing the socket opened above.
+    unsafe {
+        libc::close(socket);
+    }
+    result?;
+    let _ = fs::write(
+        format!("{ROOT}/etc/resolv.conf"),
+        format!("nameserver {}\nsearch berth\n", network.nameserver),
+    );
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -557,6 +669,9 @@ pub fn guest_init() -> ! {
         };
         let spec = read_spec(&config_disk)?;
         prepare_root(&spec, &root_disk)?;
+        if let Some(network) = &spec.network {
+            configure_network(network)?;
+        }
         online_hotplugged_resources();
         if let Some(device) = port_device(EXEC_PORT) {
             serve_exec(device);

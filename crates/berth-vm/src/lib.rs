@@ -449,6 +449,15 @@ impl InstanceDriver for VmDriver {
                             read_only: volume.read_only,
                         })
                         .collect(),
+                    network: instance.address.as_ref().and_then(|a| {
+                        let gateway = a.gateway.parse().ok()?;
+                        Some(agent::GuestNetwork {
+                            address: a.address.parse().ok()?,
+                            prefix: a.prefix,
+                            gateway,
+                            nameserver: gateway,
+                        })
+                    }),
                 },
             )?;
             let kernel = assets::find_guest_kernel(&self.guest_dir)?;
@@ -465,6 +474,22 @@ impl InstanceDriver for VmDriver {
             None
         };
         let mut args = qemu::command_line(&instance.name, &details, &paths, direct.as_ref());
+        // Its network: the tap the daemon put on the network's bridge.
+        if let Some(address) = &instance.address {
+            let tap = format!("bt{}", berth_model::instance::short_id(&instance.id));
+            args.push("-netdev".into());
+            args.push(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
+            args.push("-device".into());
+            args.push(format!(
+                "{},netdev=net0,mac={}",
+                if details.machine == "microvm" {
+                    "virtio-net-device"
+                } else {
+                    "virtio-net-pci"
+                },
+                address.mac
+            ));
+        }
         // Volumes: their images as raw disks, found in the guest by serial.
         let pci = details.machine != "microvm";
         for (index, volume) in instance.spec.volumes.iter().enumerate() {

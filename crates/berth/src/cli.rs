@@ -85,6 +85,9 @@ pub enum Command {
     /// Volumes: storage that outlives instances
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Networks: bridges with addresses, NAT and names for instances
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Stream the daemon's events
     Events(JsonArgs),
     /// Manage images
@@ -137,6 +140,10 @@ fn parse_memory(text: &str) -> Result<LimitSetting<ByteSize>, String> {
 
 fn parse_size(text: &str) -> Result<ByteSize, String> {
     text.parse::<ByteSize>().map_err(|e| e.to_string())
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    berth_model::quantity::parse_bandwidth(text).map_err(|e| e.to_string())
 }
 
 fn parse_pids(text: &str) -> Result<LimitSetting<u64>, String> {
@@ -201,6 +208,15 @@ pub struct CreateArgs {
     /// Remove the instance when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Network to join: default, another network's name, none (loopback only) or host
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// Publish a port: [IP:]HOSTPORT:PORT[/tcp|udp]; repeatable
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOSTPORT:PORT")]
+    pub publish: Vec<String>,
+    /// Network bandwidth limit each way (100mbit, 1gbit)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub bandwidth: Option<u64>,
     /// Attach a volume (created if missing): NAME:/path[:ro]; repeatable
     #[arg(short = 'v', long = "volume", value_name = "NAME:PATH[:ro]")]
     pub volumes: Vec<String>,
@@ -572,4 +588,26 @@ pub struct VolumeSnapshotArgs {
     pub volume: String,
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network (a bridge, its subnet, NAT to the outside unless --internal)
+    Create(NetworkCreateArgs),
+    /// List networks
+    #[command(alias = "list")]
+    Ls(JsonArgs),
+    /// Remove networks no instance is on
+    Rm(VolumeNamesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Subnet such as 10.90.0.0/24 (default: the next free /24)
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// No route to the outside
+    #[arg(long)]
+    pub internal: bool,
+    pub name: String,
 }

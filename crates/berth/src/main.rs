@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ImageCommand, TypesCommand, VmCommand, VolumeCommand};
+use crate::cli::{Cli, Command, ImageCommand, NetworkCommand, TypesCommand, VmCommand, VolumeCommand};
 
 /// How a command ended, as an exit status.
 pub enum Outcome {
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<Outcome> {
-    use commands::{host, images, instances, vms, volumes};
+    use commands::{host, images, instances, networks, vms, volumes};
     let client = Client::from_env();
     match command {
         Command::Run(args) => instances::run(&client, args).await,
@@ -147,6 +147,9 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Info(args) => host::info(&client, args).await,
         Command::Types(TypesCommand::Ls(args)) => host::types(&client, args).await,
         Command::Volume(VolumeCommand::Create(args)) => volumes::create(&client, args).await,
+        Command::Network(NetworkCommand::Create(args)) => networks::create(&client, args).await,
+        Command::Network(NetworkCommand::Ls(args)) => networks::list(&client, args).await,
+        Command::Network(NetworkCommand::Rm(args)) => networks::remove(&client, args).await,
         Command::Volume(VolumeCommand::Ls(args)) => volumes::list(&client, args).await,
         Command::Volume(VolumeCommand::Inspect(args)) => volumes::inspect(&client, args).await,
         Command::Volume(VolumeCommand::Rm(args)) => volumes::remove(&client, args).await,

@@ -3,5 +3,6 @@
 pub mod host;
 pub mod images;
 pub mod instances;
+pub mod networks;
 pub mod vms;
 pub mod volumes;

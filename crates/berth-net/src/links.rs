@@ -1,0 +1,265 @@
+//! Network devices over netlink (rtnetlink): bridges with their gateway address, veth pairs
+//! whose inner end is configured inside a container's namespace, tap devices for VMs.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::{failed, netns, NetResult};
+
+async fn handle() -> NetResult<Handle> {
+    let (connection, handle, _) = new_connection().map_err(|e| failed("opening a netlink socket", e))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+/// The index of the device called `name`, if there is one.
+async fn index_of(handle: &Handle, name: &str) -> NetResult<Option<u32>> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(Some(link.header.index)),
+        Ok(None) => Ok(None),
+        // ENODEV: no such device.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(failed(format!("looking up {name}"), e)),
+    }
+}
+
+pub async fn exists(name: &str) -> NetResult<bool> {
+    Ok(index_of(&handle().await?, name).await?.is_some())
+}
+
+/// A bridge with the gateway address, up; created unless it exists.
+pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> NetResult<()> {
+    let handle = handle().await?;
+    let index = match index_of(&handle, name).await? {
+        Some(index) => index,
+        None => {
+            handle
+                .link()
+                .add(LinkBridge::new(name).up().build())
+                .execute()
+                .await
+                .map_err(|e| failed(format!("creating bridge {name}"), e))?;
+            index_of(&handle, name)
+                .await?
+                .ok_or_else(|| failed(format!("creating bridge {name}"), "it did not appear"))?
+        }
+    };
+    // The kernel may ignore the index filter (without strict checking): filter here too.
+    let has_address = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|addresses| {
+            addresses
+                .iter()
+                .any(|a| a.header.index == index && a.header.family == rtnetlink::packet_route::AddressFamily::Inet)
+        })
+        .unwrap_or(false);
+    if !has_address {
+        handle
+            .address()
+            .add(index, IpAddr::V4(gateway), prefix)
+            .execute()
+            .await
+            .map_err(|e| failed(format!("giving {name} its address {gateway}/{prefix}"), e))?;
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(|e| failed(format!("bringing {name} up"), e))
+}
+
+/// Deletes a device if it exists.
+pub async fn delete(name: &str) -> NetResult<()> {
+    let handle = handle().await?;
+    if let Some(index) = index_of(&handle, name).await? {
+        handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| failed(format!("deleting {name}"), e))?;
+    }
+    Ok(())
+}
+
+/// Where an interface inside a namespace gets its address.
+#[derive(Debug, Clone)]
+pub struct InterfaceAddress {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// A veth pair: `host_name` on `bridge`, its peer as `eth0` in the namespace at `netns_path`
+/// with `address` and a default route through the gateway.
+pub async fn attach_veth(
+    host_name: &str,
+    bridge: &str,
+    netns_path: &Path,
+    address: &InterfaceAddress,
+) -> NetResult<()> {
+    let handle = handle().await?;
+    let peer = format!("{host_name}p");
+    let context = format!("creating {host_name}");
+    handle
+        .link()
+        .add(LinkVeth::new(host_name, &peer).build())
+        .execute()
+        .await
+        .map_err(|e| failed(&context, e))?;
+    let result = async {
+        let bridge_index = index_of(&handle, bridge)
+            .await?
+            .ok_or_else(|| failed(&context, format!("bridge {bridge} is missing")))?;
+        let host_index = index_of(&handle, host_name)
+            .await?
+            .ok_or_else(|| failed(&context, "veth missing"))?;
+        let peer_index = index_of(&handle, &peer)
+            .await?
+            .ok_or_else(|| failed(&context, "veth peer missing"))?;
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(host_index)
+                    .controller(bridge_index)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| failed(format!("attaching {host_name} to {bridge}"), e))?;
+        let namespace = File::open(netns_path).map_err(|e| failed(&context, e))?;
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(peer_index)
+                    .setns_by_fd(namespace.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| failed(format!("moving {peer} into the container's namespace"), e))?;
+        configure_inside(netns_path.to_path_buf(), peer.clone(), address.clone())
+    }
+    .await;
+    if result.is_err() {
+        let _ = delete(host_name).await;
+    }
+    result
+}
+
+/// Inside the namespace: the peer becomes eth0 with its address, lo and eth0 up, and the
+/// default route. Netlink sockets belong to the namespace they are opened in, so this runs on
+/// a thread of its own with its own small runtime.
+fn configure_inside(netns_path: PathBuf, peer: String, address: InterfaceAddress) -> NetResult<()> {
+    netns::run_in(&netns_path, move || -> NetResult<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| failed("starting a runtime in the namespace", e))?;
+        runtime.block_on(async {
+            let handle = handle().await?;
+            let index = index_of(&handle, &peer)
+                .await?
+                .ok_or_else(|| failed("configuring eth0", "peer missing"))?;
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).name("eth0".to_string()).build())
+                .execute()
+                .await
+                .map_err(|e| failed("renaming the peer to eth0", e))?;
+            handle
+                .address()
+                .add(index, IpAddr::V4(address.address), address.prefix)
+                .execute()
+                .await
+                .map_err(|e| failed("giving eth0 its address", e))?;
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+                .map_err(|e| failed("bringing eth0 up", e))?;
+            if let Some(lo) = index_of(&handle, "lo").await? {
+                let _ = handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(lo).up().build())
+                    .execute()
+                    .await;
+            }
+            handle
+                .route()
+                .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(address.gateway).build())
+                .execute()
+                .await
+                .map_err(|e| failed("adding the default route", e))
+        })
+    })?
+}
+
+const TUNSETIFF: libc::c_ulong = 0x400454ca;
+const TUNSETPERSIST: libc::c_ulong = 0x400454cb;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// A persistent tap device on `bridge` for a VM's qemu to open by name.
+pub async fn create_tap(name: &str, bridge: &str) -> NetResult<()> {
+    let context = format!("creating tap {name}");
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| failed(&context, e))?;
+    let mut request = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return Err(failed(&context, "name too long"));
+    }
+    request.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: TUNSETIFF and TUNSETPERSIST read an ifreq we own, on the tun fd we opened.
+    unsafe {
+        if libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut request) < 0 {
+            return Err(failed(&context, std::io::Error::last_os_error()));
+        }
+        if libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1) < 0 {
+            return Err(failed(&context, std::io::Error::last_os_error()));
+        }
+    }
+    drop(tun);
+    let handle = handle().await?;
+    let bridge_index = index_of(&handle, bridge)
+        .await?
+        .ok_or_else(|| failed(&context, format!("bridge {bridge} is missing")))?;
+    let index = index_of(&handle, name)
+        .await?
+        .ok_or_else(|| failed(&context, "tap missing"))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).controller(bridge_index).up().build())
+        .execute()
+        .await
+        .map_err(|e| failed(format!("attaching {name} to {bridge}"), e))
+}

@@ -1,0 +1,359 @@
+//! Networking for both kinds: addresses on a bridge, names through berth's DNS, published
+//! ports (on 127.0.0.1 and the host's own addresses), NAT to an outside host (a separate
+//! network namespace), isolated networks, bandwidth limits, and nothing left behind.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{stderr, stdout, Daemon};
+
+fn links_named(prefixes: &[&str], id: &str) -> Vec<String> {
+    let output = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        })
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)) && n.contains(&id[..12]))
+        .collect()
+}
+
+fn dnat_rules_for(address: &str) -> usize {
+    let output = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "BERTH-DNAT"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains(address))
+        .count()
+}
+
+fn http_get(url: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-s", "-m", "5", url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn host_address() -> String {
+    let output = Command::new("hostname").arg("-I").output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
+    let d = Daemon::with_busybox();
+    let port = 18000 + (std::process::id() % 1000) as u16;
+    let web = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-container > /www/index.html && httpd -f -p 80 -h /www",
+    ]);
+    let web = web.trim().to_string();
+    let address = d.inspect("web")["address"]["address"].as_str().unwrap().to_string();
+    assert!(address.starts_with(&format!("{}.0.", d.subnet_prefix)), "{address}");
+    // by name and by address, from another container
+    assert_eq!(
+        d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://web/"]),
+        "hello-container\n"
+    );
+    assert_eq!(
+        d.ok(&["run", "--rm", "busybox", "wget", "-qO-", &format!("http://{address}/")]),
+        "hello-container\n"
+    );
+    // published on the host's loopback and its own address
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(&format!("http://127.0.0.1:{port}/")).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(&format!("http://127.0.0.1:{port}/")), "hello-container\n");
+    assert_eq!(
+        http_get(&format!("http://{}:{port}/", host_address())),
+        "hello-container\n"
+    );
+    // the same port cannot be published twice
+    let clash = d.run(&["run", "-d", "-p", &format!("{port}:8080"), "busybox", "sleep", "10"]);
+    assert!(
+        stderr(&clash).contains("already published by web"),
+        "{}",
+        stderr(&clash)
+    );
+    let none = d.run(&["run", "--rm", "--network", "none", "-p", "9999:80", "busybox", "true"]);
+    assert!(stderr(&none).contains("--network none"), "{}", stderr(&none));
+
+    // a VM on the same network: it reaches the container by name, the container reaches it
+    d.ok(&[
+        "run",
+        "-d",
+        "--vm",
+        "--name",
+        "vweb",
+        "-p",
+        &format!("{}:80", port + 1),
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-vm > /www/index.html && httpd -f -p 80 -h /www",
+    ]);
+    assert_eq!(
+        d.ok(&["exec", "vweb", "wget", "-qO-", "http://web/"]),
+        "hello-container\n"
+    );
+    assert_eq!(
+        d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://vweb/"]),
+        "hello-vm\n"
+    );
+    assert_eq!(http_get(&format!("http://127.0.0.1:{}/", port + 1)), "hello-vm\n");
+    let vm = d.inspect("vweb")["id"].as_str().unwrap().to_string();
+    let vm_address = d.inspect("vweb")["address"]["address"].as_str().unwrap().to_string();
+
+    // removal leaves no device, namespace or rule behind
+    d.ok(&["rm", "-f", "web", "vweb"]);
+    assert!(links_named(&["bv", "bt"], &web).is_empty());
+    assert!(links_named(&["bv", "bt"], &vm).is_empty());
+    assert_eq!(dnat_rules_for(&address) + dnat_rules_for(&vm_address), 0);
+    assert_eq!(
+        std::fs::read_dir(d.state.join("netns")).map(|e| e.count()).unwrap_or(0),
+        0
+    );
+}
+
+/// An "outside" host: a network namespace with a veth to the host, serving HTTP that
+/// answers with the client's address.
+struct Outside {
+    name: String,
+    server: Child,
+}
+
+impl Outside {
+    fn start(tag: u32) -> Outside {
+        let name = format!("bto{tag}");
+        let run = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {}", args.join(" "));
+        };
+        run(&["netns", "add", &name]);
+        run(&[
+            "link",
+            "add",
+            &format!("{name}h"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}o"),
+        ]);
+        run(&["link", "set", &format!("{name}o"), "netns", &name]);
+        run(&["addr", "add", "198.18.77.1/24", "dev", &format!("{name}h")]);
+        run(&["link", "set", &format!("{name}h"), "up"]);
+        run(&[
+            "netns",
+            "exec",
+            &name,
+            "ip",
+            "addr",
+            "add",
+            "198.18.77.2/24",
+            "dev",
+            &format!("{name}o"),
+        ]);
+        run(&["netns", "exec", &name, "ip", "link", "set", &format!("{name}o"), "up"]);
+        run(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        let server = Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c",
+                "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].encode()\n  self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n def log_message(self,*a): pass\nhttp.server.HTTPServer(('198.18.77.2', 8000), H).serve_forever()"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // python takes a moment to start; wait until the port answers
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let probe = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &name,
+                    "curl",
+                    "-s",
+                    "-m",
+                    "1",
+                    "http://198.18.77.2:8000/",
+                ])
+                .output()
+                .unwrap();
+            if probe.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Outside { name, server }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{}h", self.name)])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[test]
+fn nat_isolation_networks_and_bandwidth() {
+    let d = Daemon::with_busybox();
+    let outside = Outside::start(std::process::id() % 10000);
+    // NAT: the outside host sees the host's address, not the container's.
+    let seen = d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://198.18.77.2:8000/"]);
+    assert_eq!(seen, "198.18.77.1", "masqueraded to the host's address");
+
+    // Networks: created with the next free subnet, isolated from each other.
+    let created = d.ok(&["network", "create", "back"]);
+    assert!(created.contains(&format!("{}.1.0/24", d.subnet_prefix)), "{created}");
+    let clash = format!("{}.0.128/25", d.subnet_prefix);
+    let overlap = d.run(&["network", "create", "--subnet", &clash, "clash"]);
+    assert!(
+        stderr(&overlap).contains("overlaps network default"),
+        "{}",
+        stderr(&overlap)
+    );
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "back",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/tmp/blob bs=1M count=2 2>/dev/null; httpd -f -p 80 -h /tmp",
+    ]);
+    let same = d.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        "busybox",
+        "wget",
+        "-qO",
+        "/dev/null",
+        "http://srv/blob",
+    ]);
+    assert!(same.status.success(), "{}", stderr(&same));
+    let srv_address = d.inspect("srv")["address"]["address"].as_str().unwrap().to_string();
+    let other = d.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "wget",
+        "-T",
+        "2",
+        "-qO",
+        "/dev/null",
+        &format!("http://{srv_address}/blob"),
+    ]);
+    assert!(!other.status.success(), "networks are isolated");
+    let internal = d.ok(&["network", "create", "--internal", "sealed"]);
+    assert!(internal.contains("sealed"));
+    let sealed = d.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "sealed",
+        "busybox",
+        "wget",
+        "-T",
+        "2",
+        "-qO-",
+        "http://198.18.77.2:8000/",
+    ]);
+    assert!(!sealed.status.success(), "an internal network has no way out");
+
+    // Bandwidth: 2 MiB at 8 Mbit/s takes about 2.1 s; unlimited it is instant.
+    let started = Instant::now();
+    d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        "--bandwidth",
+        "8mbit",
+        "busybox",
+        "wget",
+        "-qO",
+        "/dev/null",
+        "http://srv/blob",
+    ]);
+    let limited = started.elapsed().as_secs_f64();
+    assert!(limited > 1.6 && limited < 6.0, "2 MiB at 8 Mbit/s took {limited:.2}s");
+
+    let in_use = d.run(&["network", "rm", "back"]);
+    assert!(stderr(&in_use).contains("has instance srv"), "{}", stderr(&in_use));
+    d.ok(&["rm", "-f", "srv"]);
+    d.ok(&["network", "rm", "back", "sealed"]);
+    let listing = d.ok(&["network", "ls"]);
+    assert!(listing.contains("default") && !listing.contains("back"), "{listing}");
+    let host = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/net/dev | grep -c :",
+    ]);
+    assert!(
+        host.trim().parse::<u32>().unwrap() > 1,
+        "--network host sees the host's interfaces"
+    );
+    drop(outside);
+    let _ = stdout;
+}
+
+#[test]
+fn a_networked_container_survives_a_daemon_crash() {
+    let mut d = Daemon::with_busybox();
+    let port = 19000 + (std::process::id() % 1000) as u16;
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "kept",
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo still-serving > /www/index.html && httpd -f -p 80 -h /www",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    d.crash_and_restart();
+    assert_eq!(http_get(&format!("http://127.0.0.1:{port}/")), "still-serving\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://kept/"]),
+        "still-serving\n"
+    );
+    let id = d.inspect("kept")["id"].as_str().unwrap().to_string();
+    d.ok(&["rm", "-f", "kept"]);
+    assert!(links_named(&["bv"], &id).is_empty());
+}
