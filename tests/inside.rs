@@ -18,9 +18,10 @@ fn namespaces_isolate_the_process() {
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines[0], "pid=1");
     assert_eq!(lines[1], "boxy");
-    assert_eq!(lines[2], "lo", "only loopback until networking lands: {output}");
+    // Its own network namespace: loopback and the veth end berth gave it, nothing of the host's.
+    assert_eq!(&lines[2..4], ["lo", "eth0"], "{output}");
     for device in ["null", "zero", "urandom", "pts", "shm"] {
-        assert!(lines[3].contains(device), "/dev lacks {device}: {}", lines[3]);
+        assert!(lines[4].contains(device), "/dev lacks {device}: {}", lines[4]);
     }
     // Docker's default capabilities: no CAP_SYS_ADMIN, so mounting fails.
     let mount = d.run(&["run", "--rm", "busybox", "mount", "-t", "tmpfs", "tmpfs", "/mnt"]);
