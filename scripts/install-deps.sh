@@ -2,7 +2,8 @@
 # Installs what berth needs on a Debian 12 machine, from Debian's own packages:
 #   build:   gcc, pkg-config (C parts of the bundled SQLite and ring)
 #   tests:   busybox-static (the test image), docker-registry (a real OCI registry),
-#            podman (a real producer of docker-save and OCI archives), zstd
+#            podman (a real producer of docker-save and OCI archives), zstd,
+#            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes)
 #   bench:   runc and podman (the peers berth is measured against), hyperfine
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
@@ -18,9 +19,10 @@ packages=(
   runc
   hyperfine
   zstd
-  procps iproute2
+  procps iproute2 iptables
   e2fsprogs
   libvirt-clients libxml2-utils
+  nfs-ganesha nfs-ganesha-vfs rpcbind
 )
 
 missing=()

@@ -10,6 +10,7 @@ mod inside;
 mod lifecycle;
 mod limits;
 mod networks;
+mod nfs;
 mod registry;
 mod restart;
 mod storage;

@@ -134,8 +134,7 @@ impl InstanceDriver for ContainerDriver {
             let mut binds = mount_instance_storage(instance, dir)?;
             // Volumes: the daemon has their filesystems mounted on the host.
             for volume in &instance.spec.volumes {
-                let mountpoint = berth_storage::volume_mountpoint(Path::new(&volume.source));
-                binds.push((mountpoint, volume.path.clone(), volume.read_only));
+                binds.push((PathBuf::from(&volume.host_path), volume.path.clone(), volume.read_only));
             }
             let name = Self::runtime_name(instance);
             let runtime_spec = spec::build_spec(&spec::SpecInputs {

@@ -161,7 +161,12 @@ async fn create_volume(
 ) -> EngineResult<(StatusCode, Json<Volume>)> {
     let volume = engine
         .volumes
-        .create(&request.name, request.size_bytes, request.driver.as_deref())
+        .create(
+            &request.name,
+            request.size_bytes,
+            request.driver.as_deref(),
+            &request.options,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(volume)))
 }

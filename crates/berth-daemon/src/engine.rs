@@ -25,7 +25,7 @@ use berth_model::instance::{
 use berth_model::network::{PortMapping, DEFAULT_NETWORK};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::InstanceType;
-use berth_model::volume::{Volume, VolumeMount};
+use berth_model::volume::{NfsMode, Volume, VolumeMount};
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 use berth_shim::client;
 use berth_shim::protocol::{ExitRecord, ReadyLine, Request};
@@ -432,7 +432,7 @@ impl Engine {
                 return Err(EngineError::invalid("disk", "--disk: at least 16MiB"));
             }
         }
-        let volumes = self.resolve_volumes(&request.volumes).await?;
+        let volumes = self.resolve_volumes(&request.volumes, request.kind).await?;
         let (network, ports) = self.resolve_network(&request).await?;
         let address = match network.as_str() {
             "none" | "host" => None,
@@ -1556,7 +1556,7 @@ impl Engine {
 impl Engine {
     /// `NAME:/path[:ro]` strings to mounts; a volume that does not exist yet is created
     /// (as Docker does for named volumes).
-    async fn resolve_volumes(&self, specs: &[String]) -> EngineResult<Vec<VolumeMount>> {
+    async fn resolve_volumes(&self, specs: &[String], kind: InstanceKind) -> EngineResult<Vec<VolumeMount>> {
         let mut mounts: Vec<VolumeMount> = Vec::new();
         for spec in specs {
             let mut mount = VolumeMount::parse(spec).map_err(|m| EngineError::invalid("volumes", format!("-v {m}")))?;
@@ -1568,10 +1568,23 @@ impl Engine {
             }
             let volume = match self.volumes.get(&mount.volume).await {
                 Ok(volume) => volume,
-                Err(e) if e.status == StatusCode::NOT_FOUND => self.volumes.create(&mount.volume, None, None).await?,
+                Err(e) if e.status == StatusCode::NOT_FOUND => {
+                    self.volumes
+                        .create(&mount.volume, None, None, &Default::default())
+                        .await?
+                }
                 Err(e) => return Err(e),
             };
-            mount.source = volume.path.clone();
+            if kind == InstanceKind::Vm && volume.nfs.as_ref().is_some_and(|l| l.mode == NfsMode::Mount) {
+                return Err(EngineError::invalid(
+                    "volumes",
+                    format!(
+                        "-v {spec}: volume {} is a directory on an NFS share (mode=mount), which only containers can use; a VM needs an nfs volume of mode=image",
+                        volume.name
+                    ),
+                ));
+            }
+            self.volumes.attach_to(&volume, &mut mount);
             mounts.push(mount);
         }
         Ok(mounts)
@@ -1605,7 +1618,8 @@ impl Engine {
                 )));
             }
             if instance.kind == InstanceKind::Container {
-                self.volumes.mount(Path::new(&volume.source))?;
+                let found = self.volumes.get(&volume.volume).await?;
+                self.volumes.mount(&found).await?;
             }
         }
         Ok(())
@@ -1619,7 +1633,11 @@ impl Engine {
         for volume in &instance.spec.volumes {
             match self.volume_users(&volume.volume, Some(&instance.id), true).await {
                 Ok(users) if users.is_empty() => {
-                    if let Err(e) = self.volumes.unmount(Path::new(&volume.source)) {
+                    let unmounted = match self.volumes.get(&volume.volume).await {
+                        Ok(found) => self.volumes.unmount(&found).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = unmounted {
                         tracing::warn!(volume = %volume.volume, error = %e.message, "unmounting a volume");
                     }
                 }

@@ -1,12 +1,21 @@
-//! Volumes: thin ext4 images under the state directory, kept in the state store. Containers
-//! get a volume's filesystem mounted on the host and bound in; VMs get the image as a disk
-//! (the guest agent mounts it where asked). Snapshots are sparse copies of the image.
+//! Volumes, kept in the state store. Drivers:
+//! - `local`: a thin ext4 image under the state directory; snapshots are sparse copies.
+//! - `nfs` (mode `image`, the default): a qcow2 image holding ext4 on an NFS share; VMs open
+//!   it with QEMU's NFS client, containers through a qemu-storage-daemon FUSE export on a loop
+//!   device; snapshots are qcow2 internal snapshots.
+//! - `nfs` (mode `mount`): the share's directory mounted by the kernel; containers only.
+//!
+//! Containers get a volume's filesystem mounted once on the host and bound in; VMs get the
+//! image as a disk (the guest agent mounts it where asked).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_model::volume::{Volume, VolumeSnapshot};
+use std::collections::BTreeMap;
+
+use berth_model::volume::{NfsLocation, NfsMode, Volume, VolumeMount, VolumeSnapshot};
 use berth_model::ByteSize;
+use berth_storage::nfs::{FuseExport, NfsShare, SnapshotAction};
 use berth_store::{StateStore, StoreError};
 use chrono::Utc;
 
@@ -68,6 +77,11 @@ impl Volumes {
         self.root.join(name)
     }
 
+    /// The host directory where containers find the volume's files.
+    pub fn mountpoint(&self, name: &str) -> PathBuf {
+        self.dir(name).join("mnt")
+    }
+
     pub async fn get(&self, name: &str) -> EngineResult<Volume> {
         self.store.get_volume(name).await.map_err(|e| match e {
             StoreError::NotFound { .. } => {
@@ -81,17 +95,33 @@ impl Volumes {
         Ok(self.store.list_volumes().await?)
     }
 
-    pub async fn create(&self, name: &str, size: Option<u64>, driver: Option<&str>) -> EngineResult<Volume> {
+    pub async fn create(
+        &self,
+        name: &str,
+        size: Option<u64>,
+        driver: Option<&str>,
+        options: &BTreeMap<String, String>,
+    ) -> EngineResult<Volume> {
         validate_volume_name(name)?;
-        match driver.unwrap_or("local") {
-            "local" => {}
+        let driver = driver.unwrap_or("local");
+        let nfs = match driver {
+            "local" => {
+                if let Some(key) = options.keys().next() {
+                    return Err(EngineError::invalid(
+                        "options",
+                        format!("--opt {key}: the local driver takes no options"),
+                    ));
+                }
+                None
+            }
+            "nfs" => Some(nfs_location(name, options)?),
             other => {
                 return Err(EngineError::invalid(
                     "driver",
-                    format!("unknown volume driver '{other}'; this daemon offers 'local'"),
+                    format!("unknown volume driver '{other}'; this daemon offers 'local' and 'nfs'"),
                 ))
             }
-        }
+        };
         let size = size.unwrap_or(DEFAULT_VOLUME_BYTES);
         if size < 16 << 20 {
             return Err(EngineError::invalid("size", "--size: a volume needs at least 16MiB"));
@@ -100,25 +130,53 @@ impl Volumes {
             return Err(EngineError::conflict(format!("volume {name} already exists")));
         }
         let dir = self.dir(name);
-        let image = dir.join("volume.img");
-        let made = tokio::task::spawn_blocking({
-            let image = image.clone();
-            move || berth_storage::create_ext4_image(&image, size)
-        })
-        .await
-        .map_err(|e| EngineError::internal(e.to_string()))?;
-        if let Err(e) = made {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(EngineError::invalid(
-                "size",
-                format!("volume {name} of {}: {e}", ByteSize(size)),
-            ));
-        }
+        let path = match &nfs {
+            None => {
+                let image = dir.join("volume.img");
+                let made = blocking({
+                    let image = image.clone();
+                    move || berth_storage::create_ext4_image(&image, size)
+                })
+                .await?;
+                if let Err(e) = made {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(EngineError::invalid(
+                        "size",
+                        format!("volume {name} of {}: {e}", ByteSize(size)),
+                    ));
+                }
+                image.display().to_string()
+            }
+            Some(location) => {
+                let share = share_of(location)?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| EngineError::internal(format!("creating {}: {e}", dir.display())))?;
+                let made = match location.mode {
+                    NfsMode::Mount if berth_storage::nfs::kernel_client_available() => Ok(()),
+                    NfsMode::Mount => Err(nfs_error(name, KERNEL_MODE_UNAVAILABLE)),
+                    NfsMode::Image => {
+                        let (share, file, scratch) = (share.clone(), location.file.clone(), dir.join("scratch.img"));
+                        blocking(move || create_on_share(&share, &file, size, &scratch))
+                            .await?
+                            .map_err(|e| nfs_error(name, e))
+                    }
+                };
+                if let Err(e) = made {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+                match location.mode {
+                    NfsMode::Image => share.url(&location.file),
+                    NfsMode::Mount => format!("{}:{}", share.server, share.export),
+                }
+            }
+        };
         let volume = Volume {
             name: name.to_string(),
-            driver: "local".into(),
+            driver: driver.to_string(),
             size_bytes: size,
-            path: image.display().to_string(),
+            path,
+            nfs,
             created_at: Utc::now(),
             snapshots: Vec::new(),
         };
@@ -134,7 +192,13 @@ impl Volumes {
                 "volume {name} is used by instance {user}; remove the instance first"
             )));
         }
-        berth_storage::unmount(&berth_storage::volume_mountpoint(Path::new(&volume.path))).map_err(storage_error)?;
+        self.unmount(&volume).await?;
+        if let Some(location) = volume.nfs.as_ref().filter(|l| l.mode == NfsMode::Image) {
+            share_of(location)?
+                .remove(&location.file)
+                .await
+                .map_err(|e| nfs_error(name, e))?;
+        }
         let dir = self.dir(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
@@ -144,13 +208,61 @@ impl Volumes {
         Ok(())
     }
 
-    /// Mounts a volume's filesystem on the host for containers (once, shared by them all).
-    pub fn mount(&self, image: &Path) -> EngineResult<()> {
-        berth_storage::mount_image(image, &berth_storage::volume_mountpoint(image), false).map_err(storage_error)
+    /// How an instance sees the volume: its image and format for VMs, its host directory for
+    /// containers.
+    pub fn attach_to(&self, volume: &Volume, mount: &mut VolumeMount) {
+        mount.source = volume.path.clone();
+        mount.format = if volume.nfs.is_some() { "qcow2" } else { "raw" }.to_string();
+        mount.host_path = self.mountpoint(&volume.name).display().to_string();
     }
 
-    pub fn unmount(&self, image: &Path) -> EngineResult<()> {
-        berth_storage::unmount(&berth_storage::volume_mountpoint(image)).map_err(storage_error)
+    /// Mounts a volume's filesystem on the host for containers (once, shared by them all).
+    pub async fn mount(&self, volume: &Volume) -> EngineResult<()> {
+        let mountpoint = self.mountpoint(&volume.name);
+        let name = volume.name.clone();
+        match volume.nfs.clone() {
+            None => {
+                let image = PathBuf::from(&volume.path);
+                blocking(move || berth_storage::mount_image(&image, &mountpoint, false))
+                    .await?
+                    .map_err(storage_error)
+            }
+            Some(location) => {
+                let share = share_of(&location)?;
+                let export = FuseExport::in_dir(&self.dir(&volume.name));
+                blocking(move || match location.mode {
+                    NfsMode::Mount => berth_storage::nfs::kernel_mount(&share, &mountpoint),
+                    NfsMode::Image => {
+                        if berth_storage::is_mounted(&mountpoint) && export.is_running() {
+                            return Ok(());
+                        }
+                        export.start(&share, &location.file)?;
+                        berth_storage::mount_image(&export.file, &mountpoint, false)
+                    }
+                })
+                .await?
+                .map_err(|e| nfs_error(&name, e))
+            }
+        }
+    }
+
+    /// Takes the volume off the host (no-op when it is not mounted).
+    pub async fn unmount(&self, volume: &Volume) -> EngineResult<()> {
+        let mountpoint = self.mountpoint(&volume.name);
+        let export = volume
+            .nfs
+            .as_ref()
+            .filter(|l| l.mode == NfsMode::Image)
+            .map(|_| FuseExport::in_dir(&self.dir(&volume.name)));
+        blocking(move || {
+            berth_storage::unmount(&mountpoint)?;
+            if let Some(export) = export {
+                export.stop();
+            }
+            Ok(())
+        })
+        .await?
+        .map_err(storage_error)
     }
 
     fn snapshot_path(&self, volume: &str, snapshot: &str) -> PathBuf {
@@ -166,6 +278,23 @@ impl Volumes {
         }
     }
 
+    /// Runs a qcow2 internal-snapshot action on an `nfs` image volume.
+    async fn qcow2_snapshot(&self, volume: &Volume, action: SnapshotAction, snapshot: &str) -> EngineResult<()> {
+        if volume.nfs.as_ref().is_some_and(|l| l.mode == NfsMode::Mount) {
+            return Err(EngineError::invalid(
+                "name",
+                format!(
+                    "volume {} is a directory on an NFS share (mode=mount): snapshot it on the NFS server",
+                    volume.name
+                ),
+            ));
+        }
+        let (url, snapshot) = (volume.path.clone(), snapshot.to_string());
+        blocking(move || berth_storage::nfs::qcow2_snapshot(&url, action, &snapshot))
+            .await?
+            .map_err(|e| nfs_error(&volume.name, e))
+    }
+
     pub async fn snapshot(&self, name: &str, snapshot: &str, running: &[String]) -> EngineResult<Volume> {
         validate_volume_name(snapshot).map_err(|mut e| {
             e.message = e.message.replace("volume name", "snapshot name");
@@ -178,14 +307,20 @@ impl Volumes {
             )));
         }
         Self::refuse_if_running(name, running, "take")?;
-        let path = self.snapshot_path(name, snapshot);
-        std::fs::create_dir_all(path.parent().unwrap_or(&self.root))
-            .map_err(|e| EngineError::internal(format!("creating the snapshot folder: {e}")))?;
-        sparse_copy(Path::new(&volume.path), &path)?;
+        let path = if volume.nfs.is_some() {
+            self.qcow2_snapshot(&volume, SnapshotAction::Create, snapshot).await?;
+            format!("{}#{snapshot}", volume.path)
+        } else {
+            let path = self.snapshot_path(name, snapshot);
+            std::fs::create_dir_all(path.parent().unwrap_or(&self.root))
+                .map_err(|e| EngineError::internal(format!("creating the snapshot folder: {e}")))?;
+            sparse_copy(Path::new(&volume.path), &path)?;
+            path.display().to_string()
+        };
         volume.snapshots.push(VolumeSnapshot {
             name: snapshot.to_string(),
             created_at: Utc::now(),
-            path: path.display().to_string(),
+            path,
         });
         self.store.put_volume(&volume).await?;
         Ok(volume)
@@ -199,24 +334,112 @@ impl Volumes {
             .find(|s| s.name == snapshot)
             .ok_or_else(|| EngineError::not_found(format!("volume {name} has no snapshot {snapshot}")))?;
         Self::refuse_if_running(name, running, "restore")?;
-        self.unmount(Path::new(&volume.path))?;
-        let temp = Path::new(&volume.path).with_extension("restoring");
-        sparse_copy(Path::new(&found.path), &temp)?;
-        std::fs::rename(&temp, &volume.path).map_err(|e| EngineError::internal(format!("restoring {name}: {e}")))?;
+        self.unmount(&volume).await?;
+        if volume.nfs.is_some() {
+            self.qcow2_snapshot(&volume, SnapshotAction::Apply, snapshot).await?;
+        } else {
+            let temp = Path::new(&volume.path).with_extension("restoring");
+            sparse_copy(Path::new(&found.path), &temp)?;
+            std::fs::rename(&temp, &volume.path)
+                .map_err(|e| EngineError::internal(format!("restoring {name}: {e}")))?;
+        }
         Ok(volume)
     }
 
     pub async fn delete_snapshot(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
         let mut volume = self.get(name).await?;
-        let before = volume.snapshots.len();
-        volume.snapshots.retain(|s| s.name != snapshot);
-        if volume.snapshots.len() == before {
+        if !volume.snapshots.iter().any(|s| s.name == snapshot) {
             return Err(EngineError::not_found(format!(
                 "volume {name} has no snapshot {snapshot}"
             )));
         }
-        let _ = std::fs::remove_file(self.snapshot_path(name, snapshot));
+        if volume.nfs.is_some() {
+            self.qcow2_snapshot(&volume, SnapshotAction::Delete, snapshot).await?;
+        } else {
+            let _ = std::fs::remove_file(self.snapshot_path(name, snapshot));
+        }
+        volume.snapshots.retain(|s| s.name != snapshot);
         self.store.put_volume(&volume).await?;
         Ok(volume)
     }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> EngineResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))
+}
+
+fn nfs_error(name: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::invalid("options", format!("nfs volume {name}: {e}"))
+}
+
+const KERNEL_MODE_UNAVAILABLE: &str = "mode=mount needs the kernel's NFS client, which this host lacks \
+     (no 'nfs' in /proc/filesystems); load the nfs module or use --opt mode=image";
+
+fn share_of(location: &NfsLocation) -> EngineResult<NfsShare> {
+    NfsShare::new(&location.server, &location.share).map_err(|m| EngineError::invalid("options", m))
+}
+
+/// `--opt server=HOST --opt share=/EXPORT [--opt mode=image|mount]`.
+fn nfs_location(name: &str, options: &BTreeMap<String, String>) -> EngineResult<NfsLocation> {
+    for key in options.keys() {
+        if !matches!(key.as_str(), "server" | "share" | "mode") {
+            return Err(EngineError::invalid(
+                "options",
+                format!("--opt {key}: the nfs driver knows server, share and mode"),
+            ));
+        }
+    }
+    let required = |key: &str| {
+        options.get(key).cloned().ok_or_else(|| {
+            EngineError::invalid(
+                "options",
+                format!("the nfs driver needs --opt {key}=...; for example --opt server=10.0.0.5 --opt share=/srv/nfs"),
+            )
+        })
+    };
+    let mode = match options.get("mode").map(String::as_str) {
+        None | Some("image") => NfsMode::Image,
+        Some("mount") => NfsMode::Mount,
+        Some(other) => {
+            return Err(EngineError::invalid(
+                "options",
+                format!("--opt mode={other}: use image (a qcow2 file on the share) or mount (kernel NFS)"),
+            ))
+        }
+    };
+    let share =
+        NfsShare::new(&required("server")?, &required("share")?).map_err(|m| EngineError::invalid("options", m))?;
+    Ok(NfsLocation {
+        server: share.server,
+        share: share.export,
+        mode,
+        file: format!("berth-volume-{name}.qcow2"),
+    })
+}
+
+/// Creates the volume's image on the share unless a file of that name is there already
+/// (another host's volume, say), which it must never overwrite.
+fn create_on_share(share: &NfsShare, file: &str, size: u64, scratch: &Path) -> Result<(), String> {
+    let probe = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(share.url(file))
+        .output()
+        .map_err(|e| format!("running qemu-img: {e}"))?;
+    if probe.status.success() {
+        return Err(format!(
+            "{} already holds {file}; remove it there or pick another volume name",
+            share.url("")
+        ));
+    }
+    let stderr = String::from_utf8_lossy(&probe.stderr);
+    if !stderr.contains("NOENT") && !stderr.contains("No such file") {
+        return Err(format!(
+            "cannot reach {}: {}",
+            share.url(""),
+            stderr.trim().lines().last().unwrap_or("qemu-img info failed")
+        ));
+    }
+    berth_storage::nfs::create_ext4_qcow2(share, file, size, scratch).map_err(|e| e.to_string())
 }

@@ -2,6 +2,7 @@
 //! share these types, so the wire format has one definition.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::instance::{ExitStatus, Instance, InstanceKind};
@@ -106,9 +107,12 @@ pub struct CreateVolumeRequest {
     /// Default 10 GiB (thin: nothing is used until written).
     #[serde(default)]
     pub size_bytes: Option<u64>,
-    /// "local" (the default).
+    /// "local" (the default) or "nfs".
     #[serde(default)]
     pub driver: Option<String>,
+    /// Driver options (`--opt KEY=VALUE`); nfs: `server`, `share`, `mode` (image|mount).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 /// `POST /v1/volumes/{name}/snapshots` and `/restore`

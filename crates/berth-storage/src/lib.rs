@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use nix::mount::{umount2, MntFlags};
+
+pub mod nfs;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -29,11 +31,6 @@ fn run(command: &mut Command, context: &str) -> Result<(), StorageError> {
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     Err(failed(context, stderr.trim().lines().last().unwrap_or("failed")))
-}
-
-/// Where a volume image's filesystem is mounted on the host while containers use it.
-pub fn volume_mountpoint(image: &Path) -> std::path::PathBuf {
-    image.with_file_name("mnt")
 }
 
 /// Creates a sparse file of `size` bytes holding an empty ext4 filesystem.

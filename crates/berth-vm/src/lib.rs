@@ -490,14 +490,20 @@ impl InstanceDriver for VmDriver {
                 address.mac
             ));
         }
-        // Volumes: their images as raw disks, found in the guest by serial.
+        // Volumes: their images as disks (raw files, or qcow2 on an NFS share opened by QEMU's
+        // own NFS client), found in the guest by serial.
         let pci = details.machine != "microvm";
         for (index, volume) in instance.spec.volumes.iter().enumerate() {
             let readonly = if volume.read_only { ",readonly=on" } else { "" };
             args.push("-drive".into());
             args.push(format!(
-                "id=vol{index},file={},format=raw,if=none{readonly}",
-                volume.source
+                "id=vol{index},file={},format={},if=none{readonly}",
+                volume.source,
+                if volume.format.is_empty() {
+                    "raw"
+                } else {
+                    &volume.format
+                }
             ));
             args.push("-device".into());
             args.push(format!(

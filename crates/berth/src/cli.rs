@@ -162,6 +162,13 @@ fn parse_env(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
+}
+
 /// Resource limits, shared by run, create and update.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LimitArgs {
@@ -567,9 +574,14 @@ pub struct VolumeCreateArgs {
     /// Size (default 10g; thin-provisioned)
     #[arg(long, value_parser = parse_size)]
     pub size: Option<ByteSize>,
-    /// Volume driver
-    #[arg(long, default_value = "local")]
+    /// Volume driver: local (an ext4 image on this host) or nfs (on an NFS share)
+    #[arg(long, default_value = "local", value_parser = ["local", "nfs"])]
     pub driver: String,
+    /// Driver option KEY=VALUE, repeatable. nfs: server=HOST, share=/EXPORT, mode=image
+    /// (default: a qcow2 image on the share, for containers and VMs) or mode=mount (the
+    /// share's directory through the kernel's NFS client, containers only)
+    #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub options: Vec<(String, String)>,
     pub name: String,
 }
 

@@ -17,6 +17,7 @@ pub async fn create(client: &Client, args: VolumeCreateArgs) -> Result<Outcome> 
                 name: args.name,
                 size_bytes: args.size.map(|s| s.bytes()),
                 driver: Some(args.driver),
+                options: args.options.into_iter().collect(),
             },
         )
         .await?;

@@ -1,0 +1,252 @@
+//! NFS shares for volumes. The way Cinder's NFS driver does it, each volume is a qcow2 image
+//! file on the share: VMs open it through QEMU's own NFS client (libnfs, `nfs://` URLs, NFSv3),
+//! and containers reach it through `qemu-storage-daemon`, which exports the image as a FUSE file
+//! that the host mounts on a loop device. Neither path needs the kernel's NFS client; the
+//! kernel path (a plain directory on the share, mounted with `mount -t nfs`) is offered where
+//! the host has one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nfs3_client::nfs3_types::nfs3::{diropargs3, filename3, nfsstat3, Nfs3Result, REMOVE3args};
+use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
+use nfs3_client::nfs3_types::xdr_codec::Opaque;
+use nfs3_client::tokio::TokioConnector;
+use nfs3_client::Nfs3ConnectionBuilder;
+
+use crate::{failed, run, StorageError};
+
+/// A directory exported by an NFS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsShare {
+    pub server: String,
+    pub export: String,
+}
+
+impl NfsShare {
+    /// Checks the server name and export path. Only plain characters are allowed: both end up
+    /// in QEMU option strings and URLs, where commas and spaces would change their meaning.
+    pub fn new(server: &str, export: &str) -> Result<NfsShare, String> {
+        if server.is_empty()
+            || !server
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        {
+            return Err(format!(
+                "server '{server}' is not a host name or IPv4 address; pass --opt server=HOST"
+            ));
+        }
+        let plain = export
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'));
+        if !export.starts_with('/') || !plain || export.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "share '{export}' is not an absolute export path of letters, digits, '/', '.', '_' and '-'; pass --opt share=/EXPORT"
+            ));
+        }
+        Ok(NfsShare {
+            server: server.to_string(),
+            export: export.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Path of `file` on the server, as QEMU's NFS driver wants it.
+    pub fn path_of(&self, file: &str) -> String {
+        format!("{}/{file}", self.export)
+    }
+
+    /// `nfs://server/export/file`, QEMU's URL for an image on the share.
+    pub fn url(&self, file: &str) -> String {
+        format!("nfs://{}{}", self.server, self.path_of(file))
+    }
+
+    /// Deletes `file` in the share's top directory; a file already gone is fine.
+    pub async fn remove(&self, file: &str) -> Result<(), StorageError> {
+        let context = format!("removing {} from {}:{}", file, self.server, self.export);
+        let root = auth_unix {
+            stamp: 0,
+            machinename: Opaque::borrowed(b"berth"),
+            uid: 0,
+            gid: 0,
+            gids: vec![],
+        };
+        let connect = Nfs3ConnectionBuilder::new(TokioConnector, self.server.clone(), self.export.clone())
+            .credential(opaque_auth::auth_unix(&root))
+            .mount();
+        let mut connection = tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| failed(&context, "the server did not answer within 10s"))?
+            .map_err(|e| failed(&context, e))?;
+        let args = REMOVE3args {
+            object: diropargs3 {
+                dir: connection.root_nfs_fh3(),
+                name: filename3::from(file.as_bytes()),
+            },
+        };
+        let result = connection.remove(&args).await.map_err(|e| failed(&context, e));
+        let _ = connection.unmount().await;
+        match result? {
+            Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(()),
+            Nfs3Result::Err((status, _)) => Err(failed(&context, format!("{status:?}"))),
+        }
+    }
+}
+
+/// Whether this host's kernel can mount NFS (the `mode=mount` path).
+pub fn kernel_client_available() -> bool {
+    fs::read_to_string("/proc/filesystems")
+        .map(|list| list.lines().any(|l| l.split_whitespace().last() == Some("nfs")))
+        .unwrap_or(false)
+}
+
+/// Mounts a directory of the share with the kernel's NFS client (NFSv3, no locking daemon).
+pub fn kernel_mount(share: &NfsShare, mountpoint: &Path) -> Result<(), StorageError> {
+    let context = format!("mounting {}:{} at {}", share.server, share.export, mountpoint.display());
+    if !kernel_client_available() {
+        return Err(failed(
+            context,
+            "this host's kernel has no NFS client (no 'nfs' in /proc/filesystems); load the nfs module or use --opt mode=image",
+        ));
+    }
+    fs::create_dir_all(mountpoint).map_err(|e| failed(&context, e))?;
+    if crate::is_mounted(mountpoint) {
+        return Ok(());
+    }
+    run(
+        Command::new("mount")
+            .args(["-t", "nfs", "-o", "vers=3,nolock"])
+            .arg(format!("{}:{}", share.server, share.export))
+            .arg(mountpoint),
+        &context,
+    )
+}
+
+/// Creates a qcow2 image on the share holding an empty ext4 filesystem of `size` bytes: a
+/// sparse ext4 image made locally (in `scratch`) and converted onto the share, so only the
+/// few megabytes mkfs wrote cross the network.
+pub fn create_ext4_qcow2(share: &NfsShare, file: &str, size: u64, scratch: &Path) -> Result<(), StorageError> {
+    let context = format!("creating {}", share.url(file));
+    crate::create_ext4_image(scratch, size)?;
+    let converted = run(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(scratch)
+            .arg(share.url(file)),
+        &context,
+    );
+    let _ = fs::remove_file(scratch);
+    converted
+}
+
+/// `qemu-img snapshot` on an image: `-c` create, `-a` apply, `-d` delete.
+pub fn qcow2_snapshot(image: &str, action: SnapshotAction, name: &str) -> Result<(), StorageError> {
+    let flag = match action {
+        SnapshotAction::Create => "-c",
+        SnapshotAction::Apply => "-a",
+        SnapshotAction::Delete => "-d",
+    };
+    run(
+        Command::new("qemu-img").args(["snapshot", flag, name, image]),
+        &format!("qemu-img snapshot {flag} {name} {image}"),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotAction {
+    Create,
+    Apply,
+    Delete,
+}
+
+/// A qcow2 image on a share exported to this host as a raw FUSE file by a daemonized
+/// `qemu-storage-daemon` (which outlives berth's daemon, so containers keep their data path
+/// across a daemon restart).
+pub struct FuseExport {
+    /// The regular file the export is mounted over.
+    pub file: PathBuf,
+    pub pidfile: PathBuf,
+}
+
+impl FuseExport {
+    pub fn in_dir(dir: &Path) -> FuseExport {
+        FuseExport {
+            file: dir.join("export.img"),
+            pidfile: dir.join("qsd.pid"),
+        }
+    }
+
+    fn pid(&self) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.pid().is_some() && crate::is_mounted(&self.file)
+    }
+
+    pub fn start(&self, share: &NfsShare, file: &str) -> Result<(), StorageError> {
+        let context = format!("exporting {} through qemu-storage-daemon", share.url(file));
+        if self.is_running() {
+            return Ok(());
+        }
+        self.stop();
+        fs::write(&self.file, b"").map_err(|e| failed(&context, e))?;
+        run(
+            Command::new("qemu-storage-daemon")
+                .arg("--blockdev")
+                .arg(format!(
+                    "driver=nfs,node-name=share,server.type=inet,server.host={},path={}",
+                    share.server,
+                    share.path_of(file)
+                ))
+                .args(["--blockdev", "driver=qcow2,node-name=volume,file=share"])
+                .arg("--export")
+                .arg(format!(
+                    "type=fuse,id=volume,node-name=volume,mountpoint={},writable=on",
+                    self.file.display()
+                ))
+                .arg("--pidfile")
+                .arg(&self.pidfile)
+                .arg("--daemonize"),
+            &context,
+        )?;
+        if !crate::is_mounted(&self.file) {
+            self.stop();
+            return Err(failed(context, "the FUSE export did not appear"));
+        }
+        Ok(())
+    }
+
+    /// Stops the storage daemon (which flushes the image and removes the FUSE mount).
+    pub fn stop(&self) {
+        if let Some(pid) = self.pid() {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if crate::is_mounted(&self.file) {
+            let _ = crate::unmount(&self.file);
+        }
+        let _ = fs::remove_file(&self.pidfile);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_checked() {
+        let share = NfsShare::new("127.0.0.1", "/srv/nfs/").unwrap();
+        assert_eq!(share.url("v.qcow2"), "nfs://127.0.0.1/srv/nfs/v.qcow2");
+        assert!(NfsShare::new("a,b", "/x").is_err());
+        assert!(NfsShare::new("host", "relative").is_err());
+        assert!(NfsShare::new("host", "/x,driver=file").is_err());
+        assert!(NfsShare::new("host", "/x/../etc").is_err());
+    }
+}

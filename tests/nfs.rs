@@ -1,0 +1,264 @@
+//! Shared volumes on a real NFS server (Debian's nfs-ganesha serving NFSv3 on 127.0.0.1, with
+//! rpcbind): the volume is a qcow2 image on the share, used by containers through a
+//! qemu-storage-daemon FUSE export and by VMs through QEMU's own NFS client; qcow2 snapshots;
+//! clear errors; nothing left behind after `volume rm`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{stderr, temp_dir, Daemon};
+
+struct NfsServer {
+    child: Child,
+    dir: PathBuf,
+    export: PathBuf,
+}
+
+impl NfsServer {
+    /// Starts ganesha on the NFS port (2049 is fixed, so only this one test uses it).
+    fn start() -> NfsServer {
+        let rpcbind_running = Command::new("pgrep")
+            .args(["-x", "rpcbind"])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if !rpcbind_running {
+            let status = Command::new("rpcbind")
+                .arg("-w")
+                .status()
+                .expect("rpcbind (installed by scripts/install-deps.sh)");
+            assert!(status.success());
+        }
+        let dir = temp_dir("bt-nfs");
+        let export = dir.join("export");
+        std::fs::create_dir_all(&export).unwrap();
+        let config = dir.join("ganesha.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "NFS_CORE_PARAM {{ Protocols = 3; Bind_addr = 127.0.0.1; Enable_NLM = false; Enable_RQUOTA = false; }}\n\
+                 EXPORT {{ Export_Id = 77; Path = {0}; Pseudo = {0}; Access_Type = RW; Squash = No_Root_Squash;\n\
+                   Protocols = 3; Transports = TCP; SecType = sys; FSAL {{ Name = VFS; }} }}\n\
+                 LOG {{ Default_Log_Level = WARN; }}\n",
+                export.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ganesha.nfsd")
+            .arg("-F")
+            .arg("-f")
+            .arg(&config)
+            .arg("-L")
+            .arg(dir.join("ganesha.log"))
+            .arg("-p")
+            .arg(dir.join("ganesha.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ganesha.nfsd (installed by scripts/install-deps.sh)");
+        let server = NfsServer { child, dir, export };
+        // Ready when QEMU's NFS client can look into the export.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = Command::new("qemu-img")
+                .arg("info")
+                .arg(format!("nfs://127.0.0.1{}/probe", server.export.display()))
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&probe.stderr).contains("NOENT") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nfs-ganesha did not come up: {}",
+                std::fs::read_to_string(server.dir.join("ganesha.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        server
+    }
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn storage_daemons_under(dir: &Path) -> usize {
+    let output = Command::new("pgrep")
+        .args(["-af", "qemu-storage-daemon"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .count()
+}
+
+fn mounts_under(dir: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .count()
+}
+
+#[test]
+fn nfs_volumes_serve_containers_and_vms() {
+    let nfs = NfsServer::start();
+    let share = nfs.export.display().to_string();
+    let share_opt = format!("share={share}");
+    let d = Daemon::with_busybox();
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "volume",
+            "create",
+            "--driver",
+            "nfs",
+            "--opt",
+            "server=127.0.0.1",
+            "--opt",
+            &share_opt,
+            "--size",
+            "256m",
+        ];
+        args.extend_from_slice(extra);
+        args.push(name);
+        d.run(&args)
+    };
+
+    let made = create("shared", &[]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let image = nfs.export.join("berth-volume-shared.qcow2");
+    assert!(image.exists(), "the volume is a file on the share");
+    let inspected: serde_json::Value = serde_json::from_str(&d.ok(&["volume", "inspect", "shared"])).unwrap();
+    assert_eq!(inspected[0]["driver"], "nfs");
+    assert_eq!(inspected[0]["nfs"]["mode"], "image");
+
+    // Containers: through a qemu-storage-daemon FUSE export, shared by running containers.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "-v",
+        "shared:/srv:ro",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    d.ok(&["exec", "a", "sh", "-c", "echo two > /data/file"]);
+    assert_eq!(d.ok(&["exec", "b", "cat", "/srv/file"]), "two\n");
+    assert_eq!(storage_daemons_under(&d.dir), 1, "one export serves both containers");
+    d.ok(&["rm", "-f", "a", "b"]);
+    assert_eq!(
+        storage_daemons_under(&d.dir),
+        0,
+        "the export ends with its last container"
+    );
+
+    // A VM opens the same image with QEMU's NFS client.
+    let vm = d.run(&[
+        "run",
+        "--vm",
+        "--rm",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/file; echo from-vm > /data/vm",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&vm.stdout), "two\n", "{}", stderr(&vm));
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", "shared:/data", "busybox", "cat", "/data/vm"]),
+        "from-vm\n"
+    );
+
+    // qcow2 internal snapshots: take, change, restore, delete.
+    d.ok(&["volume", "snapshot", "shared", "s1"]);
+    let listed = Command::new("qemu-img")
+        .args(["snapshot", "-l"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("s1"));
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo three > /data/file",
+    ]);
+    d.ok(&["volume", "restore", "shared", "s1"]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", "shared:/data", "busybox", "cat", "/data/file"]),
+        "two\n"
+    );
+    d.ok(&["volume", "snapshot", "--rm", "shared", "s1"]);
+    let listed = Command::new("qemu-img")
+        .args(["snapshot", "-l"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("s1"));
+
+    // Errors name the problem and make nothing.
+    let kernel = create("kern", &["--opt", "mode=mount"]);
+    if !std::fs::read_to_string("/proc/filesystems")
+        .unwrap()
+        .contains("\tnfs\n")
+    {
+        assert!(stderr(&kernel).contains("kernel's NFS client"), "{}", stderr(&kernel));
+    }
+    let missing = d.run(&["volume", "create", "--driver", "nfs", "--opt", "server=127.0.0.1", "x"]);
+    assert!(stderr(&missing).contains("--opt share="), "{}", stderr(&missing));
+    let unexported = d.run(&[
+        "volume",
+        "create",
+        "--driver",
+        "nfs",
+        "--opt",
+        "server=127.0.0.1",
+        "--opt",
+        "share=/not/exported",
+        "y",
+    ]);
+    assert!(stderr(&unexported).contains("cannot reach"), "{}", stderr(&unexported));
+    std::fs::write(nfs.export.join("berth-volume-twin.qcow2"), b"someone else's").unwrap();
+    let twin = create("twin", &[]);
+    assert!(stderr(&twin).contains("already holds"), "{}", stderr(&twin));
+    assert_eq!(
+        std::fs::read(nfs.export.join("berth-volume-twin.qcow2")).unwrap(),
+        b"someone else's",
+        "an existing file on the share is never overwritten"
+    );
+    assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "shared");
+
+    // Removal deletes the image from the share and leaves nothing on the host.
+    d.ok(&["volume", "rm", "shared"]);
+    assert!(!image.exists());
+    assert_eq!(storage_daemons_under(&d.dir), 0);
+    assert_eq!(mounts_under(&d.dir), 0);
+    let loops = Command::new("losetup").arg("-a").output().unwrap();
+    assert!(!String::from_utf8_lossy(&loops.stdout).contains(d.dir.to_str().unwrap()));
+}
