@@ -383,3 +383,55 @@ fn a_guest_that_never_comes_up_fails_cleanly() {
     assert_eq!(broken.inspect("nope")["state"], "created");
     drop(d);
 }
+
+#[test]
+fn vm_disk_snapshots_live_and_stopped() {
+    let d = Daemon::with_busybox();
+    d.ok(&["run", "-d", "--vm", "--name", "v", "busybox", "sleep", "1000"]);
+    d.ok(&["exec", "v", "sh", "-c", "echo one > /f; sync"]);
+    // Live: one QMP transaction over the VM's persistent disks.
+    d.ok(&["snapshot", "create", "v", "s1"]);
+    let listed: serde_json::Value = serde_json::from_str(&d.ok(&["snapshot", "ls", "--json", "v"])).unwrap();
+    assert_eq!(listed[0]["name"], "s1");
+    assert_eq!(listed[0]["live"], true);
+    let disk = d.inspect("v")["vm"]["disks"][0]["path"].as_str().unwrap().to_string();
+    let on_disk = Command::new("qemu-img")
+        .args(["snapshot", "-U", "-l"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&on_disk.stdout).contains("s1"),
+        "a qcow2 internal snapshot"
+    );
+    d.ok(&["exec", "v", "sh", "-c", "echo two > /f; sync"]);
+
+    let running = d.run(&["snapshot", "restore", "v", "s1"]);
+    assert!(stderr(&running).contains("stop it first"), "{}", stderr(&running));
+    let twice = d.run(&["snapshot", "create", "v", "s1"]);
+    assert!(
+        stderr(&twice).contains("already has a snapshot s1"),
+        "{}",
+        stderr(&twice)
+    );
+    let bad = d.run(&["snapshot", "create", "v", "../x"]);
+    assert!(stderr(&bad).contains("invalid snapshot name"), "{}", stderr(&bad));
+
+    d.ok(&["stop", "-t", "5", "v"]);
+    d.ok(&["snapshot", "create", "v", "s2"]);
+    d.ok(&["snapshot", "restore", "v", "s1"]);
+    d.ok(&["start", "v"]);
+    assert_eq!(d.ok(&["exec", "v", "cat", "/f"]), "one\n", "the disk is back at s1");
+
+    d.ok(&["snapshot", "rm", "v", "s1"]);
+    d.ok(&["snapshot", "rm", "v", "s2"]);
+    let listed: serde_json::Value = serde_json::from_str(&d.ok(&["snapshot", "ls", "--json", "v"])).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    let unknown = d.run(&["snapshot", "restore", "v", "s1"]);
+    assert!(!unknown.status.success());
+    d.ok(&["rm", "-f", "v"]);
+
+    d.ok(&["run", "-d", "--name", "c", "busybox", "sleep", "100"]);
+    let container = d.run(&["snapshot", "create", "c", "x"]);
+    assert!(stderr(&container).contains("is a container"), "{}", stderr(&container));
+}

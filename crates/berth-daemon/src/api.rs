@@ -68,6 +68,12 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/instances/{id}/top", get(instance_top))
         .route("/v1/instances/{id}/attach", post(attach_instance))
         .route("/v1/instances/{id}/export", get(export_instance))
+        .route("/v1/instances/{id}/snapshots", post(snapshot_instance))
+        .route(
+            "/v1/instances/{id}/snapshots/{snapshot}",
+            axum::routing::delete(delete_instance_snapshot),
+        )
+        .route("/v1/instances/{id}/restore", post(restore_instance))
         .route("/v1/vms/import", post(import_vm))
         .route("/v1/images", get(list_images).delete(remove_image))
         .route("/v1/images/inspect", get(inspect_image))
@@ -209,6 +215,35 @@ async fn delete_snapshot(
     Path((name, snapshot)): Path<(String, String)>,
 ) -> EngineResult<Json<Volume>> {
     Ok(Json(engine.volumes.delete_snapshot(&name, &snapshot).await?))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{id}/snapshots", params(("id" = String, Path)), request_body = SnapshotRequest,
+    responses((status = 200, body = Instance), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+async fn snapshot_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+    Json(request): Json<SnapshotRequest>,
+) -> EngineResult<Json<Instance>> {
+    Ok(Json(engine.snapshot_instance(&id, &request.name).await?))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{id}/restore", params(("id" = String, Path)), request_body = SnapshotRequest,
+    responses((status = 200, body = Instance), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+async fn restore_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+    Json(request): Json<SnapshotRequest>,
+) -> EngineResult<Json<Instance>> {
+    Ok(Json(engine.restore_instance(&id, &request.name).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/instances/{id}/snapshots/{snapshot}", params(("id" = String, Path), ("snapshot" = String, Path)),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorResponse)))]
+async fn delete_instance_snapshot(
+    State(engine): Shared,
+    Path((id, snapshot)): Path<(String, String)>,
+) -> EngineResult<Json<Instance>> {
+    Ok(Json(engine.delete_instance_snapshot(&id, &snapshot).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tree", responses((status = 200, body = [TreeEntry])))]
@@ -763,6 +798,9 @@ async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
         snapshot_volume,
         restore_volume,
         delete_snapshot,
+        snapshot_instance,
+        restore_instance,
+        delete_instance_snapshot,
         list_instances,
         create_instance,
         inspect_instance,

@@ -135,7 +135,7 @@ impl Engine {
         self.config.state_dir.join("instances").join(short_id(id))
     }
 
-    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let mutex = {
             let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(id.to_string()).or_default().clone()
@@ -152,7 +152,7 @@ impl Engine {
         self.events.subscribe()
     }
 
-    fn emit(&self, instance: &Instance, action: &str, exit: Option<ExitStatus>) {
+    pub(crate) fn emit(&self, instance: &Instance, action: &str, exit: Option<ExitStatus>) {
         let _ = self.events.send(Event {
             time: Utc::now(),
             subject: "instance".into(),
@@ -1398,6 +1398,7 @@ impl Engine {
                 interfaces: imported.interfaces.clone(),
                 imported_from: Some(path.display().to_string()),
                 uuid: imported.uuid.clone(),
+                snapshots: Vec::new(),
             }),
             address: None,
         };

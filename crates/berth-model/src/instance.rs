@@ -217,6 +217,18 @@ pub struct VmDetails {
     pub imported_from: Option<String>,
     #[serde(default)]
     pub uuid: Option<String>,
+    /// Disk snapshots (qcow2 internal snapshots of every persistent disk), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<VmSnapshot>,
+}
+
+/// A snapshot of a VM's persistent disks (`berth snapshot create`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmSnapshot {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// Taken while the VM ran (crash-consistent), or while it was stopped.
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -14,6 +14,7 @@ pub mod export;
 pub mod import;
 pub mod qemu;
 pub mod qmp;
+pub mod snapshot;
 pub mod workload;
 
 use std::fs;
@@ -190,6 +191,7 @@ impl VmDriver {
             interfaces: Vec::new(),
             imported_from: None,
             uuid: None,
+            snapshots: Vec::new(),
         })
     }
 

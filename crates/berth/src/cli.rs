@@ -88,6 +88,9 @@ pub enum Command {
     /// Networks: bridges with addresses, NAT and names for instances
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// VM disk snapshots: take (live or stopped), list, restore (stopped), delete
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Stream the daemon's events
     Events(JsonArgs),
     /// Manage images
@@ -600,6 +603,37 @@ pub struct VolumeSnapshotArgs {
     pub volume: String,
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot every persistent disk of a VM (qcow2 internal snapshots; live while it runs)
+    Create(InstanceSnapshotArgs),
+    /// List a VM's snapshots
+    #[command(alias = "list")]
+    Ls(SnapshotLsArgs),
+    /// Put a stopped VM's disks back to a snapshot
+    #[command(alias = "revert")]
+    Restore(InstanceSnapshotArgs),
+    /// Delete a snapshot
+    Rm(InstanceSnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstanceSnapshotArgs {
+    #[arg(value_name = "VM")]
+    pub instance: String,
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotLsArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    #[arg(value_name = "VM")]
+    pub instance: String,
 }
 
 #[derive(Debug, Subcommand)]

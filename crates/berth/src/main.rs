@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ImageCommand, NetworkCommand, TypesCommand, VmCommand, VolumeCommand};
+use crate::cli::{Cli, Command, ImageCommand, NetworkCommand, SnapshotCommand, TypesCommand, VmCommand, VolumeCommand};
 
 /// How a command ended, as an exit status.
 pub enum Outcome {
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<Outcome> {
-    use commands::{host, images, instances, networks, vms, volumes};
+    use commands::{host, images, instances, networks, snapshots, vms, volumes};
     let client = Client::from_env();
     match command {
         Command::Run(args) => instances::run(&client, args).await,
@@ -150,6 +150,10 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Network(NetworkCommand::Create(args)) => networks::create(&client, args).await,
         Command::Network(NetworkCommand::Ls(args)) => networks::list(&client, args).await,
         Command::Network(NetworkCommand::Rm(args)) => networks::remove(&client, args).await,
+        Command::Snapshot(SnapshotCommand::Create(args)) => snapshots::create(&client, args).await,
+        Command::Snapshot(SnapshotCommand::Ls(args)) => snapshots::list(&client, args).await,
+        Command::Snapshot(SnapshotCommand::Restore(args)) => snapshots::restore(&client, args).await,
+        Command::Snapshot(SnapshotCommand::Rm(args)) => snapshots::remove(&client, args).await,
         Command::Volume(VolumeCommand::Ls(args)) => volumes::list(&client, args).await,
         Command::Volume(VolumeCommand::Inspect(args)) => volumes::inspect(&client, args).await,
         Command::Volume(VolumeCommand::Rm(args)) => volumes::remove(&client, args).await,

@@ -4,5 +4,6 @@ pub mod host;
 pub mod images;
 pub mod instances;
 pub mod networks;
+pub mod snapshots;
 pub mod vms;
 pub mod volumes;

@@ -1,0 +1,133 @@
+//! `berth snapshot`: disk snapshots of VMs (see `berth_vm::snapshot`), recorded in the VM's
+//! details so `inspect` and `snapshot ls` list them.
+
+use berth_model::driver::DriverError;
+use berth_model::instance::VmSnapshot;
+use berth_model::{Instance, InstanceKind};
+use chrono::Utc;
+
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+
+fn validate_snapshot_name(name: &str) -> EngineResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::invalid(
+            "name",
+            format!("invalid snapshot name '{name}': use letters, digits, '_', '.' and '-' (at most 64)"),
+        ))
+    }
+}
+
+/// A disk that cannot be snapshotted as asked is a conflict with the VM's state, not a fault.
+fn vm_error(e: berth_vm::VmError) -> EngineError {
+    match e {
+        berth_vm::VmError::Disk(message) => EngineError::conflict(message),
+        other => DriverError::from(other).into(),
+    }
+}
+
+impl Engine {
+    /// The VM behind `key`, or a clear refusal for a container.
+    async fn snapshot_target(&self, key: &str) -> EngineResult<Instance> {
+        let instance = self.find(key).await?;
+        if instance.kind != InstanceKind::Vm {
+            return Err(EngineError::invalid(
+                "instance",
+                format!(
+                    "{} is a container; snapshots are of VM disks (keep container data in a volume and use `berth volume snapshot`)",
+                    instance.name
+                ),
+            ));
+        }
+        Ok(instance)
+    }
+
+    pub async fn snapshot_instance(&self, key: &str, name: &str) -> EngineResult<Instance> {
+        validate_snapshot_name(name)?;
+        let found = self.snapshot_target(key).await?;
+        let _guard = self.lock(&found.id).await;
+        let mut instance = self.store.get_instance(&found.id).await?;
+        let live = instance.state.is_active();
+        let details = instance
+            .vm
+            .as_mut()
+            .ok_or_else(|| EngineError::internal("VM details are missing"))?;
+        if details.snapshots.iter().any(|s| s.name == name) {
+            return Err(EngineError::conflict(format!(
+                "{} already has a snapshot {name}",
+                instance.name
+            )));
+        }
+        berth_vm::snapshot::create(details, name, live)
+            .await
+            .map_err(vm_error)?;
+        details.snapshots.push(VmSnapshot {
+            name: name.to_string(),
+            created_at: Utc::now(),
+            live,
+        });
+        self.store.update_instance(&instance).await?;
+        self.emit(&instance, "snapshot", None);
+        Ok(instance)
+    }
+
+    pub async fn restore_instance(&self, key: &str, name: &str) -> EngineResult<Instance> {
+        let found = self.snapshot_target(key).await?;
+        let _guard = self.lock(&found.id).await;
+        let instance = self.store.get_instance(&found.id).await?;
+        if instance.state.is_active() {
+            return Err(EngineError::conflict(format!(
+                "{} is {}; stop it first (`berth stop {}`): a snapshot is restored onto stopped disks",
+                instance.name, instance.state, instance.name
+            )));
+        }
+        let details = instance
+            .vm
+            .as_ref()
+            .ok_or_else(|| EngineError::internal("VM details are missing"))?;
+        if !details.snapshots.iter().any(|s| s.name == name) {
+            return Err(EngineError::not_found(format!(
+                "{} has no snapshot {name}; `berth snapshot ls {}` lists them",
+                instance.name, instance.name
+            )));
+        }
+        let (details, snapshot) = (details.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || berth_vm::snapshot::revert(&details, &snapshot))
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?
+            .map_err(vm_error)?;
+        self.emit(&instance, "restore", None);
+        Ok(instance)
+    }
+
+    pub async fn delete_instance_snapshot(&self, key: &str, name: &str) -> EngineResult<Instance> {
+        let found = self.snapshot_target(key).await?;
+        let _guard = self.lock(&found.id).await;
+        let mut instance = self.store.get_instance(&found.id).await?;
+        let live = instance.state.is_active();
+        let details = instance
+            .vm
+            .as_mut()
+            .ok_or_else(|| EngineError::internal("VM details are missing"))?;
+        if !details.snapshots.iter().any(|s| s.name == name) {
+            return Err(EngineError::not_found(format!(
+                "{} has no snapshot {name}",
+                instance.name
+            )));
+        }
+        berth_vm::snapshot::delete(details, name, live)
+            .await
+            .map_err(vm_error)?;
+        details.snapshots.retain(|s| s.name != name);
+        self.store.update_instance(&instance).await?;
+        Ok(instance)
+    }
+}

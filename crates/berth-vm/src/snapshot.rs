@@ -1,0 +1,114 @@
+//! Disk snapshots of a VM: qcow2 internal snapshots of each of its persistent disks (instance
+//! storage is left out; it is wiped at every stop anyway). While QEMU runs they are taken and
+//! deleted through QMP, all disks in one transaction; otherwise with `qemu-img snapshot`.
+//! Reverting rewrites the disks, so it needs the VM stopped (as `virsh snapshot-revert` of a
+//! disk-only snapshot does).
+
+use std::path::Path;
+use std::process::Command;
+
+use berth_model::instance::VmDetails;
+use serde_json::json;
+
+use crate::{qmp, VmError};
+
+/// The persistent disks with the QEMU drive ids `qemu::command_line` gave them.
+fn persistent_disks(details: &VmDetails) -> Result<Vec<(String, &str)>, VmError> {
+    let mut disks = Vec::new();
+    for (index, disk) in details.disks.iter().enumerate() {
+        if disk.ephemeral {
+            continue;
+        }
+        if disk.format != "qcow2" {
+            return Err(VmError::Disk(format!(
+                "disk {index} ({}) is {}; snapshots need qcow2 disks",
+                disk.path, disk.format
+            )));
+        }
+        if !Path::new(&disk.path).exists() {
+            return Err(VmError::Disk(
+                "the VM has not started yet; its disks are made at first start".into(),
+            ));
+        }
+        disks.push((format!("disk{index}"), disk.path.as_str()));
+    }
+    if disks.is_empty() {
+        return Err(VmError::Disk("the VM has no persistent disk to snapshot".into()));
+    }
+    Ok(disks)
+}
+
+fn qemu_img_snapshot(flag: &str, name: &str, path: &str) -> Result<(), VmError> {
+    let output = Command::new("qemu-img")
+        .args(["snapshot", flag, name, path])
+        .output()
+        .map_err(|e| VmError::Setup(format!("cannot run qemu-img: {e}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(VmError::Disk(format!(
+        "qemu-img snapshot {flag} {name} {path}: {}",
+        String::from_utf8_lossy(&output.stderr)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("failed")
+    )))
+}
+
+/// Takes snapshot `name` of every persistent disk; `live` when QEMU is running.
+pub async fn create(details: &VmDetails, name: &str, live: bool) -> Result<(), VmError> {
+    let disks = persistent_disks(details)?;
+    if live {
+        let actions: Vec<_> = disks
+            .iter()
+            .map(|(drive, _)| {
+                json!({"type": "blockdev-snapshot-internal-sync", "data": {"device": drive, "name": name}})
+            })
+            .collect();
+        qmp::execute(
+            Path::new(&details.qmp_socket),
+            "transaction",
+            json!({ "actions": actions }),
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut done: Vec<&str> = Vec::new();
+    for (_, path) in &disks {
+        if let Err(e) = qemu_img_snapshot("-c", name, path) {
+            // All disks or none: take back the ones already done.
+            for path in done {
+                let _ = qemu_img_snapshot("-d", name, path);
+            }
+            return Err(e);
+        }
+        done.push(path);
+    }
+    Ok(())
+}
+
+/// Puts every persistent disk back to snapshot `name`; the VM must be stopped.
+pub fn revert(details: &VmDetails, name: &str) -> Result<(), VmError> {
+    for (_, path) in persistent_disks(details)? {
+        qemu_img_snapshot("-a", name, path)?;
+    }
+    Ok(())
+}
+
+/// Deletes snapshot `name` from every persistent disk; `live` when QEMU is running.
+pub async fn delete(details: &VmDetails, name: &str, live: bool) -> Result<(), VmError> {
+    for (drive, path) in persistent_disks(details)? {
+        if live {
+            qmp::execute(
+                Path::new(&details.qmp_socket),
+                "blockdev-snapshot-delete-internal-sync",
+                json!({"device": drive, "name": name}),
+            )
+            .await?;
+        } else {
+            qemu_img_snapshot("-d", name, path)?;
+        }
+    }
+    Ok(())
+}
