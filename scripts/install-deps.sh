@@ -4,7 +4,7 @@
 #   tests:   busybox-static (the test image), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
 #            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes)
-#   bench:   runc and podman (the peers berth is measured against), hyperfine
+#   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
 #            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest
@@ -17,7 +17,7 @@ packages=(
   docker-registry
   podman uidmap
   runc
-  hyperfine
+  hyperfine iperf3
   zstd
   procps iproute2 iptables
   e2fsprogs
