@@ -235,6 +235,13 @@ fn nat_isolation_networks_and_bandwidth() {
         "{}",
         stderr(&overlap)
     );
+    // Nor over a subnet the host already has on an interface (here the outside's veth).
+    let host_clash = d.run(&["network", "create", "--subnet", "198.18.77.0/24", "clash"]);
+    assert!(
+        stderr(&host_clash).contains("on the host's interface"),
+        "{}",
+        stderr(&host_clash)
+    );
     d.ok(&[
         "run",
         "-d",
@@ -305,6 +312,43 @@ fn nat_isolation_networks_and_bandwidth() {
     ]);
     let limited = started.elapsed().as_secs_f64();
     assert!(limited > 1.6 && limited < 6.0, "2 MiB at 8 Mbit/s took {limited:.2}s");
+    // A VM's own traffic is limited too (through an IFB device where the kernel cannot
+    // police): the same 2 MiB served by a VM, timed where it arrives.
+    d.ok(&[
+        "run",
+        "--vm",
+        "-d",
+        "--name",
+        "vsrc",
+        "--network",
+        "back",
+        "--bandwidth",
+        "8mbit",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/tmp/blob bs=1M count=2 2>/dev/null; touch /tmp/ready; httpd -f -p 80 -h /tmp",
+    ]);
+    let timed = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 150); do wget -qO /dev/null http://vsrc/ready 2>/dev/null && break; sleep 0.2; done; \
+         { time -f %e wget -qO /dev/null http://vsrc/blob; } 2>&1",
+    ]);
+    let from_vm: f64 = timed.trim().lines().last().unwrap_or("").parse().unwrap_or(0.0);
+    assert!(
+        from_vm > 1.6 && from_vm < 6.0,
+        "2 MiB from a VM at 8 Mbit/s took {timed:?}"
+    );
+    let vm_id = d.inspect("vsrc")["id"].as_str().unwrap().to_string();
+    assert_eq!(links_named(&["bi"], &vm_id).len(), 1, "the VM's IFB device");
+    d.ok(&["rm", "-f", "vsrc"]);
+    assert!(links_named(&["bi", "bt"], &vm_id).is_empty(), "no tap or IFB left");
 
     let in_use = d.run(&["network", "rm", "back"]);
     assert!(stderr(&in_use).contains("has instance srv"), "{}", stderr(&in_use));

@@ -297,6 +297,13 @@ impl Drop for Daemon {
             for id in String::from_utf8_lossy(&ids.stdout).lines() {
                 let _ = self.run(&["rm", "-f", id]);
             }
+            // Networks a failed test left: their bridges and rules would shadow the next
+            // test's subnets.
+            let listed = self.run(&["network", "ls", "--json"]);
+            let networks: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+            for network in networks.iter().filter(|n| n["name"] != "default") {
+                let _ = self.run(&["network", "rm", network["name"].as_str().unwrap_or("")]);
+            }
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -54,6 +54,12 @@ pub fn device_name(instance: &Instance) -> String {
     format!("{prefix}{}", short_id(&instance.id))
 }
 
+/// The IFB device that carries a VM's outgoing traffic through its bandwidth limit (on kernels
+/// without act_police).
+pub fn ifb_name(instance: &Instance) -> String {
+    format!("bi{}", short_id(&instance.id))
+}
+
 /// Where a container's network namespace is pinned.
 pub fn netns_path(netns_dir: &Path, instance: &Instance) -> PathBuf {
     netns_dir.join(short_id(&instance.id))
@@ -177,6 +183,23 @@ impl Networks {
             return Err(EngineError::conflict(format!("network {name} already exists")));
         }
         let taken: Vec<Subnet> = existing.iter().filter_map(|n| Subnet::parse(&n.subnet).ok()).collect();
+        // Subnets on the host's other interfaces (its uplink, VPNs, other tools' bridges): a
+        // network over one of them would make its addresses unreachable.
+        let own_bridges: Vec<&str> = existing.iter().map(|n| n.bridge.as_str()).collect();
+        let host_subnets: Vec<(String, Subnet)> = links::host_ipv4_addresses()
+            .await
+            .map_err(net_error)?
+            .into_iter()
+            .filter(|(device, address, prefix)| {
+                *prefix > 0 && !address.is_loopback() && !own_bridges.contains(&device.as_str())
+            })
+            .map(|(device, address, prefix)| {
+                let prefix = prefix.min(32);
+                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+                let network = Ipv4Addr::from(u32::from(address) & mask);
+                (device, Subnet { network, prefix })
+            })
+            .collect();
         let subnet = match subnet {
             Some(text) => {
                 let subnet =
@@ -193,6 +216,15 @@ impl Networks {
                         ),
                     ));
                 }
+                if let Some((device, used)) = host_subnets.iter().find(|(_, s)| s.overlaps(&subnet)) {
+                    return Err(EngineError::invalid(
+                        "subnet",
+                        format!(
+                            "--subnet {subnet} overlaps {}/{} on the host's interface {device}; choose another",
+                            used.network, used.prefix
+                        ),
+                    ));
+                }
                 subnet
             }
             // The next free /24 after the default network's.
@@ -201,7 +233,10 @@ impl Networks {
                     let base = u32::from(self.default_subnet.network).wrapping_add(step << 8);
                     Subnet::parse(&format!("{}/24", Ipv4Addr::from(base))).ok()
                 })
-                .find(|candidate| !taken.iter().any(|t| t.overlaps(candidate)))
+                .find(|candidate| {
+                    !taken.iter().any(|t| t.overlaps(candidate))
+                        && !host_subnets.iter().any(|(_, h)| h.overlaps(candidate))
+                })
                 .ok_or_else(|| EngineError::conflict("no free /24 left; give --subnet"))?,
         };
         let network = Network {
@@ -314,6 +349,7 @@ impl Networks {
         let result = async {
             // Leftovers of a crash would block the names.
             let _ = links::delete(&device).await;
+            let _ = links::delete(&ifb_name(instance)).await;
             match instance.kind {
                 InstanceKind::Container => {
                     let path = netns_path(&self.netns_dir, instance);
@@ -348,10 +384,13 @@ impl Networks {
                                 .map_err(net_error)?
                                 .map_err(net_error)?;
                         }
-                        InstanceKind::Vm => tracing::warn!(
-                            id = %instance.id,
-                            "this kernel has no act_police: traffic from the VM is not limited, traffic to it is"
-                        ),
+                        InstanceKind::Vm => shaping::shape_ingress_via_ifb(&device, &ifb_name(instance), bits)
+                            .map_err(|e| {
+                                EngineError::invalid(
+                                    "bandwidth",
+                                    format!("--bandwidth: this kernel can neither police (act_police) nor redirect (ifb, act_mirred) a VM's traffic: {e}"),
+                                )
+                            })?,
                     }
                 }
             }
@@ -379,6 +418,11 @@ impl Networks {
         }
         if let Err(e) = links::delete(&device_name(instance)).await {
             tracing::warn!(id = %instance.id, error = %e, "removing the network device");
+        }
+        if instance.kind == InstanceKind::Vm && instance.limits.network_bits_per_second.is_some() {
+            if let Err(e) = links::delete(&ifb_name(instance)).await {
+                tracing::warn!(id = %instance.id, error = %e, "removing the IFB device");
+            }
         }
         if instance.kind == InstanceKind::Container {
             netns::remove(&netns_path(&self.netns_dir, instance));

@@ -80,6 +80,35 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> NetResu
         .map_err(|e| failed(format!("bringing {name} up"), e))
 }
 
+/// The host's IPv4 addresses: (interface, address, prefix length), from its address table.
+pub async fn host_ipv4_addresses() -> NetResult<Vec<(String, Ipv4Addr, u8)>> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let handle = handle().await?;
+    let messages: Vec<_> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| failed("listing the host's addresses", e))?;
+    Ok(messages
+        .iter()
+        .filter_map(|message| {
+            let mut label = String::new();
+            let mut address = None;
+            for attribute in &message.attributes {
+                match attribute {
+                    AddressAttribute::Label(name) => label = name.clone(),
+                    AddressAttribute::Local(IpAddr::V4(v4)) => address = Some(*v4),
+                    AddressAttribute::Address(IpAddr::V4(v4)) if address.is_none() => address = Some(*v4),
+                    _ => {}
+                }
+            }
+            address.map(|a| (label, a, message.header.prefix_len))
+        })
+        .collect())
+}
+
 /// Deletes a device if it exists.
 pub async fn delete(name: &str) -> NetResult<()> {
     let handle = handle().await?;

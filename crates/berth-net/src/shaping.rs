@@ -1,5 +1,6 @@
 //! Bandwidth with tc on the host side of an instance's device: a token bucket for traffic
-//! towards the instance, ingress policing for traffic from it.
+//! towards the instance, ingress policing for traffic from it (or, on kernels without
+//! act_police, a token bucket on an IFB device the traffic is redirected through).
 
 use std::process::Command;
 
@@ -76,4 +77,40 @@ pub fn police_ingress(device: &str, bits_per_second: u64) -> NetResult<()> {
         let _ = tc(&["qdisc", "del", "dev", device, "ingress"]);
     }
     result
+}
+
+/// Shapes `device`'s incoming traffic without act_police: a u32 filter redirects it (act_mirred)
+/// to the IFB device `ifb`, whose egress gets the token bucket.
+pub fn shape_ingress_via_ifb(device: &str, ifb: &str, bits_per_second: u64) -> NetResult<()> {
+    let _ = ip(&["link", "del", ifb]);
+    ip(&["link", "add", ifb, "type", "ifb"])?;
+    let result = (|| {
+        ip(&["link", "set", ifb, "up"])?;
+        shape_egress(ifb, bits_per_second)?;
+        let _ = tc(&["qdisc", "del", "dev", device, "ingress"]);
+        tc(&["qdisc", "add", "dev", device, "ingress"])?;
+        tc(&[
+            "filter", "add", "dev", device, "parent", "ffff:", "protocol", "all", "u32", "match", "u32", "0", "0",
+            "action", "mirred", "egress", "redirect", "dev", ifb,
+        ])
+    })();
+    if result.is_err() {
+        let _ = tc(&["qdisc", "del", "dev", device, "ingress"]);
+        let _ = ip(&["link", "del", ifb]);
+    }
+    result
+}
+
+fn ip(args: &[&str]) -> NetResult<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| failed("running ip", e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(failed(
+        format!("ip {}", args.join(" ")),
+        String::from_utf8_lossy(&output.stderr).trim(),
+    ))
 }

@@ -85,12 +85,19 @@ pub fn mount_image(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(
     )?;
     // Direct I/O skips the second copy of every page in the image file's own page cache:
     // measured here, 1 GiB written with fsync took 0.38 s instead of 0.6-2.9 s. `mount -o
-    // loop` cannot ask for it, so it is switched on afterwards; a backing file that refuses
-    // O_DIRECT (a FUSE export, say) keeps buffered I/O.
-    if let Some(device) = loop_device_at(mountpoint) {
-        let _ = Command::new("losetup").arg("--direct-io=on").arg(device).output();
+    // loop` cannot ask for it, so it is switched on afterwards. Not over FUSE: a
+    // qemu-storage-daemon export took direct writes but lost data written through them.
+    if !on_fuse(image) {
+        if let Some(device) = loop_device_at(mountpoint) {
+            let _ = Command::new("losetup").arg("--direct-io=on").arg(device).output();
+        }
     }
     Ok(())
+}
+
+fn on_fuse(path: &Path) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
 }
 
 /// The loop device mounted at `mountpoint`, from the mount table.
