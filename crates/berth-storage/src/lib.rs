@@ -96,8 +96,7 @@ pub fn mount_image(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(
 }
 
 fn on_fuse(path: &Path) -> bool {
-    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC)
 }
 
 /// The loop device mounted at `mountpoint`, from the mount table.
