@@ -10,20 +10,7 @@ use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 
 fn validate_snapshot_name(name: &str) -> EngineResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::invalid(
-            "name",
-            format!("invalid snapshot name '{name}': use letters, digits, '_', '.' and '-' (at most 64)"),
-        ))
-    }
+    berth_model::instance::validate_object_name("snapshot", name).map_err(|m| EngineError::invalid("name", m))
 }
 
 /// A disk that cannot be snapshotted as asked is a conflict with the VM's state, not a fault.

@@ -33,21 +33,8 @@ fn storage_error(e: berth_storage::StorageError) -> EngineError {
     EngineError::internal(e.to_string())
 }
 
-fn validate_volume_name(name: &str) -> EngineResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::invalid(
-            "name",
-            format!("invalid volume name '{name}': use letters, digits, '_', '.' and '-' (at most 64)"),
-        ))
-    }
+fn validate_name(what: &str, name: &str) -> EngineResult<()> {
+    berth_model::instance::validate_object_name(what, name).map_err(|m| EngineError::invalid("name", m))
 }
 
 /// Copies a sparse file, keeping its holes.
@@ -102,7 +89,7 @@ impl Volumes {
         driver: Option<&str>,
         options: &BTreeMap<String, String>,
     ) -> EngineResult<Volume> {
-        validate_volume_name(name)?;
+        validate_name("volume", name)?;
         let driver = driver.unwrap_or("local");
         let nfs = match driver {
             "local" => {
@@ -296,10 +283,7 @@ impl Volumes {
     }
 
     pub async fn snapshot(&self, name: &str, snapshot: &str, running: &[String]) -> EngineResult<Volume> {
-        validate_volume_name(snapshot).map_err(|mut e| {
-            e.message = e.message.replace("volume name", "snapshot name");
-            e
-        })?;
+        validate_name("snapshot", snapshot)?;
         let mut volume = self.get(name).await?;
         if volume.snapshots.iter().any(|s| s.name == snapshot) {
             return Err(EngineError::conflict(format!(

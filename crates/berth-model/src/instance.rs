@@ -292,6 +292,24 @@ pub fn new_instance_id() -> String {
     hex::encode(bytes)
 }
 
+/// Names of volumes, snapshots and the like: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64
+/// characters (they become file names, so nothing else is let through).
+pub fn validate_object_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name '{name}': use letters, digits, '_', '.' and '-' (at most 64)"
+        ))
+    }
+}
+
 /// Instance names: Docker's rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
