@@ -432,6 +432,19 @@ impl Engine {
                 return Err(EngineError::invalid("disk", "--disk: at least 16MiB"));
             }
         }
+        let instance_storage: Vec<u64> = instance_type
+            .as_ref()
+            .map(|t| t.instance_storage_bytes.clone())
+            .unwrap_or_default();
+        // A container's thin disks are files under the state directory: refuse sizes its file
+        // system cannot hold now, not at start.
+        if request.kind == InstanceKind::Container {
+            let sizes = request.disk_bytes.iter().map(|s| ("disk", *s));
+            for (field, size) in sizes.chain(instance_storage.iter().map(|s| ("type", *s))) {
+                berth_storage::check_file_size(&self.config.state_dir, size)
+                    .map_err(|e| EngineError::invalid(field, format!("--{field}: {} disk: {e}", ByteSize(size))))?;
+            }
+        }
         let volumes = self.resolve_volumes(&request.volumes, request.kind).await?;
         let (network, ports) = self.resolve_network(&request).await?;
         let address = match network.as_str() {
@@ -446,10 +459,6 @@ impl Engine {
         if let Some(bits) = request.bandwidth_bits_per_second {
             limits.network_bits_per_second = Some(bits);
         }
-        let instance_storage: Vec<u64> = instance_type
-            .as_ref()
-            .map(|t| t.instance_storage_bytes.clone())
-            .unwrap_or_default();
         let vm = match request.kind {
             InstanceKind::Vm => Some(self.vms.plan(
                 &limits,

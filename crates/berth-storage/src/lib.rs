@@ -62,6 +62,24 @@ pub fn create_ext4_image(path: &Path, size: u64) -> Result<(), StorageError> {
     made
 }
 
+/// Checks that the file system holding `dir` can hold a (sparse) file of `size` bytes, by
+/// making one and removing it again; thin images are checked before anything is created.
+pub fn check_file_size(dir: &Path, size: u64) -> Result<(), StorageError> {
+    let probe = dir.join(format!(".size-probe-{}", std::process::id()));
+    let context = format!("the file system at {}", dir.display());
+    fs::create_dir_all(dir).map_err(|e| failed(&context, e))?;
+    let file = fs::File::create(&probe).map_err(|e| failed(&context, e))?;
+    let sized = file.set_len(size);
+    drop(file);
+    let _ = fs::remove_file(&probe);
+    sized.map_err(|e| {
+        failed(
+            context,
+            format!("cannot hold a file of {size} bytes ({e}); choose a smaller size"),
+        )
+    })
+}
+
 /// True if `path` is a mount point (its device differs from its parent's).
 pub fn is_mounted(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;

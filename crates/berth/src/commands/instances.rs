@@ -115,14 +115,33 @@ async fn start_attached(client: &Client, id: &str, stdin: bool, tty: bool) -> Re
 
 pub async fn run(client: &Client, args: RunArgs) -> Result<Outcome> {
     let created = create_instance(client, &args.create).await?;
-    if args.detach {
+    let started = if args.detach {
         client
             .post_empty(&format!("/v1/instances/{}/start", encode(&created.id)))
-            .await?;
-        println!("{}", created.id);
-        return Ok(Outcome::Success);
-    }
-    let status = start_attached(client, &created.id, args.create.interactive, args.create.tty).await?;
+            .await
+            .map(|_| None)
+            .map_err(anyhow::Error::from)
+    } else {
+        start_attached(client, &created.id, args.create.interactive, args.create.tty)
+            .await
+            .map(Some)
+    };
+    let status = match started {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            println!("{}", created.id);
+            return Ok(Outcome::Success);
+        }
+        Err(e) => {
+            // --rm asked for no leftovers, also when the start fails.
+            if args.create.rm {
+                let _ = client
+                    .delete(&format!("/v1/instances/{}?force=true", encode(&created.id)))
+                    .await;
+            }
+            return Err(e);
+        }
+    };
     // Return only once the daemon has recorded the exit (or removed the instance), so the
     // next command sees the instance as it is now.
     let condition = if args.create.rm { "removed" } else { "not-running" };
