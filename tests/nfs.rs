@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{stderr, temp_dir, Daemon};
+use crate::common::{loop_devices_under, mounts_under, stderr, temp_dir, Daemon};
 
 struct NfsServer {
     child: Child,
@@ -100,14 +100,6 @@ fn storage_daemons_under(dir: &Path) -> usize {
         .count()
 }
 
-fn mounts_under(dir: &Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(dir.to_str().unwrap()))
-        .count()
-}
-
 #[test]
 fn nfs_volumes_serve_containers_and_vms() {
     let nfs = NfsServer::start();
@@ -141,30 +133,7 @@ fn nfs_volumes_serve_containers_and_vms() {
     assert_eq!(inspected[0]["nfs"]["mode"], "image");
 
     // Containers: through a qemu-storage-daemon FUSE export, shared by running containers.
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "a",
-        "-v",
-        "shared:/data",
-        "busybox",
-        "sleep",
-        "100",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b",
-        "-v",
-        "shared:/srv:ro",
-        "busybox",
-        "sleep",
-        "100",
-    ]);
-    d.ok(&["exec", "a", "sh", "-c", "echo two > /data/file"]);
-    assert_eq!(d.ok(&["exec", "b", "cat", "/srv/file"]), "two\n");
+    crate::volumes::shared_by_two_containers(&d, "shared");
     assert_eq!(storage_daemons_under(&d.dir), 1, "one export serves both containers");
     d.ok(&["rm", "-f", "a", "b"]);
     assert_eq!(
@@ -259,6 +228,5 @@ fn nfs_volumes_serve_containers_and_vms() {
     assert!(!image.exists());
     assert_eq!(storage_daemons_under(&d.dir), 0);
     assert_eq!(mounts_under(&d.dir), 0);
-    let loops = Command::new("losetup").arg("-a").output().unwrap();
-    assert!(!String::from_utf8_lossy(&loops.stdout).contains(d.dir.to_str().unwrap()));
+    assert_eq!(loop_devices_under(&d.dir), 0);
 }

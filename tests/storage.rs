@@ -3,18 +3,10 @@
 
 use std::process::Command;
 
-use crate::common::{stderr, Daemon};
+use crate::common::{loop_devices_under, stderr, Daemon};
 
 const STORE_TYPE: &str =
     "[[types]]\nname = \"lab.store\"\nvcpus = 1\nmemory = \"256m\"\ninstance_storage = [\"10g\", \"5g\"]\n\n";
-
-fn loop_devices_under(d: &Daemon) -> usize {
-    let output = Command::new("losetup").arg("-a").output().unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.contains(d.dir.to_str().unwrap()))
-        .count()
-}
 
 #[test]
 fn the_writable_layer_has_the_size_asked_for() {
@@ -34,7 +26,7 @@ fn the_writable_layer_has_the_size_asked_for() {
     let size_kib: u64 = lines.next().unwrap().trim().parse().unwrap();
     assert!(size_kib < 64 * 1024 && size_kib > 40 * 1024, "{text}");
     assert_eq!(lines.next(), Some("dd=1"), "writing past the limit fails: {text}");
-    assert_eq!(loop_devices_under(&d), 0, "the layer's loop device is released");
+    assert_eq!(loop_devices_under(&d.dir), 0, "the layer's loop device is released");
     let too_small = d.run(&["create", "--disk", "1m", "busybox", "true"]);
     assert!(stderr(&too_small).contains("--disk"), "{}", stderr(&too_small));
     // Larger than the host file system can hold in one file: refused before anything exists.
@@ -95,7 +87,7 @@ fn instance_storage_survives_restart_and_is_wiped_on_stop() {
     let after = d.run(&["exec", "s", "cat", "/mnt/instance-store0/file"]);
     assert!(!after.status.success(), "instance storage is wiped on stop");
     d.ok(&["rm", "-f", "s"]);
-    assert_eq!(loop_devices_under(&d), 0, "no loop device left after rm");
+    assert_eq!(loop_devices_under(&d.dir), 0, "no loop device left after rm");
 
     // A VM sees the same storage as NVMe block devices.
     let vm = d.ok(&[

@@ -1,16 +1,19 @@
 //! Volumes: created, shared by containers, read-only mounts, attached to a VM as a disk,
 //! snapshots and restores, refused removal while in use, nothing left mounted after.
 
-use std::process::Command;
+use crate::common::{loop_devices_under, mounts_under, stderr, Daemon};
 
-use crate::common::{stderr, Daemon};
-
-fn mounts_under(d: &Daemon) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(d.dir.to_str().unwrap()))
-        .count()
+/// Two running containers, `a` (read-write at /data) and `b` (read-only at /srv), share
+/// `volume` through one host mount.
+pub fn shared_by_two_containers(d: &Daemon, volume: &str) {
+    let rw = format!("{volume}:/data");
+    let ro = format!("{volume}:/srv:ro");
+    d.ok(&["run", "-d", "--name", "a", "-v", &rw, "busybox", "sleep", "100"]);
+    d.ok(&["run", "-d", "--name", "b", "-v", &ro, "busybox", "sleep", "100"]);
+    d.ok(&["exec", "a", "sh", "-c", "echo two > /data/file"]);
+    assert_eq!(d.ok(&["exec", "b", "cat", "/srv/file"]), "two\n");
+    let readonly = d.run(&["exec", "b", "sh", "-c", "echo x > /srv/other"]);
+    assert!(!readonly.status.success());
 }
 
 #[test]
@@ -32,33 +35,7 @@ fn volumes_outlive_instances_and_snapshot() {
         ]),
         "one\n"
     );
-    // Shared by two running containers through one host mount.
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "a",
-        "-v",
-        "data:/data",
-        "busybox",
-        "sleep",
-        "100",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b",
-        "-v",
-        "data:/srv:ro",
-        "busybox",
-        "sleep",
-        "100",
-    ]);
-    d.ok(&["exec", "a", "sh", "-c", "echo two > /data/file"]);
-    assert_eq!(d.ok(&["exec", "b", "cat", "/srv/file"]), "two\n");
-    let readonly = d.run(&["exec", "b", "sh", "-c", "echo x > /srv/other"]);
-    assert!(!readonly.status.success());
+    shared_by_two_containers(&d, "data");
     // In use: no removal, no snapshot of a moving target.
     let refused = d.run(&["volume", "rm", "data"]);
     assert!(stderr(&refused).contains("used by instance"), "{}", stderr(&refused));
@@ -112,7 +89,6 @@ fn volumes_outlive_instances_and_snapshot() {
     let bad = d.run(&["run", "--rm", "-v", "data:relative", "busybox", "true"]);
     assert!(stderr(&bad).contains("must be absolute"), "{}", stderr(&bad));
     d.ok(&["volume", "rm", "data", "fresh"]);
-    assert_eq!(mounts_under(&d), 0, "nothing stays mounted");
-    let output = Command::new("losetup").arg("-a").output().unwrap();
-    assert!(!String::from_utf8_lossy(&output.stdout).contains(d.dir.to_str().unwrap()));
+    assert_eq!(mounts_under(&d.dir), 0, "nothing stays mounted");
+    assert_eq!(loop_devices_under(&d.dir), 0);
 }

@@ -333,6 +333,24 @@ impl Drop for Daemon {
     }
 }
 
+/// How many mounts lie under `dir` (what a test's daemon left mounted).
+pub fn mounts_under(dir: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .count()
+}
+
+/// How many loop devices are backed by files under `dir`.
+pub fn loop_devices_under(dir: &Path) -> usize {
+    let output = Command::new("losetup").arg("-a").output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .count()
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
