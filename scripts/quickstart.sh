@@ -22,9 +22,13 @@ berth image import --tag busybox /tmp/busybox-rootfs.tar
 berth run --rm busybox echo "hello from a berth container"
 berth run --vm --rm busybox sh -c 'echo "hello from a berth VM, kernel $(uname -r)"'
 berth rm -f quickstart-web >/dev/null 2>&1 || true
-berth run -d --name quickstart-web --memory 64m --cpus 0.5 busybox \
-  sh -c 'mkdir -p /www && echo ok >/www/index.html && httpd -f -p 8080 -h /www'
+berth run -d --name quickstart-web --memory 64m --cpus 0.5 -p 127.0.0.1:18080:8080 busybox \
+  sh -c 'mkdir -p /www && echo "hello from quickstart-web" >/www/index.html && httpd -f -p 8080 -h /www'
 berth rm -f quickstart-vm >/dev/null 2>&1 || true
 berth run -d --vm --name quickstart-vm --memory 256m busybox sh -c 'while true; do sleep 1; done'
+# Reached by name through berth's DNS, and through the published port on the host.
+berth run --rm busybox sh -c 'sleep 0.5; wget -qO- http://quickstart-web:8080/'
+berth run --rm --network host busybox wget -qO- http://127.0.0.1:18080/
+berth types ls
 berth ps
 berth ps --tree
