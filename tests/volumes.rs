@@ -86,6 +86,21 @@ fn volumes_outlive_instances_and_snapshot() {
     // -v with a new name creates the volume; bad specs name the problem.
     d.ok(&["run", "--rm", "-v", "fresh:/f", "busybox", "true"]);
     assert!(d.ok(&["volume", "ls", "-q"]).contains("fresh"));
+    let refused = d.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "ghost:/g",
+        "--network",
+        "nowhere",
+        "busybox",
+        "true",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        !d.ok(&["volume", "ls", "-q"]).contains("ghost"),
+        "a refused run creates no volume"
+    );
     let bad = d.run(&["run", "--rm", "-v", "data:relative", "busybox", "true"]);
     assert!(stderr(&bad).contains("must be absolute"), "{}", stderr(&bad));
     d.ok(&["volume", "rm", "data", "fresh"]);

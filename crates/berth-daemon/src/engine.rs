@@ -445,7 +445,6 @@ impl Engine {
                     .map_err(|e| EngineError::invalid(field, format!("--{field}: {} disk: {e}", ByteSize(size))))?;
             }
         }
-        let volumes = self.resolve_volumes(&request.volumes, request.kind).await?;
         let (network, ports) = self.resolve_network(&request).await?;
         let address = match network.as_str() {
             "none" | "host" => None,
@@ -470,6 +469,8 @@ impl Engine {
             )?),
             InstanceKind::Container => None,
         };
+        // Last, as it may create volumes: nothing after it refuses the request.
+        let volumes = self.resolve_volumes(&request.volumes, request.kind).await?;
         let instance = Instance {
             id: id.clone(),
             name: name.clone(),
@@ -1569,13 +1570,34 @@ impl Engine {
     async fn resolve_volumes(&self, specs: &[String], kind: InstanceKind) -> EngineResult<Vec<VolumeMount>> {
         let mut mounts: Vec<VolumeMount> = Vec::new();
         for spec in specs {
-            let mut mount = VolumeMount::parse(spec).map_err(|m| EngineError::invalid("volumes", format!("-v {m}")))?;
+            let mount = VolumeMount::parse(spec).map_err(|m| EngineError::invalid("volumes", format!("-v {m}")))?;
             if mounts.iter().any(|m| m.path == mount.path) {
                 return Err(EngineError::invalid(
                     "volumes",
                     format!("-v: two volumes at {}", mount.path),
                 ));
             }
+            mounts.push(mount);
+        }
+        // Every existing volume is checked before a missing one is created, so a refusal
+        // leaves nothing behind.
+        for mount in &mounts {
+            let volume = match self.volumes.get(&mount.volume).await {
+                Ok(volume) => volume,
+                Err(e) if e.status == StatusCode::NOT_FOUND => continue,
+                Err(e) => return Err(e),
+            };
+            if kind == InstanceKind::Vm && volume.nfs.as_ref().is_some_and(|l| l.mode == NfsMode::Mount) {
+                return Err(EngineError::invalid(
+                    "volumes",
+                    format!(
+                        "-v {}: volume {} is a directory on an NFS share (mode=mount), which only containers can use; a VM needs an nfs volume of mode=image",
+                        mount.volume, volume.name
+                    ),
+                ));
+            }
+        }
+        for mount in &mut mounts {
             let volume = match self.volumes.get(&mount.volume).await {
                 Ok(volume) => volume,
                 Err(e) if e.status == StatusCode::NOT_FOUND => {
@@ -1585,17 +1607,7 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             };
-            if kind == InstanceKind::Vm && volume.nfs.as_ref().is_some_and(|l| l.mode == NfsMode::Mount) {
-                return Err(EngineError::invalid(
-                    "volumes",
-                    format!(
-                        "-v {spec}: volume {} is a directory on an NFS share (mode=mount), which only containers can use; a VM needs an nfs volume of mode=image",
-                        volume.name
-                    ),
-                ));
-            }
-            self.volumes.attach_to(&volume, &mut mount);
-            mounts.push(mount);
+            self.volumes.attach_to(&volume, mount);
         }
         Ok(mounts)
     }
