@@ -162,6 +162,25 @@ fn nfs_volumes_serve_containers_and_vms() {
 
     // qcow2 internal snapshots: take, change, restore, delete.
     d.ok(&["volume", "snapshot", "shared", "s1"]);
+    // Deleting a qcow2 snapshot rewrites the image: refused while an instance writes it.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let busy = d.run(&["volume", "snapshot", "--rm", "shared", "s1"]);
+    assert!(
+        stderr(&busy).contains("in use by running instance c"),
+        "{}",
+        stderr(&busy)
+    );
+    d.ok(&["rm", "-f", "c"]);
     let listed = Command::new("qemu-img")
         .args(["snapshot", "-l"])
         .arg(&image)

@@ -134,7 +134,12 @@ impl InstanceDriver for ContainerDriver {
             let mut binds = mount_instance_storage(instance, dir)?;
             // Volumes: the daemon has their filesystems mounted on the host.
             for volume in &instance.spec.volumes {
-                binds.push((PathBuf::from(&volume.host_path), volume.path.clone(), volume.read_only));
+                // Records from before `host_path` existed: local volumes, mounted beside the image.
+                let host_path = match volume.host_path.as_str() {
+                    "" => Path::new(&volume.source).with_file_name("mnt"),
+                    path => PathBuf::from(path),
+                };
+                binds.push((host_path, volume.path.clone(), volume.read_only));
             }
             let name = Self::runtime_name(instance);
             let runtime_spec = spec::build_spec(&spec::SpecInputs {

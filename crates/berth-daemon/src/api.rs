@@ -214,7 +214,7 @@ async fn delete_snapshot(
     State(engine): Shared,
     Path((name, snapshot)): Path<(String, String)>,
 ) -> EngineResult<Json<Volume>> {
-    Ok(Json(engine.volumes.delete_snapshot(&name, &snapshot).await?))
+    Ok(Json(engine.delete_volume_snapshot(&name, &snapshot).await?))
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/snapshots", params(("id" = String, Path)), request_body = SnapshotRequest,

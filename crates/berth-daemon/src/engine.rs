@@ -1688,6 +1688,16 @@ impl Engine {
         self.volumes.snapshot(name, snapshot, &running).await
     }
 
+    pub async fn delete_volume_snapshot(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
+        let running: Vec<String> = self
+            .volume_users(name, None, true)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        self.volumes.delete_snapshot(name, snapshot, &running).await
+    }
+
     pub async fn restore_volume(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
         let running: Vec<String> = self
             .volume_users(name, None, true)

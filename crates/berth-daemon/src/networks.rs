@@ -388,7 +388,7 @@ impl Networks {
                             .map_err(|e| {
                                 EngineError::invalid(
                                     "bandwidth",
-                                    format!("--bandwidth: this kernel can neither police (act_police) nor redirect (ifb, act_mirred) a VM's traffic: {e}"),
+                                    format!("--bandwidth: limiting the VM's outgoing traffic failed (without act_police it needs the ifb device and act_mirred): {e}"),
                                 )
                             })?,
                     }

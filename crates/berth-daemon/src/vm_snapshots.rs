@@ -86,11 +86,7 @@ impl Engine {
                 instance.name, instance.name
             )));
         }
-        let (details, snapshot) = (details.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || berth_vm::snapshot::revert(&details, &snapshot))
-            .await
-            .map_err(|e| EngineError::internal(e.to_string()))?
-            .map_err(vm_error)?;
+        berth_vm::snapshot::revert(details, name).await.map_err(vm_error)?;
         self.emit(&instance, "restore", None);
         Ok(instance)
     }

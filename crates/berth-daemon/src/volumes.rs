@@ -27,6 +27,8 @@ pub const DEFAULT_VOLUME_BYTES: u64 = 10 << 30;
 pub struct Volumes {
     root: PathBuf,
     store: Arc<dyn StateStore>,
+    /// Creations one at a time: two of one name must not both write the share's file.
+    creating: tokio::sync::Mutex<()>,
 }
 
 fn storage_error(e: berth_storage::StorageError) -> EngineError {
@@ -57,7 +59,11 @@ fn sparse_copy(from: &Path, to: &Path) -> EngineResult<()> {
 
 impl Volumes {
     pub fn new(root: PathBuf, store: Arc<dyn StateStore>) -> Volumes {
-        Volumes { root, store }
+        Volumes {
+            root,
+            store,
+            creating: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -113,6 +119,7 @@ impl Volumes {
         if size < 16 << 20 {
             return Err(EngineError::invalid("size", "--size: a volume needs at least 16MiB"));
         }
+        let _one_at_a_time = self.creating.lock().await;
         if self.store.get_volume(name).await.is_ok() {
             return Err(EngineError::conflict(format!("volume {name} already exists")));
         }
@@ -142,10 +149,16 @@ impl Volumes {
                     NfsMode::Mount if berth_storage::nfs::kernel_client_available() => Ok(()),
                     NfsMode::Mount => Err(nfs_error(name, KERNEL_MODE_UNAVAILABLE)),
                     NfsMode::Image => {
-                        let (share, file, scratch) = (share.clone(), location.file.clone(), dir.join("scratch.img"));
-                        blocking(move || create_on_share(&share, &file, size, &scratch))
-                            .await?
-                            .map_err(|e| nfs_error(name, e))
+                        let (target, file, scratch) = (share.clone(), location.file.clone(), dir.join("scratch.img"));
+                        match blocking(move || create_on_share(&target, &file, size, &scratch)).await? {
+                            Ok(()) => Ok(()),
+                            Err(ShareFailure::Refused(e)) => Err(nfs_error(name, e)),
+                            Err(ShareFailure::Written(e)) => {
+                                // A half-written image would block the name on the share.
+                                let _ = share.remove(&location.file).await;
+                                Err(nfs_error(name, e))
+                            }
+                        }
                     }
                 };
                 if let Err(e) = made {
@@ -167,7 +180,15 @@ impl Volumes {
             created_at: Utc::now(),
             snapshots: Vec::new(),
         };
-        self.store.put_volume(&volume).await?;
+        if let Err(e) = self.store.put_volume(&volume).await {
+            if let Some(location) = volume.nfs.as_ref().filter(|l| l.mode == NfsMode::Image) {
+                if let Ok(share) = share_of(location) {
+                    let _ = share.remove(&location.file).await;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
         Ok(volume)
     }
 
@@ -184,7 +205,7 @@ impl Volumes {
             share_of(location)?
                 .remove(&location.file)
                 .await
-                .map_err(|e| nfs_error(name, e))?;
+                .map_err(|e| share_unavailable(name, e))?;
         }
         let dir = self.dir(name);
         if dir.exists() {
@@ -220,15 +241,24 @@ impl Volumes {
                 blocking(move || match location.mode {
                     NfsMode::Mount => berth_storage::nfs::kernel_mount(&share, &mountpoint),
                     NfsMode::Image => {
-                        if berth_storage::is_mounted(&mountpoint) && export.is_running() {
+                        let mounted = berth_storage::is_mounted(&mountpoint);
+                        if mounted && export.is_running() {
                             return Ok(());
                         }
+                        if mounted {
+                            // Its storage daemon is gone: the filesystem left has no backing.
+                            berth_storage::unmount(&mountpoint)?;
+                        }
                         export.start(&share, &location.file)?;
-                        berth_storage::mount_image(&export.file, &mountpoint, false)
+                        let made = berth_storage::mount_image(&export.file, &mountpoint, false);
+                        if made.is_err() {
+                            let _ = export.stop();
+                        }
+                        made
                     }
                 })
                 .await?
-                .map_err(|e| nfs_error(&name, e))
+                .map_err(|e| share_unavailable(&name, e))
             }
         }
     }
@@ -241,12 +271,13 @@ impl Volumes {
             .as_ref()
             .filter(|l| l.mode == NfsMode::Image)
             .map(|_| FuseExport::in_dir(&self.dir(&volume.name)));
-        blocking(move || {
-            berth_storage::unmount(&mountpoint)?;
-            if let Some(export) = export {
-                export.stop();
+        blocking(move || match export {
+            None => berth_storage::unmount(&mountpoint),
+            // Not lazily: the storage daemon may stop only after the last write reached it.
+            Some(export) => {
+                berth_storage::unmount_now(&mountpoint)?;
+                export.stop()
             }
-            Ok(())
         })
         .await?
         .map_err(storage_error)
@@ -279,7 +310,7 @@ impl Volumes {
         let (url, snapshot) = (volume.path.clone(), snapshot.to_string());
         blocking(move || berth_storage::nfs::qcow2_snapshot(&url, action, &snapshot))
             .await?
-            .map_err(|e| nfs_error(&volume.name, e))
+            .map_err(|e| share_unavailable(&volume.name, e))
     }
 
     pub async fn snapshot(&self, name: &str, snapshot: &str, running: &[String]) -> EngineResult<Volume> {
@@ -330,12 +361,17 @@ impl Volumes {
         Ok(volume)
     }
 
-    pub async fn delete_snapshot(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
+    pub async fn delete_snapshot(&self, name: &str, snapshot: &str, running: &[String]) -> EngineResult<Volume> {
         let mut volume = self.get(name).await?;
         if !volume.snapshots.iter().any(|s| s.name == snapshot) {
             return Err(EngineError::not_found(format!(
                 "volume {name} has no snapshot {snapshot}"
             )));
+        }
+        // A qcow2 snapshot is deleted by rewriting the image's tables, which an instance
+        // writing the image at the same time would corrupt.
+        if volume.nfs.is_some() {
+            Self::refuse_if_running(name, running, "delete a snapshot of")?;
         }
         if volume.nfs.is_some() {
             self.qcow2_snapshot(&volume, SnapshotAction::Delete, snapshot).await?;
@@ -354,8 +390,21 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|e| EngineError::internal(e.to_string()))
 }
 
+/// A request the share cannot take (options, names): the user's to fix.
 fn nfs_error(name: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::invalid("options", format!("nfs volume {name}: {e}"))
+}
+
+/// The share or its storage daemon failing at run time: not the request's fault.
+fn share_unavailable(name: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::new(axum::http::StatusCode::BAD_GATEWAY, format!("nfs volume {name}: {e}"))
+}
+
+/// Why an image could not be made on the share: refused before anything was written, or
+/// failed after writing began (the partial file must go).
+enum ShareFailure {
+    Refused(String),
+    Written(String),
 }
 
 const KERNEL_MODE_UNAVAILABLE: &str = "mode=mount needs the kernel's NFS client, which this host lacks \
@@ -405,25 +454,25 @@ fn nfs_location(name: &str, options: &BTreeMap<String, String>) -> EngineResult<
 
 /// Creates the volume's image on the share unless a file of that name is there already
 /// (another host's volume, say), which it must never overwrite.
-fn create_on_share(share: &NfsShare, file: &str, size: u64, scratch: &Path) -> Result<(), String> {
+fn create_on_share(share: &NfsShare, file: &str, size: u64, scratch: &Path) -> Result<(), ShareFailure> {
     let probe = std::process::Command::new("qemu-img")
         .args(["info", "--output=json"])
         .arg(share.url(file))
         .output()
-        .map_err(|e| format!("running qemu-img: {e}"))?;
+        .map_err(|e| ShareFailure::Refused(format!("running qemu-img: {e}")))?;
     if probe.status.success() {
-        return Err(format!(
+        return Err(ShareFailure::Refused(format!(
             "{} already holds {file}; remove it there or pick another volume name",
             share.url("")
-        ));
+        )));
     }
     let stderr = String::from_utf8_lossy(&probe.stderr);
     if !stderr.contains("NOENT") && !stderr.contains("No such file") {
-        return Err(format!(
+        return Err(ShareFailure::Refused(format!(
             "cannot reach {}: {}",
             share.url(""),
             stderr.trim().lines().last().unwrap_or("qemu-img info failed")
-        ));
+        )));
     }
-    berth_storage::nfs::create_ext4_qcow2(share, file, size, scratch).map_err(|e| e.to_string())
+    berth_storage::nfs::create_ext4_qcow2(share, file, size, scratch).map_err(|e| ShareFailure::Written(e.to_string()))
 }

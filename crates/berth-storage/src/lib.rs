@@ -129,6 +129,15 @@ fn loop_device_at(mountpoint: &Path) -> Option<String> {
     })
 }
 
+/// Unmounts if mounted; refuses (EBUSY) rather than detach a filesystem in use, for images
+/// whose backing must stay until the last write reached it.
+pub fn unmount_now(mountpoint: &Path) -> Result<(), StorageError> {
+    match umount2(mountpoint, MntFlags::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(failed(format!("unmounting {}", mountpoint.display()), e)),
+    }
+}
+
 /// Unmounts if mounted; lazily if busy.
 pub fn unmount(mountpoint: &Path) -> Result<(), StorageError> {
     match umount2(mountpoint, MntFlags::empty()) {

@@ -177,9 +177,14 @@ impl FuseExport {
         }
     }
 
+    /// The storage daemon's pid, if the pidfile names a live qemu-storage-daemon serving this
+    /// export (after a reboot the pid may belong to anything else).
     fn pid(&self) -> Option<i32> {
         let pid: i32 = fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()?;
-        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let ours = cmdline.starts_with("qemu-storage-daemon") && cmdline.contains(&*self.file.to_string_lossy());
+        ours.then_some(pid)
     }
 
     pub fn is_running(&self) -> bool {
@@ -191,7 +196,7 @@ impl FuseExport {
         if self.is_running() {
             return Ok(());
         }
-        self.stop();
+        self.stop()?;
         fs::write(&self.file, b"").map_err(|e| failed(&context, e))?;
         run(
             Command::new("qemu-storage-daemon")
@@ -213,26 +218,42 @@ impl FuseExport {
             &context,
         )?;
         if !crate::is_mounted(&self.file) {
-            self.stop();
+            let _ = self.stop();
             return Err(failed(context, "the FUSE export did not appear"));
         }
         Ok(())
     }
 
-    /// Stops the storage daemon (which flushes the image and removes the FUSE mount).
-    pub fn stop(&self) {
-        if let Some(pid) = self.pid() {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+    /// Stops the storage daemon (which flushes the image and removes the FUSE mount). One
+    /// that does not end on SIGTERM within 30 s (a flush hanging on a lost server) is killed;
+    /// the pidfile goes only once the process is gone, so no second daemon ever opens the
+    /// image beside it.
+    pub fn stop(&self) -> Result<(), StorageError> {
+        use nix::sys::signal::{kill, Signal};
+        if let Some(raw) = self.pid() {
+            let pid = nix::unistd::Pid::from_raw(raw);
+            let alive = || Path::new(&format!("/proc/{raw}")).exists();
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            if alive() {
+                let _ = kill(pid, Signal::SIGKILL);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if alive() {
+                return Err(failed(
+                    format!("stopping qemu-storage-daemon {raw}"),
+                    "it does not end even on SIGKILL",
+                ));
             }
         }
         if crate::is_mounted(&self.file) {
             let _ = crate::unmount(&self.file);
         }
         let _ = fs::remove_file(&self.pidfile);
+        Ok(())
     }
 }
 
@@ -245,6 +266,7 @@ mod tests {
         let share = NfsShare::new("127.0.0.1", "/srv/nfs/").unwrap();
         assert_eq!(share.url("v.qcow2"), "nfs://127.0.0.1/srv/nfs/v.qcow2");
         assert!(NfsShare::new("a,b", "/x").is_err());
+        assert!(NfsShare::new("-o", "/x").is_err());
         assert!(NfsShare::new("host", "relative").is_err());
         assert!(NfsShare::new("host", "/x,driver=file").is_err());
         assert!(NfsShare::new("host", "/x/../etc").is_err());

@@ -5,7 +5,8 @@
 //! disk-only snapshot does).
 
 use std::path::Path;
-use std::process::Command;
+
+use tokio::process::Command;
 
 use berth_model::instance::VmDetails;
 use serde_json::json;
@@ -38,22 +39,34 @@ fn persistent_disks(details: &VmDetails) -> Result<Vec<(String, &str)>, VmError>
     Ok(disks)
 }
 
-fn qemu_img_snapshot(flag: &str, name: &str, path: &str) -> Result<(), VmError> {
+async fn qemu_img(args: &[&str]) -> Result<String, VmError> {
     let output = Command::new("qemu-img")
-        .args(["snapshot", flag, name, path])
+        .args(args)
         .output()
+        .await
         .map_err(|e| VmError::Setup(format!("cannot run qemu-img: {e}")))?;
     if output.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     Err(VmError::Disk(format!(
-        "qemu-img snapshot {flag} {name} {path}: {}",
+        "qemu-img {}: {}",
+        args.join(" "),
         String::from_utf8_lossy(&output.stderr)
             .trim()
             .lines()
             .last()
             .unwrap_or("failed")
     )))
+}
+
+async fn qemu_img_snapshot(flag: &str, name: &str, path: &str) -> Result<(), VmError> {
+    qemu_img(&["snapshot", flag, name, path]).await.map(|_| ())
+}
+
+/// Whether the disk at `path` holds snapshot `name` (`qemu-img snapshot -l`, shared lock).
+async fn has_snapshot(path: &str, name: &str) -> Result<bool, VmError> {
+    let listing = qemu_img(&["snapshot", "-U", "-l", path]).await?;
+    Ok(listing.lines().any(|line| line.split_whitespace().nth(1) == Some(name)))
 }
 
 /// Takes snapshot `name` of every persistent disk; `live` when QEMU is running.
@@ -76,10 +89,10 @@ pub async fn create(details: &VmDetails, name: &str, live: bool) -> Result<(), V
     }
     let mut done: Vec<&str> = Vec::new();
     for (_, path) in &disks {
-        if let Err(e) = qemu_img_snapshot("-c", name, path) {
+        if let Err(e) = qemu_img_snapshot("-c", name, path).await {
             // All disks or none: take back the ones already done.
             for path in done {
-                let _ = qemu_img_snapshot("-d", name, path);
+                let _ = qemu_img_snapshot("-d", name, path).await;
             }
             return Err(e);
         }
@@ -88,17 +101,28 @@ pub async fn create(details: &VmDetails, name: &str, live: bool) -> Result<(), V
     Ok(())
 }
 
-/// Puts every persistent disk back to snapshot `name`; the VM must be stopped.
-pub fn revert(details: &VmDetails, name: &str) -> Result<(), VmError> {
-    for (_, path) in persistent_disks(details)? {
-        qemu_img_snapshot("-a", name, path)?;
+/// Puts every persistent disk back to snapshot `name`; the VM must be stopped. Every disk is
+/// checked first, so a missing snapshot changes no disk.
+pub async fn revert(details: &VmDetails, name: &str) -> Result<(), VmError> {
+    let disks = persistent_disks(details)?;
+    for (_, path) in &disks {
+        if !has_snapshot(path, name).await? {
+            return Err(VmError::Disk(format!("{path} has no snapshot {name}")));
+        }
+    }
+    for (_, path) in &disks {
+        qemu_img_snapshot("-a", name, path).await?;
     }
     Ok(())
 }
 
-/// Deletes snapshot `name` from every persistent disk; `live` when QEMU is running.
+/// Deletes snapshot `name` from every persistent disk that has it (so a delete cut short can
+/// be repeated); `live` when QEMU is running.
 pub async fn delete(details: &VmDetails, name: &str, live: bool) -> Result<(), VmError> {
     for (drive, path) in persistent_disks(details)? {
+        if !has_snapshot(path, name).await? {
+            continue;
+        }
         if live {
             qmp::execute(
                 Path::new(&details.qmp_socket),
@@ -107,7 +131,7 @@ pub async fn delete(details: &VmDetails, name: &str, live: bool) -> Result<(), V
             )
             .await?;
         } else {
-            qemu_img_snapshot("-d", name, path)?;
+            qemu_img_snapshot("-d", name, path).await?;
         }
     }
     Ok(())
