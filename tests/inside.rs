@@ -70,3 +70,31 @@ fn info_and_stats_report_the_host_and_usage() {
     assert_eq!(info["instances"]["running"], 1);
     assert_eq!(info["allocated"]["memory_bytes"], 64 << 20);
 }
+
+#[test]
+fn seccomp_filters_containers_unless_unconfined() {
+    let d = Daemon::with_busybox();
+    let script = "grep Seccomp: /proc/self/status | tr -d '\\t'; unshare -U true 2>/dev/null; echo unshare=$?";
+    let filtered = d.ok(&["run", "--rm", "busybox", "sh", "-c", script]);
+    assert_eq!(
+        filtered, "Seccomp:2\nunshare=1\n",
+        "berth's default filter refuses unshare"
+    );
+    let unconfined = d.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(unconfined.starts_with("Seccomp:0\n"), "{unconfined}");
+    let bad = d.run(&["run", "--rm", "--security-opt", "apparmor=x", "busybox", "true"]);
+    assert!(
+        crate::common::stderr(&bad).contains("--security-opt apparmor=x"),
+        "{}",
+        crate::common::stderr(&bad)
+    );
+}

@@ -154,6 +154,10 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
     assert_eq!(stdout(&piped), "got hello\n");
     assert_eq!(d.ok(&["exec", "v", "nproc"]).trim(), "1");
 
+    // QEMU runs in its own seccomp sandbox (-sandbox on), as under libvirt.
+    let qemu_pid = d.inspect("v")["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{qemu_pid}/status")).unwrap();
+    assert!(status.contains("Seccomp:\t2"), "qemu is not sandboxed");
     // top: the supervisor, one qemu process, its vCPU thread
     let top = d.ok(&["top", "v"]);
     assert!(top.contains("\\_ qemu-system-x86_64 -name guest=v"), "{top}");

@@ -4,6 +4,7 @@
 
 pub mod cgroups;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod workload;
 

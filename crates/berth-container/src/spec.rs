@@ -122,7 +122,9 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
                 "effective": caps,
                 "permitted": caps,
             },
-            "noNewPrivileges": false,
+            // No "noNewPrivileges" (unset means off, as Docker's default): libcontainer 0.7
+            // loads the seccomp filter after dropping capabilities whenever the field is
+            // present, even as false, and the kernel then refuses the filter.
         },
         "root": { "path": "rootfs", "readonly": false },
         "hostname": instance.spec.hostname,
@@ -159,6 +161,9 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
     });
     if let Some(mounts) = document["mounts"].as_array_mut() {
         mounts.append(&mut binds);
+    }
+    if !instance.spec.seccomp_unconfined {
+        document["linux"]["seccomp"] = crate::seccomp::default_filter();
     }
     if let Some(namespaces) = document["linux"]["namespaces"].as_array_mut() {
         match (&inputs.network_namespace, inputs.new_network_namespace) {

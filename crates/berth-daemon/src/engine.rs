@@ -445,6 +445,7 @@ impl Engine {
                     .map_err(|e| EngineError::invalid(field, format!("--{field}: {} disk: {e}", ByteSize(size))))?;
             }
         }
+        let seccomp_unconfined = seccomp_unconfined(&request.security_opts, request.kind)?;
         let (network, ports) = self.resolve_network(&request).await?;
         let address = match network.as_str() {
             "none" | "host" => None,
@@ -496,6 +497,7 @@ impl Engine {
                 volumes,
                 network,
                 ports,
+                seccomp_unconfined,
                 disk_bytes: match request.kind {
                     InstanceKind::Container => request.disk_bytes,
                     InstanceKind::Vm => None,
@@ -1383,6 +1385,7 @@ impl Engine {
                 volumes: Vec::new(),
                 network: "none".into(),
                 ports: Vec::new(),
+                seccomp_unconfined: false,
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -1561,6 +1564,30 @@ impl Engine {
         };
         Ok(self.images.add_record(record, tag).await?)
     }
+}
+
+/// `--security-opt` values: only `seccomp=unconfined` (and `seccomp=default`) exist so far.
+fn seccomp_unconfined(options: &[String], kind: InstanceKind) -> EngineResult<bool> {
+    let mut unconfined = false;
+    for option in options {
+        match option.as_str() {
+            "seccomp=unconfined" if kind == InstanceKind::Container => unconfined = true,
+            "seccomp=unconfined" => {
+                return Err(EngineError::invalid(
+                    "security_opts",
+                    "--security-opt seccomp=unconfined: a VM has no seccomp filter of berth's to turn off",
+                ))
+            }
+            "seccomp=default" => unconfined = false,
+            other => {
+                return Err(EngineError::invalid(
+                    "security_opts",
+                    format!("--security-opt {other}: berth knows seccomp=unconfined and seccomp=default"),
+                ))
+            }
+        }
+    }
+    Ok(unconfined)
 }
 
 /// Volumes of instances: resolving `-v` at create, attaching at start, detaching after.

@@ -85,6 +85,9 @@ pub struct CreateInstanceRequest {
     /// Network bandwidth, bits per second (overrides the instance type's).
     #[serde(default)]
     pub bandwidth_bits_per_second: Option<u64>,
+    /// Security options (`--security-opt`): `seccomp=unconfined` turns the seccomp filter off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opts: Vec<String>,
 }
 
 /// `POST /v1/networks`

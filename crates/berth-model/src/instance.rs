@@ -123,6 +123,10 @@ pub struct InstanceSpec {
     /// Published ports (`-p`).
     #[serde(default)]
     pub ports: Vec<crate::network::PortMapping>,
+    /// Containers: no seccomp filter (`--security-opt seccomp=unconfined`); berth's default
+    /// filter applies otherwise.
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
 }
 
 fn default_network() -> String {

@@ -90,10 +90,19 @@ pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Op
         "-smp".into(),
         format!("{},maxcpus={}{topology}", details.vcpus.current, details.vcpus.max),
     ]);
+    // QEMU's own seccomp sandbox, as libvirt turns it on: a compromised device model cannot
+    // gain privileges, spawn programs or change scheduling.
     args.extend(
-        ["-nodefaults", "-no-user-config", "-display", "none"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     args.extend([
         "-qmp".into(),

@@ -227,6 +227,9 @@ pub struct CreateArgs {
     /// Network bandwidth limit each way (100mbit, 1gbit)
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub bandwidth: Option<u64>,
+    /// Security option; seccomp=unconfined runs a container without berth's seccomp filter
+    #[arg(long = "security-opt", value_name = "OPTION")]
+    pub security_opts: Vec<String>,
     /// Attach a volume (created if missing): NAME:/path[:ro]; repeatable
     #[arg(short = 'v', long = "volume", value_name = "NAME:PATH[:ro]")]
     pub volumes: Vec<String>,

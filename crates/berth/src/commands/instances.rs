@@ -75,6 +75,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         network: args.network.clone(),
         ports: args.publish.clone(),
         bandwidth_bits_per_second: args.bandwidth,
+        security_opts: args.security_opts.clone(),
     }
 }
 
