@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `berth run --rm busybox /bin/true`, end to end, against `runc run` of the same bundle and
 # `podman run --rm` of the same image, in one hyperfine run. Prints medians and ratios.
+# Without networking (berth and podman --network none; runc's default spec: a namespace with
+# loopback only), and with each one's default bridge networking (a veth on a bridge, an
+# address, NAT rules) where podman's works on this host.
 # Usage: bench/run-latency.sh [RUNS]   (root; after scripts/install-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,18 +13,26 @@ source bench/common.sh
 trap bench_cleanup EXIT
 bench_setup
 
+bridged=()
+if "${PODMAN[@]}" run --rm localhost/busybox:latest /bin/true >/dev/null 2>&1; then
+  bridged=(-n "podman run --rm, bridge" "${PODMAN[*]} run --rm localhost/busybox:latest /bin/true")
+fi
 hyperfine --shell=none --warmup 5 --runs "$runs" --export-json "$work/latency.json" \
-  -n "berth run --rm" "$BERTH run --rm busybox /bin/true" \
+  -n "berth run --rm" "$BERTH run --rm --network none busybox /bin/true" \
   -n "runc run" "runc --root $work/runc run -b $work/bundle bench-true" \
   -n "podman run --rm" "${PODMAN[*]} run --rm --network none localhost/busybox:latest /bin/true" \
+  -n "berth run --rm, bridge" "$BERTH run --rm busybox /bin/true" \
+  "${bridged[@]}" \
   >/dev/null
 
 cp "$work/latency.json" /tmp/latency-last.json 2>/dev/null || true
 python3 - "$work/latency.json" <<'PY'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
-berth = next(r for r in results if r["command"].startswith("berth"))
-print(f"{'command':<18} {'median ms':>10} {'mean ms':>9} {'min ms':>8}   berth / this")
+# Ratios within a group: berth's own line of the same kind of networking against each peer.
+print(f"{'command':<26} {'median ms':>10} {'mean ms':>9} {'min ms':>8}   berth / this")
 for r in results:
-    print(f"{r['command']:<18} {r['median']*1000:>10.1f} {r['mean']*1000:>9.1f} {r['min']*1000:>8.1f}   {berth['median']/r['median']:>6.2f}")
+    bridged = r["command"].endswith("bridge")
+    berth = next(b for b in results if b["command"].startswith("berth") and b["command"].endswith("bridge") == bridged)
+    print(f"{r['command']:<26} {r['median']*1000:>10.1f} {r['mean']*1000:>9.1f} {r['min']*1000:>8.1f}   {berth['median']/r['median']:>6.2f}")
 PY
