@@ -19,7 +19,8 @@ pss_sum() { # total PSS (KiB) of processes whose command line matches $1
 }
 
 for _ in $(seq "$count"); do
-  "$BERTH" run -d busybox sleep 3600 >/dev/null
+  # Idle containers: a small CPU share each, so admission (2 cores x 4 overcommit) admits all.
+  "$BERTH" run -d --network none --cpus 0.1 busybox sleep 3600 >/dev/null
   "${PODMAN[@]}" run -d --network none localhost/busybox:latest sleep 3600 >/dev/null
 done
 sleep 2
