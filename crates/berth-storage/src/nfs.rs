@@ -29,11 +29,11 @@ impl NfsShare {
     /// Checks the server name and export path. Only plain characters are allowed: both end up
     /// in QEMU option strings and URLs, where commas and spaces would change their meaning.
     pub fn new(server: &str, export: &str) -> Result<NfsShare, String> {
-        if server.is_empty()
-            || !server
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-        {
+        // No leading '-': `mount` would read the name as an option.
+        let plain_server = server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        if server.is_empty() || server.starts_with('-') || !plain_server {
             return Err(format!(
                 "server '{server}' is not a host name or IPv4 address; pass --opt server=HOST"
             ));
