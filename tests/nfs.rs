@@ -248,4 +248,17 @@ fn nfs_volumes_serve_containers_and_vms() {
     assert_eq!(storage_daemons_under(&d.dir), 0);
     assert_eq!(mounts_under(&d.dir), 0);
     assert_eq!(loop_devices_under(&d.dir), 0);
+
+    // A server gone for good: removal says how to forget the volume, and --force does.
+    assert!(create("orphan", &[]).status.success());
+    drop(nfs);
+    let stuck = d.run(&["volume", "rm", "orphan"]);
+    assert!(
+        stderr(&stuck).contains("volume rm --force orphan"),
+        "{}",
+        stderr(&stuck)
+    );
+    assert!(d.ok(&["volume", "ls", "-q"]).contains("orphan"), "kept until forced");
+    d.ok(&["volume", "rm", "--force", "orphan"]);
+    assert_eq!(d.ok(&["volume", "ls", "-q"]), "");
 }

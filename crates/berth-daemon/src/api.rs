@@ -182,9 +182,14 @@ async fn inspect_volume(State(engine): Shared, Path(name): Path<String>) -> Engi
     Ok(Json(engine.volumes.get(&name).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses((status = 204), (status = 409, body = ErrorResponse)))]
-async fn remove_volume(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
-    engine.remove_volume(&name).await?;
+#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path), RemoveVolumeParams),
+    responses((status = 204), (status = 409, body = ErrorResponse), (status = 502, body = ErrorResponse)))]
+async fn remove_volume(
+    State(engine): Shared,
+    Path(name): Path<String>,
+    Query(params): Query<RemoveVolumeParams>,
+) -> EngineResult<StatusCode> {
+    engine.remove_volume(&name, params.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

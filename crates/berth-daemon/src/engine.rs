@@ -1695,14 +1695,14 @@ impl Engine {
         }
     }
 
-    pub async fn remove_volume(&self, name: &str) -> EngineResult<()> {
+    pub async fn remove_volume(&self, name: &str, force: bool) -> EngineResult<()> {
         let users: Vec<String> = self
             .volume_users(name, None, false)
             .await?
             .into_iter()
             .map(|i| i.name)
             .collect();
-        self.volumes.remove(name, &users).await
+        self.volumes.remove(name, &users, force).await
     }
 
     pub async fn snapshot_volume(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {

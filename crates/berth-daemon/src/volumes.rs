@@ -192,8 +192,9 @@ impl Volumes {
         Ok(volume)
     }
 
-    /// Removes a volume no instance refers to.
-    pub async fn remove(&self, name: &str, users: &[String]) -> EngineResult<()> {
+    /// Removes a volume no instance refers to; `force` forgets an nfs volume whose image the
+    /// share will not delete.
+    pub async fn remove(&self, name: &str, users: &[String], force: bool) -> EngineResult<()> {
         let volume = self.get(name).await?;
         if let Some(user) = users.first() {
             return Err(EngineError::conflict(format!(
@@ -202,10 +203,15 @@ impl Volumes {
         }
         self.unmount(&volume).await?;
         if let Some(location) = volume.nfs.as_ref().filter(|l| l.mode == NfsMode::Image) {
-            share_of(location)?
-                .remove(&location.file)
-                .await
-                .map_err(|e| share_unavailable(name, e))?;
+            if let Err(e) = share_of(location)?.remove(&location.file).await {
+                if !force {
+                    return Err(share_unavailable(
+                        name,
+                        format!("{e}; `berth volume rm --force {name}` forgets it and leaves the file"),
+                    ));
+                }
+                tracing::warn!(volume = name, error = %e, "forgetting the volume; its image stays on the share");
+            }
         }
         let dir = self.dir(name);
         if dir.exists() {

@@ -197,6 +197,15 @@ pub struct RemoveParams {
     pub force: bool,
 }
 
+/// `DELETE /v1/volumes/{name}`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct RemoveVolumeParams {
+    /// nfs: forget the volume even when its image cannot be deleted from the share (a server
+    /// gone for good); the image file is left there.
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// `POST /v1/instances/{id}/wait`
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]

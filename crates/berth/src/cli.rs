@@ -568,7 +568,7 @@ pub enum VolumeCommand {
     /// Show volumes as JSON
     Inspect(VolumeNamesArgs),
     /// Remove volumes no instance uses
-    Rm(VolumeNamesArgs),
+    Rm(VolumeRmArgs),
     /// Take a snapshot of a volume (or delete one with --rm)
     Snapshot(VolumeSnapshotArgs),
     /// Put a volume back to a snapshot
@@ -589,6 +589,15 @@ pub struct VolumeCreateArgs {
     #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeRmArgs {
+    /// nfs: forget the volume even when the share cannot delete its image (the file stays)
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "VOLUME")]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use berth_client::Client;
 use berth_model::api::{CreateVolumeRequest, SnapshotRequest};
 use berth_model::volume::Volume;
 
-use crate::cli::{ImageLsArgs, VolumeCreateArgs, VolumeNamesArgs, VolumeSnapshotArgs};
+use crate::cli::{ImageLsArgs, VolumeCreateArgs, VolumeNamesArgs, VolumeRmArgs, VolumeSnapshotArgs};
 use crate::output::{ago, print_table, size};
 use crate::{encode, Outcome};
 
@@ -60,10 +60,11 @@ pub async fn inspect(client: &Client, args: VolumeNamesArgs) -> Result<Outcome> 
     Ok(Outcome::Success)
 }
 
-pub async fn remove(client: &Client, args: VolumeNamesArgs) -> Result<Outcome> {
+pub async fn remove(client: &Client, args: VolumeRmArgs) -> Result<Outcome> {
     let mut failed = false;
+    let force = if args.force { "?force=true" } else { "" };
     for name in &args.names {
-        match client.delete(&format!("/v1/volumes/{}", encode(name))).await {
+        match client.delete(&format!("/v1/volumes/{}{force}", encode(name))).await {
             Ok(_) => println!("{name}"),
             Err(e) => {
                 eprintln!("berth: error: {e}");
