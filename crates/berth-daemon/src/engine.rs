@@ -1696,42 +1696,32 @@ impl Engine {
     }
 
     pub async fn remove_volume(&self, name: &str, force: bool) -> EngineResult<()> {
-        let users: Vec<String> = self
-            .volume_users(name, None, false)
-            .await?
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
+        let users = self.volume_user_names(name, false).await?;
         self.volumes.remove(name, &users, force).await
     }
 
-    pub async fn snapshot_volume(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
-        let running: Vec<String> = self
-            .volume_users(name, None, true)
+    /// Names of the instances (running ones only, if asked) that use volume `name`.
+    async fn volume_user_names(&self, name: &str, running_only: bool) -> EngineResult<Vec<String>> {
+        Ok(self
+            .volume_users(name, None, running_only)
             .await?
             .into_iter()
             .map(|i| i.name)
-            .collect();
+            .collect())
+    }
+
+    pub async fn snapshot_volume(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
+        let running = self.volume_user_names(name, true).await?;
         self.volumes.snapshot(name, snapshot, &running).await
     }
 
     pub async fn delete_volume_snapshot(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
-        let running: Vec<String> = self
-            .volume_users(name, None, true)
-            .await?
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
+        let running = self.volume_user_names(name, true).await?;
         self.volumes.delete_snapshot(name, snapshot, &running).await
     }
 
     pub async fn restore_volume(&self, name: &str, snapshot: &str) -> EngineResult<Volume> {
-        let running: Vec<String> = self
-            .volume_users(name, None, true)
-            .await?
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
+        let running = self.volume_user_names(name, true).await?;
         self.volumes.restore(name, snapshot, &running).await
     }
 }
