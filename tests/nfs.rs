@@ -100,31 +100,32 @@ fn storage_daemons_under(dir: &Path) -> usize {
         .count()
 }
 
+/// `volume create --driver nfs` of 256 MiB on the test server's share.
+fn create(d: &Daemon, share_opt: &str, name: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "volume",
+        "create",
+        "--driver",
+        "nfs",
+        "--opt",
+        "server=127.0.0.1",
+        "--opt",
+        share_opt,
+        "--size",
+        "256m",
+    ];
+    args.extend_from_slice(extra);
+    args.push(name);
+    d.run(&args)
+}
+
 #[test]
 fn nfs_volumes_serve_containers_and_vms() {
     let nfs = NfsServer::start();
     let share = nfs.export.display().to_string();
     let share_opt = format!("share={share}");
-    let d = Daemon::with_busybox();
-    let create = |name: &str, extra: &[&str]| {
-        let mut args = vec![
-            "volume",
-            "create",
-            "--driver",
-            "nfs",
-            "--opt",
-            "server=127.0.0.1",
-            "--opt",
-            &share_opt,
-            "--size",
-            "256m",
-        ];
-        args.extend_from_slice(extra);
-        args.push(name);
-        d.run(&args)
-    };
-
-    let made = create("shared", &[]);
+    let mut d = Daemon::with_busybox();
+    let made = create(&d, &share_opt, "shared", &[]);
     assert!(made.status.success(), "{}", stderr(&made));
     let image = nfs.export.join("berth-volume-shared.qcow2");
     assert!(image.exists(), "the volume is a file on the share");
@@ -210,8 +211,32 @@ fn nfs_volumes_serve_containers_and_vms() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&listed.stdout).contains("s1"));
 
+    // A daemon crash leaves the container's data path alone; the export ends with it after.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    d.crash_and_restart();
+    assert_eq!(
+        d.ok(&["exec", "keep", "sh", "-c", "echo after > /data/crash; cat /data/crash"]),
+        "after\n"
+    );
+    d.ok(&["rm", "-f", "keep"]);
+    assert_eq!(
+        storage_daemons_under(&d.dir),
+        0,
+        "no storage daemon after the restart either"
+    );
+
     // Errors name the problem and make nothing.
-    let kernel = create("kern", &["--opt", "mode=mount"]);
+    let kernel = create(&d, &share_opt, "kern", &["--opt", "mode=mount"]);
     if !std::fs::read_to_string("/proc/filesystems")
         .unwrap()
         .contains("\tnfs\n")
@@ -233,7 +258,7 @@ fn nfs_volumes_serve_containers_and_vms() {
     ]);
     assert!(stderr(&unexported).contains("cannot reach"), "{}", stderr(&unexported));
     std::fs::write(nfs.export.join("berth-volume-twin.qcow2"), b"someone else's").unwrap();
-    let twin = create("twin", &[]);
+    let twin = create(&d, &share_opt, "twin", &[]);
     assert!(stderr(&twin).contains("already holds"), "{}", stderr(&twin));
     assert_eq!(
         std::fs::read(nfs.export.join("berth-volume-twin.qcow2")).unwrap(),
@@ -246,11 +271,21 @@ fn nfs_volumes_serve_containers_and_vms() {
     d.ok(&["volume", "rm", "shared"]);
     assert!(!image.exists());
     assert_eq!(storage_daemons_under(&d.dir), 0);
-    assert_eq!(mounts_under(&d.dir), 0);
+    assert_eq!(
+        mounts_under(&d.dir),
+        0,
+        "{}",
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(d.dir.to_str().unwrap()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(loop_devices_under(&d.dir), 0);
 
     // A server gone for good: removal says how to forget the volume, and --force does.
-    assert!(create("orphan", &[]).status.success());
+    assert!(create(&d, &share_opt, "orphan", &[]).status.success());
     drop(nfs);
     let stuck = d.run(&["volume", "rm", "orphan"]);
     assert!(

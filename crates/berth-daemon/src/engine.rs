@@ -994,9 +994,11 @@ impl Engine {
     async fn remove_locked(&self, instance: &Instance) -> EngineResult<()> {
         let dir = self.instance_dir(&instance.id);
         self.driver(instance.kind)?.remove(instance, &dir).await?;
-        self.store.delete_instance(&instance.id).await?;
+        // Everything on the host goes before the record: "removed" (what `run --rm` waits
+        // for) then means nothing is left, and a crash in between leaves a record to retry.
         self.detach_volumes(instance).await;
         self.networks.detach(instance).await;
+        self.store.delete_instance(&instance.id).await?;
         self.emit(instance, "destroy", None);
         Ok(())
     }
@@ -1243,7 +1245,12 @@ impl Engine {
     /// After a (re)start of the daemon: re-attach to supervisors that still run, record
     /// exits that happened meanwhile, and mark instances whose supervisor vanished dead.
     pub async fn recover(self: &Arc<Self>) -> EngineResult<()> {
-        for instance in self.store.list_instances().await? {
+        let instances = self.store.list_instances().await?;
+        // Network namespaces of instances that are gone or not running (a crash between
+        // steps): removing one also ends the veth pair inside it.
+        let running: Vec<&Instance> = instances.iter().filter(|i| i.state.is_active()).collect();
+        self.networks.sweep_namespaces(&running);
+        for instance in instances {
             let dir = self.instance_dir(&instance.id);
             let socket = dir.join("supervisor.sock");
             let exit_path = dir.join("exit.json");

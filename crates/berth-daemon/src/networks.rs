@@ -408,6 +408,21 @@ impl Networks {
         result
     }
 
+    /// Removes the pinned network namespaces of all but `keep` (at daemon start: what a crash
+    /// between steps left behind).
+    pub fn sweep_namespaces(&self, keep: &[&Instance]) {
+        let Ok(entries) = std::fs::read_dir(&self.netns_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.iter().any(|i| short_id(&i.id) == name) {
+                tracing::info!(netns = %name, "removing a network namespace no running instance owns");
+                netns::remove(&entry.path());
+            }
+        }
+    }
+
     /// Undoes `attach`; quiet about what is already gone.
     pub async fn detach(&self, instance: &Instance) {
         let Some(address) = instance.address.as_ref() else {
