@@ -188,21 +188,7 @@ fn nfs_volumes_serve_containers_and_vms() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&listed.stdout).contains("s1"));
-    d.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        "shared:/data",
-        "busybox",
-        "sh",
-        "-c",
-        "echo three > /data/file",
-    ]);
-    d.ok(&["volume", "restore", "shared", "s1"]);
-    assert_eq!(
-        d.ok(&["run", "--rm", "-v", "shared:/data", "busybox", "cat", "/data/file"]),
-        "two\n"
-    );
+    crate::volumes::restore_brings_back(&d, "shared");
     d.ok(&["volume", "snapshot", "--rm", "shared", "s1"]);
     let listed = Command::new("qemu-img")
         .args(["snapshot", "-l"])

@@ -3,6 +3,27 @@
 
 use crate::common::{loop_devices_under, mounts_under, stderr, Daemon};
 
+/// With snapshot `s1` taken while the volume's file held "two": overwrite it, restore `s1`, read
+/// "two" again.
+pub fn restore_brings_back(d: &Daemon, volume: &str) {
+    let mount = format!("{volume}:/data");
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &mount,
+        "busybox",
+        "sh",
+        "-c",
+        "echo three > /data/file",
+    ]);
+    d.ok(&["volume", "restore", volume, "s1"]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", &mount, "busybox", "cat", "/data/file"]),
+        "two\n"
+    );
+}
+
 /// Two running containers, `a` (read-write at /data) and `b` (read-only at /srv), share
 /// `volume` through one host mount.
 pub fn shared_by_two_containers(d: &Daemon, volume: &str) {
@@ -48,21 +69,7 @@ fn volumes_outlive_instances_and_snapshot() {
     d.ok(&["rm", "-f", "a", "b"]);
 
     d.ok(&["volume", "snapshot", "data", "s1"]);
-    d.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        "data:/data",
-        "busybox",
-        "sh",
-        "-c",
-        "echo three > /data/file",
-    ]);
-    d.ok(&["volume", "restore", "data", "s1"]);
-    assert_eq!(
-        d.ok(&["run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/file"]),
-        "two\n"
-    );
+    restore_brings_back(&d, "data");
     d.ok(&["volume", "snapshot", "--rm", "data", "s1"]);
 
     // The same volume as a VM's disk, mounted by the guest agent.

@@ -22,26 +22,27 @@ fn vm_error(e: berth_vm::VmError) -> EngineError {
 }
 
 impl Engine {
-    /// The VM behind `key`, or a clear refusal for a container.
-    async fn snapshot_target(&self, key: &str) -> EngineResult<Instance> {
-        let instance = self.find(key).await?;
-        if instance.kind != InstanceKind::Vm {
+    /// The VM behind `key`, locked against other life-cycle changes and read fresh from the
+    /// store; a clear refusal for a container.
+    async fn locked_vm(&self, key: &str) -> EngineResult<(tokio::sync::OwnedMutexGuard<()>, Instance)> {
+        let found = self.find(key).await?;
+        if found.kind != InstanceKind::Vm {
             return Err(EngineError::invalid(
                 "instance",
                 format!(
                     "{} is a container; snapshots are of VM disks (keep container data in a volume and use `berth volume snapshot`)",
-                    instance.name
+                    found.name
                 ),
             ));
         }
-        Ok(instance)
+        let guard = self.lock(&found.id).await;
+        let instance = self.store.get_instance(&found.id).await?;
+        Ok((guard, instance))
     }
 
     pub async fn snapshot_instance(&self, key: &str, name: &str) -> EngineResult<Instance> {
         validate_snapshot_name(name)?;
-        let found = self.snapshot_target(key).await?;
-        let _guard = self.lock(&found.id).await;
-        let mut instance = self.store.get_instance(&found.id).await?;
+        let (_guard, mut instance) = self.locked_vm(key).await?;
         let live = instance.state.is_active();
         let details = instance
             .vm
@@ -67,9 +68,7 @@ impl Engine {
     }
 
     pub async fn restore_instance(&self, key: &str, name: &str) -> EngineResult<Instance> {
-        let found = self.snapshot_target(key).await?;
-        let _guard = self.lock(&found.id).await;
-        let instance = self.store.get_instance(&found.id).await?;
+        let (_guard, instance) = self.locked_vm(key).await?;
         if instance.state.is_active() {
             return Err(EngineError::conflict(format!(
                 "{} is {}; stop it first (`berth stop {}`): a snapshot is restored onto stopped disks",
@@ -92,9 +91,7 @@ impl Engine {
     }
 
     pub async fn delete_instance_snapshot(&self, key: &str, name: &str) -> EngineResult<Instance> {
-        let found = self.snapshot_target(key).await?;
-        let _guard = self.lock(&found.id).await;
-        let mut instance = self.store.get_instance(&found.id).await?;
+        let (_guard, mut instance) = self.locked_vm(key).await?;
         let live = instance.state.is_active();
         let details = instance
             .vm
