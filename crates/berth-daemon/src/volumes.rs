@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 
 use berth_model::volume::{NfsLocation, NfsMode, Volume, VolumeMount, VolumeSnapshot};
 use berth_model::ByteSize;
-use berth_storage::nfs::{FuseExport, NfsShare, SnapshotAction};
+use berth_storage::nfs::{FuseExport, NfsShare};
 use berth_store::{StateStore, StoreError};
+use berth_vm::snapshot::SnapshotAction;
 use chrono::Utc;
 
 use crate::error::{EngineError, EngineResult};
@@ -313,9 +314,8 @@ impl Volumes {
                 ),
             ));
         }
-        let (url, snapshot) = (volume.path.clone(), snapshot.to_string());
-        blocking(move || berth_storage::nfs::qcow2_snapshot(&url, action, &snapshot))
-            .await?
+        berth_vm::snapshot::qcow2_snapshot(&volume.path, action, snapshot)
+            .await
             .map_err(|e| share_unavailable(&volume.name, e))
     }
 

@@ -140,26 +140,6 @@ pub fn create_ext4_qcow2(share: &NfsShare, file: &str, size: u64, scratch: &Path
     converted
 }
 
-/// `qemu-img snapshot` on an image: `-c` create, `-a` apply, `-d` delete.
-pub fn qcow2_snapshot(image: &str, action: SnapshotAction, name: &str) -> Result<(), StorageError> {
-    let flag = match action {
-        SnapshotAction::Create => "-c",
-        SnapshotAction::Apply => "-a",
-        SnapshotAction::Delete => "-d",
-    };
-    run(
-        Command::new("qemu-img").args(["snapshot", flag, name, image]),
-        &format!("qemu-img snapshot {flag} {name} {image}"),
-    )
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotAction {
-    Create,
-    Apply,
-    Delete,
-}
-
 /// A qcow2 image on a share exported to this host as a raw FUSE file by a daemonized
 /// `qemu-storage-daemon` (which outlives berth's daemon, so containers keep their data path
 /// across a daemon restart).

@@ -59,8 +59,23 @@ async fn qemu_img(args: &[&str]) -> Result<String, VmError> {
     )))
 }
 
-async fn qemu_img_snapshot(flag: &str, name: &str, path: &str) -> Result<(), VmError> {
-    qemu_img(&["snapshot", flag, name, path]).await.map(|_| ())
+/// What `qemu-img snapshot` does with an internal snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotAction {
+    Create,
+    Apply,
+    Delete,
+}
+
+/// `qemu-img snapshot` on one qcow2 image: a path, or a URL such as `nfs://` (NFS volumes use
+/// this too).
+pub async fn qcow2_snapshot(image: &str, action: SnapshotAction, name: &str) -> Result<(), VmError> {
+    let flag = match action {
+        SnapshotAction::Create => "-c",
+        SnapshotAction::Apply => "-a",
+        SnapshotAction::Delete => "-d",
+    };
+    qemu_img(&["snapshot", flag, name, image]).await.map(|_| ())
 }
 
 /// Whether the disk at `path` holds snapshot `name` (`qemu-img snapshot -l`, shared lock).
@@ -89,10 +104,10 @@ pub async fn create(details: &VmDetails, name: &str, live: bool) -> Result<(), V
     }
     let mut done: Vec<&str> = Vec::new();
     for (_, path) in &disks {
-        if let Err(e) = qemu_img_snapshot("-c", name, path).await {
+        if let Err(e) = qcow2_snapshot(path, SnapshotAction::Create, name).await {
             // All disks or none: take back the ones already done.
             for path in done {
-                let _ = qemu_img_snapshot("-d", name, path).await;
+                let _ = qcow2_snapshot(path, SnapshotAction::Delete, name).await;
             }
             return Err(e);
         }
@@ -111,7 +126,7 @@ pub async fn revert(details: &VmDetails, name: &str) -> Result<(), VmError> {
         }
     }
     for (_, path) in &disks {
-        qemu_img_snapshot("-a", name, path).await?;
+        qcow2_snapshot(path, SnapshotAction::Apply, name).await?;
     }
     Ok(())
 }
@@ -131,7 +146,7 @@ pub async fn delete(details: &VmDetails, name: &str, live: bool) -> Result<(), V
             )
             .await?;
         } else {
-            qemu_img_snapshot("-d", name, path).await?;
+            qcow2_snapshot(path, SnapshotAction::Delete, name).await?;
         }
     }
     Ok(())
