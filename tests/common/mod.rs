@@ -121,7 +121,16 @@ impl Daemon {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = temp_dir("bt");
-        let subnet_prefix = format!("10.{}", 100 + (n % 150));
+        // BERTH_TEST_SUBNET_BASE/SPAN let two test runs on one machine use disjoint subnets.
+        let env_number = |name: &str, default: u32| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(default)
+        };
+        let base = env_number("BERTH_TEST_SUBNET_BASE", 100);
+        let span = env_number("BERTH_TEST_SUBNET_SPAN", 150).max(1);
+        let subnet_prefix = format!("10.{}", base + (n % span));
         let bridge = format!("bb-t{:x}-{n}", std::process::id() % 0xfff);
         std::fs::write(
             dir.join("config.toml"),
