@@ -10,6 +10,7 @@
 #            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest
 # Rust itself comes from the machine's rustup toolchain.
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 
 packages=(
   gcc pkg-config make libseccomp-dev

@@ -3,6 +3,7 @@
 # needed, build berth, start its daemon, make a busybox image, run it as a container and as a
 # VM, and show every running instance with its host processes.
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh

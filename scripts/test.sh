@@ -3,6 +3,7 @@
 # tests and the integration tests, which start real berth daemons, a real registry and
 # real containers (root needed).
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
