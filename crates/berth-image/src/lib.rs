@@ -8,7 +8,7 @@
 //! - `tmp/` — work in progress; renamed into place only when verified
 
 mod import;
-mod oci;
+pub mod oci;
 pub mod reference;
 mod registry;
 pub mod source;
