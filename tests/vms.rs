@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::{stderr, stdout, temp_dir, Daemon};
 
 /// A 1 MiB raw disk whose boot sector prints a line on COM1 and powers the machine off.
-fn boot_sector_disk(dir: &Path) -> PathBuf {
+pub(crate) fn boot_sector_disk(dir: &Path) -> PathBuf {
     let mut code: Vec<u8> = vec![0xFA, 0x31, 0xC0, 0x8E, 0xD8];
     let mov_si = code.len();
     code.extend([0xBE, 0, 0]);
