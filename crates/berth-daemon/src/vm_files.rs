@@ -79,9 +79,9 @@ impl Engine {
         };
         let dir = self.instance_dir(&id);
         let mut not_carried_over = imported.not_carried_over.clone();
-        let (network, address, network_notes) =
-            self.attach_imported_nics(&imported, &id, &mut not_carried_over).await?;
-        let instance = imported_instance(self, &imported, &id, &name, &path, &dir, network, address);
+        let attachment = self.attach_imported_nics(&imported, &id, &mut not_carried_over).await?;
+        let network_notes = attachment.notes.clone();
+        let instance = self.imported_instance(&imported, &id, &name, &path, attachment);
         self.store.insert_instance(&instance).await?;
         let converted = async {
             std::fs::create_dir_all(&dir)
@@ -141,9 +141,13 @@ impl Engine {
         imported: &ImportedVm,
         id: &str,
         not_carried_over: &mut Vec<String>,
-    ) -> EngineResult<(String, Option<InstanceAddress>, Vec<String>)> {
+    ) -> EngineResult<NicAttachment> {
         let Some((first, others)) = imported.interfaces.split_first() else {
-            return Ok(("none".into(), None, Vec::new()));
+            return Ok(NicAttachment {
+                network: "none".into(),
+                address: None,
+                notes: Vec::new(),
+            });
         };
         for other in others {
             not_carried_over.push(format!(
@@ -194,7 +198,11 @@ impl Engine {
                 shown(&first.model)
             ));
         }
-        Ok((network, Some(address), vec![note]))
+        Ok(NicAttachment {
+            network,
+            address: Some(address),
+            notes: vec![note],
+        })
     }
 
     /// A libvirt domain XML for a VM.
@@ -337,89 +345,99 @@ impl Engine {
     }
 }
 
-/// The stopped instance an import defines; its disks are filled in once copied.
-#[allow(clippy::too_many_arguments)]
-fn imported_instance(
-    engine: &Engine,
-    imported: &ImportedVm,
-    id: &str,
-    name: &str,
-    path: &Path,
-    dir: &Path,
+/// Where an imported VM's network interface goes.
+struct NicAttachment {
+    /// A berth network, or "none" for a VM without NICs.
     network: String,
     address: Option<InstanceAddress>,
-) -> Instance {
-    let interfaces = imported
-        .interfaces
-        .iter()
-        .take(1)
-        .map(|nic: &ImportedInterface| VmInterface {
-            model: nic.model.clone(),
-            mac: address.as_ref().map(|a| a.mac.clone()).or(nic.mac.clone()),
-        })
-        .collect();
-    Instance {
-        id: id.to_string(),
-        name: name.to_string(),
-        kind: InstanceKind::Vm,
-        image: format!("import:{}", path.display()),
-        state: InstanceState::Created,
-        exit_code: None,
-        oom_killed: false,
-        pid: None,
-        supervisor_pid: None,
-        limits: Limits {
-            cpus: Some(MilliCpus::from_cpus(imported.vcpus as u64)),
-            memory_bytes: Some(imported.memory_bytes),
-            pids: None,
-            network_bits_per_second: None,
-        },
-        instance_type: None,
-        default_limits: Vec::new(),
-        spec: InstanceSpec {
+    /// What the user is told (which network, and why that one).
+    notes: Vec<String>,
+}
+
+impl Engine {
+    /// The stopped instance an import defines; its disks are filled in once copied.
+    fn imported_instance(
+        &self,
+        imported: &ImportedVm,
+        id: &str,
+        name: &str,
+        path: &Path,
+        attachment: NicAttachment,
+    ) -> Instance {
+        let NicAttachment { network, address, .. } = attachment;
+        let dir = self.instance_dir(id);
+        let interfaces = imported
+            .interfaces
+            .iter()
+            .take(1)
+            .map(|nic: &ImportedInterface| VmInterface {
+                model: nic.model.clone(),
+                mac: address.as_ref().map(|a| a.mac.clone()).or(nic.mac.clone()),
+            })
+            .collect();
+        Instance {
+            id: id.to_string(),
+            name: name.to_string(),
             kind: InstanceKind::Vm,
             image: format!("import:{}", path.display()),
-            image_id: String::new(),
-            process: ProcessSpec {
-                open_stdin: true,
-                ..Default::default()
+            state: InstanceState::Created,
+            exit_code: None,
+            oom_killed: false,
+            pid: None,
+            supervisor_pid: None,
+            limits: Limits {
+                cpus: Some(MilliCpus::from_cpus(imported.vcpus as u64)),
+                memory_bytes: Some(imported.memory_bytes),
+                pids: None,
+                network_bits_per_second: None,
             },
-            hostname: name.to_string(),
-            auto_remove: false,
-            labels: Default::default(),
-            instance_storage_bytes: Vec::new(),
-            disk_bytes: None,
-            volumes: Vec::new(),
-            network,
-            ports: Vec::new(),
-            seccomp_unconfined: false,
-        },
-        node: engine.node.clone(),
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-        restart_count: 0,
-        error: None,
-        vm: Some(VmDetails {
-            boot: VmBoot::Firmware,
-            accel: engine.host.accelerator.choice().to_string(),
-            machine: imported.machine.clone(),
-            vcpus: VcpuCount {
-                current: imported.vcpus,
-                max: imported.max_vcpus,
+            instance_type: None,
+            default_limits: Vec::new(),
+            spec: InstanceSpec {
+                kind: InstanceKind::Vm,
+                image: format!("import:{}", path.display()),
+                image_id: String::new(),
+                process: ProcessSpec {
+                    open_stdin: true,
+                    ..Default::default()
+                },
+                hostname: name.to_string(),
+                auto_remove: false,
+                labels: Default::default(),
+                instance_storage_bytes: Vec::new(),
+                disk_bytes: None,
+                volumes: Vec::new(),
+                network,
+                ports: Vec::new(),
+                seccomp_unconfined: false,
             },
-            cores_per_socket: imported.cores_per_socket,
-            memory: VmMemory {
-                current_bytes: imported.memory_bytes,
-                max_bytes: imported.max_memory_bytes,
-            },
-            disks: Vec::new(),
-            qmp_socket: dir.join("qmp.sock").display().to_string(),
-            interfaces,
-            imported_from: Some(path.display().to_string()),
-            uuid: imported.uuid.clone(),
-            snapshots: Vec::new(),
-        }),
-        address,
+            node: self.node.clone(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            error: None,
+            vm: Some(VmDetails {
+                boot: VmBoot::Firmware,
+                accel: self.host.accelerator.choice().to_string(),
+                machine: imported.machine.clone(),
+                vcpus: VcpuCount {
+                    current: imported.vcpus,
+                    max: imported.max_vcpus,
+                },
+                cores_per_socket: imported.cores_per_socket,
+                memory: VmMemory {
+                    current_bytes: imported.memory_bytes,
+                    max_bytes: imported.max_memory_bytes,
+                },
+                disks: Vec::new(),
+                qmp_socket: dir.join("qmp.sock").display().to_string(),
+                interfaces,
+                imported_from: Some(path.display().to_string()),
+                uuid: imported.uuid.clone(),
+                snapshots: Vec::new(),
+            }),
+            address,
+        }
     }
 }
