@@ -15,5 +15,6 @@ mod registry;
 mod restart;
 mod storage;
 mod types;
+mod vm_files;
 mod vms;
 mod volumes;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::{stderr, stdout, temp_dir, Daemon};
 
 /// A 1 MiB raw disk whose boot sector prints a line on COM1 and powers the machine off.
-fn boot_sector_disk(dir: &Path) -> PathBuf {
+pub(crate) fn boot_sector_disk(dir: &Path) -> PathBuf {
     let mut code: Vec<u8> = vec![0xFA, 0x31, 0xC0, 0x8E, 0xD8];
     let mov_si = code.len();
     code.extend([0xBE, 0, 0]);
@@ -306,9 +306,9 @@ fn bad_machine_definitions_name_the_problem_and_create_nothing() {
             "/no/such/disk.qcow2",
         ),
         (
-            "too-big.xml",
+            "more-than-qemu.xml",
             format!("<domain><name>x</name><memory>131072</memory><vcpu>512</vcpu><devices><disk type='file' device='disk'><source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>", boot_sector_disk(&dir).display()),
-            "vCPUs",
+            "<vcpu>512</vcpu>: a VM has at most 255 vCPUs",
         ),
         ("unquoted.vmx", "numvcpus = 2\n".into(), "not quoted"),
         ("missing.vmx", "scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"gone.vmdk\"\n".into(), "scsi0:0.fileName"),

@@ -716,13 +716,26 @@ async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequ
     if !path.exists() {
         return Err(EngineError::invalid("path", format!("{} does not exist", request.path)));
     }
+    if !request.vm && (request.format.is_some() || request.allow_device) {
+        return Err(EngineError::invalid(
+            "vm",
+            "--format and --allow-device are for disk images; add --vm",
+        ));
+    }
     if request.vm {
+        let source = engine
+            .inspect_disk_image(
+                FsPath::new(&request.path),
+                request.format.as_deref(),
+                request.allow_device,
+            )
+            .await?;
         return Ok(progress_response(move |sink| async move {
             sink(ProgressEvent::Message {
-                text: format!("converting {} to a qcow2 base disk", request.path),
+                text: format!("converting {} ({}) to a qcow2 base disk", request.path, source.format),
             });
             let image = engine
-                .import_disk_image(FsPath::new(&request.path), request.tag.as_deref())
+                .store_disk_image(source, request.tag.as_deref())
                 .await
                 .map_err(|e| berth_image::ImageError::Format(e.message))?;
             engine.emit_image(&image, "import");

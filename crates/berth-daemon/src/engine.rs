@@ -15,13 +15,9 @@ use berth_model::api::{
     AllocationSummary, CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo, InstanceCounts,
     InstanceStats, LimitsRequest, TopResponse, TreeEntry, WaitCondition, WaitResponse,
 };
-use berth_model::api::{VmImportRequest, VmImportResponse};
 use berth_model::driver::{InstanceDriver, SupervisorConfig};
-use berth_model::image::{DiskImage, ImageRecord};
-use berth_model::instance::{
-    generate_name, new_instance_id, short_id, validate_name, ProcessSpec, VcpuCount, VmBoot, VmDetails, VmDisk,
-    VmMemory,
-};
+use berth_model::image::ImageRecord;
+use berth_model::instance::{generate_name, new_instance_id, short_id, validate_name, ProcessSpec};
 use berth_model::network::{PortMapping, DEFAULT_NETWORK};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::InstanceType;
@@ -131,7 +127,7 @@ impl Engine {
         &self.containers
     }
 
-    fn instance_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn instance_dir(&self, id: &str) -> PathBuf {
         self.config.state_dir.join("instances").join(short_id(id))
     }
 
@@ -1284,8 +1280,7 @@ impl Engine {
     }
 }
 
-/// VM-specific operations: attach to a running instance's console, import existing
-/// machines, export them, import bootable disks.
+/// Attaching to a running instance's console (VM imports and exports are in `vm_files`).
 impl Engine {
     /// An attach session to a running instance (`berth attach`, `berth console`).
     pub async fn attach(&self, key: &str, stdin: bool) -> EngineResult<UnixStream> {
@@ -1300,276 +1295,6 @@ impl Engine {
         client::attach(&self.socket_of(&instance), stdin)
             .await
             .map_err(supervisor_error("attaching"))
-    }
-
-    /// Creates a stopped VM from a libvirt domain XML or a VMware .vmx, converting its
-    /// disks to qcow2 in the instance's directory.
-    pub async fn import_vm(&self, request: &VmImportRequest) -> EngineResult<VmImportResponse> {
-        let path = PathBuf::from(&request.path);
-        if !path.is_absolute() {
-            return Err(EngineError::invalid(
-                "path",
-                "the file path must be absolute (the daemon resolves it)",
-            ));
-        }
-        let parse_path = path.clone();
-        let imported = tokio::task::spawn_blocking(move || berth_vm::import::parse_file(&parse_path))
-            .await
-            .map_err(|e| EngineError::internal(e.to_string()))?
-            .map_err(|e| EngineError::invalid("file", e.to_string()))?;
-        if imported.vcpus as u64 > self.host.cpus {
-            return Err(EngineError::invalid(
-                "vcpus",
-                format!(
-                    "the VM asks for {} vCPUs but this host has {} CPUs; lower the current vCPUs in the file (vcpu current / numvcpus)",
-                    imported.vcpus, self.host.cpus
-                ),
-            ));
-        }
-        if self.host.memory_bytes > 0 && imported.memory_bytes > self.host.memory_bytes {
-            return Err(EngineError::invalid(
-                "memory",
-                format!(
-                    "the VM asks for {} of memory but this host has {}; lower currentMemory / memSize in the file",
-                    ByteSize(imported.memory_bytes),
-                    ByteSize(self.host.memory_bytes)
-                ),
-            ));
-        }
-        let name = request.name.clone().unwrap_or_else(|| {
-            imported
-                .name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect()
-        });
-        validate_name(&name).map_err(|m| EngineError::invalid("name", m))?;
-        let id = loop {
-            let id = new_instance_id();
-            if !self.instance_dir(&id).exists() {
-                break id;
-            }
-        };
-        let dir = self.instance_dir(&id);
-        let qmp_socket = dir.join("qmp.sock").display().to_string();
-        let instance = Instance {
-            id: id.clone(),
-            name: name.clone(),
-            kind: InstanceKind::Vm,
-            image: format!("import:{}", path.display()),
-            state: InstanceState::Created,
-            exit_code: None,
-            oom_killed: false,
-            pid: None,
-            supervisor_pid: None,
-            limits: Limits {
-                cpus: Some(MilliCpus::from_cpus(imported.vcpus as u64)),
-                memory_bytes: Some(imported.memory_bytes),
-                pids: None,
-                network_bits_per_second: None,
-            },
-            instance_type: None,
-            default_limits: Vec::new(),
-            spec: InstanceSpec {
-                kind: InstanceKind::Vm,
-                image: format!("import:{}", path.display()),
-                image_id: String::new(),
-                process: ProcessSpec {
-                    open_stdin: true,
-                    ..Default::default()
-                },
-                hostname: name.clone(),
-                auto_remove: false,
-                labels: Default::default(),
-                instance_storage_bytes: Vec::new(),
-                disk_bytes: None,
-                volumes: Vec::new(),
-                network: "none".into(),
-                ports: Vec::new(),
-                seccomp_unconfined: false,
-            },
-            node: self.node.clone(),
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-            restart_count: 0,
-            error: None,
-            vm: Some(VmDetails {
-                boot: VmBoot::Firmware,
-                accel: self.host.accelerator.choice().to_string(),
-                machine: imported.machine.clone(),
-                vcpus: VcpuCount {
-                    current: imported.vcpus,
-                    max: imported.max_vcpus,
-                },
-                cores_per_socket: imported.cores_per_socket,
-                memory: VmMemory {
-                    current_bytes: imported.memory_bytes,
-                    max_bytes: imported.max_memory_bytes,
-                },
-                disks: Vec::new(),
-                qmp_socket,
-                interfaces: imported.interfaces.clone(),
-                imported_from: Some(path.display().to_string()),
-                uuid: imported.uuid.clone(),
-                snapshots: Vec::new(),
-            }),
-            address: None,
-        };
-        self.store.insert_instance(&instance).await?;
-        let converted = async {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| EngineError::internal(format!("creating {}: {e}", dir.display())))?;
-            let mut disks = Vec::new();
-            for (index, disk) in imported.disks.iter().enumerate() {
-                let source = disk.source.clone();
-                let destination = dir.join(format!("disk{index}.qcow2"));
-                let target = destination.clone();
-                let info = tokio::task::spawn_blocking(move || {
-                    berth_vm::disk::convert_to_qcow2(&source, &target)?;
-                    berth_vm::disk::info(&target)
-                })
-                .await
-                .map_err(|e| EngineError::internal(e.to_string()))?
-                .map_err(|e| EngineError::invalid("file", e.to_string()))?;
-                disks.push(VmDisk {
-                    path: destination.display().to_string(),
-                    format: "qcow2".into(),
-                    size_bytes: info.virtual_size,
-                    backing: None,
-                    bus: disk.bus.clone(),
-                    ephemeral: false,
-                });
-            }
-            Ok::<_, EngineError>(disks)
-        }
-        .await;
-        let mut instance = instance;
-        match converted {
-            Ok(disks) => {
-                if let Some(vm) = instance.vm.as_mut() {
-                    vm.disks = disks;
-                }
-                self.store.update_instance(&instance).await?;
-            }
-            Err(e) => {
-                let _ = self.store.delete_instance(&id).await;
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        }
-        self.emit(&instance, "import", None);
-        Ok(VmImportResponse {
-            id,
-            name,
-            not_carried_over: imported.not_carried_over,
-        })
-    }
-
-    /// A libvirt domain XML for a VM.
-    pub async fn export_vm(&self, key: &str, format: &str) -> EngineResult<String> {
-        if format != "libvirt" {
-            return Err(EngineError::invalid(
-                "format",
-                format!("unknown export format '{format}'; use libvirt"),
-            ));
-        }
-        let instance = self.find(key).await?;
-        let mut vm = instance.vm.clone().ok_or_else(|| {
-            EngineError::invalid("instance", format!("{} is a container; only VMs export", instance.name))
-        })?;
-        let emulator = "/usr/bin/qemu-system-x86_64";
-        if vm.boot != VmBoot::Image {
-            return Ok(berth_vm::export::libvirt_xml(&instance.name, &vm, None, emulator));
-        }
-        // A VM made from a container image boots berth's kernel, initramfs and config disk.
-        let kernel = berth_vm::assets::find_guest_kernel(&self.config.guest_dir)
-            .map_err(|e| EngineError::internal(e.to_string()))?;
-        let cache = self.config.state_dir.join("vm");
-        let kernel_for_task = kernel.clone();
-        let initramfs = tokio::task::spawn_blocking(move || berth_vm::assets::initramfs(&kernel_for_task, &cache))
-            .await
-            .map_err(|e| EngineError::internal(e.to_string()))?
-            .map_err(|e| EngineError::internal(e.to_string()))?;
-        let config_disk = self.instance_dir(&instance.id).join("config.raw");
-        vm.disks.push(VmDisk {
-            path: config_disk.display().to_string(),
-            format: "raw".into(),
-            size_bytes: 4096,
-            backing: None,
-            bus: "virtio".into(),
-            ephemeral: false,
-        });
-        Ok(berth_vm::export::libvirt_xml(
-            &instance.name,
-            &vm,
-            Some((
-                &kernel.vmlinuz.display().to_string(),
-                &initramfs.display().to_string(),
-                "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t rdinit=/init",
-            )),
-            emulator,
-        ))
-    }
-
-    /// `berth image import --vm DISK`: a bootable disk as a read-only qcow2 base.
-    pub async fn import_disk_image(&self, path: &Path, tag: Option<&str>) -> EngineResult<ImageRecord> {
-        let disks = self.images.root().join("disks");
-        std::fs::create_dir_all(&disks)
-            .map_err(|e| EngineError::internal(format!("creating {}: {e}", disks.display())))?;
-        let source = path.to_path_buf();
-        let temp = disks.join(format!("import-{:016x}.qcow2", rand::random::<u64>()));
-        let temp_for_task = temp.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(String, String, u64), berth_vm::VmError> {
-            let source_info = berth_vm::disk::info(&source)?;
-            berth_vm::disk::convert_to_qcow2(&source, &temp_for_task)?;
-            let converted = berth_vm::disk::info(&temp_for_task)?;
-            let digest = {
-                use sha2::Digest;
-                let mut hasher = sha2::Sha256::new();
-                let mut file =
-                    std::fs::File::open(&temp_for_task).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
-                std::io::copy(&mut file, &mut hasher).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
-                hex::encode(hasher.finalize())
-            };
-            Ok((digest, source_info.format, converted.virtual_size))
-        })
-        .await
-        .map_err(|e| EngineError::internal(e.to_string()))?;
-        let (digest, source_format, virtual_size) = match result {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                return Err(EngineError::invalid("path", e.to_string()));
-            }
-        };
-        let stored = disks.join(format!("{digest}.qcow2"));
-        std::fs::rename(&temp, &stored).map_err(|e| EngineError::internal(format!("storing the disk: {e}")))?;
-        let size = std::fs::metadata(&stored).map(|m| m.len()).unwrap_or(0);
-        let record = ImageRecord {
-            id: format!("sha256:{digest}"),
-            manifest_digest: format!("sha256:{digest}"),
-            tags: Vec::new(),
-            layers: Vec::new(),
-            config: Default::default(),
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            size_bytes: size,
-            created_at: Utc::now(),
-            source: format!("import:{}", path.display()),
-            disk: Some(DiskImage {
-                path: stored.display().to_string(),
-                source_format,
-                virtual_size_bytes: virtual_size,
-            }),
-        };
-        Ok(self.images.add_record(record, tag).await?)
     }
 }
 

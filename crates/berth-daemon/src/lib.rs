@@ -8,6 +8,7 @@ pub mod error;
 pub mod host;
 pub mod networks;
 pub mod procs;
+pub mod vm_files;
 pub mod vm_snapshots;
 pub mod volumes;
 

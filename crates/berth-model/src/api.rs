@@ -143,6 +143,9 @@ pub struct VmImportRequest {
     pub path: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// Let `<disk type='block'>` import a host block device (a physical disk).
+    #[serde(default)]
+    pub allow_device: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -151,6 +154,9 @@ pub struct VmImportResponse {
     pub name: String,
     /// Settings of the source that berth could not carry over.
     pub not_carried_over: Vec<String>,
+    /// Where its network interface was attached (which berth network, and why that one).
+    #[serde(default)]
+    pub network: Vec<String>,
 }
 
 fn default_kind() -> InstanceKind {
@@ -394,6 +400,13 @@ pub struct ImportImageRequest {
     /// Import a bootable disk for VMs instead of a container image.
     #[serde(default)]
     pub vm: bool,
+    /// With `vm`: the disk's format (qcow2, raw, vmdk); berth reads it from the header when
+    /// absent. qemu-img is always told the format, never left to guess it.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// With `vm`: accept a block device (a physical disk) instead of a regular file.
+    #[serde(default)]
+    pub allow_device: bool,
 }
 
 /// `POST /v1/images/pull` and `/push`

@@ -1,5 +1,6 @@
-//! Disks through `qemu-img`: format detection and conversion (qcow2, raw, vmdk), copy-on-write
-//! overlays on read-only bases, and the ext4 base disk made from a container image's layers.
+//! Disks through `qemu-img`: conversion to qcow2, copy-on-write overlays on read-only bases,
+//! and the ext4 base disk made from a container image's layers. Every call names the format
+//! (`-f`): qemu never guesses one (disks from outside are checked in `disk_source` first).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,19 +33,22 @@ fn run(command: &mut Command, what: &str) -> Result<Vec<u8>, VmError> {
     Ok(output.stdout)
 }
 
-pub fn info(path: &Path) -> Result<DiskInfo, VmError> {
+/// `qemu-img info` of one of berth's own disks, whose format berth knows.
+pub fn info(path: &Path, format: &str) -> Result<DiskInfo, VmError> {
     let output = run(
-        Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(path),
+        Command::new("qemu-img")
+            .args(["info", "--output=json", "-U", "-f", format])
+            .arg(path),
         &format!("reading disk {}", path.display()),
     )?;
     serde_json::from_slice(&output).map_err(|e| VmError::Disk(format!("qemu-img info of {}: {e}", path.display())))
 }
 
-/// Converts `source` (any format qemu-img reads; vmdk descriptors included) to qcow2.
-pub fn convert_to_qcow2(source: &Path, destination: &Path) -> Result<(), VmError> {
+/// Converts `source`, of the given format, to a standalone qcow2.
+pub fn convert_to_qcow2(source: &Path, format: &str, destination: &Path) -> Result<(), VmError> {
     run(
         Command::new("qemu-img")
-            .args(["convert", "-O", "qcow2"])
+            .args(["convert", "-f", format, "-O", "qcow2"])
             .arg(source)
             .arg(destination),
         &format!("converting {}", source.display()),
@@ -132,7 +136,7 @@ pub fn build_base_from_layers(
                 .arg(&raw),
             "making the root filesystem",
         )?;
-        convert_to_qcow2(&raw, destination)
+        convert_to_qcow2(&raw, "raw", destination)
     })();
     if lower_dirs.len() > 1 {
         let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod assets;
 pub mod cpio;
 pub mod disk;
+pub mod disk_source;
 pub mod exec_client;
 pub mod export;
 pub mod import;
@@ -55,6 +56,8 @@ impl From<VmError> for DriverError {
     }
 }
 
+/// The most vCPUs a berth VM has (QEMU's `pc` machine's limit; q35 on QEMU 7.2 allows 288).
+pub const MAX_VCPUS: u32 = 255;
 /// Root disk of a VM made from a container image when `--disk` is not given.
 pub const DEFAULT_DISK_BYTES: u64 = 4 << 30;
 /// How long a guest may take to start its command (TCG boots in a few seconds).
@@ -108,10 +111,10 @@ impl VmDriver {
                 format!("--max-cpus {max_cpus} is below --cpus {vcpus}; raise --max-cpus"),
             ));
         }
-        if max_cpus > 255 {
+        if max_cpus > MAX_VCPUS {
             return Err(DriverError::invalid(
                 "max_cpus",
-                "--max-cpus: a VM has at most 255 vCPUs",
+                format!("--max-cpus: a VM has at most {MAX_VCPUS} vCPUs"),
             ));
         }
         let memory = limits.memory_bytes.ok_or_else(|| {
@@ -481,16 +484,18 @@ impl InstanceDriver for VmDriver {
             let tap = format!("bt{}", berth_model::instance::short_id(&instance.id));
             args.push("-netdev".into());
             args.push(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
+            // An imported machine keeps its NIC model: its OS has the driver for it.
+            let device = match (details.machine.as_str(), details.boot) {
+                ("microvm", _) => "virtio-net-device",
+                (_, VmBoot::Firmware) => details
+                    .interfaces
+                    .first()
+                    .and_then(|nic| qemu::nic_device(&nic.model))
+                    .unwrap_or("virtio-net-pci"),
+                _ => "virtio-net-pci",
+            };
             args.push("-device".into());
-            args.push(format!(
-                "{},netdev=net0,mac={}",
-                if details.machine == "microvm" {
-                    "virtio-net-device"
-                } else {
-                    "virtio-net-pci"
-                },
-                address.mac
-            ));
+            args.push(format!("{device},netdev=net0,mac={}", address.mac));
         }
         // Volumes: their images as disks (raw files, or qcow2 on an NFS share opened by QEMU's
         // own NFS client), found in the guest by serial.

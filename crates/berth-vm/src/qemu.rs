@@ -34,6 +34,20 @@ pub struct DirectBoot {
     pub initramfs: PathBuf,
 }
 
+/// QEMU's device for a NIC model as libvirt and VMware name them; None for models QEMU has
+/// no device for (such a NIC is attached as virtio).
+pub fn nic_device(model: &str) -> Option<&'static str> {
+    Some(match model.to_ascii_lowercase().as_str() {
+        "virtio" | "virtio-net" => "virtio-net-pci",
+        "e1000" | "e1000-82540em" => "e1000",
+        "e1000e" => "e1000e",
+        "rtl8139" => "rtl8139",
+        "vmxnet3" => "vmxnet3",
+        "pcnet" | "vlance" => "pcnet",
+        _ => return None,
+    })
+}
+
 /// `-device` for a disk; the first disk of a firmware-booted VM is the boot disk.
 fn bus_device(machine: &str, bus: &str, drive: &str, index: usize, firmware: bool) -> Vec<String> {
     let boot = if index == 0 && firmware { ",bootindex=0" } else { "" };

@@ -436,7 +436,18 @@ pub struct ImportArgs {
     /// Import a bootable VM disk (qcow2, raw, vmdk) instead of a container image
     #[arg(long)]
     pub vm: bool,
-    /// Path of the archive or layout directory
+    /// With --vm: the disk's format (qcow2, raw or vmdk). By default berth reads it from the
+    /// file's header; qemu-img is always told the format and never guesses it, so a raw disk
+    /// whose first bytes look like a qcow2 header needs --format raw
+    #[arg(long, value_name = "FORMAT", requires = "vm", value_parser = ["qcow2", "raw", "vmdk"])]
+    pub format: Option<String>,
+    /// With --vm: import a block device (a physical disk, /dev/sdb) instead of a file.
+    /// Without it, anything but a regular file (a device, a FIFO, a symlink to either) is
+    /// refused. Backing files, qcow2 data files and VMDK extents must always be regular
+    /// files in the disk's own directory
+    #[arg(long, requires = "vm")]
+    pub allow_device: bool,
+    /// Path of the archive or layout directory (with --vm: of the disk)
     pub path: PathBuf,
 }
 
@@ -517,8 +528,11 @@ pub struct ConsoleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Create a stopped VM from a libvirt domain XML (virsh dumpxml) or a VMware .vmx;
-    /// disks are converted to qcow2 and every setting not carried over is listed
+    /// Define a stopped VM from a libvirt domain XML (virsh dumpxml) or a VMware .vmx: its
+    /// disks are checked and converted to qcow2, its network interface joins the berth
+    /// network of the same name (else the default one), and every setting not carried over
+    /// is listed. Like `virsh define`, it does not ask whether this host is big enough;
+    /// `berth start` does and says what is short
     Import(VmImportArgs),
     /// Write a VM's definition in another tool's format
     Export(VmExportArgs),
@@ -529,6 +543,11 @@ pub struct VmImportArgs {
     /// Name of the new VM (default: the name in the file)
     #[arg(long)]
     pub name: Option<String>,
+    /// Let a libvirt <disk type='block'> copy the host block device it names (a physical
+    /// disk). Without it such a disk is refused. File disks must be in the definition's
+    /// directory, and their backing files, data files and VMDK extents in theirs
+    #[arg(long)]
+    pub allow_device: bool,
     /// The .xml or .vmx file
     pub file: PathBuf,
 }

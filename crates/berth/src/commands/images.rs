@@ -97,6 +97,8 @@ pub async fn import(client: &Client, args: ImportArgs) -> Result<Outcome> {
         path: path.display().to_string(),
         tag: args.tag.clone(),
         vm: args.vm,
+        format: args.format.clone(),
+        allow_device: args.allow_device,
     };
     let done = follow_progress(client, "/v1/images/import", serde_json::to_vec(&request)?).await?;
     println!("imported {done}");

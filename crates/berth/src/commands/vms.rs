@@ -15,11 +15,15 @@ pub async fn import(client: &Client, args: VmImportArgs) -> Result<Outcome> {
             &VmImportRequest {
                 path: path.display().to_string(),
                 name: args.name,
+                allow_device: args.allow_device,
             },
         )
         .await?;
     for setting in &reply.not_carried_over {
         eprintln!("not carried over: {setting}");
+    }
+    for attachment in &reply.network {
+        eprintln!("network: {attachment}");
     }
     println!("{}", reply.id);
     eprintln!(

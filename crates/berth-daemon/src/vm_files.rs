@@ -1,0 +1,443 @@
+//! Files that bring VMs in and out: `vm import` (libvirt XML, .vmx) defines a stopped VM with
+//! its disks copied to qcow2 and its NIC on a berth network, `vm export` writes libvirt XML,
+//! `image import --vm` stores a bootable disk. Every disk from outside is inspected by
+//! `berth_vm::disk_source` before qemu-img reads it; nothing is recorded for a refused one.
+
+use std::path::{Path, PathBuf};
+
+use berth_model::api::{VmImportRequest, VmImportResponse};
+use berth_model::image::{DiskImage, ImageRecord};
+use berth_model::instance::{
+    new_instance_id, validate_name, ProcessSpec, VcpuCount, VmBoot, VmDetails, VmDisk, VmInterface, VmMemory,
+};
+use berth_model::network::{InstanceAddress, DEFAULT_NETWORK};
+use berth_model::quantity::MilliCpus;
+use berth_model::{Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
+use berth_vm::disk_source::{self, DiskFormat, DiskSource};
+use berth_vm::import::{shown, ImportedInterface, ImportedVm};
+use chrono::Utc;
+
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+
+/// Runs blocking disk work (qemu-img, reading headers) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, berth_vm::VmError> + Send + 'static,
+    field: &'static str,
+) -> EngineResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))?
+        .map_err(|e| EngineError::invalid(field, e.to_string()))
+}
+
+/// The name an imported VM gets: the file's, with characters berth does not allow in names
+/// replaced.
+fn sanitized_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Defines a stopped VM from a libvirt domain XML or a VMware .vmx, converting its disks
+    /// to qcow2 in the instance's directory. As `virsh define` does, it does not ask whether
+    /// this host could run it: `start` says what is short.
+    pub async fn import_vm(&self, request: &VmImportRequest) -> EngineResult<VmImportResponse> {
+        let path = PathBuf::from(&request.path);
+        if !path.is_absolute() {
+            return Err(EngineError::invalid(
+                "path",
+                "the file path must be absolute (the daemon resolves it)",
+            ));
+        }
+        let allow_device = request.allow_device;
+        let parse_path = path.clone();
+        let (imported, sources) = blocking(
+            move || {
+                let imported = berth_vm::import::parse_file(&parse_path)?;
+                let dir = berth_vm::import::definition_dir(&parse_path)?;
+                let sources = berth_vm::import::inspect_disks(&imported, &dir, allow_device)?;
+                Ok((imported, sources))
+            },
+            "file",
+        )
+        .await?;
+        let name = request.name.clone().unwrap_or_else(|| sanitized_name(&imported.name));
+        validate_name(&name).map_err(|m| EngineError::invalid("name", m))?;
+        let id = loop {
+            let id = new_instance_id();
+            if !self.instance_dir(&id).exists() {
+                break id;
+            }
+        };
+        let dir = self.instance_dir(&id);
+        let mut not_carried_over = imported.not_carried_over.clone();
+        let attachment = self.attach_imported_nics(&imported, &id, &mut not_carried_over).await?;
+        let network_notes = attachment.notes.clone();
+        let instance = self.imported_instance(&imported, &id, &name, &path, attachment);
+        self.store.insert_instance(&instance).await?;
+        let converted = async {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EngineError::internal(format!("creating {}: {e}", dir.display())))?;
+            let mut disks = Vec::new();
+            for (index, (disk, source)) in imported.disks.iter().zip(sources).enumerate() {
+                let destination = dir.join(format!("disk{index}.qcow2"));
+                let target = destination.clone();
+                let size_bytes = blocking(
+                    move || {
+                        disk_source::convert_to_qcow2(&source, &target)?;
+                        Ok(berth_vm::disk::info(&target, "qcow2")?.virtual_size)
+                    },
+                    "file",
+                )
+                .await?;
+                disks.push(VmDisk {
+                    path: destination.display().to_string(),
+                    format: "qcow2".into(),
+                    size_bytes,
+                    backing: None,
+                    bus: disk.bus.clone(),
+                    ephemeral: false,
+                });
+            }
+            Ok::<_, EngineError>(disks)
+        }
+        .await;
+        let mut instance = instance;
+        match converted {
+            Ok(disks) => {
+                if let Some(vm) = instance.vm.as_mut() {
+                    vm.disks = disks;
+                }
+                self.store.update_instance(&instance).await?;
+            }
+            Err(e) => {
+                let _ = self.store.delete_instance(&id).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        }
+        self.emit(&instance, "import", None);
+        Ok(VmImportResponse {
+            id,
+            name,
+            not_carried_over,
+            network: network_notes,
+        })
+    }
+
+    /// Attaches an imported VM's first NIC to the berth network named as its source was (a
+    /// libvirt network or bridge, a VMware port group), else to the default network, keeping
+    /// its MAC. berth gives a VM one interface: further NICs are listed as not carried over.
+    async fn attach_imported_nics(
+        &self,
+        imported: &ImportedVm,
+        id: &str,
+        not_carried_over: &mut Vec<String>,
+    ) -> EngineResult<NicAttachment> {
+        let Some((first, others)) = imported.interfaces.split_first() else {
+            return Ok(NicAttachment {
+                network: "none".into(),
+                address: None,
+                notes: Vec::new(),
+            });
+        };
+        for other in others {
+            not_carried_over.push(format!(
+                "{}: berth gives a VM one network interface; not attached",
+                other.label
+            ));
+        }
+        let wanted = first.network.as_deref().filter(|n| !n.is_empty());
+        let same_named = match wanted {
+            Some(name) if !matches!(name, "none" | "host") => self.networks.get(name).await.ok(),
+            _ => None,
+        };
+        let (network, why) = match (&same_named, wanted) {
+            (Some(network), _) => (network.name.clone(), "the berth network of the same name".to_string()),
+            (None, Some(wanted)) => (
+                DEFAULT_NETWORK.to_string(),
+                format!(
+                    "the default network: there is no berth network named '{}'",
+                    shown(wanted)
+                ),
+            ),
+            (None, None) => (
+                DEFAULT_NETWORK.to_string(),
+                "the default network: the file names no network".to_string(),
+            ),
+        };
+        let instances = self.store.list_instances().await?;
+        let mut address = self.networks.allocate(&network, &instances, id).await?;
+        let mut note = format!("{}: attached to berth network '{network}' ({why})", first.label);
+        match &first.mac {
+            Some(mac)
+                if instances
+                    .iter()
+                    .filter_map(|i| i.address.as_ref())
+                    .any(|a| a.network == network && &a.mac == mac) =>
+            {
+                note.push_str(&format!(
+                    "; its MAC {mac} is taken on that network, so it gets {}",
+                    address.mac
+                ));
+            }
+            Some(mac) => address.mac = mac.clone(),
+            None => {}
+        }
+        if berth_vm::qemu::nic_device(&first.model).is_none() {
+            note.push_str(&format!(
+                "; model '{}' has no QEMU device, attached as virtio",
+                shown(&first.model)
+            ));
+        }
+        Ok(NicAttachment {
+            network,
+            address: Some(address),
+            notes: vec![note],
+        })
+    }
+
+    /// A libvirt domain XML for a VM.
+    pub async fn export_vm(&self, key: &str, format: &str) -> EngineResult<String> {
+        if format != "libvirt" {
+            return Err(EngineError::invalid(
+                "format",
+                format!("unknown export format '{format}'; use libvirt"),
+            ));
+        }
+        let instance = self.find(key).await?;
+        let mut vm = instance.vm.clone().ok_or_else(|| {
+            EngineError::invalid("instance", format!("{} is a container; only VMs export", instance.name))
+        })?;
+        let emulator = "/usr/bin/qemu-system-x86_64";
+        // libvirt's own NAT network is "default", as berth's is.
+        let network = instance
+            .address
+            .as_ref()
+            .map(|a| a.network.clone())
+            .unwrap_or_else(|| DEFAULT_NETWORK.to_string());
+        if vm.boot != VmBoot::Image {
+            return Ok(berth_vm::export::libvirt_xml(
+                &instance.name,
+                &vm,
+                None,
+                emulator,
+                &network,
+            ));
+        }
+        // A VM made from a container image boots berth's kernel, initramfs and config disk.
+        let kernel = berth_vm::assets::find_guest_kernel(&self.config.guest_dir)
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let cache = self.config.state_dir.join("vm");
+        let kernel_for_task = kernel.clone();
+        let initramfs = tokio::task::spawn_blocking(move || berth_vm::assets::initramfs(&kernel_for_task, &cache))
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let config_disk = self.instance_dir(&instance.id).join("config.raw");
+        vm.disks.push(VmDisk {
+            path: config_disk.display().to_string(),
+            format: "raw".into(),
+            size_bytes: 4096,
+            backing: None,
+            bus: "virtio".into(),
+            ephemeral: false,
+        });
+        Ok(berth_vm::export::libvirt_xml(
+            &instance.name,
+            &vm,
+            Some((
+                &kernel.vmlinuz.display().to_string(),
+                &initramfs.display().to_string(),
+                "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t rdinit=/init",
+            )),
+            emulator,
+            &network,
+        ))
+    }
+
+    /// `berth image import --vm DISK`, first step: checks the disk (format, backing files,
+    /// data files, extents, file type) before anything copies it, so a refusal is a plain
+    /// error and leaves nothing in the image store.
+    pub async fn inspect_disk_image(
+        &self,
+        path: &Path,
+        format: Option<&str>,
+        allow_device: bool,
+    ) -> EngineResult<DiskSource> {
+        let declared = format
+            .map(|f| {
+                f.parse::<DiskFormat>()
+                    .map_err(|m| EngineError::invalid("format", format!("--format: {m}")))
+            })
+            .transpose()?;
+        let source_path = path.to_path_buf();
+        blocking(
+            move || disk_source::inspect(&source_path, declared, allow_device),
+            "path",
+        )
+        .await
+    }
+
+    /// `berth image import --vm DISK`, second step: the inspected disk as a read-only qcow2
+    /// base in the image store.
+    pub async fn store_disk_image(&self, source: DiskSource, tag: Option<&str>) -> EngineResult<ImageRecord> {
+        let path = source.path.clone();
+        let disks = self.images.root().join("disks");
+        std::fs::create_dir_all(&disks)
+            .map_err(|e| EngineError::internal(format!("creating {}: {e}", disks.display())))?;
+        let temp = disks.join(format!("import-{:016x}.qcow2", rand::random::<u64>()));
+        let temp_for_task = temp.clone();
+        let source_format = source.format;
+        let result = blocking(
+            move || {
+                disk_source::convert_to_qcow2(&source, &temp_for_task)?;
+                let converted = berth_vm::disk::info(&temp_for_task, "qcow2")?;
+                let digest = {
+                    use sha2::Digest;
+                    let mut hasher = sha2::Sha256::new();
+                    let mut file =
+                        std::fs::File::open(&temp_for_task).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
+                    std::io::copy(&mut file, &mut hasher).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
+                    hex::encode(hasher.finalize())
+                };
+                Ok((digest, converted.virtual_size))
+            },
+            "path",
+        )
+        .await;
+        let (digest, virtual_size) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        let stored = disks.join(format!("{digest}.qcow2"));
+        std::fs::rename(&temp, &stored).map_err(|e| EngineError::internal(format!("storing the disk: {e}")))?;
+        let size = std::fs::metadata(&stored).map(|m| m.len()).unwrap_or(0);
+        let record = ImageRecord {
+            id: format!("sha256:{digest}"),
+            manifest_digest: format!("sha256:{digest}"),
+            tags: Vec::new(),
+            layers: Vec::new(),
+            config: Default::default(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            size_bytes: size,
+            created_at: Utc::now(),
+            source: format!("import:{}", path.display()),
+            disk: Some(DiskImage {
+                path: stored.display().to_string(),
+                source_format: source_format.to_string(),
+                virtual_size_bytes: virtual_size,
+            }),
+        };
+        Ok(self.images.add_record(record, tag).await?)
+    }
+}
+
+/// Where an imported VM's network interface goes.
+struct NicAttachment {
+    /// A berth network, or "none" for a VM without NICs.
+    network: String,
+    address: Option<InstanceAddress>,
+    /// What the user is told (which network, and why that one).
+    notes: Vec<String>,
+}
+
+impl Engine {
+    /// The stopped instance an import defines; its disks are filled in once copied.
+    fn imported_instance(
+        &self,
+        imported: &ImportedVm,
+        id: &str,
+        name: &str,
+        path: &Path,
+        attachment: NicAttachment,
+    ) -> Instance {
+        let NicAttachment { network, address, .. } = attachment;
+        let dir = self.instance_dir(id);
+        let interfaces = imported
+            .interfaces
+            .iter()
+            .take(1)
+            .map(|nic: &ImportedInterface| VmInterface {
+                model: nic.model.clone(),
+                mac: address.as_ref().map(|a| a.mac.clone()).or(nic.mac.clone()),
+            })
+            .collect();
+        Instance {
+            id: id.to_string(),
+            name: name.to_string(),
+            kind: InstanceKind::Vm,
+            image: format!("import:{}", path.display()),
+            state: InstanceState::Created,
+            exit_code: None,
+            oom_killed: false,
+            pid: None,
+            supervisor_pid: None,
+            limits: Limits {
+                cpus: Some(MilliCpus::from_cpus(imported.vcpus as u64)),
+                memory_bytes: Some(imported.memory_bytes),
+                pids: None,
+                network_bits_per_second: None,
+            },
+            instance_type: None,
+            default_limits: Vec::new(),
+            spec: InstanceSpec {
+                kind: InstanceKind::Vm,
+                image: format!("import:{}", path.display()),
+                image_id: String::new(),
+                process: ProcessSpec {
+                    open_stdin: true,
+                    ..Default::default()
+                },
+                hostname: name.to_string(),
+                auto_remove: false,
+                labels: Default::default(),
+                instance_storage_bytes: Vec::new(),
+                disk_bytes: None,
+                volumes: Vec::new(),
+                network,
+                ports: Vec::new(),
+                seccomp_unconfined: false,
+            },
+            node: self.node.clone(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            error: None,
+            vm: Some(VmDetails {
+                boot: VmBoot::Firmware,
+                accel: self.host.accelerator.choice().to_string(),
+                machine: imported.machine.clone(),
+                vcpus: VcpuCount {
+                    current: imported.vcpus,
+                    max: imported.max_vcpus,
+                },
+                cores_per_socket: imported.cores_per_socket,
+                memory: VmMemory {
+                    current_bytes: imported.memory_bytes,
+                    max_bytes: imported.max_memory_bytes,
+                },
+                disks: Vec::new(),
+                qmp_socket: dir.join("qmp.sock").display().to_string(),
+                interfaces,
+                imported_from: Some(path.display().to_string()),
+                uuid: imported.uuid.clone(),
+                snapshots: Vec::new(),
+            }),
+            address,
+        }
+    }
+}
