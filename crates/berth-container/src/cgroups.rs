@@ -94,13 +94,15 @@ impl Cgroups {
             .limit(limits.pids.map(|p| p as i64).unwrap_or(-1))
             .build()
             .map_err(|e| cgroup_error("pids limit", e))?;
-        let mut builder = LinuxResourcesBuilder::default().cpu(cpu).memory(memory).pids(pids);
-        // v2 device control needs eBPF programs; the spec's default device list is then
-        // the only device access the container gets.
-        if matches!(self.version, CgroupVersion::V1 { .. }) {
-            builder = builder.devices(default_device_rules()?);
-        }
-        builder.build().map_err(|e| cgroup_error("resources", e))
+        // The same allow-list on both versions: the devices controller's files on v1, an
+        // eBPF device program attached to the cgroup on v2 (libcgroups' `cgroupsv2_devices`).
+        LinuxResourcesBuilder::default()
+            .cpu(cpu)
+            .memory(memory)
+            .pids(pids)
+            .devices(default_device_rules()?)
+            .build()
+            .map_err(|e| cgroup_error("resources", e))
     }
 
     pub fn apply_limits(&self, name: &str, limits: &Limits) -> Result<(), DriverError> {
