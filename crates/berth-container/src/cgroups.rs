@@ -137,7 +137,11 @@ impl Cgroups {
         let memory_limit = stats.memory.memory.limit;
         let pids_limit = stats.pids.limit;
         Ok(InstanceStats {
-            cpu_usage_ns: stats.cpu.usage.usage_total,
+            // cpuacct.usage (v1) counts nanoseconds, cpu.stat's usage_usec (v2) microseconds.
+            cpu_usage_ns: match self.version {
+                CgroupVersion::V1 { .. } => stats.cpu.usage.usage_total,
+                CgroupVersion::V2 => stats.cpu.usage.usage_total.saturating_mul(1000),
+            },
             memory_usage_bytes: stats.memory.memory.usage,
             // The kernel reports "no limit" as a huge number (v1) or 0 (v2 "max").
             memory_limit_bytes: (memory_limit > 0 && memory_limit < i64::MAX as u64 / 2).then_some(memory_limit),
