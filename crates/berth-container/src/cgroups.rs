@@ -236,3 +236,50 @@ fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>, DriverError> {
         rule(true, C, Some(10), Some(200), "rwm")?, // tun
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cgroups(version: CgroupVersion) -> Cgroups {
+        Cgroups {
+            version,
+            parent: "berth".into(),
+        }
+    }
+
+    /// Both versions get the allow-list: on v2 libcgroups turns it into the eBPF device
+    /// program, so leaving it out there would leave a container without a device filter.
+    #[test]
+    fn every_cgroup_version_gets_the_device_allow_list() {
+        for version in [CgroupVersion::V1 { hybrid: true }, CgroupVersion::V2] {
+            let resources = cgroups(version).resources(&Limits::default()).expect("resources");
+            let devices = resources.devices().as_ref().expect("device rules");
+            let first = &devices[0];
+            assert!(
+                !first.allow() && first.typ() == Some(LinuxDeviceType::A),
+                "{version:?}: deny all first"
+            );
+            let allows = |major: i64, minor: i64| {
+                devices.iter().any(|rule| {
+                    rule.allow()
+                        && rule.typ() == Some(LinuxDeviceType::C)
+                        && rule.major() == Some(major)
+                        && rule.minor() == Some(minor)
+                        && rule.access().as_deref() == Some("rwm")
+                })
+            };
+            assert!(allows(1, 3) && allows(1, 9), "{version:?}: null and urandom allowed");
+            let block_access = devices
+                .iter()
+                .filter(|rule| rule.allow() && rule.typ() == Some(LinuxDeviceType::B))
+                .filter_map(|rule| rule.access().clone())
+                .collect::<Vec<_>>();
+            assert_eq!(
+                block_access,
+                vec!["m".to_string()],
+                "{version:?}: block devices: mknod only"
+            );
+        }
+    }
+}
