@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a Debian 12 machine, from Debian's own packages:
-#   build:   gcc, pkg-config (C parts of the bundled SQLite and ring), libseccomp-dev (static)
+#   build:   gcc, pkg-config, make (C parts of the bundled SQLite, ring and libbpf),
+#            libseccomp-dev, libelf-dev, zlib1g-dev (linked statically)
 #   tests:   busybox-static (the test image), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
 #            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes)
@@ -13,7 +14,7 @@ set -euo pipefail
 . "$(dirname "$0")/as-root.sh"
 
 packages=(
-  gcc pkg-config make libseccomp-dev
+  gcc pkg-config make libseccomp-dev libelf-dev zlib1g-dev
   busybox-static
   docker-registry
   podman uidmap

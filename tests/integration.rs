@@ -4,6 +4,8 @@
 mod common;
 
 mod bad_input;
+mod cgroup_v2;
+mod devices;
 mod hostile;
 mod images;
 mod inside;

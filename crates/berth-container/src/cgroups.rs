@@ -94,13 +94,15 @@ impl Cgroups {
             .limit(limits.pids.map(|p| p as i64).unwrap_or(-1))
             .build()
             .map_err(|e| cgroup_error("pids limit", e))?;
-        let mut builder = LinuxResourcesBuilder::default().cpu(cpu).memory(memory).pids(pids);
-        // v2 device control needs eBPF programs; the spec's default device list is then
-        // the only device access the container gets.
-        if matches!(self.version, CgroupVersion::V1 { .. }) {
-            builder = builder.devices(default_device_rules()?);
-        }
-        builder.build().map_err(|e| cgroup_error("resources", e))
+        // The same allow-list on both versions: the devices controller's files on v1, an
+        // eBPF device program attached to the cgroup on v2 (libcgroups' `cgroupsv2_devices`).
+        LinuxResourcesBuilder::default()
+            .cpu(cpu)
+            .memory(memory)
+            .pids(pids)
+            .devices(default_device_rules()?)
+            .build()
+            .map_err(|e| cgroup_error("resources", e))
     }
 
     pub fn apply_limits(&self, name: &str, limits: &Limits) -> Result<(), DriverError> {
@@ -135,7 +137,11 @@ impl Cgroups {
         let memory_limit = stats.memory.memory.limit;
         let pids_limit = stats.pids.limit;
         Ok(InstanceStats {
-            cpu_usage_ns: stats.cpu.usage.usage_total,
+            // cpuacct.usage (v1) counts nanoseconds, cpu.stat's usage_usec (v2) microseconds.
+            cpu_usage_ns: match self.version {
+                CgroupVersion::V1 { .. } => stats.cpu.usage.usage_total,
+                CgroupVersion::V2 => stats.cpu.usage.usage_total.saturating_mul(1000),
+            },
             memory_usage_bytes: stats.memory.memory.usage,
             // The kernel reports "no limit" as a huge number (v1) or 0 (v2 "max").
             memory_limit_bytes: (memory_limit > 0 && memory_limit < i64::MAX as u64 / 2).then_some(memory_limit),
@@ -229,4 +235,51 @@ fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>, DriverError> {
         rule(true, C, Some(136), None, "rwm")?,     // pts
         rule(true, C, Some(10), Some(200), "rwm")?, // tun
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cgroups(version: CgroupVersion) -> Cgroups {
+        Cgroups {
+            version,
+            parent: "berth".into(),
+        }
+    }
+
+    /// Both versions get the allow-list: on v2 libcgroups turns it into the eBPF device
+    /// program, so leaving it out there would leave a container without a device filter.
+    #[test]
+    fn every_cgroup_version_gets_the_device_allow_list() {
+        for version in [CgroupVersion::V1 { hybrid: true }, CgroupVersion::V2] {
+            let resources = cgroups(version).resources(&Limits::default()).expect("resources");
+            let devices = resources.devices().as_ref().expect("device rules");
+            let first = &devices[0];
+            assert!(
+                !first.allow() && first.typ() == Some(LinuxDeviceType::A),
+                "{version:?}: deny all first"
+            );
+            let allows = |major: i64, minor: i64| {
+                devices.iter().any(|rule| {
+                    rule.allow()
+                        && rule.typ() == Some(LinuxDeviceType::C)
+                        && rule.major() == Some(major)
+                        && rule.minor() == Some(minor)
+                        && rule.access().as_deref() == Some("rwm")
+                })
+            };
+            assert!(allows(1, 3) && allows(1, 9), "{version:?}: null and urandom allowed");
+            let block_access = devices
+                .iter()
+                .filter(|rule| rule.allow() && rule.typ() == Some(LinuxDeviceType::B))
+                .filter_map(|rule| rule.access().clone())
+                .collect::<Vec<_>>();
+            assert_eq!(
+                block_access,
+                vec!["m".to_string()],
+                "{version:?}: block devices: mknod only"
+            );
+        }
+    }
 }

@@ -340,6 +340,12 @@ fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
     mount(root_disk, ROOT, "ext4", 0, "")?;
     mount("proc", &format!("{ROOT}/proc"), "proc", 0, "")?;
     mount("sysfs", &format!("{ROOT}/sys"), "sysfs", 0, "")?;
+    // The unified hierarchy, where systemd mounts it, for workloads that manage cgroups
+    // (a container engine in the VM); its controllers are theirs to enable.
+    let cgroup_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if let Err(e) = mount("cgroup2", &format!("{ROOT}/sys/fs/cgroup"), "cgroup2", cgroup_flags, "") {
+        log(&format!("mounting cgroup2: {e}"));
+    }
     mount("devtmpfs", &format!("{ROOT}/dev"), "devtmpfs", 0, "")?;
     mount(
         "devpts",
@@ -364,7 +370,22 @@ fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// A command in the image's root, as a container would run it.
+/// Makes the image's root the VM's root, as `switch_root` does: its mount (with everything
+/// under it) moves onto `/` and the agent enters it. A chroot would not do: a process that
+/// joins a mount namespace lands on the namespace's top-most root mount, which under a
+/// chroot is the initramfs, so `exec` into a container of a runtime in the guest found
+/// nothing there.
+fn switch_root() -> io::Result<()> {
+    use nix::mount::MsFlags;
+    nix::unistd::chdir(ROOT)?;
+    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+    nix::unistd::chroot(".")?;
+    nix::unistd::chdir("/")?;
+    Ok(())
+}
+
+/// A command in the image's root (the agent's own, after `switch_root`), as a container
+/// would run it.
 fn command_in_root(args: &[String], env: &[String], working_dir: &str, uid: u32, gid: u32) -> Command {
     let mut command = Command::new(&args[0]);
     command.args(&args[1..]).env_clear();
@@ -381,10 +402,6 @@ fn command_in_root(args: &[String], env: &[String], working_dir: &str, uid: u32,
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            let root = CString::new(ROOT).unwrap_or_default();
-            if libc::chroot(root.as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
             let cwd = CString::new(working_dir.as_str()).unwrap_or_default();
             if libc::chdir(cwd.as_ptr()) != 0 {
                 let slash = CString::new("/").unwrap_or_default();
@@ -672,6 +689,7 @@ pub fn guest_init() -> ! {
         if let Some(network) = &spec.network {
             configure_network(network)?;
         }
+        switch_root().map_err(|e| io::Error::other(format!("entering the root filesystem: {e}")))?;
         online_hotplugged_resources();
         if let Some(device) = port_device(EXEC_PORT) {
             serve_exec(device);
