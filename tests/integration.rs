@@ -4,6 +4,8 @@
 mod common;
 
 mod bad_input;
+mod dns;
+mod host_loopback;
 mod hostile;
 mod images;
 mod inside;
@@ -14,6 +16,7 @@ mod nfs;
 mod registry;
 mod restart;
 mod storage;
+mod two_daemons;
 mod types;
 mod vms;
 mod volumes;
