@@ -280,7 +280,7 @@ impl Networks {
                 users.join(", ")
             )));
         }
-        if self.owns(&record.bridge, &[record.bridge.clone()]) {
+        if self.owns(&record.bridge, std::slice::from_ref(&record.bridge)) {
             if let Ok(old) = subnet_of(record) {
                 self.firewall.remove_network(&record.bridge, &old, record.internal);
             }

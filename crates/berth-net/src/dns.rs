@@ -386,4 +386,47 @@ mod tests {
             let _ = respond(&noise, &config);
         }
     }
+
+    /// A panic while answering (here: in the lookup, once) restarts the responder on the same
+    /// socket; the next query is answered.
+    #[tokio::test]
+    async fn a_panic_restarts_the_responder() {
+        let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lookup: Lookup = {
+            let panicked = panicked.clone();
+            Arc::new(move |name: &str| {
+                if !panicked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a failing lookup");
+                }
+                (name == "web").then_some(Ipv4Addr::new(10, 89, 0, 2))
+            })
+        };
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        let responder = spawn(
+            socket,
+            ResponderConfig {
+                lookup,
+                clients: Subnet::parse("127.0.0.0/8").unwrap(),
+                outside: OutsideNames::Unknown,
+            },
+        );
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buffer = [0u8; 512];
+        let mut answers = 0;
+        for _ in 0..20 {
+            client.send_to(&query("web", 1), address).await.unwrap();
+            if let Ok(Ok((length, _))) =
+                tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buffer)).await
+            {
+                let reply = Message::from_vec(&buffer[..length]).unwrap();
+                assert_eq!(reply.answers.len(), 1);
+                answers += 1;
+                break;
+            }
+        }
+        assert!(panicked.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(answers, 1, "answered after the panic");
+        responder.abort();
+    }
 }
