@@ -113,3 +113,30 @@ fn a_configured_clash_is_refused_at_start_in_one_line() {
     let looked_up = a.ok(&["run", "--rm", "busybox", "nslookup", "web"]);
     assert!(looked_up.contains(&address), "{looked_up}");
 }
+
+#[test]
+fn the_default_network_follows_a_changed_config_while_no_instance_is_on_it() {
+    let mut d = Daemon::with_busybox();
+    let (bridge, old) = default_network(&d);
+    let moved = format!("{}.200.0/24", d.subnet_prefix);
+    let config = format!("default_subnet = \"{moved}\"\ndefault_bridge = \"{bridge}\"\n");
+
+    // An instance holds an address on it: refused, in one line, and nothing changed.
+    d.ok(&["create", "--name", "held", "busybox", "true"]);
+    d.kill9();
+    d.rewrite_config(&config);
+    let line = d.restart_refused();
+    assert!(line.contains("default_subnet") && line.contains("held"), "{line}");
+    d.rewrite_config(&format!("default_subnet = \"{old}\"\ndefault_bridge = \"{bridge}\"\n"));
+    d.restart_only();
+    assert_eq!(default_network(&d).1, old);
+
+    // Without it, the network moves.
+    d.ok(&["rm", "held"]);
+    d.kill9();
+    d.rewrite_config(&config);
+    d.restart_only();
+    assert_eq!(default_network(&d).1.to_string(), moved);
+    let address = d.ok(&["run", "--rm", "busybox", "sh", "-c", "ip -4 -o addr show eth0"]);
+    assert!(address.contains(&format!("{}.200.", d.subnet_prefix)), "{address}");
+}

@@ -133,13 +133,9 @@ impl Daemon {
         let span = env_number("BERTH_TEST_SUBNET_SPAN", 150).max(1);
         let subnet_prefix = format!("10.{}", base + (n % span));
         let bridge = format!("bb-t{:x}-{n}", std::process::id() % 0xfff);
-        let dns = if extra.contains("[dns]") {
-            ""
-        } else {
-            "[dns]\nupstreams = []\n"
-        };
         let mut daemon = Daemon::start_with_exact_config(&format!(
-            "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{extra}{dns}[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n",
+            "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{}",
+            test_config(extra)
         ));
         daemon.subnet_prefix = subnet_prefix;
         daemon.bridge = Some(bridge);
@@ -168,35 +164,14 @@ impl Daemon {
     pub fn refused_with_exact_config(config: &str) -> String {
         let dir = temp_dir("bt");
         std::fs::write(dir.join("config.toml"), config).expect("config");
-        let log = dir.join("daemon.log");
-        let mut child = Command::new(BERTH)
-            .args(["daemon", "--state-dir"])
-            .arg(dir.join("state"))
-            .arg("--socket")
-            .arg(dir.join("berth.sock"))
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("start berth daemon");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let output = std::fs::read_to_string(&log).unwrap_or_default();
-        let identity = berth_daemon::identity::NodeIdentity::read(&dir.join("state"))
-            .ok()
-            .flatten();
+        let state = dir.join("state");
+        let line = refused_start(
+            &state,
+            &dir.join("berth.sock"),
+            &dir.join("config.toml"),
+            &dir.join("daemon.log"),
+        );
+        let identity = berth_daemon::identity::NodeIdentity::read(&state).ok().flatten();
         let left = identity
             .as_ref()
             .and_then(|i| i.tag.clone())
@@ -206,17 +181,25 @@ impl Daemon {
             firewall.remove_all();
         }
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            status.is_some_and(|s| !s.success()),
-            "the daemon should have refused to start:\n{output}"
-        );
         assert!(left.is_empty(), "a refused daemon left rules behind: {left:?}");
-        let errors: Vec<&str> = output
-            .lines()
-            .filter(|l| l.starts_with("berth daemon: error"))
-            .collect();
-        assert_eq!(errors.len(), 1, "one error line:\n{output}");
-        errors[0].to_string()
+        line
+    }
+
+    /// Writes a new config file (`extra`, then the test defaults, as `start_with_config`).
+    pub fn rewrite_config(&self, extra: &str) {
+        std::fs::write(self.config_file(), test_config(extra)).expect("config");
+    }
+
+    /// Starts the (stopped) daemon again on its state, expecting it to refuse; its one
+    /// error line.
+    pub fn restart_refused(&self) -> String {
+        assert!(self.child.is_none(), "the daemon still runs");
+        refused_start(
+            &self.state,
+            &self.socket,
+            &self.config_file(),
+            &self.dir.join("refused.log"),
+        )
     }
 
     /// This daemon's node identity (kept in its state directory).
@@ -433,6 +416,56 @@ impl Drop for Daemon {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `extra` (top-level keys, then sections), no DNS forwarding off this machine unless it has
+/// a `[dns]`, and the tests' default limits.
+fn test_config(extra: &str) -> String {
+    let dns = if extra.contains("[dns]") {
+        ""
+    } else {
+        "[dns]\nupstreams = []\n"
+    };
+    format!("{extra}{dns}[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n")
+}
+
+/// Runs `berth daemon` expecting it to exit with an error within 20 s; its one error line.
+fn refused_start(state: &Path, socket: &Path, config: &Path, log: &Path) -> String {
+    let mut child = Command::new(BERTH)
+        .args(["daemon", "--state-dir"])
+        .arg(state)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("start berth daemon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the daemon should have refused to start:\n{output}"
+    );
+    let errors: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("berth daemon: error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{output}");
+    errors[0].to_string()
 }
 
 /// How many mounts lie under `dir` (what a test's daemon left mounted).

@@ -127,13 +127,10 @@ async fn host_network_lock() -> EngineResult<nix::fcntl::Flock<std::fs::File>> {
     .map_err(EngineError::internal)
 }
 
-/// Which config key (or other action) resolves a clash over `network`.
-fn clash_fix(network: &Network, config: &DaemonConfig, key: &str) -> String {
+/// Which config key (or other action) resolves a clash over `network`, and to what.
+fn clash_fix(network: &Network, config: &DaemonConfig, key: &str, to: &str) -> String {
     if network.name == DEFAULT_NETWORK {
-        format!(
-            "set {key} in {} to one of this daemon's own",
-            config.config_file.display()
-        )
+        format!("set {key} in {} to {to}", config.config_file.display())
     } else {
         "free it, or stop the daemon that holds it".to_string()
     }
@@ -358,7 +355,12 @@ impl Networks {
                 "bridge {} of network {} belongs to {holder}; {}",
                 network.bridge,
                 network.name,
-                clash_fix(network, config, "default_bridge")
+                clash_fix(
+                    network,
+                    config,
+                    "default_bridge",
+                    "another bridge name (bb-…, at most 15 characters)"
+                )
             )));
         }
         let subnet = subnet_of(network)?;
@@ -377,7 +379,7 @@ impl Networks {
             return Err(EngineError::conflict(format!(
                 "subnet {subnet} of network {} overlaps {used} on the host's interface {device}{holder}; {}",
                 network.name,
-                clash_fix(network, config, "default_subnet")
+                clash_fix(network, config, "default_subnet", "a free subnet")
             )));
         }
         Ok(())
