@@ -20,9 +20,9 @@ fn links_named(prefixes: &[&str], id: &str) -> Vec<String> {
         .collect()
 }
 
-fn dnat_rules_for(address: &str) -> usize {
+fn dnat_rules_for(d: &Daemon, address: &str) -> usize {
     let output = Command::new("iptables")
-        .args(["-w", "-t", "nat", "-S", "BERTH-DNAT"])
+        .args(["-w", "-t", "nat", "-S", &d.dnat_chain()])
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout)
@@ -126,7 +126,7 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
     d.ok(&["rm", "-f", "web", "vweb"]);
     assert!(links_named(&["bv", "bt"], &web).is_empty());
     assert!(links_named(&["bv", "bt"], &vm).is_empty());
-    assert_eq!(dnat_rules_for(&address) + dnat_rules_for(&vm_address), 0);
+    assert_eq!(dnat_rules_for(&d, &address) + dnat_rules_for(&d, &vm_address), 0);
     assert_eq!(
         std::fs::read_dir(d.state.join("netns")).map(|e| e.count()).unwrap_or(0),
         0
@@ -159,7 +159,7 @@ impl Outside {
             &format!("{name}o"),
         ]);
         run(&["link", "set", &format!("{name}o"), "netns", &name]);
-        run(&["addr", "add", "198.18.77.1/24", "dev", &format!("{name}h")]);
+        run(&["addr", "add", "203.0.113.1/24", "dev", &format!("{name}h")]);
         run(&["link", "set", &format!("{name}h"), "up"]);
         run(&[
             "netns",
@@ -168,7 +168,7 @@ impl Outside {
             "ip",
             "addr",
             "add",
-            "198.18.77.2/24",
+            "203.0.113.2/24",
             "dev",
             &format!("{name}o"),
         ]);
@@ -176,7 +176,7 @@ impl Outside {
         run(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
         let server = Command::new("ip")
             .args(["netns", "exec", &name, "python3", "-c",
-                "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].encode()\n  self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n def log_message(self,*a): pass\nhttp.server.HTTPServer(('198.18.77.2', 8000), H).serve_forever()"])
+                "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].encode()\n  self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n def log_message(self,*a): pass\nhttp.server.HTTPServer(('203.0.113.2', 8000), H).serve_forever()"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -193,7 +193,7 @@ impl Outside {
                     "-s",
                     "-m",
                     "1",
-                    "http://198.18.77.2:8000/",
+                    "http://203.0.113.2:8000/",
                 ])
                 .output()
                 .unwrap();
@@ -222,8 +222,8 @@ fn nat_isolation_networks_and_bandwidth() {
     let d = Daemon::with_busybox();
     let outside = Outside::start(std::process::id() % 10000);
     // NAT: the outside host sees the host's address, not the container's.
-    let seen = d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://198.18.77.2:8000/"]);
-    assert_eq!(seen, "198.18.77.1", "masqueraded to the host's address");
+    let seen = d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://203.0.113.2:8000/"]);
+    assert_eq!(seen, "203.0.113.1", "masqueraded to the host's address");
 
     // Networks: created with the next free subnet, isolated from each other.
     let created = d.ok(&["network", "create", "back"]);
@@ -236,7 +236,7 @@ fn nat_isolation_networks_and_bandwidth() {
         stderr(&overlap)
     );
     // Nor over a subnet the host already has on an interface (here the outside's veth).
-    let host_clash = d.run(&["network", "create", "--subnet", "198.18.77.0/24", "clash"]);
+    let host_clash = d.run(&["network", "create", "--subnet", "203.0.113.0/24", "clash"]);
     assert!(
         stderr(&host_clash).contains("on the host's interface"),
         "{}",
@@ -291,7 +291,7 @@ fn nat_isolation_networks_and_bandwidth() {
         "-T",
         "2",
         "-qO-",
-        "http://198.18.77.2:8000/",
+        "http://203.0.113.2:8000/",
     ]);
     assert!(!sealed.status.success(), "an internal network has no way out");
 

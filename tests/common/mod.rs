@@ -105,8 +105,9 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// The first two octets of this daemon's default subnet, e.g. "10.103".
     pub subnet_prefix: String,
-    /// The bridge of this daemon's default network, removed when the test ends.
-    bridge: String,
+    /// The bridge of this daemon's default network, removed when the test ends (asked of the
+    /// daemon when the config names none).
+    bridge: Option<String>,
     child: Option<Child>,
 }
 
@@ -115,12 +116,12 @@ impl Daemon {
         Daemon::start_with_config("")
     }
 
-    /// A daemon whose config file also holds `extra` (top-level TOML keys). Each test
-    /// daemon gets a default network of its own (subnet and bridge), as separate hosts would.
+    /// A daemon whose config file also holds `extra` (top-level TOML keys, then sections).
+    /// Each test daemon gets a default network of its own (subnet and bridge), as separate
+    /// hosts would, and forwards no DNS query off this machine unless `extra` has a `[dns]`.
     pub fn start_with_config(extra: &str) -> Daemon {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = temp_dir("bt");
         // BERTH_TEST_SUBNET_BASE/SPAN let two test runs on one machine use disjoint subnets.
         let env_number = |name: &str, default: u32| {
             std::env::var(name)
@@ -132,23 +133,85 @@ impl Daemon {
         let span = env_number("BERTH_TEST_SUBNET_SPAN", 150).max(1);
         let subnet_prefix = format!("10.{}", base + (n % span));
         let bridge = format!("bb-t{:x}-{n}", std::process::id() % 0xfff);
-        std::fs::write(
-            dir.join("config.toml"),
-            format!(
-                "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{extra}[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n",
-            ),
-        )
-        .expect("config");
+        let mut daemon = Daemon::start_with_exact_config(&format!(
+            "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{}",
+            test_config(extra)
+        ));
+        daemon.subnet_prefix = subnet_prefix;
+        daemon.bridge = Some(bridge);
+        daemon
+    }
+
+    /// A daemon with exactly this config file (its default network is what the daemon
+    /// derives unless the config names one).
+    pub fn start_with_exact_config(config: &str) -> Daemon {
+        let dir = temp_dir("bt");
+        std::fs::write(dir.join("config.toml"), config).expect("config");
         let mut daemon = Daemon {
             state: dir.join("state"),
             socket: dir.join("berth.sock"),
-            subnet_prefix,
-            bridge,
+            subnet_prefix: String::new(),
+            bridge: None,
             dir,
             child: None,
         };
         daemon.spawn();
         daemon
+    }
+
+    /// Starts a daemon expecting it to refuse to start; returns its error, which must be one
+    /// line. Checks that it left no iptables chain behind.
+    pub fn refused_with_exact_config(config: &str) -> String {
+        let dir = temp_dir("bt");
+        std::fs::write(dir.join("config.toml"), config).expect("config");
+        let state = dir.join("state");
+        let line = refused_start(
+            &state,
+            &dir.join("berth.sock"),
+            &dir.join("config.toml"),
+            &dir.join("daemon.log"),
+        );
+        let identity = berth_daemon::identity::NodeIdentity::read(&state).ok().flatten();
+        let left = identity
+            .as_ref()
+            .and_then(|i| i.tag.clone())
+            .map(|tag| berth_net::firewall::rules_mentioning(&tag))
+            .unwrap_or_default();
+        if let Some(firewall) = identity.filter(|i| i.tag.is_some()).and_then(|i| i.firewall().ok()) {
+            firewall.remove_all();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(left.is_empty(), "a refused daemon left rules behind: {left:?}");
+        line
+    }
+
+    /// Writes a new config file (`extra`, then the test defaults, as `start_with_config`).
+    pub fn rewrite_config(&self, extra: &str) {
+        std::fs::write(self.config_file(), test_config(extra)).expect("config");
+    }
+
+    /// Starts the (stopped) daemon again on its state, expecting it to refuse; its one
+    /// error line.
+    pub fn restart_refused(&self) -> String {
+        assert!(self.child.is_none(), "the daemon still runs");
+        refused_start(
+            &self.state,
+            &self.socket,
+            &self.config_file(),
+            &self.dir.join("refused.log"),
+        )
+    }
+
+    /// This daemon's node identity (kept in its state directory).
+    pub fn identity(&self) -> berth_daemon::identity::NodeIdentity {
+        berth_daemon::identity::NodeIdentity::read(&self.state)
+            .expect("node identity")
+            .expect("the daemon made its node identity")
+    }
+
+    /// The iptables chain of this daemon's published ports.
+    pub fn dnat_chain(&self) -> String {
+        self.identity().firewall().expect("chains").dnat_chain().to_string()
     }
 
     /// A daemon with the busybox image imported as `busybox`.
@@ -310,19 +373,32 @@ impl Drop for Daemon {
             // test's subnets.
             let listed = self.run(&["network", "ls", "--json"]);
             let networks: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap_or_default();
-            for network in networks.iter().filter(|n| n["name"] != "default") {
-                let _ = self.run(&["network", "rm", network["name"].as_str().unwrap_or("")]);
+            for network in &networks {
+                if network["name"] == "default" {
+                    if let Some(bridge) = network["bridge"].as_str() {
+                        self.bridge = Some(bridge.to_string());
+                    }
+                } else {
+                    let _ = self.run(&["network", "rm", network["name"].as_str().unwrap_or("")]);
+                }
             }
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // A host keeps its default network across daemon restarts; a test host does not.
-        if let Ok(subnet) = berth_net::Subnet::parse(&format!("{}.0.0/24", self.subnet_prefix)) {
-            berth_net::firewall::remove_network(&self.bridge, &subnet, false);
+        // A host keeps its default network and chains across daemon restarts; a test host
+        // does not. (Test daemons never use the default state dir's shared names.)
+        if let Ok(Some(identity)) = berth_daemon::identity::NodeIdentity::read(&self.state) {
+            if identity.tag.is_some() {
+                if let Ok(firewall) = identity.firewall() {
+                    firewall.remove_all();
+                }
+            }
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).status();
+        }
         // Whatever a failed test left mounted under our directory.
         if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
             let prefix = self.dir.to_string_lossy().into_owned();
@@ -340,6 +416,56 @@ impl Drop for Daemon {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `extra` (top-level keys, then sections), no DNS forwarding off this machine unless it has
+/// a `[dns]`, and the tests' default limits.
+fn test_config(extra: &str) -> String {
+    let dns = if extra.contains("[dns]") {
+        ""
+    } else {
+        "[dns]\nupstreams = []\n"
+    };
+    format!("{extra}{dns}[defaults]\ncpus = \"1\"\nmemory = \"256m\"\npids = \"512\"\n")
+}
+
+/// Runs `berth daemon` expecting it to exit with an error within 20 s; its one error line.
+fn refused_start(state: &Path, socket: &Path, config: &Path, log: &Path) -> String {
+    let mut child = Command::new(BERTH)
+        .args(["daemon", "--state-dir"])
+        .arg(state)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("start berth daemon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the daemon should have refused to start:\n{output}"
+    );
+    let errors: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("berth daemon: error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{output}");
+    errors[0].to_string()
 }
 
 /// How many mounts lie under `dir` (what a test's daemon left mounted).
@@ -377,17 +503,26 @@ pub fn error_line(output: &Output) -> String {
         .to_string()
 }
 
+/// The cgroup directory of an instance in one hierarchy (`controller` "" for v2): under its
+/// node's parent, `berth` or `berth-<tag>`.
+pub fn cgroup_dir(id: &str, controller: &str) -> Option<PathBuf> {
+    let short = &id[..12];
+    let root = Path::new("/sys/fs/cgroup").join(controller);
+    std::fs::read_dir(&root)
+        .ok()?
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name == "berth" || name.starts_with("berth-")
+        })
+        .map(|entry| entry.path().join(short))
+        .find(|dir| dir.is_dir())
+}
+
 /// Reads a cgroup v1 or v2 file of an instance.
 pub fn cgroup_file(id: &str, controller: &str, file: &str) -> Option<String> {
-    let short = &id[..12];
-    let v1 = Path::new("/sys/fs/cgroup")
-        .join(controller)
-        .join("berth")
-        .join(short)
-        .join(file);
-    let v2 = Path::new("/sys/fs/cgroup").join("berth").join(short).join(file);
-    std::fs::read_to_string(v1)
-        .or_else(|_| std::fs::read_to_string(v2))
-        .ok()
+    cgroup_dir(id, controller)
+        .or_else(|| cgroup_dir(id, ""))
+        .and_then(|dir| std::fs::read_to_string(dir.join(file)).ok())
         .map(|s| s.trim().to_string())
 }

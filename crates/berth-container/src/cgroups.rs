@@ -52,6 +52,11 @@ impl Cgroups {
         })
     }
 
+    /// The parent of every instance's cgroup, relative to each hierarchy's root.
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+
     pub fn describe(&self) -> String {
         match self.version {
             CgroupVersion::V1 { hybrid: false } => "v1".into(),

@@ -22,9 +22,6 @@ use berth_model::{Instance, InstanceKind, Limits};
 use crate::cgroups::Cgroups;
 use crate::rootfs::RootfsPaths;
 
-/// Every instance cgroup lives under this parent in each hierarchy.
-pub const CGROUP_PARENT: &str = "berth";
-
 pub struct ContainerDriver {
     images: ImageStore,
     cgroups: Cgroups,
@@ -33,13 +30,19 @@ pub struct ContainerDriver {
 }
 
 impl ContainerDriver {
-    /// `netns_dir` is where the daemon pins the network namespaces it prepares.
-    pub fn new(images: ImageStore, runtime_root: PathBuf, netns_dir: PathBuf) -> Result<Self, DriverError> {
+    /// `netns_dir` is where the daemon pins the network namespaces it prepares; every
+    /// instance cgroup of this node lives under `cgroup_parent` in each hierarchy.
+    pub fn new(
+        images: ImageStore,
+        runtime_root: PathBuf,
+        netns_dir: PathBuf,
+        cgroup_parent: &str,
+    ) -> Result<Self, DriverError> {
         fs::create_dir_all(&runtime_root)
             .map_err(|e| DriverError::host(format!("creating {}", runtime_root.display()), e))?;
         Ok(ContainerDriver {
             images,
-            cgroups: Cgroups::detect(CGROUP_PARENT)?,
+            cgroups: Cgroups::detect(cgroup_parent)?,
             runtime_root,
             netns_dir,
         })
@@ -165,6 +168,7 @@ impl InstanceDriver for ContainerDriver {
                     container_id: name,
                     bundle: dir.join("bundle"),
                     runtime_root: self.runtime_root.clone(),
+                    cgroup_parent: self.cgroups.parent().to_string(),
                 },
                 tty: instance.spec.process.tty,
                 open_stdin: instance.spec.process.open_stdin,
@@ -299,11 +303,12 @@ pub fn workload_for(workload: &Workload) -> Option<Box<dyn berth_shim::Workload>
             container_id,
             bundle,
             runtime_root,
+            cgroup_parent,
         } => Some(Box::new(workload::ContainerWorkload::new(
             container_id.clone(),
             bundle.clone(),
             runtime_root.clone(),
-            Cgroups::detect(CGROUP_PARENT).ok(),
+            Cgroups::detect(cgroup_parent).ok(),
         ))),
         Workload::ContainerExec {
             container_id,

@@ -2,6 +2,7 @@
 //! applied where a user sets none (like a Kubernetes LimitRange). Read once at start-up
 //! from an optional TOML file.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -26,9 +27,15 @@ pub struct DaemonConfig {
     pub guest_dir: PathBuf,
     /// The instance-type catalog: built-in types, then the config file's.
     pub types: Vec<InstanceType>,
-    /// Subnet and bridge of the default network.
-    pub default_subnet: String,
-    pub default_bridge: String,
+    /// The config file read (named in messages about its keys).
+    pub config_file: PathBuf,
+    /// Subnet and bridge of the default network; where the config says nothing, they derive
+    /// from the node's identity (`bb-default` and 10.89.0.0/24 for the default state dir).
+    pub default_subnet: Option<String>,
+    pub default_bridge: Option<String>,
+    /// Where DNS responders forward names that are not the network's own; `None`: the
+    /// nameservers of /etc/resolv.conf. Internal networks never forward.
+    pub dns_upstreams: Option<Vec<SocketAddr>>,
     /// Admission: how far allocations may exceed the host's CPUs and memory.
     pub cpu_overcommit: f64,
     pub memory_overcommit: f64,
@@ -51,6 +58,37 @@ struct ConfigFile {
     default_subnet: Option<String>,
     #[serde(default)]
     default_bridge: Option<String>,
+    #[serde(default)]
+    dns: DnsSection,
+}
+
+/// `[dns]`: the upstream resolvers of the networks' DNS responders.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSection {
+    #[serde(default)]
+    upstreams: Option<Vec<String>>,
+}
+
+impl DnsSection {
+    fn parse(&self) -> Result<Option<Vec<SocketAddr>>> {
+        let Some(upstreams) = &self.upstreams else {
+            return Ok(None);
+        };
+        upstreams
+            .iter()
+            .map(|text| {
+                text.parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "dns.upstreams: '{text}' is not a resolver address like 192.0.2.53 or 127.0.0.1:5353"
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
 }
 
 /// `[[types]]`: an operator's own instance type.
@@ -246,8 +284,10 @@ impl DaemonConfig {
                 .guest_dir
                 .unwrap_or_else(|| PathBuf::from(berth_vm::assets::DEFAULT_GUEST_DIR)),
             types,
-            default_subnet: parsed.default_subnet.unwrap_or_else(|| "10.89.0.0/24".into()),
-            default_bridge: parsed.default_bridge.unwrap_or_else(|| "bb-default".into()),
+            dns_upstreams: parsed.dns.parse()?,
+            config_file: file,
+            default_subnet: parsed.default_subnet,
+            default_bridge: parsed.default_bridge,
             cpu_overcommit: parsed.admission.cpu_overcommit,
             memory_overcommit: parsed.admission.memory_overcommit,
         })

@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod identity;
 pub mod networks;
 pub mod procs;
 pub mod vm_files;
@@ -28,7 +29,7 @@ pub use engine::Engine;
 /// Holds an exclusive lock on the state directory for the daemon's lifetime, so two
 /// daemons never share one state.
 fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let path = state_dir.join("daemon.lock");
+    let path = state_dir.join(identity::LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -43,17 +44,15 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> 
     })
 }
 
-async fn node_id(store: &dyn StateStore) -> Result<String> {
-    if let Some(id) = store.get_meta("node_id").await? {
-        return Ok(id);
+/// The node's identity from its state directory (made on first start, keeping the id an
+/// older store already had), mirrored into the store.
+async fn node_identity(state_dir: &Path, store: &dyn StateStore) -> Result<identity::NodeIdentity> {
+    let stored = store.get_meta("node_id").await?;
+    let identity = identity::NodeIdentity::load_or_create(state_dir, stored.clone())?;
+    if stored.as_deref() != Some(identity.id.as_str()) {
+        store.set_meta("node_id", &identity.id).await?;
     }
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "node".into());
-    let id = format!("{hostname}-{:08x}", rand::random::<u32>());
-    store.set_meta("node_id", &id).await?;
-    Ok(id)
+    Ok(identity)
 }
 
 fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
@@ -88,18 +87,19 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         SqliteStore::open(&state_dir.join("berth.db"))
             .with_context(|| format!("opening the state in {}", state_dir.display()))?,
     );
-    let node = node_id(store.as_ref()).await?;
+    let identity = node_identity(&state_dir, store.as_ref()).await?;
+    let node = identity.id.clone();
     let images = ImageStore::open(&state_dir.join("images"), store.clone()).context("opening the image store")?;
-    let containers = ContainerDriver::new(images.clone(), state_dir.join("rt"), state_dir.join("netns"))
-        .context("setting up the container driver")?;
-    let networks = networks::Networks::start(
-        store.clone(),
-        &state_dir,
-        &config.default_subnet,
-        &config.default_bridge,
+    let containers = ContainerDriver::new(
+        images.clone(),
+        state_dir.join("rt"),
+        state_dir.join("netns"),
+        &identity.cgroup_parent(),
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
+    .context("setting up the container driver")?;
+    let networks = networks::Networks::start(store.clone(), &state_dir, &identity, &config)
+        .await
+        .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
     let vms = VmDriver::new(images.clone(), state_dir.join("vm"), config.guest_dir.clone());
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let socket = config.socket.clone();

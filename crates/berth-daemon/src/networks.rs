@@ -3,30 +3,49 @@
 //! ports, bandwidth limits and a DNS responder on each gateway.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use berth_model::instance::short_id;
 use berth_model::network::{InstanceAddress, Network, PortMapping, DEFAULT_NETWORK};
 use berth_model::{Instance, InstanceKind};
-use berth_net::firewall::{self, PortRule, BRIDGE_PREFIX};
+use berth_net::dns::{self, OutsideNames, ResponderConfig};
+use berth_net::firewall::{self, Firewall, PortRule, BRIDGE_PREFIX};
 use berth_net::links::{self, InterfaceAddress};
-use berth_net::{dns, netns, shaping, Subnet};
+use berth_net::{netns, shaping, Subnet};
 use berth_store::StateStore;
 use chrono::Utc;
 use sha2::Digest;
 
+use crate::config::DaemonConfig;
 use crate::error::{EngineError, EngineResult};
+use crate::identity::{BridgeOwner, NodeIdentity};
 
 /// Names of instances on each network, for DNS.
 type NameTable = Arc<RwLock<HashMap<String, HashMap<String, Ipv4Addr>>>>;
 
+/// Held while a daemon sets up networks (at start, `network create`), so two daemons starting
+/// at once cannot both pick the same free subnet.
+const HOST_NETWORK_LOCK: &str = "/run/berth/networks.lock";
+
+/// The default network of a daemon that is not the default state directory's, when the config
+/// names no subnet: the first free /24 from here on (10.89.0.0/24 stays the default one's).
+const FIRST_DERIVED_SUBNET: Ipv4Addr = Ipv4Addr::new(10, 89, 1, 0);
+const LEGACY_DEFAULT_SUBNET: &str = "10.89.0.0/24";
+
 pub struct Networks {
     store: Arc<dyn StateStore>,
+    state_dir: PathBuf,
     netns_dir: PathBuf,
+    node_id: String,
+    /// The alias this node gives its bridges: who owns them, for other daemons to see.
+    owner_note: String,
+    firewall: Firewall,
+    /// Where DNS responders forward outside names (networks that are not internal).
+    upstreams: Vec<SocketAddr>,
     default_subnet: Subnet,
-    default_bridge: String,
     names: NameTable,
     dns_tasks: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
@@ -36,15 +55,17 @@ fn net_error(e: berth_net::NetError) -> EngineError {
 }
 
 impl Networks {
-    /// The bridge of a network: the configured one for the default network, else `bb-` and
-    /// a short hash of the node's state directory and the name (interface names are short,
-    /// and two daemons on one host must not share bridges).
+    /// The bridge of a network other than the default one: `bb-` and a short hash of the node's
+    /// id and the name (interface names are short, and two nodes on one host must not share
+    /// bridges).
     fn bridge_name(&self, network: &str) -> String {
-        if network == DEFAULT_NETWORK {
-            return self.default_bridge.clone();
-        }
-        let hash = sha2::Sha256::digest(format!("{}:{network}", self.netns_dir.display()).as_bytes());
+        let hash = sha2::Sha256::digest(format!("{}:{network}", self.node_id).as_bytes());
         format!("{BRIDGE_PREFIX}{}", &hex::encode(hash)[..10])
+    }
+
+    /// The iptables chain of this node's published ports.
+    pub fn dnat_chain(&self) -> &str {
+        self.firewall.dnat_chain()
     }
 }
 
@@ -74,48 +95,294 @@ fn subnet_of(network: &Network) -> EngineResult<Subnet> {
     Subnet::parse(&network.subnet).map_err(|e| EngineError::internal(format!("network {}: {e}", network.name)))
 }
 
+/// The first of 255 /24s from `first` on that overlaps neither `taken` nor `host`.
+fn first_free(first: Ipv4Addr, taken: &[Subnet], host: &[(String, Subnet)]) -> Option<Subnet> {
+    (0..255u32)
+        .filter_map(|step| {
+            let base = u32::from(first).checked_add(step << 8)?;
+            Subnet::parse(&format!("{}/24", Ipv4Addr::from(base))).ok()
+        })
+        .find(|candidate| {
+            !taken.iter().any(|t| t.overlaps(candidate)) && !host.iter().any(|(_, h)| h.overlaps(candidate))
+        })
+}
+
+async fn host_network_lock() -> EngineResult<nix::fcntl::Flock<std::fs::File>> {
+    tokio::task::spawn_blocking(|| {
+        let path = Path::new(HOST_NETWORK_LOCK);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("locking {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| EngineError::internal(e.to_string()))?
+    .map_err(EngineError::internal)
+}
+
+/// Which config key (or other action) resolves a clash over `network`, and to what.
+fn clash_fix(network: &Network, config: &DaemonConfig, key: &str, to: &str) -> String {
+    if network.name == DEFAULT_NETWORK {
+        format!("set {key} in {} to {to}", config.config_file.display())
+    } else {
+        "free it, or stop the daemon that holds it".to_string()
+    }
+}
+
 impl Networks {
-    /// Sets up berth's firewall chains, the default network and every stored network.
+    /// Sets up this node's firewall chains, the default network and every stored network.
+    /// Refuses, in one line naming the config key, a bridge or subnet another daemon holds.
     pub async fn start(
         store: Arc<dyn StateStore>,
         state_dir: &Path,
-        default_subnet: &str,
-        default_bridge: &str,
+        identity: &NodeIdentity,
+        config: &DaemonConfig,
     ) -> EngineResult<Networks> {
-        let default_subnet = Subnet::parse(default_subnet).map_err(|e| EngineError::invalid("default_subnet", e))?;
-        if !default_bridge.starts_with(BRIDGE_PREFIX) || default_bridge.len() > 15 {
-            return Err(EngineError::invalid(
-                "default_bridge",
-                format!(
-                    "default_bridge '{default_bridge}' must start with {BRIDGE_PREFIX} and have at most 15 characters"
-                ),
-            ));
+        let firewall = identity.firewall().map_err(|e| EngineError::internal(e.to_string()))?;
+        let _host_lock = host_network_lock().await?;
+        if firewall::loopback_routed_everywhere() {
+            tracing::warn!(
+                "net.ipv4.conf.all.route_localnet is 1: every interface routes the host's 127.0.0.0/8, so neighbours \
+                 outside berth's bridges may reach services bound to the host's loopback; berth no longer needs it \
+                 (sysctl -w net.ipv4.conf.all.route_localnet=0 unless another tool does)"
+            );
         }
-        firewall::ensure_base().map_err(net_error)?;
-        let networks = Networks {
+        let mut networks = Networks {
             store,
+            state_dir: state_dir.to_path_buf(),
             netns_dir: state_dir.join("netns"),
-            default_subnet,
-            default_bridge: default_bridge.to_string(),
+            node_id: identity.id.clone(),
+            owner_note: identity.owner_note(state_dir),
+            firewall,
+            upstreams: config.dns_upstreams.clone().unwrap_or_else(dns::host_resolvers),
+            default_subnet: Subnet::parse(LEGACY_DEFAULT_SUBNET).map_err(EngineError::internal)?,
             names: Arc::new(RwLock::new(HashMap::new())),
             dns_tasks: std::sync::Mutex::new(HashMap::new()),
         };
+        let default = networks.default_network(identity, config).await?;
+        networks.default_subnet = subnet_of(&default)?;
         let stored = networks.store.list_networks().await?;
-        if !stored.iter().any(|n| n.name == DEFAULT_NETWORK) {
-            let default = Network {
-                name: DEFAULT_NETWORK.into(),
-                bridge: networks.bridge_name(DEFAULT_NETWORK),
-                subnet: default_subnet.to_string(),
-                gateway: default_subnet.gateway().to_string(),
-                internal: false,
-                created_at: Utc::now(),
-            };
-            networks.store.put_network(&default).await?;
+        for network in stored.iter().filter(|n| n.name != DEFAULT_NETWORK) {
+            networks.check_clashes(network, config).await?;
         }
-        for network in networks.store.list_networks().await? {
+        // Only once nothing clashes: a daemon that refuses to start leaves nothing behind.
+        networks.firewall.ensure_base().map_err(net_error)?;
+        for network in stored {
             networks.bring_up(&network).await?;
         }
         Ok(networks)
+    }
+
+    /// The default network's record: as stored, with the config's bridge and subnet where it
+    /// names them, else derived from the node's identity; checked for clashes, then stored.
+    async fn default_network(&self, identity: &NodeIdentity, config: &DaemonConfig) -> EngineResult<Network> {
+        let configured_subnet = config
+            .default_subnet
+            .as_deref()
+            .map(|text| {
+                Subnet::parse(text).map_err(|e| {
+                    EngineError::invalid(
+                        "default_subnet",
+                        format!("default_subnet in {}: {e}", config.config_file.display()),
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(bridge) = &config.default_bridge {
+            let valid = bridge.starts_with(BRIDGE_PREFIX)
+                && bridge.len() <= 15
+                && bridge
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return Err(EngineError::invalid(
+                    "default_bridge",
+                    format!(
+                        "default_bridge '{bridge}' in {} must start with {BRIDGE_PREFIX} and have at most 15 letters, digits, '-' or '_'",
+                        config.config_file.display()
+                    ),
+                ));
+            }
+        }
+        let stored = self.store.list_networks().await?;
+        let record = match stored.iter().find(|n| n.name == DEFAULT_NETWORK) {
+            Some(record) => {
+                let bridge = config.default_bridge.clone().unwrap_or_else(|| record.bridge.clone());
+                let subnet = match configured_subnet {
+                    Some(subnet) => subnet,
+                    None => subnet_of(record)?,
+                };
+                if bridge == record.bridge && subnet.to_string() == record.subnet {
+                    record.clone()
+                } else {
+                    self.replace_default(record, bridge, subnet, config).await?
+                }
+            }
+            None => {
+                let subnet = match configured_subnet {
+                    Some(subnet) => subnet,
+                    None if identity.tag.is_none() => {
+                        Subnet::parse(LEGACY_DEFAULT_SUBNET).map_err(EngineError::internal)?
+                    }
+                    None => self.free_subnet(FIRST_DERIVED_SUBNET, &stored, config).await?,
+                };
+                Network {
+                    name: DEFAULT_NETWORK.into(),
+                    bridge: config
+                        .default_bridge
+                        .clone()
+                        .unwrap_or_else(|| identity.default_bridge()),
+                    subnet: subnet.to_string(),
+                    gateway: subnet.gateway().to_string(),
+                    internal: false,
+                    created_at: Utc::now(),
+                }
+            }
+        };
+        self.check_clashes(&record, config).await?;
+        self.store.put_network(&record).await?;
+        Ok(record)
+    }
+
+    /// The default network moved to the bridge and subnet the config now names: allowed while
+    /// no instance holds an address on it (their addresses and devices would be stranded).
+    async fn replace_default(
+        &self,
+        record: &Network,
+        bridge: String,
+        subnet: Subnet,
+        config: &DaemonConfig,
+    ) -> EngineResult<Network> {
+        let users: Vec<String> = self
+            .store
+            .list_instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.address.as_ref().is_some_and(|a| a.network == DEFAULT_NETWORK))
+            .map(|i| i.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(EngineError::conflict(format!(
+                "default_bridge/default_subnet in {} ({bridge}, {subnet}) differ from the default network's ({}, {}), which instances {} are on; remove them first or restore the old values",
+                config.config_file.display(),
+                record.bridge,
+                record.subnet,
+                users.join(", ")
+            )));
+        }
+        if self.owns(&record.bridge, std::slice::from_ref(&record.bridge)) {
+            if let Ok(old) = subnet_of(record) {
+                self.firewall.remove_network(&record.bridge, &old, record.internal);
+            }
+            links::delete(&record.bridge).await.map_err(net_error)?;
+        }
+        tracing::info!(bridge = %bridge, subnet = %subnet, "the default network follows the config");
+        Ok(Network {
+            bridge,
+            subnet: subnet.to_string(),
+            gateway: subnet.gateway().to_string(),
+            ..record.clone()
+        })
+    }
+
+    /// Whether a bridge is this node's: its note names this node (and this state directory, or
+    /// one no daemon runs on: the directory moved), or it has no note and the store has it.
+    fn owns(&self, bridge: &str, stored_bridges: &[String]) -> bool {
+        match links::alias(bridge) {
+            Some(note) => BridgeOwner::parse(&note).is_some_and(|owner| {
+                owner.node == self.node_id && (owner.state_dir == self.state_dir || !owner.running())
+            }),
+            None => stored_bridges.iter().any(|b| b == bridge),
+        }
+    }
+
+    /// Subnets on the host's interfaces other than this node's bridges (its uplink, VPNs,
+    /// other daemons' and tools' bridges): a network over one of them would make its addresses
+    /// unreachable.
+    async fn foreign_subnets(&self, stored: &[Network]) -> EngineResult<Vec<(String, Subnet)>> {
+        let stored_bridges: Vec<String> = stored.iter().map(|n| n.bridge.clone()).collect();
+        Ok(links::host_ipv4_addresses()
+            .await
+            .map_err(net_error)?
+            .into_iter()
+            .filter(|(device, address, prefix)| {
+                *prefix > 0 && !address.is_loopback() && !self.owns(device, &stored_bridges)
+            })
+            .map(|(device, address, prefix)| {
+                let prefix = prefix.min(32);
+                let network = Ipv4Addr::from(u32::from(address) & (u32::MAX << (32 - prefix)));
+                (device, Subnet { network, prefix })
+            })
+            .collect())
+    }
+
+    /// The first /24 from `first` on that no network and no host interface has.
+    async fn free_subnet(&self, first: Ipv4Addr, stored: &[Network], config: &DaemonConfig) -> EngineResult<Subnet> {
+        let taken: Vec<Subnet> = stored.iter().filter_map(|n| Subnet::parse(&n.subnet).ok()).collect();
+        let host = self.foreign_subnets(stored).await?;
+        first_free(first, &taken, &host).ok_or_else(|| {
+            EngineError::conflict(format!(
+                "no free /24 from {first} on for the default network; set default_subnet in {}",
+                config.config_file.display()
+            ))
+        })
+    }
+
+    /// Refuses a network whose bridge another daemon (or tool) owns, or whose subnet is on an
+    /// interface of the host that is not this node's.
+    async fn check_clashes(&self, network: &Network, config: &DaemonConfig) -> EngineResult<()> {
+        let stored = self.store.list_networks().await?;
+        let mut stored_bridges: Vec<String> = stored.iter().map(|n| n.bridge.clone()).collect();
+        stored_bridges.push(network.bridge.clone());
+        if !self.owns(&network.bridge, &stored_bridges) {
+            let holder = match links::alias(&network.bridge).as_deref().and_then(BridgeOwner::parse) {
+                Some(owner) if owner.node == self.node_id => format!(
+                    "{} with this node's id ({} was copied; give one copy a new identity by removing its node.json)",
+                    owner.describe(),
+                    self.state_dir.display()
+                ),
+                Some(owner) => owner.describe(),
+                None => "another program (it is not noted as berth's)".to_string(),
+            };
+            return Err(EngineError::conflict(format!(
+                "bridge {} of network {} belongs to {holder}; {}",
+                network.bridge,
+                network.name,
+                clash_fix(
+                    network,
+                    config,
+                    "default_bridge",
+                    "another bridge name (bb-…, at most 15 characters)"
+                )
+            )));
+        }
+        let subnet = subnet_of(network)?;
+        let mut others: Vec<Network> = stored.into_iter().filter(|n| n.name != network.name).collect();
+        others.push(network.clone());
+        if let Some((device, used)) = self
+            .foreign_subnets(&others)
+            .await?
+            .into_iter()
+            .find(|(_, used)| used.overlaps(&subnet))
+        {
+            let holder = match links::alias(&device).as_deref().and_then(BridgeOwner::parse) {
+                Some(owner) => format!(" ({})", owner.describe()),
+                None => String::new(),
+            };
+            return Err(EngineError::conflict(format!(
+                "subnet {subnet} of network {} overlaps {used} on the host's interface {device}{holder}; {}",
+                network.name,
+                clash_fix(network, config, "default_subnet", "a free subnet")
+            )));
+        }
+        Ok(())
     }
 
     pub fn netns_dir(&self) -> &Path {
@@ -127,7 +394,10 @@ impl Networks {
         links::ensure_bridge(&network.bridge, subnet.gateway(), subnet.prefix)
             .await
             .map_err(net_error)?;
-        firewall::add_network(&network.bridge, &subnet, network.internal).map_err(net_error)?;
+        links::set_alias(&network.bridge, &self.owner_note).map_err(net_error)?;
+        self.firewall
+            .add_network(&network.bridge, &subnet, network.internal)
+            .map_err(net_error)?;
         let names = self.names.clone();
         let name = network.name.clone();
         let lookup: dns::Lookup = Arc::new(move |query: &str| {
@@ -136,13 +406,22 @@ impl Networks {
                 .ok()
                 .and_then(|table| table.get(&name).and_then(|n| n.get(query).copied()))
         });
-        let gateway = subnet.gateway();
-        let network_name = network.name.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = dns::serve(gateway, lookup).await {
-                tracing::warn!(network = %network_name, error = %e, "DNS responder stopped");
-            }
-        });
+        let outside = if network.internal {
+            OutsideNames::Refuse
+        } else if self.upstreams.is_empty() {
+            OutsideNames::Unknown
+        } else {
+            OutsideNames::Forward(self.upstreams.clone())
+        };
+        let socket = self.bind_dns(network, subnet.gateway()).await?;
+        let task = dns::spawn(
+            socket,
+            ResponderConfig {
+                lookup,
+                clients: subnet,
+                outside,
+            },
+        );
         if let Some(old) = self
             .dns_tasks
             .lock()
@@ -152,6 +431,27 @@ impl Networks {
             old.abort();
         }
         Ok(())
+    }
+
+    /// The DNS socket of a network: a clash if something else holds the port.
+    async fn bind_dns(&self, network: &Network, gateway: Ipv4Addr) -> EngineResult<tokio::net::UdpSocket> {
+        let mut tries = 0;
+        loop {
+            match dns::bind(gateway).await {
+                Ok(socket) => return Ok(socket),
+                // A responder of this network that was just aborted may still hold it.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    return Err(EngineError::conflict(format!(
+                        "network {}: cannot answer DNS on {gateway}:53: {e}; another DNS server holds that port there or on all addresses: stop it or make it listen on its own addresses only",
+                        network.name
+                    )))
+                }
+            }
+        }
     }
 
     pub async fn list(&self) -> EngineResult<Vec<Network>> {
@@ -182,24 +482,9 @@ impl Networks {
         if existing.iter().any(|n| n.name == name) {
             return Err(EngineError::conflict(format!("network {name} already exists")));
         }
+        let _host_lock = host_network_lock().await?;
         let taken: Vec<Subnet> = existing.iter().filter_map(|n| Subnet::parse(&n.subnet).ok()).collect();
-        // Subnets on the host's other interfaces (its uplink, VPNs, other tools' bridges): a
-        // network over one of them would make its addresses unreachable.
-        let own_bridges: Vec<&str> = existing.iter().map(|n| n.bridge.as_str()).collect();
-        let host_subnets: Vec<(String, Subnet)> = links::host_ipv4_addresses()
-            .await
-            .map_err(net_error)?
-            .into_iter()
-            .filter(|(device, address, prefix)| {
-                *prefix > 0 && !address.is_loopback() && !own_bridges.contains(&device.as_str())
-            })
-            .map(|(device, address, prefix)| {
-                let prefix = prefix.min(32);
-                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-                let network = Ipv4Addr::from(u32::from(address) & mask);
-                (device, Subnet { network, prefix })
-            })
-            .collect();
+        let host_subnets = self.foreign_subnets(&existing).await?;
         let subnet = match subnet {
             Some(text) => {
                 let subnet =
@@ -219,25 +504,17 @@ impl Networks {
                 if let Some((device, used)) = host_subnets.iter().find(|(_, s)| s.overlaps(&subnet)) {
                     return Err(EngineError::invalid(
                         "subnet",
-                        format!(
-                            "--subnet {subnet} overlaps {}/{} on the host's interface {device}; choose another",
-                            used.network, used.prefix
-                        ),
+                        format!("--subnet {subnet} overlaps {used} on the host's interface {device}; choose another"),
                     ));
                 }
                 subnet
             }
             // The next free /24 after the default network's.
-            None => (1..=254u32)
-                .filter_map(|step| {
-                    let base = u32::from(self.default_subnet.network).wrapping_add(step << 8);
-                    Subnet::parse(&format!("{}/24", Ipv4Addr::from(base))).ok()
-                })
-                .find(|candidate| {
-                    !taken.iter().any(|t| t.overlaps(candidate))
-                        && !host_subnets.iter().any(|(_, h)| h.overlaps(candidate))
-                })
-                .ok_or_else(|| EngineError::conflict("no free /24 left; give --subnet"))?,
+            None => {
+                let after_default = Ipv4Addr::from(u32::from(self.default_subnet.network).wrapping_add(1 << 8));
+                first_free(after_default, &taken, &host_subnets)
+                    .ok_or_else(|| EngineError::conflict("no free /24 left; give --subnet"))?
+            }
         };
         let network = Network {
             name: name.to_string(),
@@ -266,7 +543,7 @@ impl Networks {
             task.abort();
         }
         if let Ok(subnet) = subnet_of(network) {
-            firewall::remove_network(&network.bridge, &subnet, network.internal);
+            self.firewall.remove_network(&network.bridge, &subnet, network.internal);
         }
         links::delete(&network.bridge).await.map_err(net_error)
     }
@@ -395,7 +672,7 @@ impl Networks {
                 }
             }
             for rule in Self::port_rules(instance) {
-                firewall::add_port(&rule).map_err(net_error)?;
+                self.firewall.add_port(&rule).map_err(net_error)?;
             }
             Ok::<_, EngineError>(())
         }
@@ -429,7 +706,7 @@ impl Networks {
             return;
         };
         for rule in Self::port_rules(instance) {
-            firewall::remove_port(&rule);
+            self.firewall.remove_port(&rule);
         }
         if let Err(e) = links::delete(&device_name(instance)).await {
             tracing::warn!(id = %instance.id, error = %e, "removing the network device");
@@ -453,7 +730,7 @@ impl Networks {
     pub fn restore(&self, instance: &Instance) {
         self.register_name(instance);
         for rule in Self::port_rules(instance) {
-            if let Err(e) = firewall::add_port(&rule) {
+            if let Err(e) = self.firewall.add_port(&rule) {
                 tracing::warn!(id = %instance.id, error = %e, "restoring a published port");
             }
         }

@@ -44,6 +44,10 @@ impl DriverError {
     }
 }
 
+fn legacy_cgroup_parent() -> String {
+    "berth".into()
+}
+
 /// What a supervisor runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -53,6 +57,9 @@ pub enum Workload {
         container_id: String,
         bundle: PathBuf,
         runtime_root: PathBuf,
+        /// The node's cgroup parent (configs written before nodes had their own: `berth`).
+        #[serde(default = "legacy_cgroup_parent")]
+        cgroup_parent: String,
     },
     /// Run a further process inside a running container (`exec`).
     ContainerExec {

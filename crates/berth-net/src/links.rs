@@ -80,6 +80,19 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> NetResu
         .map_err(|e| failed(format!("bringing {name} up"), e))
 }
 
+/// A device's alias (`ip link set … alias`), where berth notes which daemon owns a bridge;
+/// `None` when the device has none or does not exist.
+pub fn alias(name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifalias")).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+pub fn set_alias(name: &str, alias: &str) -> NetResult<()> {
+    std::fs::write(Path::new("/sys/class/net").join(name).join("ifalias"), alias)
+        .map_err(|e| failed(format!("noting the owner of {name}"), e))
+}
+
 /// The host's IPv4 addresses: (interface, address, prefix length), from its address table.
 pub async fn host_ipv4_addresses() -> NetResult<Vec<(String, Ipv4Addr, u8)>> {
     use rtnetlink::packet_route::address::AddressAttribute;

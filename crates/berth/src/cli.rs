@@ -114,13 +114,16 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// Where state (database, images, instances) lives
+    /// Where state (database, images, instances, the node's identity in node.json) lives.
+    /// Each state directory is a node of its own: a daemon on another directory gets its own
+    /// default bridge, subnet, iptables chains and cgroup parent
     #[arg(long, value_name = "DIR", default_value = berth_daemon::config::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// The API socket to listen on
     #[arg(long, value_name = "PATH", default_value = berth_daemon::config::DEFAULT_SOCKET)]
     pub socket: PathBuf,
-    /// TOML settings (default limits, stop timeout); default /etc/berth/config.toml if present
+    /// TOML settings (default limits, stop timeout, default_bridge, default_subnet, [dns]
+    /// upstreams); default /etc/berth/config.toml if present
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace; or a tracing filter)
