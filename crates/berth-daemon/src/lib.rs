@@ -1,10 +1,12 @@
 //! berth's node daemon: the engine that drives instances through their drivers and the
 //! REST API it serves on a unix socket. `berth daemon` calls `run`.
 
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod host;
 pub mod networks;
 pub mod procs;
@@ -88,7 +90,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             .with_context(|| format!("opening the state in {}", state_dir.display()))?,
     );
     let node = node_id(store.as_ref()).await?;
-    let images = ImageStore::open(&state_dir.join("images"), store.clone()).context("opening the image store")?;
+    let images = ImageStore::open(&state_dir.join("images"), store.clone())
+        .context("opening the image store")?
+        .with_limits(config.image_limits);
     let containers = ContainerDriver::new(images.clone(), state_dir.join("rt"), state_dir.join("netns"))
         .context("setting up the container driver")?;
     let networks = networks::Networks::start(

@@ -79,6 +79,17 @@ impl Limits {
     }
 }
 
+/// What an instance reserves on its host, its requests as Kubernetes calls them: admission
+/// counts these (and the scheduler will place by them), while `Limits` cap what it may use.
+/// `None` appears only in records written before requests existed; see `Instance::reserved_*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Requests {
+    /// CPUs reserved (0.1 = a tenth of one CPU's time).
+    #[schema(value_type = Option<f64>)]
+    pub cpus: Option<MilliCpus>,
+    pub memory_bytes: Option<u64>,
+}
+
 /// What the main process of an instance runs and how.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProcessSpec {
@@ -256,6 +267,9 @@ pub struct Instance {
     /// Host PID of the per-instance supervisor while active.
     pub supervisor_pid: Option<u32>,
     pub limits: Limits,
+    /// What it reserves against the host's capacity (at most its limits).
+    #[serde(default)]
+    pub requests: Requests,
     /// The instance type it was sized from, if any.
     #[serde(default)]
     pub instance_type: Option<String>,
@@ -281,6 +295,17 @@ pub struct Instance {
 impl Instance {
     pub fn short_id(&self) -> &str {
         short_id(&self.id)
+    }
+
+    /// CPU held against the host's capacity while active: the request. Records from before
+    /// requests existed are charged their limit, as they were when they were admitted.
+    pub fn reserved_cpus(&self) -> MilliCpus {
+        self.requests.cpus.or(self.limits.cpus).unwrap_or(MilliCpus(0))
+    }
+
+    /// Memory held against the host's capacity while active; as `reserved_cpus`.
+    pub fn reserved_memory_bytes(&self) -> u64 {
+        self.requests.memory_bytes.or(self.limits.memory_bytes).unwrap_or(0)
     }
 }
 
