@@ -3,6 +3,7 @@
 
 mod common;
 
+mod admission;
 mod bad_input;
 mod hostile;
 mod images;
@@ -11,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod networks;
 mod nfs;
+mod numbers;
 mod registry;
 mod restart;
 mod storage;
