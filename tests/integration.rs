@@ -15,6 +15,7 @@ mod nfs;
 mod numbers;
 mod registry;
 mod restart;
+mod stop;
 mod storage;
 mod types;
 mod vms;

@@ -388,6 +388,43 @@ mod tests {
     }
 
     #[test]
+    fn records_from_before_requests_load_and_are_charged_their_limits() {
+        // An instance record as berth wrote it before requests existed.
+        let legacy = serde_json::json!({
+            "id": "a".repeat(64), "name": "old", "kind": "container", "image": "busybox",
+            "state": "running", "exit_code": null, "oom_killed": false, "pid": 1, "supervisor_pid": 2,
+            "limits": {"cpus": 1.0, "memory_bytes": 536870912u64, "pids": 1024},
+            "default_limits": ["cpus", "memory", "pids"],
+            "spec": {"kind": "container", "image": "busybox", "image_id": "sha256:x",
+                     "process": {"args": ["sleep"], "env": [], "working_dir": "", "user": "", "tty": false, "open_stdin": false},
+                     "hostname": "old", "auto_remove": false},
+            "node": "n", "created_at": "2025-01-01T00:00:00Z", "started_at": null, "finished_at": null,
+            "restart_count": 0, "error": null
+        });
+        let instance: Instance = serde_json::from_value(legacy).unwrap();
+        assert_eq!(instance.requests, Requests::default());
+        assert_eq!(instance.reserved_cpus(), MilliCpus(1000));
+        assert_eq!(instance.reserved_memory_bytes(), 512 << 20);
+        let unlimited = Instance {
+            limits: Limits::default(),
+            ..instance.clone()
+        };
+        assert_eq!(
+            (unlimited.reserved_cpus(), unlimited.reserved_memory_bytes()),
+            (MilliCpus(0), 0)
+        );
+        let requested = Instance {
+            requests: Requests {
+                cpus: Some(MilliCpus(100)),
+                memory_bytes: Some(64 << 20),
+            },
+            ..instance
+        };
+        assert_eq!(requested.reserved_cpus(), MilliCpus(100));
+        assert_eq!(requested.reserved_memory_bytes(), 64 << 20);
+    }
+
+    #[test]
     fn ids() {
         let id = new_instance_id();
         assert_eq!(id.len(), 64);
