@@ -80,8 +80,8 @@ impl Limits {
 }
 
 /// What an instance reserves on its host, its requests as Kubernetes calls them: admission
-/// counts these (and the scheduler will place by them), while `Limits` cap what it may use.
-/// `None` appears only in records written before requests existed; see `Instance::reserved_*`.
+/// counts these (and the scheduler will place by them), while its limits cap what it may use.
+/// Null only in records written before requests existed, which are charged their limits.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Requests {
     /// CPUs reserved (0.1 = a tenth of one CPU's time).
