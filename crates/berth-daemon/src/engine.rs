@@ -942,9 +942,22 @@ impl Engine {
         self.find(&instance.id).await.or(Ok(instance))
     }
 
-    /// SIGKILL to every process of the instance, then waits for the exit to be recorded.
+    /// SIGKILL to every process of the instance, then waits for the exit to be recorded. A
+    /// supervisor that is there but does not answer has its main process killed directly:
+    /// not reaped yet, that pid cannot have been reused.
     async fn kill_and_wait(&self, instance: &Instance) -> EngineResult<()> {
-        let _ = self.signal(instance, libc::SIGKILL, true).await;
+        let kill = Request::Kill {
+            signal: libc::SIGKILL,
+            all: true,
+        };
+        let asked = client::call_within(&self.socket_of(instance), &kill, Duration::from_secs(5)).await;
+        if let (Err(e @ client::ClientError::Timeout(_)), Some(pid)) = (asked, instance.pid) {
+            tracing::warn!(id = %instance.id, pid, error = %e, "the supervisor did not take SIGKILL; killing the main process");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
             return Ok(());
         }
