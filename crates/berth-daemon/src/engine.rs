@@ -928,6 +928,7 @@ impl Engine {
                 false
             }
             Err(_) => {
+                // The grace period is over: no SIGTERM, straight to SIGKILL below.
                 tracing::warn!(id = %instance.id, "the instance did not take the stop request within the grace period");
                 true
             }
@@ -967,44 +968,9 @@ impl Engine {
         )))
     }
 
-    /// Ends the exec sessions of an instance. Each runs under a supervisor of its own, which
-    /// normally ends with the instance's processes; this makes sure, also for sessions whose
-    /// process outlived them or a supervisor that lingers: SIGKILL to the session's
-    /// processes through its supervisor, then to the supervisor itself.
+    /// Ends the exec sessions of an instance (see `exec_sessions`).
     async fn end_exec_sessions(&self, instance: &Instance) {
-        let execs = self.instance_dir(&instance.id).join("execs");
-        let Ok(entries) = std::fs::read_dir(&execs) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            let kill = Request::Kill {
-                signal: libc::SIGKILL,
-                all: true,
-            };
-            let _ = client::call_within(&dir.join("supervisor.sock"), &kill, Duration::from_secs(2)).await;
-            let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
-                .ok()
-                .and_then(|text| text.trim().parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let config = dir.join("supervisor.json").display().to_string();
-            // Only a process still running this session's supervisor (pids are reused).
-            let is_session = || {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(&config))
-                    .unwrap_or(false)
-            };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while is_session() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if is_session() {
-                tracing::warn!(id = %instance.id, pid, "an exec supervisor lingered; killing it");
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
+        crate::exec_sessions::end_all(&self.instance_dir(&instance.id).join("execs")).await;
     }
 
     pub async fn restart(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
@@ -1171,8 +1137,11 @@ impl Engine {
         let result = async {
             let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
             // `stop` and `rm -f` end the session by it, also after a daemon restart.
-            std::fs::write(dir.join("supervisor.pid"), supervisor_pid.to_string())
-                .map_err(|e| EngineError::internal(format!("recording the exec supervisor: {e}")))?;
+            std::fs::write(
+                dir.join(crate::exec_sessions::SUPERVISOR_PID_FILE),
+                supervisor_pid.to_string(),
+            )
+            .map_err(|e| EngineError::internal(format!("recording the exec supervisor: {e}")))?;
             let stream = if request.detach {
                 None
             } else {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod exec_sessions;
 pub mod extract;
 pub mod host;
 pub mod networks;
