@@ -180,7 +180,8 @@ pub struct UpdateInstanceRequest {
 /// `POST /v1/instances/{id}/stop`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
 pub struct StopParams {
-    /// Seconds to wait after SIGTERM before SIGKILL (default 10).
+    /// Seconds to wait after SIGTERM (or a VM's power button) before SIGKILL: default the
+    /// daemon's stop_timeout_secs (10), at most 86400. SIGKILL follows in every case.
     #[serde(default)]
     pub timeout: Option<u64>,
 }

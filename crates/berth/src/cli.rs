@@ -298,7 +298,9 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait after SIGTERM before SIGKILL
+    /// Seconds to wait after SIGTERM (a VM: its power button) before SIGKILL, at most 86400
+    /// (default: the daemon's stop_timeout_secs, 10). SIGKILL follows in every case, also when
+    /// a guest does not answer or an exec session is open; exec sessions end with the instance
     #[arg(short = 't', long = "time", value_name = "SECS")]
     pub timeout: Option<u64>,
     #[arg(required = true, value_name = "INSTANCE")]
