@@ -3,6 +3,7 @@
 
 mod common;
 
+mod admission;
 mod bad_input;
 mod cgroup_v2;
 mod devices;
@@ -15,8 +16,10 @@ mod lifecycle;
 mod limits;
 mod networks;
 mod nfs;
+mod numbers;
 mod registry;
 mod restart;
+mod stop;
 mod storage;
 mod two_daemons;
 mod types;

@@ -121,13 +121,26 @@ fn admission_refuses_what_the_host_cannot_hold() {
     ]);
     assert!(!refused.status.success());
     let message = stderr(&refused);
+    // A limit given alone is also what the instance reserves (Kubernetes' rule).
     assert!(
-        message.contains("not enough room to start second") && message.contains("memory: it needs"),
+        message.contains("not enough room to start second") && message.contains("memory: it reserves"),
         "{message}"
     );
-    assert_eq!(d.inspect("second")["state"], "created");
+    // The refused run leaves no instance holding the name.
+    assert_eq!(d.ok(&["ps", "-aq"]).lines().count(), 1);
     let info: serde_json::Value = serde_json::from_str(&d.ok(&["info", "--json"])).unwrap();
     assert!(info["allocated"]["free_memory_bytes"].as_u64().unwrap() < capacity / 2);
+    // `create` defines without admitting; `start` is refused the same way and keeps it.
+    d.ok(&[
+        "create", "--name", "second", "--memory", &half, "busybox", "sleep", "100",
+    ]);
+    let refused = d.run(&["start", "second"]);
+    assert!(
+        stderr(&refused).contains("not enough room to start second"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(d.inspect("second")["state"], "created");
     // Room again once the first stops.
     d.ok(&["rm", "-f", "first"]);
     d.ok(&["start", "second"]);

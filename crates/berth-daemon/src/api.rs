@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use berth_image::RegistryOptions;
 use berth_model::api::*;
 use berth_model::image::ImageRecord;
@@ -31,6 +31,7 @@ use utoipa::OpenApi;
 
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
+use crate::extract::{parse_json, Json, Query};
 
 type Shared = State<Arc<Engine>>;
 
@@ -544,8 +545,7 @@ async fn exec_instance(
     let body = axum::body::to_bytes(std::mem::take(request.body_mut()), 1 << 20)
         .await
         .map_err(|e| EngineError::invalid("body", format!("reading the request: {e}")))?;
-    let exec: ExecRequest =
-        serde_json::from_slice(&body).map_err(|e| EngineError::invalid("body", format!("bad exec request: {e}")))?;
+    let exec: ExecRequest = parse_json(&body)?;
     if !exec.detach && !wants_upgrade(&request) {
         return Err(EngineError::invalid(
             "detach",

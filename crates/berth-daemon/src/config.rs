@@ -1,11 +1,12 @@
-//! Daemon settings: where state lives, where the API listens, and the default limits
-//! applied where a user sets none (like a Kubernetes LimitRange). Read once at start-up
-//! from an optional TOML file.
+//! Daemon settings: where state lives, where the API listens, and the default limits and
+//! requests applied where a user sets none (like a Kubernetes LimitRange). Read once at
+//! start-up from an optional TOML file.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use berth_image::ImageLimits;
 use berth_model::api::LimitsRequest;
 use berth_model::quantity::{parse_bandwidth, parse_count, ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::{builtin_types, InstanceType};
@@ -19,7 +20,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/berth/config.toml";
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
-    /// Limits for fields a create request leaves out.
+    /// Limits, and requests (`reserve_*`), for fields a create request leaves out.
     pub default_limits: LimitsRequest,
     /// Seconds `stop` waits after SIGTERM when the request does not say.
     pub stop_timeout_secs: u64,
@@ -39,7 +40,13 @@ pub struct DaemonConfig {
     /// Admission: how far allocations may exceed the host's CPUs and memory.
     pub cpu_overcommit: f64,
     pub memory_overcommit: f64,
+    /// Bounds on manifests, configs and layers from registries and archives.
+    pub image_limits: ImageLimits,
 }
+
+/// The longest grace period `stop` accepts: a day. Longer waits are a mistake, and the
+/// bound keeps deadline arithmetic far from overflowing.
+pub const MAX_STOP_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +61,8 @@ struct ConfigFile {
     types: Vec<TypeSection>,
     #[serde(default)]
     admission: AdmissionSection,
+    #[serde(default)]
+    images: ImagesSection,
     #[serde(default)]
     default_subnet: Option<String>,
     #[serde(default)]
@@ -184,6 +193,46 @@ impl Default for AdmissionSection {
     }
 }
 
+/// `[images]`: bounds on what image sources (registries, archives) may make berth store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImagesSection {
+    /// A manifest's, index's or config's most bytes.
+    #[serde(default)]
+    max_document_size: Option<String>,
+    /// A layer's most bytes, compressed or unpacked (a decompression bomb stops here).
+    #[serde(default)]
+    max_layer_size: Option<String>,
+}
+
+impl ImagesSection {
+    fn parse(&self) -> Result<ImageLimits> {
+        let defaults = ImageLimits::default();
+        let size = |key: &str, text: &Option<String>, default: u64, least: u64| -> Result<u64> {
+            let Some(text) = text else { return Ok(default) };
+            match text.parse::<ByteSize>() {
+                Ok(size) if size.bytes() >= least => Ok(size.bytes()),
+                Ok(_) => bail!("images.{key} = \"{text}\": use at least {}", ByteSize(least)),
+                Err(e) => bail!("images.{key}: {e}"),
+            }
+        };
+        Ok(ImageLimits {
+            max_document_bytes: size(
+                "max_document_size",
+                &self.max_document_size,
+                defaults.max_document_bytes,
+                1 << 10,
+            )?,
+            max_layer_bytes: size(
+                "max_layer_size",
+                &self.max_layer_size,
+                defaults.max_layer_bytes,
+                1 << 20,
+            )?,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DefaultsSection {
@@ -193,6 +242,11 @@ struct DefaultsSection {
     memory: String,
     #[serde(default = "default_pids")]
     pids: String,
+    /// What an instance reserves when it gives neither a request nor a limit.
+    #[serde(default = "default_reserve_cpus")]
+    reserve_cpus: String,
+    #[serde(default = "default_reserve_memory")]
+    reserve_memory: String,
 }
 
 fn default_cpus() -> String {
@@ -204,6 +258,14 @@ fn default_memory() -> String {
 fn default_pids() -> String {
     "1024".into()
 }
+/// A tenth of a CPU and 64 MiB: an idle service's footprint, so a small host admits
+/// hundreds of them, as Docker runs them.
+fn default_reserve_cpus() -> String {
+    "0.1".into()
+}
+fn default_reserve_memory() -> String {
+    "64m".into()
+}
 
 impl Default for DefaultsSection {
     fn default() -> Self {
@@ -211,6 +273,8 @@ impl Default for DefaultsSection {
             cpus: default_cpus(),
             memory: default_memory(),
             pids: default_pids(),
+            reserve_cpus: default_reserve_cpus(),
+            reserve_memory: default_reserve_memory(),
         }
     }
 }
@@ -225,6 +289,14 @@ impl DefaultsSection {
         } else {
             LimitSetting::Value(parse_count(&self.pids).map_err(|e| anyhow::anyhow!("defaults.pids: {e}"))?)
         };
+        let reserve_cpus: MilliCpus = self
+            .reserve_cpus
+            .parse()
+            .map_err(|e| anyhow::anyhow!("defaults.reserve_cpus: {e}"))?;
+        let reserve_memory: ByteSize = self
+            .reserve_memory
+            .parse()
+            .map_err(|e| anyhow::anyhow!("defaults.reserve_memory: {e}"))?;
         Ok(LimitsRequest {
             cpus: Some(cpus),
             memory_bytes: Some(match memory {
@@ -232,6 +304,8 @@ impl DefaultsSection {
                 LimitSetting::Value(size) => LimitSetting::Value(size.bytes()),
             }),
             pids: Some(pids),
+            reserve_cpus: Some(reserve_cpus),
+            reserve_memory_bytes: Some(reserve_memory.bytes()),
         })
     }
 }
@@ -275,11 +349,15 @@ impl DaemonConfig {
                 bail!("{name} = {ratio}: use a ratio between 0 and 100 (1.0 = no overcommit)");
             }
         }
+        let stop_timeout_secs = parsed.stop_timeout_secs.unwrap_or(10);
+        if stop_timeout_secs > MAX_STOP_TIMEOUT_SECS {
+            bail!("stop_timeout_secs = {stop_timeout_secs}: use at most {MAX_STOP_TIMEOUT_SECS} (a day)");
+        }
         Ok(DaemonConfig {
             state_dir: state_dir.to_path_buf(),
             socket: socket.to_path_buf(),
             default_limits: parsed.defaults.parse()?,
-            stop_timeout_secs: parsed.stop_timeout_secs.unwrap_or(10),
+            stop_timeout_secs,
             guest_dir: parsed
                 .guest_dir
                 .unwrap_or_else(|| PathBuf::from(berth_vm::assets::DEFAULT_GUEST_DIR)),
@@ -290,6 +368,7 @@ impl DaemonConfig {
             default_bridge: parsed.default_bridge,
             cpu_overcommit: parsed.admission.cpu_overcommit,
             memory_overcommit: parsed.admission.memory_overcommit,
+            image_limits: parsed.images.parse()?,
         })
     }
 }

@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use berth_container::ContainerDriver;
 use berth_image::ImageStore;
 use berth_model::api::{
-    AllocationSummary, CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo, InstanceCounts,
-    InstanceStats, LimitsRequest, TopResponse, TreeEntry, WaitCondition, WaitResponse,
+    CreateInstanceRequest, CreatedResponse, Event, ExecRequest, HostInfo, InstanceCounts, InstanceStats, LimitsRequest,
+    TopResponse, TreeEntry, WaitCondition, WaitResponse,
 };
 use berth_model::driver::{InstanceDriver, SupervisorConfig};
 use berth_model::image::ImageRecord;
@@ -22,7 +22,7 @@ use berth_model::network::{PortMapping, DEFAULT_NETWORK};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::InstanceType;
 use berth_model::volume::{NfsMode, Volume, VolumeMount};
-use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
+use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits, Requests};
 use berth_shim::client;
 use berth_shim::protocol::{ExitRecord, ReadyLine, Request};
 use berth_store::{StateStore, StoreError};
@@ -32,7 +32,8 @@ use tokio::io::AsyncBufReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 
-use crate::config::DaemonConfig;
+use crate::admission::{self, Admission, Reservation};
+use crate::config::{DaemonConfig, MAX_STOP_TIMEOUT_SECS};
 use crate::error::{EngineError, EngineResult};
 use crate::host::HostFacts;
 use crate::networks::Networks;
@@ -42,6 +43,13 @@ use crate::volumes::Volumes;
 /// The smallest memory limit that lets a runtime start a process at all.
 const MIN_MEMORY_BYTES: u64 = 6 << 20;
 const MIN_MILLICPUS: u64 = 10;
+/// Linux's PID_MAX_LIMIT: no pids limit above it means anything.
+const MAX_PIDS: u64 = 4_194_304;
+const MIN_BANDWIDTH_BITS: u64 = 1_000;
+const MAX_BANDWIDTH_BITS: u64 = 1_000_000_000_000;
+/// The largest disk (writable layer, VM disk, volume) berth makes: 64 TiB, the most a
+/// cloud block volume offers.
+pub(crate) const MAX_DISK_BYTES: u64 = 64 << 40;
 /// How long a supervisor may take to create its workload.
 const SUPERVISOR_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -53,6 +61,7 @@ pub struct Engine {
     pub images: ImageStore,
     pub volumes: Volumes,
     pub networks: Networks,
+    admission: Admission,
     containers: Arc<ContainerDriver>,
     vms: Arc<VmDriver>,
     /// Serialises life-cycle changes of one instance.
@@ -95,12 +104,20 @@ impl Engine {
         } = parts;
         let (events, _) = broadcast::channel(1024);
         let volumes = Volumes::new(config.state_dir.join("volumes"), store.clone());
+        let host = HostFacts::detect();
+        let admission = Admission::new(
+            host.cpus,
+            host.memory_bytes,
+            config.cpu_overcommit,
+            config.memory_overcommit,
+        );
         Arc::new(Engine {
             volumes,
             networks,
+            admission,
             config,
             node,
-            host: HostFacts::detect(),
+            host,
             store,
             images,
             containers: Arc::new(containers),
@@ -249,65 +266,6 @@ impl Engine {
         &self.config.types
     }
 
-    /// CPU and memory held by active instances (other than `except`), against what the
-    /// host offers under the overcommit ratios.
-    fn allocation(&self, instances: &[Instance], except: Option<&str>) -> AllocationSummary {
-        let mut allocated = AllocationSummary {
-            cpu_overcommit: self.config.cpu_overcommit,
-            memory_overcommit: self.config.memory_overcommit,
-            capacity_cpus: self.host.cpus as f64 * self.config.cpu_overcommit,
-            capacity_memory_bytes: (self.host.memory_bytes as f64 * self.config.memory_overcommit) as u64,
-            ..Default::default()
-        };
-        for instance in instances
-            .iter()
-            .filter(|i| i.state.is_active() && Some(i.id.as_str()) != except)
-        {
-            allocated.cpus += instance.limits.cpus.map(|c| c.as_cpus()).unwrap_or(0.0);
-            allocated.memory_bytes += instance.limits.memory_bytes.unwrap_or(0);
-            if instance.limits.cpus.is_none() || instance.limits.memory_bytes.is_none() {
-                allocated.unlimited_instances += 1;
-            }
-        }
-        allocated.free_cpus = (allocated.capacity_cpus - allocated.cpus).max(0.0);
-        allocated.free_memory_bytes = allocated.capacity_memory_bytes.saturating_sub(allocated.memory_bytes);
-        allocated
-    }
-
-    /// Refuses to start an instance the host has no room for, saying what is short.
-    async fn admit(&self, instance: &Instance) -> EngineResult<()> {
-        let instances = self.store.list_instances().await?;
-        let free = self.allocation(&instances, Some(&instance.id));
-        let mut short = Vec::new();
-        if let Some(cpus) = instance.limits.cpus {
-            if cpus.as_cpus() > free.free_cpus + 1e-9 {
-                short.push(format!(
-                    "CPUs: it needs {}, {:.2} of {:.2} are free (cpu_overcommit {})",
-                    cpus, free.free_cpus, free.capacity_cpus, free.cpu_overcommit
-                ));
-            }
-        }
-        if let Some(memory) = instance.limits.memory_bytes {
-            if memory > free.free_memory_bytes {
-                short.push(format!(
-                    "memory: it needs {}, {} of {} is free (memory_overcommit {})",
-                    ByteSize(memory),
-                    ByteSize(free.free_memory_bytes),
-                    ByteSize(free.capacity_memory_bytes),
-                    free.memory_overcommit
-                ));
-            }
-        }
-        if short.is_empty() {
-            return Ok(());
-        }
-        Err(EngineError::conflict(format!(
-            "not enough room to start {}: {}; stop another instance or raise [admission] in the daemon config",
-            instance.name,
-            short.join("; ")
-        )))
-    }
-
     /// Refuses limits this host cannot honour, naming the field and the fix.
     fn check_limits(&self, limits: &Limits) -> EngineResult<()> {
         if let Some(cpus) = limits.cpus {
@@ -347,6 +305,49 @@ impl Engine {
         }
         if limits.pids == Some(0) {
             return Err(EngineError::invalid("pids", "pids: the limit must be at least 1"));
+        }
+        if limits.pids.is_some_and(|pids| pids > MAX_PIDS) {
+            return Err(EngineError::invalid(
+                "pids",
+                format!("pids: at most {MAX_PIDS} (the kernel's most processes); lower --pids-limit or use unlimited"),
+            ));
+        }
+        if let Some(bits) = limits.network_bits_per_second {
+            if !(MIN_BANDWIDTH_BITS..=MAX_BANDWIDTH_BITS).contains(&bits) {
+                return Err(EngineError::invalid(
+                    "bandwidth",
+                    format!("--bandwidth: {bits} bits/s is outside 1kbit to 1tbit"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses requests no host of this size could ever admit, as `check_limits` does for
+    /// limits.
+    fn check_requests(&self, requests: &Requests) -> EngineResult<()> {
+        if let Some(cpus) = requests.cpus {
+            if cpus.0 > self.host.cpus * 1000 {
+                return Err(EngineError::invalid(
+                    "reserve_cpus",
+                    format!(
+                        "--reserve-cpus {cpus} exceeds this host's {} CPUs; lower it",
+                        self.host.cpus
+                    ),
+                ));
+            }
+        }
+        if let Some(memory) = requests.memory_bytes {
+            if self.host.memory_bytes > 0 && memory > self.host.memory_bytes {
+                return Err(EngineError::invalid(
+                    "reserve_memory",
+                    format!(
+                        "--reserve-memory {} exceeds this host's {}; lower it",
+                        ByteSize(memory),
+                        ByteSize(self.host.memory_bytes)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -396,8 +397,31 @@ impl Engine {
             .as_deref()
             .map(|name| self.instance_type(name).cloned())
             .transpose()?;
-        let (limits, default_limits) = self.resolve_limits(&request.limits, instance_type.as_ref());
+        let (mut limits, default_limits) = self.resolve_limits(&request.limits, instance_type.as_ref());
+        if let Some(bits) = request.bandwidth_bits_per_second {
+            limits.network_bits_per_second = Some(bits);
+        }
         self.check_limits(&limits)?;
+        let requests = admission::resolve_requests(
+            &request.limits,
+            &self.config.default_limits,
+            &limits,
+            request.kind,
+            instance_type.is_some(),
+        )?;
+        self.check_requests(&requests)?;
+        if let Some(max_memory) = request.vm.as_ref().and_then(|vm| vm.max_memory_bytes) {
+            if self.host.memory_bytes > 0 && max_memory > self.host.memory_bytes {
+                return Err(EngineError::invalid(
+                    "max_memory",
+                    format!(
+                        "--max-memory {} exceeds this host's {}; lower it",
+                        ByteSize(max_memory),
+                        ByteSize(self.host.memory_bytes)
+                    ),
+                ));
+            }
+        }
 
         // On-disk names use the 12-digit short id; keep it unique on this node.
         let id = loop {
@@ -427,6 +451,12 @@ impl Engine {
             if size < 16 << 20 {
                 return Err(EngineError::invalid("disk", "--disk: at least 16MiB"));
             }
+            if size > MAX_DISK_BYTES {
+                return Err(EngineError::invalid(
+                    "disk",
+                    format!("--disk: at most {}", ByteSize(MAX_DISK_BYTES)),
+                ));
+            }
         }
         let instance_storage: Vec<u64> = instance_type
             .as_ref()
@@ -451,10 +481,6 @@ impl Engine {
                     .await?,
             ),
         };
-        let mut limits = limits;
-        if let Some(bits) = request.bandwidth_bits_per_second {
-            limits.network_bits_per_second = Some(bits);
-        }
         let vm = match request.kind {
             InstanceKind::Vm => Some(self.vms.plan(
                 &limits,
@@ -479,6 +505,7 @@ impl Engine {
             pid: None,
             supervisor_pid: None,
             limits,
+            requests,
             instance_type: instance_type.as_ref().map(|t| t.name.clone()),
             default_limits,
             spec: InstanceSpec {
@@ -695,6 +722,7 @@ impl Engine {
                     instance.error = Some(e.to_string());
                 }
             }
+            self.end_exec_sessions(&instance).await;
             let _ = std::fs::remove_dir_all(dir.join("execs"));
             self.detach_volumes(&instance).await;
             self.networks.detach(&instance).await;
@@ -740,7 +768,11 @@ impl Engine {
             }
             _ => {}
         }
-        self.admit(&instance).await?;
+        // Held until the store shows the instance running, so no other start takes its room.
+        let _claim = self
+            .admission
+            .claim(self.store.as_ref(), &instance, Reservation::of(&instance), "start")
+            .await?;
         self.attach_volumes(&instance).await?;
         self.check_ports(&instance).await?;
         if let Err(e) = self.networks.attach(&instance).await {
@@ -844,8 +876,12 @@ impl Engine {
 
     /// Waits until the instance is no longer running (or gone); false on timeout.
     async fn wait_inactive(&self, id: &str, timeout: Duration) -> bool {
+        self.wait_inactive_until(id, tokio::time::Instant::now() + timeout)
+            .await
+    }
+
+    async fn wait_inactive_until(&self, id: &str, deadline: tokio::time::Instant) -> bool {
         let mut events = self.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match self.store.get_instance(id).await {
                 Ok(instance) if instance.state.is_active() => {}
@@ -859,7 +895,17 @@ impl Engine {
         }
     }
 
+    /// Stops an instance: the driver's graceful way (a VM's power button or its agent's
+    /// SIGTERM) or SIGTERM, and after the grace period SIGKILL, in every case — a guest that
+    /// does not answer, or an agent busy with an exec session, does not hold the stop.
     pub async fn stop(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
+        let grace_secs = timeout_secs.unwrap_or(self.config.stop_timeout_secs);
+        if grace_secs > MAX_STOP_TIMEOUT_SECS {
+            return Err(EngineError::invalid(
+                "timeout",
+                format!("timeout: {grace_secs} seconds is more than a day ({MAX_STOP_TIMEOUT_SECS}); give a shorter grace period"),
+            ));
+        }
         let instance = self.find(key).await?;
         if !instance.state.is_active() {
             return Ok(instance);
@@ -867,29 +913,60 @@ impl Engine {
         if instance.state == InstanceState::Paused {
             self.unpause(key).await?;
         }
-        let timeout = Duration::from_secs(timeout_secs.unwrap_or(self.config.stop_timeout_secs));
-        // The driver's graceful way (a VM's power button) or SIGTERM. A process that ends
-        // between our look and the signal is fine: it is stopping anyway.
-        let graceful = match self.driver(instance.kind)?.request_stop(&instance).await {
-            Ok(graceful) => graceful,
-            Err(e) => {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace_secs);
+        // A process that ends between our look and the signal is fine: it is stopping anyway.
+        let graceful = match tokio::time::timeout_at(deadline, self.driver(instance.kind)?.request_stop(&instance))
+            .await
+        {
+            Ok(Ok(graceful)) => graceful,
+            Ok(Err(e)) => {
                 tracing::warn!(id = %instance.id, error = %e, "graceful stop failed; sending SIGTERM");
                 false
+            }
+            Err(_) => {
+                // The grace period is over: no SIGTERM, straight to SIGKILL below.
+                tracing::warn!(id = %instance.id, "the instance did not take the stop request within the grace period");
+                true
             }
         };
         if !graceful {
             let _ = self.signal(&instance, libc::SIGTERM, false).await;
         }
-        if !self.wait_inactive(&instance.id, timeout).await {
-            let _ = self.signal(&instance, libc::SIGKILL, true).await;
-            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
-                return Err(EngineError::internal(format!(
-                    "instance {} did not stop after SIGKILL",
-                    instance.name
-                )));
-            }
+        if !self.wait_inactive_until(&instance.id, deadline).await {
+            self.kill_and_wait(&instance).await?;
         }
+        self.end_exec_sessions(&instance).await;
         self.find(&instance.id).await.or(Ok(instance))
+    }
+
+    /// SIGKILL to every process of the instance, then waits for the exit to be recorded. A
+    /// supervisor that is there but does not answer has its main process killed directly:
+    /// not reaped yet, that pid cannot have been reused.
+    async fn kill_and_wait(&self, instance: &Instance) -> EngineResult<()> {
+        let kill = Request::Kill {
+            signal: libc::SIGKILL,
+            all: true,
+        };
+        let asked = client::call_within(&self.socket_of(instance), &kill, Duration::from_secs(5)).await;
+        if let (Err(e @ client::ClientError::Timeout(_)), Some(pid)) = (asked, instance.pid) {
+            tracing::warn!(id = %instance.id, pid, error = %e, "the supervisor did not take SIGKILL; killing the main process");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
+            return Ok(());
+        }
+        Err(EngineError::internal(format!(
+            "instance {} did not stop after SIGKILL",
+            instance.name
+        )))
+    }
+
+    /// Ends the exec sessions of an instance (see `exec_sessions`).
+    async fn end_exec_sessions(&self, instance: &Instance) {
+        crate::exec_sessions::end_all(&self.instance_dir(&instance.id).join("execs")).await;
     }
 
     pub async fn restart(self: &Arc<Self>, key: &str, timeout_secs: Option<u64>) -> EngineResult<Instance> {
@@ -969,11 +1046,9 @@ impl Engine {
             if instance.state == InstanceState::Paused {
                 let _ = self.unpause(&instance.id).await;
             }
-            let _ = self.signal(&instance, libc::SIGKILL, true).await;
-            if !self.wait_inactive(&instance.id, Duration::from_secs(10)).await {
-                return Err(EngineError::internal(format!("instance {} did not die", instance.name)));
-            }
+            self.kill_and_wait(&instance).await?;
         }
+        self.end_exec_sessions(&instance).await;
         let guard = self.lock(&instance.id).await;
         let current = match self.store.get_instance(&instance.id).await {
             Ok(current) => current,
@@ -1056,7 +1131,13 @@ impl Engine {
             let _ = std::fs::remove_dir_all(dir);
         };
         let result = async {
-            self.spawn_supervisor(&dir, &config).await?;
+            let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
+            // `stop` and `rm -f` end the session by it, also after a daemon restart.
+            std::fs::write(
+                dir.join(crate::exec_sessions::SUPERVISOR_PID_FILE),
+                supervisor_pid.to_string(),
+            )
+            .map_err(|e| EngineError::internal(format!("recording the exec supervisor: {e}")))?;
             let stream = if request.detach {
                 None
             } else {
@@ -1092,7 +1173,7 @@ impl Engine {
         if requested.is_empty() {
             return Err(EngineError::invalid(
                 "limits",
-                "nothing to update; give --cpus, --memory or --pids",
+                "nothing to update; give --cpus, --memory, --pids-limit, --reserve-cpus or --reserve-memory",
             ));
         }
         let found = self.find(key).await?;
@@ -1112,11 +1193,28 @@ impl Engine {
             instance.default_limits.retain(|f| f != "pids");
         }
         self.check_limits(&limits)?;
+        let requests = admission::updated_requests(&instance, requested, &limits)?;
+        self.check_requests(&requests)?;
+        let mut claim = None;
         if instance.state.is_active() {
+            let needed = Reservation {
+                millicpus: requests.cpus.map_or(0, |c| c.0),
+                memory_bytes: requests.memory_bytes.unwrap_or(0),
+            };
+            // Growing a running instance's reservation needs room like a start does.
+            if needed.millicpus > instance.reserved_cpus().0 || needed.memory_bytes > instance.reserved_memory_bytes() {
+                claim = Some(
+                    self.admission
+                        .claim(self.store.as_ref(), &instance, needed, "grow")
+                        .await?,
+                );
+            }
             self.driver(instance.kind)?.update_limits(&instance, &limits).await?;
         }
         instance.limits = limits;
+        instance.requests = requests;
         self.store.update_instance(&instance).await?;
+        drop(claim);
         self.emit(&instance, "update", None);
         Ok(instance)
     }
@@ -1190,7 +1288,7 @@ impl Engine {
                 _ => counts.stopped += 1,
             }
         }
-        let allocated = self.allocation(&instances, None);
+        let allocated = self.admission.summary(&instances, None);
         let fingerprint = self.containers.fingerprint();
         let detail = |key: &str| {
             fingerprint

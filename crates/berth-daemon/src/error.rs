@@ -73,6 +73,7 @@ impl From<ImageError> for EngineError {
                 StatusCode::BAD_REQUEST
             }
             ImageError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
+            ImageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ImageError::InUse(..) => StatusCode::CONFLICT,
             ImageError::Registry(_) => StatusCode::BAD_GATEWAY,
             ImageError::Io { .. } | ImageError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

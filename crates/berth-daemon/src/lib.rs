@@ -1,10 +1,13 @@
 //! berth's node daemon: the engine that drives instances through their drivers and the
 //! REST API it serves on a unix socket. `berth daemon` calls `run`.
 
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod exec_sessions;
+pub mod extract;
 pub mod host;
 pub mod identity;
 pub mod networks;
@@ -89,7 +92,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     );
     let identity = node_identity(&state_dir, store.as_ref()).await?;
     let node = identity.id.clone();
-    let images = ImageStore::open(&state_dir.join("images"), store.clone()).context("opening the image store")?;
+    let images = ImageStore::open(&state_dir.join("images"), store.clone())
+        .context("opening the image store")?
+        .with_limits(config.image_limits);
     let containers = ContainerDriver::new(
         images.clone(),
         state_dir.join("rt"),

@@ -12,6 +12,7 @@ use berth_model::instance::{
 };
 use berth_model::network::{InstanceAddress, DEFAULT_NETWORK};
 use berth_model::quantity::MilliCpus;
+use berth_model::instance::Requests;
 use berth_model::{Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 use berth_vm::disk_source::{self, DiskFormat, DiskSource};
 use berth_vm::import::{shown, ImportedInterface, ImportedVm};
@@ -390,6 +391,11 @@ impl Engine {
                 memory_bytes: Some(imported.memory_bytes),
                 pids: None,
                 network_bits_per_second: None,
+            },
+            // A definition reserves its full size, as an instance type does.
+            requests: Requests {
+                cpus: Some(MilliCpus::from_cpus(imported.vcpus as u64)),
+                memory_bytes: Some(imported.memory_bytes),
             },
             instance_type: None,
             default_limits: Vec::new(),

@@ -120,6 +120,19 @@ impl Volumes {
         if size < 16 << 20 {
             return Err(EngineError::invalid("size", "--size: a volume needs at least 16MiB"));
         }
+        if size > crate::engine::MAX_DISK_BYTES {
+            return Err(EngineError::invalid(
+                "size",
+                format!(
+                    "--size: a volume holds at most {}",
+                    ByteSize(crate::engine::MAX_DISK_BYTES)
+                ),
+            ));
+        }
+        if nfs.is_none() {
+            berth_storage::check_file_size(&self.root, size)
+                .map_err(|e| EngineError::invalid("size", format!("--size {}: {e}", ByteSize(size))))?;
+        }
         let _one_at_a_time = self.creating.lock().await;
         if self.store.get_volume(name).await.is_ok() {
             return Err(EngineError::conflict(format!("volume {name} already exists")));

@@ -107,12 +107,25 @@ impl ImageStore {
                 text: "decompressing archive".into(),
             });
             let temp = self.temp_path("archive");
-            let (_, mut stream) = crate::unpack::decompressed(
+            let (_, stream) = crate::unpack::decompressed(
                 File::open(path).map_err(io_context(format!("opening {}", path.display())))?,
             )
             .map_err(io_context("decompressing archive"))?;
+            let max = self.limits.max_layer_bytes;
+            let mut limited = crate::unpack::SizeLimited::new(stream, max);
             let mut out = File::create(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
-            io::copy(&mut stream, &mut out).map_err(io_context("decompressing archive"))?;
+            if let Err(e) = io::copy(&mut limited, &mut out) {
+                drop(out);
+                let _ = std::fs::remove_file(&temp);
+                if limited.exceeded() {
+                    return Err(ImageError::TooLarge(format!(
+                        "{} decompresses to more than {}; raise [images] max_layer_size in the daemon config if it is genuine",
+                        path.display(),
+                        berth_model::ByteSize(max)
+                    )));
+                }
+                return Err(io_context("decompressing archive")(e));
+            }
             Some(temp)
         } else {
             None
@@ -238,7 +251,7 @@ impl ImageStore {
         source_label: &str,
         progress: &ProgressSink,
     ) -> Result<Vec<PendingImage>, ImageError> {
-        let index = oci::parse_index(&source.read_to_vec("index.json", oci::MAX_DOCUMENT_BYTES)?)?;
+        let index = oci::parse_index(&source.read_to_vec("index.json", self.limits.max_document_bytes)?)?;
         let mut images = Vec::new();
         for descriptor in &index.manifests {
             let name = descriptor
@@ -270,7 +283,7 @@ impl ImageStore {
     fn read_verified(&self, source: &dyn ArchiveSource, digest: &str) -> Result<Vec<u8>, ImageError> {
         let data = source.read_to_vec(
             &format!("blobs/sha256/{}", digest_hex(digest)?),
-            oci::MAX_DOCUMENT_BYTES,
+            self.limits.max_document_bytes,
         )?;
         let actual = sha256_digest(&data);
         if actual != digest {
@@ -338,7 +351,7 @@ impl ImageStore {
         progress: &ProgressSink,
     ) -> Result<Vec<PendingImage>, ImageError> {
         let entries: Vec<DockerSaveEntry> =
-            serde_json::from_slice(&source.read_to_vec("manifest.json", oci::MAX_DOCUMENT_BYTES)?)
+            serde_json::from_slice(&source.read_to_vec("manifest.json", self.limits.max_document_bytes)?)
                 .map_err(|e| ImageError::Format(format!("docker save manifest.json: {e}")))?;
         if entries.is_empty() {
             return Err(ImageError::Format(
@@ -347,7 +360,7 @@ impl ImageStore {
         }
         let mut images = Vec::new();
         for entry in entries {
-            let config = source.read_to_vec(&entry.config, oci::MAX_DOCUMENT_BYTES)?;
+            let config = source.read_to_vec(&entry.config, self.limits.max_document_bytes)?;
             if let Some(claimed) = claimed_digest(&entry.config) {
                 let actual = sha256_digest(&config);
                 if actual != claimed {

@@ -44,6 +44,9 @@ pub enum ImageError {
     },
     #[error("unsupported image format: {0}")]
     Format(String),
+    /// A document or layer beyond `ImageLimits`.
+    #[error("refused: {0}")]
+    TooLarge(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -61,6 +64,25 @@ pub enum ImageError {
 /// Receives progress of long jobs (pull, push, import).
 pub type ProgressSink = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
 
+/// Bounds on what an image source (a registry, an archive) can make the store read or hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// A manifest, index or config: real ones are a few KiB; 4 MiB, as the registry itself
+    /// and containers/image allow.
+    pub max_document_bytes: u64,
+    /// One layer, compressed or unpacked; a decompression bomb stops here.
+    pub max_layer_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_document_bytes: oci::MAX_DOCUMENT_BYTES,
+            max_layer_bytes: 32 << 30,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ImageStore {
     root: PathBuf,
@@ -68,6 +90,7 @@ pub struct ImageStore {
     /// Held shared by imports and pulls, exclusively by garbage collection, so a blob
     /// stored by a job whose image is not recorded yet is never collected.
     jobs: Arc<tokio::sync::RwLock<()>>,
+    limits: ImageLimits,
 }
 
 pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
@@ -112,7 +135,18 @@ impl ImageStore {
             root: root.to_path_buf(),
             store,
             jobs: Arc::new(tokio::sync::RwLock::new(())),
+            limits: ImageLimits::default(),
         })
+    }
+
+    /// The same store with other bounds (the daemon's `[images]` settings).
+    pub fn with_limits(mut self, limits: ImageLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> ImageLimits {
+        self.limits
     }
 
     pub fn root(&self) -> &Path {
@@ -232,7 +266,7 @@ impl ImageStore {
         let temp = self.temp_path("layer");
         fs::create_dir(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
         let result = (|| {
-            let report = unpack::unpack_layer(blob, &temp)?;
+            let report = unpack::unpack_layer(blob, &temp, self.limits.max_layer_bytes)?;
             if let Some(expected) = expected_diff_id {
                 if expected != report.diff_id {
                     return Err(ImageError::DigestMismatch {

@@ -88,6 +88,9 @@ impl ImageStore {
             .pull_manifest_raw(&reference, &auth, ACCEPTED_MANIFESTS)
             .await
             .map_err(registry_error("fetching manifest of", &reference))?;
+        // oci-client has read the body by now; the bound at least keeps it from being parsed
+        // and stored.
+        self.check_document_size("manifest", &reference, manifest_bytes.len() as u64)?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
             .ok()
             .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
@@ -101,6 +104,7 @@ impl ImageStore {
                 .await
                 .map_err(registry_error("fetching platform manifest of", &reference))?;
         }
+        self.check_document_size("manifest", &reference, manifest_bytes.len() as u64)?;
         if crate::sha256_digest(&manifest_bytes) != manifest_digest {
             return Err(ImageError::DigestMismatch {
                 what: format!("manifest of {reference}"),
@@ -110,6 +114,17 @@ impl ImageStore {
         }
         let manifest = oci::parse_manifest(&manifest_bytes)?;
 
+        self.check_document_size("config", &reference, manifest.config.size)?;
+        for layer in &manifest.layers {
+            if layer.size > self.limits.max_layer_bytes {
+                return Err(ImageError::TooLarge(format!(
+                    "layer {} of {reference} is {} bytes, more than {}; raise [images] max_layer_size in the daemon config if the image is genuine",
+                    layer.digest,
+                    layer.size,
+                    berth_model::ByteSize(self.limits.max_layer_bytes)
+                )));
+            }
+        }
         let config_path = self
             .download_blob(&client, &reference, &manifest.config, &progress, false)
             .await?;
@@ -161,7 +176,19 @@ impl ImageStore {
         Ok(record)
     }
 
-    /// Streams a blob into the store unless it is there already; verifies its digest.
+    fn check_document_size(&self, what: &str, reference: &Reference, size: u64) -> Result<(), ImageError> {
+        let max = self.limits.max_document_bytes;
+        if size > max {
+            return Err(ImageError::TooLarge(format!(
+                "the {what} of {reference} is {size} bytes, more than the {} berth accepts (real ones are a few KiB); raise [images] max_document_size in the daemon config if it is genuine",
+                berth_model::ByteSize(max)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Streams a blob into the store unless it is there already; verifies its digest. The
+    /// registry may send no more than the descriptor's size (the caller bounded that).
     async fn download_blob(
         &self,
         client: &Client,
@@ -201,11 +228,17 @@ impl ImageStore {
             while let Some(chunk) = stream.stream.next().await {
                 let chunk =
                     chunk.map_err(|e| ImageError::Registry(format!("downloading {}: {e}", descriptor.digest)))?;
+                received += chunk.len() as u64;
+                if received > descriptor.size {
+                    return Err(ImageError::Format(format!(
+                        "the registry sent more than the {} bytes the manifest gives for {}",
+                        descriptor.size, descriptor.digest
+                    )));
+                }
                 hasher.update(&chunk);
                 file.write_all(&chunk)
                     .await
                     .map_err(crate::io_context(format!("writing {}", temp.display())))?;
-                received += chunk.len() as u64;
                 if report && received - last_report >= 256 * 1024 {
                     last_report = received;
                     progress(ProgressEvent::Progress {
@@ -260,7 +293,7 @@ impl ImageStore {
             .auth(&reference, &auth, RegistryOperation::Push)
             .await
             .map_err(registry_error("authenticating for", &reference))?;
-        let manifest_bytes = self.read_blob(&image.manifest_digest, oci::MAX_DOCUMENT_BYTES)?;
+        let manifest_bytes = self.read_blob(&image.manifest_digest, self.limits.max_document_bytes)?;
         let manifest = oci::parse_manifest(&manifest_bytes)?;
         let mut blobs: Vec<&Descriptor> = manifest.layers.iter().collect();
         blobs.push(&manifest.config);

@@ -71,6 +71,44 @@ pub fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<(Compression, Box<
     Ok((compression, stream))
 }
 
+/// A reader that fails once more than `limit` bytes have passed: what a compressed stream
+/// may unpack to. `exceeded` tells the caller why reading stopped.
+pub struct SizeLimited<R> {
+    inner: R,
+    remaining: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> SizeLimited<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        SizeLimited {
+            inner,
+            remaining: limit,
+            exceeded: false,
+        }
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+}
+
+impl<R: Read> Read for SizeLimited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte beyond the limit is asked for, so a stream of exactly `limit` bytes passes.
+        let wanted = buf
+            .len()
+            .min(usize::try_from(self.remaining.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..wanted])?;
+        if n as u64 > self.remaining {
+            self.exceeded = true;
+            return Err(io::Error::other("size limit exceeded"));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
 /// A reader that hashes what passes through it.
 pub struct HashingReader<R> {
     inner: R,
@@ -87,11 +125,23 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
-    /// Reads whatever is left (tar stops at its end marker, padding may follow), then
-    /// returns the digest as `sha256:<hex>` and the byte count.
-    pub fn finish(mut self) -> io::Result<(String, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.bytes))
+    /// Reads whatever is left (tar stops at its end marker, padding may follow), so that
+    /// `digest` covers the whole stream.
+    pub fn drain(&mut self) -> io::Result<()> {
+        io::copy(self, &mut io::sink()).map(|_| ())
+    }
+
+    /// The digest of what passed so far, as `sha256:<hex>`.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
 }
 
@@ -272,15 +322,16 @@ fn make_whiteout(path: &Path) -> Result<(), ImageError> {
 }
 
 /// Unpacks the (possibly compressed) layer tar from `reader` into `root`, which must exist
-/// and be empty. On error the caller discards `root`.
-pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, ImageError> {
+/// and be empty. The uncompressed stream may hold at most `max_bytes`. On error the caller
+/// discards `root`.
+pub fn unpack_layer(reader: impl Read, root: &Path, max_bytes: u64) -> Result<UnpackReport, ImageError> {
     let (_, stream) = decompressed(reader).map_err(|e| ImageError::Format(format!("reading layer: {e}")))?;
-    let mut hashing = HashingReader::new(stream);
+    let mut hashing = HashingReader::new(SizeLimited::new(stream, max_bytes));
     let mut writer = LayerWriter {
         root,
         report: UnpackReport::default(),
     };
-    {
+    let unpacked = (|| {
         let mut archive = tar::Archive::new(&mut hashing);
         archive.set_preserve_permissions(true);
         archive.set_preserve_ownerships(true);
@@ -294,12 +345,27 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackReport, Imag
             let mut entry = entry.map_err(|e| ImageError::Format(format!("corrupt tar entry: {e}")))?;
             unpack_entry(&mut writer, &mut entry)?;
         }
+        Ok(())
+    })();
+    let finished = unpacked.and_then(|()| {
+        hashing
+            .drain()
+            .map_err(|e| ImageError::Format(format!("reading layer: {e}")))
+    });
+    if hashing.get_ref().exceeded() {
+        return Err(layer_too_large(max_bytes));
     }
-    let (diff_id, _) = hashing
-        .finish()
-        .map_err(|e| ImageError::Format(format!("reading layer: {e}")))?;
-    writer.report.diff_id = diff_id;
+    finished?;
+    writer.report.diff_id = hashing.digest();
     Ok(writer.report)
+}
+
+/// The one error for a layer beyond the configured bound.
+pub fn layer_too_large(max_bytes: u64) -> ImageError {
+    ImageError::TooLarge(format!(
+        "a layer unpacks to more than {} (a decompression bomb?); raise [images] max_layer_size in the daemon config if the image is genuine",
+        berth_model::ByteSize(max_bytes)
+    ))
 }
 
 fn unpack_entry<R: Read>(writer: &mut LayerWriter<'_>, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
@@ -398,6 +464,46 @@ fn unpack_entry<R: Read>(writer: &mut LayerWriter<'_>, entry: &mut tar::Entry<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gzip'd tar holding one file of `size` zero bytes: a few KiB that unpack to `size`.
+    fn zeros_layer(size: u64) -> Vec<u8> {
+        let gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut builder = tar::Builder::new(gzip);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        builder
+            .append_data(&mut header, "zeros", io::repeat(0).take(size))
+            .unwrap();
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn a_layer_beyond_the_limit_is_refused_as_too_large() {
+        let layer = zeros_layer(4 << 20);
+        assert!(layer.len() < 64 << 10, "the bomb is small: {}", layer.len());
+        let root = tempfile::tempdir().unwrap();
+        let error = unpack_layer(&layer[..], root.path(), 1 << 20).unwrap_err();
+        assert!(matches!(error, ImageError::TooLarge(_)), "{error}");
+        assert!(error.to_string().contains("max_layer_size"), "{error}");
+        let fits = tempfile::tempdir().unwrap();
+        unpack_layer(&layer[..], fits.path(), 8 << 20).unwrap();
+        assert_eq!(fs::metadata(fits.path().join("zeros")).unwrap().len(), 4 << 20);
+    }
+
+    #[test]
+    fn size_limited_passes_exactly_the_limit() {
+        let mut exact = SizeLimited::new(&[7u8; 10][..], 10);
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 10);
+        let mut over = SizeLimited::new(&[7u8; 11][..], 10);
+        assert!(over.read_to_end(&mut Vec::new()).is_err());
+        assert!(over.exceeded());
+    }
 
     #[test]
     fn cleans_paths() {

@@ -25,11 +25,23 @@ pub struct LimitsRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub pids: Option<LimitSetting<u64>>,
+    /// CPUs to reserve (the request admission counts); by default the CPU limit if one is
+    /// given, else the daemon's default request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub reserve_cpus: Option<MilliCpus>,
+    /// Bytes of memory to reserve; by default as `reserve_cpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_memory_bytes: Option<u64>,
 }
 
 impl LimitsRequest {
     pub fn is_empty(&self) -> bool {
-        self.cpus.is_none() && self.memory_bytes.is_none() && self.pids.is_none()
+        self.cpus.is_none()
+            && self.memory_bytes.is_none()
+            && self.pids.is_none()
+            && self.reserve_cpus.is_none()
+            && self.reserve_memory_bytes.is_none()
     }
 }
 
@@ -174,7 +186,8 @@ pub struct UpdateInstanceRequest {
 /// `POST /v1/instances/{id}/stop`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
 pub struct StopParams {
-    /// Seconds to wait after SIGTERM before SIGKILL (default 10).
+    /// Seconds to wait after SIGTERM (or a VM's power button) before SIGKILL: default the
+    /// daemon's stop_timeout_secs (10), at most 86400. SIGKILL follows in every case.
     #[serde(default)]
     pub timeout: Option<u64>,
 }
@@ -366,12 +379,19 @@ pub struct HostInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AllocationSummary {
-    /// Sum of CPU limits of active instances.
+    /// CPUs reserved by active instances (the sum of their requests): what admission counts.
     pub cpus: f64,
+    /// Memory reserved by active instances (the sum of their requests).
     pub memory_bytes: u64,
+    /// The sum of active instances' CPU limits: what they may use at most together.
+    #[serde(default)]
+    pub limit_cpus: f64,
+    /// The sum of active instances' memory limits.
+    #[serde(default)]
+    pub limit_memory_bytes: u64,
     /// Active instances without a CPU or memory limit.
     pub unlimited_instances: usize,
-    /// What may be allocated: the host's capacity times the overcommit ratios.
+    /// What may be reserved: the host's capacity times the overcommit ratios.
     pub capacity_cpus: f64,
     pub capacity_memory_bytes: u64,
     pub free_cpus: f64,

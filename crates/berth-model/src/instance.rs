@@ -79,6 +79,17 @@ impl Limits {
     }
 }
 
+/// What an instance reserves on its host, its requests as Kubernetes calls them: admission
+/// counts these (and the scheduler will place by them), while its limits cap what it may use.
+/// Null only in records written before requests existed, which are charged their limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Requests {
+    /// CPUs reserved (0.1 = a tenth of one CPU's time).
+    #[schema(value_type = Option<f64>)]
+    pub cpus: Option<MilliCpus>,
+    pub memory_bytes: Option<u64>,
+}
+
 /// What the main process of an instance runs and how.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProcessSpec {
@@ -256,6 +267,9 @@ pub struct Instance {
     /// Host PID of the per-instance supervisor while active.
     pub supervisor_pid: Option<u32>,
     pub limits: Limits,
+    /// What it reserves against the host's capacity (at most its limits).
+    #[serde(default)]
+    pub requests: Requests,
     /// The instance type it was sized from, if any.
     #[serde(default)]
     pub instance_type: Option<String>,
@@ -281,6 +295,17 @@ pub struct Instance {
 impl Instance {
     pub fn short_id(&self) -> &str {
         short_id(&self.id)
+    }
+
+    /// CPU held against the host's capacity while active: the request. Records from before
+    /// requests existed are charged their limit, as they were when they were admitted.
+    pub fn reserved_cpus(&self) -> MilliCpus {
+        self.requests.cpus.or(self.limits.cpus).unwrap_or(MilliCpus(0))
+    }
+
+    /// Memory held against the host's capacity while active; as `reserved_cpus`.
+    pub fn reserved_memory_bytes(&self) -> u64 {
+        self.requests.memory_bytes.or(self.limits.memory_bytes).unwrap_or(0)
     }
 }
 
@@ -360,6 +385,43 @@ mod tests {
         assert!(validate_name("a/b").is_err());
         assert!(validate_name(&"a".repeat(129)).is_err());
         assert!(validate_name(&generate_name()).is_ok());
+    }
+
+    #[test]
+    fn records_from_before_requests_load_and_are_charged_their_limits() {
+        // An instance record as berth wrote it before requests existed.
+        let legacy = serde_json::json!({
+            "id": "a".repeat(64), "name": "old", "kind": "container", "image": "busybox",
+            "state": "running", "exit_code": null, "oom_killed": false, "pid": 1, "supervisor_pid": 2,
+            "limits": {"cpus": 1.0, "memory_bytes": 536870912u64, "pids": 1024},
+            "default_limits": ["cpus", "memory", "pids"],
+            "spec": {"kind": "container", "image": "busybox", "image_id": "sha256:x",
+                     "process": {"args": ["sleep"], "env": [], "working_dir": "", "user": "", "tty": false, "open_stdin": false},
+                     "hostname": "old", "auto_remove": false},
+            "node": "n", "created_at": "2025-01-01T00:00:00Z", "started_at": null, "finished_at": null,
+            "restart_count": 0, "error": null
+        });
+        let instance: Instance = serde_json::from_value(legacy).unwrap();
+        assert_eq!(instance.requests, Requests::default());
+        assert_eq!(instance.reserved_cpus(), MilliCpus(1000));
+        assert_eq!(instance.reserved_memory_bytes(), 512 << 20);
+        let unlimited = Instance {
+            limits: Limits::default(),
+            ..instance.clone()
+        };
+        assert_eq!(
+            (unlimited.reserved_cpus(), unlimited.reserved_memory_bytes()),
+            (MilliCpus(0), 0)
+        );
+        let requested = Instance {
+            requests: Requests {
+                cpus: Some(MilliCpus(100)),
+                memory_bytes: Some(64 << 20),
+            },
+            ..instance
+        };
+        assert_eq!(requested.reserved_cpus(), MilliCpus(100));
+        assert_eq!(requested.reserved_memory_bytes(), 64 << 20);
     }
 
     #[test]

@@ -13,5 +13,5 @@ pub mod stream;
 pub mod types;
 pub mod volume;
 
-pub use instance::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
+pub use instance::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits, Requests};
 pub use quantity::{ByteSize, LimitSetting, MilliCpus};

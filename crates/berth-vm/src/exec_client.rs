@@ -26,7 +26,20 @@ pub fn connect(socket: &Path, timeout: Duration) -> std::io::Result<UnixStream> 
 
 /// Sends one request and waits for its Exit frame.
 pub fn request(socket: &Path, exec: &GuestExec, forward_stdin: bool) -> std::io::Result<ExitStatus> {
-    let mut stream = connect(socket, Duration::from_secs(10))?;
+    let stream = connect(socket, Duration::from_secs(10))?;
+    request_on(stream, exec, forward_stdin)
+}
+
+/// Sends one request that must be answered within `timeout` (a signal for the main
+/// command): the port may be busy with an exec session, or the guest may not answer.
+pub fn request_within(socket: &Path, exec: &GuestExec, timeout: Duration) -> std::io::Result<ExitStatus> {
+    let stream = connect(socket, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    request_on(stream, exec, false)
+}
+
+fn request_on(mut stream: UnixStream, exec: &GuestExec, forward_stdin: bool) -> std::io::Result<ExitStatus> {
     let mut line = serde_json::to_vec(exec).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line)?;

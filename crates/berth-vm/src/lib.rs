@@ -64,6 +64,8 @@ pub const DEFAULT_DISK_BYTES: u64 = 4 << 30;
 pub const BOOT_TIMEOUT_SECS: u64 = 120;
 /// Hot-added memory comes in DIMMs of a multiple of this.
 const DIMM_ALIGN: u64 = 128 << 20;
+/// How long asking the guest agent to signal its command may take before giving up.
+const STOP_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct VmDriver {
     images: ImageStore,
@@ -617,10 +619,14 @@ impl InstanceDriver for VmDriver {
                     signal: Some(libc::SIGTERM),
                     ..Default::default()
                 };
-                tokio::task::spawn_blocking(move || exec_client::request(&exec_socket, &request, false))
-                    .await
-                    .map_err(|e| DriverError::Other(e.to_string()))?
-                    .map_err(|e| DriverError::Other(format!("asking the guest to stop: {e}")))?;
+                // The engine bounds the stop by its grace period; this bound makes sure the
+                // thread ends too when the port is busy with an exec session.
+                tokio::task::spawn_blocking(move || {
+                    exec_client::request_within(&exec_socket, &request, STOP_REQUEST_TIMEOUT)
+                })
+                .await
+                .map_err(|e| DriverError::Other(e.to_string()))?
+                .map_err(|e| DriverError::Other(format!("asking the guest to stop: {e}")))?;
             }
         }
         Ok(true)

@@ -175,18 +175,37 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Resource limits, shared by run, create and update.
+fn parse_reserve_cpus(text: &str) -> Result<MilliCpus, String> {
+    text.parse::<MilliCpus>().map_err(|e| e.to_string())
+}
+
+/// Resource limits and requests, shared by run, create and update. A limit caps what the
+/// instance may use; a request (`--reserve-*`) is what it holds against the host's capacity,
+/// which admission counts.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LimitArgs {
-    /// CPU quota in CPUs (0.5 = half a CPU), or "unlimited"
+    /// CPU quota in CPUs (0.5 = half a CPU), or "unlimited". Given alone, it is also what
+    /// the instance reserves
     #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
     pub cpus: Option<LimitSetting<MilliCpus>>,
-    /// Memory limit (64m, 1g), or "unlimited"; the OOM killer acts beyond it
+    /// Memory limit (64m, 1g), or "unlimited"; the OOM killer acts beyond it. Given alone,
+    /// it is also what the instance reserves
     #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse_memory)]
     pub memory: Option<LimitSetting<ByteSize>>,
     /// Maximum number of processes, or "unlimited"
     #[arg(long = "pids-limit", value_name = "N", value_parser = parse_pids)]
     pub pids_limit: Option<LimitSetting<u64>>,
+    /// CPUs to reserve on the host (0.25, 250m): admission starts the instance only where
+    /// that much is free, and counts it as taken while it runs. At most --cpus. Default:
+    /// --cpus if given, an instance type's vCPUs, else the daemon's [defaults] reserve_cpus
+    /// (0.1)
+    #[arg(long = "reserve-cpus", value_name = "CPUS", value_parser = parse_reserve_cpus)]
+    pub reserve_cpus: Option<MilliCpus>,
+    /// Memory to reserve on the host (128m, 1g), as --reserve-cpus. At most --memory.
+    /// Default: --memory if given, an instance type's memory, a VM's memory, else the
+    /// daemon's [defaults] reserve_memory (64m)
+    #[arg(long = "reserve-memory", value_name = "SIZE", value_parser = parse_size)]
+    pub reserve_memory: Option<ByteSize>,
 }
 
 #[derive(Debug, Args)]
@@ -282,7 +301,9 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait after SIGTERM before SIGKILL
+    /// Seconds to wait after SIGTERM (a VM: its power button) before SIGKILL, at most 86400
+    /// (default: the daemon's stop_timeout_secs, 10). SIGKILL follows in every case, also when
+    /// a guest does not answer or an exec session is open; exec sessions end with the instance
     #[arg(short = 't', long = "time", value_name = "SECS")]
     pub timeout: Option<u64>,
     #[arg(required = true, value_name = "INSTANCE")]

@@ -40,16 +40,22 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
     );
     let allocation = &info.allocated;
     println!(
-        "CPUs:            {} (capacity {:.2} at overcommit {}, allocated {:.2}, free {:.2})",
-        info.cpus, allocation.capacity_cpus, allocation.cpu_overcommit, allocation.cpus, allocation.free_cpus
+        "CPUs:            {} (capacity {:.2} at overcommit {}, reserved {:.2}, free {:.2}; limits of running instances {:.2})",
+        info.cpus,
+        allocation.capacity_cpus,
+        allocation.cpu_overcommit,
+        allocation.cpus,
+        allocation.free_cpus,
+        allocation.limit_cpus
     );
     println!(
-        "Memory:          {} (capacity {} at overcommit {}, allocated {}, free {})",
+        "Memory:          {} (capacity {} at overcommit {}, reserved {}, free {}; limits of running instances {})",
         ByteSize(info.memory_bytes),
         ByteSize(allocation.capacity_memory_bytes),
         allocation.memory_overcommit,
         ByteSize(allocation.memory_bytes),
-        ByteSize(allocation.free_memory_bytes)
+        ByteSize(allocation.free_memory_bytes),
+        ByteSize(allocation.limit_memory_bytes)
     );
     if info.allocated.unlimited_instances > 0 {
         println!(
@@ -62,6 +68,11 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
         setting(defaults.cpus),
         memory_default,
         setting(defaults.pids)
+    );
+    println!(
+        "Default request: cpus {}, memory {}",
+        defaults.reserve_cpus.map_or("0".into(), |c| c.to_string()),
+        ByteSize(defaults.reserve_memory_bytes.unwrap_or(0))
     );
     println!(
         "Instances:       {} ({} running, {} paused, {} stopped)",

@@ -27,6 +27,8 @@ fn limits_request(args: &LimitArgs) -> LimitsRequest {
             LimitSetting::Value(size) => LimitSetting::Value(size.bytes()),
         }),
         pids: args.pids_limit,
+        reserve_cpus: args.reserve_cpus,
+        reserve_memory_bytes: args.reserve_memory.map(|m| m.bytes()),
     }
 }
 
@@ -134,8 +136,14 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<Outcome> {
             return Ok(Outcome::Success);
         }
         Err(e) => {
-            // --rm asked for no leftovers, also when the start fails.
-            if args.create.rm {
+            // --rm asked for no leftovers, also when the start fails; a start refused before
+            // anything ran (no room on the host, a port or volume taken) leaves no instance
+            // holding the name either.
+            let refused = e
+                .downcast_ref::<berth_client::ClientError>()
+                .and_then(|e| e.status())
+                .is_some_and(|status| status == hyper::StatusCode::CONFLICT);
+            if args.create.rm || refused {
                 let _ = client
                     .delete(&format!("/v1/instances/{}?force=true", encode(&created.id)))
                     .await;
@@ -414,7 +422,7 @@ pub async fn update(client: &Client, args: UpdateArgs) -> Result<Outcome> {
         limits: limits_request(&args.limits),
     };
     if request.limits.is_empty() {
-        bail!("nothing to update; give --cpus, --memory or --pids-limit");
+        bail!("nothing to update; give --cpus, --memory, --pids-limit, --reserve-cpus or --reserve-memory");
     }
     each(&args.names, |name| {
         let request = request.clone();
