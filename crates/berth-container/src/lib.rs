@@ -17,10 +17,12 @@ use berth_model::api::{ExecRequest, InstanceStats};
 use berth_model::driver::{DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, Workload};
 use berth_model::image::ImageRecord;
 use berth_model::instance::short_id;
+use berth_model::mount::MountKind;
 use berth_model::{Instance, InstanceKind, Limits};
 
 use crate::cgroups::Cgroups;
 use crate::rootfs::RootfsPaths;
+use crate::spec::ExtraMount;
 
 /// Every instance cgroup lives under this parent in each hierarchy.
 pub const CGROUP_PARENT: &str = "berth";
@@ -132,7 +134,7 @@ impl InstanceDriver for ContainerDriver {
             }
             let etc_dir = dir.join("etc");
             spec::write_etc_files(&etc_dir, &instance.spec.hostname, instance.address.as_ref())?;
-            let mut binds = mount_instance_storage(instance, dir)?;
+            let mut mounts = mount_instance_storage(instance, dir)?;
             // Volumes: the daemon has their filesystems mounted on the host.
             for volume in &instance.spec.volumes {
                 // Records from before `host_path` existed: local volumes, mounted beside the image.
@@ -140,8 +142,13 @@ impl InstanceDriver for ContainerDriver {
                     "" => Path::new(&volume.source).with_file_name("mnt"),
                     path => PathBuf::from(path),
                 };
-                binds.push((host_path, volume.path.clone(), volume.read_only));
+                mounts.push(ExtraMount::Bind {
+                    source: host_path,
+                    target: volume.path.clone(),
+                    read_only: volume.read_only,
+                });
             }
+            mounts.extend(host_mounts(instance)?);
             let name = Self::runtime_name(instance);
             let runtime_spec = spec::build_spec(&spec::SpecInputs {
                 instance,
@@ -149,7 +156,7 @@ impl InstanceDriver for ContainerDriver {
                 resources: self.cgroups.resources(&instance.limits)?,
                 cgroups_path: &self.cgroups.path_for(&name),
                 etc_dir: &etc_dir,
-                binds,
+                mounts,
                 network_namespace: instance
                     .address
                     .as_ref()
@@ -263,9 +270,42 @@ impl InstanceDriver for ContainerDriver {
     }
 }
 
+/// Host paths (`-v /host:/path`, `--mount type=bind`) and tmpfs of a container. A host path
+/// that went away since create is refused here, with what to do, rather than by the runtime.
+fn host_mounts(instance: &Instance) -> Result<Vec<ExtraMount>, DriverError> {
+    instance
+        .spec
+        .mounts
+        .iter()
+        .map(|mount| match mount.kind {
+            MountKind::Bind => {
+                let source = PathBuf::from(&mount.source);
+                if fs::symlink_metadata(&source).is_err() {
+                    return Err(DriverError::invalid(
+                        "mounts",
+                        format!(
+                            "the host path {} (mounted at {}) no longer exists; create it again or remove the instance",
+                            mount.source, mount.target
+                        ),
+                    ));
+                }
+                Ok(ExtraMount::Bind {
+                    source,
+                    target: mount.target.clone(),
+                    read_only: mount.read_only,
+                })
+            }
+            MountKind::Tmpfs => Ok(ExtraMount::Tmpfs {
+                target: mount.target.clone(),
+                options: mount.tmpfs_mount_options(),
+            }),
+        })
+        .collect()
+}
+
 /// Instance storage of a container: one thin ext4 image per disk of its type, mounted on
 /// the host and bound to /mnt/instance-store0, 1, ... Returns the binds for the spec.
-fn mount_instance_storage(instance: &Instance, dir: &Path) -> Result<Vec<(PathBuf, String, bool)>, DriverError> {
+fn mount_instance_storage(instance: &Instance, dir: &Path) -> Result<Vec<ExtraMount>, DriverError> {
     let mut binds = Vec::new();
     for (index, size) in instance.spec.instance_storage_bytes.iter().enumerate() {
         let image = dir.join(format!("instance-store/{index}.img"));
@@ -274,7 +314,11 @@ fn mount_instance_storage(instance: &Instance, dir: &Path) -> Result<Vec<(PathBu
             berth_storage::create_ext4_image(&image, *size).map_err(|e| DriverError::Other(e.to_string()))?;
         }
         berth_storage::mount_image(&image, &mountpoint, false).map_err(|e| DriverError::Other(e.to_string()))?;
-        binds.push((mountpoint, format!("/mnt/instance-store{index}"), false));
+        binds.push(ExtraMount::Bind {
+            source: mountpoint,
+            target: format!("/mnt/instance-store{index}"),
+            read_only: false,
+        });
     }
     Ok(binds)
 }

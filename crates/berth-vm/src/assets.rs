@@ -76,6 +76,7 @@ fn find_module(modules: &Path, name: &str) -> Option<PathBuf> {
         "drivers/char",
         "drivers/net",
         "net/core",
+        "fs/fuse",
     ] {
         let path = modules.join(subdir).join(format!("{name}.ko"));
         if path.exists() {

@@ -1,0 +1,189 @@
+//! An instance's mounts at create: `-v`, `--mount` and `--tmpfs` parsed into one list (first,
+//! so a malformed flag is refused before anything is made), then — last, beside volume
+//! creation — bind sources created where `-v` asks, checked and canonicalized on this host.
+//! Volumes among the mounts go on to `Engine::resolve_volumes`.
+
+use std::path::{Path, PathBuf};
+
+use berth_model::api::CreateInstanceRequest;
+use berth_model::mount::{parse_mount_flag, parse_tmpfs_flag, parse_volume_flag, InstanceMount, MountKind, MountRequest};
+use berth_model::volume::VolumeMount;
+use berth_model::InstanceKind;
+
+use crate::error::{EngineError, EngineResult};
+
+/// One parsed mount with the flag and text it came from, for errors that name them.
+struct PlannedMount {
+    field: &'static str,
+    flag: &'static str,
+    text: String,
+    request: MountRequest,
+}
+
+/// The mounts of a create request, parsed and checked against each other; nothing on the
+/// host was touched yet.
+pub struct MountPlan {
+    mounts: Vec<PlannedMount>,
+}
+
+/// Where a VM is given its mounts: by berth's guest agent, which only image-booted VMs run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MountHost {
+    Container,
+    VmWithAgent,
+    /// A VM booting its own disk through firmware: nobody inside mounts anything for berth.
+    VmFirmware,
+}
+
+impl MountPlan {
+    /// Parses every mount flag of `request`; refuses duplicate targets and mounts over an
+    /// instance-store disk.
+    pub fn parse(request: &CreateInstanceRequest, host: MountHost, instance_storage_disks: usize) -> EngineResult<Self> {
+        type Parser = fn(&str) -> Result<MountRequest, String>;
+        let sources: [(&'static str, &'static str, &[String], Parser); 3] = [
+            ("volumes", "-v", &request.volumes, parse_volume_flag),
+            ("mounts", "--mount", &request.mounts, parse_mount_flag),
+            ("tmpfs", "--tmpfs", &request.tmpfs, parse_tmpfs_flag),
+        ];
+        let mut mounts: Vec<PlannedMount> = Vec::new();
+        for (field, flag, texts, parse) in sources {
+            for text in texts {
+                let request = parse(text).map_err(|m| EngineError::invalid(field, m))?;
+                if let Some(earlier) = mounts.iter().find(|m| m.request.target() == request.target()) {
+                    return Err(EngineError::invalid(
+                        field,
+                        format!(
+                            "{flag} {text}: {} is already mounted by {} {}; give each target one mount",
+                            request.target(),
+                            earlier.flag,
+                            earlier.text
+                        ),
+                    ));
+                }
+                if (0..instance_storage_disks).any(|i| request.target() == format!("/mnt/instance-store{i}")) {
+                    return Err(EngineError::invalid(
+                        field,
+                        format!(
+                            "{flag} {text}: {} is the instance type's instance-store disk; pick another target",
+                            request.target()
+                        ),
+                    ));
+                }
+                mounts.push(PlannedMount {
+                    field,
+                    flag,
+                    text: text.clone(),
+                    request,
+                });
+            }
+        }
+        let plan = MountPlan { mounts };
+        if host != MountHost::Container {
+            plan.check_for_vm(host)?;
+        }
+        Ok(plan)
+    }
+
+    fn check_for_vm(&self, host: MountHost) -> EngineResult<()> {
+        for mount in &self.mounts {
+            let fail = |message: String| EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text));
+            if host == MountHost::VmFirmware && !matches!(mount.request, MountRequest::Volume(_)) {
+                return Err(fail(
+                    "a VM booting its own disk has no berth guest agent to mount host paths or tmpfs; attach a volume (-v NAME:/path) instead".into(),
+                ));
+            }
+            if matches!(mount.request, MountRequest::Bind { .. }) && !berth_vm::virtiofs::available() {
+                return Err(fail(format!(
+                    "a VM shares host paths through virtiofs, and {} is missing; install qemu-system-common",
+                    berth_vm::virtiofs::VIRTIOFSD
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the missing host directories `-v` asks for and resolves every bind source to
+    /// its canonical path. All sources are checked before any directory is made, so a refusal
+    /// leaves nothing behind. Returns the volumes (for `resolve_volumes`) and the mounts to
+    /// record. Blocking: host paths may sit on slow file systems.
+    pub fn realize(self, kind: InstanceKind) -> EngineResult<(Vec<VolumeMount>, Vec<InstanceMount>)> {
+        for mount in &self.mounts {
+            if let MountRequest::Bind {
+                source, create_source, ..
+            } = &mount.request
+            {
+                check_source(Path::new(source), *create_source, kind)
+                    .map_err(|m| EngineError::invalid(mount.field, format!("{} {}: {m}", mount.flag, mount.text)))?;
+            }
+        }
+        let mut volumes = Vec::new();
+        let mut mounts = Vec::new();
+        for mount in self.mounts {
+            let fail = |message: String| EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text));
+            match mount.request {
+                MountRequest::Volume(volume) => volumes.push(volume),
+                MountRequest::Bind {
+                    source,
+                    target,
+                    read_only,
+                    ..
+                } => mounts.push(InstanceMount {
+                    kind: MountKind::Bind,
+                    source: create_and_canonicalize(Path::new(&source)).map_err(fail)?,
+                    target,
+                    read_only,
+                    tmpfs: None,
+                }),
+                MountRequest::Tmpfs {
+                    target,
+                    options,
+                    read_only,
+                } => mounts.push(InstanceMount {
+                    kind: MountKind::Tmpfs,
+                    source: String::new(),
+                    target,
+                    read_only,
+                    tmpfs: Some(options),
+                }),
+            }
+        }
+        Ok((volumes, mounts))
+    }
+}
+
+/// A bind source must exist unless `-v` may create it (Docker's rule), and be a directory
+/// for a VM (virtiofs shares directories).
+fn check_source(source: &Path, may_create: bool, kind: InstanceKind) -> Result<(), String> {
+    match std::fs::metadata(source) {
+        Ok(meta) if kind == InstanceKind::Vm && !meta.is_dir() => Err(format!(
+            "{} is not a directory; a VM shares directories (through virtiofs), not single files",
+            source.display()
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "bind source path does not exist: {}; create it first (-v creates missing directories)",
+            source.display()
+        )),
+        Err(e) => Err(format!("cannot use {}: {e}", source.display())),
+    }
+}
+
+/// The canonical form of `source` (symlinks resolved, so the record says what is mounted),
+/// made a directory first if it does not exist.
+fn create_and_canonicalize(source: &Path) -> Result<String, String> {
+    if std::fs::symlink_metadata(source).is_err() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(source)
+            .map_err(|e| format!("creating the host directory {}: {e}", source.display()))?;
+    }
+    let canonical: PathBuf =
+        std::fs::canonicalize(source).map_err(|e| format!("resolving {}: {e}", source.display()))?;
+    canonical
+        .into_os_string()
+        .into_string()
+        .map_err(|path| format!("the host path {} is not UTF-8", PathBuf::from(path).display()))
+}
