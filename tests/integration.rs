@@ -9,6 +9,7 @@ mod images;
 mod inside;
 mod lifecycle;
 mod limits;
+mod mounts;
 mod networks;
 mod nfs;
 mod registry;

@@ -149,6 +149,7 @@ impl InstanceDriver for ContainerDriver {
                 });
             }
             mounts.extend(host_mounts(instance)?);
+            prepare_mount_targets(&paths.mountpoint, &mounts)?;
             let name = Self::runtime_name(instance);
             let runtime_spec = spec::build_spec(&spec::SpecInputs {
                 instance,
@@ -301,6 +302,33 @@ fn host_mounts(instance: &Instance) -> Result<Vec<ExtraMount>, DriverError> {
             }),
         })
         .collect()
+}
+
+/// Makes the directories mounts land on, resolved inside the rootfs as the runtime resolves
+/// them (an image's symlink cannot point outside it), so that a target the image makes
+/// impossible (a symlink to a path it lacks, a file on the way) is refused here with its name.
+fn prepare_mount_targets(rootfs: &Path, mounts: &[ExtraMount]) -> Result<(), DriverError> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = pathrs::Root::open(rootfs).map_err(|e| DriverError::Other(format!("opening the rootfs: {e}")))?;
+    for mount in mounts {
+        let target = Path::new(mount.target());
+        // A file is bound onto a file, which the runtime creates; its directory must exist.
+        let directory = match mount {
+            ExtraMount::Bind { source, .. } if !source.is_dir() => target.parent().unwrap_or(Path::new("/")),
+            _ => target,
+        };
+        root.mkdir_all(directory, &fs::Permissions::from_mode(0o755)).map_err(|e| {
+            DriverError::invalid(
+                "mounts",
+                format!(
+                    "cannot mount at {}: resolving {} inside the image failed ({e}): a symlink or file of the image is in the way; pick another target",
+                    mount.target(),
+                    directory.display()
+                ),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Instance storage of a container: one thin ext4 image per disk of its type, mounted on
