@@ -30,7 +30,10 @@ fn host_paths_are_shared_both_ways_and_read_only_when_asked() {
         "-c",
         "cat /data/from-host && echo container > /data/from-container",
     ]);
-    assert_eq!(std::fs::read_to_string(dir.join("real/from-container")).unwrap(), "container\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("real/from-container")).unwrap(),
+        "container\n"
+    );
     let mounts = d.inspect("rw")["spec"]["mounts"].clone();
     assert_eq!(mounts[0]["type"], "bind");
     assert_eq!(mounts[0]["source"], dir.join("real").display().to_string());
@@ -55,12 +58,19 @@ fn host_paths_are_shared_both_ways_and_read_only_when_asked() {
     ]);
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(stdout(&refused), "host\n");
-    assert!(stderr(&refused).contains("Read-only file system"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("Read-only file system"),
+        "{}",
+        stderr(&refused)
+    );
     assert!(!dir.join("real/x").exists() && !dir.join("real/y").exists());
 
     // A single file can be bound too (containers only).
     let file = format!("{}:/etc/motd:ro", dir.join("real/from-host").display());
-    assert_eq!(d.ok(&["run", "--rm", "-v", &file, "busybox", "cat", "/etc/motd"]), "host\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", &file, "busybox", "cat", "/etc/motd"]),
+        "host\n"
+    );
 
     // Binds are private: nothing the container mounts below them reaches the host.
     let propagation = d.ok(&[
@@ -90,13 +100,22 @@ fn bind_sources_and_targets_are_checked_as_docker_does() {
         (vec!["-v".into(), "./data:/data".into()], "absolute"),
         (vec!["-v".into(), "data/sub:/data".into()], "absolute"),
         (vec!["--mount".into(), "type=bind,src=data,dst=/x".into()], "absolute"),
-        (vec!["-v".into(), format!("{}:relative", dir.display())], "absolute path"),
+        (
+            vec!["-v".into(), format!("{}:relative", dir.display())],
+            "must be absolute",
+        ),
         (vec!["-v".into(), format!("{}:/", dir.display())], "cannot be '/'"),
         (vec!["-v".into(), format!("{}:/a/../etc", dir.display())], "'..'"),
         (vec!["-v".into(), format!("{}:/x:rw,ro", dir.display())], "conflicts"),
         (vec!["-v".into(), format!("{}:/x:rshared", dir.display())], "rprivate"),
-        (vec!["--mount".into(), "type=tmpfs,dst=/x,bind-propagation=rprivate".into()], "type=bind"),
-        (vec!["--mount".into(), "type=bind,src=/tmp,dst=/x,colour=blue".into()], "unknown key 'colour'"),
+        (
+            vec!["--mount".into(), "type=tmpfs,dst=/x,bind-propagation=rprivate".into()],
+            "type=bind",
+        ),
+        (
+            vec!["--mount".into(), "type=bind,src=/tmp,dst=/x,colour=blue".into()],
+            "unknown key 'colour'",
+        ),
         (vec!["--tmpfs".into(), "/x:size=lots".into()], "--tmpfs"),
         (vec!["--tmpfs".into(), "/x:uid=0".into()], "unknown option"),
         (
@@ -136,10 +155,22 @@ fn bind_sources_and_targets_are_checked_as_docker_does() {
     // A host path removed after create is named at start.
     let gone = dir.join("gone");
     std::fs::create_dir(&gone).unwrap();
-    d.ok(&["create", "--name", "later", "-v", &format!("{}:/data", gone.display()), "busybox", "true"]);
+    d.ok(&[
+        "create",
+        "--name",
+        "later",
+        "-v",
+        &format!("{}:/data", gone.display()),
+        "busybox",
+        "true",
+    ]);
     std::fs::remove_dir(&gone).unwrap();
     let refused = d.run(&["start", "later"]);
-    assert!(error_line(&refused).contains("no longer exists"), "{}", stderr(&refused));
+    assert!(
+        error_line(&refused).contains("no longer exists"),
+        "{}",
+        stderr(&refused)
+    );
     d.ok(&["rm", "later"]);
 }
 
@@ -159,26 +190,57 @@ fn tmpfs_is_bounded_empty_at_every_start_and_noexec() {
         "sleep",
         "1000",
     ]);
-    let full = d.run(&["exec", "t", "dd", "if=/dev/zero", "of=/scratch/fill", "bs=64k", "count=32"]);
+    let full = d.run(&[
+        "exec",
+        "t",
+        "dd",
+        "if=/dev/zero",
+        "of=/scratch/fill",
+        "bs=64k",
+        "count=32",
+    ]);
     assert!(!full.status.success());
     assert!(stderr(&full).contains("No space left on device"), "{}", stderr(&full));
-    let used: u64 = d.ok(&["exec", "t", "stat", "-c", "%s", "/scratch/fill"]).trim().parse().unwrap();
+    let used: u64 = d
+        .ok(&["exec", "t", "stat", "-c", "%s", "/scratch/fill"])
+        .trim()
+        .parse()
+        .unwrap();
     assert!(used <= 1 << 20, "wrote {used} bytes into a 1 MiB tmpfs");
     assert_eq!(d.ok(&["exec", "t", "stat", "-c", "%a", "/scratch"]).trim(), "1777");
     assert_eq!(d.ok(&["exec", "t", "stat", "-c", "%a", "/run/fast"]).trim(), "700");
     let options = d.ok(&["exec", "t", "grep", " /scratch ", "/proc/self/mounts"]);
     assert!(
-        options.starts_with("tmpfs") && options.contains("nosuid") && options.contains("nodev") && options.contains("noexec"),
+        options.starts_with("tmpfs")
+            && options.contains("nosuid")
+            && options.contains("nodev")
+            && options.contains("noexec"),
         "{options}"
     );
-    d.ok(&["exec", "t", "dd", "if=/dev/zero", "of=/run/fast/f", "bs=64k", "count=16"]);
+    d.ok(&[
+        "exec",
+        "t",
+        "dd",
+        "if=/dev/zero",
+        "of=/run/fast/f",
+        "bs=64k",
+        "count=16",
+    ]);
     let mounts = d.inspect("t")["spec"]["mounts"].clone();
-    let scratch = mounts.as_array().unwrap().iter().find(|m| m["target"] == "/scratch").unwrap();
+    let scratch = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["target"] == "/scratch")
+        .unwrap();
     assert_eq!(scratch["type"], "tmpfs");
     assert_eq!(scratch["tmpfs"]["size_bytes"], 1 << 20);
     // Gone after a restart: a fresh tmpfs each start.
     d.ok(&["restart", "t"]);
-    assert_eq!(d.ok(&["exec", "t", "ls", "-A", "/scratch", "/run/fast"]), "/run/fast:\n\n/scratch:\n");
+    assert_eq!(
+        d.ok(&["exec", "t", "ls", "-A", "/scratch", "/run/fast"]),
+        "/run/fast:\n\n/scratch:\n"
+    );
     d.ok(&["rm", "-f", "t"]);
 }
 
@@ -196,11 +258,25 @@ fn mount_type_volume_is_the_same_as_v_with_a_name() {
         "echo kept > /x/f",
     ]);
     let volumes = d.ok(&["volume", "ls"]);
-    assert!(volumes.lines().any(|l| l.split_whitespace().next() == Some("v")), "{volumes}");
-    assert_eq!(d.ok(&["run", "--rm", "-v", "v:/y:ro", "busybox", "cat", "/y/f"]), "kept\n");
+    assert!(
+        volumes.lines().any(|l| l.split_whitespace().next() == Some("v")),
+        "{volumes}"
+    );
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", "v:/y:ro", "busybox", "cat", "/y/f"]),
+        "kept\n"
+    );
     // The default type of --mount is volume, as in Docker.
     assert_eq!(
-        d.ok(&["run", "--rm", "--mount", "source=v,target=/z,readonly", "busybox", "cat", "/z/f"]),
+        d.ok(&[
+            "run",
+            "--rm",
+            "--mount",
+            "source=v,target=/z,readonly",
+            "busybox",
+            "cat",
+            "/z/f"
+        ]),
         "kept\n"
     );
     d.ok(&["volume", "rm", "v"]);
@@ -265,7 +341,11 @@ fn a_hostile_image_cannot_point_a_mount_outside_its_root() {
     d.ok(&["image", "import", "--tag", "evil", archive.to_str().unwrap()]);
     let shared = dir.join("shared");
     std::fs::create_dir(&shared).unwrap();
-    let before = (host_mounts_at("/etc"), host_mounts_at("/home/lib"), host_mounts_at("/tmp"));
+    let before = (
+        host_mounts_at("/etc"),
+        host_mounts_at("/home/lib"),
+        host_mounts_at("/tmp"),
+    );
     let marker = format!("berth-escape-{}", std::process::id());
     let script = format!(
         "echo in > /data/{marker}; echo in > /climb/{marker}-2; echo in > /via/lib/{marker}-3; echo in > /scratch/{marker}-4; ls /etc/{marker}"
@@ -298,23 +378,27 @@ fn a_hostile_image_cannot_point_a_mount_outside_its_root() {
         format!("/home/lib/{marker}-3"),
         format!("/tmp/{marker}-4"),
     ] {
-        assert!(!Path::new(&host_path).exists(), "the container wrote the host's {host_path}");
+        assert!(
+            !Path::new(&host_path).exists(),
+            "the container wrote the host's {host_path}"
+        );
     }
     assert_eq!(
-        (host_mounts_at("/etc"), host_mounts_at("/home/lib"), host_mounts_at("/tmp")),
+        (
+            host_mounts_at("/etc"),
+            host_mounts_at("/home/lib"),
+            host_mounts_at("/tmp")
+        ),
         before,
         "a mount landed on the host"
     );
     // A symlink to a path the image lacks (the host has /var/lib) is refused by name.
-    let refused = d.run(&[
-        "run",
-        "--rm",
-        "--tmpfs",
-        "/dangling/x",
-        "evil",
-        "true",
-    ]);
-    assert!(error_line(&refused).contains("cannot mount at /dangling/x"), "{}", stderr(&refused));
+    let refused = d.run(&["run", "--rm", "--tmpfs", "/dangling/x", "evil", "true"]);
+    assert!(
+        error_line(&refused).contains("cannot mount at /dangling/x"),
+        "{}",
+        stderr(&refused)
+    );
     assert_eq!(host_mounts_at("/var/lib/x"), 0);
     assert!(!Path::new("/var/lib/x").exists());
 }
@@ -328,7 +412,11 @@ fn virtiofsd_shares_of(d: &Daemon) -> usize {
         .unwrap();
     let sockets: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|l| l.split_whitespace().find(|a| a.starts_with("--socket-path=")).map(str::to_string))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|a| a.starts_with("--socket-path="))
+                .map(str::to_string)
+        })
         .collect();
     sockets.len()
 }
@@ -393,11 +481,16 @@ fn a_vm_shares_host_directories_through_virtiofs() {
     d.ok(&["update", "--memory", "512m", "v"]);
     assert_eq!(d.ok(&["exec", "v", "cat", "/data/later"]), "later\n");
 
-    // The supervisor keeps serving the shares across a daemon crash; rm -f ends them.
+    // The supervisor keeps serving the shares across a daemon crash; they end with the VM.
     d.crash_and_restart();
     assert_eq!(d.ok(&["exec", "v", "cat", "/data/from-host"]), "host\n");
-    d.ok(&["rm", "-f", "v"]);
-    assert_eq!(virtiofsd_shares_of(&d), 0, "virtiofsd left after rm");
+    d.ok(&["stop", "-t", "10", "v"]);
+    assert_eq!(virtiofsd_shares_of(&d), 0, "virtiofsd left after stop");
+    d.ok(&["rm", "v"]);
+    assert!(
+        !d.state.join("instances").read_dir().unwrap().any(|_| true),
+        "rm left the VM's directory"
+    );
 
     // What a VM cannot take is refused before anything is made.
     let file = format!("{}:/f", shared.join("from-host").display());

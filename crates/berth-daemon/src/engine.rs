@@ -1614,7 +1614,11 @@ fn seccomp_unconfined(options: &[String], kind: InstanceKind) -> EngineResult<bo
 impl Engine {
     /// Volume mounts (parsed by `MountPlan`, targets unique) to attachments; a volume that
     /// does not exist yet is created (as Docker does for named volumes).
-    async fn resolve_volumes(&self, mut mounts: Vec<VolumeMount>, kind: InstanceKind) -> EngineResult<Vec<VolumeMount>> {
+    async fn resolve_volumes(
+        &self,
+        mut mounts: Vec<VolumeMount>,
+        kind: InstanceKind,
+    ) -> EngineResult<Vec<VolumeMount>> {
         // Every existing volume is checked before a missing one is created, so a refusal
         // leaves nothing behind.
         for mount in &mounts {

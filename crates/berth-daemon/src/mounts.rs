@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use berth_model::api::CreateInstanceRequest;
-use berth_model::mount::{parse_mount_flag, parse_tmpfs_flag, parse_volume_flag, InstanceMount, MountKind, MountRequest};
+use berth_model::mount::{
+    parse_mount_flag, parse_tmpfs_flag, parse_volume_flag, InstanceMount, MountKind, MountRequest,
+};
 use berth_model::volume::VolumeMount;
 use berth_model::InstanceKind;
 
@@ -38,7 +40,11 @@ pub enum MountHost {
 impl MountPlan {
     /// Parses every mount flag of `request`; refuses duplicate targets and mounts over an
     /// instance-store disk.
-    pub fn parse(request: &CreateInstanceRequest, host: MountHost, instance_storage_disks: usize) -> EngineResult<Self> {
+    pub fn parse(
+        request: &CreateInstanceRequest,
+        host: MountHost,
+        instance_storage_disks: usize,
+    ) -> EngineResult<Self> {
         type Parser = fn(&str) -> Result<MountRequest, String>;
         let sources: [(&'static str, &'static str, &[String], Parser); 3] = [
             ("volumes", "-v", &request.volumes, parse_volume_flag),
@@ -86,7 +92,9 @@ impl MountPlan {
 
     fn check_for_vm(&self, host: MountHost) -> EngineResult<()> {
         for mount in &self.mounts {
-            let fail = |message: String| EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text));
+            let fail = |message: String| {
+                EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text))
+            };
             if host == MountHost::VmFirmware && !matches!(mount.request, MountRequest::Volume(_)) {
                 return Err(fail(
                     "a VM booting its own disk has no berth guest agent to mount host paths or tmpfs; attach a volume (-v NAME:/path) instead".into(),
@@ -119,7 +127,9 @@ impl MountPlan {
         let mut volumes = Vec::new();
         let mut mounts = Vec::new();
         for mount in self.mounts {
-            let fail = |message: String| EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text));
+            let fail = |message: String| {
+                EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text))
+            };
             match mount.request {
                 MountRequest::Volume(volume) => volumes.push(volume),
                 MountRequest::Bind {
@@ -186,4 +196,85 @@ fn create_and_canonicalize(source: &Path) -> Result<String, String> {
         .into_os_string()
         .into_string()
         .map_err(|path| format!("the host path {} is not UTF-8", PathBuf::from(path).display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(volumes: &[&str], mounts: &[&str], tmpfs: &[&str]) -> CreateInstanceRequest {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        serde_json::from_value(serde_json::json!({
+            "image": "busybox",
+            "volumes": strings(volumes),
+            "mounts": strings(mounts),
+            "tmpfs": strings(tmpfs),
+        }))
+        .unwrap()
+    }
+
+    fn refusal(request: &CreateInstanceRequest, host: MountHost, disks: usize) -> (String, String) {
+        let error = MountPlan::parse(request, host, disks).err().expect("refused");
+        (error.field.unwrap_or_default(), error.message)
+    }
+
+    #[test]
+    fn targets_are_unique_across_flags() {
+        let clash = request(&["data:/x"], &["type=tmpfs,dst=//x/"], &[]);
+        let (field, message) = refusal(&clash, MountHost::Container, 0);
+        assert_eq!(field, "mounts");
+        assert!(message.contains("/x is already mounted by -v data:/x"), "{message}");
+        let store = request(&[], &[], &["/mnt/instance-store1"]);
+        let (field, message) = refusal(&store, MountHost::Container, 2);
+        assert_eq!(field, "tmpfs");
+        assert!(message.contains("instance-store disk"), "{message}");
+        assert!(MountPlan::parse(&store, MountHost::Container, 1).is_ok());
+    }
+
+    #[test]
+    fn firmware_vms_take_volumes_only() {
+        let (field, message) = refusal(&request(&[], &[], &["/t"]), MountHost::VmFirmware, 0);
+        assert_eq!(field, "tmpfs");
+        assert!(message.contains("no berth guest agent"), "{message}");
+        assert!(MountPlan::parse(&request(&["data:/d"], &[], &[]), MountHost::VmFirmware, 0).is_ok());
+    }
+
+    #[test]
+    fn realize_checks_every_source_before_making_any() {
+        let dir = std::env::temp_dir().join(format!("berth-mounts-test-{}", std::process::id()));
+        let made = dir.join("made");
+        let plan = MountPlan::parse(
+            &request(
+                &[&format!("{}:/a", made.display())],
+                &[&format!("type=bind,src={},dst=/b", dir.join("absent").display())],
+                &[],
+            ),
+            MountHost::Container,
+            0,
+        )
+        .unwrap();
+        let error = plan.realize(InstanceKind::Container).expect_err("refused");
+        assert!(
+            error.message.contains("bind source path does not exist"),
+            "{}",
+            error.message
+        );
+        assert!(!made.exists(), "a refused plan made a directory");
+
+        let plan = MountPlan::parse(
+            &request(&[&format!("{}:/a:ro", made.display())], &[], &["/t"]),
+            MountHost::Container,
+            0,
+        )
+        .unwrap();
+        let (volumes, mounts) = plan.realize(InstanceKind::Container).unwrap();
+        assert!(volumes.is_empty() && made.is_dir());
+        assert_eq!(
+            mounts[0].source,
+            std::fs::canonicalize(&made).unwrap().to_str().unwrap()
+        );
+        assert!(mounts[0].read_only);
+        assert_eq!(mounts[1].kind, MountKind::Tmpfs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

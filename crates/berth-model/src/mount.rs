@@ -102,7 +102,7 @@ impl MountRequest {
 pub fn clean_target(target: &str) -> Result<String, String> {
     if !target.starts_with('/') {
         return Err(format!(
-            "the target '{target}' must be an absolute path in the instance (for example /data)"
+            "the target '{target}' must be absolute: a path in the instance such as /data"
         ));
     }
     if target.contains('\0') || target.len() > 4096 {
@@ -116,7 +116,9 @@ pub fn clean_target(target: &str) -> Result<String, String> {
         return Err("the target cannot be '/' (the instance's root)".into());
     }
     if parts[0] == "proc" {
-        return Err(format!("the target '{target}' is inside /proc, which berth does not mount over"));
+        return Err(format!(
+            "the target '{target}' is inside /proc, which berth does not mount over"
+        ));
     }
     Ok(format!("/{}", parts.join("/")))
 }
@@ -232,7 +234,9 @@ fn parse_bool(key: &str, value: Option<&str>) -> Result<bool, String> {
 fn parse_mode(value: &str) -> Result<u32, String> {
     match u32::from_str_radix(value, 8) {
         Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err(format!("mode '{value}' is not octal permission bits (for example 1777 or 700)")),
+        _ => Err(format!(
+            "mode '{value}' is not octal permission bits (for example 1777 or 700)"
+        )),
     }
 }
 
@@ -250,7 +254,10 @@ fn parse_tmpfs_size(value: &str) -> Result<u64, String> {
 fn merge_tmpfs_flags(user: &[&str]) -> Vec<String> {
     let mut flags: Vec<String> = vec!["noexec".into(), "nosuid".into(), "nodev".into()];
     for flag in user {
-        let opposite = flag.strip_prefix("no").map(str::to_string).unwrap_or(format!("no{flag}"));
+        let opposite = flag
+            .strip_prefix("no")
+            .map(str::to_string)
+            .unwrap_or(format!("no{flag}"));
         flags.retain(|f| f != &opposite && f != flag);
         flags.push(flag.to_string());
     }
@@ -430,18 +437,30 @@ mod tests {
 
     #[test]
     fn volume_flag_as_docker_reads_it() {
-        assert_eq!(parse_volume_flag("/srv/data:/data").unwrap(), bind("/srv/data", "/data", false, true));
-        assert_eq!(parse_volume_flag("/srv:/data/:ro,Z").unwrap(), bind("/srv", "/data", true, true));
-        assert_eq!(parse_volume_flag("/srv://a/./b:rw,rprivate").unwrap(), bind("/srv", "/a/b", false, true));
+        assert_eq!(
+            parse_volume_flag("/srv/data:/data").unwrap(),
+            bind("/srv/data", "/data", false, true)
+        );
+        assert_eq!(
+            parse_volume_flag("/srv:/data/:ro,Z").unwrap(),
+            bind("/srv", "/data", true, true)
+        );
+        assert_eq!(
+            parse_volume_flag("/srv://a/./b:rw,rprivate").unwrap(),
+            bind("/srv", "/a/b", false, true)
+        );
         match parse_volume_flag("data:/var/lib/db:ro,nocopy").unwrap() {
-            MountRequest::Volume(v) => assert_eq!((v.volume.as_str(), v.path.as_str(), v.read_only), ("data", "/var/lib/db", true)),
+            MountRequest::Volume(v) => assert_eq!(
+                (v.volume.as_str(), v.path.as_str(), v.read_only),
+                ("data", "/var/lib/db", true)
+            ),
             other => panic!("{other:?}"),
         }
         for (text, expected) in [
             ("./data:/data", "absolute"),
             ("data/x:/data", "absolute"),
             ("~/x:/data", "absolute"),
-            ("/srv:relative", "absolute path"),
+            ("/srv:relative", "must be absolute"),
             ("/srv:/", "cannot be '/'"),
             ("/srv:/a/../etc", "'..'"),
             ("/srv:/proc/sys", "/proc"),
@@ -512,7 +531,11 @@ mod tests {
     #[test]
     fn tmpfs_flag_merges_docker_defaults() {
         match parse_tmpfs_flag("/scratch:size=1m,exec,mode=700").unwrap() {
-            MountRequest::Tmpfs { target, options, read_only } => {
+            MountRequest::Tmpfs {
+                target,
+                options,
+                read_only,
+            } => {
                 assert_eq!(target, "/scratch");
                 assert_eq!(options.size_bytes, Some(1 << 20));
                 assert_eq!(options.mode, Some(0o700));
@@ -525,7 +548,10 @@ mod tests {
                     read_only,
                     tmpfs: Some(options),
                 };
-                assert_eq!(mount.tmpfs_mount_options(), vec!["nosuid", "nodev", "exec", "size=1048576", "mode=700"]);
+                assert_eq!(
+                    mount.tmpfs_mount_options(),
+                    vec!["nosuid", "nodev", "exec", "size=1048576", "mode=700"]
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -24,9 +24,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use berth_image::ImageStore;
 use berth_model::api::{ExecRequest, InstanceStats, VmRequest};
-use berth_model::driver::{
-    DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, VirtiofsShare, Workload,
-};
+use berth_model::driver::{DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, VirtiofsShare, Workload};
 use berth_model::image::ImageRecord;
 use berth_model::instance::{VcpuCount, VmBoot, VmDetails, VmDisk, VmMemory};
 use berth_model::mount::MountKind;
@@ -577,7 +575,11 @@ impl InstanceDriver for VmDriver {
             args.push("-device".into());
             args.push(format!(
                 "{},chardev=fs{index},tag={},queue-size=1024",
-                if pci { "vhost-user-fs-pci" } else { "vhost-user-fs-device" },
+                if pci {
+                    "vhost-user-fs-pci"
+                } else {
+                    "vhost-user-fs-device"
+                },
                 virtiofs::tag(index)
             ));
         }

@@ -96,7 +96,10 @@ impl RunningShares {
             .append(true)
             .open(&share.log)
             .map_err(|e| format!("opening {}: {e}", share.log.display()))?;
-        let source = share.source.to_str().ok_or("the shared directory's path is not UTF-8")?;
+        let source = share
+            .source
+            .to_str()
+            .ok_or("the shared directory's path is not UTF-8")?;
         let mut command = Command::new(VIRTIOFSD);
         command
             .arg(format!("--socket-path={}", share.socket.display()))
@@ -124,9 +127,7 @@ impl RunningShares {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot run {VIRTIOFSD}: {e}"))?;
+        let child = command.spawn().map_err(|e| format!("cannot run {VIRTIOFSD}: {e}"))?;
         let pidfd = pidfd_open(child.id());
         self.daemons.push((child, pidfd));
         let deadline = Instant::now() + SOCKET_TIMEOUT;
@@ -135,7 +136,11 @@ impl RunningShares {
             let gone = matches!(child.try_wait(), Ok(Some(_)) | Err(_));
             if gone || Instant::now() >= deadline {
                 let messages = std::fs::read_to_string(&share.log).unwrap_or_default();
-                let last = messages.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+                let last = messages
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message");
                 return Err(format!(
                     "virtiofsd for {} did not {}: {last}",
                     share.source.display(),
