@@ -22,6 +22,13 @@ struct PlannedMount {
     request: MountRequest,
 }
 
+impl PlannedMount {
+    /// A refusal of this mount: one line naming its flag and text.
+    fn refuse(&self, message: impl std::fmt::Display) -> EngineError {
+        EngineError::invalid(self.field, format!("{} {}: {message}", self.flag, self.text))
+    }
+}
+
 /// The mounts of a create request, parsed and checked against each other; nothing on the
 /// host was touched yet.
 pub struct MountPlan {
@@ -92,16 +99,13 @@ impl MountPlan {
 
     fn check_for_vm(&self, host: MountHost) -> EngineResult<()> {
         for mount in &self.mounts {
-            let fail = |message: String| {
-                EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text))
-            };
             if host == MountHost::VmFirmware && !matches!(mount.request, MountRequest::Volume(_)) {
-                return Err(fail(
-                    "a VM booting its own disk has no berth guest agent to mount host paths or tmpfs; attach a volume (-v NAME:/path) instead".into(),
+                return Err(mount.refuse(
+                    "a VM booting its own disk has no berth guest agent to mount host paths or tmpfs; attach a volume (-v NAME:/path) instead",
                 ));
             }
             if matches!(mount.request, MountRequest::Bind { .. }) && !berth_vm::virtiofs::available() {
-                return Err(fail(format!(
+                return Err(mount.refuse(format!(
                     "a VM shares host paths through virtiofs, and {} is missing; install qemu-system-common",
                     berth_vm::virtiofs::VIRTIOFSD
                 )));
@@ -120,18 +124,14 @@ impl MountPlan {
                 source, create_source, ..
             } = &mount.request
             {
-                check_source(Path::new(source), *create_source, kind)
-                    .map_err(|m| EngineError::invalid(mount.field, format!("{} {}: {m}", mount.flag, mount.text)))?;
+                check_source(Path::new(source), *create_source, kind).map_err(|m| mount.refuse(m))?;
             }
         }
         let mut volumes = Vec::new();
         let mut mounts = Vec::new();
         for mount in self.mounts {
-            let fail = |message: String| {
-                EngineError::invalid(mount.field, format!("{} {}: {message}", mount.flag, mount.text))
-            };
-            match mount.request {
-                MountRequest::Volume(volume) => volumes.push(volume),
+            match &mount.request {
+                MountRequest::Volume(volume) => volumes.push(volume.clone()),
                 MountRequest::Bind {
                     source,
                     target,
@@ -139,9 +139,9 @@ impl MountPlan {
                     ..
                 } => mounts.push(InstanceMount {
                     kind: MountKind::Bind,
-                    source: create_and_canonicalize(Path::new(&source)).map_err(fail)?,
-                    target,
-                    read_only,
+                    source: create_and_canonicalize(Path::new(source)).map_err(|m| mount.refuse(m))?,
+                    target: target.clone(),
+                    read_only: *read_only,
                     tmpfs: None,
                 }),
                 MountRequest::Tmpfs {
@@ -151,9 +151,9 @@ impl MountPlan {
                 } => mounts.push(InstanceMount {
                     kind: MountKind::Tmpfs,
                     source: String::new(),
-                    target,
-                    read_only,
-                    tmpfs: Some(options),
+                    target: target.clone(),
+                    read_only: *read_only,
+                    tmpfs: Some(options.clone()),
                 }),
             }
         }
