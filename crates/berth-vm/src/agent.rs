@@ -37,10 +37,11 @@ pub const MODULES: &[&str] = &[
     "failover",
     "net_failover",
     "virtio_net",
-    // Host directories (virtiofs is a FUSE transport).
-    "fuse",
-    "virtiofs",
 ];
+/// Modules for host directories (virtiofs is a FUSE transport), loaded only when the VM has
+/// some: under TCG every module loaded is code translated, and QEMU 7.2 aborts a vCPU
+/// hot-add once the first vCPU has used all translation regions.
+pub const VIRTIOFS_MODULES: &[&str] = &["fuse", "virtiofs"];
 
 /// What the agent runs; written by the host to the config disk (`/dev/vdb`) as JSON,
 /// padded with NUL bytes.
@@ -414,6 +415,15 @@ fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
     )?;
     mount("tmpfs", &format!("{ROOT}/dev/shm"), "tmpfs", 0, "mode=1777")?;
     mount("tmpfs", &format!("{ROOT}/run"), "tmpfs", 0, "mode=755")?;
+    if spec
+        .filesystems
+        .iter()
+        .any(|f| matches!(f.source, GuestSource::Virtiofs { .. }))
+    {
+        for module in VIRTIOFS_MODULES {
+            load_module(module);
+        }
+    }
     // Parents before what is mounted inside them (`/data` before `/data/cache`).
     let depth = |path: &str| path.split('/').filter(|p| !p.is_empty()).count();
     let mut pending: Vec<(&str, Result<&GuestMount, &GuestFilesystem>)> = spec

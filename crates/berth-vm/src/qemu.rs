@@ -83,9 +83,18 @@ pub fn command_line(
     if details.accel == "kvm" {
         args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
     } else {
+        // A small translation cache keeps qemu's memory down. QEMU 7.2 splits it into
+        // regions (8 per possible vCPU) and aborts a vCPU hot-add when the running vCPUs hold
+        // every region (tcg_region_initial_alloc__locked), which a busy guest reaches with
+        // 64 MiB: VMs that may hot-add vCPUs get regions big enough not to run out.
+        let tb_mib = if details.vcpus.max > details.vcpus.current {
+            512
+        } else {
+            64
+        };
         args.extend([
             "-accel".into(),
-            "tcg,thread=multi,tb-size=64".into(),
+            format!("tcg,thread=multi,tb-size={tb_mib}"),
             "-cpu".into(),
             "max".into(),
         ]);
