@@ -85,6 +85,7 @@ fn host_paths_are_shared_both_ways_and_read_only_when_asked() {
     ]);
     assert!(!propagation.contains("shared:"), "{propagation}");
     d.ok(&["rm", "rw"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -172,6 +173,7 @@ fn bind_sources_and_targets_are_checked_as_docker_does() {
         stderr(&refused)
     );
     d.ok(&["rm", "later"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -401,6 +403,7 @@ fn a_hostile_image_cannot_point_a_mount_outside_its_root() {
     );
     assert_eq!(host_mounts_at("/var/lib/x"), 0);
     assert!(!Path::new("/var/lib/x").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The shares served by virtiofsd processes of this daemon's instances (each virtiofsd forks
@@ -496,4 +499,5 @@ fn a_vm_shares_host_directories_through_virtiofs() {
     let file = format!("{}:/f", shared.join("from-host").display());
     let refused = d.run(&["run", "--vm", "--rm", "-v", &file, "busybox", "true"]);
     assert!(error_line(&refused).contains("not a directory"), "{}", stderr(&refused));
+    let _ = std::fs::remove_dir_all(&dir);
 }
