@@ -14,6 +14,7 @@ mod images;
 mod inside;
 mod lifecycle;
 mod limits;
+mod mounts;
 mod networks;
 mod nfs;
 mod numbers;

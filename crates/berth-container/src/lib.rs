@@ -17,10 +17,12 @@ use berth_model::api::{ExecRequest, InstanceStats};
 use berth_model::driver::{DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, Workload};
 use berth_model::image::ImageRecord;
 use berth_model::instance::short_id;
+use berth_model::mount::MountKind;
 use berth_model::{Instance, InstanceKind, Limits};
 
 use crate::cgroups::Cgroups;
 use crate::rootfs::RootfsPaths;
+use crate::spec::ExtraMount;
 
 pub struct ContainerDriver {
     images: ImageStore,
@@ -135,7 +137,7 @@ impl InstanceDriver for ContainerDriver {
             }
             let etc_dir = dir.join("etc");
             spec::write_etc_files(&etc_dir, &instance.spec.hostname, instance.address.as_ref())?;
-            let mut binds = mount_instance_storage(instance, dir)?;
+            let mut mounts = mount_instance_storage(instance, dir)?;
             // Volumes: the daemon has their filesystems mounted on the host.
             for volume in &instance.spec.volumes {
                 // Records from before `host_path` existed: local volumes, mounted beside the image.
@@ -143,8 +145,14 @@ impl InstanceDriver for ContainerDriver {
                     "" => Path::new(&volume.source).with_file_name("mnt"),
                     path => PathBuf::from(path),
                 };
-                binds.push((host_path, volume.path.clone(), volume.read_only));
+                mounts.push(ExtraMount::Bind {
+                    source: host_path,
+                    target: volume.path.clone(),
+                    read_only: volume.read_only,
+                });
             }
+            mounts.extend(host_mounts(instance)?);
+            prepare_mount_targets(&paths.mountpoint, &mounts)?;
             let name = Self::runtime_name(instance);
             let runtime_spec = spec::build_spec(&spec::SpecInputs {
                 instance,
@@ -152,7 +160,7 @@ impl InstanceDriver for ContainerDriver {
                 resources: self.cgroups.resources(&instance.limits)?,
                 cgroups_path: &self.cgroups.path_for(&name),
                 etc_dir: &etc_dir,
-                binds,
+                mounts,
                 network_namespace: instance
                     .address
                     .as_ref()
@@ -267,9 +275,69 @@ impl InstanceDriver for ContainerDriver {
     }
 }
 
+/// Host paths (`-v /host:/path`, `--mount type=bind`) and tmpfs of a container. A host path
+/// that went away since create is refused here, with what to do, rather than by the runtime.
+fn host_mounts(instance: &Instance) -> Result<Vec<ExtraMount>, DriverError> {
+    instance
+        .spec
+        .mounts
+        .iter()
+        .map(|mount| match mount.kind {
+            MountKind::Bind => {
+                let source = PathBuf::from(&mount.source);
+                if fs::symlink_metadata(&source).is_err() {
+                    return Err(DriverError::invalid(
+                        "mounts",
+                        format!(
+                            "the host path {} (mounted at {}) no longer exists; create it again or remove the instance",
+                            mount.source, mount.target
+                        ),
+                    ));
+                }
+                Ok(ExtraMount::Bind {
+                    source,
+                    target: mount.target.clone(),
+                    read_only: mount.read_only,
+                })
+            }
+            MountKind::Tmpfs => Ok(ExtraMount::Tmpfs {
+                target: mount.target.clone(),
+                options: mount.tmpfs_mount_options(),
+            }),
+        })
+        .collect()
+}
+
+/// Makes the directories mounts land on, resolved inside the rootfs as the runtime resolves
+/// them (an image's symlink cannot point outside it), so that a target the image makes
+/// impossible (a symlink to a path it lacks, a file on the way) is refused here with its name.
+fn prepare_mount_targets(rootfs: &Path, mounts: &[ExtraMount]) -> Result<(), DriverError> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = pathrs::Root::open(rootfs).map_err(|e| DriverError::Other(format!("opening the rootfs: {e}")))?;
+    for mount in mounts {
+        let target = Path::new(mount.target());
+        // A file is bound onto a file, which the runtime creates; its directory must exist.
+        let directory = match mount {
+            ExtraMount::Bind { source, .. } if !source.is_dir() => target.parent().unwrap_or(Path::new("/")),
+            _ => target,
+        };
+        root.mkdir_all(directory, &fs::Permissions::from_mode(0o755)).map_err(|e| {
+            DriverError::invalid(
+                "mounts",
+                format!(
+                    "cannot mount at {}: resolving {} inside the image failed ({e}): a symlink or file of the image is in the way; pick another target",
+                    mount.target(),
+                    directory.display()
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Instance storage of a container: one thin ext4 image per disk of its type, mounted on
 /// the host and bound to /mnt/instance-store0, 1, ... Returns the binds for the spec.
-fn mount_instance_storage(instance: &Instance, dir: &Path) -> Result<Vec<(PathBuf, String, bool)>, DriverError> {
+fn mount_instance_storage(instance: &Instance, dir: &Path) -> Result<Vec<ExtraMount>, DriverError> {
     let mut binds = Vec::new();
     for (index, size) in instance.spec.instance_storage_bytes.iter().enumerate() {
         let image = dir.join(format!("instance-store/{index}.img"));
@@ -278,7 +346,11 @@ fn mount_instance_storage(instance: &Instance, dir: &Path) -> Result<Vec<(PathBu
             berth_storage::create_ext4_image(&image, *size).map_err(|e| DriverError::Other(e.to_string()))?;
         }
         berth_storage::mount_image(&image, &mountpoint, false).map_err(|e| DriverError::Other(e.to_string()))?;
-        binds.push((mountpoint, format!("/mnt/instance-store{index}"), false));
+        binds.push(ExtraMount::Bind {
+            source: mountpoint,
+            target: format!("/mnt/instance-store{index}"),
+            read_only: false,
+        });
     }
     Ok(binds)
 }

@@ -52,12 +52,61 @@ pub struct SpecInputs<'a> {
     pub cgroups_path: &'a Path,
     /// Files bind-mounted over the image's /etc/hostname, /etc/hosts, /etc/resolv.conf.
     pub etc_dir: &'a Path,
-    /// Host directories bind-mounted in: (source, destination, read-only).
-    pub binds: Vec<(PathBuf, String, bool)>,
+    /// Volumes, host paths, instance storage and tmpfs the instance asked for.
+    pub mounts: Vec<ExtraMount>,
     /// The network namespace: `Some(path)` to join one berth set up, `None` for the host's;
     /// a fresh one (loopback only) when `new_network_namespace`.
     pub network_namespace: Option<PathBuf>,
     pub new_network_namespace: bool,
+}
+
+/// A mount beyond the defaults every container gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtraMount {
+    /// A host path (volumes and instance storage are host directories too).
+    Bind {
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+    },
+    /// `options` as mount(8) takes them (flags, `size=`, `mode=`).
+    Tmpfs { target: String, options: Vec<String> },
+}
+
+impl ExtraMount {
+    pub fn target(&self) -> &str {
+        match self {
+            ExtraMount::Bind { target, .. } | ExtraMount::Tmpfs { target, .. } => target,
+        }
+    }
+
+    /// The OCI form. The runtime resolves `destination` inside the rootfs (a symlink in the
+    /// image cannot point it at the host), binds are recursive and private (Docker's
+    /// `rprivate`), and read-only binds are read-only all the way down (`rro`).
+    fn to_oci(&self) -> serde_json::Value {
+        match self {
+            ExtraMount::Bind {
+                source,
+                target,
+                read_only,
+            } => {
+                let mut options = vec!["rbind", "rprivate"];
+                if *read_only {
+                    options.extend(["ro", "rro"]);
+                }
+                json!({ "destination": target, "type": "bind", "source": source, "options": options })
+            }
+            ExtraMount::Tmpfs { target, options } => {
+                json!({ "destination": target, "type": "tmpfs", "source": "tmpfs", "options": options })
+            }
+        }
+    }
+}
+
+/// Mounts in the order they must be made: parents before what is mounted inside them
+/// (`/data` before `/data/cache`), as Docker sorts them; otherwise as given.
+pub fn mount_order(mounts: &mut [ExtraMount]) {
+    mounts.sort_by_key(|m| m.target().split('/').filter(|p| !p.is_empty()).count());
 }
 
 /// Env of the main process: image and user env merged by `berth-daemon`, plus HOME and
@@ -92,17 +141,9 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
             "options": ["rbind", "rprivate"]
         })
     };
-    let mut binds: Vec<serde_json::Value> = inputs
-        .binds
-        .iter()
-        .map(|(source, destination, read_only)| {
-            let mut options = vec!["rbind", "rprivate"];
-            if *read_only {
-                options.push("ro");
-            }
-            json!({ "destination": destination, "type": "bind", "source": source, "options": options })
-        })
-        .collect();
+    let mut extra = inputs.mounts.clone();
+    mount_order(&mut extra);
+    let mut extra: Vec<serde_json::Value> = extra.iter().map(ExtraMount::to_oci).collect();
     let resources =
         serde_json::to_value(&inputs.resources).map_err(|e| DriverError::Other(format!("encoding resources: {e}")))?;
     let mut document = json!({
@@ -160,7 +201,7 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
         },
     });
     if let Some(mounts) = document["mounts"].as_array_mut() {
-        mounts.append(&mut binds);
+        mounts.append(&mut extra);
     }
     if !instance.spec.seccomp_unconfined {
         document["linux"]["seccomp"] = crate::seccomp::default_filter();

@@ -36,6 +36,7 @@ use crate::admission::{self, Admission, Reservation};
 use crate::config::{DaemonConfig, MAX_STOP_TIMEOUT_SECS};
 use crate::error::{EngineError, EngineResult};
 use crate::host::HostFacts;
+use crate::mounts::{MountHost, MountPlan};
 use crate::networks::Networks;
 use crate::procs::ProcessTable;
 use crate::volumes::Volumes;
@@ -472,6 +473,12 @@ impl Engine {
             }
         }
         let seccomp_unconfined = seccomp_unconfined(&request.security_opts, request.kind)?;
+        let mount_host = match (request.kind, &image.disk) {
+            (InstanceKind::Container, _) => MountHost::Container,
+            (InstanceKind::Vm, None) => MountHost::VmWithAgent,
+            (InstanceKind::Vm, Some(_)) => MountHost::VmFirmware,
+        };
+        let mount_plan = MountPlan::parse(&request, mount_host, instance_storage.len())?;
         let (network, ports) = self.resolve_network(&request).await?;
         let address = match network.as_str() {
             "none" | "host" => None,
@@ -492,8 +499,12 @@ impl Engine {
             )?),
             InstanceKind::Container => None,
         };
-        // Last, as it may create volumes: nothing after it refuses the request.
-        let volumes = self.resolve_volumes(&request.volumes, request.kind).await?;
+        // Last, as they may create host directories and volumes: nothing after refuses the request.
+        let kind = request.kind;
+        let (volume_requests, mounts) = tokio::task::spawn_blocking(move || mount_plan.realize(kind))
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))??;
+        let volumes = self.resolve_volumes(volume_requests, request.kind).await?;
         let instance = Instance {
             id: id.clone(),
             name: name.clone(),
@@ -518,6 +529,7 @@ impl Engine {
                 labels: Default::default(),
                 instance_storage_bytes: instance_storage.clone(),
                 volumes,
+                mounts,
                 network,
                 ports,
                 seccomp_unconfined,
@@ -1422,20 +1434,13 @@ fn seccomp_unconfined(options: &[String], kind: InstanceKind) -> EngineResult<bo
 
 /// Volumes of instances: resolving `-v` at create, attaching at start, detaching after.
 impl Engine {
-    /// `NAME:/path[:ro]` strings to mounts; a volume that does not exist yet is created
-    /// (as Docker does for named volumes).
-    async fn resolve_volumes(&self, specs: &[String], kind: InstanceKind) -> EngineResult<Vec<VolumeMount>> {
-        let mut mounts: Vec<VolumeMount> = Vec::new();
-        for spec in specs {
-            let mount = VolumeMount::parse(spec).map_err(|m| EngineError::invalid("volumes", format!("-v {m}")))?;
-            if mounts.iter().any(|m| m.path == mount.path) {
-                return Err(EngineError::invalid(
-                    "volumes",
-                    format!("-v: two volumes at {}", mount.path),
-                ));
-            }
-            mounts.push(mount);
-        }
+    /// Volume mounts (parsed by `MountPlan`, targets unique) to attachments; a volume that
+    /// does not exist yet is created (as Docker does for named volumes).
+    async fn resolve_volumes(
+        &self,
+        mut mounts: Vec<VolumeMount>,
+        kind: InstanceKind,
+    ) -> EngineResult<Vec<VolumeMount>> {
         // Every existing volume is checked before a missing one is created, so a refusal
         // leaves nothing behind.
         for mount in &mounts {

@@ -10,6 +10,7 @@ pub mod exec_sessions;
 pub mod extract;
 pub mod host;
 pub mod identity;
+pub mod mounts;
 pub mod networks;
 pub mod procs;
 pub mod vm_files;

@@ -413,6 +413,7 @@ impl Engine {
                 instance_storage_bytes: Vec::new(),
                 disk_bytes: None,
                 volumes: Vec::new(),
+                mounts: Vec::new(),
                 network,
                 ports: Vec::new(),
                 seccomp_unconfined: false,

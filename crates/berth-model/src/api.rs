@@ -85,9 +85,16 @@ pub struct CreateInstanceRequest {
     /// Size of the writable layer (containers) or root disk (VMs).
     #[serde(default)]
     pub disk_bytes: Option<u64>,
-    /// Volumes to attach: `NAME:/path[:ro]` each.
+    /// `-v` values, as Docker's `Binds`: `NAME:/path[:ro]` attaches a volume (created if
+    /// missing), `/host/path:/path[:ro]` binds a host path (created if missing).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// `--mount` values: `type=bind|volume|tmpfs,source=...,target=...[,readonly]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
+    /// `--tmpfs` values: `/path[:size=64m,mode=1777,...]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
     /// "default" when absent; "none", "host" or a network's name.
     #[serde(default)]
     pub network: Option<String>,

@@ -80,7 +80,25 @@ pub enum Workload {
         status_path: Option<PathBuf>,
         console_path: Option<PathBuf>,
         boot_timeout_secs: u64,
+        /// Host directories shared with the guest: a virtiofsd each, started before qemu
+        /// and ended with it.
+        #[serde(default)]
+        virtiofs: Vec<VirtiofsShare>,
     },
+}
+
+/// One host directory a VM's supervisor serves to qemu through a virtiofsd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtiofsShare {
+    /// The host directory (canonical).
+    pub source: PathBuf,
+    /// The vhost-user socket virtiofsd listens on and qemu connects to.
+    pub socket: PathBuf,
+    /// virtiofsd's own messages.
+    pub log: PathBuf,
+    /// Served from a read-only view of the directory, so not even a guest that remounts
+    /// its side read-write can change it.
+    pub read_only: bool,
 }
 
 /// Everything a supervisor needs, written to `supervisor.json` in its directory.

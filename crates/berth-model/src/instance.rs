@@ -125,9 +125,12 @@ pub struct InstanceSpec {
     /// A container's writable layer size (`--disk`); unbounded when absent.
     #[serde(default)]
     pub disk_bytes: Option<u64>,
-    /// Volumes attached (`-v`).
+    /// Volumes attached (`-v NAME:/path`, `--mount type=volume`).
     #[serde(default)]
     pub volumes: Vec<crate::volume::VolumeMount>,
+    /// Host paths and tmpfs mounted in (`-v /host:/path`, `--mount type=bind|tmpfs`, `--tmpfs`).
+    #[serde(default)]
+    pub mounts: Vec<crate::mount::InstanceMount>,
     /// "default", another network's name, "none" (loopback only) or "host".
     #[serde(default = "default_network")]
     pub network: String,

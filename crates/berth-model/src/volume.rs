@@ -50,7 +50,8 @@ pub struct NfsLocation {
     pub file: String,
 }
 
-/// A volume attached to an instance (`-v NAME:/path[:ro]`).
+/// A volume attached to an instance (`-v NAME:/path[:ro]`, `--mount type=volume,...`; parsed
+/// by `crate::mount`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VolumeMount {
     pub volume: String,
@@ -67,54 +68,4 @@ pub struct VolumeMount {
     /// The host directory containers bind (filled in by the daemon).
     #[serde(default)]
     pub host_path: String,
-}
-
-impl VolumeMount {
-    /// Parses `NAME:/path[:ro|:rw]`.
-    pub fn parse(text: &str) -> Result<VolumeMount, String> {
-        let parts: Vec<&str> = text.split(':').collect();
-        let (volume, path, mode) = match parts.as_slice() {
-            [volume, path] => (*volume, *path, None),
-            [volume, path, mode] => (*volume, *path, Some(*mode)),
-            _ => return Err(format!("'{text}' is not NAME:/path[:ro]")),
-        };
-        if volume.is_empty() {
-            return Err(format!("'{text}': the volume name is empty"));
-        }
-        if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-            return Err(format!("'{text}': the path must be absolute, without '..'"));
-        }
-        let read_only = match mode {
-            None | Some("rw") => false,
-            Some("ro") => true,
-            Some(other) => return Err(format!("'{text}': mode '{other}' is neither ro nor rw")),
-        };
-        Ok(VolumeMount {
-            volume: volume.to_string(),
-            path: path.to_string(),
-            read_only,
-            source: String::new(),
-            format: String::new(),
-            host_path: String::new(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_mounts() {
-        let m = VolumeMount::parse("data:/var/lib/db:ro").unwrap();
-        assert_eq!(
-            (m.volume.as_str(), m.path.as_str(), m.read_only),
-            ("data", "/var/lib/db", true)
-        );
-        assert!(!VolumeMount::parse("data:/x").unwrap().read_only);
-        assert!(VolumeMount::parse("data").is_err());
-        assert!(VolumeMount::parse("data:relative").is_err());
-        assert!(VolumeMount::parse("data:/x:rx").is_err());
-        assert!(VolumeMount::parse("data:/../etc").is_err());
-    }
 }

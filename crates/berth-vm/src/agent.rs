@@ -38,6 +38,10 @@ pub const MODULES: &[&str] = &[
     "net_failover",
     "virtio_net",
 ];
+/// Modules for host directories (virtiofs is a FUSE transport), loaded only when the VM has
+/// some: under TCG every module loaded is code translated, and QEMU 7.2 aborts a vCPU
+/// hot-add once the first vCPU has used all translation regions.
+pub const VIRTIOFS_MODULES: &[&str] = &["fuse", "virtiofs"];
 
 /// What the agent runs; written by the host to the config disk (`/dev/vdb`) as JSON,
 /// padded with NUL bytes.
@@ -54,6 +58,9 @@ pub struct GuestSpec {
     /// Volumes: disks (found by serial) to mount at paths.
     #[serde(default)]
     pub mounts: Vec<GuestMount>,
+    /// Host directories (virtiofs) and tmpfs to mount at paths.
+    #[serde(default)]
+    pub filesystems: Vec<GuestFilesystem>,
     /// The VM's address on its network (eth0), if it has one.
     #[serde(default)]
     pub network: Option<GuestNetwork>,
@@ -171,6 +178,64 @@ pub struct GuestMount {
     pub serial: String,
     pub path: String,
     pub read_only: bool,
+}
+
+/// A filesystem the agent mounts in the image's root besides volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestFilesystem {
+    pub source: GuestSource,
+    pub path: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum GuestSource {
+    /// A host directory behind a vhost-user-fs device with this tag.
+    Virtiofs { tag: String },
+    /// A tmpfs with mount(8) options (flags, `size=`, `mode=`).
+    Tmpfs { options: Vec<String> },
+}
+
+/// Flags and data of mount(8)-style options, as mount(2) takes them.
+fn mount_flags_and_data(options: &[String]) -> (libc::c_ulong, String) {
+    let mut flags: libc::c_ulong = 0;
+    let mut data = Vec::new();
+    for option in options {
+        match option.as_str() {
+            "ro" => flags |= libc::MS_RDONLY,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "nodiratime" => flags |= libc::MS_NODIRATIME,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "rw" | "exec" | "suid" | "dev" | "atime" | "diratime" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Mounts at `path` of the image's root, resolved inside it (an image's symlink cannot
+/// send the mount into the initramfs); missing directories are made.
+fn mount_in_root(source: &str, path: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |e: pathrs::error::Error| io::Error::other(format!("{path}: {e}"));
+    let root = pathrs::Root::open(ROOT).map_err(failed)?;
+    let target: std::os::fd::OwnedFd = root
+        .mkdir_all(path, &fs::Permissions::from_mode(0o755))
+        .map_err(failed)?
+        .into();
+    // The kernel follows the descriptor's magic link to the very directory resolved above.
+    mount(
+        source,
+        &format!("/proc/self/fd/{}", target.as_raw_fd()),
+        fstype,
+        flags,
+        data,
+    )
 }
 
 /// The /dev node of the virtio disk with `serial`.
@@ -356,12 +421,49 @@ fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
     )?;
     mount("tmpfs", &format!("{ROOT}/dev/shm"), "tmpfs", 0, "mode=1777")?;
     mount("tmpfs", &format!("{ROOT}/run"), "tmpfs", 0, "mode=755")?;
-    for volume in &spec.mounts {
-        let device = disk_by_serial(&volume.serial)
-            .ok_or_else(|| io::Error::other(format!("the disk of volume {} is missing", volume.path)))?;
-        let flags = if volume.read_only { libc::MS_RDONLY } else { 0 };
-        mount(&device, &format!("{ROOT}{}", volume.path), "ext4", flags, "")
-            .map_err(|e| io::Error::new(e.kind(), format!("mounting the volume at {}: {e}", volume.path)))?;
+    if spec
+        .filesystems
+        .iter()
+        .any(|f| matches!(f.source, GuestSource::Virtiofs { .. }))
+    {
+        for module in VIRTIOFS_MODULES {
+            load_module(module);
+        }
+    }
+    // Parents before what is mounted inside them (`/data` before `/data/cache`).
+    let depth = |path: &str| path.split('/').filter(|p| !p.is_empty()).count();
+    let mut pending: Vec<(&str, Result<&GuestMount, &GuestFilesystem>)> = spec
+        .mounts
+        .iter()
+        .map(|v| (v.path.as_str(), Ok(v)))
+        .chain(spec.filesystems.iter().map(|f| (f.path.as_str(), Err(f))))
+        .collect();
+    pending.sort_by_key(|(path, _)| depth(path));
+    for (path, what) in pending {
+        let read_only = if what.map_or_else(|f| f.read_only, |v| v.read_only) {
+            libc::MS_RDONLY
+        } else {
+            0
+        };
+        let mounted = match what {
+            Ok(volume) => {
+                let device = disk_by_serial(&volume.serial)
+                    .ok_or_else(|| io::Error::other(format!("the disk of volume {path} is missing")))?;
+                mount_in_root(&device, path, "ext4", read_only, "")
+            }
+            Err(GuestFilesystem {
+                source: GuestSource::Virtiofs { tag },
+                ..
+            }) => mount_in_root(tag, path, "virtiofs", read_only, ""),
+            Err(GuestFilesystem {
+                source: GuestSource::Tmpfs { options },
+                ..
+            }) => {
+                let (flags, data) = mount_flags_and_data(options);
+                mount_in_root("tmpfs", path, "tmpfs", flags | read_only, &data)
+            }
+        };
+        mounted.map_err(|e| io::Error::new(e.kind(), format!("mounting {path}: {e}")))?;
     }
     if !spec.hostname.is_empty() {
         let _ = nix::unistd::sethostname(&spec.hostname);

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::agent::{MODULES, MODULE_DIR};
+use crate::agent::{MODULES, MODULE_DIR, VIRTIOFS_MODULES};
 use crate::cpio::CpioWriter;
 use crate::VmError;
 
@@ -76,6 +76,7 @@ fn find_module(modules: &Path, name: &str) -> Option<PathBuf> {
         "drivers/char",
         "drivers/net",
         "net/core",
+        "fs/fuse",
     ] {
         let path = modules.join(subdir).join(format!("{name}.ko"));
         if path.exists() {
@@ -158,7 +159,7 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
         let real = fs::canonicalize(library).unwrap_or_else(|_| library.clone());
         add_host_file(&mut archive, &mut directories, &real, &library.to_string_lossy())?;
     }
-    for module in MODULES {
+    for module in MODULES.iter().chain(VIRTIOFS_MODULES) {
         if let Some(source) = find_module(&kernel.modules, module) {
             add_host_file(
                 &mut archive,

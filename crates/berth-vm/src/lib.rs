@@ -16,6 +16,7 @@ pub mod import;
 pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
+pub mod virtiofs;
 pub mod workload;
 
 use std::fs;
@@ -24,9 +25,10 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use berth_image::ImageStore;
 use berth_model::api::{ExecRequest, InstanceStats, VmRequest};
-use berth_model::driver::{DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, Workload};
+use berth_model::driver::{DriverError, DriverFingerprint, InstanceDriver, SupervisorConfig, VirtiofsShare, Workload};
 use berth_model::image::ImageRecord;
 use berth_model::instance::{VcpuCount, VmBoot, VmDetails, VmDisk, VmMemory};
+use berth_model::mount::MountKind;
 use berth_model::{ByteSize, Instance, InstanceKind, Limits};
 use serde_json::json;
 use thiserror::Error;
@@ -310,12 +312,15 @@ impl VmDriver {
         Ok(())
     }
 
+    /// Adds a DIMM of memory; on the shared memfd backend when `shared` (virtiofs needs to
+    /// reach all of the guest's memory, hot-added memory too).
     async fn hotplug_memory(
         &self,
         socket: &Path,
         vm: &VmDetails,
         target: u64,
         current: u64,
+        shared: bool,
     ) -> Result<(), DriverError> {
         if target > vm.memory.max_bytes {
             return Err(DriverError::invalid(
@@ -341,12 +346,12 @@ impl VmDriver {
             return Ok(());
         }
         let id = format!("mem{}", current >> 20);
-        qmp::execute(
-            socket,
-            "object-add",
-            json!({ "qom-type": "memory-backend-ram", "id": id, "size": add }),
-        )
-        .await?;
+        let backend = if shared {
+            json!({ "qom-type": "memory-backend-memfd", "id": id, "size": add, "share": true })
+        } else {
+            json!({ "qom-type": "memory-backend-ram", "id": id, "size": add })
+        };
+        qmp::execute(socket, "object-add", backend).await?;
         qmp::execute(
             socket,
             "device_add",
@@ -355,6 +360,53 @@ impl VmDriver {
         .await?;
         Ok(())
     }
+}
+
+/// The host directories of a VM (its bind mounts), each served by a virtiofsd whose socket
+/// and log are in the instance directory `dir`.
+fn shares(instance: &Instance, dir: &Path) -> Vec<VirtiofsShare> {
+    instance
+        .spec
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Bind)
+        .enumerate()
+        .map(|(index, mount)| VirtiofsShare {
+            source: PathBuf::from(&mount.source),
+            socket: dir.join(format!("virtiofs{index}.sock")),
+            log: dir.join(format!("virtiofs{index}.log")),
+            read_only: mount.read_only,
+        })
+        .collect()
+}
+
+/// What the guest agent mounts besides volumes: the shares (by tag, in the order of
+/// `shares`) and tmpfs.
+fn guest_filesystems(instance: &Instance) -> Vec<agent::GuestFilesystem> {
+    let mut share_index = 0;
+    instance
+        .spec
+        .mounts
+        .iter()
+        .map(|mount| {
+            let source = match mount.kind {
+                MountKind::Bind => {
+                    share_index += 1;
+                    agent::GuestSource::Virtiofs {
+                        tag: virtiofs::tag(share_index - 1),
+                    }
+                }
+                MountKind::Tmpfs => agent::GuestSource::Tmpfs {
+                    options: mount.tmpfs_mount_options(),
+                },
+            };
+            agent::GuestFilesystem {
+                source,
+                path: mount.target.clone(),
+                read_only: mount.read_only,
+            }
+        })
+        .collect()
 }
 
 fn write_config_disk(path: &Path, spec: &GuestSpec) -> Result<(), DriverError> {
@@ -456,6 +508,7 @@ impl InstanceDriver for VmDriver {
                             read_only: volume.read_only,
                         })
                         .collect(),
+                    filesystems: guest_filesystems(instance),
                     network: instance.address.as_ref().and_then(|a| {
                         let gateway = a.gateway.parse().ok()?;
                         Some(agent::GuestNetwork {
@@ -480,7 +533,8 @@ impl InstanceDriver for VmDriver {
         } else {
             None
         };
-        let mut args = qemu::command_line(&instance.name, &details, &paths, direct.as_ref());
+        let shares = shares(instance, dir);
+        let mut args = qemu::command_line(&instance.name, &details, &paths, direct.as_ref(), !shares.is_empty());
         // Its network: the tap the daemon put on the network's bridge.
         if let Some(address) = &instance.address {
             let tap = format!("bt{}", berth_model::instance::short_id(&instance.id));
@@ -520,12 +574,29 @@ impl InstanceDriver for VmDriver {
                 if pci { "virtio-blk-pci" } else { "virtio-blk-device" }
             ));
         }
+        // Host directories: a vhost-user-fs device per share, its virtiofsd started by the
+        // supervisor; the guest agent mounts it by tag.
+        for (index, share) in shares.iter().enumerate() {
+            args.push("-chardev".into());
+            args.push(format!("socket,id=fs{index},path={}", share.socket.display()));
+            args.push("-device".into());
+            args.push(format!(
+                "{},chardev=fs{index},tag={},queue-size=1024",
+                if pci {
+                    "vhost-user-fs-pci"
+                } else {
+                    "vhost-user-fs-device"
+                },
+                virtiofs::tag(index)
+            ));
+        }
         Ok(SupervisorConfig {
             workload: Workload::Vm {
                 args,
                 status_path: direct.as_ref().map(|_| paths.status.clone()),
                 console_path: Some(paths.console.clone()),
                 boot_timeout_secs: BOOT_TIMEOUT_SECS,
+                virtiofs: shares,
             },
             tty: false,
             open_stdin: true,
@@ -593,7 +664,9 @@ impl InstanceDriver for VmDriver {
             .ok_or_else(|| DriverError::invalid("memory", "a VM needs a memory size; give --memory"))?;
         let current_memory = instance.limits.memory_bytes.unwrap_or(vm.memory.current_bytes);
         if target_memory != current_memory {
-            self.hotplug_memory(&socket, vm, target_memory, current_memory).await?;
+            let shared = instance.spec.mounts.iter().any(|m| m.kind == MountKind::Bind);
+            self.hotplug_memory(&socket, vm, target_memory, current_memory, shared)
+                .await?;
         }
         Ok(())
     }
@@ -746,11 +819,13 @@ pub fn workload_for(workload: &Workload) -> Option<Box<dyn berth_shim::Workload>
             status_path,
             console_path,
             boot_timeout_secs,
+            virtiofs,
         } => Some(Box::new(workload::VmWorkload::new(
             args.clone(),
             status_path.clone(),
             console_path.clone(),
             *boot_timeout_secs,
+            virtiofs.clone(),
         ))),
         _ => None,
     }

@@ -63,23 +63,52 @@ fn bus_device(machine: &str, bus: &str, drive: &str, index: usize, firmware: boo
     }
 }
 
-/// The full command line.
-pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Option<&DirectBoot>) -> Vec<String> {
+/// The id of the memory backend of a VM whose memory is shared (see `command_line`).
+pub const SHARED_MEMORY_ID: &str = "ram0";
+
+/// The full command line. `shared_memory` puts the guest's RAM on a shared memfd, which
+/// vhost-user devices (virtiofs) need to reach it.
+pub fn command_line(
+    name: &str,
+    details: &VmDetails,
+    paths: &VmPaths,
+    direct: Option<&DirectBoot>,
+    shared_memory: bool,
+) -> Vec<String> {
     let machine = details.machine.as_str();
     let mib = |bytes: u64| bytes / (1 << 20);
     let mut args: Vec<String> = vec![QEMU.into(), "-name".into(), format!("guest={name},debug-threads=on")];
-    let machine_arg = if machine == "microvm" {
+    let mut machine_arg = if machine == "microvm" {
         "microvm,acpi=on".to_string()
     } else {
         machine.to_string()
     };
+    if shared_memory {
+        args.extend([
+            "-object".into(),
+            format!(
+                "memory-backend-memfd,id={SHARED_MEMORY_ID},size={}M,share=on",
+                mib(details.memory.current_bytes)
+            ),
+        ]);
+        machine_arg.push_str(&format!(",memory-backend={SHARED_MEMORY_ID}"));
+    }
     args.extend(["-machine".into(), machine_arg]);
     if details.accel == "kvm" {
         args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
     } else {
+        // A small translation cache keeps qemu's memory down. QEMU 7.2 splits it into
+        // regions (8 per possible vCPU) and aborts a vCPU hot-add when the running vCPUs hold
+        // every region (tcg_region_initial_alloc__locked), which a busy guest reaches with
+        // 64 MiB: VMs that may hot-add vCPUs get regions big enough not to run out.
+        let tb_mib = if details.vcpus.max > details.vcpus.current {
+            512
+        } else {
+            64
+        };
         args.extend([
             "-accel".into(),
-            "tcg,thread=multi,tb-size=64".into(),
+            format!("tcg,thread=multi,tb-size={tb_mib}"),
             "-cpu".into(),
             "max".into(),
         ]);

@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_model::driver::VirtiofsShare;
 use berth_model::ExitStatus;
 use berth_shim::{ChildStdio, Workload};
+
+use crate::virtiofs::RunningShares;
 
 pub struct VmWorkload {
     args: Vec<String>,
@@ -17,6 +20,9 @@ pub struct VmWorkload {
     boot_timeout: Duration,
     stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>,
     child: Option<Child>,
+    virtiofs: Vec<VirtiofsShare>,
+    /// The virtiofsd processes, from just before qemu starts until it ended.
+    shares: RunningShares,
 }
 
 impl VmWorkload {
@@ -25,6 +31,7 @@ impl VmWorkload {
         status_path: Option<PathBuf>,
         console_path: Option<PathBuf>,
         boot_timeout_secs: u64,
+        virtiofs: Vec<VirtiofsShare>,
     ) -> Self {
         VmWorkload {
             args,
@@ -33,6 +40,8 @@ impl VmWorkload {
             boot_timeout: Duration::from_secs(boot_timeout_secs),
             stdio: None,
             child: None,
+            virtiofs,
+            shares: RunningShares::default(),
         }
     }
 
@@ -70,6 +79,36 @@ impl Workload for VmWorkload {
     }
 
     fn start(&mut self) -> Result<u32, String> {
+        // qemu connects to the virtiofsd sockets as it starts: they must be listening.
+        self.shares = RunningShares::start(&self.virtiofs)?;
+        let started = self.start_qemu();
+        if started.is_err() {
+            self.shares.stop();
+        }
+        started
+    }
+
+    fn exit_status(&mut self, status: ExitStatus) -> ExitStatus {
+        // qemu is gone: nothing serves the shares any more.
+        self.shares.stop();
+        if self.status_path.is_none() {
+            return status;
+        }
+        // The command's status, as the agent reported it; a VM killed from outside keeps qemu's.
+        self.status_lines()
+            .into_iter()
+            .rev()
+            .find_map(|line| serde_json::from_value::<ExitStatus>(line).ok())
+            .unwrap_or(status)
+    }
+
+    fn clean_up(&mut self) {
+        self.shares.stop();
+    }
+}
+
+impl VmWorkload {
+    fn start_qemu(&mut self) -> Result<u32, String> {
         let (program, args) = self.args.split_first().ok_or("empty qemu command")?;
         let (stdin, stdout, stderr) = self.stdio.take().ok_or("already started")?;
         if let Some(path) = &self.status_path {
@@ -113,17 +152,5 @@ impl Workload for VmWorkload {
         }
         self.child = Some(child);
         Ok(pid)
-    }
-
-    fn exit_status(&mut self, status: ExitStatus) -> ExitStatus {
-        if self.status_path.is_none() {
-            return status;
-        }
-        // The command's status, as the agent reported it; a VM killed from outside keeps qemu's.
-        self.status_lines()
-            .into_iter()
-            .rev()
-            .find_map(|line| serde_json::from_value::<ExitStatus>(line).ok())
-            .unwrap_or(status)
     }
 }

@@ -252,9 +252,26 @@ pub struct CreateArgs {
     /// Security option; seccomp=unconfined runs a container without berth's seccomp filter
     #[arg(long = "security-opt", value_name = "OPTION")]
     pub security_opts: Vec<String>,
-    /// Attach a volume (created if missing): NAME:/path[:ro]; repeatable
-    #[arg(short = 'v', long = "volume", value_name = "NAME:PATH[:ro]")]
+    /// Mount a volume or a host path: NAME:PATH[:OPTIONS] attaches the volume NAME (created
+    /// if missing); /HOST/PATH:PATH[:OPTIONS] binds a host path, creating a missing host
+    /// directory (relative host paths are refused: give $PWD/dir). OPTIONS: ro or rw; z, Z
+    /// (accepted, no SELinux here); rprivate (binds are always private); nocopy (volumes).
+    /// A VM gets a volume as a disk and a host directory through virtiofs. Repeatable
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:PATH[:ro]")]
     pub volumes: Vec<String>,
+    /// Mount as Docker's --mount does, comma-separated key=value pairs:
+    /// type=bind|volume|tmpfs (default volume), source|src, target|dst|destination,
+    /// readonly|ro[=true|false], bind-propagation=rprivate, volume-nocopy, tmpfs-size=SIZE,
+    /// tmpfs-mode=OCTAL. Unlike -v, type=bind refuses a host path that does not exist.
+    /// Example: --mount type=bind,src=/srv/www,dst=/var/www,readonly. Repeatable
+    #[arg(long = "mount", value_name = "type=...,source=...,target=...")]
+    pub mounts: Vec<String>,
+    /// Mount an empty tmpfs at PATH, gone at every stop: PATH[:OPTIONS], OPTIONS as mount(8)
+    /// takes them: size=SIZE (writes beyond get ENOSPC; counted against --memory), mode=OCTAL
+    /// (default 1777), ro, exec, suid, dev (the defaults are noexec, nosuid, nodev).
+    /// Example: --tmpfs /run/cache:size=64m. Repeatable
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
     /// Size the instance from an instance type (`berth types ls`); --cpus and --memory
     /// override single values of it
     #[arg(long = "type", value_name = "TYPE")]

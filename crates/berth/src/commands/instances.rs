@@ -74,6 +74,8 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         }),
         disk_bytes: args.disk.map(|d| d.bytes()),
         volumes: args.volumes.clone(),
+        mounts: args.mounts.clone(),
+        tmpfs: args.tmpfs.clone(),
         network: args.network.clone(),
         ports: args.publish.clone(),
         bandwidth_bits_per_second: args.bandwidth,
