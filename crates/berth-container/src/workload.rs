@@ -7,18 +7,79 @@ use std::path::PathBuf;
 
 use berth_model::ExitStatus;
 use berth_shim::{ChildStdio, Workload};
+use caps::{CapSet, Capability};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cgroups::Cgroups;
+
+/// The last step in the container, after libcontainer's set-up: runs the user's program
+/// (libcontainer's default executor) with the signal state a shell would give it, not the
+/// supervisor's (SIGPIPE ignored by the Rust runtime, glibc's internal signals ignored by
+/// posix_spawn).
+#[derive(Clone, Default)]
+struct ProgramExecutor {
+    /// Exec sessions only: the container's seccomp filter. libcontainer 0.7 builds a
+    /// tenant's spec without `linux.seccomp`, so the session loads it here, just before
+    /// execve — holding CAP_SYS_ADMIN lent for that (without no_new_privs, loading a filter
+    /// needs it) and dropped right after.
+    exec_filter: Option<ExecFilter>,
+}
+
+#[derive(Clone)]
+struct ExecFilter {
+    seccomp: LinuxSeccomp,
+    /// Whether CAP_SYS_ADMIN was lent to the session (the container itself lacks it).
+    lent_sys_admin: bool,
+}
+
+impl ExecFilter {
+    fn apply(&self) -> Result<(), ExecutorError> {
+        libcontainer::seccomp::initialize_seccomp(&self.seccomp)
+            .map_err(|e| ExecutorError::Other(format!("loading the container's seccomp filter: {e}")))?;
+        if self.lent_sys_admin {
+            // Bounding first (needs CAP_SETPCAP, not this one), effective before permitted.
+            for set in [
+                CapSet::Bounding,
+                CapSet::Effective,
+                CapSet::Permitted,
+                CapSet::Inheritable,
+            ] {
+                caps::drop(None, set, Capability::CAP_SYS_ADMIN)
+                    .map_err(|e| ExecutorError::Other(format!("dropping CAP_SYS_ADMIN again: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Executor for ProgramExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        berth_process::reset_signal_state()
+            .map_err(|e| ExecutorError::Other(format!("resetting signal dispositions: {e}")))?;
+        if let Some(filter) = &self.exec_filter {
+            filter.apply()?;
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
 
 fn builder_with_stdio(
     container_id: &str,
     runtime_root: &PathBuf,
     stdio: ChildStdio,
+    executor: ProgramExecutor,
 ) -> Result<ContainerBuilder, String> {
     let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
+        .with_executor(executor)
         .with_root_path(runtime_root)
         .map_err(|e| format!("runtime root: {e}"))?;
     Ok(match stdio {
@@ -65,12 +126,17 @@ impl Workload for ContainerWorkload {
             }
             let _ = std::fs::remove_dir_all(&stale);
         }
-        let container = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?
-            .as_init(&self.bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(|e| format!("creating the container: {e}"))?;
+        let container = builder_with_stdio(
+            &self.container_id,
+            &self.runtime_root,
+            stdio,
+            ProgramExecutor::default(),
+        )?
+        .as_init(&self.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("creating the container: {e}"))?;
         self.container = Some(container);
         Ok(())
     }
@@ -155,6 +221,30 @@ impl ExecWorkload {
     }
 }
 
+impl ExecWorkload {
+    /// The container's own seccomp filter (from the spec it was created with), for the
+    /// session to load; `None` for a container run with `seccomp=unconfined`.
+    fn exec_filter(&self) -> Result<Option<ExecFilter>, String> {
+        let container = Container::load(self.runtime_root.join(&self.container_id))
+            .map_err(|e| format!("exec: loading the container's state: {e}"))?;
+        let spec_path = container.bundle().join("config.json");
+        let spec = Spec::load(&spec_path).map_err(|e| format!("exec: reading {}: {e}", spec_path.display()))?;
+        let Some(seccomp) = spec.linux().as_ref().and_then(|linux| linux.seccomp().clone()) else {
+            return Ok(None);
+        };
+        let has_sys_admin = spec
+            .process()
+            .as_ref()
+            .and_then(|process| process.capabilities().as_ref())
+            .and_then(|capabilities| capabilities.bounding().as_ref())
+            .is_some_and(|bounding| bounding.contains(&libcontainer::oci_spec::runtime::Capability::SysAdmin));
+        Ok(Some(ExecFilter {
+            seccomp,
+            lent_sys_admin: !has_sys_admin,
+        }))
+    }
+}
+
 impl Workload for ExecWorkload {
     fn create(&mut self, stdio: ChildStdio) -> Result<(), String> {
         self.stdio = Some(stdio);
@@ -168,8 +258,16 @@ impl Workload for ExecWorkload {
             .iter()
             .filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
-        let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?
+        let exec_filter = self.exec_filter()?;
+        let lend_sys_admin = exec_filter.as_ref().is_some_and(|f| f.lent_sys_admin);
+        let executor = ProgramExecutor { exec_filter };
+        let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?
             .as_tenant()
+            .with_capabilities(if lend_sys_admin {
+                vec!["CAP_SYS_ADMIN".to_string()]
+            } else {
+                Vec::new()
+            })
             .with_container_args(self.args.clone())
             .with_env(env)
             .with_cwd(self.working_dir.as_ref())

@@ -3,7 +3,6 @@
 //! never touched; berth's own are added idempotently and deleted exactly.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use crate::{failed, NetResult, Subnet};
 
@@ -11,7 +10,7 @@ use crate::{failed, NetResult, Subnet};
 pub const BRIDGE_PREFIX: &str = "bb-";
 
 fn iptables(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("iptables")
+    let output = berth_process::command("iptables")
         .arg("-w")
         .args(args)
         .output()
@@ -218,7 +217,10 @@ pub fn remove_port(rule: &PortRule) {
 pub fn rules_mentioning(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for table in ["nat", "filter"] {
-        if let Ok(output) = Command::new("iptables").args(["-w", "-t", table, "-S"]).output() {
+        if let Ok(output) = berth_process::command("iptables")
+            .args(["-w", "-t", table, "-S"])
+            .output()
+        {
             found.extend(
                 String::from_utf8_lossy(&output.stdout)
                     .lines()

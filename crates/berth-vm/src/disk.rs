@@ -34,7 +34,9 @@ fn run(command: &mut Command, what: &str) -> Result<Vec<u8>, VmError> {
 
 pub fn info(path: &Path) -> Result<DiskInfo, VmError> {
     let output = run(
-        Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(path),
+        berth_process::command("qemu-img")
+            .args(["info", "--output=json", "-U"])
+            .arg(path),
         &format!("reading disk {}", path.display()),
     )?;
     serde_json::from_slice(&output).map_err(|e| VmError::Disk(format!("qemu-img info of {}: {e}", path.display())))
@@ -43,7 +45,7 @@ pub fn info(path: &Path) -> Result<DiskInfo, VmError> {
 /// Converts `source` (any format qemu-img reads; vmdk descriptors included) to qcow2.
 pub fn convert_to_qcow2(source: &Path, destination: &Path) -> Result<(), VmError> {
     run(
-        Command::new("qemu-img")
+        berth_process::command("qemu-img")
             .args(["convert", "-O", "qcow2"])
             .arg(source)
             .arg(destination),
@@ -54,7 +56,7 @@ pub fn convert_to_qcow2(source: &Path, destination: &Path) -> Result<(), VmError
 
 /// A qcow2 overlay of `base`; `size` grows the virtual disk beyond the base's.
 pub fn create_overlay(base: &Path, destination: &Path, size: Option<u64>) -> Result<(), VmError> {
-    let mut command = Command::new("qemu-img");
+    let mut command = berth_process::command("qemu-img");
     command
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(base)
@@ -68,7 +70,7 @@ pub fn create_overlay(base: &Path, destination: &Path, size: Option<u64>) -> Res
 /// A blank, thin-provisioned qcow2 disk.
 pub fn create_blank(destination: &Path, size: u64) -> Result<(), VmError> {
     run(
-        Command::new("qemu-img")
+        berth_process::command("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(destination)
             .arg(size.to_string()),
@@ -118,7 +120,7 @@ pub fn build_base_from_layers(
             .map_err(|e| VmError::Setup(format!("sizing {}: {e}", raw.display())))?;
         drop(file);
         run(
-            Command::new("mkfs.ext4")
+            berth_process::command("mkfs.ext4")
                 .args([
                     "-q",
                     "-F",
