@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a Debian 12 machine, from Debian's own packages:
 #   build:   gcc, pkg-config (C parts of the bundled SQLite and ring), libseccomp-dev (static)
-#   tests:   busybox-static (the test image), docker-registry (a real OCI registry),
+#   tests:   busybox-static (the test image), libc6-dev (gcc -static builds the seccomp test's
+#            system-call probe), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
 #            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes)
 #   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
@@ -12,7 +13,7 @@
 set -euo pipefail
 
 packages=(
-  gcc pkg-config make libseccomp-dev
+  gcc pkg-config make libseccomp-dev libc6-dev
   busybox-static
   docker-registry
   podman uidmap

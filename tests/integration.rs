@@ -13,6 +13,8 @@ mod networks;
 mod nfs;
 mod registry;
 mod restart;
+mod seccomp;
+mod signals;
 mod storage;
 mod types;
 mod vms;

@@ -2,7 +2,6 @@
 //! library): the init process of a container, and exec sessions joining one. The
 //! supervisor is the parent of these processes, so it reaps them directly.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use berth_model::ExitStatus;
@@ -10,7 +9,7 @@ use berth_shim::{ChildStdio, Workload};
 use caps::{CapSet, Capability};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
+use libcontainer::oci_spec::runtime::{Capabilities, Capability as SpecCapability, LinuxSeccomp, Process, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -222,27 +221,72 @@ impl ExecWorkload {
 }
 
 impl ExecWorkload {
-    /// The container's own seccomp filter (from the spec it was created with), for the
-    /// session to load; `None` for a container run with `seccomp=unconfined`.
-    fn exec_filter(&self) -> Result<Option<ExecFilter>, String> {
+    /// The spec the container was created with.
+    fn container_spec(&self) -> Result<Spec, String> {
         let container = Container::load(self.runtime_root.join(&self.container_id))
             .map_err(|e| format!("exec: loading the container's state: {e}"))?;
         let spec_path = container.bundle().join("config.json");
-        let spec = Spec::load(&spec_path).map_err(|e| format!("exec: reading {}: {e}", spec_path.display()))?;
-        let Some(seccomp) = spec.linux().as_ref().and_then(|linux| linux.seccomp().clone()) else {
-            return Ok(None);
-        };
-        let has_sys_admin = spec
-            .process()
-            .as_ref()
-            .and_then(|process| process.capabilities().as_ref())
-            .and_then(|capabilities| capabilities.bounding().as_ref())
-            .is_some_and(|bounding| bounding.contains(&libcontainer::oci_spec::runtime::Capability::SysAdmin));
-        Ok(Some(ExecFilter {
-            seccomp,
-            lent_sys_admin: !has_sys_admin,
-        }))
+        Spec::load(&spec_path).map_err(|e| format!("exec: reading {}: {e}", spec_path.display()))
     }
+
+    /// The session's process: the container's own definition (capabilities, rlimits,
+    /// no_new_privileges) with this session's command, environment, directory, user and
+    /// terminal — as `docker exec` does. Handing libcontainer a whole process keeps its
+    /// tenant defaults out (no_new_privileges on, RLIMIT_NOFILE 1024, cwd /).
+    fn process(&self, container: &Spec, terminal: bool, lend_sys_admin: bool) -> Result<Process, String> {
+        let mut process = container
+            .process()
+            .clone()
+            .ok_or("exec: the container's spec has no process")?;
+        process.set_args(Some(self.args.clone()));
+        process.set_env(Some(self.env.clone()));
+        if let Some(working_dir) = &self.working_dir {
+            process.set_cwd(working_dir.into());
+        }
+        let mut user = process.user().clone();
+        if let Some(uid) = self.uid {
+            user.set_uid(uid);
+        }
+        if let Some(gid) = self.gid {
+            user.set_gid(gid);
+        }
+        // The container's supplementary groups belong to its own user.
+        if self.uid.is_some() || self.gid.is_some() {
+            user.set_additional_gids(None);
+        }
+        process.set_user(user);
+        process.set_terminal(Some(terminal));
+        process.set_no_new_privileges(Some(process.no_new_privileges().unwrap_or(false)));
+        if lend_sys_admin {
+            let mut capabilities = process.capabilities().clone().unwrap_or_default();
+            let lend = |set: &Option<Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(SpecCapability::SysAdmin);
+                Some(set)
+            };
+            capabilities.set_bounding(lend(capabilities.bounding()));
+            capabilities.set_effective(lend(capabilities.effective()));
+            capabilities.set_permitted(lend(capabilities.permitted()));
+            process.set_capabilities(Some(capabilities));
+        }
+        Ok(process)
+    }
+}
+
+/// The container's seccomp filter for an exec session to load; `None` for a container run
+/// with `seccomp=unconfined`.
+fn exec_filter(container: &Spec) -> Option<ExecFilter> {
+    let seccomp = container.linux().as_ref()?.seccomp().clone()?;
+    let has_sys_admin = container
+        .process()
+        .as_ref()
+        .and_then(|process| process.capabilities().as_ref())
+        .and_then(|capabilities| capabilities.bounding().as_ref())
+        .is_some_and(|bounding| bounding.contains(&SpecCapability::SysAdmin));
+    Some(ExecFilter {
+        seccomp,
+        lent_sys_admin: !has_sys_admin,
+    })
 }
 
 impl Workload for ExecWorkload {
@@ -253,26 +297,22 @@ impl Workload for ExecWorkload {
 
     fn start(&mut self) -> Result<u32, String> {
         let stdio = self.stdio.take().ok_or("already started")?;
-        let env: HashMap<String, String> = self
-            .env
-            .iter()
-            .filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect();
-        let exec_filter = self.exec_filter()?;
+        let container = self.container_spec()?;
+        let exec_filter = exec_filter(&container);
         let lend_sys_admin = exec_filter.as_ref().is_some_and(|f| f.lent_sys_admin);
+        let terminal = matches!(stdio, ChildStdio::Terminal { .. });
+        let process = self.process(&container, terminal, lend_sys_admin)?;
+        // The supervisor runs in its session's own directory, which goes when the session ends.
+        let process_path = std::env::current_dir()
+            .map_err(|e| format!("exec: the session directory: {e}"))?
+            .join("process.json");
+        let document = serde_json::to_vec(&process).map_err(|e| format!("exec: encoding the process: {e}"))?;
+        std::fs::write(&process_path, document)
+            .map_err(|e| format!("exec: writing {}: {e}", process_path.display()))?;
         let executor = ProgramExecutor { exec_filter };
         let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?
             .as_tenant()
-            .with_capabilities(if lend_sys_admin {
-                vec!["CAP_SYS_ADMIN".to_string()]
-            } else {
-                Vec::new()
-            })
-            .with_container_args(self.args.clone())
-            .with_env(env)
-            .with_cwd(self.working_dir.as_ref())
-            .with_user(self.uid)
-            .with_group(self.gid)
+            .with_process(Some(&process_path))
             .with_detach(true)
             .build()
             .map_err(|e| format!("exec: {e}"))?;
