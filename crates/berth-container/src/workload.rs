@@ -218,9 +218,7 @@ impl ExecWorkload {
             stdio: None,
         }
     }
-}
 
-impl ExecWorkload {
     /// The spec the container was created with.
     fn container_spec(&self) -> Result<Spec, String> {
         let container = Container::load(self.runtime_root.join(&self.container_id))

@@ -14,20 +14,18 @@ use std::process::Command;
 /// Use it instead of `Command::new` everywhere berth runs another program.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);
-    with_clean_signals(&mut command);
+    // A pre_exec hook also makes std fork and exec instead of using posix_spawn, which is
+    // what leaves glibc's internal signals ignored.
+    // SAFETY: `reset_signal_state` only makes async-signal-safe system calls.
+    unsafe {
+        command.pre_exec(reset_signal_state);
+    }
     command
 }
 
 /// `command` for async code.
 pub fn async_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     tokio::process::Command::from(command(program))
-}
-
-/// Adds the reset to a `Command` built elsewhere. Forces fork+exec rather than posix_spawn,
-/// which is what keeps glibc's internal signals out of the child.
-pub fn with_clean_signals(command: &mut Command) -> &mut Command {
-    // SAFETY: `reset_signal_state` only makes async-signal-safe system calls.
-    unsafe { command.pre_exec(reset_signal_state) }
 }
 
 /// The kernel's `struct sigaction` (x86-64 and the generic layout aarch64 and riscv64 use).
@@ -126,7 +124,7 @@ mod tests {
         }
     }
 
-    /// Every program berth starts goes through `command` (or `with_clean_signals`): a
+    /// Every program berth starts goes through `command` or `async_command`: a
     /// `Command::new` elsewhere in the workspace's sources would start one with SIGPIPE
     /// ignored again.
     #[test]
