@@ -2,7 +2,8 @@
 # Installs what berth needs on a Debian 12 machine, from Debian's own packages:
 #   build:   gcc, pkg-config, make (C parts of the bundled SQLite, ring and libbpf),
 #            libseccomp-dev, libelf-dev, zlib1g-dev (linked statically)
-#   tests:   busybox-static (the test image), docker-registry (a real OCI registry),
+#   tests:   busybox-static (the test image), libc6-dev (gcc -static builds the seccomp test's
+#            system-call probe), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
 #            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes)
 #   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
@@ -14,7 +15,7 @@ set -euo pipefail
 . "$(dirname "$0")/as-root.sh"
 
 packages=(
-  gcc pkg-config make libseccomp-dev libelf-dev zlib1g-dev
+  gcc pkg-config make libseccomp-dev libelf-dev zlib1g-dev libc6-dev
   busybox-static
   docker-registry
   podman uidmap

@@ -20,6 +20,8 @@ mod nfs;
 mod numbers;
 mod registry;
 mod restart;
+mod seccomp;
+mod signals;
 mod stop;
 mod storage;
 mod two_daemons;

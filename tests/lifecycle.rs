@@ -133,8 +133,13 @@ fn kill_wait_pause_and_unpause() {
         "busybox",
         "sh",
         "-c",
-        "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+        "trap 'exit 42' TERM; echo trapped; while true; do sleep 0.1; done",
     ]);
+    // PID 1 drops a signal it has no handler for yet: send it once the trap is set.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !d.ok(&["logs", "t"]).contains("trapped") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d.ok(&["kill", "-s", "SIGTERM", "t"]);
     let record = d.wait_for("t", Duration::from_secs(5), |r| r["state"] == "exited");
     assert_eq!(record["exit_code"], 42);

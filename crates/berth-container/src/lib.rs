@@ -256,6 +256,10 @@ impl InstanceDriver for ContainerDriver {
             env.retain(|e| e.split('=').next() != Some(key));
             env.push(pair.clone());
         }
+        // A session with a terminal gets TERM like the container's own with one (Docker's).
+        if request.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
         Ok(SupervisorConfig {
             workload: Workload::ContainerExec {
                 container_id: Self::runtime_name(instance),

@@ -204,7 +204,7 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, DriverError> {
         mounts.append(&mut extra);
     }
     if !instance.spec.seccomp_unconfined {
-        document["linux"]["seccomp"] = crate::seccomp::default_filter();
+        document["linux"]["seccomp"] = crate::seccomp::default_filter(caps);
     }
     if let Some(namespaces) = document["linux"]["namespaces"].as_array_mut() {
         match (&inputs.network_namespace, inputs.new_network_namespace) {

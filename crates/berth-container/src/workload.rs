@@ -2,23 +2,83 @@
 //! library): the init process of a container, and exec sessions joining one. The
 //! supervisor is the parent of these processes, so it reaps them directly.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use berth_model::ExitStatus;
 use berth_shim::{ChildStdio, Workload};
+use caps::{CapSet, Capability};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::{Capabilities, Capability as SpecCapability, LinuxSeccomp, Process, Spec};
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cgroups::Cgroups;
+
+/// The last step in the container, after libcontainer's set-up: runs the user's program
+/// (libcontainer's default executor) with the signal state a shell would give it, not the
+/// supervisor's (SIGPIPE ignored by the Rust runtime, glibc's internal signals ignored by
+/// posix_spawn).
+#[derive(Clone, Default)]
+struct ProgramExecutor {
+    /// Exec sessions only: the container's seccomp filter. libcontainer 0.7 builds a
+    /// tenant's spec without `linux.seccomp`, so the session loads it here, just before
+    /// execve — holding CAP_SYS_ADMIN lent for that (without no_new_privs, loading a filter
+    /// needs it) and dropped right after.
+    exec_filter: Option<ExecFilter>,
+}
+
+#[derive(Clone)]
+struct ExecFilter {
+    seccomp: LinuxSeccomp,
+    /// Whether CAP_SYS_ADMIN was lent to the session (the container itself lacks it).
+    lent_sys_admin: bool,
+}
+
+impl ExecFilter {
+    fn apply(&self) -> Result<(), ExecutorError> {
+        libcontainer::seccomp::initialize_seccomp(&self.seccomp)
+            .map_err(|e| ExecutorError::Other(format!("loading the container's seccomp filter: {e}")))?;
+        if self.lent_sys_admin {
+            // Bounding first (needs CAP_SETPCAP, not this one), effective before permitted.
+            for set in [
+                CapSet::Bounding,
+                CapSet::Effective,
+                CapSet::Permitted,
+                CapSet::Inheritable,
+            ] {
+                caps::drop(None, set, Capability::CAP_SYS_ADMIN)
+                    .map_err(|e| ExecutorError::Other(format!("dropping CAP_SYS_ADMIN again: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Executor for ProgramExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        berth_process::reset_signal_state()
+            .map_err(|e| ExecutorError::Other(format!("resetting signal dispositions: {e}")))?;
+        if let Some(filter) = &self.exec_filter {
+            filter.apply()?;
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
 
 fn builder_with_stdio(
     container_id: &str,
     runtime_root: &PathBuf,
     stdio: ChildStdio,
+    executor: ProgramExecutor,
 ) -> Result<ContainerBuilder, String> {
     let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
+        .with_executor(executor)
         .with_root_path(runtime_root)
         .map_err(|e| format!("runtime root: {e}"))?;
     Ok(match stdio {
@@ -65,12 +125,17 @@ impl Workload for ContainerWorkload {
             }
             let _ = std::fs::remove_dir_all(&stale);
         }
-        let container = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?
-            .as_init(&self.bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(|e| format!("creating the container: {e}"))?;
+        let container = builder_with_stdio(
+            &self.container_id,
+            &self.runtime_root,
+            stdio,
+            ProgramExecutor::default(),
+        )?
+        .as_init(&self.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("creating the container: {e}"))?;
         self.container = Some(container);
         Ok(())
     }
@@ -153,6 +218,73 @@ impl ExecWorkload {
             stdio: None,
         }
     }
+
+    /// The spec the container was created with.
+    fn container_spec(&self) -> Result<Spec, String> {
+        let container = Container::load(self.runtime_root.join(&self.container_id))
+            .map_err(|e| format!("exec: loading the container's state: {e}"))?;
+        let spec_path = container.bundle().join("config.json");
+        Spec::load(&spec_path).map_err(|e| format!("exec: reading {}: {e}", spec_path.display()))
+    }
+
+    /// The session's process: the container's own definition (capabilities, rlimits,
+    /// no_new_privileges) with this session's command, environment, directory, user and
+    /// terminal — as `docker exec` does. Handing libcontainer a whole process keeps its
+    /// tenant defaults out (no_new_privileges on, RLIMIT_NOFILE 1024, cwd /).
+    fn process(&self, container: &Spec, terminal: bool, lend_sys_admin: bool) -> Result<Process, String> {
+        let mut process = container
+            .process()
+            .clone()
+            .ok_or("exec: the container's spec has no process")?;
+        process.set_args(Some(self.args.clone()));
+        process.set_env(Some(self.env.clone()));
+        if let Some(working_dir) = &self.working_dir {
+            process.set_cwd(working_dir.into());
+        }
+        let mut user = process.user().clone();
+        if let Some(uid) = self.uid {
+            user.set_uid(uid);
+        }
+        if let Some(gid) = self.gid {
+            user.set_gid(gid);
+        }
+        // The container's supplementary groups belong to its own user.
+        if self.uid.is_some() || self.gid.is_some() {
+            user.set_additional_gids(None);
+        }
+        process.set_user(user);
+        process.set_terminal(Some(terminal));
+        process.set_no_new_privileges(Some(process.no_new_privileges().unwrap_or(false)));
+        if lend_sys_admin {
+            let mut capabilities = process.capabilities().clone().unwrap_or_default();
+            let lend = |set: &Option<Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(SpecCapability::SysAdmin);
+                Some(set)
+            };
+            capabilities.set_bounding(lend(capabilities.bounding()));
+            capabilities.set_effective(lend(capabilities.effective()));
+            capabilities.set_permitted(lend(capabilities.permitted()));
+            process.set_capabilities(Some(capabilities));
+        }
+        Ok(process)
+    }
+}
+
+/// The container's seccomp filter for an exec session to load; `None` for a container run
+/// with `seccomp=unconfined`.
+fn exec_filter(container: &Spec) -> Option<ExecFilter> {
+    let seccomp = container.linux().as_ref()?.seccomp().clone()?;
+    let has_sys_admin = container
+        .process()
+        .as_ref()
+        .and_then(|process| process.capabilities().as_ref())
+        .and_then(|capabilities| capabilities.bounding().as_ref())
+        .is_some_and(|bounding| bounding.contains(&SpecCapability::SysAdmin));
+    Some(ExecFilter {
+        seccomp,
+        lent_sys_admin: !has_sys_admin,
+    })
 }
 
 impl Workload for ExecWorkload {
@@ -163,18 +295,22 @@ impl Workload for ExecWorkload {
 
     fn start(&mut self) -> Result<u32, String> {
         let stdio = self.stdio.take().ok_or("already started")?;
-        let env: HashMap<String, String> = self
-            .env
-            .iter()
-            .filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect();
-        let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?
+        let container = self.container_spec()?;
+        let exec_filter = exec_filter(&container);
+        let lend_sys_admin = exec_filter.as_ref().is_some_and(|f| f.lent_sys_admin);
+        let terminal = matches!(stdio, ChildStdio::Terminal { .. });
+        let process = self.process(&container, terminal, lend_sys_admin)?;
+        // The supervisor runs in its session's own directory, which goes when the session ends.
+        let process_path = std::env::current_dir()
+            .map_err(|e| format!("exec: the session directory: {e}"))?
+            .join("process.json");
+        let document = serde_json::to_vec(&process).map_err(|e| format!("exec: encoding the process: {e}"))?;
+        std::fs::write(&process_path, document)
+            .map_err(|e| format!("exec: writing {}: {e}", process_path.display()))?;
+        let executor = ProgramExecutor { exec_filter };
+        let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?
             .as_tenant()
-            .with_container_args(self.args.clone())
-            .with_env(env)
-            .with_cwd(self.working_dir.as_ref())
-            .with_user(self.uid)
-            .with_group(self.gid)
+            .with_process(Some(&process_path))
             .with_detach(true)
             .build()
             .map_err(|e| format!("exec: {e}"))?;

@@ -634,7 +634,7 @@ impl Engine {
             .map_err(|e| EngineError::internal(format!("creating the supervisor log: {e}")))?;
         // /proc/self/exe is this very binary even after a package upgrade replaced the file,
         // so supervisors always speak the daemon's protocol; argv[0] keeps the real name.
-        let mut child = tokio::process::Command::new("/proc/self/exe")
+        let mut child = berth_process::async_command("/proc/self/exe")
             .arg0(&self.exe)
             .arg("supervise")
             .arg(&config_path)

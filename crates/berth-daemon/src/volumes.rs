@@ -42,7 +42,7 @@ fn validate_name(what: &str, name: &str) -> EngineResult<()> {
 
 /// Copies a sparse file, keeping its holes.
 fn sparse_copy(from: &Path, to: &Path) -> EngineResult<()> {
-    let output = std::process::Command::new("cp")
+    let output = berth_process::command("cp")
         .args(["--sparse=always", "--reflink=auto"])
         .arg(from)
         .arg(to)
@@ -474,7 +474,7 @@ fn nfs_location(name: &str, options: &BTreeMap<String, String>) -> EngineResult<
 /// Creates the volume's image on the share unless a file of that name is there already
 /// (another host's volume, say), which it must never overwrite.
 fn create_on_share(share: &NfsShare, file: &str, size: u64, scratch: &Path) -> Result<(), ShareFailure> {
-    let probe = std::process::Command::new("qemu-img")
+    let probe = berth_process::command("qemu-img")
         .args(["info", "--output=json"])
         .arg(share.url(file))
         .output()

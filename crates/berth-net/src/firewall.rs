@@ -4,7 +4,6 @@
 //! are added idempotently and deleted exactly.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use crate::{failed, NetResult, Subnet};
 
@@ -15,7 +14,7 @@ pub const BRIDGE_PREFIX: &str = "bb-";
 const MAX_CHAIN_NAME: usize = 28;
 
 fn iptables(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("iptables")
+    let output = berth_process::command("iptables")
         .arg("-w")
         .args(args)
         .output()
@@ -301,7 +300,10 @@ fn port_rule(rule: &PortRule) -> Vec<String> {
 pub fn rules_mentioning(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for table in ["nat", "filter"] {
-        if let Ok(output) = Command::new("iptables").args(["-w", "-t", table, "-S"]).output() {
+        if let Ok(output) = berth_process::command("iptables")
+            .args(["-w", "-t", table, "-S"])
+            .output()
+        {
             found.extend(
                 String::from_utf8_lossy(&output.stdout)
                     .lines()

@@ -2,12 +2,10 @@
 //! towards the instance, ingress policing for traffic from it (or, on kernels without
 //! act_police, a token bucket on an IFB device the traffic is redirected through).
 
-use std::process::Command;
-
 use crate::{failed, NetResult};
 
 fn tc(args: &[&str]) -> NetResult<()> {
-    let output = Command::new("tc")
+    let output = berth_process::command("tc")
         .args(args)
         .output()
         .map_err(|e| failed("running tc", e))?;
@@ -102,7 +100,7 @@ pub fn shape_ingress_via_ifb(device: &str, ifb: &str, bits_per_second: u64) -> N
 }
 
 fn ip(args: &[&str]) -> NetResult<()> {
-    let output = Command::new("ip")
+    let output = berth_process::command("ip")
         .args(args)
         .output()
         .map_err(|e| failed("running ip", e))?;

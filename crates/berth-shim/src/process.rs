@@ -2,7 +2,7 @@
 //! supervisor's pipes as its stdio.
 
 use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use crate::supervisor::{ChildStdio, Workload};
 
@@ -38,7 +38,7 @@ impl Workload for ProcessWorkload {
     fn start(&mut self) -> Result<u32, String> {
         let (program, args) = self.args.split_first().ok_or("empty command")?;
         let (stdin, stdout, stderr) = self.stdio.take().ok_or("already started")?;
-        let mut command = Command::new(program);
+        let mut command = berth_process::command(program);
         command
             .args(args)
             .stdin(Stdio::from(stdin))

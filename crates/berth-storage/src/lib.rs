@@ -44,7 +44,7 @@ pub fn create_ext4_image(path: &Path, size: u64) -> Result<(), StorageError> {
         .map_err(|e| failed(&context, format!("cannot size it to {size} bytes: {e}")))?;
     drop(file);
     let made = run(
-        Command::new("mkfs.ext4")
+        berth_process::command("mkfs.ext4")
             .args([
                 "-q",
                 "-F",
@@ -98,7 +98,10 @@ pub fn mount_image(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(
     }
     let options = if read_only { "loop,ro" } else { "loop" };
     run(
-        Command::new("mount").args(["-o", options]).arg(image).arg(mountpoint),
+        berth_process::command("mount")
+            .args(["-o", options])
+            .arg(image)
+            .arg(mountpoint),
         &context,
     )?;
     // Direct I/O skips the second copy of every page in the image file's own page cache:
@@ -107,7 +110,10 @@ pub fn mount_image(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(
     // qemu-storage-daemon export took direct writes but lost data written through them.
     if !on_fuse(image) {
         if let Some(device) = loop_device_at(mountpoint) {
-            let _ = Command::new("losetup").arg("--direct-io=on").arg(device).output();
+            let _ = berth_process::command("losetup")
+                .arg("--direct-io=on")
+                .arg(device)
+                .output();
         }
     }
     Ok(())

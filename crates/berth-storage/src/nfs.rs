@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nfs3_client::nfs3_types::nfs3::{diropargs3, filename3, nfsstat3, Nfs3Result, REMOVE3args};
@@ -115,7 +114,7 @@ pub fn kernel_mount(share: &NfsShare, mountpoint: &Path) -> Result<(), StorageEr
         return Ok(());
     }
     run(
-        Command::new("mount")
+        berth_process::command("mount")
             .args(["-t", "nfs", "-o", "vers=3,nolock"])
             .arg(format!("{}:{}", share.server, share.export))
             .arg(mountpoint),
@@ -130,7 +129,7 @@ pub fn create_ext4_qcow2(share: &NfsShare, file: &str, size: u64, scratch: &Path
     let context = format!("creating {}", share.url(file));
     crate::create_ext4_image(scratch, size)?;
     let converted = run(
-        Command::new("qemu-img")
+        berth_process::command("qemu-img")
             .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
             .arg(scratch)
             .arg(share.url(file)),
@@ -179,7 +178,7 @@ impl FuseExport {
         self.stop()?;
         fs::write(&self.file, b"").map_err(|e| failed(&context, e))?;
         run(
-            Command::new("qemu-storage-daemon")
+            berth_process::command("qemu-storage-daemon")
                 .arg("--blockdev")
                 .arg(format!(
                     "driver=nfs,node-name=share,server.type=inet,server.host={},path={}",

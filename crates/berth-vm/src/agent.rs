@@ -396,7 +396,7 @@ fn online_hotplugged_resources() {
 
 fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
     if spec.resize_root && Path::new("/sbin/resize2fs").exists() {
-        let _ = Command::new("/sbin/resize2fs")
+        let _ = berth_process::command("/sbin/resize2fs")
             .arg(root_disk)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -489,7 +489,7 @@ fn switch_root() -> io::Result<()> {
 /// A command in the image's root (the agent's own, after `switch_root`), as a container
 /// would run it.
 fn command_in_root(args: &[String], env: &[String], working_dir: &str, uid: u32, gid: u32) -> Command {
-    let mut command = Command::new(&args[0]);
+    let mut command = berth_process::command(&args[0]);
     command.args(&args[1..]).env_clear();
     for pair in env {
         if let Some((key, value)) = pair.split_once('=') {

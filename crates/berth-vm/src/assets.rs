@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
@@ -54,7 +53,7 @@ pub fn find_guest_kernel(dir: &Path) -> Result<GuestKernel, VmError> {
 
 /// Shared libraries a dynamically linked program loads, as `ldd` reports them.
 fn shared_libraries(program: &Path) -> Vec<PathBuf> {
-    let Ok(output) = Command::new("ldd").arg(program).output() else {
+    let Ok(output) = berth_process::command("ldd").arg(program).output() else {
         return Vec::new();
     };
     String::from_utf8_lossy(&output.stdout)

@@ -36,7 +36,7 @@ fn run(command: &mut Command, what: &str) -> Result<Vec<u8>, VmError> {
 /// `qemu-img info` of one of berth's own disks, whose format berth knows.
 pub fn info(path: &Path, format: &str) -> Result<DiskInfo, VmError> {
     let output = run(
-        Command::new("qemu-img")
+        berth_process::command("qemu-img")
             .args(["info", "--output=json", "-U", "-f", format])
             .arg(path),
         &format!("reading disk {}", path.display()),
@@ -47,7 +47,7 @@ pub fn info(path: &Path, format: &str) -> Result<DiskInfo, VmError> {
 /// Converts `source`, of the given format, to a standalone qcow2.
 pub fn convert_to_qcow2(source: &Path, format: &str, destination: &Path) -> Result<(), VmError> {
     run(
-        Command::new("qemu-img")
+        berth_process::command("qemu-img")
             .args(["convert", "-f", format, "-O", "qcow2"])
             .arg(source)
             .arg(destination),
@@ -58,7 +58,7 @@ pub fn convert_to_qcow2(source: &Path, format: &str, destination: &Path) -> Resu
 
 /// A qcow2 overlay of `base`; `size` grows the virtual disk beyond the base's.
 pub fn create_overlay(base: &Path, destination: &Path, size: Option<u64>) -> Result<(), VmError> {
-    let mut command = Command::new("qemu-img");
+    let mut command = berth_process::command("qemu-img");
     command
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(base)
@@ -72,7 +72,7 @@ pub fn create_overlay(base: &Path, destination: &Path, size: Option<u64>) -> Res
 /// A blank, thin-provisioned qcow2 disk.
 pub fn create_blank(destination: &Path, size: u64) -> Result<(), VmError> {
     run(
-        Command::new("qemu-img")
+        berth_process::command("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(destination)
             .arg(size.to_string()),
@@ -122,7 +122,7 @@ pub fn build_base_from_layers(
             .map_err(|e| VmError::Setup(format!("sizing {}: {e}", raw.display())))?;
         drop(file);
         run(
-            Command::new("mkfs.ext4")
+            berth_process::command("mkfs.ext4")
                 .args([
                     "-q",
                     "-F",

@@ -9,7 +9,6 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -360,7 +359,7 @@ fn parse_descriptor_extents(text: &str) -> Vec<String> {
 }
 
 fn qemu_img_info(path: &Path, format: DiskFormat) -> Result<QemuImgInfo, VmError> {
-    let output = Command::new("timeout")
+    let output = berth_process::command("timeout")
         .args([
             "-k",
             "5",

@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use tokio::process::Command;
-
 use berth_model::instance::VmDetails;
 use serde_json::json;
 
@@ -40,7 +38,7 @@ fn persistent_disks(details: &VmDetails) -> Result<Vec<(String, &str)>, VmError>
 }
 
 async fn qemu_img(args: &[&str]) -> Result<String, VmError> {
-    let output = Command::new("qemu-img")
+    let output = berth_process::async_command("qemu-img")
         .args(args)
         .output()
         .await

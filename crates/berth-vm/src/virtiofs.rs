@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_model::driver::VirtiofsShare;
@@ -100,7 +100,7 @@ impl RunningShares {
             .source
             .to_str()
             .ok_or("the shared directory's path is not UTF-8")?;
-        let mut command = Command::new(VIRTIOFSD);
+        let mut command = berth_process::command(VIRTIOFSD);
         command
             .arg(format!("--socket-path={}", share.socket.display()))
             .args(["-o", &format!("source={}", escape_option(source))])

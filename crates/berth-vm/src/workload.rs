@@ -4,7 +4,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_model::driver::VirtiofsShare;
@@ -114,7 +114,7 @@ impl VmWorkload {
         if let Some(path) = &self.status_path {
             let _ = std::fs::write(path, b"");
         }
-        let mut child = Command::new(program)
+        let mut child = berth_process::command(program)
             .args(args)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
