@@ -1,11 +1,12 @@
-//! Daemon settings: where state lives, where the API listens, and the default limits
-//! applied where a user sets none (like a Kubernetes LimitRange). Read once at start-up
-//! from an optional TOML file.
+//! Daemon settings: where state lives, where the API listens, the default limits applied
+//! where a user sets none (like a Kubernetes LimitRange) and the default log caps. Read
+//! once at start-up from an optional TOML file.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use berth_model::api::LimitsRequest;
+use berth_model::log::{LogLimits, MAX_LOG_FILES};
 use berth_model::quantity::{parse_bandwidth, parse_count, ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::{builtin_types, InstanceType};
 use serde::Deserialize;
@@ -32,6 +33,8 @@ pub struct DaemonConfig {
     /// Admission: how far allocations may exceed the host's CPUs and memory.
     pub cpu_overcommit: f64,
     pub memory_overcommit: f64,
+    /// Log caps of instances that do not set their own (`[logs]`).
+    pub log_defaults: LogLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +54,39 @@ struct ConfigFile {
     default_subnet: Option<String>,
     #[serde(default)]
     default_bridge: Option<String>,
+    #[serde(default)]
+    logs: LogsSection,
+}
+
+/// `[logs]`: the caps of instance logs without `--log-opt`, as Docker's `log-opts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsSection {
+    #[serde(default)]
+    max_size: Option<String>,
+    #[serde(default)]
+    max_file: Option<u32>,
+}
+
+impl LogsSection {
+    fn parse(&self) -> Result<LogLimits> {
+        let defaults = LogLimits::default();
+        let max_size_bytes = match &self.max_size {
+            Some(text) => text
+                .parse::<ByteSize>()
+                .map_err(|e| anyhow::anyhow!("logs.max_size: {e}"))?
+                .bytes(),
+            None => defaults.max_size_bytes,
+        };
+        let limits = LogLimits {
+            max_size_bytes,
+            max_files: self.max_file.unwrap_or(defaults.max_files),
+        };
+        limits.check().map_err(|e| {
+            anyhow::anyhow!("logs: {e} (max_size at least 128k, max_file from 1 to {MAX_LOG_FILES})")
+        })?;
+        Ok(limits)
+    }
 }
 
 /// `[[types]]`: an operator's own instance type.
@@ -250,6 +286,7 @@ impl DaemonConfig {
             default_bridge: parsed.default_bridge.unwrap_or_else(|| "bb-default".into()),
             cpu_overcommit: parsed.admission.cpu_overcommit,
             memory_overcommit: parsed.admission.memory_overcommit,
+            log_defaults: parsed.logs.parse()?,
         })
     }
 }

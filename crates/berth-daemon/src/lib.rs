@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod logs;
 pub mod networks;
 pub mod procs;
 pub mod vm_snapshots;

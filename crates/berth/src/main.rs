@@ -220,7 +220,7 @@ fn supervise(config_path: &std::path::Path) -> i32 {
         .with_ansi(false)
         .init();
     let workload = berth_container::workload_for(&config.workload)
-        .or_else(|| berth_vm::workload_for(&config.workload))
+        .or_else(|| berth_vm::workload_for(&config))
         .unwrap_or_else(|| match &config.workload {
             berth_model::driver::Workload::Process { args, env } => {
                 Box::new(berth_shim::process::ProcessWorkload::new(args.clone(), env.clone()))

@@ -9,6 +9,7 @@ use berth_model::api::{
     CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse, TreeEntry,
     UpdateInstanceRequest, WaitResponse,
 };
+use berth_model::log::LogOptions;
 use berth_model::instance::short_id;
 use berth_model::quantity::LimitSetting;
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceState};
@@ -76,6 +77,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         ports: args.publish.clone(),
         bandwidth_bits_per_second: args.bandwidth,
         security_opts: args.security_opts.clone(),
+        log: LogOptions::from_options(&args.log_opts),
     }
 }
 
