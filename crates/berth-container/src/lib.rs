@@ -76,6 +76,8 @@ fn ensure_dir_in_root(root: &Path, relative: &str) {
                 if fs::create_dir(&path).is_err() {
                     return;
                 }
+                // As Docker makes it, not with the daemon's private umask.
+                let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755));
             }
         }
     }

@@ -13,6 +13,17 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use crate::cgroups::Cgroups;
 
+/// Runs `f` under Docker's umask (0022): a container's processes start with it, and the
+/// mount points libcontainer makes in the rootfs get their modes from it. The supervisor
+/// itself keeps the daemon's private umask for its own files.
+fn with_container_umask<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::stat::{umask, Mode};
+    let previous = umask(Mode::from_bits_truncate(0o022));
+    let result = f();
+    umask(previous);
+    result
+}
+
 fn builder_with_stdio(
     container_id: &str,
     runtime_root: &PathBuf,
@@ -65,12 +76,15 @@ impl Workload for ContainerWorkload {
             }
             let _ = std::fs::remove_dir_all(&stale);
         }
-        let container = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?
-            .as_init(&self.bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(|e| format!("creating the container: {e}"))?;
+        let builder = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?;
+        let container = with_container_umask(|| {
+            builder
+                .as_init(&self.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        })
+        .map_err(|e| format!("creating the container: {e}"))?;
         self.container = Some(container);
         Ok(())
     }
@@ -168,16 +182,19 @@ impl Workload for ExecWorkload {
             .iter()
             .filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
-        let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?
-            .as_tenant()
-            .with_container_args(self.args.clone())
-            .with_env(env)
-            .with_cwd(self.working_dir.as_ref())
-            .with_user(self.uid)
-            .with_group(self.gid)
-            .with_detach(true)
-            .build()
-            .map_err(|e| format!("exec: {e}"))?;
+        let builder = builder_with_stdio(&self.container_id, &self.runtime_root, stdio)?;
+        let pid = with_container_umask(|| {
+            builder
+                .as_tenant()
+                .with_container_args(self.args.clone())
+                .with_env(env)
+                .with_cwd(self.working_dir.as_ref())
+                .with_user(self.uid)
+                .with_group(self.gid)
+                .with_detach(true)
+                .build()
+        })
+        .map_err(|e| format!("exec: {e}"))?;
         Ok(pid.as_raw() as u32)
     }
 }

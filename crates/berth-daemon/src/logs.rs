@@ -1,8 +1,9 @@
 //! `berth logs`: an instance's log as attach-stream frames. The rotated files are read
 //! oldest first, then the current one; `--tail N` finds where the last N records start by
 //! reading backwards from the end, so memory stays bounded whatever the log's size; `-f`
-//! keeps following across rotations, as `tail -F` does (a new file at the path is opened
-//! once the old one is read to its end).
+//! keeps following across rotations: the old file is read to its end, then the files
+//! rotated since and the new one. A follower more than `max-file` rotations behind loses
+//! what was deleted meanwhile, as with Docker.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -25,7 +26,7 @@ use crate::engine::Engine;
 const BLOCK: usize = 64 * 1024;
 
 /// A log record as a frame of the stream it came from; `None` for what is not a record.
-fn log_frame(line: &[u8], timestamps: bool) -> Option<Bytes> {
+fn log_frame(line: &[u8], timestamps: bool) -> Option<Vec<u8>> {
     let record: LogRecord = serde_json::from_slice(line).ok()?;
     let kind = if record.s == "stderr" {
         FrameKind::Stderr
@@ -41,7 +42,7 @@ fn log_frame(line: &[u8], timestamps: bool) -> Option<Bytes> {
     } else {
         record.d
     };
-    Some(Bytes::from(encode_frame(kind, text.as_bytes())))
+    Some(encode_frame(kind, text.as_bytes()))
 }
 
 /// Where the last `tail` complete records of `files` (oldest first) begin: the index of
@@ -88,6 +89,23 @@ fn open_log(path: &Path, tail: Option<usize>) -> std::io::Result<Vec<File>> {
         file.seek(SeekFrom::Start(offset))?;
     }
     Ok(files)
+}
+
+/// After the log's current file (inode `inode`) was rotated away: the files written since,
+/// oldest first, and the current one. Rotation shifts files to higher numbers, so the newer
+/// ones are those after `inode`'s; when it fell off the end, every file left is newer.
+fn open_newer_than(path: &Path, inode: u64) -> (Vec<File>, Option<File>) {
+    let mut names = log_files_oldest_first(path);
+    names.pop();
+    let mut rotated: Vec<File> = names.iter().filter_map(|p| File::open(p).ok()).collect();
+    let position = rotated
+        .iter()
+        .position(|f| f.metadata().map(|m| m.ino()).ok() == Some(inode));
+    let newer = match position {
+        Some(position) => rotated.split_off(position + 1),
+        None => rotated,
+    };
+    (newer, File::open(path).ok())
 }
 
 /// True once a new file took the place of `file` at `path` (the log was rotated).
@@ -137,11 +155,18 @@ pub async fn stream_log(
                 }
                 progressed = true;
                 pending.extend_from_slice(&buffer[..n]);
-                while let Some(newline) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=newline).collect();
-                    if let Some(frame) = log_frame(&line[..line.len() - 1], params.timestamps) {
-                        sender.send(frame).await.ok()?;
+                // The complete records of this read go out as one chunk of frames.
+                let mut frames = Vec::new();
+                let mut consumed = 0;
+                while let Some(newline) = pending[consumed..].iter().position(|b| *b == b'\n') {
+                    if let Some(frame) = log_frame(&pending[consumed..consumed + newline], params.timestamps) {
+                        frames.extend_from_slice(&frame);
                     }
+                    consumed += newline + 1;
+                }
+                pending.drain(..consumed);
+                if !frames.is_empty() {
+                    sender.send(Bytes::from(frames)).await.ok()?;
                 }
             }
         }
@@ -158,8 +183,14 @@ pub async fn stream_log(
             // Rotated away: it is read to its end (what was written before the rename), then
             // the file now at the path.
             Some(file) if replaced(&path, &file).await => {
+                let inode = file.metadata().await.ok()?.ino();
                 files.push_back(file);
-                current = tokio::fs::File::open(&path).await.ok();
+                let path = path.clone();
+                let (newer, now_current) = tokio::task::spawn_blocking(move || open_newer_than(&path, inode))
+                    .await
+                    .ok()?;
+                files.extend(newer.into_iter().map(tokio::fs::File::from_std));
+                current = now_current.map(tokio::fs::File::from_std);
                 continue;
             }
             Some(file) => current = Some(file),
