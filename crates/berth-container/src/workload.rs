@@ -3,7 +3,7 @@
 //! supervisor is the parent of these processes, so it reaps them directly.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_model::ExitStatus;
 use berth_shim::{ChildStdio, Workload};
@@ -22,6 +22,26 @@ fn with_container_umask<T>(f: impl FnOnce() -> T) -> T {
     let result = f();
     umask(previous);
     result
+}
+
+/// Takes group and other access off the runtime's own state of a container (made under the
+/// container umask above): its directory and the files and sockets in it.
+fn make_runtime_state_private(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let restrict = |path: &Path| {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_symlink() {
+                let mode = meta.permissions().mode() & 0o7777 & !0o077;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+            }
+        }
+    };
+    restrict(state_dir);
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        for entry in entries.flatten() {
+            restrict(&entry.path());
+        }
+    }
 }
 
 fn builder_with_stdio(
@@ -85,6 +105,7 @@ impl Workload for ContainerWorkload {
                 .build()
         })
         .map_err(|e| format!("creating the container: {e}"))?;
+        make_runtime_state_private(&self.runtime_root.join(&self.container_id));
         self.container = Some(container);
         Ok(())
     }
@@ -195,6 +216,7 @@ impl Workload for ExecWorkload {
                 .build()
         })
         .map_err(|e| format!("exec: {e}"))?;
+        make_runtime_state_private(&self.runtime_root.join(&self.container_id));
         Ok(pid.as_raw() as u32)
     }
 }
