@@ -72,8 +72,22 @@ fn container_ready(d: &Daemon, name: &str, script: &str) {
     }
 }
 
-/// A rootfs archive: busybox's, with `extra` entries (name, mode, content or symlink target).
-fn busybox_variant(dir: &Path, extra: &[(&str, u32, Result<&[u8], &str>)]) -> PathBuf {
+/// An entry added to (or replacing one of) busybox's rootfs.
+enum Extra<'a> {
+    File(&'a str, u32, &'a [u8]),
+    Link(&'a str, &'a str),
+}
+
+impl Extra<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Extra::File(name, _, _) | Extra::Link(name, _) => name,
+        }
+    }
+}
+
+/// A rootfs archive: busybox's, with `extra` entries.
+fn busybox_variant(dir: &Path, extra: &[Extra<'_>]) -> PathBuf {
     let path = dir.join(format!("variant-{:08x}.tar", rand_u32()));
     let mut builder = tar::Builder::new(std::fs::File::create(&path).unwrap());
     let mut archive = tar::Archive::new(std::fs::File::open(busybox_tar()).unwrap());
@@ -81,25 +95,26 @@ fn busybox_variant(dir: &Path, extra: &[(&str, u32, Result<&[u8], &str>)]) -> Pa
         let mut entry = entry.unwrap();
         let header = entry.header().clone();
         let name = entry.path().unwrap().into_owned();
-        if extra.iter().any(|(n, _, _)| Path::new(n) == name) {
+        if extra.iter().any(|e| Path::new(e.name()) == name) {
             continue;
         }
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
         builder.append(&header, data.as_slice()).unwrap();
     }
-    for (name, mode, content) in extra {
+    for entry in extra {
         let mut header = tar::Header::new_gnu();
         header.set_uid(0);
         header.set_gid(0);
         header.set_mtime(0);
-        header.set_mode(*mode);
-        match content {
-            Ok(data) => {
+        match entry {
+            Extra::File(name, mode, data) => {
+                header.set_mode(*mode);
                 header.set_size(data.len() as u64);
                 builder.append_data(&mut header, name, *data).unwrap();
             }
-            Err(target) => {
+            Extra::Link(name, target) => {
+                header.set_mode(0o777);
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
                 builder.append_link(&mut header, name, target).unwrap();
@@ -169,7 +184,7 @@ fn account_files_in_a_rootfs_never_stall_the_daemon_nor_reach_the_host() {
     assert_one_line(&output, &format!("no group '{marker}'"));
 
     // The start path reads the image's files the same way.
-    let archive = busybox_variant(&host, &[("etc/passwd", 0o777, Err(host_passwd.to_str().unwrap()))]);
+    let archive = busybox_variant(&host, &[Extra::Link("etc/passwd", host_passwd.to_str().unwrap())]);
     d.ok(&["image", "import", "--tag", "linked", archive.to_str().unwrap()]);
     let output = d.run(&["run", "--rm", "-u", &marker, "linked", "true"]);
     assert_one_line(&output, &format!("no user '{marker}'"));
@@ -177,8 +192,8 @@ fn account_files_in_a_rootfs_never_stall_the_daemon_nor_reach_the_host() {
     let archive = busybox_variant(
         &host,
         &[
-            ("etc/passwd.real", 0o644, Ok(b"app:x:77:77::/:/bin/sh\n".as_slice())),
-            ("etc/passwd", 0o777, Err("/etc/passwd.real")),
+            Extra::File("etc/passwd.real", 0o644, b"app:x:77:77::/:/bin/sh\n"),
+            Extra::Link("etc/passwd", "/etc/passwd.real"),
         ],
     );
     d.ok(&["image", "import", "--tag", "inside", archive.to_str().unwrap()]);
@@ -217,7 +232,8 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 fn log_options_cap_container_logs_and_follow_survives_rotation() {
     let d = Daemon::with_busybox();
     // 100000 numbered lines in 50 bursts: about 7 MB of records through 128 KiB files.
-    let script = "sleep 1; i=0; while [ $i -lt 50 ]; do seq $((i*2000+1)) $((i*2000+2000)); i=$((i+1)); sleep 0.2; done";
+    let script =
+        "sleep 1; i=0; while [ $i -lt 50 ]; do seq $((i*2000+1)) $((i*2000+2000)); i=$((i+1)); sleep 0.2; done";
     d.ok(&[
         "run",
         "-d",
@@ -267,6 +283,9 @@ fn log_options_cap_container_logs_and_follow_survives_rotation() {
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "lines out of order");
     assert_eq!(d.ok(&["logs", "--tail", "1", "chatty"]), "100000\n");
     assert_eq!(d.ok(&["logs", "--tail", "3", "chatty"]), "99998\n99999\n100000\n");
+    // A tail longer than the current file starts in a rotated one.
+    let expected: String = (95_001..=100_000).map(|n| format!("{n}\n")).collect();
+    assert!(d.ok(&["logs", "--tail", "5000", "chatty"]) == expected, "--tail 5000");
 
     // A big log: --tail reads from the end, so the daemon's peak memory hardly moves.
     d.ok(&[
@@ -285,7 +304,9 @@ fn log_options_cap_container_logs_and_follow_survives_rotation() {
     ]);
     assert_eq!(d.ok(&["wait", "big"]).trim(), "0");
     let id = d.inspect("big")["id"].as_str().unwrap().to_string();
-    let size = std::fs::metadata(d.instance_dir(&id).join("container.log")).unwrap().len();
+    let size = std::fs::metadata(d.instance_dir(&id).join("container.log"))
+        .unwrap()
+        .len();
     assert!(size > 200_000_000, "the log has {size} bytes");
     let before = vm_hwm_kib(d.pid());
     assert_eq!(d.ok(&["logs", "--tail", "1", "big"]), "last-line\n");
@@ -388,7 +409,17 @@ fn a_vm_console_and_status_are_capped_and_its_volume_is_mounted_nosuid_nodev() {
 
     // The host mounts the volume for a container: nosuid,nodev, so what the guest wrote
     // is data on the host.
-    d.ok(&["run", "-d", "--name", "reader", "-v", "vmdata:/data", "busybox", "sleep", "600"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "reader",
+        "-v",
+        "vmdata:/data",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
     let mountpoint = d.state.join("volumes/vmdata/mnt");
     let options = mount_options(&mountpoint).expect("the volume is mounted on the host");
     assert!(
@@ -437,8 +468,7 @@ fn files_holding(root: &Path, needle: &[u8], found: &mut Vec<PathBuf>) {
 fn is_instance_or_image_content(path: &Path) -> bool {
     let parent = path.parent().and_then(Path::file_name).and_then(|n| n.to_str());
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    parent == Some("layers")
-        || matches!(name, "upper" | "work" | "rootfs" | "layer" | "mnt" | "instance-store")
+    parent == Some("layers") || matches!(name, "upper" | "work" | "rootfs" | "layer" | "mnt" | "instance-store")
 }
 
 /// Entries under `root` that group or others may use, with their modes. Mount points
@@ -462,7 +492,13 @@ fn exposed_entries(root: &Path, exposed: &mut Vec<String>) {
                 Some("hosts" | "hostname" | "resolv.conf")
             );
         // Directories may be traversable (0711/0710), never listable or writable.
-        let allowed = if meta.is_dir() { 0o011 } else if for_the_container { 0o044 } else { 0 };
+        let allowed = if meta.is_dir() {
+            0o011
+        } else if for_the_container {
+            0o044
+        } else {
+            0
+        };
         if mode & 0o077 & !allowed != 0 {
             exposed.push(format!("{:o} {}", mode, path.display()));
         }
@@ -477,7 +513,7 @@ fn the_state_directory_is_private_and_non_root_containers_still_run() {
     let d = Daemon::with_busybox();
     let dir = temp_dir("bt-suid");
     let busybox = std::fs::read("/bin/busybox").unwrap();
-    let archive = busybox_variant(&dir, &[("bin/busybox-suid", 0o4755, Ok(busybox.as_slice()))]);
+    let archive = busybox_variant(&dir, &[Extra::File("bin/busybox-suid", 0o4755, &busybox)]);
     d.ok(&["image", "import", "--tag", "suid", archive.to_str().unwrap()]);
     let secret = format!("berth-secret-{:08x}", rand_u32());
     d.ok(&[
@@ -506,7 +542,9 @@ fn the_state_directory_is_private_and_non_root_containers_still_run() {
         "/new/dir\n"
     );
     assert_eq!(d.ok(&["exec", "-u", "nobody", "holder", "id", "-u"]), "65534\n");
-    assert!(!d.ok(&["exec", "-u", "nobody", "holder", "cat", "/etc/resolv.conf"]).is_empty());
+    assert!(!d
+        .ok(&["exec", "-u", "nobody", "holder", "cat", "/etc/resolv.conf"])
+        .is_empty());
     // Files the container's processes create get Docker's umask, not the daemon's.
     assert_eq!(
         d.ok(&["exec", "holder", "sh", "-c", "touch /tmp/made && stat -c %a /tmp/made"]),
@@ -547,7 +585,11 @@ fn the_state_directory_is_private_and_non_root_containers_still_run() {
         .expect("the setuid file is in a layer");
     assert_eq!(std::fs::metadata(&suid).unwrap().mode() & 0o4000, 0o4000);
     let output = as_nobody(&[suid.to_str().unwrap(), "id", "-u"]);
-    assert!(!output.status.success(), "nobody ran the layer's setuid binary: {}", stdout(&output));
+    assert!(
+        !output.status.success(),
+        "nobody ran the layer's setuid binary: {}",
+        stdout(&output)
+    );
     assert!(stderr(&output).contains("Permission denied"), "{}", stderr(&output));
     // Inside a container the image works as it should.
     assert_eq!(d.ok(&["run", "--rm", "suid", "/bin/busybox-suid", "id", "-u"]), "0\n");

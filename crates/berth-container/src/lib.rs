@@ -172,7 +172,7 @@ impl InstanceDriver for ContainerDriver {
                 tty: instance.spec.process.tty,
                 open_stdin: instance.spec.process.open_stdin,
                 log_path: Some(dir.join("container.log")),
-            log_limits: Default::default(),
+                log_limits: Default::default(),
                 exit_path: dir.join("exit.json"),
                 socket_path: dir.join("supervisor.sock"),
             })

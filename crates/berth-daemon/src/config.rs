@@ -82,9 +82,9 @@ impl LogsSection {
             max_size_bytes,
             max_files: self.max_file.unwrap_or(defaults.max_files),
         };
-        limits.check().map_err(|e| {
-            anyhow::anyhow!("logs: {e} (max_size at least 128k, max_file from 1 to {MAX_LOG_FILES})")
-        })?;
+        limits
+            .check()
+            .map_err(|e| anyhow::anyhow!("logs: {e} (max_size at least 128k, max_file from 1 to {MAX_LOG_FILES})"))?;
         Ok(limits)
     }
 }

@@ -85,8 +85,10 @@ fn open_log(path: &Path, tail: Option<usize>) -> std::io::Result<Vec<File>> {
         None => (0, 0),
     };
     let mut files = files.split_off(first.min(files.len()));
-    if let Some(file) = files.first_mut() {
-        file.seek(SeekFrom::Start(offset))?;
+    // The backwards scan moved every file's position: the first starts at `offset`, the
+    // rest at their beginnings.
+    for (index, file) in files.iter_mut().enumerate() {
+        file.seek(SeekFrom::Start(if index == 0 { offset } else { 0 }))?;
     }
     Ok(files)
 }

@@ -58,7 +58,11 @@ fn read_account_file(root: Option<&Root>, relative: &str) -> Result<Option<Strin
     let handle = match root.resolve(relative) {
         Ok(handle) => handle,
         Err(e) if matches!(e.kind(), ErrorKind::OsError(Some(libc::ENOENT | libc::ENOTDIR))) => return Ok(None),
-        Err(e) => return Err(format!("the image's /{relative} cannot be opened inside its root ({e})")),
+        Err(e) => {
+            return Err(format!(
+                "the image's /{relative} cannot be opened inside its root ({e})"
+            ))
+        }
     };
     // An O_PATH handle: stat it before anything could block on opening it (a FIFO would).
     let examine_failed = |e: &dyn std::fmt::Display| format!("the image's /{relative} cannot be examined ({e})");

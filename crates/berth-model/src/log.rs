@@ -63,12 +63,13 @@ impl FromStr for LogOption {
             .ok_or_else(|| LogOptionError::NotKeyValue(text.to_string()))?;
         match key {
             "max-size" => {
-                let size: ByteSize = value.parse().map_err(|e: crate::quantity::QuantityError| {
-                    LogOptionError::BadSize {
-                        value: value.to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let size: ByteSize =
+                    value
+                        .parse()
+                        .map_err(|e: crate::quantity::QuantityError| LogOptionError::BadSize {
+                            value: value.to_string(),
+                            reason: e.to_string(),
+                        })?;
                 check_size(size.bytes(), value).map(LogOption::MaxSize)
             }
             "max-file" => {
@@ -154,9 +155,20 @@ mod tests {
 
     #[test]
     fn parses_docker_style_options() {
-        let options: Vec<LogOption> = ["max-size=20m", "max-file=3"].iter().map(|o| o.parse().unwrap()).collect();
-        let resolved = LogOptions::from_options(&options).resolve(LogLimits::default()).unwrap();
-        assert_eq!(resolved, LogLimits { max_size_bytes: 20 << 20, max_files: 3 });
+        let options: Vec<LogOption> = ["max-size=20m", "max-file=3"]
+            .iter()
+            .map(|o| o.parse().unwrap())
+            .collect();
+        let resolved = LogOptions::from_options(&options)
+            .resolve(LogLimits::default())
+            .unwrap();
+        assert_eq!(
+            resolved,
+            LogLimits {
+                max_size_bytes: 20 << 20,
+                max_files: 3
+            }
+        );
         assert_eq!(
             LogOptions::default().resolve(LogLimits::default()).unwrap(),
             LogLimits::default()

@@ -358,7 +358,8 @@ impl Supervisor {
         let listener = UnixListener::bind(&config.socket_path)
             .map_err(|e| format!("cannot listen on {}: {e}", config.socket_path.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let log = LogWriter::open(config.log_path.as_deref(), config.log_limits).map_err(|e| format!("cannot open the log: {e}"))?;
+        let log = LogWriter::open(config.log_path.as_deref(), config.log_limits)
+            .map_err(|e| format!("cannot open the log: {e}"))?;
 
         let mut outputs = Vec::new();
         let mut stdin = None;

@@ -116,7 +116,12 @@ pub fn kernel_mount(share: &NfsShare, mountpoint: &Path) -> Result<(), StorageEr
     }
     run(
         Command::new("mount")
-            .args(["-t", "nfs", "-o", &format!("vers=3,nolock,{}", crate::DATA_MOUNT_OPTIONS)])
+            .args([
+                "-t",
+                "nfs",
+                "-o",
+                &format!("vers=3,nolock,{}", crate::DATA_MOUNT_OPTIONS),
+            ])
             .arg(format!("{}:{}", share.server, share.export))
             .arg(mountpoint),
         &context,

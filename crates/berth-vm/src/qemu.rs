@@ -138,10 +138,7 @@ pub fn command_line(name: &str, details: &VmDetails, paths: &VmPaths, direct: Op
             args.extend(["-device".into(), "virtconsole,chardev=out".into()]);
             args.extend(["-chardev".into(), "file,id=err,path=/dev/stderr".into()]);
             args.extend(["-device".into(), "virtconsole,chardev=err".into()]);
-            args.extend([
-                "-chardev".into(),
-                format!("file,id=status,path=/dev/fd/{STATUS_FD}"),
-            ]);
+            args.extend(["-chardev".into(), format!("file,id=status,path=/dev/fd/{STATUS_FD}")]);
             args.extend([
                 "-device".into(),
                 format!("virtserialport,chardev=status,name={}", crate::agent::STATUS_PORT),

@@ -180,7 +180,10 @@ impl VmWorkload {
 
     /// True once the agent reported the command started (or already ended).
     fn guest_came_up(&self) -> bool {
-        self.status.lock().map(|s| s.started || s.exit.is_some()).unwrap_or(false)
+        self.status
+            .lock()
+            .map(|s| s.started || s.exit.is_some())
+            .unwrap_or(false)
     }
 }
 
@@ -201,8 +204,16 @@ impl Workload for VmWorkload {
         if let Some(path) = &self.status_path {
             let _ = std::fs::write(path, b"");
         }
-        let console = self.console_path.as_ref().map(|_| GuestOutput::new(CONSOLE_FD)).transpose()?;
-        let status = self.status_path.as_ref().map(|_| GuestOutput::new(STATUS_FD)).transpose()?;
+        let console = self
+            .console_path
+            .as_ref()
+            .map(|_| GuestOutput::new(CONSOLE_FD))
+            .transpose()?;
+        let status = self
+            .status_path
+            .as_ref()
+            .map(|_| GuestOutput::new(STATUS_FD))
+            .transpose()?;
         let targets: Vec<(i32, i32)> = [&console, &status]
             .into_iter()
             .flatten()
@@ -322,7 +333,9 @@ mod tests {
         for _ in 0..20_000 {
             guest.write_all(b"{\"noise\":1}\n").unwrap();
         }
-        guest.write_all(b"{\"code\":3,\"signal\":null,\"oom_killed\":false}\n").unwrap();
+        guest
+            .write_all(b"{\"code\":3,\"signal\":null,\"oom_killed\":false}\n")
+            .unwrap();
         drop(guest);
         reader.join().unwrap();
         let status = status.lock().unwrap();

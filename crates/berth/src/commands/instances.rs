@@ -9,8 +9,8 @@ use berth_model::api::{
     CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse, TreeEntry,
     UpdateInstanceRequest, WaitResponse,
 };
-use berth_model::log::LogOptions;
 use berth_model::instance::short_id;
+use berth_model::log::LogOptions;
 use berth_model::quantity::LimitSetting;
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceState};
 use chrono::Utc;
