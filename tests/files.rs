@@ -152,7 +152,7 @@ fn account_files_in_a_rootfs_never_stall_the_daemon_nor_reach_the_host() {
     );
     for exec in execs {
         let output = wait_within(exec, Duration::from_secs(10), "exec -u with a FIFO /etc/passwd");
-        assert_one_line(&output, "/etc/passwd is a FIFO");
+        assert_one_line(&output, "/etc/passwd of the instance is a FIFO");
     }
     assert!(began.elapsed() < Duration::from_secs(10));
     // Numeric ids and root do not need the file (`id` would read it, and wait on the FIFO
@@ -203,7 +203,7 @@ fn account_files_in_a_rootfs_never_stall_the_daemon_nor_reach_the_host() {
     container_ready(&d, "huge", "truncate -s 8G /etc/passwd && touch /ready && sleep 600");
     let began = Instant::now();
     let output = d.run(&["exec", "-u", "someuser", "huge", "true"]);
-    assert_one_line(&output, "/etc/passwd is larger than 4 MiB");
+    assert_one_line(&output, "/etc/passwd of the instance is larger than 4 MiB");
     assert!(began.elapsed() < Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&host);
 }

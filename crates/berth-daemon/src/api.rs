@@ -422,7 +422,6 @@ fn json_lines_response(receiver: mpsc::Receiver<Bytes>) -> Response {
         .unwrap_or_default()
 }
 
-/// Log records as attach frames (stdout/stderr kept apart).
 #[utoipa::path(get, path = "/v1/instances/{id}/logs", params(("id" = String, Path), LogsParams),
     responses((status = 200, description = "attach-stream frames (stdout=1, stderr=2)")))]
 async fn instance_logs(

@@ -60,23 +60,23 @@ fn read_account_file(root: Option<&Root>, relative: &str) -> Result<Option<Strin
         Err(e) if matches!(e.kind(), ErrorKind::OsError(Some(libc::ENOENT | libc::ENOTDIR))) => return Ok(None),
         Err(e) => {
             return Err(format!(
-                "the image's /{relative} cannot be opened inside its root ({e})"
+                "/{relative} of the instance cannot be opened inside its root ({e})"
             ))
         }
     };
     // An O_PATH handle: stat it before anything could block on opening it (a FIFO would).
-    let examine_failed = |e: &dyn std::fmt::Display| format!("the image's /{relative} cannot be examined ({e})");
+    let examine_failed = |e: &dyn std::fmt::Display| format!("/{relative} of the instance cannot be examined ({e})");
     let path_handle = File::from(OwnedFd::from(handle.try_clone().map_err(|e| examine_failed(&e))?));
     let metadata = path_handle.metadata().map_err(|e| examine_failed(&e))?;
     if !metadata.is_file() {
         return Err(format!(
-            "the image's /{relative} is {}, not a regular file",
+            "/{relative} of the instance is {}, not a regular file",
             describe_file_type(metadata.file_type())
         ));
     }
     let too_large = || {
         format!(
-            "the image's /{relative} is larger than {} MiB",
+            "/{relative} of the instance is larger than {} MiB",
             MAX_ACCOUNT_FILE_BYTES >> 20
         )
     };
@@ -86,11 +86,11 @@ fn read_account_file(root: Option<&Root>, relative: &str) -> Result<Option<Strin
     // Reopening the handle opens the same inode; O_NONBLOCK in case it is anything but a file.
     let file = handle
         .reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK)
-        .map_err(|e| format!("the image's /{relative} cannot be read ({e})"))?;
+        .map_err(|e| format!("/{relative} of the instance cannot be read ({e})"))?;
     let mut data = Vec::new();
     file.take(MAX_ACCOUNT_FILE_BYTES + 1)
         .read_to_end(&mut data)
-        .map_err(|e| format!("the image's /{relative} cannot be read ({e})"))?;
+        .map_err(|e| format!("/{relative} of the instance cannot be read ({e})"))?;
     if data.len() as u64 > MAX_ACCOUNT_FILE_BYTES {
         return Err(too_large());
     }
@@ -215,9 +215,9 @@ pub async fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, Str
     let lookup = tokio::task::spawn_blocking(move || resolve_user_blocking(&rootfs, &spec));
     match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(format!("user: the lookup in the image's /etc/passwd failed: {e}")),
+        Ok(Err(e)) => Err(format!("user: the lookup in the instance's /etc/passwd failed: {e}")),
         Err(_) => Err(format!(
-            "user: reading the image's /etc/passwd and /etc/group took more than {}s; use a numeric uid:gid",
+            "user: reading the instance's /etc/passwd and /etc/group took more than {}s; use a numeric uid:gid",
             LOOKUP_TIMEOUT.as_secs()
         )),
     }
