@@ -17,11 +17,12 @@ pub fn rotated_path(path: &Path, index: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Every file of the log at `path` that exists, oldest first, the current one last.
+/// Every file of the log at `path` that exists, oldest first, the current one last. Gaps
+/// are skipped, not taken for the end: a rotation in progress leaves one for a moment.
 pub fn log_files_oldest_first(path: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = (1..MAX_LOG_FILES)
         .map(|index| rotated_path(path, index))
-        .take_while(|rotated| rotated.exists())
+        .filter(|rotated| rotated.exists())
         .collect();
     files.reverse();
     files.push(path.to_path_buf());
