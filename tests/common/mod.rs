@@ -19,7 +19,7 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-fn rand_u32() -> u32 {
+pub fn rand_u32() -> u32 {
     let mut bytes = [0u8; 4];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;
@@ -355,6 +355,11 @@ impl Daemon {
         let mut reply = Vec::new();
         let _ = stream.read_to_end(&mut reply);
         String::from_utf8_lossy(&reply).into_owned()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("the daemon runs")
     }
 
     pub fn instance_dir(&self, id: &str) -> PathBuf {

@@ -81,6 +81,8 @@ fn ensure_dir_in_root(root: &Path, relative: &str) {
                 if fs::create_dir(&path).is_err() {
                     return;
                 }
+                // As Docker makes it, not with the daemon's private umask.
+                let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755));
             }
         }
     }
@@ -130,6 +132,7 @@ impl InstanceDriver for ContainerDriver {
         rootfs::mount_overlay(&paths, &lower_dirs)?;
         let result = async {
             let user = user::resolve_user(&paths.mountpoint, &instance.spec.process.user)
+                .await
                 .map_err(|message| DriverError::invalid("user", message))?;
             let working_dir = &instance.spec.process.working_dir;
             if !working_dir.is_empty() {
@@ -181,6 +184,7 @@ impl InstanceDriver for ContainerDriver {
                 tty: instance.spec.process.tty,
                 open_stdin: instance.spec.process.open_stdin,
                 log_path: Some(dir.join("container.log")),
+                log_limits: Default::default(),
                 exit_path: dir.join("exit.json"),
                 socket_path: dir.join("supervisor.sock"),
             })
@@ -249,7 +253,9 @@ impl InstanceDriver for ContainerDriver {
             .user
             .clone()
             .unwrap_or_else(|| instance.spec.process.user.clone());
-        let user = user::resolve_user(&rootfs, &user_spec).map_err(|message| DriverError::invalid("user", message))?;
+        let user = user::resolve_user(&rootfs, &user_spec)
+            .await
+            .map_err(|message| DriverError::invalid("user", message))?;
         let mut env = spec::process_env(instance, &user.home);
         for pair in &request.env {
             let key = pair.split('=').next().unwrap_or_default();
@@ -273,6 +279,7 @@ impl InstanceDriver for ContainerDriver {
             tty: request.tty,
             open_stdin: request.open_stdin,
             log_path: None,
+            log_limits: Default::default(),
             exit_path: dir.join("exit.json"),
             socket_path: dir.join("supervisor.sock"),
         })

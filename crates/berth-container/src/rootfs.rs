@@ -3,6 +3,7 @@
 //! exists only while the container runs.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use berth_model::driver::DriverError;
@@ -49,7 +50,15 @@ pub fn mount_sized_layer(instance_dir: &Path, size: u64) -> Result<(), DriverErr
 pub use berth_storage::is_mounted;
 
 pub fn mount_overlay(paths: &RootfsPaths, lower_dirs: &[PathBuf]) -> Result<(), DriverError> {
-    for dir in [&paths.upper, &paths.work, &paths.mountpoint] {
+    if !paths.upper.exists() {
+        fs::create_dir_all(&paths.upper)
+            .map_err(|e| DriverError::host(format!("creating {}", paths.upper.display()), e))?;
+        // The upper directory's root is the container's `/`: 0755 as in any image, so a
+        // non-root user in the container can use it. Only once: the container may change it.
+        fs::set_permissions(&paths.upper, fs::Permissions::from_mode(0o755))
+            .map_err(|e| DriverError::host(format!("setting the mode of {}", paths.upper.display()), e))?;
+    }
+    for dir in [&paths.work, &paths.mountpoint] {
         fs::create_dir_all(dir).map_err(|e| DriverError::host(format!("creating {}", dir.display()), e))?;
     }
     if is_mounted(&paths.mountpoint) {

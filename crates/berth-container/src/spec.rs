@@ -227,7 +227,11 @@ pub fn write_etc_files(
     std::fs::create_dir_all(etc_dir).map_err(|e| DriverError::host(format!("creating {}", etc_dir.display()), e))?;
     let write = |name: &str, content: String| {
         let path = etc_dir.join(name);
-        std::fs::write(&path, content).map_err(|e| DriverError::host(format!("writing {}", path.display()), e))
+        std::fs::write(&path, content).map_err(|e| DriverError::host(format!("writing {}", path.display()), e))?;
+        // Bound into the container, where every user reads them; on the host the private
+        // instance directory around them keeps them to root.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(|e| DriverError::host(format!("setting the mode of {}", path.display()), e))
     };
     write("hostname", format!("{hostname}\n"))?;
     let own = address.map(|a| a.address.as_str()).unwrap_or("127.0.1.1");

@@ -2,7 +2,7 @@
 //! library): the init process of a container, and exec sessions joining one. The
 //! supervisor is the parent of these processes, so it reaps them directly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_model::ExitStatus;
 use berth_shim::{ChildStdio, Workload};
@@ -71,6 +71,37 @@ impl Executor for ProgramExecutor {
     }
 }
 
+/// Runs `f` under Docker's umask (0022): a container's processes start with it, and the
+/// mount points libcontainer makes in the rootfs get their modes from it. The supervisor
+/// itself keeps the daemon's private umask for its own files.
+fn with_container_umask<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::stat::{umask, Mode};
+    let previous = umask(Mode::from_bits_truncate(0o022));
+    let result = f();
+    umask(previous);
+    result
+}
+
+/// Takes group and other access off the runtime's own state of a container (made under the
+/// container umask above): its directory and the files and sockets in it.
+fn make_runtime_state_private(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let restrict = |path: &Path| {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_symlink() {
+                let mode = meta.permissions().mode() & 0o7777 & !0o077;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+            }
+        }
+    };
+    restrict(state_dir);
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        for entry in entries.flatten() {
+            restrict(&entry.path());
+        }
+    }
+}
+
 fn builder_with_stdio(
     container_id: &str,
     runtime_root: &PathBuf,
@@ -125,17 +156,21 @@ impl Workload for ContainerWorkload {
             }
             let _ = std::fs::remove_dir_all(&stale);
         }
-        let container = builder_with_stdio(
+        let builder = builder_with_stdio(
             &self.container_id,
             &self.runtime_root,
             stdio,
             ProgramExecutor::default(),
-        )?
-        .as_init(&self.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
+        )?;
+        let container = with_container_umask(|| {
+            builder
+                .as_init(&self.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        })
         .map_err(|e| format!("creating the container: {e}"))?;
+        make_runtime_state_private(&self.runtime_root.join(&self.container_id));
         self.container = Some(container);
         Ok(())
     }
@@ -308,12 +343,16 @@ impl Workload for ExecWorkload {
         std::fs::write(&process_path, document)
             .map_err(|e| format!("exec: writing {}: {e}", process_path.display()))?;
         let executor = ProgramExecutor { exec_filter };
-        let pid = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?
-            .as_tenant()
-            .with_process(Some(&process_path))
-            .with_detach(true)
-            .build()
-            .map_err(|e| format!("exec: {e}"))?;
+        let builder = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?;
+        let pid = with_container_umask(|| {
+            builder
+                .as_tenant()
+                .with_process(Some(&process_path))
+                .with_detach(true)
+                .build()
+        })
+        .map_err(|e| format!("exec: {e}"))?;
+        make_runtime_state_private(&self.runtime_root.join(&self.container_id));
         Ok(pid.as_raw() as u32)
     }
 }

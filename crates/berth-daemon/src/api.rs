@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -17,14 +16,12 @@ use berth_image::RegistryOptions;
 use berth_model::api::*;
 use berth_model::image::ImageRecord;
 use berth_model::network::Network;
-use berth_model::stream::{encode_frame, FrameKind};
 use berth_model::volume::Volume;
 use berth_model::Instance;
-use berth_shim::LogRecord;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use utoipa::OpenApi;
@@ -426,26 +423,6 @@ fn json_lines_response(receiver: mpsc::Receiver<Bytes>) -> Response {
         .unwrap_or_default()
 }
 
-/// Log records as attach frames (stdout/stderr kept apart).
-fn log_frame(line: &[u8], timestamps: bool) -> Option<Bytes> {
-    let record: LogRecord = serde_json::from_slice(line).ok()?;
-    let kind = if record.s == "stderr" {
-        FrameKind::Stderr
-    } else {
-        FrameKind::Stdout
-    };
-    let text = if timestamps {
-        format!(
-            "{} {}",
-            record.t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            record.d
-        )
-    } else {
-        record.d
-    };
-    Some(Bytes::from(encode_frame(kind, text.as_bytes())))
-}
-
 #[utoipa::path(get, path = "/v1/instances/{id}/logs", params(("id" = String, Path), LogsParams),
     responses((status = 200, description = "attach-stream frames (stdout=1, stderr=2)")))]
 async fn instance_logs(
@@ -456,83 +433,12 @@ async fn instance_logs(
     let instance = engine.find(&id).await?;
     let path = engine.log_path(&instance);
     let receiver = async_stream(move |sender| async move {
-        let _ = stream_log(engine, instance, path, params, sender).await;
+        let _ = crate::logs::stream_log(engine, instance, path, params, sender).await;
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/vnd.berth.stream")
         .body(body_from(receiver))
         .unwrap_or_default())
-}
-
-async fn stream_log(
-    engine: Arc<Engine>,
-    instance: Instance,
-    path: std::path::PathBuf,
-    params: LogsParams,
-    sender: mpsc::Sender<Bytes>,
-) -> Option<()> {
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => Some(file),
-        Err(_) if params.follow => None,
-        Err(_) => return Some(()),
-    };
-    let mut pending: Vec<u8> = Vec::new();
-    if let (Some(file), Some(tail)) = (file.as_mut(), params.tail) {
-        let mut all = Vec::new();
-        file.read_to_end(&mut all).await.ok()?;
-        let lines: Vec<&[u8]> = all.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-        for line in &lines[lines.len().saturating_sub(tail)..] {
-            if let Some(frame) = log_frame(line, params.timestamps) {
-                sender.send(frame).await.ok()?;
-            }
-        }
-        if !all.ends_with(b"\n") {
-            // An unfinished last record is read again with the next round.
-            let last = all.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0);
-            file.seek(std::io::SeekFrom::Start(last as u64)).await.ok()?;
-        }
-    }
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        if file.is_none() {
-            file = tokio::fs::File::open(&path).await.ok();
-        }
-        let mut progressed = false;
-        if let Some(file) = file.as_mut() {
-            loop {
-                let n = file.read(&mut buffer).await.ok()?;
-                if n == 0 {
-                    break;
-                }
-                progressed = true;
-                pending.extend_from_slice(&buffer[..n]);
-                while let Some(newline) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=newline).collect();
-                    if let Some(frame) = log_frame(&line[..line.len() - 1], params.timestamps) {
-                        sender.send(frame).await.ok()?;
-                    }
-                }
-            }
-        }
-        if !params.follow {
-            return Some(());
-        }
-        if !progressed {
-            let active = engine
-                .store
-                .get_instance(&instance.id)
-                .await
-                .map(|i| i.state.is_active())
-                .unwrap_or(false);
-            if !active {
-                return Some(());
-            }
-            if sender.is_closed() {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/exec", params(("id" = String, Path)), request_body = ExecRequest,

@@ -1,6 +1,6 @@
-//! Daemon settings: where state lives, where the API listens, and the default limits and
-//! requests applied where a user sets none (like a Kubernetes LimitRange). Read once at
-//! start-up from an optional TOML file.
+//! Daemon settings: where state lives, where the API listens, the default limits and
+//! requests applied where a user sets none (like a Kubernetes LimitRange) and the default log
+//! caps. Read once at start-up from an optional TOML file.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use berth_image::ImageLimits;
 use berth_model::api::LimitsRequest;
+use berth_model::log::{LogLimits, MAX_LOG_FILES};
 use berth_model::quantity::{parse_bandwidth, parse_count, ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::{builtin_types, InstanceType};
 use serde::Deserialize;
@@ -42,6 +43,8 @@ pub struct DaemonConfig {
     pub memory_overcommit: f64,
     /// Bounds on manifests, configs and layers from registries and archives.
     pub image_limits: ImageLimits,
+    /// Log caps of instances that do not set their own (`[logs]`).
+    pub log_defaults: LogLimits,
 }
 
 /// The longest grace period `stop` accepts: a day. Longer waits are a mistake, and the
@@ -69,6 +72,8 @@ struct ConfigFile {
     default_bridge: Option<String>,
     #[serde(default)]
     dns: DnsSection,
+    #[serde(default)]
+    logs: LogsSection,
 }
 
 /// `[dns]`: the upstream resolvers of the networks' DNS responders.
@@ -97,6 +102,37 @@ impl DnsSection {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+}
+
+/// `[logs]`: the caps of instance logs without `--log-opt`, as Docker's `log-opts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsSection {
+    #[serde(default)]
+    max_size: Option<String>,
+    #[serde(default)]
+    max_file: Option<u32>,
+}
+
+impl LogsSection {
+    fn parse(&self) -> Result<LogLimits> {
+        let defaults = LogLimits::default();
+        let max_size_bytes = match &self.max_size {
+            Some(text) => text
+                .parse::<ByteSize>()
+                .map_err(|e| anyhow::anyhow!("logs.max_size: {e}"))?
+                .bytes(),
+            None => defaults.max_size_bytes,
+        };
+        let limits = LogLimits {
+            max_size_bytes,
+            max_files: self.max_file.unwrap_or(defaults.max_files),
+        };
+        limits
+            .check()
+            .map_err(|e| anyhow::anyhow!("logs: {e} (max_size at least 128k, max_file from 1 to {MAX_LOG_FILES})"))?;
+        Ok(limits)
     }
 }
 
@@ -369,6 +405,7 @@ impl DaemonConfig {
             cpu_overcommit: parsed.admission.cpu_overcommit,
             memory_overcommit: parsed.admission.memory_overcommit,
             image_limits: parsed.images.parse()?,
+            log_defaults: parsed.logs.parse()?,
         })
     }
 }

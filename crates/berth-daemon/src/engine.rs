@@ -18,6 +18,7 @@ use berth_model::api::{
 use berth_model::driver::{InstanceDriver, SupervisorConfig};
 use berth_model::image::ImageRecord;
 use berth_model::instance::{generate_name, new_instance_id, short_id, validate_name, ProcessSpec};
+use berth_model::log::{LogLimits, LogOptions};
 use berth_model::network::{PortMapping, DEFAULT_NETWORK};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::InstanceType;
@@ -479,6 +480,10 @@ impl Engine {
             (InstanceKind::Vm, Some(_)) => MountHost::VmFirmware,
         };
         let mount_plan = MountPlan::parse(&request, mount_host, instance_storage.len())?;
+        let log = request
+            .log
+            .resolve(self.config.log_defaults)
+            .map_err(|e| EngineError::invalid("log", e.to_string()))?;
         let (network, ports) = self.resolve_network(&request).await?;
         let address = match network.as_str() {
             "none" | "host" => None,
@@ -533,6 +538,10 @@ impl Engine {
                 network,
                 ports,
                 seccomp_unconfined,
+                log: LogOptions {
+                    max_size_bytes: Some(log.max_size_bytes),
+                    max_files: Some(log.max_files),
+                },
                 disk_bytes: match request.kind {
                     InstanceKind::Container => request.disk_bytes,
                     InstanceKind::Vm => None,
@@ -807,7 +816,8 @@ impl Engine {
         };
         let dir = self.instance_dir(&instance.id);
         let began = std::time::Instant::now();
-        let config = driver.prepare_start(&instance, image.as_ref(), &dir).await?;
+        let mut config = driver.prepare_start(&instance, image.as_ref(), &dir).await?;
+        config.log_limits = self.log_limits(&instance);
         tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "prepared");
         let started = async {
             let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
@@ -1333,6 +1343,16 @@ impl Engine {
     /// The log file of an instance.
     pub fn log_path(&self, instance: &Instance) -> PathBuf {
         self.instance_dir(&instance.id).join("container.log")
+    }
+
+    /// The log caps of an instance: its own, or the daemon's defaults for records older
+    /// than log caps (or values no longer allowed).
+    pub fn log_limits(&self, instance: &Instance) -> LogLimits {
+        instance
+            .spec
+            .log
+            .resolve(self.config.log_defaults)
+            .unwrap_or(self.config.log_defaults)
     }
 
     /// Names an instance that uses image `id`, if any.

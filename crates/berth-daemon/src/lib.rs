@@ -10,6 +10,7 @@ pub mod exec_sessions;
 pub mod extract;
 pub mod host;
 pub mod identity;
+pub mod logs;
 pub mod mounts;
 pub mod networks;
 pub mod procs;
@@ -60,8 +61,11 @@ async fn node_identity(state_dir: &Path, store: &dyn StateStore) -> Result<ident
 }
 
 fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
-    if let Some(parent) = socket.parent() {
+    if let Some(parent) = socket.parent().filter(|p| !p.exists()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        // The socket's group must reach it (the daemon's umask makes new directories private).
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting permissions of {}", parent.display()))?;
     }
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
@@ -86,6 +90,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let state_dir = config.state_dir.clone();
     std::fs::create_dir_all(state_dir.join("instances"))
         .with_context(|| format!("creating {}", state_dir.display()))?;
+    // Private, also when an older berth made it 0755: nothing below is for other users.
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
     let store: Arc<dyn StateStore> = Arc::new(
         SqliteStore::open(&state_dir.join("berth.db"))

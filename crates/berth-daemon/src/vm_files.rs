@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use berth_model::api::{VmImportRequest, VmImportResponse};
 use berth_model::image::{DiskImage, ImageRecord};
+use berth_model::instance::Requests;
 use berth_model::instance::{
     new_instance_id, validate_name, ProcessSpec, VcpuCount, VmBoot, VmDetails, VmDisk, VmInterface, VmMemory,
 };
+use berth_model::log::LogOptions;
 use berth_model::network::{InstanceAddress, DEFAULT_NETWORK};
 use berth_model::quantity::MilliCpus;
-use berth_model::instance::Requests;
 use berth_model::{Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 use berth_vm::disk_source::{self, DiskFormat, DiskSource};
 use berth_vm::import::{shown, ImportedInterface, ImportedVm};
@@ -417,6 +418,10 @@ impl Engine {
                 network,
                 ports: Vec::new(),
                 seccomp_unconfined: false,
+                log: LogOptions {
+                    max_size_bytes: Some(self.config.log_defaults.max_size_bytes),
+                    max_files: Some(self.config.log_defaults.max_files),
+                },
             },
             node: self.node.clone(),
             created_at: Utc::now(),

@@ -251,7 +251,7 @@ impl Volumes {
         match volume.nfs.clone() {
             None => {
                 let image = PathBuf::from(&volume.path);
-                blocking(move || berth_storage::mount_image(&image, &mountpoint, false))
+                blocking(move || berth_storage::mount_volume_image(&image, &mountpoint))
                     .await?
                     .map_err(storage_error)
             }
@@ -270,7 +270,7 @@ impl Volumes {
                             berth_storage::unmount(&mountpoint)?;
                         }
                         export.start(&share, &location.file)?;
-                        let made = berth_storage::mount_image(&export.file, &mountpoint, false);
+                        let made = berth_storage::mount_volume_image(&export.file, &mountpoint);
                         if made.is_err() {
                             let _ = export.stop();
                         }

@@ -17,6 +17,7 @@ pub mod user;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -265,6 +266,9 @@ impl ImageStore {
             File::open(self.blob_path(blob_digest)?).map_err(io_context(format!("opening blob {blob_digest}")))?;
         let temp = self.temp_path("layer");
         fs::create_dir(&temp).map_err(io_context(format!("creating {}", temp.display())))?;
+        // The layer's root is a `/` (of a VM's disk, say): 0755 unless the archive says.
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))
+            .map_err(io_context(format!("setting the mode of {}", temp.display())))?;
         let result = (|| {
             let report = unpack::unpack_layer(blob, &temp, self.limits.max_layer_bytes)?;
             if let Some(expected) = expected_diff_id {

@@ -11,6 +11,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -227,7 +228,11 @@ impl LayerWriter<'_> {
                     )));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A directory the archive implies but does not list: 0755, as Docker
+                    // makes them (not the daemon's private umask).
                     fs::create_dir(&current).map_err(|e| io_error(&current, e))?;
+                    fs::set_permissions(&current, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| io_error(&current, e))?;
                 }
                 Err(e) => return Err(io_error(&current, e)),
             }

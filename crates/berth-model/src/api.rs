@@ -107,6 +107,9 @@ pub struct CreateInstanceRequest {
     /// Security options (`--security-opt`): `seccomp=unconfined` turns the seccomp filter off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_opts: Vec<String>,
+    /// Log caps (`--log-opt max-size=... max-file=...`); the daemon's defaults fill the rest.
+    #[serde(default)]
+    pub log: crate::log::LogOptions,
 }
 
 /// `POST /v1/networks`

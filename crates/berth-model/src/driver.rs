@@ -109,6 +109,9 @@ pub struct SupervisorConfig {
     pub open_stdin: bool,
     /// Where output is recorded; `None` keeps no log (exec sessions).
     pub log_path: Option<PathBuf>,
+    /// Rotation caps of the log (and of a VM's console); the engine sets them.
+    #[serde(default)]
+    pub log_limits: crate::log::LogLimits,
     /// Where the exit status is written when the workload ends.
     pub exit_path: PathBuf,
     /// The control socket the daemon and attach clients connect to.

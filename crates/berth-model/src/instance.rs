@@ -141,6 +141,10 @@ pub struct InstanceSpec {
     /// filter applies otherwise.
     #[serde(default)]
     pub seccomp_unconfined: bool,
+    /// Log caps in force (`--log-opt`, else the daemon's defaults when it was created);
+    /// records from before them take the daemon's current defaults.
+    #[serde(default)]
+    pub log: crate::log::LogOptions,
 }
 
 fn default_network() -> String {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod driver;
 pub mod image;
 pub mod instance;
+pub mod log;
 pub mod mount;
 pub mod network;
 pub mod quantity;

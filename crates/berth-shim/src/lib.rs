@@ -5,10 +5,12 @@
 //! - `supervisor` — the process side: event loop, log, attach clients, reaping
 //! - `protocol` — the control socket's request/reply lines and the exit record
 //! - `client` — the daemon side of the control socket
+//! - `rotating` — log files with a size cap, rotated as Docker's log drivers do
 
 pub mod client;
 pub mod process;
 pub mod protocol;
+pub mod rotating;
 pub mod supervisor;
 
 pub use protocol::{ExitRecord, LogRecord};

@@ -3,14 +3,15 @@
 //! its control socket, reaps the main process and records how it ended. It is a session
 //! leader of its own, so it keeps running when the daemon is killed or restarted.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, ErrorKind, Read, Write};
+use std::fs::File;
+use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_model::driver::SupervisorConfig;
+use berth_model::log::LogLimits;
 use berth_model::stream::{self, Frame, FrameKind};
 use berth_model::ExitStatus;
 use chrono::Utc;
@@ -19,6 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::protocol::{ExitRecord, LogRecord, ReadyLine, Reply, Request};
+use crate::rotating::RotatingFile;
 
 /// Where the workload's standard streams go.
 pub enum ChildStdio {
@@ -127,16 +129,16 @@ impl Client {
     }
 }
 
-/// Splits output into log lines per stream.
+/// Splits output into log lines per stream, written as JSON records to a rotating file.
 struct LogWriter {
-    file: Option<BufWriter<File>>,
+    file: Option<RotatingFile>,
     partial: [Vec<u8>; 2],
 }
 
 impl LogWriter {
-    fn open(path: Option<&Path>) -> io::Result<Self> {
+    fn open(path: Option<&Path>, limits: LogLimits) -> io::Result<Self> {
         let file = match path {
-            Some(path) => Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?)),
+            Some(path) => Some(RotatingFile::open(path, limits)?),
             None => None,
         };
         Ok(LogWriter {
@@ -168,7 +170,7 @@ impl LogWriter {
         };
         if let (Some(file), Ok(mut line)) = (self.file.as_mut(), serde_json::to_vec(&record)) {
             line.push(b'\n');
-            if file.write_all(&line).is_err() {
+            if file.write_record(&line).is_err() {
                 eprintln!("berth supervisor: cannot write the log");
             }
         }
@@ -356,7 +358,8 @@ impl Supervisor {
         let listener = UnixListener::bind(&config.socket_path)
             .map_err(|e| format!("cannot listen on {}: {e}", config.socket_path.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let log = LogWriter::open(config.log_path.as_deref()).map_err(|e| format!("cannot open the log: {e}"))?;
+        let log = LogWriter::open(config.log_path.as_deref(), config.log_limits)
+            .map_err(|e| format!("cannot open the log: {e}"))?;
 
         let mut outputs = Vec::new();
         let mut stdin = None;

@@ -91,12 +91,25 @@ pub fn is_mounted(path: &Path) -> bool {
 
 /// Mounts a filesystem image through a loop device (released again on unmount).
 pub fn mount_image(image: &Path, mountpoint: &Path, read_only: bool) -> Result<(), StorageError> {
+    mount_image_with(image, mountpoint, if read_only { "loop,ro" } else { "loop" })
+}
+
+/// Mount options for filesystems a guest may have written (volumes: a VM gets the raw
+/// disk) or another host shares: their setuid files and device nodes mean nothing here.
+pub const DATA_MOUNT_OPTIONS: &str = "nosuid,nodev";
+
+/// Mounts a volume's filesystem image, `nosuid,nodev`: it is data, and whatever a VM's
+/// guest wrote to it must not become a setuid binary or a device node on the host.
+pub fn mount_volume_image(image: &Path, mountpoint: &Path) -> Result<(), StorageError> {
+    mount_image_with(image, mountpoint, &format!("loop,{DATA_MOUNT_OPTIONS}"))
+}
+
+fn mount_image_with(image: &Path, mountpoint: &Path, options: &str) -> Result<(), StorageError> {
     let context = format!("mounting {} at {}", image.display(), mountpoint.display());
     fs::create_dir_all(mountpoint).map_err(|e| failed(&context, e))?;
     if is_mounted(mountpoint) {
         return Ok(());
     }
-    let options = if read_only { "loop,ro" } else { "loop" };
     run(
         berth_process::command("mount")
             .args(["-o", options])

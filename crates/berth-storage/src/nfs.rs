@@ -115,7 +115,12 @@ pub fn kernel_mount(share: &NfsShare, mountpoint: &Path) -> Result<(), StorageEr
     }
     run(
         berth_process::command("mount")
-            .args(["-t", "nfs", "-o", "vers=3,nolock"])
+            .args([
+                "-t",
+                "nfs",
+                "-o",
+                &format!("vers=3,nolock,{}", crate::DATA_MOUNT_OPTIONS),
+            ])
             .arg(format!("{}:{}", share.server, share.export))
             .arg(mountpoint),
         &context,

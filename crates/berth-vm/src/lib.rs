@@ -234,17 +234,25 @@ impl VmDriver {
     }
 
     /// The image's user (`--user` or its config), resolved in its layers' /etc/passwd.
-    fn resolve_user(&self, image: &ImageRecord, user: &str) -> Result<berth_image::user::ResolvedUser, DriverError> {
+    async fn resolve_user(
+        &self,
+        image: &ImageRecord,
+        user: &str,
+    ) -> Result<berth_image::user::ResolvedUser, DriverError> {
         let layers = self
             .images
             .lower_dirs(image)
             .map_err(|e| DriverError::Other(e.to_string()))?;
+        // The top layer that has the file; not followed if it is a link (that resolves inside
+        // the layer when it is read).
         let root = layers
             .iter()
-            .find(|l| l.join("etc/passwd").exists())
+            .find(|l| fs::symlink_metadata(l.join("etc/passwd")).is_ok())
             .cloned()
             .unwrap_or_else(|| layers.first().cloned().unwrap_or_default());
-        berth_image::user::resolve_user(&root, user).map_err(|m| DriverError::invalid("user", m))
+        berth_image::user::resolve_user(&root, user)
+            .await
+            .map_err(|m| DriverError::invalid("user", m))
     }
 
     /// A VM's QMP socket, checked to be running.
@@ -479,7 +487,7 @@ impl InstanceDriver for VmDriver {
         let direct = if details.boot == VmBoot::Image {
             let image = image.ok_or_else(|| DriverError::Other("the VM's image is gone".into()))?;
             let process = &instance.spec.process;
-            let user = self.resolve_user(image, &process.user)?;
+            let user = self.resolve_user(image, &process.user).await?;
             let mut env = process.env.clone();
             if !env.iter().any(|e| e.starts_with("PATH=")) {
                 env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -594,13 +602,16 @@ impl InstanceDriver for VmDriver {
             workload: Workload::Vm {
                 args,
                 status_path: direct.as_ref().map(|_| paths.status.clone()),
-                console_path: Some(paths.console.clone()),
+                // qemu writes the console to the supervisor only when the agent boots (firmware
+                // boots have it on stdio, in the instance's log).
+                console_path: direct.as_ref().map(|_| paths.console.clone()),
                 boot_timeout_secs: BOOT_TIMEOUT_SECS,
                 virtiofs: shares,
             },
             tty: false,
             open_stdin: true,
             log_path: Some(dir.join("container.log")),
+            log_limits: Default::default(),
             exit_path: dir.join("exit.json"),
             socket_path: dir.join("supervisor.sock"),
         })
@@ -775,7 +786,9 @@ impl InstanceDriver for VmDriver {
             .resolve(&instance.spec.image_id)
             .await
             .map_err(|e| DriverError::Other(e.to_string()))?;
-        let user = self.resolve_user(&image, request.user.as_deref().unwrap_or(&instance.spec.process.user))?;
+        let user = self
+            .resolve_user(&image, request.user.as_deref().unwrap_or(&instance.spec.process.user))
+            .await?;
         let mut env = instance.spec.process.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -805,6 +818,7 @@ impl InstanceDriver for VmDriver {
             tty: false,
             open_stdin: request.open_stdin,
             log_path: None,
+            log_limits: Default::default(),
             exit_path: dir.join("exit.json"),
             socket_path: dir.join("supervisor.sock"),
         })
@@ -812,8 +826,8 @@ impl InstanceDriver for VmDriver {
 }
 
 /// The supervisor-side workload for a VM `SupervisorConfig`.
-pub fn workload_for(workload: &Workload) -> Option<Box<dyn berth_shim::Workload>> {
-    match workload {
+pub fn workload_for(config: &SupervisorConfig) -> Option<Box<dyn berth_shim::Workload>> {
+    match &config.workload {
         Workload::Vm {
             args,
             status_path,
@@ -826,6 +840,7 @@ pub fn workload_for(workload: &Workload) -> Option<Box<dyn berth_shim::Workload>
             console_path.clone(),
             *boot_timeout_secs,
             virtiofs.clone(),
+            config.log_limits,
         ))),
         _ => None,
     }

@@ -7,6 +7,11 @@ use berth_model::instance::{VmBoot, VmDetails};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// Descriptors qemu writes the guest's serial console and status port to: pipes the
+/// supervisor drains into capped files (`VmWorkload`), never files qemu grows itself.
+pub const CONSOLE_FD: i32 = 3;
+pub const STATUS_FD: i32 = 4;
+
 /// Files of a VM's instance directory that qemu uses.
 pub struct VmPaths {
     pub qmp: PathBuf,
@@ -168,17 +173,15 @@ pub fn command_line(
                 "-append".into(),
                 "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t rdinit=/init".into(),
             ]);
-            // The kernel's console goes to a file; the program's stdio to hvc0/hvc1.
-            args.extend(["-serial".into(), format!("file:{}", paths.console.display())]);
+            // The kernel's console goes to the supervisor, which caps it in console.log; the
+            // program's stdio to hvc0/hvc1.
+            args.extend(["-serial".into(), format!("file:/dev/fd/{CONSOLE_FD}")]);
             args.extend(["-device".into(), serial_bus.into()]);
             args.extend(["-chardev".into(), "stdio,id=out,signal=off".into()]);
             args.extend(["-device".into(), "virtconsole,chardev=out".into()]);
             args.extend(["-chardev".into(), "file,id=err,path=/dev/stderr".into()]);
             args.extend(["-device".into(), "virtconsole,chardev=err".into()]);
-            args.extend([
-                "-chardev".into(),
-                format!("file,id=status,path={}", paths.status.display()),
-            ]);
+            args.extend(["-chardev".into(), format!("file,id=status,path=/dev/fd/{STATUS_FD}")]);
             args.extend([
                 "-device".into(),
                 format!("virtserialport,chardev=status,name={}", crate::agent::STATUS_PORT),

@@ -177,27 +177,42 @@ pub async fn print_frames(mut body: berth_client::BodyStream) -> Result<()> {
     let mut buffer: Vec<u8> = Vec::new();
     while let Some(chunk) = body.next_chunk().await? {
         buffer.extend_from_slice(&chunk);
-        loop {
-            if buffer.len() < stream::HEADER_LEN {
-                break;
-            }
+        // Consecutive payloads of one stream are written at once (a chunk holds many frames).
+        let mut consumed = 0;
+        let mut run: (Option<FrameKind>, Vec<u8>) = (None, Vec::new());
+        while buffer.len() - consumed >= stream::HEADER_LEN {
             let mut header = [0u8; stream::HEADER_LEN];
-            header.copy_from_slice(&buffer[..stream::HEADER_LEN]);
+            header.copy_from_slice(&buffer[consumed..consumed + stream::HEADER_LEN]);
             let (kind, len) = stream::parse_header(&header)?;
-            if buffer.len() < stream::HEADER_LEN + len {
+            if buffer.len() - consumed < stream::HEADER_LEN + len {
                 break;
             }
-            let payload: Vec<u8> = buffer
-                .drain(..stream::HEADER_LEN + len)
-                .skip(stream::HEADER_LEN)
-                .collect();
-            if kind == FrameKind::Stderr {
-                stderr.write_all(&payload).await?;
-            } else {
-                stdout.write_all(&payload).await?;
+            let payload = &buffer[consumed + stream::HEADER_LEN..consumed + stream::HEADER_LEN + len];
+            let is_stderr = kind == FrameKind::Stderr;
+            if run.0.is_some_and(|k| (k == FrameKind::Stderr) != is_stderr) {
+                write_run(&mut stdout, &mut stderr, &mut run).await?;
             }
+            run.0 = Some(kind);
+            run.1.extend_from_slice(payload);
+            consumed += stream::HEADER_LEN + len;
         }
+        write_run(&mut stdout, &mut stderr, &mut run).await?;
+        buffer.drain(..consumed);
         stdout.flush().await?;
     }
+    Ok(())
+}
+
+async fn write_run(
+    stdout: &mut tokio::io::Stdout,
+    stderr: &mut tokio::io::Stderr,
+    run: &mut (Option<FrameKind>, Vec<u8>),
+) -> Result<()> {
+    match run.0.take() {
+        Some(FrameKind::Stderr) => stderr.write_all(&run.1).await?,
+        Some(_) => stdout.write_all(&run.1).await?,
+        None => {}
+    }
+    run.1.clear();
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use berth_model::log::LogOption;
 use berth_model::quantity::{parse_count, ByteSize, LimitSetting, MilliCpus};
 use clap::{Args, Parser, Subcommand};
 
@@ -168,6 +169,10 @@ fn parse_env(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+fn parse_log_opt(text: &str) -> Result<LogOption, String> {
+    text.parse::<LogOption>().map_err(|e| e.to_string())
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
@@ -252,6 +257,12 @@ pub struct CreateArgs {
     /// Security option; seccomp=unconfined runs a container without berth's seccomp filter
     #[arg(long = "security-opt", value_name = "OPTION")]
     pub security_opts: Vec<String>,
+    /// Cap the instance's log, as Docker's local log driver: max-size=SIZE rotates
+    /// container.log (and a VM's console.log) when it reaches SIZE (at least 128k);
+    /// max-file=COUNT keeps COUNT files, the current one included (1 to 100). Repeatable.
+    /// Unset values take the daemon's [logs] settings (default max-size=20m, max-file=5)
+    #[arg(long = "log-opt", value_name = "KEY=VALUE", value_parser = parse_log_opt)]
+    pub log_opts: Vec<LogOption>,
     /// Mount a volume or a host path: NAME:PATH[:OPTIONS] attaches the volume NAME (created
     /// if missing); /HOST/PATH:PATH[:OPTIONS] binds a host path, creating a missing host
     /// directory (relative host paths are refused: give $PWD/dir). OPTIONS: ro or rw; z, Z

@@ -188,6 +188,10 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("the daemon needs root (namespaces, cgroups, mounts); run it with sudo");
     }
+    // Everything the daemon and its supervisors create is private: state files hold `-e`
+    // secrets and image layers hold setuid binaries. What must be reachable by others (the
+    // API socket, what containers see as their own files) gets its mode explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
     // Two workers: the API is I/O-bound and the heavy work (unpacking) runs on blocking threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -220,7 +224,7 @@ fn supervise(config_path: &std::path::Path) -> i32 {
         .with_ansi(false)
         .init();
     let workload = berth_container::workload_for(&config.workload)
-        .or_else(|| berth_vm::workload_for(&config.workload))
+        .or_else(|| berth_vm::workload_for(&config))
         .unwrap_or_else(|| match &config.workload {
             berth_model::driver::Workload::Process { args, env } => {
                 Box::new(berth_shim::process::ProcessWorkload::new(args.clone(), env.clone()))

@@ -10,6 +10,7 @@ use berth_model::api::{
     UpdateInstanceRequest, WaitResponse,
 };
 use berth_model::instance::short_id;
+use berth_model::log::LogOptions;
 use berth_model::quantity::LimitSetting;
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceState};
 use chrono::Utc;
@@ -80,6 +81,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         ports: args.publish.clone(),
         bandwidth_bits_per_second: args.bandwidth,
         security_opts: args.security_opts.clone(),
+        log: LogOptions::from_options(&args.log_opts),
     }
 }
 
