@@ -30,7 +30,7 @@ fn the_writable_layer_has_the_size_asked_for() {
     let too_small = d.run(&["create", "--disk", "1m", "busybox", "true"]);
     assert!(stderr(&too_small).contains("--disk"), "{}", stderr(&too_small));
     // Larger than the host file system can hold in one file: refused before anything exists.
-    let too_large = d.run(&["run", "--rm", "--disk", "100t", "busybox", "true"]);
+    let too_large = d.run(&["run", "--rm", "--disk", "50t", "busybox", "true"]);
     assert!(stderr(&too_large).contains("cannot hold"), "{}", stderr(&too_large));
     assert_eq!(d.ok(&["ps", "-aq"]), "", "nothing was created");
 }

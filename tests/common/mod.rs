@@ -131,7 +131,17 @@ impl Daemon {
         };
         let base = env_number("BERTH_TEST_SUBNET_BASE", 100);
         let span = env_number("BERTH_TEST_SUBNET_SPAN", 150).max(1);
-        let subnet_prefix = format!("10.{}", base + (n % span));
+        // The next subnet of the range no interface has yet: a long test may still hold the
+        // one this counter gave out a round before.
+        let in_use = Command::new("ip")
+            .args(["-o", "-4", "addr"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let subnet_prefix = (0..span)
+            .map(|k| format!("10.{}", base + ((n + k) % span)))
+            .find(|prefix| !in_use.contains(&format!(" {prefix}.0.")))
+            .unwrap_or_else(|| format!("10.{}", base + (n % span)));
         let bridge = format!("bb-t{:x}-{n}", std::process::id() % 0xfff);
         let mut daemon = Daemon::start_with_exact_config(&format!(
             "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{}",
