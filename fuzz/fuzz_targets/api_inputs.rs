@@ -1,6 +1,6 @@
 //! What an API client sends: every request body the daemon accepts deserialises or fails
 //! with an error, and the typed values parsed at the edge (sizes, CPUs, counts, ports,
-//! volumes, signals) parse or fail without a panic or an overflow.
+//! mounts, log options, signals) parse or fail without a panic or an overflow.
 #![no_main]
 
 use berth_model::api;
@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_bandwidth(text);
     let _ = parse_count(text);
     let _ = berth_model::network::PortMapping::parse(text);
-    let _ = berth_model::volume::VolumeMount::parse(text);
+    let _ = berth_model::mount::parse_volume_flag(text);
+    let _ = berth_model::mount::parse_mount_flag(text);
+    let _ = berth_model::mount::parse_tmpfs_flag(text);
+    let _ = berth_model::mount::clean_target(text);
+    let _ = text.parse::<berth_model::log::LogOption>();
     let _ = berth_model::signal::parse_signal(text);
     let _ = berth_model::instance::validate_name(text);
 });

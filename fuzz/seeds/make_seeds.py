@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/): small valid inputs
+"""Writes the first seed corpora of the fuzz targets (fuzz/corpus/<target>/): small valid inputs
 and known-hostile ones (path escapes, links out of the root, huge frame lengths). The fuzzer
 grows the corpus from these; `scripts/fuzz.sh` keeps what it finds under fuzz/corpus."""
 import gzip, io, json, os, struct, sys, tarfile

@@ -227,13 +227,8 @@ impl Engine {
             .map(|a| a.network.clone())
             .unwrap_or_else(|| DEFAULT_NETWORK.to_string());
         if vm.boot != VmBoot::Image {
-            return Ok(berth_vm::export::libvirt_xml(
-                &instance.name,
-                &vm,
-                None,
-                emulator,
-                &network,
-            ));
+            return berth_vm::export::libvirt_xml(&instance.name, &vm, None, emulator, &network)
+                .map_err(|e| EngineError::invalid("instance", e.to_string()));
         }
         // A VM made from a container image boots berth's kernel, initramfs and config disk.
         let kernel = berth_vm::assets::find_guest_kernel(&self.config.guest_dir)
@@ -253,7 +248,7 @@ impl Engine {
             bus: "virtio".into(),
             ephemeral: false,
         });
-        Ok(berth_vm::export::libvirt_xml(
+        berth_vm::export::libvirt_xml(
             &instance.name,
             &vm,
             Some((
@@ -263,7 +258,8 @@ impl Engine {
             )),
             emulator,
             &network,
-        ))
+        )
+        .map_err(|e| EngineError::invalid("instance", e.to_string()))
     }
 
     /// `berth image import --vm DISK`, first step: checks the disk (format, backing files,

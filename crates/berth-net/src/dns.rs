@@ -143,15 +143,15 @@ async fn serve(socket: Arc<UdpSocket>, config: Arc<ResponderConfig>) {
     }
 }
 
-/// What to do with one datagram.
+/// What to do with one datagram (public for the fuzz target in fuzz/).
 #[derive(Debug, PartialEq, Eq)]
-enum Action {
+pub enum Action {
     Ignore,
     Reply(Vec<u8>),
     Forward { id: u16, upstreams: Vec<SocketAddr> },
 }
 
-fn respond(packet: &[u8], config: &ResponderConfig) -> Action {
+pub fn respond(packet: &[u8], config: &ResponderConfig) -> Action {
     let query = match Message::from_vec(packet) {
         Ok(query) => query,
         // Not even a header: nobody to answer.

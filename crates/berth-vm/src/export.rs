@@ -9,6 +9,7 @@ use quick_xml::events::BytesText;
 use quick_xml::Writer;
 
 use crate::import::parse_uuid;
+use crate::VmError;
 
 /// libvirt's device name for the index-th disk on `bus`.
 fn target_dev(bus: &str, index: usize) -> String {
@@ -57,13 +58,41 @@ pub fn libvirt_xml(
     direct: Option<(&str, &str, &str)>,
     emulator: &str,
     network: &str,
-) -> String {
+) -> Result<String, VmError> {
+    // Escaping cannot make these characters legal: XML 1.0 has no way to write them at all,
+    // so a value holding one (a name or path from a hostile record) is refused, not mangled.
+    xml_writable("name", name)?;
+    xml_writable("emulator", emulator)?;
+    xml_writable("network", network)?;
+    for disk in &vm.disks {
+        xml_writable("disk path", &disk.path)?;
+    }
+    if let Some((kernel, initrd, cmdline)) = direct {
+        xml_writable("kernel", kernel)?;
+        xml_writable("initrd", initrd)?;
+        xml_writable("kernel command line", cmdline)?;
+    }
     let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
     // Writing into a Vec cannot fail; the io::Result is the writer's interface.
     let _ = write_domain(&mut writer, name, vm, direct, emulator, network);
     let mut xml = String::from_utf8_lossy(&writer.into_inner()).into_owned();
     xml.push('\n');
-    xml
+    Ok(xml)
+}
+
+/// Whether XML 1.0 can carry `c` at all (its `Char` production).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+fn xml_writable(field: &str, value: &str) -> Result<(), VmError> {
+    match value.chars().find(|c| !is_xml_char(*c)) {
+        None => Ok(()),
+        Some(c) => Err(VmError::Import(format!(
+            "cannot export: the {field} holds the control character U+{:04X}, which XML cannot carry; rename it",
+            c as u32
+        ))),
+    }
 }
 
 fn write_domain(
@@ -270,7 +299,7 @@ mod tests {
     #[test]
     fn values_cannot_add_markup() {
         let hostile = "42 20</uuid><devices><disk type='file'><source file='/etc/shadow'/></disk></devices><uuid>";
-        let xml = libvirt_xml("n<a>m&e", &vm(hostile), None, "/usr/bin/qemu-system-x86_64", "default");
+        let xml = libvirt_xml("n<a>m&e", &vm(hostile), None, "/usr/bin/qemu-system-x86_64", "default").unwrap();
         let document = roxmltree::Document::parse(&xml).unwrap();
         let disks: Vec<_> = document.descendants().filter(|n| n.has_tag_name("disk")).collect();
         assert_eq!(disks.len(), 1, "{xml}");
@@ -298,5 +327,20 @@ mod tests {
         assert_eq!(target_dev("virtio", 25), "vdz");
         assert_eq!(target_dev("virtio", 26), "vdaa");
         assert_eq!(target_dev("nvme", 1), "nvme1n1");
+    }
+
+    #[test]
+    fn values_xml_cannot_carry_are_refused_naming_the_field() {
+        let error = libvirt_xml("tes\u{1}t", &vm("x"), None, "/usr/bin/qemu-system-x86_64", "default").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("the name holds the control character U+0001"),
+            "{error}"
+        );
+        let mut hostile = vm("x");
+        hostile.disks[0].path = "/var/lib/berth/d\u{0}isk".into();
+        let error = libvirt_xml("ok", &hostile, None, "/usr/bin/qemu-system-x86_64", "default").unwrap_err();
+        assert!(error.to_string().contains("disk path"), "{error}");
     }
 }
