@@ -111,6 +111,9 @@ impl Cgroups {
     }
 
     pub fn apply_limits(&self, name: &str, limits: &Limits) -> Result<(), DriverError> {
+        if self.version == CgroupVersion::V2 {
+            return self.apply_limits_v2(name, limits);
+        }
         let resources = self.resources(limits)?;
         let manager = self.manager(name)?;
         manager
@@ -121,6 +124,24 @@ impl Cgroups {
                 freezer_state: None,
             })
             .map_err(|e| cgroup_error("applying limits", e))
+    }
+
+    /// A live update on v2 writes the three limit files itself: libcgroups' v2 manager would
+    /// also load a fresh eBPF device program on every apply, leaking the daemon's program
+    /// descriptors and the old programs (the device list never changes after start).
+    fn apply_limits_v2(&self, name: &str, limits: &Limits) -> Result<(), DriverError> {
+        let dir = Path::new(CGROUP_ROOT).join(&self.parent).join(name);
+        let cpu = match limits.cpus {
+            Some(cpus) => format!("{} {CPU_PERIOD_US}", cpus.0 * CPU_PERIOD_US / 1000),
+            None => format!("max {CPU_PERIOD_US}"),
+        };
+        let memory = limits.memory_bytes.map_or("max".to_string(), |b| b.to_string());
+        let pids = limits.pids.map_or("max".to_string(), |p| p.to_string());
+        for (file, value) in [("cpu.max", cpu), ("memory.max", memory), ("pids.max", pids)] {
+            let path = dir.join(file);
+            fs::write(&path, &value).map_err(|e| cgroup_error(format!("writing {value} to {}", path.display()), e))?;
+        }
+        Ok(())
     }
 
     pub fn set_frozen(&self, name: &str, frozen: bool) -> Result<(), DriverError> {

@@ -323,7 +323,6 @@ fn host_mounts(instance: &Instance) -> Result<Vec<ExtraMount>, DriverError> {
 /// them (an image's symlink cannot point outside it), so that a target the image makes
 /// impossible (a symlink to a path it lacks, a file on the way) is refused here with its name.
 fn prepare_mount_targets(rootfs: &Path, mounts: &[ExtraMount]) -> Result<(), DriverError> {
-    use std::os::unix::fs::PermissionsExt;
     let root = pathrs::Root::open(rootfs).map_err(|e| DriverError::Other(format!("opening the rootfs: {e}")))?;
     for mount in mounts {
         let target = Path::new(mount.target());
@@ -332,7 +331,7 @@ fn prepare_mount_targets(rootfs: &Path, mounts: &[ExtraMount]) -> Result<(), Dri
             ExtraMount::Bind { source, .. } if !source.is_dir() => target.parent().unwrap_or(Path::new("/")),
             _ => target,
         };
-        root.mkdir_all(directory, &fs::Permissions::from_mode(0o755)).map_err(|e| {
+        mkdir_all_in_root(&root, directory).map_err(|e| {
             DriverError::invalid(
                 "mounts",
                 format!(
@@ -342,6 +341,33 @@ fn prepare_mount_targets(rootfs: &Path, mounts: &[ExtraMount]) -> Result<(), Dri
                 ),
             )
         })?;
+    }
+    Ok(())
+}
+
+/// `mkdir -p` of `directory` inside the rootfs (symlinks resolved as the container sees
+/// them), leaving what it made 0755 as Docker does: the daemon's private umask would make
+/// them 0700, so a non-root container user could not reach its own mounts.
+fn mkdir_all_in_root(root: &pathrs::Root, directory: &Path) -> Result<(), pathrs::error::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut missing = Vec::new();
+    let mut prefix = PathBuf::from("/");
+    for part in directory
+        .components()
+        .skip_while(|c| matches!(c, std::path::Component::RootDir))
+    {
+        prefix.push(part);
+        if missing.is_empty() && root.resolve(&prefix).is_ok() {
+            continue;
+        }
+        missing.push(prefix.clone());
+    }
+    root.mkdir_all(directory, &fs::Permissions::from_mode(0o755))?;
+    for made in missing {
+        let handle = root.resolve(&made)?;
+        let dir = handle.reopen(pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_DIRECTORY)?;
+        // fchmod on the directory the handle resolved: no path is walked again.
+        let _ = dir.set_permissions(fs::Permissions::from_mode(0o755));
     }
     Ok(())
 }

@@ -79,8 +79,16 @@ impl Admission {
             .iter()
             .filter(|i| i.state.is_active() && Some(i.id.as_str()) != except)
             .collect();
+        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         for instance in &active {
-            let reserved = Reservation::of(instance);
+            // A running instance growing (`update`) holds a claim for its new size while the
+            // store still shows the old one: count the larger, or a concurrent start would
+            // see only the old size.
+            let mut reserved = Reservation::of(instance);
+            if let Some(claimed) = claims.get(&instance.id) {
+                reserved.millicpus = reserved.millicpus.max(claimed.millicpus);
+                reserved.memory_bytes = reserved.memory_bytes.max(claimed.memory_bytes);
+            }
             millicpus = millicpus.saturating_add(reserved.millicpus);
             memory_bytes = memory_bytes.saturating_add(reserved.memory_bytes);
             limit_millicpus = limit_millicpus.saturating_add(instance.limits.cpus.map_or(0, |c| c.0));
@@ -89,8 +97,7 @@ impl Admission {
                 unlimited_instances += 1;
             }
         }
-        // A claim whose instance the store already shows active is counted once, by the store.
-        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        // A claim whose instance the store already shows active is counted once, above.
         for (id, reserved) in claims.iter() {
             if Some(id.as_str()) != except && !active.iter().any(|i| &i.id == id) {
                 millicpus = millicpus.saturating_add(reserved.millicpus);

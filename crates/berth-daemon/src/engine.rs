@@ -1069,8 +1069,13 @@ impl Engine {
                 let _ = self.unpause(&instance.id).await;
             }
             self.kill_and_wait(&instance).await?;
+            // The exit is recorded before the supervisor has cleaned up after its workload;
+            // `rm` returns once it is gone, so nothing of the instance outlives it.
+            if let Some(pid) = instance.supervisor_pid {
+                let config = self.instance_dir(&instance.id).join("supervisor.json");
+                let _ = crate::exec_sessions::supervisor_gone(pid as i32, &config, Duration::from_secs(5)).await;
+            }
         }
-        self.end_exec_sessions(&instance).await;
         let guard = self.lock(&instance.id).await;
         let current = match self.store.get_instance(&instance.id).await {
             Ok(current) => current,
@@ -1086,6 +1091,9 @@ impl Engine {
 
     async fn remove_locked(&self, instance: &Instance) -> EngineResult<()> {
         let dir = self.instance_dir(&instance.id);
+        // Also for `--rm` instances, whose exit skipped it: their session pid files go
+        // with the directory.
+        self.end_exec_sessions(instance).await;
         self.driver(instance.kind)?.remove(instance, &dir).await?;
         // Everything on the host goes before the record: "removed" (what `run --rm` waits
         // for) then means nothing is left, and a crash in between leaves a record to retry.

@@ -73,7 +73,8 @@ impl From<ImageError> for EngineError {
                 StatusCode::BAD_REQUEST
             }
             ImageError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
-            ImageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            // Not the request's size (413): what a registry or an archive holds.
+            ImageError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ImageError::InUse(..) => StatusCode::CONFLICT,
             ImageError::Registry(_) => StatusCode::BAD_GATEWAY,
             ImageError::Io { .. } | ImageError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -18,9 +18,10 @@ pub async fn end_all(execs: &Path) {
     let Ok(entries) = std::fs::read_dir(execs) else {
         return;
     };
-    for entry in entries.flatten() {
-        end_one(&entry.path()).await;
-    }
+    // All at once, against one deadline: a stop's grace period must not grow with the
+    // number of sessions.
+    let sessions: Vec<_> = entries.flatten().map(|entry| entry.path()).collect();
+    futures_util::future::join_all(sessions.iter().map(|session| end_one(session))).await;
 }
 
 async fn end_one(session: &Path) {
@@ -35,19 +36,28 @@ async fn end_one(session: &Path) {
     else {
         return;
     };
-    // Only a process still running this session's supervisor counts (pids are reused).
-    let config = session.join("supervisor.json").display().to_string();
-    let is_session = || {
+    let config = session.join("supervisor.json");
+    if !supervisor_gone(pid, &config, Duration::from_secs(5)).await {
+        tracing::warn!(session = %session.display(), pid, "an exec supervisor lingered; killing it");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Waits up to `timeout` for the supervisor `pid` started with `config` to end. Only a
+/// process still running that supervisor counts (pids are reused).
+pub async fn supervisor_gone(pid: i32, config: &Path, timeout: Duration) -> bool {
+    let config = config.display().to_string();
+    let running = || {
         std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(&config))
             .unwrap_or(false)
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while is_session() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while running() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if is_session() {
-        tracing::warn!(session = %session.display(), pid, "an exec supervisor lingered; killing it");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
+    true
 }

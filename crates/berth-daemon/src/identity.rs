@@ -63,6 +63,10 @@ impl NodeIdentity {
         if let Some(identity) = Self::read(state_dir)? {
             return Ok(identity);
         }
+        // A store from before identity files holds instances whose cgroups, chains and
+        // bridge carry berth's untagged names: keep them (a clash with another daemon is
+        // then refused at start, naming the config key).
+        let upgraded = stored_id.is_some();
         let id = stored_id.unwrap_or_else(|| {
             let hostname = nix::unistd::gethostname()
                 .ok()
@@ -70,7 +74,8 @@ impl NodeIdentity {
                 .unwrap_or_else(|| "node".into());
             format!("{hostname}-{:08x}", rand::random::<u32>())
         });
-        let tag = (state_dir != Path::new(DEFAULT_STATE_DIR)).then(|| format!("{:08x}", rand::random::<u32>()));
+        let tag =
+            (!upgraded && state_dir != Path::new(DEFAULT_STATE_DIR)).then(|| format!("{:08x}", rand::random::<u32>()));
         let identity = NodeIdentity { id, tag };
         let path = state_dir.join(NODE_FILE);
         let partial = state_dir.join(format!("{NODE_FILE}.partial"));
@@ -187,10 +192,15 @@ mod tests {
     fn kept_in_the_state_directory() {
         let dir = std::env::temp_dir().join(format!("berth-identity-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let made = NodeIdentity::load_or_create(&dir, Some("old-id".into())).unwrap();
-        assert_eq!(made.id, "old-id");
+        let made = NodeIdentity::load_or_create(&dir, None).unwrap();
         assert!(made.tag.as_deref().is_some_and(valid_tag));
         assert_eq!(NodeIdentity::load_or_create(&dir, None).unwrap(), made);
+        // A store from before identity files keeps its id and berth's untagged names.
+        let upgraded_dir = dir.join("upgraded");
+        std::fs::create_dir_all(&upgraded_dir).unwrap();
+        let upgraded = NodeIdentity::load_or_create(&upgraded_dir, Some("old-id".into())).unwrap();
+        assert_eq!(upgraded.id, "old-id");
+        assert_eq!(upgraded.tag, None);
         std::fs::write(dir.join(NODE_FILE), "{\"id\":\"x\",\"tag\":\"../etc\"}").unwrap();
         assert!(NodeIdentity::read(&dir).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -60,12 +60,27 @@ async fn node_identity(state_dir: &Path, store: &dyn StateStore) -> Result<ident
     Ok(identity)
 }
 
+/// Creates `dir` (and missing parents) as 0755 — the daemon's umask would make them
+/// private — for directories others must traverse: the socket's (`/run/berth`, also made
+/// by the network lock). A directory that exists keeps its mode.
+pub fn create_traversable_dir(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut current = Some(dir);
+    while let Some(path) = current.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(path.to_path_buf());
+        current = path.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for path in missing {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
-    if let Some(parent) = socket.parent().filter(|p| !p.exists()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        // The socket's group must reach it (the daemon's umask makes new directories private).
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("setting permissions of {}", parent.display()))?;
+    if let Some(parent) = socket.parent() {
+        // The socket's group must reach it.
+        create_traversable_dir(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {

@@ -50,7 +50,7 @@ fn log_frame(line: &[u8], timestamps: bool) -> Option<Vec<u8>> {
 fn tail_start(files: &mut [File], tail: usize) -> std::io::Result<(usize, u64)> {
     // The newline that ends the record just before the last `tail` ones is the
     // (tail + 1)-th from the end; bytes after the last newline are an unfinished record.
-    let mut newlines_wanted = tail + 1;
+    let mut newlines_wanted = tail.saturating_add(1);
     let mut block = vec![0u8; BLOCK];
     for index in (0..files.len()).rev() {
         let file = &mut files[index];

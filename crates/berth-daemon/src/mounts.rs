@@ -183,11 +183,8 @@ fn check_source(source: &Path, may_create: bool, kind: InstanceKind) -> Result<(
 /// made a directory first if it does not exist.
 fn create_and_canonicalize(source: &Path) -> Result<String, String> {
     if std::fs::symlink_metadata(source).is_err() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(source)
+        // 0755 as Docker makes them, not with the daemon's private umask.
+        crate::create_traversable_dir(source)
             .map_err(|e| format!("creating the host directory {}: {e}", source.display()))?;
     }
     let canonical: PathBuf =

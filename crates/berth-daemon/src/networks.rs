@@ -111,7 +111,8 @@ async fn host_network_lock() -> EngineResult<nix::fcntl::Flock<std::fs::File>> {
     tokio::task::spawn_blocking(|| {
         let path = Path::new(HOST_NETWORK_LOCK);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            // /run/berth also holds the API socket: it must stay traversable.
+            crate::create_traversable_dir(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -148,11 +149,18 @@ impl Networks {
         let firewall = identity.firewall().map_err(|e| EngineError::internal(e.to_string()))?;
         let _host_lock = host_network_lock().await?;
         if firewall::loopback_routed_everywhere() {
-            tracing::warn!(
-                "net.ipv4.conf.all.route_localnet is 1: every interface routes the host's 127.0.0.0/8, so neighbours \
-                 outside berth's bridges may reach services bound to the host's loopback; berth no longer needs it \
-                 (sysctl -w net.ipv4.conf.all.route_localnet=0 unless another tool does)"
-            );
+            // berth before this version set it for every interface, so a host upgraded
+            // from it would keep routing 127.0.0.0/8 from any neighbour until a reboot.
+            match firewall::stop_routing_loopback_everywhere() {
+                Ok(()) => tracing::warn!(
+                    "net.ipv4.conf.all.route_localnet was 1 (older berth set it): every interface routed the host's \
+                     127.0.0.0/8; turned it off, berth's bridges keep their own setting. A tool that needs it \
+                     everywhere (kube-proxy's localhost NodePorts) must set it again"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "net.ipv4.conf.all.route_localnet is 1 and could not be turned off")
+                }
+            }
         }
         let mut networks = Networks {
             store,
@@ -478,11 +486,12 @@ impl Networks {
                 format!("invalid network name '{name}': letters, digits, '_', '.', '-'; not none or host"),
             ));
         }
+        // Listed under the lock: a concurrent create must see the network made before it.
+        let _host_lock = host_network_lock().await?;
         let existing = self.list().await?;
         if existing.iter().any(|n| n.name == name) {
             return Err(EngineError::conflict(format!("network {name} already exists")));
         }
-        let _host_lock = host_network_lock().await?;
         let taken: Vec<Subnet> = existing.iter().filter_map(|n| Subnet::parse(&n.subnet).ok()).collect();
         let host_subnets = self.foreign_subnets(&existing).await?;
         let subnet = match subnet {

@@ -30,7 +30,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| EngineError::internal(e.to_string()))?
-        .map_err(|e| EngineError::invalid(field, e.to_string()))
+        .map_err(|e| match e {
+            // The file's fault: refused (hostile, unsupported) or unreadable as a disk.
+            berth_vm::VmError::Import(_) | berth_vm::VmError::Disk(_) => EngineError::invalid(field, e.to_string()),
+            // The host's: qemu-img missing, a directory that cannot be made, a full disk.
+            berth_vm::VmError::Setup(_) | berth_vm::VmError::Qmp(_) => EngineError::internal(e.to_string()),
+        })
 }
 
 /// The name an imported VM gets: the file's, with characters berth does not allow in names

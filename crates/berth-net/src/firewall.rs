@@ -64,6 +64,12 @@ pub fn loopback_routed_everywhere() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/route_localnet").is_ok_and(|v| v.trim() == "1")
 }
 
+/// Turns `net.ipv4.conf.all.route_localnet` off again (berth's bridges keep their own
+/// setting, which published ports on 127.0.0.1 need).
+pub fn stop_routing_loopback_everywhere() -> std::io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "0")
+}
+
 /// A rule as (table, chain, arguments).
 type Rule = (&'static str, String, Vec<String>);
 

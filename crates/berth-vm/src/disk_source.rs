@@ -309,6 +309,14 @@ fn check_referenced(referrer: &Path, name: &str, root: &Path, what: &str) -> Res
             root.display()
         )));
     }
+    // qemu resolves the next file's names from the path as written, berth would from the
+    // link's target: a symbolic link (or `..`) on the way would let the two read different
+    // files, so the chain must name its files directly.
+    if canonical != joined {
+        return Err(refuse(
+            "is reached through a symbolic link or '..'; name the file itself".to_string(),
+        ));
+    }
     let kind = fs::metadata(&canonical)
         .map_err(|e| refuse(format!("cannot be read ({e})")))?
         .file_type();
@@ -427,5 +435,23 @@ mod tests {
         }
         let outside = check_referenced(&referrer, "/etc/hostname", &dir, "backing file").unwrap_err();
         assert!(outside.to_string().contains("outside"), "{outside}");
+    }
+
+    #[test]
+    fn a_chain_through_a_symlink_is_refused() {
+        // top.qcow2 -> link.qcow2 (a symlink to sub/b.qcow2) -> c.qcow2: qemu would open
+        // ./c.qcow2, berth would have checked sub/c.qcow2.
+        let dir = std::env::temp_dir().join(format!("berth-chain-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/b.qcow2"), b"x").unwrap();
+        std::os::unix::fs::symlink("sub/b.qcow2", dir.join("link.qcow2")).unwrap();
+        let root = std::fs::canonicalize(&dir).unwrap();
+        let referrer = root.join("top.qcow2");
+        let error = check_referenced(&referrer, "link.qcow2", &root, "backing file").unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        let error = check_referenced(&referrer, "sub/../sub/b.qcow2", &root, "backing file").unwrap_err();
+        assert!(error.to_string().contains("symbolic link or '..'"), "{error}");
+        assert!(check_referenced(&referrer, "sub/b.qcow2", &root, "backing file").is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -107,6 +107,8 @@ impl RunningShares {
             // Metadata and data revalidated about once a second (close-to-open consistency),
             // as Kata Containers runs it; the sandbox keeps it inside the directory.
             .args(["-o", "cache=auto", "-o", "sandbox=namespace", "-o", "log_level=warn"])
+            // No device nodes from the guest in a host directory (as nodev does for volumes).
+            .args(["-o", "modcaps=-mknod"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
@@ -118,6 +120,9 @@ impl RunningShares {
         // SAFETY: between fork and exec only raw system calls on memory prepared before.
         unsafe {
             command.pre_exec(move || {
+                // Files the guest creates in the host directory get Docker's modes, not the
+                // daemon's private umask.
+                libc::umask(0o022);
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
