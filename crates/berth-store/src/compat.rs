@@ -185,7 +185,15 @@ impl Store {
     /// A small fact kept as a string (the schema version; a node's id mirror on its own store).
     pub async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
         let key = format!("{}{}", keys::META, keys::component("meta key", key)?);
-        match self.kv().get(&[key.clone()]).await?.kvs.into_iter().next().flatten() {
+        match self
+            .kv()
+            .get(std::slice::from_ref(&key))
+            .await?
+            .kvs
+            .into_iter()
+            .next()
+            .flatten()
+        {
             Some(kv) => String::from_utf8(kv.value)
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),

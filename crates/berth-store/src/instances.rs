@@ -52,8 +52,7 @@ impl Store {
     /// Every instance, newest first, read at one revision (returned).
     pub async fn instances(&self) -> StoreResult<(Vec<VersionedInstance>, Revision)> {
         let (kvs, revision) = self.range_all(keys::INSTANCES).await?;
-        let mut parts: BTreeMap<String, (Option<Versioned<InstanceDesired>>, Option<Versioned<InstanceStatus>>)> =
-            BTreeMap::new();
+        let mut parts: BTreeMap<String, InstanceParts> = BTreeMap::new();
         for kv in &kvs {
             if let Some(id) = InstanceDesired::id_in_key(&kv.key) {
                 parts.entry(id.to_string()).or_default().0 = Some(versioned(kv)?);
@@ -104,6 +103,9 @@ impl Store {
     }
 }
 
+/// An instance's two records as a listing finds them.
+type InstanceParts = (Option<Versioned<InstanceDesired>>, Option<Versioned<InstanceStatus>>);
+
 fn assemble(desired: Versioned<InstanceDesired>, status: Option<Versioned<InstanceStatus>>) -> VersionedInstance {
     let (status, status_revision) = match status {
         Some(status) => (status.value, status.revision),
@@ -122,7 +124,7 @@ fn assemble(desired: Versioned<InstanceDesired>, status: Option<Versioned<Instan
 /// A change to an instance.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InstanceEvent {
-    Desired(Versioned<InstanceDesired>),
+    Desired(Box<Versioned<InstanceDesired>>),
     Status(Versioned<InstanceStatus>),
     /// The spec was deleted: the instance is gone.
     Removed {
@@ -146,10 +148,10 @@ impl InstanceWatch {
             if let Some(id) = InstanceDesired::id_in_key(&event.key) {
                 return Some(if put {
                     decode(&event.key, &event.value).map(|value| {
-                        InstanceEvent::Desired(Versioned {
+                        InstanceEvent::Desired(Box::new(Versioned {
                             value,
                             revision: event.revision,
-                        })
+                        }))
                     })
                 } else {
                     Ok(InstanceEvent::Removed {

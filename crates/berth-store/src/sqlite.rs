@@ -261,13 +261,15 @@ impl Inner {
             "INSERT INTO store_state (name, value) VALUES ('revision', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
             [revision as i64],
         )?;
+        // Every thousand revisions, forget what is older than the history kept.
         let compact_to = revision.saturating_sub(KEEP_REVISIONS);
-        if revision % 1000 == 0 && compact_to > self.compacted {
+        let compact = revision.is_multiple_of(1000) && compact_to > self.compacted;
+        if compact {
             compact_changes(&tx, compact_to)?;
         }
         tx.commit()?;
         self.revision = revision;
-        if revision % 1000 == 0 && compact_to > self.compacted {
+        if compact {
             self.compacted = compact_to;
         }
         Ok(events)
@@ -483,10 +485,11 @@ impl StateStore for SqliteStore {
                 match live.recv().await {
                     Ok(batch) => {
                         for event in batch.iter() {
-                            if event.revision >= from && event.key.starts_with(&prefix) {
-                                if sender.send(Ok(event.clone())).await.is_err() {
-                                    return;
-                                }
+                            if event.revision >= from
+                                && event.key.starts_with(&prefix)
+                                && sender.send(Ok(event.clone())).await.is_err()
+                            {
+                                return;
                             }
                         }
                     }
