@@ -10,7 +10,7 @@ use berth_model::Instance;
 use crate::instance::{split, InstanceDesired, InstanceStatus};
 use crate::kv::{Expect, Txn};
 use crate::records::Record;
-use crate::store::{RecordTxn, Store};
+use crate::store::{retry_lost_races, RecordTxn, Store};
 use crate::{keys, StoreError, StoreResult};
 
 impl Store {
@@ -23,7 +23,8 @@ impl Store {
     /// differ, so a status change leaves a concurrent spec change alone and vice versa.
     pub async fn update_instance(&self, instance: &Instance) -> StoreResult<()> {
         let (desired, status) = split(instance);
-        loop {
+        let lost_race = |e: &StoreError| matches!(e, StoreError::Conflict { .. } | StoreError::AlreadyExists { .. });
+        retry_lost_races(lost_race, || async {
             let current = self.instance(&instance.id).await?;
             let (current_desired, current_status) = split(&current.instance);
             let mut txn = RecordTxn::new();
@@ -38,11 +39,9 @@ impl Store {
                     revision => txn.update(&status, revision)?,
                 };
             }
-            match self.commit(txn).await {
-                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. }) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
+            self.commit(txn).await.map(|_| ())
+        })
+        .await
     }
 
     pub async fn get_instance(&self, id: &str) -> StoreResult<Instance> {
@@ -102,17 +101,18 @@ impl Store {
 
     /// Removes an instance whatever its revision; nothing to do if it is gone.
     pub async fn delete_instance(&self, id: &str) -> StoreResult<()> {
-        loop {
+        let lost_race = |e: &StoreError| matches!(e, StoreError::Conflict { .. });
+        retry_lost_races(lost_race, || async {
             let current = match self.instance(id).await {
                 Err(StoreError::NotFound { .. }) => return Ok(()),
                 other => other?,
             };
             match self.remove_instance(id, current.spec_revision).await {
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::NotFound { .. }) => return Ok(()),
-                other => return other.map(|_| ()),
+                Err(StoreError::NotFound { .. }) => Ok(()),
+                other => other.map(|_| ()),
             }
-        }
+        })
+        .await
     }
 
     pub async fn put_image(&self, image: &ImageRecord) -> StoreResult<()> {

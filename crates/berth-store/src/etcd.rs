@@ -329,6 +329,11 @@ impl StateStore for EtcdStore {
         true
     }
 
+    fn page_keys(&self) -> usize {
+        // Instance specs are a few KiB: a page stays around a megabyte.
+        200
+    }
+
     async fn get(&self, keys: &[String]) -> StoreResult<Snapshot> {
         if keys.len() > MAX_TXN_OPS {
             return Err(StoreError::TooManyOps {
@@ -467,6 +472,8 @@ impl StateStore for EtcdStore {
             })
             .await?
             .split();
+        // The member that (most likely) serves the watch: the one requests go to now.
+        let mut serving = self.members.pick().0;
         tokio::spawn(async move {
             // The next revision to deliver: where a resumed watch starts.
             let mut next = from;
@@ -476,76 +483,69 @@ impl StateStore for EtcdStore {
                     message = responses.message() => message,
                     _ = sender.closed() => break,
                 };
-                match message {
+                let broken = match message {
+                    Ok(Some(response)) if response.compact_revision() > 0 => {
+                        let _ = sender
+                            .send(Err(StoreError::Compacted {
+                                requested: next,
+                                compacted: response.compact_revision() as u64,
+                            }))
+                            .await;
+                        break;
+                    }
+                    // A member that lost its leader cancels its watches (we require one).
+                    Ok(Some(response)) if response.canceled() => format!("canceled: {}", response.cancel_reason()),
                     Ok(Some(response)) => {
-                        failures = 0;
-                        if response.compact_revision() > 0 {
-                            let _ = sender
-                                .send(Err(StoreError::Compacted {
-                                    requested: next,
-                                    compacted: response.compact_revision() as u64,
-                                }))
-                                .await;
-                            break;
-                        }
-                        if response.canceled() {
-                            let _ = sender
-                                .send(Err(StoreError::Backend(format!(
-                                    "etcd ended the watch: {}",
-                                    response.cancel_reason()
-                                ))))
-                                .await;
-                            break;
-                        }
                         for event in response.events() {
                             let Some(kv) = event.kv() else { continue };
                             let item = to_key_value(kv).map(|kv| {
-                                let revision = kv.mod_revision;
-                                match event.event_type() {
-                                    EventType::Put => WatchEvent {
-                                        kind: WatchEventKind::Put,
-                                        key: kv.key,
-                                        value: kv.value,
-                                        revision,
+                                let kind = match event.event_type() {
+                                    EventType::Put => WatchEventKind::Put,
+                                    EventType::Delete => WatchEventKind::Delete,
+                                };
+                                WatchEvent {
+                                    kind,
+                                    revision: kv.mod_revision,
+                                    value: if kind == WatchEventKind::Put {
+                                        kv.value
+                                    } else {
+                                        Vec::new()
                                     },
-                                    EventType::Delete => WatchEvent {
-                                        kind: WatchEventKind::Delete,
-                                        key: kv.key,
-                                        value: Vec::new(),
-                                        revision,
-                                    },
+                                    key: kv.key,
                                 }
                             });
                             if let Ok(event) = &item {
                                 next = event.revision + 1;
+                                failures = 0;
                             }
                             if sender.send(item).await.is_err() {
                                 return;
                             }
                         }
+                        continue;
                     }
-                    // The member serving the watch went away: resume on another from the
-                    // next revision, so no event is lost or repeated.
-                    Ok(None) | Err(_) => {
-                        failures += 1;
-                        if failures > WATCH_RESUME_ATTEMPTS {
-                            let _ = sender
-                                .send(Err(StoreError::Unavailable(
-                                    "etcd: the watch could not be resumed on any member".into(),
-                                )))
-                                .await;
-                            break;
-                        }
-                        tokio::time::sleep(WATCH_RESUME_DELAY).await;
-                        let (index, mut client) = members.pick();
-                        match client.watch(prefix.as_str(), Some(options(next))).await {
-                            Ok(resumed) => (watcher, responses) = resumed.split(),
-                            Err(e) => {
-                                tracing::debug!(error = %e, member = index, "resuming an etcd watch");
-                                members.failed(index);
-                            }
-                        }
-                    }
+                    Ok(None) => "the stream ended".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                // The member serving the watch went away: resume on another from the next
+                // revision, so no event is lost or repeated.
+                tracing::debug!(reason = %broken, member = serving, "etcd watch broke; resuming");
+                members.failed(serving);
+                failures += 1;
+                if failures > WATCH_RESUME_ATTEMPTS {
+                    let _ = sender
+                        .send(Err(StoreError::Unavailable(format!(
+                            "etcd: the watch could not be resumed on any member ({broken})"
+                        ))))
+                        .await;
+                    break;
+                }
+                tokio::time::sleep(WATCH_RESUME_DELAY).await;
+                let (index, mut client) = members.pick();
+                serving = index;
+                match client.watch(prefix.as_str(), Some(options(next))).await {
+                    Ok(resumed) => (watcher, responses) = resumed.split(),
+                    Err(e) => tracing::debug!(error = %e, member = index, "resuming an etcd watch"),
                 }
             }
             // Best effort: the server also forgets the watch when the stream closes.

@@ -288,6 +288,11 @@ pub trait StateStore: Send + Sync {
     /// Whether other nodes read and write this store too (etcd) or it is this node's own.
     fn is_shared(&self) -> bool;
 
+    /// How many keys a listing asks for per page: etcd's answers are bounded (gRPC's 4 MiB
+    /// messages), SQLite's are not, and one page of everything is one consistent read
+    /// there (0: all in one page).
+    fn page_keys(&self) -> usize;
+
     /// Reads these keys together at one revision.
     async fn get(&self, keys: &[String]) -> StoreResult<Snapshot>;
 

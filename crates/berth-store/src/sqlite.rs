@@ -217,11 +217,11 @@ impl Inner {
         for op in ops {
             match op {
                 Op::Put { key, value, lease } => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO kv (key, value, create_revision, mod_revision, lease) VALUES (?1, ?2, ?3, ?3, ?4)
                          ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_revision = excluded.mod_revision, lease = excluded.lease",
-                        params![key, value, revision as i64, lease.map(|l| l.0)],
-                    )?;
+                    )?
+                    .execute(params![key, value, revision as i64, lease.map(|l| l.0)])?;
                     events.push(WatchEvent {
                         kind: WatchEventKind::Put,
                         key,
@@ -231,7 +231,7 @@ impl Inner {
                 }
                 Op::Delete { key } => {
                     // Deleting what is not there changes nothing and is no event (as etcd).
-                    if tx.execute("DELETE FROM kv WHERE key = ?1", [&key])? > 0 {
+                    if tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?.execute([&key])? > 0 {
                         events.push(WatchEvent {
                             kind: WatchEventKind::Delete,
                             key,
@@ -246,16 +246,14 @@ impl Inner {
             return Ok(events);
         }
         for (seq, event) in events.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO changes (revision, seq, key, deleted, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
+            tx.prepare_cached("INSERT INTO changes (revision, seq, key, deleted, value) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![
                     revision as i64,
                     seq as i64,
                     event.key,
                     event.kind == WatchEventKind::Delete,
                     event.value
-                ],
-            )?;
+                ])?;
         }
         tx.execute(
             "INSERT INTO store_state (name, value) VALUES ('revision', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
@@ -349,6 +347,10 @@ impl StateStore for SqliteStore {
 
     fn is_shared(&self) -> bool {
         false
+    }
+
+    fn page_keys(&self) -> usize {
+        0
     }
 
     async fn get(&self, keys: &[String]) -> StoreResult<Snapshot> {

@@ -9,9 +9,6 @@ use crate::kv::{Expect, KeyValue, LeaseId, RangeRequest, Revision, StateStore, T
 use crate::records::{decode, encode, Listing, Record, Versioned};
 use crate::{StoreError, StoreResult};
 
-/// Keys per page when listing: a page of instance records stays around a megabyte.
-const PAGE_KEYS: usize = 500;
-
 /// A listing restarts when its snapshot is compacted away under it; after this many tries
 /// the store is changing faster than it can be read, which is an error worth seeing.
 const LIST_ATTEMPTS: usize = 5;
@@ -110,34 +107,33 @@ impl Store {
     /// with one writer, where the last write is the truth. Retries compare-and-swap until it
     /// lands, so it never resurrects a name another create took meanwhile.
     pub async fn put<R: Record>(&self, record: &R) -> StoreResult<Revision> {
-        loop {
-            let result = match self.try_get::<R>(record.id()).await? {
+        let lost_race = |e: &StoreError| {
+            matches!(
+                e,
+                StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }
+            )
+        };
+        retry_lost_races(lost_race, || async move {
+            match self.try_get::<R>(record.id()).await? {
                 Some(current) => self.update(record, current.revision).await,
                 None => self.create(record).await,
-            };
-            match result {
-                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }) => {
-                    continue
-                }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     /// Deletes a record whatever its revision; nothing to do if it is gone.
     pub async fn remove<R: Record>(&self, id: &str) -> StoreResult<()> {
-        loop {
+        let lost_race = |e: &StoreError| matches!(e, StoreError::Conflict { .. } | StoreError::NotFound { .. });
+        retry_lost_races(lost_race, || async move {
             let Some(current) = self.try_get::<R>(id).await? else {
                 return Ok(());
             };
-            match self
-                .commit(RecordTxn::new().delete(&current.value, current.revision)?)
+            self.commit(RecordTxn::new().delete(&current.value, current.revision)?)
                 .await
-            {
-                Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Every key under `prefix` at one revision, page by page.
@@ -148,7 +144,7 @@ impl Store {
             let mut kvs = Vec::new();
             let mut request = RangeRequest {
                 prefix: prefix.to_string(),
-                limit: PAGE_KEYS,
+                limit: self.kv.page_keys(),
                 ..RangeRequest::default()
             };
             loop {
@@ -163,6 +159,27 @@ impl Store {
                     return Ok((kvs, page.revision));
                 }
             }
+        }
+    }
+}
+
+/// How often a last-writer-wins write retries a compare-and-swap it lost before it reports
+/// the conflict: a check that can never hold (a name index pointing elsewhere) must not spin.
+const WRITE_ATTEMPTS: usize = 32;
+
+/// Runs `write` again while it fails with an error `lost_race` calls a lost race, at most
+/// `WRITE_ATTEMPTS` times.
+pub(crate) async fn retry_lost_races<T, F, Fut>(lost_race: impl Fn(&StoreError) -> bool, mut write: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match write().await {
+            Err(e) if lost_race(&e) && attempt < WRITE_ATTEMPTS => continue,
+            other => return other,
         }
     }
 }

@@ -518,6 +518,26 @@ async fn lists_are_paged_at_one_revision(f: Fixture) {
     let listed: Vec<&str> = listing.items.iter().map(|v| v.value.name.as_str()).collect();
     assert_eq!(listed, names.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(listing.items.iter().all(|v| v.revision <= listing.revision));
+
+    // Page by page at the listing's revision, as `Store::list` does on etcd.
+    let mut request = berth_store::RangeRequest {
+        prefix: "/berth/v1/volumes/".into(),
+        limit: 100,
+        revision: Some(listing.revision),
+        ..Default::default()
+    };
+    let mut paged = Vec::new();
+    loop {
+        let page = f.store.kv().range(request.clone()).await.unwrap();
+        assert!(page.kvs.len() <= 100);
+        paged.extend(page.kvs.iter().map(|kv| kv.key.clone()));
+        request.start_after = page.kvs.last().map(|kv| kv.key.clone());
+        if !page.more {
+            break;
+        }
+    }
+    let expected: Vec<String> = names.iter().map(|n| format!("/berth/v1/volumes/{n}")).collect();
+    assert_eq!(paged, expected);
 }
 
 /// One member of three is killed: reads, writes and watches go on through the others.
@@ -613,4 +633,42 @@ async fn sqlite_old_schema_is_migrated() {
     let put = events.next().await.unwrap().unwrap();
     let deleted = events.next().await.unwrap().unwrap();
     assert_eq!((put.kind, deleted.kind), (WatchEventKind::Put, WatchEventKind::Delete));
+}
+
+/// Not a promise, a measurement (`cargo test -p berth-store --test semantics -- --ignored
+/// --nocapture write_rates`): compare-and-swap writes per second, one writer and 16.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn write_rates() {
+    for (name, f) in [("sqlite", sqlite()), ("etcd (3 members)", etcd().await)] {
+        const WRITES: usize = 500;
+        f.store.create(&volume("rate", 0)).await.unwrap();
+        let started = Instant::now();
+        let mut revision = f.store.get::<Volume>("rate").await.unwrap().revision;
+        for size in 1..=WRITES as u64 {
+            revision = f.store.update(&volume("rate", size), revision).await.unwrap();
+        }
+        let one = WRITES as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let store = f.store.clone();
+                tokio::spawn(async move {
+                    for n in 0..WRITES / 16 {
+                        store.create(&volume(&format!("c{t}-{n}"), 1)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let many = (WRITES / 16 * 16) as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let listed = f.store.list::<Volume>().await.unwrap().items.len();
+        println!(
+            "{name}: {one:.0} CAS updates/s (one writer), {many:.0} creates/s (16 writers), list of {listed} in {:?}",
+            started.elapsed()
+        );
+    }
 }
