@@ -171,12 +171,12 @@ impl EtcdStore {
                 ..RangeRequest::default()
             })
             .await
-            .map_err(|e| match e {
-                StoreError::Unavailable(e) => StoreError::Unavailable(format!(
-                    "etcd at {} does not answer ({e}); check that its members run and the addresses are their client URLs",
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "etcd at {} does not answer ({e}); check that its members run, that these are their client \
+                     addresses, and the TLS files (--etcd-cacert, --etcd-cert, --etcd-key) if they require TLS",
                     store.endpoints
-                )),
-                other => other,
+                ))
             })?;
         Ok(store)
     }
@@ -258,10 +258,13 @@ fn to_store_error(err: etcd_client::Error) -> StoreError {
 fn is_unavailable(err: &etcd_client::Error) -> bool {
     match err {
         etcd_client::Error::GRpcStatus(status) => {
-            matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-            ) && !status.message().contains("lease not found")
+            // A broken connection (a failed TLS handshake among others) comes as "unknown".
+            let connection_lost = status.code() == tonic::Code::Unknown && status.message().contains("transport error");
+            connection_lost
+                || matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                ) && !status.message().contains("lease not found")
         }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,

@@ -29,6 +29,8 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Plain HTTP /health and /metrics, also when clients must use TLS.
+    pub metrics_port: u16,
     pub data_dir: PathBuf,
     log: PathBuf,
     process: Option<Child>,
@@ -44,9 +46,20 @@ impl Member {
     }
 }
 
+/// PEM files of a cluster that requires TLS and client certificates (made by `openssl`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<TlsFiles>,
     // Dropped last: the data directories and logs.
     dir: tempfile::TempDir,
 }
@@ -63,9 +76,19 @@ fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
 impl EtcdCluster {
     /// Starts `size` members and waits until every one of them answers as healthy.
     pub fn start(size: usize) -> std::io::Result<EtcdCluster> {
+        EtcdCluster::start_with(size, false)
+    }
+
+    /// As `start`, with clients served only over TLS and required to show a certificate
+    /// signed by the cluster's own CA (`tls()` names the files).
+    pub fn start_tls(size: usize) -> std::io::Result<EtcdCluster> {
+        EtcdCluster::start_with(size, true)
+    }
+
+    fn start_with(size: usize, tls: bool) -> std::io::Result<EtcdCluster> {
         let mut last_error = None;
         for _ in 0..3 {
-            match EtcdCluster::try_start(size) {
+            match EtcdCluster::try_start(size, tls) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -73,14 +96,20 @@ impl EtcdCluster {
         Err(last_error.unwrap_or_else(|| std::io::Error::other("etcd did not start")))
     }
 
-    fn try_start(size: usize) -> std::io::Result<EtcdCluster> {
+    fn try_start(size: usize, tls: bool) -> std::io::Result<EtcdCluster> {
         let dir = tempfile::Builder::new().prefix("berth-etcd-").tempdir()?;
-        let ports = free_ports(size * 2)?;
+        let tls = if tls {
+            Some(make_certificates(dir.path())?)
+        } else {
+            None
+        };
+        let ports = free_ports(size * 3)?;
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: ports[2 * i],
-                peer_port: ports[2 * i + 1],
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                metrics_port: ports[3 * i + 2],
                 data_dir: dir.path().join(format!("m{i}.etcd")),
                 log: dir.path().join(format!("m{i}.log")),
                 process: None,
@@ -94,6 +123,7 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             members,
             initial_cluster,
+            tls,
             dir,
         };
         for index in 0..size {
@@ -112,9 +142,21 @@ impl EtcdCluster {
             .create(true)
             .append(true)
             .open(&member.log)?;
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut command = Command::new(etcd_binary());
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca_cert)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&member.data_dir)
@@ -122,6 +164,8 @@ impl EtcdCluster {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial_cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "berth-test"])
+            .arg("--listen-metrics-urls")
+            .arg(format!("http://127.0.0.1:{}", member.metrics_port))
             // Tests write little; snapshots and quotas at their defaults would only cost disk.
             .args(["--snapshot-count", "10000", "--quota-backend-bytes", "268435456"])
             .stdin(Stdio::null())
@@ -148,7 +192,7 @@ impl EtcdCluster {
                     )));
                 }
             }
-            if healthy(member.client_port) {
+            if healthy(member.metrics_port) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -174,6 +218,11 @@ impl EtcdCluster {
     /// The form berth's `--store` takes: `etcd://HOST:PORT,HOST:PORT,...`.
     pub fn url(&self) -> String {
         format!("etcd://{}", self.endpoints().join(","))
+    }
+
+    /// The certificates, for a cluster started with `start_tls`.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     pub fn dir(&self) -> &Path {
@@ -204,6 +253,92 @@ impl Drop for EtcdCluster {
     }
 }
 
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, signed by the CA.
+fn make_certificates(dir: &Path) -> std::io::Result<TlsFiles> {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| -> std::io::Result<()> {
+        let output = Command::new("openssl").args(args).current_dir(dir).output()?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            )))
+        }
+    };
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=berth test CA",
+            ],
+        ]
+        .concat(),
+    )?;
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let (key_file, csr, cert, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        openssl(
+            &[
+                &["req"],
+                &key[..],
+                &[
+                    "-keyout",
+                    &key_file,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN=berth test {name}"),
+                ],
+            ]
+            .concat(),
+        )?;
+        std::fs::write(
+            path(&ext),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ])?;
+    }
+    Ok(TlsFiles {
+        ca_cert: path("ca.crt"),
+        server_cert: path("server.crt"),
+        server_key: path("server.key"),
+        client_cert: path("client.crt"),
+        client_key: path("client.key"),
+    })
+}
+
 /// etcd 3.4 answers `GET /health` with `{"health":"true"}` once it has a leader.
 fn healthy(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -221,8 +356,19 @@ fn healthy(port: u16) -> bool {
     response.contains("\"health\":\"true\"")
 }
 
+/// What a member said before it failed: its fatal and error lines, else its last lines.
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n")
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("panic") || l.contains(" C | ") || l.contains(" E | ") || l.contains("fatal"))
+        .take(5)
+        .collect();
+    if errors.is_empty() {
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    } else {
+        errors.join("\n")
+    }
 }
