@@ -4,7 +4,8 @@
 #            libseccomp-dev, libelf-dev, zlib1g-dev (linked statically),
 #            protobuf-compiler + libprotobuf-dev (protoc and its well-known types: the
 #            etcd-client crate compiles etcd's gRPC definitions)
-#   cluster: etcd-server, etcd-client (the cluster store; tests start real 3-member clusters)
+#   cluster: etcd-server, etcd-client (the cluster store; tests start real 3-member clusters,
+#            openssl makes the certificates of the TLS ones)
 #   tests:   busybox-static (the test image), libc6-dev (gcc -static builds the seccomp test's
 #            system-call probe), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
@@ -20,7 +21,7 @@ set -euo pipefail
 packages=(
   gcc pkg-config make libseccomp-dev libelf-dev zlib1g-dev libc6-dev
   protobuf-compiler libprotobuf-dev
-  etcd-server etcd-client
+  etcd-server etcd-client openssl
   busybox-static
   docker-registry
   podman uidmap
