@@ -304,7 +304,7 @@ pub trait StateStore: Send + Sync {
     async fn txn(&self, txn: Txn) -> StoreResult<Revision>;
 
     /// Changes under `prefix` from revision `from` on (inclusive: pass a listing's revision
-    /// + 1 to get exactly what happened after it).
+    /// + 1 to get exactly what happened after it; 0: from now on, the cluster's now).
     async fn watch(&self, prefix: &str, from: Revision) -> StoreResult<WatchStream>;
 
     /// Forgets history before `revision`: watches from before it become `Compacted`.
