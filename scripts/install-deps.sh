@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a Debian 12 machine, from Debian's own packages:
 #   build:   gcc, pkg-config, make (C parts of the bundled SQLite, ring and libbpf),
-#            libseccomp-dev, libelf-dev, zlib1g-dev (linked statically)
+#            libseccomp-dev, libelf-dev, zlib1g-dev (linked statically),
+#            protobuf-compiler + libprotobuf-dev (protoc and its well-known types: the
+#            etcd-client crate compiles etcd's gRPC definitions)
+#   cluster: etcd-server, etcd-client (the cluster store; tests start real 3-member clusters,
+#            openssl makes the certificates of the TLS ones)
 #   tests:   busybox-static (the test image), libc6-dev (gcc -static builds the seccomp test's
 #            system-call probe), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
@@ -16,6 +20,8 @@ set -euo pipefail
 
 packages=(
   gcc pkg-config make libseccomp-dev libelf-dev zlib1g-dev libc6-dev
+  protobuf-compiler libprotobuf-dev
+  etcd-server etcd-client openssl
   busybox-static
   docker-registry
   podman uidmap
@@ -72,5 +78,6 @@ if ! ls "$guest_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
 fi
 
 # The Debian package starts a registry on :5000 through systemd where systemd runs; tests
-# start their own on a free port, so nothing else is needed here.
+# start their own on a free port, so nothing else is needed here. The same goes for etcd
+# (2379): tests start their own clusters on free ports.
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

@@ -8,6 +8,7 @@ mod bad_input;
 mod cgroup_v2;
 mod devices;
 mod dns;
+mod etcd_store;
 mod files;
 mod host_loopback;
 mod hostile;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -108,6 +110,8 @@ pub struct Daemon {
     /// The bridge of this daemon's default network, removed when the test ends (asked of the
     /// daemon when the config names none).
     bridge: Option<String>,
+    /// More `berth daemon` arguments (`--store ...`).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -120,6 +124,11 @@ impl Daemon {
     /// Each test daemon gets a default network of its own (subnet and bridge), as separate
     /// hosts would, and forwards no DNS query off this machine unless `extra` has a `[dns]`.
     pub fn start_with_config(extra: &str) -> Daemon {
+        Daemon::start_with_args(&[], extra)
+    }
+
+    /// As `start_with_config`, with more `berth daemon` arguments.
+    pub fn start_with_args(args: &[&str], extra: &str) -> Daemon {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // BERTH_TEST_SUBNET_BASE/SPAN let two test runs on one machine use disjoint subnets.
@@ -143,10 +152,13 @@ impl Daemon {
             .find(|prefix| !in_use.contains(&format!(" {prefix}.0.")))
             .unwrap_or_else(|| format!("10.{}", base + (n % span)));
         let bridge = format!("bb-t{:x}-{n}", std::process::id() % 0xfff);
-        let mut daemon = Daemon::start_with_exact_config(&format!(
-            "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{}",
-            test_config(extra)
-        ));
+        let mut daemon = Daemon::launch(
+            &format!(
+                "default_subnet = \"{subnet_prefix}.0.0/24\"\ndefault_bridge = \"{bridge}\"\n{}",
+                test_config(extra)
+            ),
+            args,
+        );
         daemon.subnet_prefix = subnet_prefix;
         daemon.bridge = Some(bridge);
         daemon
@@ -155,6 +167,10 @@ impl Daemon {
     /// A daemon with exactly this config file (its default network is what the daemon
     /// derives unless the config names one).
     pub fn start_with_exact_config(config: &str) -> Daemon {
+        Daemon::launch(config, &[])
+    }
+
+    fn launch(config: &str, args: &[&str]) -> Daemon {
         let dir = temp_dir("bt");
         std::fs::write(dir.join("config.toml"), config).expect("config");
         let mut daemon = Daemon {
@@ -162,6 +178,7 @@ impl Daemon {
             socket: dir.join("berth.sock"),
             subnet_prefix: String::new(),
             bridge: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             dir,
             child: None,
         };
@@ -244,6 +261,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--config")
             .arg(self.config_file())
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use berth_model::api::{AllocationSummary, LimitsRequest};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::{Instance, InstanceKind, Limits, Requests};
-use berth_store::StateStore;
+use berth_store::Store;
 
 use crate::error::{EngineError, EngineResult};
 
@@ -125,7 +125,7 @@ impl Admission {
     /// instance active with that reservation.
     pub async fn claim(
         &self,
-        store: &dyn StateStore,
+        store: &Store,
         instance: &Instance,
         needed: Reservation,
         verb: &str,

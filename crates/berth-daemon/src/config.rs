@@ -11,6 +11,7 @@ use berth_model::api::LimitsRequest;
 use berth_model::log::{LogLimits, MAX_LOG_FILES};
 use berth_model::quantity::{parse_bandwidth, parse_count, ByteSize, LimitSetting, MilliCpus};
 use berth_model::types::{builtin_types, InstanceType};
+pub use berth_store::{EtcdConfig, EtcdTls};
 use serde::Deserialize;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/berth";
@@ -45,6 +46,34 @@ pub struct DaemonConfig {
     pub image_limits: ImageLimits,
     /// Log caps of instances that do not set their own (`[logs]`).
     pub log_defaults: LogLimits,
+    /// Where the state lives: `None` is the embedded SQLite database in the state directory
+    /// (the default); etcd with the experimental `--store etcd://...`.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// The experimental `--store etcd://HOST:PORT[,...]` and its TLS files, as one config.
+pub fn etcd_store(
+    url: &str,
+    cacert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<EtcdConfig, String> {
+    let mut config = EtcdConfig::from_url(url).map_err(|e| format!("--store: {e}"))?;
+    config.tls = match (cacert, cert, key) {
+        (None, None, None) => None,
+        (Some(ca_cert), cert, key) => {
+            if cert.is_some() != key.is_some() {
+                return Err("--etcd-cert and --etcd-key go together: give both or neither".into());
+            }
+            Some(EtcdTls { ca_cert, cert, key })
+        }
+        (None, _, _) => {
+            return Err(
+                "--etcd-cert/--etcd-key need --etcd-cacert (the CA that signed the etcd members' certificates)".into(),
+            )
+        }
+    };
+    Ok(config)
 }
 
 /// The longest grace period `stop` accepts: a day. Longer waits are a mistake, and the
@@ -406,6 +435,7 @@ impl DaemonConfig {
             memory_overcommit: parsed.admission.memory_overcommit,
             image_limits: parsed.images.parse()?,
             log_defaults: parsed.logs.parse()?,
+            etcd: None,
         })
     }
 }

@@ -26,7 +26,7 @@ use berth_model::volume::{NfsMode, Volume, VolumeMount};
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceSpec, InstanceState, Limits, Requests};
 use berth_shim::client;
 use berth_shim::protocol::{ExitRecord, ReadyLine, Request};
-use berth_store::{StateStore, StoreError};
+use berth_store::{Store, StoreError};
 use berth_vm::VmDriver;
 use chrono::Utc;
 use tokio::io::AsyncBufReadExt;
@@ -59,7 +59,7 @@ pub struct Engine {
     pub config: DaemonConfig,
     pub node: String,
     pub host: HostFacts,
-    pub store: Arc<dyn StateStore>,
+    pub store: Store,
     pub images: ImageStore,
     pub volumes: Volumes,
     pub networks: Networks,
@@ -83,7 +83,7 @@ fn supervisor_error(context: &str) -> impl Fn(client::ClientError) -> EngineErro
 pub struct EngineParts {
     pub config: DaemonConfig,
     pub node: String,
-    pub store: Arc<dyn StateStore>,
+    pub store: Store,
     pub images: ImageStore,
     pub containers: ContainerDriver,
     pub vms: VmDriver,
@@ -792,7 +792,7 @@ impl Engine {
         // Held until the store shows the instance running, so no other start takes its room.
         let _claim = self
             .admission
-            .claim(self.store.as_ref(), &instance, Reservation::of(&instance), "start")
+            .claim(&self.store, &instance, Reservation::of(&instance), "start")
             .await?;
         self.attach_volumes(&instance).await?;
         self.check_ports(&instance).await?;
@@ -1233,11 +1233,7 @@ impl Engine {
             };
             // Growing a running instance's reservation needs room like a start does.
             if needed.millicpus > instance.reserved_cpus().0 || needed.memory_bytes > instance.reserved_memory_bytes() {
-                claim = Some(
-                    self.admission
-                        .claim(self.store.as_ref(), &instance, needed, "grow")
-                        .await?,
-                );
+                claim = Some(self.admission.claim(&self.store, &instance, needed, "grow").await?);
             }
             self.driver(instance.kind)?.update_limits(&instance, &limits).await?;
         }

@@ -54,7 +54,13 @@ impl From<StoreError> for EngineError {
     fn from(err: StoreError) -> Self {
         let status = match &err {
             StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            StoreError::NameTaken(_) | StoreError::Ambiguous(_) => StatusCode::CONFLICT,
+            StoreError::NameTaken(_)
+            | StoreError::Ambiguous(_)
+            | StoreError::AlreadyExists { .. }
+            | StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::InvalidKey(_) => StatusCode::BAD_REQUEST,
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut error = EngineError::new(status, err.to_string());

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use berth_container::ContainerDriver;
 use berth_image::ImageStore;
-use berth_store::{SqliteStore, StateStore};
+use berth_store::{EtcdStore, SqliteStore, StateStore, Store};
 use berth_vm::VmDriver;
 
 pub use config::DaemonConfig;
@@ -50,8 +50,12 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> 
 }
 
 /// The node's identity from its state directory (made on first start, keeping the id an
-/// older store already had), mirrored into the store.
-async fn node_identity(state_dir: &Path, store: &dyn StateStore) -> Result<identity::NodeIdentity> {
+/// older store already had), mirrored into the store when the store is the node's own. A
+/// shared store (etcd) holds no node's identity: every node keeps its own in node.json.
+async fn node_identity(state_dir: &Path, store: &Store) -> Result<identity::NodeIdentity> {
+    if store.is_shared() {
+        return identity::NodeIdentity::load_or_create(state_dir, None);
+    }
     let stored = store.get_meta("node_id").await?;
     let identity = identity::NodeIdentity::load_or_create(state_dir, stored.clone())?;
     if stored.as_deref() != Some(identity.id.as_str()) {
@@ -75,6 +79,28 @@ pub fn create_traversable_dir(dir: &Path) -> std::io::Result<()> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     }
     Ok(())
+}
+
+/// Where the state lives: the embedded SQLite database in the state directory, or etcd.
+async fn open_store(config: &DaemonConfig) -> Result<Store> {
+    match &config.etcd {
+        None => {
+            let path = config.state_dir.join("berth.db");
+            let backend = SqliteStore::open(&path)
+                .with_context(|| format!("opening the state in {}", config.state_dir.display()))?;
+            Ok(Store::new(Arc::new(backend)))
+        }
+        Some(etcd) => {
+            let backend = EtcdStore::connect(etcd)
+                .await
+                .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+            tracing::warn!(
+                store = %backend.describe(),
+                "the etcd store is experimental: one daemon per etcd until clustering lands"
+            );
+            Ok(Store::new(Arc::new(backend)))
+        }
+    }
 }
 
 fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener> {
@@ -109,11 +135,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
-    let store: Arc<dyn StateStore> = Arc::new(
-        SqliteStore::open(&state_dir.join("berth.db"))
-            .with_context(|| format!("opening the state in {}", state_dir.display()))?,
-    );
-    let identity = node_identity(&state_dir, store.as_ref()).await?;
+    let store = open_store(&config).await?;
+    let identity = node_identity(&state_dir, &store).await?;
     let node = identity.id.clone();
     let images = ImageStore::open(&state_dir.join("images"), store.clone())
         .context("opening the image store")?

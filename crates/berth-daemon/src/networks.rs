@@ -15,7 +15,7 @@ use berth_net::dns::{self, OutsideNames, ResponderConfig};
 use berth_net::firewall::{self, Firewall, PortRule, BRIDGE_PREFIX};
 use berth_net::links::{self, InterfaceAddress};
 use berth_net::{netns, shaping, Subnet};
-use berth_store::StateStore;
+use berth_store::Store;
 use chrono::Utc;
 use sha2::Digest;
 
@@ -36,7 +36,7 @@ const FIRST_DERIVED_SUBNET: Ipv4Addr = Ipv4Addr::new(10, 89, 1, 0);
 const LEGACY_DEFAULT_SUBNET: &str = "10.89.0.0/24";
 
 pub struct Networks {
-    store: Arc<dyn StateStore>,
+    store: Store,
     state_dir: PathBuf,
     netns_dir: PathBuf,
     node_id: String,
@@ -141,7 +141,7 @@ impl Networks {
     /// Sets up this node's firewall chains, the default network and every stored network.
     /// Refuses, in one line naming the config key, a bridge or subnet another daemon holds.
     pub async fn start(
-        store: Arc<dyn StateStore>,
+        store: Store,
         state_dir: &Path,
         identity: &NodeIdentity,
         config: &DaemonConfig,

@@ -9,14 +9,13 @@
 //! image as a disk (the guest agent mounts it where asked).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
 use berth_model::volume::{NfsLocation, NfsMode, Volume, VolumeMount, VolumeSnapshot};
 use berth_model::ByteSize;
 use berth_storage::nfs::{FuseExport, NfsShare};
-use berth_store::{StateStore, StoreError};
+use berth_store::{Store, StoreError};
 use berth_vm::snapshot::SnapshotAction;
 use chrono::Utc;
 
@@ -27,7 +26,7 @@ pub const DEFAULT_VOLUME_BYTES: u64 = 10 << 30;
 
 pub struct Volumes {
     root: PathBuf,
-    store: Arc<dyn StateStore>,
+    store: Store,
     /// Creations one at a time: two of one name must not both write the share's file.
     creating: tokio::sync::Mutex<()>,
 }
@@ -59,7 +58,7 @@ fn sparse_copy(from: &Path, to: &Path) -> EngineResult<()> {
 }
 
 impl Volumes {
-    pub fn new(root: PathBuf, store: Arc<dyn StateStore>) -> Volumes {
+    pub fn new(root: PathBuf, store: Store) -> Volumes {
         Volumes {
             root,
             store,

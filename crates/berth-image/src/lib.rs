@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use berth_model::api::ProgressEvent;
 use berth_model::image::ImageRecord;
-use berth_store::{StateStore, StoreError};
+use berth_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -87,7 +87,7 @@ impl Default for ImageLimits {
 #[derive(Clone)]
 pub struct ImageStore {
     root: PathBuf,
-    store: Arc<dyn StateStore>,
+    store: Store,
     /// Held shared by imports and pulls, exclusively by garbage collection, so a blob
     /// stored by a job whose image is not recorded yet is never collected.
     jobs: Arc<tokio::sync::RwLock<()>>,
@@ -116,7 +116,7 @@ pub(crate) fn sha256_digest(data: &[u8]) -> String {
 }
 
 impl ImageStore {
-    pub fn open(root: &Path, store: Arc<dyn StateStore>) -> Result<Self, ImageError> {
+    pub fn open(root: &Path, store: Store) -> Result<Self, ImageError> {
         for dir in ["blobs/sha256", "layers", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_context(format!("creating {}", path.display())))?;

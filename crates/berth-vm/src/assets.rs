@@ -87,7 +87,7 @@ fn find_module(modules: &Path, name: &str) -> Option<PathBuf> {
 
 /// Adds `path` (a file of the host) to the archive at the same place, parents first.
 fn add_host_file(
-    archive: &mut CpioWriter<fs::File>,
+    archive: &mut CpioWriter<impl Write>,
     directories: &mut BTreeSet<String>,
     path: &Path,
     at: &str,
@@ -131,7 +131,10 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     fs::create_dir_all(cache_dir).map_err(|e| VmError::Setup(format!("creating {}: {e}", cache_dir.display())))?;
     let temp = cache_dir.join(format!("initramfs-{key}.tmp-{}", std::process::id()));
     let file = fs::File::create(&temp).map_err(io_error)?;
-    let mut archive = CpioWriter::new(file);
+    // Compressed (the kernel unpacks zstd): the guest holds the archive and its unpacked
+    // files in memory at once while it boots, and berth's binary is most of both.
+    let compressed = zstd::Encoder::new(file, 3).map_err(io_error)?;
+    let mut archive = CpioWriter::new(compressed);
     let mut directories = BTreeSet::new();
     for dir in [
         "dev",
@@ -168,7 +171,7 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
             )?;
         }
     }
-    let mut file = archive.finish().map_err(io_error)?;
+    let mut file = archive.finish().map_err(io_error)?.finish().map_err(io_error)?;
     file.flush().map_err(io_error)?;
     fs::rename(&temp, &path).map_err(|e| VmError::Setup(format!("storing the initramfs: {e}")))?;
     Ok(path)

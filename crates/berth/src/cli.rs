@@ -135,6 +135,21 @@ pub struct DaemonArgs {
         env = "BERTH_LOG"
     )]
     pub log_level: String,
+    /// Experimental: keep the state in etcd instead of the embedded SQLite database in the
+    /// state directory. Give every member's client address: etcd://HOST:PORT[,HOST:PORT...].
+    /// Only the store moves (records under /berth/v1/); run one daemon per etcd until
+    /// clustering lands
+    #[arg(long, value_name = "URL", hide = true)]
+    pub store: Option<String>,
+    /// With --store: the PEM file of the CA that signed the etcd members' certificates (TLS)
+    #[arg(long, value_name = "FILE", hide = true, requires = "store")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// With --store: a client certificate (PEM) for etcd members that require one
+    #[arg(long, value_name = "FILE", hide = true, requires = "etcd_cacert")]
+    pub etcd_cert: Option<PathBuf>,
+    /// With --store: the key of --etcd-cert (PEM)
+    #[arg(long, value_name = "FILE", hide = true, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 fn parse_cpus(text: &str) -> Result<LimitSetting<MilliCpus>, String> {

@@ -192,7 +192,13 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     // secrets and image layers hold setuid binaries. What must be reachable by others (the
     // API socket, what containers see as their own files) gets its mode explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
+    let mut config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
+    if let Some(url) = &args.store {
+        config.etcd = Some(
+            berth_daemon::config::etcd_store(url, args.etcd_cacert, args.etcd_cert, args.etcd_key)
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
     // Two workers: the API is I/O-bound and the heavy work (unpacking) runs on blocking threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
