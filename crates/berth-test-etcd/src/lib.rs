@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a fresh or restarted member may take to answer /health (it takes well under a
@@ -145,7 +145,7 @@ impl EtcdCluster {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let mut command = Command::new(etcd_binary());
+        let mut command = berth_process::command(etcd_binary());
         if let Some(tls) = &self.tls {
             command
                 .arg("--cert-file")
@@ -257,7 +257,7 @@ impl Drop for EtcdCluster {
 fn make_certificates(dir: &Path) -> std::io::Result<TlsFiles> {
     let path = |name: &str| dir.join(name);
     let openssl = |args: &[&str]| -> std::io::Result<()> {
-        let output = Command::new("openssl").args(args).current_dir(dir).output()?;
+        let output = berth_process::command("openssl").args(args).current_dir(dir).output()?;
         if output.status.success() {
             Ok(())
         } else {
