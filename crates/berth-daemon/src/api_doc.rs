@@ -117,3 +117,16 @@ pub enum AttachUpgrade {
     #[schema(rename = "berth-attach")]
     BerthAttach,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn docs_openapi_json_is_the_description_the_routes_make() {
+        let generated = crate::api::description().to_pretty_json().expect("JSON");
+        let committed = include_str!("../../../docs/openapi.json");
+        assert!(
+            generated.trim_end() == committed.trim_end(),
+            "docs/openapi.json is not what the handlers describe: run `berth openapi > docs/openapi.json`"
+        );
+    }
+}

@@ -85,7 +85,7 @@ impl From<StoreError> for EngineError {
 impl From<ImageError> for EngineError {
     fn from(err: ImageError) -> Self {
         let status = match &err {
-            ImageError::NotFound(_) => StatusCode::NOT_FOUND,
+            ImageError::NotFound(_) | ImageError::NotAReference { .. } => StatusCode::NOT_FOUND,
             ImageError::InvalidReference { .. } | ImageError::Hostile(_) | ImageError::Format(_) => {
                 StatusCode::BAD_REQUEST
             }

@@ -35,6 +35,9 @@ pub enum ImageError {
     NotFound(String),
     #[error("invalid image reference '{reference}': {reason}")]
     InvalidReference { reference: String, reason: String },
+    /// What was looked up cannot name an image (so none is found).
+    #[error("invalid image reference '{reference}': {reason}")]
+    NotAReference { reference: String, reason: String },
     #[error("image id prefix {0} matches more than one image; give more digits")]
     AmbiguousId(String),
     #[error("refused hostile archive: {0}")]
@@ -319,8 +322,8 @@ impl ImageStore {
             }
         } else if !looks_like_id {
             // A lookup: nothing is found by what is not a reference, and the error says why.
-            if let Err(ImageError::InvalidReference { reason, .. }) = reference::parse_reference(text) {
-                return Err(ImageError::NotFound(format!("{text:?} ({reason})")));
+            if let Err(ImageError::InvalidReference { reference, reason }) = reference::parse_reference(text) {
+                return Err(ImageError::NotAReference { reference, reason });
             }
         }
         if looks_like_id {
