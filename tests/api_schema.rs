@@ -145,3 +145,36 @@ fn schemathesis_finds_no_difference_between_the_description_and_the_daemon() {
         d.dir.display()
     );
 }
+
+/// What schemathesis found: an import path that names a device or a big sparse file (a
+/// volume's image, say) was read whole — /dev/zero until the disk was full. Such paths are
+/// refused before anything is read or copied, and the daemon keeps serving.
+#[test]
+fn imports_of_devices_and_sparse_files_are_refused_before_reading() {
+    let d = Daemon::start();
+    let sparse = d.dir.join("sparse.img");
+    std::fs::File::create(&sparse)
+        .and_then(|f| f.set_len(64 << 30))
+        .expect("sparse file");
+    let sparse = sparse.to_str().unwrap();
+    let started = Instant::now();
+    for (args, expected) in [
+        (vec!["image", "import", "/dev/zero"], "not a regular file"),
+        (vec!["image", "import", sparse], "holds no files"),
+        (vec!["vm", "import", "/dev/zero"], "not a regular file"),
+        (vec!["vm", "import", sparse], "larger than 4MiB"),
+    ] {
+        let refused = d.fails(&args);
+        assert!(refused.contains(expected), "berth {}: {refused}", args.join(" "));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the refusals read the files"
+    );
+    let temp = d.state.join("images/tmp");
+    let left: Vec<_> = std::fs::read_dir(&temp)
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "copies left in {}: {left:?}", temp.display());
+    assert_eq!(d.ok(&["image", "ls", "-q"]), "");
+}
