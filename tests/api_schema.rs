@@ -178,3 +178,35 @@ fn imports_of_devices_and_sparse_files_are_refused_before_reading() {
     assert!(left.is_empty(), "copies left in {}: {left:?}", temp.display());
     assert_eq!(d.ok(&["image", "ls", "-q"]), "");
 }
+
+/// The event feed is endless unless the client asks for `timeout`: then the response ends,
+/// holding what happened meanwhile.
+#[test]
+fn events_with_a_timeout_end_with_what_happened() {
+    use std::io::{Read, Write};
+    let d = Daemon::with_busybox();
+    let mut stream = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+    stream
+        .write_all(b"GET /v1/events?timeout=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let started = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.ok(&["run", "--rm", "--name", "eventful", "busybox", "true"]);
+    let reply = reader.join().expect("reader");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(8), "the stream lasted {elapsed:?}");
+    assert!(reply.contains("application/x-ndjson"), "{reply}");
+    for action in ["\"create\"", "\"start\"", "\"die\"", "\"destroy\""] {
+        assert!(reply.contains(action), "no {action} event in:\n{reply}");
+    }
+    let refused = d.raw_request(b"GET /v1/events?timeout=86401 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        refused.starts_with("HTTP/1.1 400") && refused.contains("timeout"),
+        "{refused}"
+    );
+}
