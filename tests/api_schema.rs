@@ -210,3 +210,24 @@ fn events_with_a_timeout_end_with_what_happened() {
         "{refused}"
     );
 }
+
+/// What schemathesis found: `kill?signal=37` (a real-time signal, which the API accepts)
+/// was a 500. It is delivered like any other.
+#[test]
+fn real_time_signals_are_delivered() {
+    let d = Daemon::with_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rt",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 37' 37; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    d.ok(&["kill", "-s", "37", "rt"]);
+    let stopped = d.wait_for("rt", Duration::from_secs(10), |v| v["state"] == "exited");
+    assert_eq!(stopped["exit_code"], 37, "{stopped}");
+}
