@@ -9,7 +9,8 @@
 #   tests:   busybox-static (the test image), libc6-dev (gcc -static builds the seccomp test's
 #            system-call probe), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
-#            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes)
+#            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes),
+#            socat (relays the API's unix socket to TCP for schemathesis, from PyPI, below)
 #   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
@@ -32,6 +33,7 @@ packages=(
   e2fsprogs
   libvirt-clients libxml2-utils
   nfs-ganesha nfs-ganesha-vfs rpcbind
+  socat
 )
 
 missing=()
@@ -75,6 +77,17 @@ if ! ls "$guest_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
   mkdir -p "$guest_dir"
   dpkg-deb -x "$download"/"$kernel_package"_*.deb "$guest_dir"
   rm -rf "$download"
+fi
+
+# schemathesis checks the API against its OpenAPI description (tests/api_schema.rs). Pinned:
+# its checks and defaults change between versions, and tests/schemathesis.toml is written for
+# this one.
+schemathesis_version=4.32.5
+if ! st --version 2>/dev/null | grep -qx "st, version $schemathesis_version"; then
+  python3 -m pip install --quiet "schemathesis==$schemathesis_version" ||
+    python3 -m pip install --quiet --break-system-packages "schemathesis==$schemathesis_version"
+  # pyenv's shims learn of new commands on a rehash.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
 # The Debian package starts a registry on :5000 through systemd where systemd runs; tests

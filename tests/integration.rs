@@ -4,6 +4,7 @@
 mod common;
 
 mod admission;
+mod api_schema;
 mod bad_input;
 mod cgroup_v2;
 mod devices;

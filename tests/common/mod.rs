@@ -415,6 +415,12 @@ impl Drop for Daemon {
                     let _ = self.run(&["network", "rm", network["name"].as_str().unwrap_or("")]);
                 }
             }
+            // Volumes a test left: their host mounts (and loop devices) go with them.
+            let listed = self.run(&["volume", "ls", "--json"]);
+            let volumes: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+            for volume in &volumes {
+                let _ = self.run(&["volume", "rm", "--force", volume["name"].as_str().unwrap_or("")]);
+            }
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

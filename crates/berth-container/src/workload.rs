@@ -185,13 +185,15 @@ impl Workload for ContainerWorkload {
     }
 
     fn signal(&mut self, pid: u32, signal: i32, all: bool) -> Result<(), String> {
-        let signal = nix::sys::signal::Signal::try_from(signal).map_err(|e| e.to_string())?;
         if all {
             if let Some(container) = self.container.as_mut() {
-                return container.kill(signal, true).map_err(|e| format!("kill: {e}"));
+                // libcontainer signals every process of the cgroup; it takes only the
+                // signals nix names (the daemon asks this for SIGKILL).
+                let named = nix::sys::signal::Signal::try_from(signal).map_err(|e| e.to_string())?;
+                return container.kill(named, true).map_err(|e| format!("kill: {e}"));
             }
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).map_err(|e| format!("kill: {e}"))
+        berth_shim::supervisor::send_signal(pid, signal)
     }
 
     fn exit_status(&mut self, mut status: ExitStatus) -> ExitStatus {

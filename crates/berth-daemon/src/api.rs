@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use berth_image::RegistryOptions;
 use berth_model::api::*;
@@ -24,90 +23,140 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-use utoipa::OpenApi;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api_doc::*;
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
-use crate::extract::{parse_json, Json, Query};
+use crate::extract::{parse_json, require_json, Json, Query};
 
 type Shared = State<Arc<Engine>>;
 
+/// Every route of the API with its description: registering a handler and documenting it
+/// is one `routes!` call, so the served description cannot miss an endpoint.
+fn routes() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ping))
+        .routes(routes!(info))
+        .routes(routes!(openapi))
+        .routes(routes!(events))
+        .routes(routes!(tree))
+        .routes(routes!(list_types))
+        .routes(routes!(list_networks, create_network))
+        .routes(routes!(remove_network))
+        .routes(routes!(list_volumes, create_volume))
+        .routes(routes!(inspect_volume, remove_volume))
+        .routes(routes!(snapshot_volume))
+        .routes(routes!(delete_snapshot))
+        .routes(routes!(restore_volume))
+        .routes(routes!(list_instances, create_instance))
+        .routes(routes!(inspect_instance, remove_instance))
+        .routes(routes!(start_instance))
+        .routes(routes!(stop_instance))
+        .routes(routes!(restart_instance))
+        .routes(routes!(kill_instance))
+        .routes(routes!(pause_instance))
+        .routes(routes!(unpause_instance))
+        .routes(routes!(wait_instance))
+        .routes(routes!(instance_logs))
+        .routes(routes!(exec_instance))
+        .routes(routes!(update_instance))
+        .routes(routes!(instance_stats))
+        .routes(routes!(instance_top))
+        .routes(routes!(attach_instance))
+        .routes(routes!(export_instance))
+        .routes(routes!(snapshot_instance))
+        .routes(routes!(delete_instance_snapshot))
+        .routes(routes!(restore_instance))
+        .routes(routes!(import_vm))
+        .routes(routes!(list_images, remove_image))
+        .routes(routes!(inspect_image))
+        .routes(routes!(import_image))
+        .routes(routes!(pull_image))
+        .routes(routes!(push_image))
+        .routes(routes!(tag_image))
+}
+
+/// The API's OpenAPI description (what `GET /v1/openapi.json` serves and `berth openapi`
+/// prints), made from the routes themselves.
+pub fn description() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
 pub fn router(engine: Arc<Engine>) -> Router {
-    Router::new()
-        .route("/v1/_ping", get(ping))
-        .route("/v1/info", get(info))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/events", get(events))
-        .route("/v1/tree", get(tree))
-        .route("/v1/types", get(list_types))
-        .route("/v1/networks", get(list_networks).post(create_network))
-        .route("/v1/networks/{name}", axum::routing::delete(remove_network))
-        .route("/v1/volumes", get(list_volumes).post(create_volume))
-        .route("/v1/volumes/{name}", get(inspect_volume).delete(remove_volume))
-        .route("/v1/volumes/{name}/snapshots", post(snapshot_volume))
-        .route(
-            "/v1/volumes/{name}/snapshots/{snapshot}",
-            axum::routing::delete(delete_snapshot),
-        )
-        .route("/v1/volumes/{name}/restore", post(restore_volume))
-        .route("/v1/instances", get(list_instances).post(create_instance))
-        .route("/v1/instances/{id}", get(inspect_instance).delete(remove_instance))
-        .route("/v1/instances/{id}/start", post(start_instance))
-        .route("/v1/instances/{id}/stop", post(stop_instance))
-        .route("/v1/instances/{id}/restart", post(restart_instance))
-        .route("/v1/instances/{id}/kill", post(kill_instance))
-        .route("/v1/instances/{id}/pause", post(pause_instance))
-        .route("/v1/instances/{id}/unpause", post(unpause_instance))
-        .route("/v1/instances/{id}/wait", post(wait_instance))
-        .route("/v1/instances/{id}/logs", get(instance_logs))
-        .route("/v1/instances/{id}/exec", post(exec_instance))
-        .route("/v1/instances/{id}/update", post(update_instance))
-        .route("/v1/instances/{id}/stats", get(instance_stats))
-        .route("/v1/instances/{id}/top", get(instance_top))
-        .route("/v1/instances/{id}/attach", post(attach_instance))
-        .route("/v1/instances/{id}/export", get(export_instance))
-        .route("/v1/instances/{id}/snapshots", post(snapshot_instance))
-        .route(
-            "/v1/instances/{id}/snapshots/{snapshot}",
-            axum::routing::delete(delete_instance_snapshot),
-        )
-        .route("/v1/instances/{id}/restore", post(restore_instance))
-        .route("/v1/vms/import", post(import_vm))
-        .route("/v1/images", get(list_images).delete(remove_image))
-        .route("/v1/images/inspect", get(inspect_image))
-        .route("/v1/images/import", post(import_image))
-        .route("/v1/images/pull", post(pull_image))
-        .route("/v1/images/push", post(push_image))
-        .route("/v1/images/tag", post(tag_image))
-        .fallback(not_found)
-        .with_state(engine)
+    let (router, _) = routes().split_for_parts();
+    router.fallback(not_found).with_state(engine)
 }
 
 async fn not_found() -> EngineError {
     EngineError::not_found("no such API endpoint; GET /v1/openapi.json describes the API")
 }
 
-#[utoipa::path(get, path = "/v1/_ping", responses((status = 200, description = "The daemon is serving")))]
+#[utoipa::path(
+    get, path = "/v1/_ping",
+    responses((status = 200, description = "The daemon is serving", body = String, content_type = "text/plain"))
+)]
 async fn ping() -> &'static str {
     "OK"
 }
 
-#[utoipa::path(get, path = "/v1/info", responses((status = 200, body = HostInfo)))]
+#[utoipa::path(
+    get, path = "/v1/info", responses((status = 200, body = HostInfo), InternalError)
+)]
 async fn info(State(engine): Shared) -> EngineResult<Json<HostInfo>> {
     Ok(Json(engine.info().await?))
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+#[utoipa::path(
+    get, path = "/v1/openapi.json",
+    responses((status = 200, body = Object, description = "This description (OpenAPI 3.1)"))
+)]
+async fn openapi() -> Response {
+    static DESCRIPTION: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let json = DESCRIPTION.get_or_init(|| serde_json::to_vec(&description()).unwrap_or_default().into());
+    ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response()
 }
 
-/// Streams the event feed as JSON lines until the client goes away.
-#[utoipa::path(get, path = "/v1/events", responses((status = 200, body = Event, description = "JSON lines, one event each")))]
-async fn events(State(engine): Shared) -> Response {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventsParams {
+    /// End the stream after this many seconds (at most a day); without it the stream lasts
+    /// until the client goes away.
+    #[param(maximum = 86400)]
+    timeout: Option<u64>,
+}
+
+/// Streams the event feed as JSON lines until the client goes away or the timeout passes.
+#[utoipa::path(
+    get, path = "/v1/events", params(EventsParams),
+    responses((status = 200, body = Event, content_type = "application/x-ndjson",
+               description = "JSON lines, one event each, until the client goes away or `timeout` passes"),
+              BadRequest)
+)]
+async fn events(State(engine): Shared, Query(params): Query<EventsParams>) -> EngineResult<Response> {
+    let deadline = match params.timeout {
+        Some(secs) if secs > MAX_EVENTS_TIMEOUT_SECS => {
+            return Err(EngineError::invalid(
+                "timeout",
+                format!("timeout: {secs} seconds is more than a day ({MAX_EVENTS_TIMEOUT_SECS})"),
+            ))
+        }
+        Some(secs) => Some(tokio::time::Instant::now() + std::time::Duration::from_secs(secs)),
+        None => None,
+    };
     let mut receiver = engine.subscribe();
     let stream = async_stream(move |sender| async move {
         loop {
-            match receiver.recv().await {
+            let next = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => return,
+                },
+                None => receiver.recv().await,
+            };
+            match next {
                 Ok(event) => {
                     let mut line = serde_json::to_vec(&event).unwrap_or_default();
                     line.push(b'\n');
@@ -120,21 +169,29 @@ async fn events(State(engine): Shared) -> Response {
             }
         }
     });
-    json_lines_response(stream)
+    Ok(json_lines_response(stream))
 }
 
-#[utoipa::path(get, path = "/v1/types", responses((status = 200, body = [berth_model::types::InstanceType])))]
+const MAX_EVENTS_TIMEOUT_SECS: u64 = 86_400;
+
+#[utoipa::path(
+    get, path = "/v1/types", responses((status = 200, body = [berth_model::types::InstanceType]))
+)]
 async fn list_types(State(engine): Shared) -> Json<Vec<berth_model::types::InstanceType>> {
     Json(engine.types().to_vec())
 }
 
-#[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [Network])))]
+#[utoipa::path(
+    get, path = "/v1/networks", responses((status = 200, body = [Network]), InternalError)
+)]
 async fn list_networks(State(engine): Shared) -> EngineResult<Json<Vec<Network>>> {
     Ok(Json(engine.networks.list().await?))
 }
 
-#[utoipa::path(post, path = "/v1/networks", request_body = CreateNetworkRequest,
-    responses((status = 201, body = Network), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/networks", request_body = CreateNetworkRequest,
+    responses((status = 201, body = Network), BadRequest, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn create_network(
     State(engine): Shared,
     Json(request): Json<CreateNetworkRequest>,
@@ -146,19 +203,26 @@ async fn create_network(
     Ok((StatusCode::CREATED, Json(network)))
 }
 
-#[utoipa::path(delete, path = "/v1/networks/{name}", params(("name" = String, Path)), responses((status = 204), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    delete, path = "/v1/networks/{name}", params(NetworkPath),
+    responses((status = 204, description = "Removed"), NotFound, Conflict, InternalError)
+)]
 async fn remove_network(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
     engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/v1/volumes", responses((status = 200, body = [Volume])))]
+#[utoipa::path(
+    get, path = "/v1/volumes", responses((status = 200, body = [Volume]), InternalError)
+)]
 async fn list_volumes(State(engine): Shared) -> EngineResult<Json<Vec<Volume>>> {
     Ok(Json(engine.volumes.list().await?))
 }
 
-#[utoipa::path(post, path = "/v1/volumes", request_body = CreateVolumeRequest,
-    responses((status = 201, body = Volume), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/volumes", request_body = CreateVolumeRequest,
+    responses((status = 201, body = Volume), BadRequest, Conflict, UnsupportedMediaType, InternalError, BadGateway)
+)]
 async fn create_volume(
     State(engine): Shared,
     Json(request): Json<CreateVolumeRequest>,
@@ -175,13 +239,18 @@ async fn create_volume(
     Ok((StatusCode::CREATED, Json(volume)))
 }
 
-#[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses((status = 200, body = Volume), (status = 404, body = ErrorResponse)))]
+#[utoipa::path(
+    get, path = "/v1/volumes/{name}", params(VolumePath),
+    responses((status = 200, body = Volume), NotFound, InternalError)
+)]
 async fn inspect_volume(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Volume>> {
     Ok(Json(engine.volumes.get(&name).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path), RemoveVolumeParams),
-    responses((status = 204), (status = 409, body = ErrorResponse), (status = 502, body = ErrorResponse)))]
+#[utoipa::path(
+    delete, path = "/v1/volumes/{name}", params(VolumePath, RemoveVolumeParams),
+    responses((status = 204, description = "Removed"), BadRequest, NotFound, Conflict, InternalError, BadGateway)
+)]
 async fn remove_volume(
     State(engine): Shared,
     Path(name): Path<String>,
@@ -191,8 +260,10 @@ async fn remove_volume(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/volumes/{name}/snapshots", params(("name" = String, Path)), request_body = SnapshotRequest,
-    responses((status = 200, body = Volume), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/volumes/{name}/snapshots", params(VolumePath), request_body = SnapshotRequest,
+    responses((status = 200, body = Volume), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError, BadGateway)
+)]
 async fn snapshot_volume(
     State(engine): Shared,
     Path(name): Path<String>,
@@ -201,8 +272,10 @@ async fn snapshot_volume(
     Ok(Json(engine.snapshot_volume(&name, &request.name).await?))
 }
 
-#[utoipa::path(post, path = "/v1/volumes/{name}/restore", params(("name" = String, Path)), request_body = SnapshotRequest,
-    responses((status = 200, body = Volume), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/volumes/{name}/restore", params(VolumePath), request_body = SnapshotRequest,
+    responses((status = 200, body = Volume), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError, BadGateway)
+)]
 async fn restore_volume(
     State(engine): Shared,
     Path(name): Path<String>,
@@ -211,8 +284,10 @@ async fn restore_volume(
     Ok(Json(engine.restore_volume(&name, &request.name).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/volumes/{name}/snapshots/{snapshot}", params(("name" = String, Path), ("snapshot" = String, Path)),
-    responses((status = 200, body = Volume), (status = 404, body = ErrorResponse)))]
+#[utoipa::path(
+    delete, path = "/v1/volumes/{name}/snapshots/{snapshot}", params(VolumePath, SnapshotPath),
+    responses((status = 200, body = Volume), NotFound, Conflict, InternalError, BadGateway)
+)]
 async fn delete_snapshot(
     State(engine): Shared,
     Path((name, snapshot)): Path<(String, String)>,
@@ -220,8 +295,10 @@ async fn delete_snapshot(
     Ok(Json(engine.delete_volume_snapshot(&name, &snapshot).await?))
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/snapshots", params(("id" = String, Path)), request_body = SnapshotRequest,
-    responses((status = 200, body = Instance), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/snapshots", params(InstancePath), request_body = SnapshotRequest,
+    responses((status = 200, body = Instance), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn snapshot_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -230,8 +307,10 @@ async fn snapshot_instance(
     Ok(Json(engine.snapshot_instance(&id, &request.name).await?))
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/restore", params(("id" = String, Path)), request_body = SnapshotRequest,
-    responses((status = 200, body = Instance), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/restore", params(InstancePath), request_body = SnapshotRequest,
+    responses((status = 200, body = Instance), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn restore_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -240,8 +319,10 @@ async fn restore_instance(
     Ok(Json(engine.restore_instance(&id, &request.name).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/instances/{id}/snapshots/{snapshot}", params(("id" = String, Path), ("snapshot" = String, Path)),
-    responses((status = 200, body = Instance), (status = 404, body = ErrorResponse)))]
+#[utoipa::path(
+    delete, path = "/v1/instances/{id}/snapshots/{snapshot}", params(InstancePath, SnapshotPath),
+    responses((status = 200, body = Instance), NotFound, Conflict, InternalError)
+)]
 async fn delete_instance_snapshot(
     State(engine): Shared,
     Path((id, snapshot)): Path<(String, String)>,
@@ -249,18 +330,25 @@ async fn delete_instance_snapshot(
     Ok(Json(engine.delete_instance_snapshot(&id, &snapshot).await?))
 }
 
-#[utoipa::path(get, path = "/v1/tree", responses((status = 200, body = [TreeEntry])))]
+#[utoipa::path(
+    get, path = "/v1/tree", responses((status = 200, body = [TreeEntry]), InternalError)
+)]
 async fn tree(State(engine): Shared) -> EngineResult<Json<Vec<TreeEntry>>> {
     Ok(Json(engine.tree().await?))
 }
 
-#[utoipa::path(get, path = "/v1/instances", params(ListParams), responses((status = 200, body = [Instance])))]
+#[utoipa::path(
+    get, path = "/v1/instances", params(ListParams),
+    responses((status = 200, body = [Instance]), BadRequest, InternalError)
+)]
 async fn list_instances(State(engine): Shared, Query(params): Query<ListParams>) -> EngineResult<Json<Vec<Instance>>> {
     Ok(Json(engine.list(params.all).await?))
 }
 
-#[utoipa::path(post, path = "/v1/instances", request_body = CreateInstanceRequest,
-    responses((status = 201, body = CreatedResponse), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/instances", request_body = CreateInstanceRequest,
+    responses((status = 201, body = CreatedResponse), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn create_instance(
     State(engine): Shared,
     Json(request): Json<CreateInstanceRequest>,
@@ -268,14 +356,18 @@ async fn create_instance(
     Ok((StatusCode::CREATED, Json(engine.create(request).await?)))
 }
 
-#[utoipa::path(get, path = "/v1/instances/{id}", params(("id" = String, Path, description = "id, unique id prefix or name")),
-    responses((status = 200, body = Instance), (status = 404, body = ErrorResponse)))]
+#[utoipa::path(
+    get, path = "/v1/instances/{id}", params(InstancePath),
+    responses((status = 200, body = Instance), NotFound, Conflict, InternalError)
+)]
 async fn inspect_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.find(&id).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/instances/{id}", params(("id" = String, Path), RemoveParams),
-    responses((status = 204), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    delete, path = "/v1/instances/{id}", params(InstancePath, RemoveParams),
+    responses((status = 204, description = "Removed"), BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn remove_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -321,13 +413,44 @@ fn upgrade_to_attach(request: &mut Request, supervisor: UnixStream) -> Response 
         .unwrap_or_default()
 }
 
-fn wants_upgrade(request: &Request) -> bool {
-    request.headers().contains_key(header::UPGRADE)
+/// Whether the request asks for an attach stream: `Upgrade: berth-attach` (any other
+/// protocol is refused).
+fn wants_upgrade(request: &Request) -> EngineResult<bool> {
+    match request.headers().get(header::UPGRADE) {
+        None => Ok(false),
+        Some(value) if value.as_bytes().eq_ignore_ascii_case(b"berth-attach") => Ok(true),
+        Some(_) => Err(EngineError::invalid(
+            "upgrade",
+            "the Upgrade header must be `berth-attach`, the only protocol berth speaks",
+        )),
+    }
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/start", params(("id" = String, Path), StartParams),
-    responses((status = 200, body = Instance), (status = 101, description = "attach stream (with attach=true and an Upgrade header)"),
-              (status = 409, body = ErrorResponse)))]
+/// `Upgrade: berth-attach` where the attach stream is optional.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documents the header; `wants_upgrade` reads it
+struct UpgradeHeader {
+    /// `berth-attach` to get an attach stream (101).
+    #[param(rename = "Upgrade", inline, value_type = AttachUpgrade, required = false)]
+    upgrade: Option<AttachUpgrade>,
+}
+
+/// `Upgrade: berth-attach` where only an attach stream is answered.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documents the header; `wants_upgrade` reads it
+struct RequiredUpgradeHeader {
+    #[param(rename = "Upgrade", inline)]
+    upgrade: AttachUpgrade,
+}
+
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/start", params(InstancePath, StartParams, UpgradeHeader),
+    responses((status = 200, body = Instance),
+              (status = 101, description = "Attach stream (with attach=true and `Upgrade: berth-attach`)"),
+              BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn start_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -335,7 +458,8 @@ async fn start_instance(
     mut request: Request,
 ) -> Result<Response, EngineError> {
     let attach = params.attach;
-    if attach && !wants_upgrade(&request) {
+    let upgrade = wants_upgrade(&request)?;
+    if attach && !upgrade {
         return Err(EngineError::invalid(
             "attach",
             "attach=true needs an `Upgrade: berth-attach` request",
@@ -348,7 +472,10 @@ async fn start_instance(
     }
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/stop", params(("id" = String, Path), StopParams), responses((status = 200, body = Instance)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/stop", params(InstancePath, StopParams),
+    responses((status = 200, body = Instance), BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn stop_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -357,7 +484,10 @@ async fn stop_instance(
     Ok(Json(engine.stop(&id, params.timeout).await?))
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/restart", params(("id" = String, Path), StopParams), responses((status = 200, body = Instance)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/restart", params(InstancePath, StopParams),
+    responses((status = 200, body = Instance), BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn restart_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -366,27 +496,41 @@ async fn restart_instance(
     Ok(Json(engine.restart(&id, params.timeout).await?))
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/kill", params(("id" = String, Path), KillParams), responses((status = 204)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/kill", params(InstancePath, KillParams),
+    responses((status = 204, description = "Signalled"), BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn kill_instance(
     State(engine): Shared,
     Path(id): Path<String>,
     Query(params): Query<KillParams>,
 ) -> EngineResult<StatusCode> {
-    engine.kill(&id, params.signal.as_deref().unwrap_or("KILL")).await?;
+    let signal = params.signal.as_deref().unwrap_or("KILL");
+    berth_model::signal::parse_api_signal(signal).map_err(|m| EngineError::invalid("signal", m))?;
+    engine.kill(&id, signal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/pause", params(("id" = String, Path)), responses((status = 200, body = Instance)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/pause", params(InstancePath),
+    responses((status = 200, body = Instance), NotFound, Conflict, InternalError)
+)]
 async fn pause_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.pause(&id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/unpause", params(("id" = String, Path)), responses((status = 200, body = Instance)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/unpause", params(InstancePath),
+    responses((status = 200, body = Instance), NotFound, Conflict, InternalError)
+)]
 async fn unpause_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.unpause(&id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/wait", params(("id" = String, Path), WaitParams), responses((status = 200, body = WaitResponse)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/wait", params(InstancePath, WaitParams),
+    responses((status = 200, body = WaitResponse), BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn wait_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -423,8 +567,12 @@ fn json_lines_response(receiver: mpsc::Receiver<Bytes>) -> Response {
         .unwrap_or_default()
 }
 
-#[utoipa::path(get, path = "/v1/instances/{id}/logs", params(("id" = String, Path), LogsParams),
-    responses((status = 200, description = "attach-stream frames (stdout=1, stderr=2)")))]
+#[utoipa::path(
+    get, path = "/v1/instances/{id}/logs", params(InstancePath, LogsParams),
+    responses((status = 200, body = Vec<u8>, content_type = "application/vnd.berth.stream",
+               description = "Attach-stream frames (stdout 1, stderr 2); with `follow`, until the instance stops"),
+              BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn instance_logs(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -441,18 +589,24 @@ async fn instance_logs(
         .unwrap_or_default())
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/exec", params(("id" = String, Path)), request_body = ExecRequest,
-    responses((status = 101, description = "attach stream"), (status = 204, description = "detached"), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/exec", params(InstancePath, UpgradeHeader), request_body = ExecRequest,
+    responses((status = 101, description = "Attach stream (needs `Upgrade: berth-attach` unless `detach`)"),
+              (status = 204, description = "Started detached"),
+              BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn exec_instance(
     State(engine): Shared,
     Path(id): Path<String>,
     mut request: Request,
 ) -> Result<Response, EngineError> {
+    require_json(request.headers())?;
     let body = axum::body::to_bytes(std::mem::take(request.body_mut()), 1 << 20)
         .await
         .map_err(|e| EngineError::invalid("body", format!("reading the request: {e}")))?;
     let exec: ExecRequest = parse_json(&body)?;
-    if !exec.detach && !wants_upgrade(&request) {
+    let upgrade = wants_upgrade(&request)?;
+    if !exec.detach && !upgrade {
         return Err(EngineError::invalid(
             "detach",
             "an attached exec needs an `Upgrade: berth-attach` request",
@@ -464,8 +618,10 @@ async fn exec_instance(
     }
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/update", params(("id" = String, Path)), request_body = UpdateInstanceRequest,
-    responses((status = 200, body = Instance), (status = 400, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/update", params(InstancePath), request_body = UpdateInstanceRequest,
+    responses((status = 200, body = Instance), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn update_instance(
     State(engine): Shared,
     Path(id): Path<String>,
@@ -474,32 +630,42 @@ async fn update_instance(
     Ok(Json(engine.update(&id, &request.limits).await?))
 }
 
-#[utoipa::path(get, path = "/v1/instances/{id}/stats", params(("id" = String, Path)), responses((status = 200, body = InstanceStats)))]
+#[utoipa::path(
+    get, path = "/v1/instances/{id}/stats", params(InstancePath),
+    responses((status = 200, body = InstanceStats), NotFound, Conflict, InternalError)
+)]
 async fn instance_stats(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<InstanceStats>> {
     Ok(Json(engine.stats(&id).await?))
 }
 
-#[utoipa::path(get, path = "/v1/instances/{id}/top", params(("id" = String, Path)), responses((status = 200, body = TopResponse)))]
+#[utoipa::path(
+    get, path = "/v1/instances/{id}/top", params(InstancePath),
+    responses((status = 200, body = TopResponse), NotFound, Conflict, InternalError)
+)]
 async fn instance_top(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<TopResponse>> {
     Ok(Json(engine.top(&id).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AttachParams {
     /// Forward the client's stdin (instances created with -i, and VMs).
     #[serde(default)]
     stdin: bool,
 }
 
-#[utoipa::path(post, path = "/v1/instances/{id}/attach", params(("id" = String, Path), AttachParams),
-    responses((status = 101, description = "attach stream to a running instance (its console, for a VM)"), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/attach", params(InstancePath, AttachParams, RequiredUpgradeHeader),
+    responses((status = 101, description = "Attach stream to a running instance (its console, for a VM)"),
+              BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn attach_instance(
     State(engine): Shared,
     Path(id): Path<String>,
     Query(params): Query<AttachParams>,
     mut request: Request,
 ) -> Result<Response, EngineError> {
-    if !wants_upgrade(&request) {
+    if !wants_upgrade(&request)? {
         return Err(EngineError::invalid(
             "attach",
             "attach needs an `Upgrade: berth-attach` request",
@@ -509,30 +675,43 @@ async fn attach_instance(
     Ok(upgrade_to_attach(&mut request, stream))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ExportParams {
-    /// Only "libvirt" (a domain XML) for now.
-    #[serde(default = "default_export_format")]
-    format: String,
+    #[serde(default)]
+    #[param(inline)]
+    format: ExportFormat,
 }
 
-fn default_export_format() -> String {
-    "libvirt".into()
+/// What `export` writes: only a libvirt domain XML for now.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ExportFormat {
+    #[default]
+    Libvirt,
 }
 
-#[utoipa::path(get, path = "/v1/instances/{id}/export", params(("id" = String, Path), ExportParams),
-    responses((status = 200, description = "libvirt domain XML", content_type = "application/xml"), (status = 400, body = ErrorResponse)))]
+#[utoipa::path(
+    get, path = "/v1/instances/{id}/export", params(InstancePath, ExportParams),
+    responses((status = 200, body = String, content_type = "application/xml", description = "A libvirt domain XML"),
+              BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn export_instance(
     State(engine): Shared,
     Path(id): Path<String>,
     Query(params): Query<ExportParams>,
 ) -> EngineResult<Response> {
-    let xml = engine.export_vm(&id, &params.format).await?;
+    let format = match params.format {
+        ExportFormat::Libvirt => "libvirt",
+    };
+    let xml = engine.export_vm(&id, format).await?;
     Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/vms/import", request_body = VmImportRequest,
-    responses((status = 201, body = VmImportResponse), (status = 400, body = ErrorResponse)))]
+#[utoipa::path(
+    post, path = "/v1/vms/import", request_body = VmImportRequest,
+    responses((status = 201, body = VmImportResponse), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn import_vm(
     State(engine): Shared,
     Json(request): Json<VmImportRequest>,
@@ -540,31 +719,52 @@ async fn import_vm(
     Ok((StatusCode::CREATED, Json(engine.import_vm(&request).await?)))
 }
 
-#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [ImageRecord])))]
+#[utoipa::path(
+    get, path = "/v1/images", responses((status = 200, body = [ImageRecord]), InternalError)
+)]
 async fn list_images(State(engine): Shared) -> EngineResult<Json<Vec<ImageRecord>>> {
     Ok(Json(engine.images.list().await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ImageParams {
+    /// A tag (`busybox`, `registry:5000/app:1`), an id or a unique id prefix.
     reference: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RemoveImageParams {
+    /// A tag (removes that tag; the image goes with its last one), an id or a unique id prefix.
+    reference: String,
+    /// Remove it even if instances use it.
     #[serde(default)]
     force: bool,
 }
 
-#[utoipa::path(get, path = "/v1/images/inspect", params(ImageParams), responses((status = 200, body = ImageRecord), (status = 404, body = ErrorResponse)))]
+#[utoipa::path(
+    get, path = "/v1/images/inspect", params(ImageParams),
+    responses((status = 200, body = ImageRecord), BadRequest, NotFound, Conflict, InternalError)
+)]
 async fn inspect_image(State(engine): Shared, Query(params): Query<ImageParams>) -> EngineResult<Json<ImageRecord>> {
     Ok(Json(engine.images.resolve(&params.reference).await?))
 }
 
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 struct RemovedImage {
     untagged: Vec<String>,
     deleted: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/images", params(ImageParams), responses((status = 200, body = RemovedImage), (status = 409, body = ErrorResponse)))]
-async fn remove_image(State(engine): Shared, Query(params): Query<ImageParams>) -> EngineResult<Json<RemovedImage>> {
+#[utoipa::path(
+    delete, path = "/v1/images", params(RemoveImageParams),
+    responses((status = 200, body = RemovedImage), BadRequest, NotFound, Conflict, InternalError)
+)]
+async fn remove_image(
+    State(engine): Shared,
+    Query(params): Query<RemoveImageParams>,
+) -> EngineResult<Json<RemovedImage>> {
     let image = engine.images.resolve(&params.reference).await?;
     let user = engine.image_user(&image.id).await?;
     let (untagged, deleted) = engine.images.remove(&params.reference, user, params.force).await?;
@@ -574,7 +774,10 @@ async fn remove_image(State(engine): Shared, Query(params): Query<ImageParams>) 
     Ok(Json(RemovedImage { untagged, deleted }))
 }
 
-#[utoipa::path(post, path = "/v1/images/tag", request_body = TagImageRequest, responses((status = 200, body = ImageRecord)))]
+#[utoipa::path(
+    post, path = "/v1/images/tag", request_body = TagImageRequest,
+    responses((status = 200, body = ImageRecord), BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn tag_image(State(engine): Shared, Json(request): Json<TagImageRequest>) -> EngineResult<Json<ImageRecord>> {
     Ok(Json(engine.images.tag(&request.source, &request.target).await?))
 }
@@ -609,8 +812,12 @@ where
     json_lines_response(receiver)
 }
 
-#[utoipa::path(post, path = "/v1/images/import", request_body = ImportImageRequest,
-    responses((status = 200, body = ProgressEvent, description = "JSON lines of progress; the last is finished or failed")))]
+#[utoipa::path(
+    post, path = "/v1/images/import", request_body = ImportImageRequest,
+    responses((status = 200, body = ProgressEvent, content_type = "application/x-ndjson",
+               description = "JSON lines of progress; the last is `finished` or `failed`"),
+              BadRequest, NotFound, UnsupportedMediaType, InternalError)
+)]
 async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequest>) -> EngineResult<Response> {
     let path = FsPath::new(&request.path);
     if !path.is_absolute() {
@@ -620,7 +827,7 @@ async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequ
         ));
     }
     if !path.exists() {
-        return Err(EngineError::invalid("path", format!("{} does not exist", request.path)));
+        return Err(EngineError::no_such_path("path", &request.path));
     }
     if !request.vm && (request.format.is_some() || request.allow_device) {
         return Err(EngineError::invalid(
@@ -671,8 +878,12 @@ fn registry_options(request: &RegistryRequest) -> RegistryOptions {
     }
 }
 
-#[utoipa::path(post, path = "/v1/images/pull", request_body = RegistryRequest,
-    responses((status = 200, body = ProgressEvent, description = "JSON lines of progress")))]
+#[utoipa::path(
+    post, path = "/v1/images/pull", request_body = RegistryRequest,
+    responses((status = 200, body = ProgressEvent, content_type = "application/x-ndjson",
+               description = "JSON lines of progress; the last is `finished` or `failed`"),
+              BadRequest, UnsupportedMediaType)
+)]
 async fn pull_image(State(engine): Shared, Json(request): Json<RegistryRequest>) -> EngineResult<Response> {
     berth_image::reference::parse_reference(&request.reference)?;
     Ok(progress_response(move |sink| async move {
@@ -685,8 +896,12 @@ async fn pull_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
     }))
 }
 
-#[utoipa::path(post, path = "/v1/images/push", request_body = RegistryRequest,
-    responses((status = 200, body = ProgressEvent, description = "JSON lines of progress")))]
+#[utoipa::path(
+    post, path = "/v1/images/push", request_body = RegistryRequest,
+    responses((status = 200, body = ProgressEvent, content_type = "application/x-ndjson",
+               description = "JSON lines of progress; the last is `finished` or `failed`"),
+              BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
 async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>) -> EngineResult<Response> {
     engine.images.resolve(&request.reference).await?;
     Ok(progress_response(move |sink| async move {
@@ -698,57 +913,3 @@ async fn push_image(State(engine): Shared, Json(request): Json<RegistryRequest>)
         Ok(image)
     }))
 }
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "berth API",
-        version = "1",
-        description = "The berth daemon's REST API on its unix socket (default /run/berth/berth.sock). Attach streams upgrade the connection (`Upgrade: berth-attach`) and then carry frames: a 5-byte header (kind u8: 0 stdin, 1 stdout, 2 stderr, 3 exit JSON, 4 resize rows/cols u16 BE, 5 stdin closed, 6 error; length u32 BE) and the payload."
-    ),
-    paths(
-        ping,
-        info,
-        events,
-        tree,
-        list_types,
-        list_networks,
-        create_network,
-        remove_network,
-        list_volumes,
-        create_volume,
-        inspect_volume,
-        remove_volume,
-        snapshot_volume,
-        restore_volume,
-        delete_snapshot,
-        snapshot_instance,
-        restore_instance,
-        delete_instance_snapshot,
-        list_instances,
-        create_instance,
-        inspect_instance,
-        remove_instance,
-        start_instance,
-        stop_instance,
-        restart_instance,
-        kill_instance,
-        pause_instance,
-        unpause_instance,
-        wait_instance,
-        instance_logs,
-        exec_instance,
-        update_instance,
-        instance_stats,
-        instance_top,
-        list_images,
-        inspect_image,
-        remove_image,
-        tag_image,
-        import_image,
-        pull_image,
-        push_image
-    ),
-    components(schemas(Instance, ImageRecord, ProcessNode, RemovedImage))
-)]
-pub struct ApiDoc;

@@ -892,6 +892,10 @@ impl Engine {
                 client::ClientError::Refused(message) if message == "not running" => {
                     EngineError::conflict(format!("instance {} is not running", instance.name))
                 }
+                // The supervisor ends with its instance: the exit is being recorded.
+                client::ClientError::Unreachable(_) | client::ClientError::Closed => {
+                    EngineError::conflict(format!("instance {} is not running (it has just ended)", instance.name))
+                }
                 other => EngineError::internal(format!("signalling {}: {other}", instance.name)),
             })
     }

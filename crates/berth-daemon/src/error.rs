@@ -36,8 +36,25 @@ impl EngineError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, message)
     }
+    /// A well-formed value that the current state refuses (a subnet in use, a container
+    /// where a VM is needed), naming the field.
+    pub fn conflict_in(field: &str, message: impl Into<String>) -> Self {
+        EngineError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
+    }
+    /// A host path in a request that names nothing (404, naming the field).
+    pub fn no_such_path(field: &str, path: &str) -> Self {
+        EngineError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("{path} does not exist on the daemon's host"),
+            field: Some(field.to_string()),
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
@@ -74,14 +91,14 @@ impl From<StoreError> for EngineError {
 impl From<ImageError> for EngineError {
     fn from(err: ImageError) -> Self {
         let status = match &err {
-            ImageError::NotFound(_) => StatusCode::NOT_FOUND,
+            ImageError::NotFound(_) | ImageError::NotAReference { .. } => StatusCode::NOT_FOUND,
             ImageError::InvalidReference { .. } | ImageError::Hostile(_) | ImageError::Format(_) => {
                 StatusCode::BAD_REQUEST
             }
             ImageError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             // Not the request's size (413): what a registry or an archive holds.
             ImageError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ImageError::InUse(..) => StatusCode::CONFLICT,
+            ImageError::InUse(..) | ImageError::AmbiguousId(_) => StatusCode::CONFLICT,
             ImageError::Registry(_) => StatusCode::BAD_GATEWAY,
             ImageError::Io { .. } | ImageError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

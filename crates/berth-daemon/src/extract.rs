@@ -4,7 +4,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -34,17 +34,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = EngineError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declared = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        if let Some(declared) = declared.filter(|t| !t.starts_with("application/json")) {
-            return Err(EngineError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("the body is {declared}; send application/json"),
-            ));
-        }
+        require_json(request.headers())?;
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|e| EngineError::invalid("body", format!("reading the request body: {}", e.body_text())))?;
@@ -55,6 +45,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// Refuses a body declared as anything but JSON (no Content-Type is taken as JSON).
+pub fn require_json(headers: &HeaderMap) -> EngineResult<()> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
+    match declared {
+        Some(declared) if !declared.starts_with("application/json") => Err(EngineError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the body is {declared}; send application/json"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod api_doc;
 pub mod config;
 pub mod engine;
 pub mod error;

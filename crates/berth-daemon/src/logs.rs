@@ -130,7 +130,7 @@ pub async fn stream_log(
 ) -> Option<()> {
     let opened = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || open_log(&path, params.tail))
+        tokio::task::spawn_blocking(move || open_log(&path, params.tail.map(|n| n as usize)))
             .await
             .ok()?
             .ok()?

@@ -502,7 +502,7 @@ impl Networks {
                     .iter()
                     .find(|n| Subnet::parse(&n.subnet).is_ok_and(|s| s.overlaps(&subnet)))
                 {
-                    return Err(EngineError::invalid(
+                    return Err(EngineError::conflict_in(
                         "subnet",
                         format!(
                             "--subnet {subnet} overlaps network {} ({}); choose another",
@@ -511,7 +511,7 @@ impl Networks {
                     ));
                 }
                 if let Some((device, used)) = host_subnets.iter().find(|(_, s)| s.overlaps(&subnet)) {
-                    return Err(EngineError::invalid(
+                    return Err(EngineError::conflict_in(
                         "subnet",
                         format!("--subnet {subnet} overlaps {used} on the host's interface {device}; choose another"),
                     ));
@@ -560,7 +560,8 @@ impl Networks {
     /// Removes a network no instance is on.
     pub async fn remove(&self, name: &str, users: &[String]) -> EngineResult<()> {
         if name == DEFAULT_NETWORK {
-            return Err(EngineError::invalid("name", "the default network cannot be removed"));
+            // The network exists and stays: a conflict with the daemon's own use of it.
+            return Err(EngineError::conflict("the default network cannot be removed"));
         }
         let network = self.get(name).await?;
         if let Some(user) = users.first() {

@@ -64,6 +64,9 @@ impl Engine {
                 "the file path must be absolute (the daemon resolves it)",
             ));
         }
+        if !path.exists() {
+            return Err(EngineError::no_such_path("path", &request.path));
+        }
         let allow_device = request.allow_device;
         let parse_path = path.clone();
         let (imported, sources) = blocking(
@@ -222,7 +225,7 @@ impl Engine {
         }
         let instance = self.find(key).await?;
         let mut vm = instance.vm.clone().ok_or_else(|| {
-            EngineError::invalid("instance", format!("{} is a container; only VMs export", instance.name))
+            EngineError::conflict_in("instance", format!("{} is a container; only VMs export", instance.name))
         })?;
         let emulator = "/usr/bin/qemu-system-x86_64";
         // libvirt's own NAT network is "default", as berth's is.

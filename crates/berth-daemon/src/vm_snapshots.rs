@@ -27,7 +27,7 @@ impl Engine {
     async fn locked_vm(&self, key: &str) -> EngineResult<(tokio::sync::OwnedMutexGuard<()>, Instance)> {
         let found = self.find(key).await?;
         if found.kind != InstanceKind::Vm {
-            return Err(EngineError::invalid(
+            return Err(EngineError::conflict_in(
                 "instance",
                 format!(
                     "{} is a container; snapshots are of VM disks (keep container data in a volume and use `berth volume snapshot`)",

@@ -93,6 +93,13 @@ impl ImageStore {
                 )))
             };
         }
+        if !meta.is_file() {
+            // A device or FIFO would be read without end (/dev/zero fills the disk).
+            return Err(ImageError::Format(format!(
+                "{} is not a regular file or a directory; give an archive or an image layout",
+                path.display()
+            )));
+        }
         let kind = classify_archive(File::open(path).map_err(io_context(format!("opening {}", path.display())))?)?;
         if kind == ArchiveKind::Rootfs {
             return Ok(vec![self.import_rootfs(path, &source_label, progress)?]);

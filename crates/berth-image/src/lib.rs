@@ -35,6 +35,11 @@ pub enum ImageError {
     NotFound(String),
     #[error("invalid image reference '{reference}': {reason}")]
     InvalidReference { reference: String, reason: String },
+    /// What was looked up cannot name an image (so none is found).
+    #[error("invalid image reference '{reference}': {reason}")]
+    NotAReference { reference: String, reason: String },
+    #[error("image id prefix {0} matches more than one image; give more digits")]
+    AmbiguousId(String),
     #[error("refused hostile archive: {0}")]
     Hostile(String),
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
@@ -316,7 +321,10 @@ impl ImageStore {
                 }
             }
         } else if !looks_like_id {
-            reference::parse_reference(text)?;
+            // A lookup: nothing is found by what is not a reference, and the error says why.
+            if let Err(ImageError::InvalidReference { reference, reason }) = reference::parse_reference(text) {
+                return Err(ImageError::NotAReference { reference, reason });
+            }
         }
         if looks_like_id {
             let matches: Vec<&ImageRecord> = images
@@ -330,10 +338,7 @@ impl ImageStore {
                 [one] => return Ok((*one).clone()),
                 [] => {}
                 _ => {
-                    return Err(ImageError::InvalidReference {
-                        reference: text.to_string(),
-                        reason: "it matches more than one image id; give more digits".into(),
-                    })
+                    return Err(ImageError::AmbiguousId(text.to_string()));
                 }
             }
         }

@@ -214,12 +214,13 @@ pub fn classify_archive(reader: impl Read) -> Result<ArchiveKind, ImageError> {
     let (_, stream) =
         crate::unpack::decompressed(reader).map_err(|e| ImageError::Format(format!("reading archive: {e}")))?;
     let mut archive = tar::Archive::new(stream);
-    let (mut oci_layout, mut docker_manifest) = (false, false);
+    let (mut oci_layout, mut docker_manifest, mut entries) = (false, false, 0usize);
     for entry in archive
         .entries()
         .map_err(|e| ImageError::Format(format!("not a tar archive: {e}")))?
     {
         let entry = entry.map_err(|e| ImageError::Format(format!("corrupt tar entry: {e}")))?;
+        entries += 1;
         let Ok(path) = entry.path() else { continue };
         let name = path.to_string_lossy();
         let name = name.trim_start_matches("./");
@@ -236,6 +237,13 @@ pub fn classify_archive(reader: impl Read) -> Result<ArchiveKind, ImageError> {
             _ => return Ok(ArchiveKind::Rootfs),
         }
     }
+    // Zeros read as an empty tar: a disk image or a sparse file is no image, and is refused
+    // before anything copies it.
+    if entries == 0 {
+        return Err(ImageError::Format(
+            "the archive holds no files: not a tar archive (or an empty one)".into(),
+        ));
+    }
     Ok(if oci_layout && !docker_manifest {
         ArchiveKind::OciLayout
     } else if docker_manifest {
@@ -245,4 +253,16 @@ pub fn classify_archive(reader: impl Read) -> Result<ArchiveKind, ImageError> {
     } else {
         ArchiveKind::Rootfs
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_are_no_archive() {
+        // What a sparse file or the start of a disk image reads as: an empty tar.
+        let error = classify_archive(&[0u8; 64 * 1024][..]).unwrap_err();
+        assert!(error.to_string().contains("holds no files"), "{error}");
+    }
 }

@@ -15,24 +15,67 @@ pub const API_VERSION: &str = "v1";
 pub struct LimitsRequest {
     /// CPUs (a number such as 0.5) or "unlimited".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = cpus_limit_schema)]
     pub cpus: Option<LimitSetting<MilliCpus>>,
     /// Bytes or "unlimited".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = count_limit_schema)]
     pub memory_bytes: Option<LimitSetting<u64>>,
     /// Process count or "unlimited".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = count_limit_schema)]
     pub pids: Option<LimitSetting<u64>>,
     /// CPUs to reserve (the request admission counts); by default the CPU limit if one is
     /// given, else the daemon's default request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1000000)]
     pub reserve_cpus: Option<MilliCpus>,
     /// Bytes of memory to reserve; by default as `reserve_cpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 18446744073709551615u64)]
     pub reserve_memory_bytes: Option<u64>,
+}
+
+/// A limit as the API takes it: absent (null), a value or "unlimited".
+fn limit_schema(value: utoipa::openapi::Object) -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(value)
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["unlimited"])),
+        )
+        .build();
+    utoipa::openapi::Schema::OneOf(one_of)
+}
+
+/// CPUs: what `MilliCpus` deserializes (positive, at most a million).
+fn cpus_limit_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    limit_schema(
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .exclusive_minimum(Some(0.0))
+            .maximum(Some(1e6))
+            .build(),
+    )
+}
+
+/// Bytes or a count.
+fn count_limit_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    limit_schema(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(0))
+            .maximum(Some(u64::MAX))
+            .build(),
+    )
 }
 
 impl LimitsRequest {
@@ -49,10 +92,14 @@ impl LimitsRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstanceRequest {
+    /// Letters, digits, '_', '.' and '-', starting with a letter or digit; at most 128.
     #[serde(default)]
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
     pub name: Option<String>,
     #[serde(default = "default_kind")]
     pub kind: InstanceKind,
+    /// A tag, an id or a unique id prefix of an image this daemon has.
+    #[schema(min_length = 1)]
     pub image: String,
     /// Replaces the image's Cmd (and, with `entrypoint`, its Entrypoint).
     #[serde(default)]
@@ -72,7 +119,9 @@ pub struct CreateInstanceRequest {
     pub open_stdin: bool,
     #[serde(default)]
     pub auto_remove: bool,
+    /// Letters, digits, '-' and '.'; at most 63. Default: the short id.
     #[serde(default)]
+    #[schema(pattern = "^[a-zA-Z0-9.-]{1,63}$")]
     pub hostname: Option<String>,
     #[serde(default)]
     pub limits: LimitsRequest,
@@ -82,8 +131,10 @@ pub struct CreateInstanceRequest {
     /// VM sizing beyond the limits (`kind: vm` only).
     #[serde(default)]
     pub vm: Option<VmRequest>,
-    /// Size of the writable layer (containers) or root disk (VMs).
+    /// Size of the writable layer (containers) or root disk (VMs): 16 MiB to 64 TiB, and
+    /// what the state directory's file system can hold.
     #[serde(default)]
+    #[schema(minimum = 16777216, maximum = 70368744177664u64)]
     pub disk_bytes: Option<u64>,
     /// `-v` values, as Docker's `Binds`: `NAME:/path[:ro]` attaches a volume (created if
     /// missing), `/host/path:/path[:ro]` binds a host path (created if missing).
@@ -101,8 +152,9 @@ pub struct CreateInstanceRequest {
     /// Ports to publish: `[IP:]HOSTPORT:PORT[/tcp|udp]` each.
     #[serde(default)]
     pub ports: Vec<String>,
-    /// Network bandwidth, bits per second (overrides the instance type's).
+    /// Network bandwidth, bits per second (overrides the instance type's): 1 kbit to 1 tbit.
     #[serde(default)]
+    #[schema(minimum = 1000, maximum = 1000000000000u64)]
     pub bandwidth_bits_per_second: Option<u64>,
     /// Security options (`--security-opt`): `seccomp=unconfined` turns the seccomp filter off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -116,9 +168,15 @@ pub struct CreateInstanceRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNetworkRequest {
+    /// Letters, digits, '_', '.' and '-'; at most 64; not "none" or "host".
+    #[schema(pattern = "^[a-zA-Z0-9_.-]{1,64}$")]
     pub name: String,
-    /// e.g. 10.90.0.0/24; the next free /24 when absent.
+    /// An IPv4 subnet with a prefix of 8 to 29 bits, e.g. 10.90.0.0/24; the next free /24
+    /// when absent.
     #[serde(default)]
+    #[schema(
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/([89]|1[0-9]|2[0-9])$"
+    )]
     pub subnet: Option<String>,
     #[serde(default)]
     pub internal: bool,
@@ -128,12 +186,17 @@ pub struct CreateNetworkRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolumeRequest {
+    /// Letters, digits, '_', '.' and '-', starting with a letter or digit; at most 64.
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
     pub name: String,
-    /// Default 10 GiB (thin: nothing is used until written).
+    /// Default 10 GiB (thin: nothing is used until written); 16 MiB to 64 TiB, and for a
+    /// local volume what the state directory's file system can hold.
     #[serde(default)]
+    #[schema(minimum = 16777216, maximum = 70368744177664u64)]
     pub size_bytes: Option<u64>,
     /// "local" (the default) or "nfs".
     #[serde(default)]
+    #[schema(pattern = "^(local|nfs)$")]
     pub driver: Option<String>,
     /// Driver options (`--opt KEY=VALUE`); nfs: `server`, `share`, `mode` (image|mount).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -144,6 +207,8 @@ pub struct CreateVolumeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotRequest {
+    /// Letters, digits, '_', '.' and '-', starting with a letter or digit; at most 64.
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
     pub name: String,
 }
 
@@ -153,8 +218,10 @@ pub struct SnapshotRequest {
 #[serde(deny_unknown_fields)]
 pub struct VmRequest {
     #[serde(default)]
+    #[schema(maximum = 4294967295u64)]
     pub max_cpus: Option<u32>,
     #[serde(default)]
+    #[schema(maximum = 18446744073709551615u64)]
     pub max_memory_bytes: Option<u64>,
 }
 
@@ -162,8 +229,12 @@ pub struct VmRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmImportRequest {
+    /// An absolute path on the daemon's host.
+    #[schema(pattern = "^/")]
     pub path: String,
+    /// The instance's name (as for `POST /v1/instances`); default: the domain's own.
     #[serde(default)]
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
     pub name: Option<String>,
     /// Let `<disk type='block'>` import a host block device (a physical disk).
     #[serde(default)]
@@ -195,23 +266,31 @@ pub struct UpdateInstanceRequest {
 
 /// `POST /v1/instances/{id}/stop`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StopParams {
     /// Seconds to wait after SIGTERM (or a VM's power button) before SIGKILL: default the
     /// daemon's stop_timeout_secs (10), at most 86400. SIGKILL follows in every case.
     #[serde(default)]
+    #[param(maximum = 86400)]
     pub timeout: Option<u64>,
 }
 
 /// `POST /v1/instances/{id}/kill`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KillParams {
-    /// Signal name (TERM, SIGKILL) or number; default KILL.
+    /// Signal name (TERM or SIGTERM, upper case) or number (1-64); default KILL.
+    // The pattern is `signal::SIGNAL_PATTERN` (a unit test keeps them equal).
     #[serde(default)]
+    #[param(
+        pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|PWR|SYS)|[1-9]|[1-5][0-9]|6[0-4])$"
+    )]
     pub signal: Option<String>,
 }
 
 /// `POST /v1/instances/{id}/start`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StartParams {
     /// Upgrade the connection to an attach stream (see the stream protocol).
     #[serde(default)]
@@ -220,6 +299,7 @@ pub struct StartParams {
 
 /// `DELETE /v1/instances/{id}`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveParams {
     /// Kill a running instance first.
     #[serde(default)]
@@ -228,6 +308,7 @@ pub struct RemoveParams {
 
 /// `DELETE /v1/volumes/{name}`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveVolumeParams {
     /// nfs: forget the volume even when its image cannot be deleted from the share (a server
     /// gone for good); the image file is left there.
@@ -247,8 +328,10 @@ pub enum WaitCondition {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitParams {
     #[serde(default)]
+    #[param(inline)]
     pub condition: WaitCondition,
 }
 
@@ -260,6 +343,7 @@ pub struct WaitResponse {
 
 /// `GET /v1/instances`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Include instances that are not running.
     #[serde(default)]
@@ -268,12 +352,14 @@ pub struct ListParams {
 
 /// `GET /v1/instances/{id}/logs`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsParams {
     #[serde(default)]
     pub follow: bool,
     /// Only the last N lines.
     #[serde(default)]
-    pub tail: Option<usize>,
+    #[param(maximum = 4294967295u64)]
+    pub tail: Option<u32>,
     #[serde(default)]
     pub timestamps: bool,
 }
@@ -282,6 +368,7 @@ pub struct LogsParams {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
+    #[schema(min_items = 1)]
     pub command: Vec<String>,
     #[serde(default)]
     pub env: Vec<String>,
@@ -423,7 +510,8 @@ pub struct InstanceCounts {
 #[serde(deny_unknown_fields)]
 pub struct ImportImageRequest {
     /// A path on the daemon's host: rootfs tarball, OCI layout (dir or tar) or `docker save`
-    /// archive; with `vm`, a disk image (qcow2, raw, vmdk).
+    /// archive; with `vm`, a disk image (qcow2, raw, vmdk). An absolute path.
+    #[schema(pattern = "^/")]
     pub path: String,
     #[serde(default)]
     pub tag: Option<String>,
@@ -491,4 +579,16 @@ pub struct Event {
     pub action: String,
     #[serde(default)]
     pub exit: Option<ExitStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kill_signal_is_described_by_the_pattern_the_daemon_checks() {
+        let params = KillParams::into_params(|| None);
+        let schema = serde_json::to_value(&params[0].schema).unwrap();
+        assert_eq!(schema["pattern"], crate::signal::SIGNAL_PATTERN);
+    }
 }

@@ -90,9 +90,11 @@ impl FromStr for LogOption {
 pub struct LogOptions {
     /// Size at which a log file is rotated (`max-size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 18446744073709551615u64)]
     pub max_size_bytes: Option<u64>,
     /// Files kept, the current one included (`max-file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 4294967295u64)]
     pub max_files: Option<u32>,
 }
 

@@ -34,6 +34,16 @@ pub enum ChildStdio {
     Terminal { console_socket: PathBuf },
 }
 
+/// Sends signal `number` to `pid`: any of 1-64, the real-time ones (SIGRTMIN+n) included,
+/// which nix's `Signal` cannot name.
+pub fn send_signal(pid: u32, number: i32) -> Result<(), String> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let result = unsafe { libc::kill(pid as libc::pid_t, number) };
+    nix::errno::Errno::result(result)
+        .map(drop)
+        .map_err(|e| format!("kill: {e}"))
+}
+
 /// The thing a supervisor runs: an OCI container, an exec session, a qemu process.
 pub trait Workload {
     /// Creates the workload, wired to `stdio`, without running the user's program yet.
@@ -43,11 +53,7 @@ pub trait Workload {
     /// Signals the main process, or every process of the workload when `all`.
     fn signal(&mut self, pid: u32, signal: i32, all: bool) -> Result<(), String> {
         let _ = all;
-        nix::sys::signal::kill(
-            Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::try_from(signal).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("kill: {e}"))
+        send_signal(pid, signal)
     }
     /// Called once the main process was reaped: completes the status (OOM kills).
     fn exit_status(&mut self, status: ExitStatus) -> ExitStatus {

@@ -635,13 +635,52 @@ pub fn parse_vmx(text: &str, base_dir: &Path) -> Result<ImportedVm, VmError> {
 /// Reads either format, told apart by content. Disk paths are resolved against the file's
 /// canonical directory.
 pub fn parse_file(path: &Path) -> Result<ImportedVm, VmError> {
-    let text = std::fs::read_to_string(path).map_err(|e| import_error(format!("reading {}: {e}", path.display())))?;
+    let text = read_definition(path)?;
     let base = definition_dir(path)?;
     if text.trim_start().starts_with('<') {
         parse_libvirt(&text, &base)
     } else {
         parse_vmx(&text, &base)
     }
+}
+
+/// A domain XML or .vmx is a few KiB: larger files are not definitions, and are never read
+/// whole (a disk image or /dev/zero would fill the daemon's memory).
+pub const MAX_DEFINITION_BYTES: u64 = 4 << 20;
+
+fn read_definition(path: &Path) -> Result<String, VmError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let reading = |e: std::io::Error| import_error(format!("reading {}: {e}", path.display()));
+    // Non-blocking, so that a FIFO does not hold the open until a writer comes.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(reading)?;
+    if !file.metadata().map_err(reading)?.is_file() {
+        return Err(import_error(format!(
+            "{} is not a regular file; give a libvirt domain XML or a .vmx",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_DEFINITION_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(reading)?;
+    if bytes.len() as u64 > MAX_DEFINITION_BYTES {
+        return Err(import_error(format!(
+            "{} is larger than {}: not a libvirt domain XML or a .vmx",
+            path.display(),
+            berth_model::ByteSize(MAX_DEFINITION_BYTES)
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        import_error(format!(
+            "{} is not text (UTF-8): not a libvirt domain XML or a .vmx",
+            path.display()
+        ))
+    })
 }
 
 /// The canonical directory of a definition file: its disks must be in it (or below).
@@ -690,6 +729,19 @@ mod tests {
     fn fixture(name: &str) -> String {
         let path = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn only_a_small_regular_file_is_read_as_a_definition() {
+        let dir = with_disks(&[]);
+        // A sparse disk-sized file: refused after reading a bounded prefix, not read whole.
+        let big = dir.join("disk.img");
+        std::fs::File::create(&big).unwrap().set_len(64 << 30).unwrap();
+        let error = parse_file(&big).unwrap_err().to_string();
+        assert!(error.contains("larger than"), "{error}");
+        let error = parse_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A directory holding empty stand-ins for the disks a fixture names.

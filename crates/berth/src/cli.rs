@@ -384,7 +384,7 @@ pub struct LogsArgs {
     pub follow: bool,
     /// Only the last N lines
     #[arg(long, value_name = "N")]
-    pub tail: Option<usize>,
+    pub tail: Option<u32>,
     /// Prefix each line with its time
     #[arg(short = 't', long)]
     pub timestamps: bool,

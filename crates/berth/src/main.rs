@@ -61,19 +61,16 @@ fn main() -> ExitCode {
             clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Openapi => {
-            use utoipa::OpenApi;
-            match berth_daemon::api::ApiDoc::openapi().to_pretty_json() {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("berth: error: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Openapi => match berth_daemon::api::description().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("berth: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Man(args) => match write_man_pages(&args.out_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -223,8 +223,10 @@ pub async fn stop(client: &Client, args: StopArgs, restart: bool) -> Result<Outc
 }
 
 pub async fn kill(client: &Client, args: KillArgs) -> Result<Outcome> {
-    berth_model::signal::parse_signal(&args.signal).map_err(|e| anyhow::anyhow!("--signal: {e}"))?;
-    let signal = encode(&args.signal);
+    // The API takes one spelling; send the number of what the user typed.
+    let signal = berth_model::signal::parse_signal(&args.signal)
+        .map_err(|e| anyhow::anyhow!("--signal: {e}"))?
+        .to_string();
     each(&args.names, |name| {
         let signal = signal.clone();
         async move {
