@@ -76,7 +76,11 @@ impl Store {
     }
 
     pub async fn try_get<R: Record>(&self, id: &str) -> StoreResult<Option<Versioned<R>>> {
-        let key = R::key_for(id)?;
+        // An id no key can hold names no record: looking it up finds nothing (a 404 to the
+        // API, not a 400 for a lookup of something that cannot exist).
+        let Ok(key) = R::key_for(id) else {
+            return Ok(None);
+        };
         let snapshot = self.kv.get(std::slice::from_ref(&key)).await?;
         match snapshot.kvs.into_iter().next().flatten() {
             Some(kv) => Ok(Some(versioned(&kv)?)),

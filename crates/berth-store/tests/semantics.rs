@@ -142,9 +142,13 @@ async fn create_update_delete_are_compare_and_swap(f: Fixture) {
         store.update(&volume("data", 4), updated).await,
         Err(StoreError::NotFound { kind: "volume", .. })
     ));
-    // Ids cannot reach into other keys.
+    // Ids cannot reach into other keys: a lookup finds nothing, a write is refused.
     assert!(matches!(
         store.get::<Volume>("../instances").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.create(&volume("../instances", 1)).await,
         Err(StoreError::InvalidKey(_))
     ));
 }
