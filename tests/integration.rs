@@ -7,6 +7,7 @@ mod admission;
 mod api_schema;
 mod bad_input;
 mod cgroup_v2;
+mod cluster;
 mod devices;
 mod dns;
 mod etcd_store;

@@ -39,6 +39,8 @@ pub struct Admission {
     gate: tokio::sync::Mutex<()>,
     /// Starts (and updates) admitted but not yet recorded in the store, by instance id.
     claims: Arc<Mutex<HashMap<String, Reservation>>>,
+    /// In a cluster: the node whose instances count (the store holds every node's).
+    only_node: Option<String>,
 }
 
 /// Room held for an instance until its new state is in the store; dropping it releases
@@ -64,7 +66,14 @@ impl Admission {
             memory_overcommit,
             gate: tokio::sync::Mutex::new(()),
             claims: Arc::default(),
+            only_node: None,
         }
+    }
+
+    /// Counts only the instances of `node` (a cluster's store holds every node's).
+    pub fn for_node(mut self, node: Option<String>) -> Self {
+        self.only_node = node;
+        self
     }
 
     /// Reservations and limits of active instances (other than `except`) and of claims in
@@ -131,7 +140,10 @@ impl Admission {
         verb: &str,
     ) -> EngineResult<Claim> {
         let _gate = self.gate.lock().await;
-        let instances = store.list_instances().await?;
+        let mut instances = store.list_instances().await?;
+        if let Some(node) = &self.only_node {
+            instances.retain(|i| &i.node == node);
+        }
         let free = self.summary(&instances, Some(&instance.id));
         let free_millicpus = (free.free_cpus * 1000.0).round() as u64;
         let mut short = Vec::new();

@@ -15,6 +15,7 @@ use berth_image::RegistryOptions;
 use berth_model::api::*;
 use berth_model::image::ImageRecord;
 use berth_model::network::Network;
+use berth_model::node::{Node, Schedulability};
 use berth_model::volume::Volume;
 use berth_model::Instance;
 use bytes::Bytes;
@@ -44,6 +45,11 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(events))
         .routes(routes!(tree))
         .routes(routes!(list_types))
+        .routes(routes!(list_nodes))
+        .routes(routes!(inspect_node))
+        .routes(routes!(cordon_node))
+        .routes(routes!(uncordon_node))
+        .routes(routes!(drain_node))
         .routes(routes!(list_networks, create_network))
         .routes(routes!(remove_network))
         .routes(routes!(list_volumes, create_volume))
@@ -213,6 +219,53 @@ async fn remove_network(State(engine): Shared, Path(name): Path<String>) -> Engi
 }
 
 #[utoipa::path(
+    get, path = "/v1/nodes", responses((status = 200, body = [Node]), InternalError, ServiceUnavailable)
+)]
+async fn list_nodes(State(engine): Shared) -> EngineResult<Json<Vec<Node>>> {
+    Ok(Json(engine.nodes().await?))
+}
+
+#[utoipa::path(
+    get, path = "/v1/nodes/{name}", params(NodePath),
+    responses((status = 200, body = Node), NotFound, InternalError, ServiceUnavailable)
+)]
+async fn inspect_node(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Node>> {
+    Ok(Json(engine.node(&name).await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/nodes/{name}/cordon", params(NodePath),
+    responses((status = 200, description = "New instances go elsewhere", body = Node), NotFound, Conflict, InternalError, ServiceUnavailable)
+)]
+async fn cordon_node(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Node>> {
+    Ok(Json(
+        engine.set_node_schedulability(&name, Schedulability::Cordoned).await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/nodes/{name}/uncordon", params(NodePath),
+    responses((status = 200, description = "The node takes new instances again", body = Node), NotFound, Conflict, InternalError, ServiceUnavailable)
+)]
+async fn uncordon_node(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Node>> {
+    Ok(Json(
+        engine
+            .set_node_schedulability(&name, Schedulability::Schedulable)
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/nodes/{name}/drain", params(NodePath),
+    responses((status = 200, description = "Cordoned and marked to be emptied", body = Node), NotFound, Conflict, InternalError, ServiceUnavailable)
+)]
+async fn drain_node(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Node>> {
+    Ok(Json(
+        engine.set_node_schedulability(&name, Schedulability::Draining).await?,
+    ))
+}
+
+#[utoipa::path(
     get, path = "/v1/volumes", responses((status = 200, body = [Volume]), InternalError)
 )]
 async fn list_volumes(State(engine): Shared) -> EngineResult<Json<Vec<Volume>>> {
@@ -361,7 +414,7 @@ async fn create_instance(
     responses((status = 200, body = Instance), NotFound, Conflict, InternalError)
 )]
 async fn inspect_instance(State(engine): Shared, Path(id): Path<String>) -> EngineResult<Json<Instance>> {
-    Ok(Json(engine.find(&id).await?))
+    Ok(Json(engine.find_anywhere(&id).await?))
 }
 
 #[utoipa::path(

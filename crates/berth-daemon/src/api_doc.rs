@@ -82,6 +82,12 @@ error_status!(
     "The host failed to do it (the state store, the file system, a program berth runs); the message says what failed"
 );
 error_status!(BadGateway, 502, "A server berth depends on failed (an NFS server)");
+error_status!(
+    /// Cluster operations: etcd members down or without quorum.
+    ServiceUnavailable,
+    503,
+    "The cluster's state store (etcd) cannot be reached; the message says which members failed"
+);
 
 /// `{id}`: which instance.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -96,6 +102,14 @@ pub struct InstancePath {
 #[into_params(parameter_in = Path)]
 pub struct VolumePath {
     /// The volume's name.
+    pub name: String,
+}
+
+/// `{name}` of a node.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NodePath {
+    /// The node's name (`berth node ls`).
     pub name: String,
 }
 

@@ -49,16 +49,21 @@ pub struct DaemonConfig {
     /// Where the state lives: `None` is the embedded SQLite database in the state directory
     /// (the default); etcd with the experimental `--store etcd://...`.
     pub etcd: Option<EtcdConfig>,
+    /// `--cluster`: this node is a member of a cluster whose instances and members live in
+    /// etcd (`etcd` is then its store).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
-/// The experimental `--store etcd://HOST:PORT[,...]` and its TLS files, as one config.
+/// `--cluster` (or the experimental `--store`) `etcd://HOST:PORT[,...]` and its TLS files,
+/// as one config; `flag` names the option in messages.
 pub fn etcd_store(
+    flag: &str,
     url: &str,
     cacert: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
 ) -> Result<EtcdConfig, String> {
-    let mut config = EtcdConfig::from_url(url).map_err(|e| format!("--store: {e}"))?;
+    let mut config = EtcdConfig::from_url(url).map_err(|e| format!("{flag}: {e}"))?;
     config.tls = match (cacert, cert, key) {
         (None, None, None) => None,
         (Some(ca_cert), cert, key) => {
@@ -436,6 +441,7 @@ impl DaemonConfig {
             image_limits: parsed.images.parse()?,
             log_defaults: parsed.logs.parse()?,
             etcd: None,
+            cluster: None,
         })
     }
 }

@@ -59,7 +59,13 @@ pub struct Engine {
     pub config: DaemonConfig,
     pub node: String,
     pub host: HostFacts,
+    /// Instances (and, in a cluster, the cluster's members): etcd with `--cluster`.
     pub store: Store,
+    /// What stays on this node whatever the cluster: images, volumes, networks. The same
+    /// store as `store` on one host.
+    pub local_store: Store,
+    /// This node's membership, with `--cluster`.
+    pub membership: Option<Arc<crate::cluster::Membership>>,
     pub images: ImageStore,
     pub volumes: Volumes,
     pub networks: Networks,
@@ -84,6 +90,8 @@ pub struct EngineParts {
     pub config: DaemonConfig,
     pub node: String,
     pub store: Store,
+    pub local_store: Store,
+    pub membership: Option<Arc<crate::cluster::Membership>>,
     pub images: ImageStore,
     pub containers: ContainerDriver,
     pub vms: VmDriver,
@@ -98,6 +106,8 @@ impl Engine {
             config,
             node,
             store,
+            local_store,
+            membership,
             images,
             containers,
             vms,
@@ -105,7 +115,7 @@ impl Engine {
             exe,
         } = parts;
         let (events, _) = broadcast::channel(1024);
-        let volumes = Volumes::new(config.state_dir.join("volumes"), store.clone());
+        let volumes = Volumes::new(config.state_dir.join("volumes"), local_store.clone());
         let host = HostFacts::detect();
         let admission = Admission::new(
             host.cpus,
@@ -113,6 +123,7 @@ impl Engine {
             config.cpu_overcommit,
             config.memory_overcommit,
         );
+        let admission = admission.for_node(membership.as_ref().map(|_| node.clone()));
         Arc::new(Engine {
             volumes,
             networks,
@@ -121,6 +132,8 @@ impl Engine {
             node,
             host,
             store,
+            local_store,
+            membership,
             images,
             containers: Arc::new(containers),
             vms: Arc::new(vms),
@@ -189,13 +202,37 @@ impl Engine {
         });
     }
 
-    pub async fn find(&self, key: &str) -> EngineResult<Instance> {
+    /// An instance by id, id prefix or name, wherever in the cluster it is.
+    pub async fn find_anywhere(&self, key: &str) -> EngineResult<Instance> {
         self.store.find_instance(key).await.map_err(|e| match e {
             StoreError::NotFound { .. } => {
                 EngineError::not_found(format!("no such instance: {key}; `berth ps -a` lists them"))
             }
             other => other.into(),
         })
+    }
+
+    /// An instance this node runs, for everything that acts on it or reads its files. One
+    /// on another node is refused with where it is.
+    pub async fn find(&self, key: &str) -> EngineResult<Instance> {
+        let instance = self.find_anywhere(key).await?;
+        if self.membership.is_some() && instance.node != self.node {
+            return Err(EngineError::conflict(format!(
+                "instance {} runs on node {}; point BERTH_HOST at that node's socket (requests are not forwarded between nodes yet)",
+                instance.name, instance.node
+            )));
+        }
+        Ok(instance)
+    }
+
+    /// The instances assigned to this node: what it runs, recovers, admits against and
+    /// allocates addresses among. On one host, every instance.
+    pub async fn local_instances(&self) -> EngineResult<Vec<Instance>> {
+        let mut instances = self.store.list_instances().await?;
+        if self.membership.is_some() {
+            instances.retain(|i| i.node == self.node);
+        }
+        Ok(instances)
     }
 
     pub async fn list(&self, all: bool) -> EngineResult<Vec<Instance>> {
@@ -489,7 +526,7 @@ impl Engine {
             "none" | "host" => None,
             name => Some(
                 self.networks
-                    .allocate(name, &self.store.list_instances().await?, &id)
+                    .allocate(name, &self.local_instances().await?, &id)
                     .await?,
             ),
         };
@@ -807,7 +844,7 @@ impl Engine {
         let image = if instance.spec.image_id.is_empty() {
             None
         } else {
-            Some(self.store.get_image(&instance.spec.image_id).await.map_err(|_| {
+            Some(self.local_store.get_image(&instance.spec.image_id).await.map_err(|_| {
                 EngineError::conflict(format!(
                     "the image of instance {} ({}) was removed; create the instance again",
                     instance.name, instance.spec.image
@@ -1305,8 +1342,8 @@ impl Engine {
     }
 
     pub async fn info(&self) -> EngineResult<HostInfo> {
-        let instances = self.store.list_instances().await?;
-        let images = self.store.list_images().await?;
+        let instances = self.local_instances().await?;
+        let images = self.local_store.list_images().await?;
         let mut counts = InstanceCounts {
             total: instances.len(),
             ..Default::default()
@@ -1318,7 +1355,22 @@ impl Engine {
                 _ => counts.stopped += 1,
             }
         }
-        let allocated = self.admission.summary(&instances, None);
+        let allocated = self.allocation(&instances);
+        let cluster = match &self.membership {
+            None => None,
+            Some(membership) => {
+                let nodes = membership.nodes().await?;
+                Some(berth_model::api::ClusterInfo {
+                    node: membership.name().to_string(),
+                    etcd_members: self.store.kv().members().await?,
+                    ready_nodes: nodes
+                        .iter()
+                        .filter(|n| n.state == berth_model::node::NodeState::Ready)
+                        .count(),
+                    nodes: nodes.len(),
+                })
+            }
+        };
         let fingerprint = self.containers.fingerprint();
         let detail = |key: &str| {
             fingerprint
@@ -1345,7 +1397,13 @@ impl Engine {
             instances: counts,
             images: images.len(),
             default_limits: self.config.default_limits.clone(),
+            cluster,
         })
+    }
+
+    /// What `instances` reserve and may use, against this host's capacity.
+    pub(crate) fn allocation(&self, instances: &[Instance]) -> berth_model::api::AllocationSummary {
+        self.admission.summary(instances, None)
     }
 
     /// The log file of an instance.
@@ -1366,8 +1424,7 @@ impl Engine {
     /// Names an instance that uses image `id`, if any.
     pub async fn image_user(&self, image_id: &str) -> EngineResult<Option<String>> {
         Ok(self
-            .store
-            .list_instances()
+            .local_instances()
             .await?
             .into_iter()
             .find(|i| i.spec.image_id == image_id)
@@ -1379,7 +1436,7 @@ impl Engine {
     /// After a (re)start of the daemon: re-attach to supervisors that still run, record
     /// exits that happened meanwhile, and mark instances whose supervisor vanished dead.
     pub async fn recover(self: &Arc<Self>) -> EngineResult<()> {
-        let instances = self.store.list_instances().await?;
+        let instances = self.local_instances().await?;
         // Network namespaces of instances that are gone or not running (a crash between
         // steps): removing one also ends the veth pair inside it.
         let running: Vec<&Instance> = instances.iter().filter(|i| i.state.is_active()).collect();
@@ -1505,8 +1562,7 @@ impl Engine {
     /// Running instances other than `except` that use volume `name`.
     async fn volume_users(&self, name: &str, except: Option<&str>, running_only: bool) -> EngineResult<Vec<Instance>> {
         Ok(self
-            .store
-            .list_instances()
+            .local_instances()
             .await?
             .into_iter()
             .filter(|i| Some(i.id.as_str()) != except)
@@ -1631,7 +1687,7 @@ impl Engine {
         if instance.spec.ports.is_empty() {
             return Ok(());
         }
-        for other in self.store.list_instances().await? {
+        for other in self.local_instances().await? {
             if other.id == instance.id || !other.state.is_active() {
                 continue;
             }
@@ -1649,8 +1705,7 @@ impl Engine {
 
     pub async fn remove_network(&self, name: &str) -> EngineResult<()> {
         let users: Vec<String> = self
-            .store
-            .list_instances()
+            .local_instances()
             .await?
             .into_iter()
             .filter(|i| i.spec.network == name)

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod api;
 pub mod api_doc;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod identity;
 pub mod logs;
 pub mod mounts;
 pub mod networks;
+pub mod nodes;
 pub mod procs;
 pub mod vm_files;
 pub mod vm_snapshots;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use berth_container::ContainerDriver;
 use berth_image::ImageStore;
-use berth_store::{EtcdStore, SqliteStore, StateStore, Store};
+use berth_store::{EtcdStore, SqliteStore, Store};
 use berth_vm::VmDriver;
 
 pub use config::DaemonConfig;
@@ -82,24 +84,42 @@ pub fn create_traversable_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where the state lives: the embedded SQLite database in the state directory, or etcd.
-async fn open_store(config: &DaemonConfig) -> Result<Store> {
+/// The embedded SQLite database in the state directory.
+fn open_local_store(config: &DaemonConfig) -> Result<Store> {
+    let path = config.state_dir.join("berth.db");
+    let backend =
+        SqliteStore::open(&path).with_context(|| format!("opening the state in {}", config.state_dir.display()))?;
+    Ok(Store::new(Arc::new(backend)))
+}
+
+async fn open_etcd_store(etcd: &berth_store::EtcdConfig, flag: &str) -> Result<Store> {
+    let backend = EtcdStore::connect(etcd)
+        .await
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    Ok(Store::new(Arc::new(backend)))
+}
+
+/// Where the state lives: (the instances' store, the node's own store). On one host both are
+/// the embedded SQLite database; with `--cluster` instances and members are in etcd while
+/// images, volumes and networks stay in the node's database (they are on its disk and
+/// bridges); with the experimental `--store` everything is in etcd.
+async fn open_stores(config: &DaemonConfig) -> Result<(Store, Store)> {
+    if let Some(cluster) = &config.cluster {
+        let shared = open_etcd_store(&cluster.etcd, "--cluster").await?;
+        return Ok((shared, open_local_store(config)?));
+    }
     match &config.etcd {
         None => {
-            let path = config.state_dir.join("berth.db");
-            let backend = SqliteStore::open(&path)
-                .with_context(|| format!("opening the state in {}", config.state_dir.display()))?;
-            Ok(Store::new(Arc::new(backend)))
+            let store = open_local_store(config)?;
+            Ok((store.clone(), store))
         }
         Some(etcd) => {
-            let backend = EtcdStore::connect(etcd)
-                .await
-                .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+            let store = open_etcd_store(etcd, "--store").await?;
             tracing::warn!(
-                store = %backend.describe(),
-                "the etcd store is experimental: one daemon per etcd until clustering lands"
+                store = %store.describe(),
+                "the etcd store is experimental: one daemon per etcd (use --cluster for many)"
             );
-            Ok(Store::new(Arc::new(backend)))
+            Ok((store.clone(), store))
         }
     }
 }
@@ -136,10 +156,17 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
-    let store = open_store(&config).await?;
-    let identity = node_identity(&state_dir, &store).await?;
-    let node = identity.id.clone();
-    let images = ImageStore::open(&state_dir.join("images"), store.clone())
+    let (store, local_store) = open_stores(&config).await?;
+    let identity = node_identity(&state_dir, &local_store).await?;
+    let membership = match &config.cluster {
+        Some(cluster) => Some(cluster::Membership::join(store.clone(), cluster, &identity.id).await?),
+        None => None,
+    };
+    // In a cluster instances name their node by its cluster name; on one host by its id.
+    let node = membership
+        .as_ref()
+        .map_or_else(|| identity.id.clone(), |m| m.name().to_string());
+    let images = ImageStore::open(&state_dir.join("images"), local_store.clone())
         .context("opening the image store")?
         .with_limits(config.image_limits);
     let containers = ContainerDriver::new(
@@ -149,7 +176,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         &identity.cgroup_parent(),
     )
     .context("setting up the container driver")?;
-    let networks = networks::Networks::start(store.clone(), &state_dir, &identity, &config)
+    let networks = networks::Networks::start(local_store.clone(), &state_dir, &identity, &config)
         .await
         .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
     let vms = VmDriver::new(images.clone(), state_dir.join("vm"), config.guest_dir.clone());
@@ -159,6 +186,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         config,
         node: node.clone(),
         store,
+        local_store,
+        membership: membership.clone(),
         images: images.clone(),
         containers,
         vms,
@@ -169,6 +198,12 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("recovering instances: {e}"))?;
+    if let Some(membership) = &membership {
+        let facts = engine.node_facts().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        membership.publish(facts).await.context("publishing this node")?;
+        membership.spawn_heartbeat(Arc::downgrade(&engine));
+        tracing::info!(node = %membership.name(), "joined the cluster");
+    }
     tokio::spawn(async move {
         match images.collect_garbage().await {
             Ok(0) => {}

@@ -184,7 +184,7 @@ impl Engine {
                 "the default network: the file names no network".to_string(),
             ),
         };
-        let instances = self.store.list_instances().await?;
+        let instances = self.local_instances().await?;
         let mut address = self.networks.allocate(&network, &instances, id).await?;
         let mut note = format!("{}: attached to berth network '{network}' ({why})", first.label);
         match &first.mac {

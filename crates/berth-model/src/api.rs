@@ -472,6 +472,20 @@ pub struct HostInfo {
     pub instances: InstanceCounts,
     pub images: usize,
     pub default_limits: LimitsRequest,
+    /// With `--cluster`: the cluster this node is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterInfo {
+    /// This node's name in the cluster.
+    pub node: String,
+    /// The etcd members holding the cluster's state ("name at URL").
+    pub etcd_members: Vec<String>,
+    /// Nodes the cluster knows, and how many of them are ready.
+    pub nodes: usize,
+    pub ready_nodes: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

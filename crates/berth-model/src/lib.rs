@@ -9,6 +9,7 @@ pub mod instance;
 pub mod log;
 pub mod mount;
 pub mod network;
+pub mod node;
 pub mod quantity;
 pub mod signal;
 pub mod stream;

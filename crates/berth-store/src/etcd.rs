@@ -557,6 +557,17 @@ impl StateStore for EtcdStore {
         Ok(stream)
     }
 
+    async fn members(&self) -> StoreResult<Vec<String>> {
+        let response = self
+            .read(|mut client| async move { client.member_list().await })
+            .await?;
+        Ok(response
+            .members()
+            .iter()
+            .map(|m| format!("{} at {}", m.name(), m.client_urls().join(",")))
+            .collect())
+    }
+
     async fn compact(&self, revision: Revision) -> StoreResult<()> {
         let options = CompactionOptions::new().with_physical();
         self.read(|mut client| {

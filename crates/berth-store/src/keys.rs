@@ -14,6 +14,9 @@ pub const INSTANCE_NAMES: &str = "/berth/v1/names/instances/";
 pub const IMAGES: &str = "/berth/v1/images/";
 pub const VOLUMES: &str = "/berth/v1/volumes/";
 pub const NETWORKS: &str = "/berth/v1/networks/";
+/// Cluster members: `<name>/member` (what the node last published, the operator's cordon)
+/// and `<name>/presence` (held by the node's lease).
+pub const NODES: &str = "/berth/v1/nodes/";
 /// Small facts kept as plain strings (the schema version, the local node id mirror).
 pub const META: &str = "/berth/v1/meta/";
 

@@ -318,4 +318,10 @@ pub trait StateStore: Send + Sync {
 
     /// Ends a lease now, deleting its keys.
     async fn revoke(&self, lease: LeaseId) -> StoreResult<()>;
+
+    /// The members of a replicated backend ("name at http://HOST:PORT"), for `berth info`;
+    /// empty for a local one.
+    async fn members(&self) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
 }

@@ -10,6 +10,7 @@ mod instances;
 pub mod keys;
 pub mod kv;
 mod migrate;
+pub mod node;
 pub mod records;
 mod sqlite;
 mod store;
@@ -23,6 +24,7 @@ pub use kv::{
     Check, Expect, KeyValue, Lease, LeaseId, Op, RangePage, RangeRequest, Revision, Snapshot, StateStore, Txn,
     WatchEvent, WatchEventKind, WatchStream, MAX_TXN_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES,
 };
+pub use node::{NodeFacts, NodeMember, NodePresence};
 pub use records::{Listing, Record, Versioned};
 pub use sqlite::SqliteStore;
 pub use store::{RecordEvent, RecordTxn, RecordWatch, Store};

@@ -89,6 +89,9 @@ pub enum Command {
     /// Networks: bridges with addresses, NAT and names for instances
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Nodes of the cluster (with `berth daemon --cluster`; one host is a node of its own)
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// VM disk snapshots: take (live or stopped), list, restore (stopped), delete
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -135,20 +138,33 @@ pub struct DaemonArgs {
         env = "BERTH_LOG"
     )]
     pub log_level: String,
-    /// Experimental: keep the state in etcd instead of the embedded SQLite database in the
-    /// state directory. Give every member's client address: etcd://HOST:PORT[,HOST:PORT...].
-    /// Only the store moves (records under /berth/v1/); run one daemon per etcd until
-    /// clustering lands
+    /// Join the cluster whose state is in this etcd: etcd://HOST:PORT[,HOST:PORT...] (every
+    /// member's client address). Instances and the cluster's members live there; images,
+    /// volumes and networks stay in this node's state directory. Without it the node keeps
+    /// everything in its embedded SQLite database
+    #[arg(long, value_name = "URL", conflicts_with = "store")]
+    pub cluster: Option<String>,
+    /// With --cluster: this node's name, unique in the cluster (default: the host name)
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub node_name: Option<String>,
+    /// With --cluster: the address other nodes and users reach this node at
+    #[arg(long, value_name = "IP", requires = "cluster")]
+    pub advertise: Option<std::net::IpAddr>,
+    /// With --cluster: labels for placement, k=v[,k=v...] (for example zone=a,disk=ssd)
+    #[arg(long, value_name = "K=V,...", requires = "cluster")]
+    pub labels: Option<String>,
+    /// Experimental: keep all the state in etcd (one daemon per etcd) instead of the embedded
+    /// SQLite database: etcd://HOST:PORT[,HOST:PORT...]
     #[arg(long, value_name = "URL", hide = true)]
     pub store: Option<String>,
-    /// With --store: the PEM file of the CA that signed the etcd members' certificates (TLS)
-    #[arg(long, value_name = "FILE", hide = true, requires = "store")]
+    /// With --cluster: the PEM file of the CA that signed the etcd members' certificates (TLS)
+    #[arg(long, value_name = "FILE")]
     pub etcd_cacert: Option<PathBuf>,
-    /// With --store: a client certificate (PEM) for etcd members that require one
-    #[arg(long, value_name = "FILE", hide = true, requires = "etcd_cacert")]
+    /// With --cluster: a client certificate (PEM) for etcd members that require one
+    #[arg(long, value_name = "FILE", requires = "etcd_cacert")]
     pub etcd_cert: Option<PathBuf>,
-    /// With --store: the key of --etcd-cert (PEM)
-    #[arg(long, value_name = "FILE", hide = true, requires = "etcd_cert")]
+    /// With --cluster: the key of --etcd-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
 }
 
@@ -642,6 +658,28 @@ pub enum TypesCommand {
     /// List instance types: built-in ones (AWS's i3, t3, m5, c5) and the daemon config's
     #[command(alias = "list")]
     Ls(JsonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes: name, state (ready, down, cordoned, draining), address, labels,
+    /// capacity and what their instances reserve
+    #[command(alias = "list")]
+    Ls(JsonArgs),
+    /// Show nodes as JSON (fingerprint, capacity, allocation, lease)
+    Inspect(NodeNamesArgs),
+    /// Take new instances elsewhere; what runs on the node keeps running
+    Cordon(NodeNamesArgs),
+    /// Let the node take new instances again
+    Uncordon(NodeNamesArgs),
+    /// Cordon the node and mark it to be emptied
+    Drain(NodeNamesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeNamesArgs {
+    #[arg(required = true, value_name = "NODE")]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

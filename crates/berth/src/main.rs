@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ImageCommand, NetworkCommand, SnapshotCommand, TypesCommand, VmCommand, VolumeCommand};
+use crate::cli::{
+    Cli, Command, ImageCommand, NetworkCommand, NodeCommand, SnapshotCommand, TypesCommand, VmCommand, VolumeCommand,
+};
 
 /// How a command ended, as an exit status.
 pub enum Outcome {
@@ -117,7 +119,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<Outcome> {
-    use commands::{host, images, instances, networks, snapshots, vms, volumes};
+    use commands::{host, images, instances, networks, nodes, snapshots, vms, volumes};
     let client = Client::from_env();
     match command {
         Command::Run(args) => instances::run(&client, args).await,
@@ -147,6 +149,11 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Network(NetworkCommand::Create(args)) => networks::create(&client, args).await,
         Command::Network(NetworkCommand::Ls(args)) => networks::list(&client, args).await,
         Command::Network(NetworkCommand::Rm(args)) => networks::remove(&client, args).await,
+        Command::Node(NodeCommand::Ls(args)) => nodes::list(&client, args).await,
+        Command::Node(NodeCommand::Inspect(args)) => nodes::inspect(&client, args).await,
+        Command::Node(NodeCommand::Cordon(args)) => nodes::act(&client, args, "cordon").await,
+        Command::Node(NodeCommand::Uncordon(args)) => nodes::act(&client, args, "uncordon").await,
+        Command::Node(NodeCommand::Drain(args)) => nodes::act(&client, args, "drain").await,
         Command::Snapshot(SnapshotCommand::Create(args)) => snapshots::create(&client, args).await,
         Command::Snapshot(SnapshotCommand::Ls(args)) => snapshots::list(&client, args).await,
         Command::Snapshot(SnapshotCommand::Restore(args)) => snapshots::restore(&client, args).await,
@@ -190,11 +197,32 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     // API socket, what containers see as their own files) gets its mode explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
+    if args.etcd_cacert.is_some() && args.cluster.is_none() && args.store.is_none() {
+        anyhow::bail!("--etcd-cacert/--etcd-cert/--etcd-key are for etcd: give --cluster etcd://HOST:PORT too");
+    }
     if let Some(url) = &args.store {
         config.etcd = Some(
-            berth_daemon::config::etcd_store(url, args.etcd_cacert, args.etcd_cert, args.etcd_key)
+            berth_daemon::config::etcd_store("--store", url, args.etcd_cacert, args.etcd_cert, args.etcd_key)
                 .map_err(anyhow::Error::msg)?,
         );
+    } else if let Some(url) = &args.cluster {
+        let etcd = berth_daemon::config::etcd_store("--cluster", url, args.etcd_cacert, args.etcd_cert, args.etcd_key)
+            .map_err(anyhow::Error::msg)?;
+        let node_name = match args.node_name {
+            Some(name) => name,
+            None => nix::unistd::gethostname()
+                .context("reading the host name (pass --node-name)")?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        config.cluster = Some(berth_daemon::cluster::ClusterConfig {
+            etcd,
+            node_name: berth_daemon::cluster::parse_node_name(&node_name)
+                .map_err(|e| anyhow::anyhow!("--node-name: {e}"))?,
+            advertise: args.advertise,
+            labels: berth_daemon::cluster::parse_labels(args.labels.as_deref().unwrap_or(""))
+                .map_err(|e| anyhow::anyhow!("--labels: {e}"))?,
+        });
     }
     // Two workers: the API is I/O-bound and the heavy work (unpacking) runs on blocking threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -80,6 +80,13 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
     );
     println!("Images:          {}", info.images);
     println!("State:           {} ({})", info.state_dir, info.store);
+    if let Some(cluster) = &info.cluster {
+        println!(
+            "Cluster:         node {}; {} of {} nodes ready (berth node ls)",
+            cluster.node, cluster.ready_nodes, cluster.nodes
+        );
+        println!("etcd members:    {}", cluster.etcd_members.join("; "));
+    }
     Ok(Outcome::Success)
 }
 

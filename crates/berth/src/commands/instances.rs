@@ -392,11 +392,22 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
                     command_text(i),
                     ago(i.created_at),
                     status_text(i),
+                    // A cluster names nodes; one host's node is its id (short, like ids).
+                    truncate(&i.node, 16),
                 ]
             })
             .collect();
         print_table(
-            &["INSTANCE ID", "NAME", "KIND", "IMAGE", "COMMAND", "CREATED", "STATUS"],
+            &[
+                "INSTANCE ID",
+                "NAME",
+                "KIND",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "NODE",
+            ],
             &rows,
         );
     }

@@ -4,6 +4,7 @@ pub mod host;
 pub mod images;
 pub mod instances;
 pub mod networks;
+pub mod nodes;
 pub mod snapshots;
 pub mod vms;
 pub mod volumes;

@@ -1,0 +1,351 @@
+//! Cluster membership: joining, the lease that says this node is alive, what it publishes
+//! about itself, and the operator's cordon and drain. The cluster's records live in etcd
+//! (`berth_store::node`); the node's own things (images, volumes, bridges) stay in its state
+//! directory.
+//!
+//! Liveness is etcd's: the node's presence key is attached to a lease of
+//! `NODE_LEASE_TTL_SECS` that the node renews every `RENEW_EVERY`; when the node stops
+//! renewing (its daemon died, its machine died, it lost etcd) etcd deletes the key and every
+//! other node sees it `down`. Nothing here is consensus of berth's own.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use berth_model::node::{Node, NodeState, Schedulability, NODE_LEASE_TTL_SECS};
+use berth_store::{EtcdConfig, LeaseId, NodeFacts, NodeMember, NodePresence, RecordTxn, Store, StoreError};
+use chrono::Utc;
+
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+
+/// How often the node renews its lease: a third of its TTL, so two renewals may fail (an
+/// etcd member changing leader) before other nodes see it down.
+const RENEW_EVERY: Duration = Duration::from_secs(NODE_LEASE_TTL_SECS / 3);
+/// What the node publishes is rewritten when it changes, and at least this often.
+const REPUBLISH_EVERY: Duration = Duration::from_secs(60);
+
+/// `berth daemon --cluster ... --node-name ... --advertise ... --labels ...`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub etcd: EtcdConfig,
+    pub node_name: String,
+    pub advertise: Option<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A node name: what `berth node` commands and `--node` take, and a key component.
+pub fn parse_node_name(name: &str) -> Result<String, String> {
+    let valid = (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "'{}' is not a node name: use 1 to 63 letters, digits, '-', '.' or '_', starting with a letter or digit",
+            name.escape_default()
+        ))
+    }
+}
+
+/// `--labels k=v,k=v`: keys and values of letters, digits, '-', '.', '_' and '/'.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!(
+                "label '{pair}' has no '=': write key=value, for example zone=a"
+            ));
+        };
+        let ok = |s: &str, empty_ok: bool| {
+            (empty_ok || !s.is_empty())
+                && s.len() <= 63
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+        };
+        if !ok(key, false) || !ok(value, true) {
+            return Err(format!(
+                "label '{}' must be key=value of at most 63 letters, digits, '-', '.', '_' or '/' each",
+                pair.escape_default()
+            ));
+        }
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(format!("label '{key}' is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+/// This node's membership of the cluster.
+pub struct Membership {
+    store: Store,
+    name: String,
+    id: String,
+    address: Option<String>,
+    labels: BTreeMap<String, String>,
+    lease: std::sync::Mutex<LeaseId>,
+}
+
+impl Membership {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Joins: claims the name for this node's id (a name held by another state directory
+    /// is refused), takes a lease and publishes the node.
+    pub async fn join(store: Store, config: &ClusterConfig, id: &str) -> anyhow::Result<Arc<Membership>> {
+        if let Some(member) = store.try_get::<NodeMember>(&config.node_name).await? {
+            if member.value.node_id != id {
+                let alive = store.try_get::<NodePresence>(&config.node_name).await?.is_some();
+                anyhow::bail!(
+                    "--node-name {}: the cluster already has a node of that name (id {}, {}); pass another --node-name",
+                    config.node_name,
+                    member.value.node_id,
+                    if alive { "alive" } else { "down" },
+                );
+            }
+        }
+        let lease = store.kv().grant_lease(Duration::from_secs(NODE_LEASE_TTL_SECS)).await?;
+        let membership = Arc::new(Membership {
+            store,
+            name: config.node_name.clone(),
+            id: id.to_string(),
+            address: config.advertise.map(|a| a.to_string()),
+            labels: config.labels.clone(),
+            lease: std::sync::Mutex::new(lease.id),
+        });
+        membership.announce(lease.id).await?;
+        Ok(membership)
+    }
+
+    fn lease(&self) -> LeaseId {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the presence record under `lease`.
+    async fn announce(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let presence = NodePresence {
+            name: self.name.clone(),
+            node_id: self.id.clone(),
+            since: Utc::now(),
+        };
+        self.store
+            .commit(RecordTxn::new().put_with_lease(&presence, lease)?)
+            .await
+            .map(|_| ())
+    }
+
+    /// Rewrites what the node publishes, keeping what an operator set meanwhile (the write
+    /// is compare-and-swap on the member record).
+    pub async fn publish(&self, facts: NodeFacts) -> Result<(), StoreError> {
+        let facts = NodeFacts {
+            address: self.address.clone(),
+            labels: self.labels.clone(),
+            ..facts
+        };
+        for _ in 0..8 {
+            let result = match self.store.try_get::<NodeMember>(&self.name).await? {
+                Some(current) => {
+                    let member = NodeMember {
+                        facts: facts.clone(),
+                        node_id: self.id.clone(),
+                        ..current.value
+                    };
+                    self.store.update(&member, current.revision).await
+                }
+                None => {
+                    let member = NodeMember {
+                        name: self.name.clone(),
+                        node_id: self.id.clone(),
+                        schedulability: Schedulability::Schedulable,
+                        joined_at: Utc::now(),
+                        facts: facts.clone(),
+                    };
+                    self.store.create(&member).await
+                }
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "node {}: the member record kept changing while it was written",
+            self.name
+        )))
+    }
+
+    /// Renews the lease; a lease that expired (the node was cut off longer than the TTL)
+    /// is replaced and the presence written again.
+    async fn renew(&self) -> Result<(), StoreError> {
+        match self.store.kv().keep_alive(self.lease()).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::LeaseNotFound(old)) => {
+                tracing::warn!(lease = %old, "this node's lease expired (cut off from etcd?); rejoining");
+                let lease = self
+                    .store
+                    .kv()
+                    .grant_lease(Duration::from_secs(NODE_LEASE_TTL_SECS))
+                    .await?;
+                *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease.id;
+                self.announce(lease.id).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps the lease and the published facts up to date while the engine lives.
+    pub fn spawn_heartbeat(self: &Arc<Self>, engine: Weak<Engine>) {
+        let membership = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut published: Option<(NodeFacts, std::time::Instant)> = None;
+            let mut ticker = tokio::time::interval(RENEW_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(engine) = engine.upgrade() else { return };
+                if let Err(e) = membership.renew().await {
+                    tracing::warn!(error = %e, "renewing this node's lease");
+                }
+                let facts = match engine.node_facts().await {
+                    Ok(facts) => facts,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gathering what this node publishes");
+                        continue;
+                    }
+                };
+                let unchanged = published
+                    .as_ref()
+                    .is_some_and(|(last, at)| at.elapsed() < REPUBLISH_EVERY && same_facts(last, &facts));
+                if unchanged {
+                    continue;
+                }
+                match membership.publish(facts.clone()).await {
+                    Ok(()) => published = Some((facts, std::time::Instant::now())),
+                    Err(e) => tracing::warn!(error = %e, "publishing this node"),
+                }
+            }
+        });
+    }
+
+    /// Every node the cluster knows, by name.
+    pub async fn nodes(&self) -> EngineResult<Vec<Node>> {
+        let members = self.store.list::<NodeMember>().await?;
+        let presences = self.store.list::<NodePresence>().await?;
+        let mut nodes: Vec<Node> = members
+            .items
+            .into_iter()
+            .map(|member| {
+                let alive = presences
+                    .items
+                    .iter()
+                    .any(|p| p.value.name == member.value.name && p.value.node_id == member.value.node_id);
+                self.node_view(member.value, alive)
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nodes)
+    }
+
+    pub async fn node(&self, name: &str) -> EngineResult<Node> {
+        let member = self.member(name).await?;
+        let alive = self
+            .store
+            .try_get::<NodePresence>(name)
+            .await?
+            .is_some_and(|p| p.value.node_id == member.value.node_id);
+        Ok(self.node_view(member.value, alive))
+    }
+
+    async fn member(&self, name: &str) -> EngineResult<berth_store::Versioned<NodeMember>> {
+        self.store
+            .try_get::<NodeMember>(name)
+            .await?
+            .ok_or_else(|| EngineError::not_found(format!("no such node: {name}; `berth node ls` lists them")))
+    }
+
+    /// Cordon, uncordon, drain: the operator's decision, written compare-and-swap.
+    pub async fn set_schedulability(&self, name: &str, schedulability: Schedulability) -> EngineResult<Node> {
+        for _ in 0..8 {
+            let current = self.member(name).await?;
+            let member = NodeMember {
+                schedulability,
+                ..current.value
+            };
+            match self.store.update(&member, current.revision).await {
+                Ok(_) => {
+                    tracing::info!(node = %name, ?schedulability, "node schedulability changed");
+                    return self.node(name).await;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::conflict(format!(
+            "node {name} kept changing while it was written; try again"
+        )))
+    }
+
+    fn node_view(&self, member: NodeMember, alive: bool) -> Node {
+        let state = match (alive, member.schedulability) {
+            (false, _) => NodeState::Down,
+            (true, Schedulability::Schedulable) => NodeState::Ready,
+            (true, Schedulability::Cordoned) => NodeState::Cordoned,
+            (true, Schedulability::Draining) => NodeState::Draining,
+        };
+        Node {
+            this_node: member.name == self.name,
+            name: member.name,
+            id: member.node_id,
+            state,
+            address: member.facts.address,
+            labels: member.facts.labels,
+            fingerprint: member.facts.fingerprint,
+            allocated: member.facts.allocated,
+            instances: member.facts.instances,
+            joined_at: member.joined_at,
+            heartbeat_at: member.facts.published_at,
+        }
+    }
+}
+
+/// Facts equal but for when they were gathered.
+fn same_facts(a: &NodeFacts, b: &NodeFacts) -> bool {
+    NodeFacts {
+        published_at: b.published_at,
+        ..a.clone()
+    } == *b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_and_refuse_with_the_fix() {
+        let labels = parse_labels("zone=a, rack=r1").unwrap();
+        assert_eq!(labels.get("zone").map(String::as_str), Some("a"));
+        assert!(parse_labels("zone").unwrap_err().contains("key=value"));
+        assert!(parse_labels("zone=a,zone=b").unwrap_err().contains("twice"));
+        assert!(parse_labels("zo ne=a").is_err());
+        assert!(parse_labels("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn node_names_are_key_components() {
+        assert!(parse_node_name("node-1").is_ok());
+        for bad in ["", "-a", "a/b", "a b", &"n".repeat(64)] {
+            assert!(parse_node_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
