@@ -2,7 +2,9 @@
 //! directory, socket, bridge and chains) join a real 3-member etcd with `--cluster`; every
 //! node's API lists every node and every instance; cordon, uncordon and drain hold across
 //! nodes; a name is one node's; a node killed with -9 is `down` once its lease runs out and
-//! `ready` again when it comes back; an instance is acted on only by its own node.
+//! `ready` again when it comes back. The scheduler places instances by spread, constraints,
+//! `--node` and images; any node reaches any instance through its node (exec, logs, stop,
+//! start, rm); refusals say what each node lacked.
 
 use std::time::{Duration, Instant};
 
@@ -105,10 +107,11 @@ fn nodes_join_see_each_other_and_a_dead_node_goes_down() {
         listed.contains("NODE") && listed.lines().any(|l| l.contains("web") && l.ends_with("n2")),
         "{listed}"
     );
-    // Another node does not act on it: it says where it is.
+    // Another node passes requests about it to n2, which advertises no address here: the
+    // refusal says how to fix that.
     let refused = n1.fails(&["stop", "web"]);
     assert!(
-        refused.contains("runs on node n2") && refused.contains("BERTH_HOST"),
+        refused.contains("node n2 advertises no address") && refused.contains("--advertise"),
         "{refused}"
     );
     assert_eq!(refused.trim().lines().count(), 1, "{refused}");
@@ -206,4 +209,145 @@ fn a_single_host_is_one_node_that_cannot_be_cordoned() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+/// A free TCP port on 127.0.0.1 for a node's peer listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn reachable_node(cluster: &EtcdCluster, name: &str, labels: &str, port: u16) -> Daemon {
+    Daemon::start_with_args(
+        &[
+            "--cluster",
+            &cluster.url(),
+            "--node-name",
+            name,
+            "--labels",
+            labels,
+            "--advertise",
+            "127.0.0.1",
+            "--peer-port",
+            &port.to_string(),
+        ],
+        "",
+    )
+}
+
+#[test]
+fn the_scheduler_places_instances_and_any_node_reaches_them() {
+    let cluster = etcd::start(3);
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = reachable_node(&cluster, "n1", "zone=a", ports[0]);
+    let n2 = reachable_node(&cluster, "n2", "zone=b", ports[1]);
+    let n3 = reachable_node(&cluster, "n3", "zone=b", ports[2]);
+    for daemon in [&n1, &n2, &n3] {
+        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+    }
+    n1.ok(&["image", "tag", "busybox", "only-on-n1"]);
+    // Nodes publish their images within a few seconds.
+    let start = Instant::now();
+    while !nodes(&n2).iter().all(|n| {
+        n["images"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|t| t.as_str().is_some_and(|t| t.contains("busybox"))))
+    }) || !nodes(&n2)[0]["images"].to_string().contains("only-on-n1")
+    {
+        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&n2));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Spread: three instances from one node go to three nodes.
+    let mut placed = Vec::new();
+    for name in ["s1", "s2", "s3"] {
+        n1.ok(&["run", "-d", "--name", name, "busybox", "sleep", "600"]);
+        placed.push(n1.inspect(name)["node"].as_str().unwrap_or("").to_string());
+    }
+    placed.sort();
+    assert_eq!(placed, ["n1", "n2", "n3"]);
+    // Constraints, a chosen node, an image only one node has.
+    n2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "in-a",
+        "--constraint",
+        "zone==a",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(n2.inspect("in-a")["node"], "n1");
+    n1.ok(&[
+        "run", "-d", "--name", "pinned", "--node", "n3", "busybox", "sleep", "600",
+    ]);
+    assert_eq!(n1.inspect("pinned")["node"], "n3");
+    n3.ok(&["run", "-d", "--name", "tagged", "only-on-n1", "sleep", "600"]);
+    assert_eq!(n3.inspect("tagged")["node"], "n1");
+
+    // Any node reaches any instance: exec (an upgraded stream), logs, stop, start, rm.
+    let said = n1.ok(&["exec", "pinned", "echo", "hello from n3"]);
+    assert_eq!(said.trim(), "hello from n3");
+    n2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--node",
+        "n3",
+        "busybox",
+        "echo",
+        "logged on n3",
+    ]);
+    n1.ok(&["wait", "talker"]);
+    assert!(n1.ok(&["logs", "talker"]).contains("logged on n3"));
+    n1.ok(&["stop", "-t", "1", "pinned"]);
+    assert_eq!(n3.inspect("pinned")["state"], "exited");
+    n2.ok(&["start", "pinned"]);
+    assert_eq!(n3.inspect("pinned")["state"], "running");
+    n1.ok(&["rm", "-f", "pinned", "talker"]);
+    assert!(n3.fails(&["inspect", "pinned"]).contains("no such instance"));
+
+    // Refusals name what each node lacked, in one line.
+    for (args, expected) in [
+        (vec!["--constraint", "zone==z"], "0/3 nodes fit: 3 do not meet zone==z"),
+        (
+            vec!["--reserve-memory", "100g", "--memory", "100g"],
+            "0/3 nodes fit: 3 lack memory (needs 100GiB)",
+        ),
+        (vec!["--node", "n9"], "no such node: n9"),
+    ] {
+        let mut run = vec!["run", "-d"];
+        run.extend(args.iter().copied());
+        run.extend(["busybox", "true"]);
+        let refused = n1.fails(&run);
+        assert!(refused.contains(expected), "{run:?}: {refused}");
+        assert_eq!(refused.trim().lines().count(), 1, "{refused}");
+    }
+    n1.ok(&["node", "cordon", "n2"]);
+    n1.ok(&["node", "cordon", "n3"]);
+    let refused = n1.fails(&["run", "-d", "--constraint", "zone==b", "busybox", "true"]);
+    assert!(
+        refused.contains("0/3 nodes fit: 2 cordoned, 1 do not meet zone==b"),
+        "{refused}"
+    );
+    n1.ok(&["node", "uncordon", "n2", "n3"]);
+
+    // The peer port serves members only: without the cluster's token, 401.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", ports[1])).expect("peer port");
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /v1/instances HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(!answer.contains("s1"), "{answer}");
+
+    // One node removes them all, each through its own node.
+    n2.ok(&["rm", "-f", "s1", "s2", "s3", "in-a", "tagged"]);
+    assert!(n3.ok(&["ps", "-aq"]).trim().is_empty());
 }

@@ -93,7 +93,13 @@ pub fn description() -> utoipa::openapi::OpenApi {
 
 pub fn router(engine: Arc<Engine>) -> Router {
     let (router, _) = routes().split_for_parts();
-    router.fallback(not_found).with_state(engine)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            crate::peers::route_to_owner,
+        ))
+        .with_state(engine)
 }
 
 async fn not_found() -> EngineError {

@@ -32,6 +32,8 @@ pub struct ClusterConfig {
     pub etcd: EtcdConfig,
     pub node_name: String,
     pub advertise: Option<IpAddr>,
+    /// The port other nodes reach this one's API at, on the advertised address.
+    pub peer_port: u16,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -87,6 +89,8 @@ pub struct Membership {
     address: Option<String>,
     labels: BTreeMap<String, String>,
     lease: std::sync::Mutex<LeaseId>,
+    /// The secret other nodes' requests carry (`peers`).
+    token: String,
 }
 
 impl Membership {
@@ -96,6 +100,27 @@ impl Membership {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Where node `name` serves other nodes; an error that says why not if it is down or
+    /// advertises nothing.
+    pub async fn peer_address(&self, name: &str) -> EngineResult<std::net::SocketAddr> {
+        let node = self.node(name).await?;
+        if node.state == NodeState::Down {
+            return Err(EngineError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("node {name} is down (its lease expired); its instances cannot be reached until it is back"),
+            ));
+        }
+        node.address.as_deref().and_then(|a| a.parse().ok()).ok_or_else(|| {
+            EngineError::conflict(format!(
+                "node {name} advertises no address other nodes can reach; restart its daemon with --advertise IP"
+            ))
+        })
     }
 
     /// Joins: claims the name for this node's id (a name held by another state directory
@@ -112,14 +137,18 @@ impl Membership {
                 );
             }
         }
+        let token = crate::peers::cluster_token(&store).await?;
         let lease = store.kv().grant_lease(Duration::from_secs(NODE_LEASE_TTL_SECS)).await?;
         let membership = Arc::new(Membership {
             store,
             name: config.node_name.clone(),
             id: id.to_string(),
-            address: config.advertise.map(|a| a.to_string()),
+            address: config
+                .advertise
+                .map(|ip| std::net::SocketAddr::new(ip, config.peer_port).to_string()),
             labels: config.labels.clone(),
             lease: std::sync::Mutex::new(lease.id),
+            token,
         });
         membership.announce(lease.id).await?;
         Ok(membership)
@@ -313,6 +342,7 @@ impl Membership {
             fingerprint: member.facts.fingerprint,
             allocated: member.facts.allocated,
             instances: member.facts.instances,
+            images: member.facts.images,
             joined_at: member.joined_at,
             heartbeat_at: member.facts.published_at,
         }

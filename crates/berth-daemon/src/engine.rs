@@ -218,8 +218,8 @@ impl Engine {
         let instance = self.find_anywhere(key).await?;
         if self.membership.is_some() && instance.node != self.node {
             return Err(EngineError::conflict(format!(
-                "instance {} runs on node {}; point BERTH_HOST at that node's socket (requests are not forwarded between nodes yet)",
-                instance.name, instance.node
+                "instance {} runs on node {}, not on this one; send the request through any node's socket, which passes it to {}",
+                instance.name, instance.node, instance.node
             )));
         }
         Ok(instance)
@@ -247,7 +247,11 @@ impl Engine {
 
     /// Applies the instance type, then defaults, to what the user asked for; says which
     /// fields were defaulted. Explicit values override single values of the type.
-    fn resolve_limits(&self, requested: &LimitsRequest, instance_type: Option<&InstanceType>) -> (Limits, Vec<String>) {
+    pub(crate) fn resolve_limits(
+        &self,
+        requested: &LimitsRequest,
+        instance_type: Option<&InstanceType>,
+    ) -> (Limits, Vec<String>) {
         let defaults = &self.config.default_limits;
         let mut defaulted = Vec::new();
         let mut pick =
@@ -395,6 +399,7 @@ impl Engine {
 
     pub async fn create(&self, request: CreateInstanceRequest) -> EngineResult<CreatedResponse> {
         self.driver(request.kind)?;
+        self.check_placement(&request)?;
         let name = match &request.name {
             Some(name) => {
                 validate_name(name).map_err(|m| EngineError::invalid("name", m))?;

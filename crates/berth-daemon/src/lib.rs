@@ -16,7 +16,9 @@ pub mod logs;
 pub mod mounts;
 pub mod networks;
 pub mod nodes;
+pub mod peers;
 pub mod procs;
+pub mod scheduler;
 pub mod vm_files;
 pub mod vm_snapshots;
 pub mod volumes;
@@ -212,6 +214,27 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         }
     });
     let listener = bind_socket(&socket)?;
+    let peer_listener = match (
+        &membership,
+        engine
+            .config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.advertise.map(|ip| (ip, c.peer_port))),
+    ) {
+        (Some(membership), Some((ip, port))) => {
+            let address = std::net::SocketAddr::new(ip, port);
+            let tcp = tokio::net::TcpListener::bind(address).await.with_context(|| {
+                format!("--advertise {ip} --peer-port {port}: listening for other nodes on {address}")
+            })?;
+            let token = Arc::new(membership.token().to_string());
+            let router =
+                api::router(engine.clone()).layer(axum::middleware::from_fn_with_state(token, peers::require_token));
+            tracing::info!(%address, "serving other nodes");
+            Some((tcp, router))
+        }
+        _ => None,
+    };
     tracing::info!(socket = %socket.display(), node = %node, "berth daemon serving");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -221,6 +244,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         }
         tracing::info!("shutting down; instances keep running");
     };
+    if let Some((tcp, router)) = peer_listener {
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, router).await {
+                tracing::error!(error = %e, "serving other nodes");
+            }
+        });
+    }
     axum::serve(listener, api::router(engine))
         .with_graceful_shutdown(shutdown)
         .await

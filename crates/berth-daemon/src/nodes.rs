@@ -7,6 +7,7 @@ use berth_model::InstanceKind;
 use berth_store::NodeFacts;
 use chrono::Utc;
 
+use crate::admission::Reservation;
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 
@@ -41,12 +42,21 @@ impl Engine {
     /// What this node publishes to the cluster: its fingerprint, capacity and allocation.
     pub async fn node_facts(&self) -> EngineResult<NodeFacts> {
         let instances = self.local_instances().await?;
+        let mut images: Vec<String> = self
+            .images
+            .list()
+            .await?
+            .into_iter()
+            .flat_map(|image| std::iter::once(image.id).chain(image.tags))
+            .collect();
+        images.sort();
         Ok(NodeFacts {
             address: None,
             labels: Default::default(),
             fingerprint: self.node_fingerprint(),
             allocated: self.allocation(&instances),
             instances: instances.len(),
+            images,
             published_at: Utc::now(),
         })
     }
@@ -63,6 +73,7 @@ impl Engine {
             fingerprint: facts.fingerprint,
             allocated: facts.allocated,
             instances: facts.instances,
+            images: facts.images,
             joined_at: facts.published_at,
             heartbeat_at: facts.published_at,
             this_node: true,
@@ -85,6 +96,75 @@ impl Engine {
                 self.node
             ))),
         }
+    }
+
+    /// What an instance created from `request` would reserve, as admission counts it.
+    pub fn placement_needs(&self, request: &berth_model::api::CreateInstanceRequest) -> EngineResult<Reservation> {
+        let instance_type = request
+            .instance_type
+            .as_deref()
+            .map(|name| self.instance_type(name).cloned())
+            .transpose()?;
+        let (limits, _) = self.resolve_limits(&request.limits, instance_type.as_ref());
+        let requests = crate::admission::resolve_requests(
+            &request.limits,
+            &self.config.default_limits,
+            &limits,
+            request.kind,
+            instance_type.is_some(),
+        )?;
+        Ok(Reservation {
+            millicpus: requests.cpus.or(limits.cpus).map_or(0, |c| c.0),
+            memory_bytes: requests.memory_bytes.or(limits.memory_bytes).unwrap_or(0),
+        })
+    }
+
+    /// Refuses placement fields this node cannot honour: another node's name (a create is
+    /// placed before it reaches its node), cluster options on a single host.
+    pub fn check_placement(&self, request: &berth_model::api::CreateInstanceRequest) -> EngineResult<()> {
+        if let Some(node) = request.node.as_deref().filter(|n| *n != self.node) {
+            return Err(EngineError::invalid(
+                "node",
+                match self.membership {
+                    Some(_) => format!("--node {node}: this request reached node {}; send it through the daemon's socket, which places it", self.node),
+                    None => format!("--node {node}: this daemon is a single host (node {}); --node is for clusters", self.node),
+                },
+            ));
+        }
+        if self.membership.is_none() && (!request.constraints.is_empty() || request.placement.is_some()) {
+            return Err(EngineError::invalid(
+                "constraints",
+                "--constraint and --placement are for clusters (berth daemon --cluster etcd://...)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node a new instance goes to, chosen by the scheduler (in a cluster).
+    pub async fn choose_node(&self, request: &berth_model::api::CreateInstanceRequest) -> EngineResult<String> {
+        if self.membership.is_none() {
+            return Ok(self.node.clone());
+        }
+        let needs = crate::scheduler::Needs::of(request, self.placement_needs(request)?)?;
+        let nodes = self.nodes().await?;
+        let instances = self.store.list_instances().await?;
+        // Nodes publish ids and normalized tags (docker.io/library/busybox:latest).
+        let wanted = request.image.trim_start_matches("sha256:");
+        let wanted_tag = berth_image::reference::parse_reference(&request.image)
+            .ok()
+            .and_then(|r| berth_image::reference::normalized_tag(&r));
+        // This node's own image store is the fresh answer; others' as they last published.
+        let here = self.images.resolve(&request.image).await.is_ok();
+        let has_image = |node: &Node| {
+            if node.name == self.node {
+                return here;
+            }
+            node.images.iter().any(|known| {
+                Some(known) == wanted_tag.as_ref()
+                    || (wanted.len() >= 12 && known.strip_prefix("sha256:").is_some_and(|id| id.starts_with(wanted)))
+            })
+        };
+        crate::scheduler::place(&nodes, &instances, &needs, has_image)
     }
 
     /// `berth node cordon|uncordon|drain`.

@@ -162,6 +162,27 @@ pub struct CreateInstanceRequest {
     /// Log caps (`--log-opt max-size=... max-file=...`); the daemon's defaults fill the rest.
     #[serde(default)]
     pub log: crate::log::LogOptions,
+    /// In a cluster: the node to run on (`--node`); the scheduler chooses when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")]
+    pub node: Option<String>,
+    /// In a cluster: `LABEL==VALUE` or `LABEL!=VALUE` each node must meet (`--constraint`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// In a cluster: how the scheduler chooses among the nodes that fit (`--placement`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementStrategy>,
+}
+
+/// How the scheduler chooses among nodes that fit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementStrategy {
+    /// The emptiest node (by reserved CPU and memory, then instance count).
+    #[default]
+    Spread,
+    /// The fullest node that fits.
+    Binpack,
 }
 
 /// `POST /v1/networks`

@@ -82,6 +82,9 @@ pub struct Node {
     pub allocated: AllocationSummary,
     /// Instances assigned to the node.
     pub instances: usize,
+    /// Tags and ids of the images on the node: what it can run without a pull.
+    #[serde(default)]
+    pub images: Vec<String>,
     pub joined_at: DateTime<Utc>,
     /// When the node last published itself; a `down` node's last word.
     pub heartbeat_at: DateTime<Utc>,

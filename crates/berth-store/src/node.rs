@@ -23,6 +23,9 @@ pub struct NodeFacts {
     pub fingerprint: NodeFingerprint,
     pub allocated: AllocationSummary,
     pub instances: usize,
+    /// Tags and ids of the images the node has (images do not move between nodes yet).
+    #[serde(default)]
+    pub images: Vec<String>,
     pub published_at: DateTime<Utc>,
 }
 

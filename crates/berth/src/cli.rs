@@ -150,6 +150,10 @@ pub struct DaemonArgs {
     /// With --cluster: the address other nodes and users reach this node at
     #[arg(long, value_name = "IP", requires = "cluster")]
     pub advertise: Option<std::net::IpAddr>,
+    /// With --cluster and --advertise: the TCP port other nodes reach this node's API at
+    /// (requests carry the cluster's token from etcd; keep the network private)
+    #[arg(long, value_name = "PORT", default_value_t = berth_daemon::peers::DEFAULT_PEER_PORT, requires = "advertise")]
+    pub peer_port: u16,
     /// With --cluster: labels for placement, k=v[,k=v...] (for example zone=a,disk=ssd)
     #[arg(long, value_name = "K=V,...", requires = "cluster")]
     pub labels: Option<String>,
@@ -294,6 +298,15 @@ pub struct CreateArgs {
     /// Unset values take the daemon's [logs] settings (default max-size=20m, max-file=5)
     #[arg(long = "log-opt", value_name = "KEY=VALUE", value_parser = parse_log_opt)]
     pub log_opts: Vec<LogOption>,
+    /// In a cluster: run on this node (`berth node ls`) instead of where the scheduler would
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// In a cluster: only on nodes whose labels meet LABEL==VALUE or LABEL!=VALUE; repeatable
+    #[arg(long = "constraint", value_name = "LABEL==VALUE")]
+    pub constraints: Vec<String>,
+    /// In a cluster: spread (the emptiest node that fits; default) or binpack (the fullest)
+    #[arg(long, value_name = "STRATEGY", value_parser = ["spread", "binpack"])]
+    pub placement: Option<String>,
     /// Mount a volume or a host path: NAME:PATH[:OPTIONS] attaches the volume NAME (created
     /// if missing); /HOST/PATH:PATH[:OPTIONS] binds a host path, creating a missing host
     /// directory (relative host paths are refused: give $PWD/dir). OPTIONS: ro or rw; z, Z

@@ -220,6 +220,7 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
             node_name: berth_daemon::cluster::parse_node_name(&node_name)
                 .map_err(|e| anyhow::anyhow!("--node-name: {e}"))?,
             advertise: args.advertise,
+            peer_port: args.peer_port,
             labels: berth_daemon::cluster::parse_labels(args.labels.as_deref().unwrap_or(""))
                 .map_err(|e| anyhow::anyhow!("--labels: {e}"))?,
         });

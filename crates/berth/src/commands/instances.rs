@@ -82,6 +82,12 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         bandwidth_bits_per_second: args.bandwidth,
         security_opts: args.security_opts.clone(),
         log: LogOptions::from_options(&args.log_opts),
+        node: args.node.clone(),
+        constraints: args.constraints.clone(),
+        placement: args.placement.as_deref().map(|p| match p {
+            "binpack" => berth_model::api::PlacementStrategy::Binpack,
+            _ => berth_model::api::PlacementStrategy::Spread,
+        }),
     }
 }
 
