@@ -174,7 +174,7 @@ fn nodes_join_see_each_other_and_a_dead_node_goes_down() {
 
 #[test]
 fn a_single_host_is_one_node_that_cannot_be_cordoned() {
-    let daemon = Daemon::start();
+    let mut daemon = Daemon::with_busybox();
     let listed = nodes(&daemon);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(
@@ -209,6 +209,25 @@ fn a_single_host_is_one_node_that_cannot_be_cordoned() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+    // A host with instances of its own cannot join a cluster with them (the cluster would
+    // not know them and they would be swept as strays): it says what to do.
+    daemon.ok(&["create", "--name", "mine", "busybox", "true"]);
+    daemon.kill9();
+    let cluster = etcd::start(1);
+    let output = std::process::Command::new(BERTH)
+        .args(["daemon", "--state-dir", daemon.state.to_str().unwrap()])
+        .args(["--socket", daemon.socket.to_str().unwrap()])
+        .args(["--cluster", &cluster.url(), "--node-name", "joiner"])
+        .output()
+        .expect("run berth daemon");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("mine") && stderr.contains("without --cluster"),
+        "{stderr}"
+    );
+    daemon.restart_only();
+    daemon.ok(&["rm", "mine"]);
 }
 
 /// A free TCP port on 127.0.0.1 for a node's peer listener.
@@ -335,6 +354,20 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
         "{refused}"
     );
     n1.ok(&["node", "uncordon", "n2", "n3"]);
+
+    // A socket client cannot pass its request off as one another node forwarded (which
+    // would skip placement): n1 is cordoned, so the instance goes elsewhere.
+    n1.ok(&["node", "cordon", "n1"]);
+    let body = r#"{"name":"spoof","image":"busybox","command":["true"]}"#;
+    let request = format!(
+        "POST /v1/instances HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nx-berth-forwarded-by: n2\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = n1.raw_request(request.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_ne!(n1.inspect("spoof")["node"], "n1");
+    n1.ok(&["node", "uncordon", "n1"]);
+    n1.ok(&["rm", "-f", "spoof"]);
 
     // The peer port serves members only: without the cluster's token, 401.
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", ports[1])).expect("peer port");

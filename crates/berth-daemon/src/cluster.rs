@@ -150,12 +150,49 @@ impl Membership {
             lease: std::sync::Mutex::new(lease.id),
             token,
         });
+        membership.claim_name().await?;
         membership.announce(lease.id).await?;
         Ok(membership)
     }
 
     fn lease(&self) -> LeaseId {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the member record this node's, compare-and-swap: two state directories starting
+    /// at once under one name cannot both have it.
+    async fn claim_name(&self) -> anyhow::Result<()> {
+        let member = NodeMember {
+            name: self.name.clone(),
+            node_id: self.id.clone(),
+            schedulability: Schedulability::Schedulable,
+            joined_at: Utc::now(),
+            facts: NodeFacts {
+                address: self.address.clone(),
+                labels: self.labels.clone(),
+                fingerprint: Default::default(),
+                allocated: Default::default(),
+                instances: 0,
+                images: Vec::new(),
+                published_at: Utc::now(),
+            },
+        };
+        match self.store.create(&member).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::AlreadyExists { .. }) => match self.store.try_get::<NodeMember>(&self.name).await? {
+                Some(current) if current.value.node_id == self.id => Ok(()),
+                Some(current) => anyhow::bail!(
+                    "--node-name {}: the cluster already has a node of that name (id {}); pass another --node-name",
+                    self.name,
+                    current.value.node_id
+                ),
+                None => anyhow::bail!(
+                    "--node-name {}: the name changed hands while joining; start again",
+                    self.name
+                ),
+            },
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Writes the presence record under `lease`.
@@ -181,6 +218,12 @@ impl Membership {
         };
         for _ in 0..8 {
             let result = match self.store.try_get::<NodeMember>(&self.name).await? {
+                Some(current) if current.value.node_id != self.id => {
+                    return Err(StoreError::Backend(format!(
+                        "node name {} now belongs to node {}; this node ({}) stops publishing under it",
+                        self.name, current.value.node_id, self.id
+                    )))
+                }
                 Some(current) => {
                     let member = NodeMember {
                         facts: facts.clone(),
@@ -233,8 +276,26 @@ impl Membership {
         }
     }
 
-    /// Keeps the lease and the published facts up to date while the engine lives.
+    /// Keeps the lease and the published facts up to date while the engine lives: two tasks,
+    /// so that gathering and writing facts never delays a renewal.
     pub fn spawn_heartbeat(self: &Arc<Self>, engine: Weak<Engine>) {
+        let membership = Arc::clone(self);
+        let alive = engine.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(RENEW_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if alive.strong_count() == 0 {
+                    return;
+                }
+                match tokio::time::timeout(RENEW_EVERY, membership.renew()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "renewing this node's lease"),
+                    Err(_) => tracing::warn!("renewing this node's lease took longer than {RENEW_EVERY:?}"),
+                }
+            }
+        });
         let membership = Arc::clone(self);
         tokio::spawn(async move {
             let mut published: Option<(NodeFacts, std::time::Instant)> = None;
@@ -243,9 +304,6 @@ impl Membership {
             loop {
                 ticker.tick().await;
                 let Some(engine) = engine.upgrade() else { return };
-                if let Err(e) = membership.renew().await {
-                    tracing::warn!(error = %e, "renewing this node's lease");
-                }
                 let facts = match engine.node_facts().await {
                     Ok(facts) => facts,
                     Err(e) => {
@@ -253,6 +311,7 @@ impl Membership {
                         continue;
                     }
                 };
+                drop(engine);
                 let unchanged = published
                     .as_ref()
                     .is_some_and(|(last, at)| at.elapsed() < REPUBLISH_EVERY && same_facts(last, &facts));

@@ -1333,7 +1333,9 @@ impl Engine {
     }
 
     pub async fn tree(&self) -> EngineResult<Vec<TreeEntry>> {
-        let instances = self.list(false).await?;
+        // This host's processes: only this node's instances can be found among them.
+        let mut instances = self.local_instances().await?;
+        instances.retain(|i| i.state.is_active());
         let table = tokio::task::spawn_blocking(ProcessTable::snapshot)
             .await
             .map_err(|e| EngineError::internal(e.to_string()))?;

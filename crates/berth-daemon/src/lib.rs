@@ -159,6 +159,20 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .with_context(|| format!("making {} private", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
     let (store, local_store) = open_stores(&config).await?;
+    if config.cluster.is_some() {
+        // Instances of this host from before it joined would be invisible to the cluster
+        // and swept as strays: refuse until they are gone (moving them is not built).
+        let earlier = local_store.list_instances().await?;
+        if !earlier.is_empty() {
+            let names: Vec<&str> = earlier.iter().map(|i| i.name.as_str()).take(5).collect();
+            bail!(
+                "--cluster: {} holds {} instance(s) of this host from before it joined ({}); remove them with this daemon started without --cluster, or use another --state-dir",
+                state_dir.display(),
+                earlier.len(),
+                names.join(", ")
+            );
+        }
+    }
     let identity = node_identity(&state_dir, &local_store).await?;
     let membership = match &config.cluster {
         Some(cluster) => Some(cluster::Membership::join(store.clone(), cluster, &identity.id).await?),
@@ -178,7 +192,11 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         &identity.cgroup_parent(),
     )
     .context("setting up the container driver")?;
-    let networks = networks::Networks::start(local_store.clone(), &state_dir, &identity, &config)
+    let instance_source = networks::InstanceSource {
+        store: store.clone(),
+        node: membership.as_ref().map(|_| node.clone()),
+    };
+    let networks = networks::Networks::start(local_store.clone(), instance_source, &state_dir, &identity, &config)
         .await
         .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
     let vms = VmDriver::new(images.clone(), state_dir.join("vm"), config.guest_dir.clone());
@@ -251,7 +269,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             }
         });
     }
-    axum::serve(listener, api::router(engine))
+    let socket_router = api::router(engine).layer(axum::middleware::from_fn(peers::unmark_forwarded));
+    axum::serve(listener, socket_router)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;

@@ -35,8 +35,28 @@ const HOST_NETWORK_LOCK: &str = "/run/berth/networks.lock";
 const FIRST_DERIVED_SUBNET: Ipv4Addr = Ipv4Addr::new(10, 89, 1, 0);
 const LEGACY_DEFAULT_SUBNET: &str = "10.89.0.0/24";
 
+/// Where this node's instances are listed: the instances' store (etcd in a cluster, where
+/// only those of `node` are this node's; the node's own database on one host).
+#[derive(Clone)]
+pub struct InstanceSource {
+    pub store: Store,
+    pub node: Option<String>,
+}
+
+impl InstanceSource {
+    pub async fn list(&self) -> Result<Vec<berth_model::Instance>, berth_store::StoreError> {
+        let mut instances = self.store.list_instances().await?;
+        if let Some(node) = &self.node {
+            instances.retain(|i| &i.node == node);
+        }
+        Ok(instances)
+    }
+}
+
 pub struct Networks {
     store: Store,
+    /// This node's instances (the default network may not change under them).
+    instances: InstanceSource,
     state_dir: PathBuf,
     netns_dir: PathBuf,
     node_id: String,
@@ -142,6 +162,7 @@ impl Networks {
     /// Refuses, in one line naming the config key, a bridge or subnet another daemon holds.
     pub async fn start(
         store: Store,
+        instances: InstanceSource,
         state_dir: &Path,
         identity: &NodeIdentity,
         config: &DaemonConfig,
@@ -164,6 +185,7 @@ impl Networks {
         }
         let mut networks = Networks {
             store,
+            instances,
             state_dir: state_dir.to_path_buf(),
             netns_dir: state_dir.join("netns"),
             node_id: identity.id.clone(),
@@ -269,8 +291,8 @@ impl Networks {
         config: &DaemonConfig,
     ) -> EngineResult<Network> {
         let users: Vec<String> = self
-            .store
-            .list_instances()
+            .instances
+            .list()
             .await?
             .into_iter()
             .filter(|i| i.address.as_ref().is_some_and(|a| a.network == DEFAULT_NETWORK))

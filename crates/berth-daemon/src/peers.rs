@@ -94,6 +94,13 @@ fn instance_in_path(method: &axum::http::Method, path: &str) -> Option<String> {
         .map(|k| k.into_owned())
 }
 
+/// On the unix socket: a client's request is never one another node forwarded, whatever its
+/// headers say (only the peer port, behind the token, takes that mark).
+pub async fn unmark_forwarded(mut request: Request, next: Next) -> Response {
+    request.headers_mut().remove(FORWARDED_HEADER);
+    next.run(request).await
+}
+
 /// Sends requests about another node's instance to that node.
 pub async fn route_to_owner(State(engine): State<Arc<Engine>>, request: Request, next: Next) -> Response {
     let Some(membership) = engine.membership.clone() else {
@@ -127,13 +134,30 @@ const MAX_CREATE_BODY: usize = 2 << 20;
 /// `POST /v1/instances` in a cluster: the scheduler picks the node, the request goes there
 /// with the choice written into it (`node`), and that node creates the instance.
 async fn place_and_create(engine: Arc<Engine>, request: Request, next: Next) -> Response {
+    if crate::extract::require_json(request.headers()).is_err() {
+        // The handler answers 415.
+        return next.run(request).await;
+    }
     let (mut parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_CREATE_BODY).await else {
-        return EngineError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a create request must be at most {MAX_CREATE_BODY} bytes"),
-        )
-        .into_response();
+    let bytes = match axum::body::to_bytes(body, MAX_CREATE_BODY).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+            let mut too_large = false;
+            while let Some(inner) = cause {
+                too_large |= inner.is::<http_body_util::LengthLimitError>();
+                cause = inner.source();
+            }
+            return if too_large {
+                EngineError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a create request must be at most {MAX_CREATE_BODY} bytes"),
+                )
+            } else {
+                EngineError::new(StatusCode::BAD_REQUEST, format!("reading the request body: {e}"))
+            }
+            .into_response();
+        }
     };
     let parsed = serde_json::from_slice::<berth_model::api::CreateInstanceRequest>(&bytes);
     let document = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes);
