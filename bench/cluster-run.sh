@@ -2,7 +2,8 @@
 # Time from `run` to running for COUNT containers spread by the scheduler over three real
 # berth nodes on a real 3-member etcd (all on this machine), against `podman run -d` of the
 # same count on one host in the same run. Prints totals, per-container medians, placements
-# per node and ratios. Containers run `sleep 3600` without networking.
+# per node and ratios. Containers run `sleep 3600` without networking, each reserving 0.01
+# CPU (the default reservation, 0.1, admits 80 per node on two cores at overcommit 4).
 # Usage: bench/cluster-run.sh [COUNT]   (root; after scripts/install-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +62,9 @@ berth, count, podman = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
 def timed(args):
     start = time.monotonic()
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(args[:3])} ... failed: {done.stderr.strip()}")
     return time.monotonic() - start
 
 def series(make):
@@ -69,7 +72,7 @@ def series(make):
     each = [timed(make(i)) for i in range(count)]
     return time.monotonic() - start, statistics.median(each)
 
-b_total, b_median = series(lambda i: [berth, "run", "-d", "--network", "none", "--name", f"c{i}", "busybox", "sleep", "3600"])
+b_total, b_median = series(lambda i: [berth, "run", "-d", "--network", "none", "--reserve-cpus", "0.01", "--name", f"c{i}", "busybox", "sleep", "3600"])
 listed = json.loads(subprocess.run([berth, "ps", "--json"], check=True, capture_output=True).stdout)
 per_node = {}
 for instance in listed:
