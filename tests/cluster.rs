@@ -307,6 +307,47 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
     n3.ok(&["run", "-d", "--name", "tagged", "only-on-n1", "sleep", "600"]);
     assert_eq!(n3.inspect("tagged")["node"], "n1");
 
+    // A volume stays on its node, and so does a network: instances using them go there.
+    n3.ok(&["volume", "create", "--size", "64m", "data"]);
+    n2.ok(&["network", "create", "back"]);
+    let start = Instant::now();
+    while !(nodes(&n1)[2]["volumes"].to_string().contains("data")
+        && nodes(&n1)[1]["networks"].to_string().contains("back"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&n1));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    n1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "with-data",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(n1.inspect("with-data")["node"], "n3");
+    n1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "on-back",
+        "--network",
+        "back",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(n1.inspect("on-back")["node"], "n2");
+    let refused = n1.fails(&["run", "-d", "-v", "data:/data", "--network", "back", "busybox", "true"]);
+    assert!(
+        refused.contains("do not hold volume data") && refused.contains("lack network back"),
+        "{refused}"
+    );
+    n1.ok(&["rm", "-f", "with-data", "on-back"]);
+
     // Any node reaches any instance: exec (an upgraded stream), logs, stop, start, rm.
     let said = n1.ok(&["exec", "pinned", "echo", "hello from n3"]);
     assert_eq!(said.trim(), "hello from n3");

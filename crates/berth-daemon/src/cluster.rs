@@ -174,6 +174,8 @@ impl Membership {
                 allocated: Default::default(),
                 instances: 0,
                 images: Vec::new(),
+                volumes: Vec::new(),
+                networks: Vec::new(),
                 published_at: Utc::now(),
             },
         };
@@ -402,6 +404,8 @@ impl Membership {
             allocated: member.facts.allocated,
             instances: member.facts.instances,
             images: member.facts.images,
+            volumes: member.facts.volumes,
+            networks: member.facts.networks,
             joined_at: member.joined_at,
             heartbeat_at: member.facts.published_at,
         }

@@ -247,11 +247,7 @@ impl Engine {
 
     /// Applies the instance type, then defaults, to what the user asked for; says which
     /// fields were defaulted. Explicit values override single values of the type.
-    pub(crate) fn resolve_limits(
-        &self,
-        requested: &LimitsRequest,
-        instance_type: Option<&InstanceType>,
-    ) -> (Limits, Vec<String>) {
+    fn resolve_limits(&self, requested: &LimitsRequest, instance_type: Option<&InstanceType>) -> (Limits, Vec<String>) {
         let defaults = &self.config.default_limits;
         let mut defaulted = Vec::new();
         let mut pick =
@@ -292,6 +288,40 @@ impl Engine {
                 network_bits_per_second,
             },
             defaulted,
+        )
+    }
+
+    /// A create request's instance type and limits (the type, then the defaults; the names
+    /// of fields the defaults filled), before they are checked against the host.
+    pub(crate) fn sized_limits(
+        &self,
+        request: &CreateInstanceRequest,
+    ) -> EngineResult<(Option<InstanceType>, Limits, Vec<String>)> {
+        let instance_type = request
+            .instance_type
+            .as_deref()
+            .map(|name| self.instance_type(name).cloned())
+            .transpose()?;
+        let (mut limits, defaulted) = self.resolve_limits(&request.limits, instance_type.as_ref());
+        if let Some(bits) = request.bandwidth_bits_per_second {
+            limits.network_bits_per_second = Some(bits);
+        }
+        Ok((instance_type, limits, defaulted))
+    }
+
+    /// What a create request reserves, given its resolved limits.
+    pub(crate) fn resolved_requests(
+        &self,
+        request: &CreateInstanceRequest,
+        limits: &Limits,
+        sized_by_type: bool,
+    ) -> EngineResult<Requests> {
+        admission::resolve_requests(
+            &request.limits,
+            &self.config.default_limits,
+            limits,
+            request.kind,
+            sized_by_type,
         )
     }
 
@@ -436,23 +466,9 @@ impl Engine {
         } else {
             self.process_spec(&request, &image)?
         };
-        let instance_type = request
-            .instance_type
-            .as_deref()
-            .map(|name| self.instance_type(name).cloned())
-            .transpose()?;
-        let (mut limits, default_limits) = self.resolve_limits(&request.limits, instance_type.as_ref());
-        if let Some(bits) = request.bandwidth_bits_per_second {
-            limits.network_bits_per_second = Some(bits);
-        }
+        let (instance_type, limits, default_limits) = self.sized_limits(&request)?;
         self.check_limits(&limits)?;
-        let requests = admission::resolve_requests(
-            &request.limits,
-            &self.config.default_limits,
-            &limits,
-            request.kind,
-            instance_type.is_some(),
-        )?;
+        let requests = self.resolved_requests(&request, &limits, instance_type.is_some())?;
         self.check_requests(&requests)?;
         if let Some(max_memory) = request.vm.as_ref().and_then(|vm| vm.max_memory_bytes) {
             if self.host.memory_bytes > 0 && max_memory > self.host.memory_bytes {

@@ -50,6 +50,8 @@ impl Engine {
             .flat_map(|image| std::iter::once(image.id).chain(image.tags))
             .collect();
         images.sort();
+        let volumes = self.volumes.list().await?.into_iter().map(|v| v.name).collect();
+        let networks = self.networks.list().await?.into_iter().map(|n| n.name).collect();
         Ok(NodeFacts {
             address: None,
             labels: Default::default(),
@@ -57,6 +59,8 @@ impl Engine {
             allocated: self.allocation(&instances),
             instances: instances.len(),
             images,
+            volumes,
+            networks,
             published_at: Utc::now(),
         })
     }
@@ -74,6 +78,8 @@ impl Engine {
             allocated: facts.allocated,
             instances: facts.instances,
             images: facts.images,
+            volumes: facts.volumes,
+            networks: facts.networks,
             joined_at: facts.published_at,
             heartbeat_at: facts.published_at,
             this_node: true,
@@ -100,19 +106,8 @@ impl Engine {
 
     /// What an instance created from `request` would reserve, as admission counts it.
     pub fn placement_needs(&self, request: &berth_model::api::CreateInstanceRequest) -> EngineResult<Reservation> {
-        let instance_type = request
-            .instance_type
-            .as_deref()
-            .map(|name| self.instance_type(name).cloned())
-            .transpose()?;
-        let (limits, _) = self.resolve_limits(&request.limits, instance_type.as_ref());
-        let requests = crate::admission::resolve_requests(
-            &request.limits,
-            &self.config.default_limits,
-            &limits,
-            request.kind,
-            instance_type.is_some(),
-        )?;
+        let (instance_type, limits, _) = self.sized_limits(request)?;
+        let requests = self.resolved_requests(request, &limits, instance_type.is_some())?;
         Ok(Reservation {
             millicpus: requests.cpus.or(limits.cpus).map_or(0, |c| c.0),
             memory_bytes: requests.memory_bytes.or(limits.memory_bytes).unwrap_or(0),
@@ -146,7 +141,13 @@ impl Engine {
             return Ok(self.node.clone());
         }
         let needs = crate::scheduler::Needs::of(request, self.placement_needs(request)?)?;
-        let nodes = self.nodes().await?;
+        let mut nodes = self.nodes().await?;
+        // This node's own volumes and networks, fresh; others' as they last published.
+        if let Some(here) = nodes.iter_mut().find(|n| n.name == self.node) {
+            let facts = self.node_facts().await?;
+            here.volumes = facts.volumes;
+            here.networks = facts.networks;
+        }
         let instances = self.store.list_instances().await?;
         // Nodes publish ids and normalized tags (docker.io/library/busybox:latest).
         let wanted = request.image.trim_start_matches("sha256:");

@@ -63,6 +63,10 @@ pub struct Needs<'a> {
     pub node: Option<&'a str>,
     pub constraints: Vec<Constraint>,
     pub strategy: PlacementStrategy,
+    /// Named volumes it mounts (`-v NAME:/path`, `--mount type=volume`).
+    pub volumes: Vec<String>,
+    /// A network other than the default one, `none` and `host`.
+    pub network: Option<String>,
 }
 
 impl<'a> Needs<'a> {
@@ -72,6 +76,26 @@ impl<'a> Needs<'a> {
             .iter()
             .map(|c| Constraint::parse(c).map_err(|e| EngineError::invalid("constraints", e)))
             .collect::<EngineResult<_>>()?;
+        // Mount texts that do not parse are the create handler's to refuse.
+        let volumes = request
+            .volumes
+            .iter()
+            .filter_map(|text| berth_model::mount::parse_volume_flag(text).ok())
+            .chain(
+                request
+                    .mounts
+                    .iter()
+                    .filter_map(|text| berth_model::mount::parse_mount_flag(text).ok()),
+            )
+            .filter_map(|mount| match mount {
+                berth_model::mount::MountRequest::Volume(volume) => Some(volume.volume),
+                _ => None,
+            })
+            .collect();
+        let network = request
+            .network
+            .clone()
+            .filter(|n| !matches!(n.as_str(), "none" | "host" | berth_model::network::DEFAULT_NETWORK));
         Ok(Needs {
             kind: request.kind,
             image: &request.image,
@@ -79,6 +103,8 @@ impl<'a> Needs<'a> {
             node: request.node.as_deref(),
             constraints,
             strategy: request.placement.unwrap_or_default(),
+            volumes,
+            network,
         })
     }
 }
@@ -106,11 +132,29 @@ pub fn place(
             ));
         }
     }
+    // A volume that exists stays where it is: only its nodes can mount it. One that exists
+    // nowhere is made where the instance goes.
+    let pinned: Vec<&String> = needs
+        .volumes
+        .iter()
+        .filter(|v| nodes.iter().any(|n| n.volumes.contains(v)))
+        .collect();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut fitting = Vec::new();
     for node in nodes {
         let candidate = tally(node, instances);
-        match refusal(&candidate, needs, &has_image) {
+        let storage = pinned
+            .iter()
+            .find(|v| !node.volumes.contains(v))
+            .map(|v| format!("do not hold volume {v} (a volume stays on its node)"))
+            .or_else(|| {
+                needs
+                    .network
+                    .as_ref()
+                    .filter(|n| !node.networks.contains(n))
+                    .map(|n| format!("lack network {n}"))
+            });
+        match storage.or_else(|| refusal(&candidate, needs, &has_image)) {
             Some(reason) => *reasons.entry(reason).or_default() += 1,
             None => fitting.push(candidate),
         }
@@ -244,6 +288,8 @@ mod tests {
             },
             instances: 0,
             images: vec![],
+            volumes: vec![],
+            networks: vec![],
             joined_at: chrono::Utc::now(),
             heartbeat_at: chrono::Utc::now(),
             this_node: false,
@@ -261,6 +307,8 @@ mod tests {
             node: None,
             constraints: vec![],
             strategy: PlacementStrategy::Spread,
+            volumes: vec![],
+            network: None,
         }
     }
 
@@ -299,5 +347,26 @@ mod tests {
         assert!(Constraint::parse("zone=a").unwrap_err().contains("LABEL==VALUE"));
         let refused = place(&nodes, &[], &needs(0), |n| n.name == "x").unwrap_err();
         assert_eq!(refused.message, "0/2 nodes fit: 2 lack image busybox");
+    }
+
+    #[test]
+    fn volumes_pin_and_networks_filter() {
+        let mut a = node("a", NodeState::Ready, &[], GIB);
+        let mut b = node("b", NodeState::Ready, &[], GIB);
+        a.volumes = vec!["data".into()];
+        b.networks = vec!["back".into()];
+        let nodes = [a, b];
+        let mut wanted = needs(0);
+        wanted.volumes = vec!["data".into()];
+        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap(), "a");
+        wanted.volumes = vec!["fresh".into()];
+        assert!(place(&nodes, &[], &wanted, |_| true).is_ok());
+        wanted.volumes = vec!["data".into()];
+        wanted.network = Some("back".into());
+        let refused = place(&nodes, &[], &wanted, |_| true).unwrap_err();
+        assert_eq!(
+            refused.message,
+            "0/2 nodes fit: 1 do not hold volume data (a volume stays on its node), 1 lack network back"
+        );
     }
 }

@@ -85,6 +85,12 @@ pub struct Node {
     /// Tags and ids of the images on the node: what it can run without a pull.
     #[serde(default)]
     pub images: Vec<String>,
+    /// Names of the volumes on the node (a local volume stays on its node).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Names of the networks on the node.
+    #[serde(default)]
+    pub networks: Vec<String>,
     pub joined_at: DateTime<Utc>,
     /// When the node last published itself; a `down` node's last word.
     pub heartbeat_at: DateTime<Utc>,

@@ -26,6 +26,11 @@ pub struct NodeFacts {
     /// Tags and ids of the images the node has (images do not move between nodes yet).
     #[serde(default)]
     pub images: Vec<String>,
+    /// Names of the volumes and networks the node has (both stay on their node).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub networks: Vec<String>,
     pub published_at: DateTime<Utc>,
 }
 
