@@ -300,10 +300,22 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
         "600",
     ]);
     assert_eq!(n2.inspect("in-a")["node"], "n1");
+    // `inspect` says why an instance is where it is.
+    assert_eq!(
+        n3.inspect("in-a")["spec"]["placement"],
+        "spread: the emptiest of 1 nodes that fit; passed over: 2 do not meet zone==a"
+    );
+    assert_eq!(
+        n3.inspect("s1")["spec"]["placement"]
+            .as_str()
+            .map(|p| p.starts_with("spread: the emptiest of 3")),
+        Some(true)
+    );
     n1.ok(&[
         "run", "-d", "--name", "pinned", "--node", "n3", "busybox", "sleep", "600",
     ]);
     assert_eq!(n1.inspect("pinned")["node"], "n3");
+    assert_eq!(n1.inspect("pinned")["spec"]["placement"], "--node n3");
     n3.ok(&["run", "-d", "--name", "tagged", "only-on-n1", "sleep", "600"]);
     assert_eq!(n3.inspect("tagged")["node"], "n1");
 

@@ -410,9 +410,11 @@ async fn list_instances(State(engine): Shared, Query(params): Query<ListParams>)
 )]
 async fn create_instance(
     State(engine): Shared,
+    headers: axum::http::HeaderMap,
     Json(request): Json<CreateInstanceRequest>,
 ) -> EngineResult<(StatusCode, Json<CreatedResponse>)> {
-    Ok((StatusCode::CREATED, Json(engine.create(request).await?)))
+    let placement = crate::peers::placement_reason(&headers);
+    Ok((StatusCode::CREATED, Json(engine.create(request, placement).await?)))
 }
 
 #[utoipa::path(

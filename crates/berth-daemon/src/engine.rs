@@ -427,7 +427,13 @@ impl Engine {
 
     // ---- create -------------------------------------------------------------------------
 
-    pub async fn create(&self, request: CreateInstanceRequest) -> EngineResult<CreatedResponse> {
+    /// Creates an instance on this node; `placement` says why it is here (the scheduler's
+    /// choice, in a cluster).
+    pub async fn create(
+        &self,
+        request: CreateInstanceRequest,
+        placement: Option<String>,
+    ) -> EngineResult<CreatedResponse> {
         self.driver(request.kind)?;
         self.check_placement(&request)?;
         let name = match &request.name {
@@ -583,6 +589,7 @@ impl Engine {
             instance_type: instance_type.as_ref().map(|t| t.name.clone()),
             default_limits,
             spec: InstanceSpec {
+                placement,
                 kind: request.kind,
                 image: request.image.clone(),
                 image_id: image.id.clone(),

@@ -135,10 +135,13 @@ impl Engine {
         Ok(())
     }
 
-    /// The node a new instance goes to, chosen by the scheduler (in a cluster).
-    pub async fn choose_node(&self, request: &berth_model::api::CreateInstanceRequest) -> EngineResult<String> {
+    /// The node a new instance goes to, chosen by the scheduler (in a cluster), and why.
+    pub async fn choose_node(
+        &self,
+        request: &berth_model::api::CreateInstanceRequest,
+    ) -> EngineResult<(String, String)> {
         if self.membership.is_none() {
-            return Ok(self.node.clone());
+            return Ok((self.node.clone(), "the only node".into()));
         }
         let needs = crate::scheduler::Needs::of(request, self.placement_needs(request)?)?;
         let mut nodes = self.nodes().await?;

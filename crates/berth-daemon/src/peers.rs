@@ -29,6 +29,17 @@ const TOKEN_KEY: &str = "/berth/v1/cluster/token";
 const TOKEN_HEADER: &str = "x-berth-cluster-token";
 /// On a request one node passed to another: serve it here, never pass it on.
 const FORWARDED_HEADER: &str = "x-berth-forwarded-by";
+/// On a placed create: why the scheduler chose the node (recorded in the instance's spec).
+const PLACEMENT_HEADER: &str = "x-berth-placement";
+
+/// The scheduler's reason on a placed create (set by this daemon or, behind the token, by
+/// the node that placed it; a socket client's is removed before it gets here).
+pub fn placement_reason(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(PLACEMENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
 
 /// The cluster's token: read, or made by the first node that joins (compare-and-swap, so
 /// two first nodes agree on one).
@@ -98,6 +109,7 @@ fn instance_in_path(method: &axum::http::Method, path: &str) -> Option<String> {
 /// headers say (only the peer port, behind the token, takes that mark).
 pub async fn unmark_forwarded(mut request: Request, next: Next) -> Response {
     request.headers_mut().remove(FORWARDED_HEADER);
+    request.headers_mut().remove(PLACEMENT_HEADER);
     next.run(request).await
 }
 
@@ -165,8 +177,8 @@ async fn place_and_create(engine: Arc<Engine>, request: Request, next: Next) -> 
         // Not a create request: the handler says what is wrong with it.
         return next.run(Request::from_parts(parts, Body::from(bytes))).await;
     };
-    let target = match engine.choose_node(&parsed).await {
-        Ok(target) => target,
+    let (target, reason) = match engine.choose_node(&parsed).await {
+        Ok(choice) => choice,
         Err(e) => return e.into_response(),
     };
     document.insert("node".into(), serde_json::Value::String(target.clone()));
@@ -178,8 +190,11 @@ async fn place_and_create(engine: Arc<Engine>, request: Request, next: Next) -> 
     parts
         .headers
         .insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Ok(value) = HeaderValue::from_str(&reason) {
+        parts.headers.insert(PLACEMENT_HEADER, value);
+    }
     let request = Request::from_parts(parts, Body::from(body));
-    tracing::info!(node = %target, "placed a new instance");
+    tracing::info!(node = %target, %reason, "placed a new instance");
     if target == engine.node {
         return next.run(request).await;
     }

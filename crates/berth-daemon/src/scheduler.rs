@@ -116,14 +116,15 @@ struct Candidate<'a> {
     instances: usize,
 }
 
-/// The node for the instance, or a refusal naming what each node lacked. `images` says
-/// whether a node has an image (images do not move between nodes yet).
+/// The node for the instance and why (what `inspect` shows as its placement), or a refusal
+/// naming what each node lacked. `has_image` says whether a node has the image (images do
+/// not move between nodes yet).
 pub fn place(
     nodes: &[Node],
     instances: &[Instance],
     needs: &Needs,
     has_image: impl Fn(&Node) -> bool,
-) -> EngineResult<String> {
+) -> EngineResult<(String, String)> {
     if let Some(wanted) = needs.node {
         if !nodes.iter().any(|n| n.name == wanted) {
             return Err(EngineError::invalid(
@@ -187,16 +188,30 @@ pub fn place(
                 .then(b.node.name.cmp(&a.node.name))
         }),
     };
+    let others: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    let passed_over = if others.is_empty() {
+        String::new()
+    } else {
+        format!("; passed over: {}", others.join(", "))
+    };
     match best {
-        Some(candidate) => Ok(candidate.node.name.clone()),
-        None => {
-            let lacks: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
-            Err(EngineError::conflict(format!(
-                "0/{} nodes fit: {}",
-                nodes.len(),
-                lacks.join(", ")
-            )))
+        Some(candidate) => {
+            let why = match (needs.node, needs.strategy) {
+                (Some(node), _) => format!("--node {node}"),
+                (None, PlacementStrategy::Spread) => {
+                    format!("spread: the emptiest of {} nodes that fit{passed_over}", fitting.len())
+                }
+                (None, PlacementStrategy::Binpack) => {
+                    format!("binpack: the fullest of {} nodes that fit{passed_over}", fitting.len())
+                }
+            };
+            Ok((candidate.node.name.clone(), why))
         }
+        None => Err(EngineError::conflict(format!(
+            "0/{} nodes fit: {}",
+            nodes.len(),
+            others.join(", ")
+        ))),
     }
 }
 
@@ -336,12 +351,12 @@ mod tests {
         ];
         let mut wanted = needs(0);
         wanted.constraints = vec![Constraint::parse("zone==b").unwrap()];
-        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap(), "b");
+        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap().0, "b");
         wanted.constraints = vec![Constraint::parse("zone!=b").unwrap()];
-        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap(), "a");
+        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap().0, "a");
         wanted.constraints = vec![];
         wanted.node = Some("b");
-        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap(), "b");
+        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap().0, "b");
         wanted.node = Some("z");
         assert!(place(&nodes, &[], &wanted, |_| true).is_err());
         assert!(Constraint::parse("zone=a").unwrap_err().contains("LABEL==VALUE"));
@@ -358,7 +373,7 @@ mod tests {
         let nodes = [a, b];
         let mut wanted = needs(0);
         wanted.volumes = vec!["data".into()];
-        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap(), "a");
+        assert_eq!(place(&nodes, &[], &wanted, |_| true).unwrap().0, "a");
         wanted.volumes = vec!["fresh".into()];
         assert!(place(&nodes, &[], &wanted, |_| true).is_ok());
         wanted.volumes = vec!["data".into()];

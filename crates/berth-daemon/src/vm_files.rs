@@ -405,6 +405,7 @@ impl Engine {
             instance_type: None,
             default_limits: Vec::new(),
             spec: InstanceSpec {
+                placement: None,
                 kind: InstanceKind::Vm,
                 image: format!("import:{}", path.display()),
                 image_id: String::new(),

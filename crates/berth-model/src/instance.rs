@@ -145,6 +145,10 @@ pub struct InstanceSpec {
     /// records from before them take the daemon's current defaults.
     #[serde(default)]
     pub log: crate::log::LogOptions,
+    /// Why the instance is on its node: the scheduler's choice, or `--node`. None on a single
+    /// host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 fn default_network() -> String {
