@@ -225,9 +225,13 @@ pub async fn forward(address: SocketAddr, token: &str, from: &str, mut request: 
     .await
     .map_err(|_| unreachable(&"no answer within 5 s"))?
     .map_err(|e| unreachable(&e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(&e))?;
+    let (mut sender, connection) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| unreachable(&"no handshake within 5 s"))?
+    .map_err(|e| unreachable(&e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "forwarded connection ended");
