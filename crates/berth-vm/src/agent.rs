@@ -546,13 +546,16 @@ fn serve_exec(device: String) {
         };
         let mut reader = BufReader::new(read_half);
         loop {
+            // A read of the port returns what has arrived, and nothing at all between host
+            // writes, which `read_line` takes for the end of input: a request that arrives in
+            // two pieces comes back as two partial lines. Keep reading until its newline.
             let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
+            loop {
+                match reader.read_line(&mut line) {
+                    Ok(_) if line.ends_with('\n') => break,
+                    Ok(0) | Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    Ok(_) => {}
                 }
-                Ok(_) => {}
             }
             let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let mut stdin = match serde_json::from_str::<GuestExec>(line.trim()) {
