@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use berth_store::{Expect, Store, StoreError, Txn};
 use hyper_util::rt::TokioIo;
 
+use crate::cluster::Membership;
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 
@@ -132,12 +133,7 @@ pub async fn route_to_owner(State(engine): State<Arc<Engine>>, request: Request,
         // Here, or unknown: the handler answers.
         _ => return next.run(request).await,
     };
-    match membership.peer_address(&owner).await {
-        Ok(address) => forward(address, membership.token(), &engine.node, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
-        Err(e) => e.into_response(),
-    }
+    forward_to_node(&membership, &owner, &engine.node, request).await
 }
 
 /// The largest create body the placement step reads (the create handler's own bound).
@@ -201,8 +197,14 @@ async fn place_and_create(engine: Arc<Engine>, request: Request, next: Next) -> 
     let Some(membership) = engine.membership.clone() else {
         return next.run(request).await;
     };
-    match membership.peer_address(&target).await {
-        Ok(address) => forward(address, membership.token(), &engine.node, request)
+    forward_to_node(&membership, &target, &engine.node, request).await
+}
+
+/// Passes `request` to node `name` (where it advertises itself), answering what it answers
+/// or why it cannot be reached.
+async fn forward_to_node(membership: &Membership, name: &str, from: &str, request: Request) -> Response {
+    match membership.peer_address(name).await {
+        Ok(address) => forward(address, membership.token(), from, request)
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
