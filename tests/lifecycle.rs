@@ -192,3 +192,103 @@ fn image_config_env_workdir_user_are_honoured() {
     assert!(!unknown.status.success());
     assert!(stderr(&unknown).contains("nosuchuser"), "{}", stderr(&unknown));
 }
+
+#[test]
+fn restart_policies_start_again_until_the_user_stops() {
+    let d = Daemon::with_busybox();
+    // always: however it ends, with a doubling delay (0.1 s, 0.2 s, 0.4 s...).
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    let record = d.wait_for("again", Duration::from_secs(15), |v| {
+        v["restart_count"].as_u64().unwrap_or(0) >= 3
+    });
+    assert!(record["restart_count"].as_u64().unwrap_or(0) >= 3, "{record}");
+    assert_eq!(record["spec"]["restart"], "always");
+    // A stop by the user is never undone.
+    d.ok(&["stop", "-t", "1", "again"]);
+    let stopped = d.inspect("again")["restart_count"].clone();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = d.inspect("again");
+    assert_eq!(after["restart_count"], stopped, "{after}");
+    assert_ne!(after["state"], "running", "{after}");
+
+    // on-failure:2: twice more after a failure, then left exited.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    let record = d.wait_for("flaky", Duration::from_secs(10), |v| {
+        v["restart_count"] == 2 && v["state"] == "exited"
+    });
+    assert_eq!(
+        (record["restart_count"].as_u64(), record["state"].as_str()),
+        (Some(2), Some("exited")),
+        "{record}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(d.inspect("flaky")["restart_count"], 2);
+    // on-failure and a clean exit: done.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "clean",
+        "--restart",
+        "on-failure",
+        "busybox",
+        "true",
+    ]);
+    std::thread::sleep(Duration::from_secs(1));
+    let clean = d.inspect("clean");
+    assert_eq!(
+        (clean["restart_count"].as_u64(), clean["state"].as_str()),
+        (Some(0), Some("exited")),
+        "{clean}"
+    );
+    // A process killed from outside (not by berth) comes back under always.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let pid = d.inspect("svc")["pid"].as_u64().expect("pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    let back = d.wait_for("svc", Duration::from_secs(10), |v| {
+        v["restart_count"] == 1 && v["state"] == "running"
+    });
+    assert_eq!(back["state"], "running", "{back}");
+    assert_ne!(back["pid"].as_u64(), Some(pid));
+
+    let refused = d.fails(&["run", "-d", "--restart", "sometimes", "busybox", "true"]);
+    assert!(
+        refused.contains("--restart") && refused.contains("on-failure"),
+        "{refused}"
+    );
+    d.ok(&["rm", "-f", "again", "flaky", "clean", "svc"]);
+}

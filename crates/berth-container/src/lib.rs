@@ -187,6 +187,7 @@ impl InstanceDriver for ContainerDriver {
                 log_limits: Default::default(),
                 exit_path: dir.join("exit.json"),
                 socket_path: dir.join("supervisor.sock"),
+                fence: None,
             })
         }
         .await;
@@ -282,6 +283,7 @@ impl InstanceDriver for ContainerDriver {
             log_limits: Default::default(),
             exit_path: dir.join("exit.json"),
             socket_path: dir.join("supervisor.sock"),
+            fence: None,
         })
     }
 }

@@ -20,9 +20,14 @@ use chrono::Utc;
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 
-/// How often the node renews its lease: a third of its TTL, so two renewals may fail (an
-/// etcd member changing leader) before other nodes see it down.
-const RENEW_EVERY: Duration = Duration::from_secs(NODE_LEASE_TTL_SECS / 3);
+/// How often the node renews its lease: a fifth of its TTL, so three renewals may fail (an
+/// etcd member changing leader) before the node fences itself (`FENCE_AFTER`).
+const RENEW_EVERY: Duration = Duration::from_secs(NODE_LEASE_TTL_SECS / 5);
+/// A node that has not renewed its lease for this long stops the instances the cluster
+/// would move (and their supervisors do so without the daemon): three seconds before the
+/// TTL ends, counted from the moment the last good renewal was *sent*, which is before etcd
+/// restarted the TTL. The scheduler moves them only after etcd expired the lease.
+pub const FENCE_AFTER: Duration = Duration::from_secs(NODE_LEASE_TTL_SECS - 3);
 /// What the node publishes is rewritten when it changes, and at least this often.
 const REPUBLISH_EVERY: Duration = Duration::from_secs(60);
 
@@ -91,6 +96,12 @@ pub struct Membership {
     lease: std::sync::Mutex<LeaseId>,
     /// The secret other nodes' requests carry (`peers`).
     token: String,
+    /// When the last good renewal (or the grant) was sent, on `berth_shim::fence`'s clock.
+    renewed_at: std::sync::Mutex<Duration>,
+    /// Where that moment is written for the supervisors (`berth_shim::fence`).
+    heartbeat_path: std::path::PathBuf,
+    /// This node fenced itself (no renewal within `FENCE_AFTER`) and has not renewed since.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Membership {
@@ -104,6 +115,35 @@ impl Membership {
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Whether this node is fenced: cut off from etcd past `FENCE_AFTER`, it runs nothing
+    /// the cluster may have moved, and starts nothing by restart policy.
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets the fence; returns what it was.
+    pub fn set_fenced(&self, fenced: bool) -> bool {
+        self.fenced.swap(fenced, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How long since the last good renewal was sent.
+    pub fn renewed_ago(&self) -> Duration {
+        let at = *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner());
+        berth_shim::fence::monotonic_now().saturating_sub(at)
+    }
+
+    /// The heartbeat file supervisors fence by.
+    pub fn heartbeat_path(&self) -> &std::path::Path {
+        &self.heartbeat_path
+    }
+
+    fn renewed(&self, sent_at: Duration) {
+        *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner()) = sent_at;
+        if let Err(e) = berth_shim::fence::write_heartbeat(&self.heartbeat_path, sent_at) {
+            tracing::warn!(path = %self.heartbeat_path.display(), error = %e, "writing the lease heartbeat");
+        }
     }
 
     /// Where node `name` serves other nodes; an error that says why not if it is down or
@@ -125,7 +165,12 @@ impl Membership {
 
     /// Joins: claims the name for this node's id (a name held by another state directory
     /// is refused), takes a lease and publishes the node.
-    pub async fn join(store: Store, config: &ClusterConfig, id: &str) -> anyhow::Result<Arc<Membership>> {
+    pub async fn join(
+        store: Store,
+        config: &ClusterConfig,
+        id: &str,
+        heartbeat_path: std::path::PathBuf,
+    ) -> anyhow::Result<Arc<Membership>> {
         if let Some(member) = store.try_get::<NodeMember>(&config.node_name).await? {
             if member.value.node_id != id {
                 let alive = store.try_get::<NodePresence>(&config.node_name).await?.is_some();
@@ -138,6 +183,7 @@ impl Membership {
             }
         }
         let token = crate::peers::cluster_token(&store).await?;
+        let sent_at = berth_shim::fence::monotonic_now();
         let lease = store.kv().grant_lease(Duration::from_secs(NODE_LEASE_TTL_SECS)).await?;
         let membership = Arc::new(Membership {
             store,
@@ -149,13 +195,18 @@ impl Membership {
             labels: config.labels.clone(),
             lease: std::sync::Mutex::new(lease.id),
             token,
+            renewed_at: std::sync::Mutex::new(sent_at),
+            heartbeat_path,
+            fenced: Default::default(),
         });
         membership.claim_name().await?;
         membership.announce(lease.id).await?;
+        membership.renewed(sent_at);
         Ok(membership)
     }
 
-    fn lease(&self) -> LeaseId {
+    /// The lease this node holds now.
+    pub fn lease(&self) -> LeaseId {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -262,8 +313,12 @@ impl Membership {
     /// Renews the lease; a lease that expired (the node was cut off longer than the TTL)
     /// is replaced and the presence written again.
     async fn renew(&self) -> Result<(), StoreError> {
+        let sent_at = berth_shim::fence::monotonic_now();
         match self.store.kv().keep_alive(self.lease()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.renewed(sent_at);
+                Ok(())
+            }
             Err(StoreError::LeaseNotFound(old)) => {
                 tracing::warn!(lease = %old, "this node's lease expired (cut off from etcd?); rejoining");
                 let lease = self
@@ -272,7 +327,9 @@ impl Membership {
                     .grant_lease(Duration::from_secs(NODE_LEASE_TTL_SECS))
                     .await?;
                 *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease.id;
-                self.announce(lease.id).await
+                self.announce(lease.id).await?;
+                self.renewed(sent_at);
+                Ok(())
             }
             Err(e) => Err(e),
         }

@@ -76,6 +76,8 @@ pub struct Engine {
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Instances being restarted: their instance storage survives the stop.
     restarting: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What restart policies remember between exits.
+    pub(crate) restarts: crate::restarts::Restarts,
     events: broadcast::Sender<Event>,
     /// This binary, run in supervisor mode for each started instance.
     exe: PathBuf,
@@ -139,6 +141,7 @@ impl Engine {
             vms: Arc::new(vms),
             locks: std::sync::Mutex::new(HashMap::new()),
             restarting: std::sync::Mutex::new(Default::default()),
+            restarts: Default::default(),
             events,
             exe,
         })
@@ -233,6 +236,23 @@ impl Engine {
             instances.retain(|i| i.node == self.node);
         }
         Ok(instances)
+    }
+
+    /// Records what this node did to one of its instances. In a cluster the write holds only
+    /// while the instance is still this node's: one the scheduler moved away while this node
+    /// was cut off is refused with where it went, and nothing is written.
+    pub(crate) async fn save(&self, instance: &Instance) -> EngineResult<()> {
+        if self.membership.is_none() {
+            return Ok(self.store.update_instance(instance).await?);
+        }
+        if self.store.update_instance_on(instance, &self.node).await? {
+            return Ok(());
+        }
+        let now = self.store.get_instance(&instance.id).await?;
+        Err(EngineError::conflict(format!(
+            "instance {} was moved to node {} while this node ({}) was down or cut off",
+            instance.name, now.node, self.node
+        )))
     }
 
     pub async fn list(&self, all: bool) -> EngineResult<Vec<Instance>> {
@@ -611,6 +631,8 @@ impl Engine {
                     InstanceKind::Container => request.disk_bytes,
                     InstanceKind::Vm => None,
                 },
+                restart: request.restart.unwrap_or_default(),
+                constraints: request.constraints.clone(),
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -620,6 +642,7 @@ impl Engine {
             error: None,
             vm,
             address,
+            rescheduled: None,
         };
         let instance_kind = instance.kind;
         self.store.insert_instance(&instance).await?;
@@ -765,13 +788,14 @@ impl Engine {
         });
     }
 
-    async fn on_exit(self: &Arc<Self>, id: &str, record: Option<ExitRecord>) {
+    pub(crate) async fn on_exit(self: &Arc<Self>, id: &str, record: Option<ExitRecord>) {
         let began = std::time::Instant::now();
         let guard = self.lock(id).await;
         let Ok(mut instance) = self.store.get_instance(id).await else {
             return;
         };
-        if !instance.state.is_active() {
+        // Moved to another node while this one was cut off: `clear_moved_away` cleans up.
+        if !instance.state.is_active() || (self.membership.is_some() && instance.node != self.node) {
             return;
         }
         let dir = self.instance_dir(id);
@@ -813,7 +837,7 @@ impl Engine {
             self.detach_volumes(&instance).await;
             self.networks.detach(&instance).await;
         }
-        if let Err(e) = self.store.update_instance(&instance).await {
+        if let Err(e) = self.save(&instance).await {
             tracing::error!(id = %instance.id, error = %e, "recording exit");
         }
         let status = record.map(|r| r.status);
@@ -822,6 +846,7 @@ impl Engine {
         }
         self.emit(&instance, "die", status);
         tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "exit recorded");
+        self.apply_restart_policy(&instance);
         if instance.spec.auto_remove {
             if let Err(e) = self.remove_locked(&instance).await {
                 tracing::warn!(id = %instance.id, error = %e.message, "auto-remove");
@@ -883,6 +908,14 @@ impl Engine {
         let began = std::time::Instant::now();
         let mut config = driver.prepare_start(&instance, image.as_ref(), &dir).await?;
         config.log_limits = self.log_limits(&instance);
+        if let Some(membership) = &self.membership {
+            if crate::failover::local_state(&instance).is_none() {
+                config.fence = Some(berth_model::driver::FenceConfig {
+                    heartbeat_path: membership.heartbeat_path().to_path_buf(),
+                    stale_after_ms: crate::cluster::FENCE_AFTER.as_millis() as u64,
+                });
+            }
+        }
         tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "prepared");
         let started = async {
             let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
@@ -919,7 +952,7 @@ impl Engine {
                     let _ = self.remove_locked(&instance).await;
                 } else {
                     instance.error = Some(e.message.clone());
-                    let _ = self.store.update_instance(&instance).await;
+                    let _ = self.save(&instance).await;
                 }
                 return Err(e);
             }
@@ -935,7 +968,15 @@ impl Engine {
         instance.exit_code = None;
         instance.oom_killed = false;
         instance.error = None;
-        self.store.update_instance(&instance).await?;
+        self.save(&instance).await?;
+        self.restarts.started(&instance.id);
+        if self.membership.is_some() {
+            // What this node knows of it if the cluster moves it away while it is cut off.
+            let copy = serde_json::to_vec(&instance).map_err(|e| EngineError::internal(e.to_string()))?;
+            if let Err(e) = std::fs::write(dir.join("instance.json"), copy) {
+                tracing::warn!(id = %instance.id, error = %e, "keeping a local copy of the instance");
+            }
+        }
         self.emit(&instance, "start", None);
         self.watch_exit(
             instance.id.clone(),
@@ -998,6 +1039,7 @@ impl Engine {
             ));
         }
         let instance = self.find(key).await?;
+        self.restarts.stopped_by_user(&instance.id);
         if !instance.state.is_active() {
             return Ok(instance);
         }
@@ -1087,6 +1129,9 @@ impl Engine {
                 instance.name
             )));
         }
+        if [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGQUIT].contains(&number) {
+            self.restarts.stopped_by_user(&instance.id);
+        }
         // SIGKILL reaches every process so nothing outlives the main one.
         self.signal(&instance, number, number == libc::SIGKILL).await
     }
@@ -1103,7 +1148,7 @@ impl Engine {
         }
         self.driver(instance.kind)?.pause(&instance).await?;
         instance.state = InstanceState::Paused;
-        self.store.update_instance(&instance).await?;
+        self.save(&instance).await?;
         self.emit(&instance, "pause", None);
         Ok(instance)
     }
@@ -1120,13 +1165,14 @@ impl Engine {
         }
         self.driver(instance.kind)?.resume(&instance).await?;
         instance.state = InstanceState::Running;
-        self.store.update_instance(&instance).await?;
+        self.save(&instance).await?;
         self.emit(&instance, "unpause", None);
         Ok(instance)
     }
 
     pub async fn remove(self: &Arc<Self>, key: &str, force: bool) -> EngineResult<()> {
         let instance = self.find(key).await?;
+        self.restarts.stopped_by_user(&instance.id);
         if instance.state.is_active() {
             if !force {
                 return Err(EngineError::conflict(format!(
@@ -1155,7 +1201,24 @@ impl Engine {
         self.remove_locked(&current).await?;
         drop(guard);
         self.forget_lock(&instance.id);
+        self.restarts.forget(&instance.id);
         Ok(())
+    }
+
+    /// Removes what this node holds of an instance whose record is no longer its own (moved
+    /// while it was cut off), from its local copy; the record is not touched.
+    pub(crate) async fn release_local(&self, local: &Instance, dir: &Path) {
+        let _guard = self.lock(&local.id).await;
+        if let Ok(driver) = self.driver(local.kind) {
+            if let Err(e) = driver.release(local, dir, false).await {
+                tracing::warn!(id = %local.id, error = %e, "releasing a moved instance");
+            }
+            if let Err(e) = driver.remove(local, dir).await {
+                tracing::warn!(id = %local.id, error = %e, "removing a moved instance");
+            }
+        }
+        self.networks.detach(local).await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     async fn remove_locked(&self, instance: &Instance) -> EngineResult<()> {
@@ -1308,7 +1371,7 @@ impl Engine {
         }
         instance.limits = limits;
         instance.requests = requests;
-        self.store.update_instance(&instance).await?;
+        self.save(&instance).await?;
         drop(claim);
         self.emit(&instance, "update", None);
         Ok(instance)
@@ -1398,6 +1461,7 @@ impl Engine {
                         .filter(|n| n.state == berth_model::node::NodeState::Ready)
                         .count(),
                     nodes: nodes.len(),
+                    leader: membership.leader().await?,
                 })
             }
         };
@@ -1469,12 +1533,27 @@ impl Engine {
         let instances = self.local_instances().await?;
         // Network namespaces of instances that are gone or not running (a crash between
         // steps): removing one also ends the veth pair inside it.
-        let running: Vec<&Instance> = instances.iter().filter(|i| i.state.is_active()).collect();
+        let running: Vec<&Instance> = instances
+            .iter()
+            .filter(|i| i.state.is_active() || i.state == InstanceState::Lost)
+            .collect();
         self.networks.sweep_namespaces(&running);
-        for instance in instances {
+        if self.membership.is_some() {
+            self.clear_moved_away().await;
+        }
+        for mut instance in instances {
             let dir = self.instance_dir(&instance.id);
             let socket = dir.join("supervisor.sock");
             let exit_path = dir.join("exit.json");
+            if instance.state == InstanceState::Lost {
+                // Reported lost while this node was away; it is here to say what it is.
+                instance.state = InstanceState::Running;
+                instance.error = None;
+                if let Err(e) = self.save(&instance).await {
+                    tracing::warn!(id = %instance.id, error = %e.message, "recording a lost instance back");
+                    continue;
+                }
+            }
             if instance.state.is_active() {
                 if let Some(record) = ExitRecord::read(&exit_path) {
                     if instance.started_at.is_none_or(|started| record.finished_at >= started) {

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod exec_sessions;
 pub mod extract;
+pub mod failover;
 pub mod host;
 pub mod identity;
 pub mod logs;
@@ -18,6 +19,7 @@ pub mod networks;
 pub mod nodes;
 pub mod peers;
 pub mod procs;
+pub mod restarts;
 pub mod scheduler;
 pub mod vm_files;
 pub mod vm_snapshots;
@@ -175,7 +177,15 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     }
     let identity = node_identity(&state_dir, &local_store).await?;
     let membership = match &config.cluster {
-        Some(cluster) => Some(cluster::Membership::join(store.clone(), cluster, &identity.id).await?),
+        Some(cluster) => Some(
+            cluster::Membership::join(
+                store.clone(),
+                cluster,
+                &identity.id,
+                config.state_dir.join("lease-renewed"),
+            )
+            .await?,
+        ),
         None => None,
     };
     // In a cluster instances name their node by its cluster name; on one host by its id.
@@ -222,6 +232,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         let facts = engine.node_facts().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         membership.publish(facts).await.context("publishing this node")?;
         membership.spawn_heartbeat(Arc::downgrade(&engine));
+        engine.spawn_failover(membership.clone());
         tracing::info!(node = %membership.name(), "joined the cluster");
     }
     tokio::spawn(async move {

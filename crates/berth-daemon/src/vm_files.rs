@@ -126,7 +126,7 @@ impl Engine {
                 if let Some(vm) = instance.vm.as_mut() {
                     vm.disks = disks;
                 }
-                self.store.update_instance(&instance).await?;
+                self.save(&instance).await?;
             }
             Err(e) => {
                 let _ = self.store.delete_instance(&id).await;
@@ -427,6 +427,8 @@ impl Engine {
                     max_size_bytes: Some(self.config.log_defaults.max_size_bytes),
                     max_files: Some(self.config.log_defaults.max_files),
                 },
+                restart: Default::default(),
+                constraints: Vec::new(),
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -455,6 +457,7 @@ impl Engine {
                 snapshots: Vec::new(),
             }),
             address,
+            rescheduled: None,
         }
     }
 }

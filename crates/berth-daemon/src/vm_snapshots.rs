@@ -62,7 +62,7 @@ impl Engine {
             created_at: Utc::now(),
             live,
         });
-        self.store.update_instance(&instance).await?;
+        self.save(&instance).await?;
         self.emit(&instance, "snapshot", None);
         Ok(instance)
     }
@@ -107,7 +107,7 @@ impl Engine {
             .await
             .map_err(vm_error)?;
         details.snapshots.retain(|s| s.name != name);
-        self.store.update_instance(&instance).await?;
+        self.save(&instance).await?;
         Ok(instance)
     }
 }

@@ -172,6 +172,10 @@ pub struct CreateInstanceRequest {
     /// In a cluster: how the scheduler chooses among the nodes that fit (`--placement`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementStrategy>,
+    /// `no`, `on-failure`, `on-failure:MAX_RETRIES` or `always` (`--restart`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(no|always|unless-stopped|on-failure(:[0-9]{1,9})?)$")]
+    pub restart: Option<crate::instance::RestartPolicy>,
 }
 
 /// How the scheduler chooses among nodes that fit.
@@ -507,6 +511,9 @@ pub struct ClusterInfo {
     /// Nodes the cluster knows, and how many of them are ready.
     pub nodes: usize,
     pub ready_nodes: usize,
+    /// The node whose scheduler leads (moves the instances of nodes that go down).
+    #[serde(default)]
+    pub leader: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -116,6 +116,19 @@ pub struct SupervisorConfig {
     pub exit_path: PathBuf,
     /// The control socket the daemon and attach clients connect to.
     pub socket_path: PathBuf,
+    /// In a cluster, for an instance that would be moved if its node went down: kill the
+    /// workload when the daemon's lease heartbeat goes stale (`berth_shim::fence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceConfig>,
+}
+
+/// When a supervisor fences its workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceConfig {
+    /// The file the daemon writes the moment of each lease renewal to.
+    pub heartbeat_path: PathBuf,
+    /// How old that moment may grow before the workload is killed.
+    pub stale_after_ms: u64,
 }
 
 /// What the host offers a driver; `berth info` shows it.

@@ -39,6 +39,10 @@ pub enum InstanceState {
     Exited,
     /// The supervisor vanished without recording an exit, or clean-up failed.
     Dead,
+    /// Its node went down and it has local state (a local volume, a host path, a VM's own
+    /// disks) or no restart policy: it is not recreated elsewhere. Its node sets the real
+    /// state again when it returns.
+    Lost,
 }
 
 impl InstanceState {
@@ -56,6 +60,7 @@ impl fmt::Display for InstanceState {
             InstanceState::Paused => "paused",
             InstanceState::Exited => "exited",
             InstanceState::Dead => "dead",
+            InstanceState::Lost => "lost",
         })
     }
 }
@@ -149,6 +154,94 @@ pub struct InstanceSpec {
     /// host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
+    /// What happens when the main process ends (`--restart`); in a cluster, instances with a
+    /// policy and no local state are moved when their node goes down.
+    #[serde(default)]
+    #[schema(value_type = String, example = "always")]
+    pub restart: RestartPolicy,
+    /// In a cluster: the `--constraint`s it was placed by, kept for moving it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+}
+
+/// `--restart`: what happens when an instance's main process ends. A stop or kill by the
+/// user is never undone by it (as Docker does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Never started again (the default).
+    #[default]
+    No,
+    /// Started again when it ends with a non-zero code, at most `max_retries` times when set.
+    OnFailure { max_retries: Option<u32> },
+    /// Started again however it ends.
+    Always,
+}
+
+impl RestartPolicy {
+    /// Whether an instance that ended with `code` after `restarts` automatic restarts is
+    /// started again.
+    pub fn restarts_after(self, code: Option<i32>, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure { max_retries } => code != Some(0) && max_retries.is_none_or(|max| restarts < max),
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::OnFailure { max_retries: None } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max_retries: Some(n) } => write!(f, "on-failure:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("--restart {text:?}: use no, on-failure, on-failure:MAX_RETRIES or always");
+        match text.split_once(':') {
+            None => match text {
+                "no" | "" => Ok(RestartPolicy::No),
+                "always" | "unless-stopped" => Ok(RestartPolicy::Always),
+                "on-failure" => Ok(RestartPolicy::OnFailure { max_retries: None }),
+                _ => Err(bad()),
+            },
+            Some(("on-failure", n)) => n
+                .parse::<u32>()
+                .map(|n| RestartPolicy::OnFailure { max_retries: Some(n) })
+                .map_err(|_| bad()),
+            Some(_) => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for RestartPolicy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// In a cluster: an instance moved off a node that went down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Rescheduled {
+    /// The node it ran on.
+    pub from: String,
+    pub at: DateTime<Utc>,
+    /// Its new node has made it its own (and started it).
+    pub adopted: bool,
 }
 
 fn default_network() -> String {
@@ -301,6 +394,9 @@ pub struct Instance {
     /// Its address on its network (kept from create to removal).
     #[serde(default)]
     pub address: Option<crate::network::InstanceAddress>,
+    /// In a cluster: set when it was moved off a node that went down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescheduled: Option<Rescheduled>,
 }
 
 impl Instance {

@@ -6,8 +6,10 @@
 //! - `protocol` — the control socket's request/reply lines and the exit record
 //! - `client` — the daemon side of the control socket
 //! - `rotating` — log files with a size cap, rotated as Docker's log drivers do
+//! - `fence` — the lease heartbeat a supervisor fences its workload by, in a cluster
 
 pub mod client;
+pub mod fence;
 pub mod process;
 pub mod protocol;
 pub mod rotating;

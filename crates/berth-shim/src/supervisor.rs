@@ -223,6 +223,8 @@ struct Supervisor {
     exit: Option<ExitStatus>,
     /// Whether start-up memory was given back yet.
     trimmed: bool,
+    /// The workload was killed because the daemon's lease heartbeat went stale.
+    fenced: bool,
 }
 
 fn set_nonblocking(fd: RawFd) {
@@ -429,6 +431,7 @@ impl Supervisor {
             pidfd: None,
             exit: None,
             trimmed: false,
+            fenced: false,
         };
         supervisor.take_terminal();
         Ok(supervisor)
@@ -463,12 +466,36 @@ impl Supervisor {
                     return;
                 }
             }
+            self.fence_if_stale();
             let idle = self.poll_once(if self.exit.is_some() { 50 } else { 1000 });
             if idle && !self.trimmed && self.main_pid.is_some() {
                 trim_memory();
                 self.trimmed = true;
             }
             self.reap();
+        }
+    }
+
+    /// In a cluster: kills the workload when the daemon has not renewed its node's lease for
+    /// longer than the fencing deadline (see `fence`), before another node may start it.
+    fn fence_if_stale(&mut self) {
+        let (Some(fence), Some(pid)) = (&self.config.fence, self.main_pid) else {
+            return;
+        };
+        if self.fenced || self.exit.is_some() {
+            return;
+        }
+        if !crate::fence::is_stale(&fence.heartbeat_path, Duration::from_millis(fence.stale_after_ms)) {
+            return;
+        }
+        eprintln!(
+            "berth supervisor: the node's lease was not renewed for {} ms ({}): fencing the workload",
+            fence.stale_after_ms,
+            fence.heartbeat_path.display()
+        );
+        self.fenced = true;
+        if let Err(e) = self.workload.signal(pid, libc::SIGKILL, true) {
+            eprintln!("berth supervisor: fencing: {e}");
         }
     }
 

@@ -44,6 +44,36 @@ impl Store {
         .await
     }
 
+    /// `update_instance` for the node that runs the instance: writes only while the stored
+    /// instance is still `node`'s, at the spec revision it read. A node cut off while the
+    /// scheduler moved its instance elsewhere cannot take it back. `Ok(false)`: it is another
+    /// node's now and nothing was written.
+    pub async fn update_instance_on(&self, instance: &Instance, node: &str) -> StoreResult<bool> {
+        let (desired, status) = split(instance);
+        let lost_race = |e: &StoreError| matches!(e, StoreError::Conflict { .. } | StoreError::AlreadyExists { .. });
+        retry_lost_races(lost_race, || async {
+            let current = self.instance(&instance.id).await?;
+            if current.instance.node != node {
+                return Ok(false);
+            }
+            let (current_desired, current_status) = split(&current.instance);
+            let mut txn = RecordTxn::new();
+            if desired != current_desired {
+                txn = txn.update(&desired, current.spec_revision)?;
+            } else {
+                txn = txn.require::<InstanceDesired>(&instance.id, Expect::Revision(current.spec_revision))?;
+            }
+            if status != current_status {
+                txn = match current.status_revision {
+                    0 => txn.create(&status)?,
+                    revision => txn.update(&status, revision)?,
+                };
+            }
+            self.commit(txn).await.map(|_| true)
+        })
+        .await
+    }
+
     pub async fn get_instance(&self, id: &str) -> StoreResult<Instance> {
         Ok(self.instance(id).await?.instance)
     }

@@ -30,6 +30,9 @@ pub struct InstanceDesired {
     /// A VM's configuration (machine, vCPUs, memory, disks, snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmDetails>,
+    /// Set by the scheduler when it moves the instance off a node that went down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescheduled: Option<berth_model::instance::Rescheduled>,
 }
 
 /// The observed part, at `/berth/v1/instances/<id>/status`.
@@ -95,6 +98,7 @@ pub fn split(instance: &Instance) -> (InstanceDesired, InstanceStatus) {
         error,
         vm,
         address,
+        rescheduled,
     } = instance.clone();
     (
         InstanceDesired {
@@ -110,6 +114,7 @@ pub fn split(instance: &Instance) -> (InstanceDesired, InstanceStatus) {
             node,
             created_at,
             vm,
+            rescheduled,
         },
         InstanceStatus {
             id,
@@ -152,5 +157,6 @@ pub fn compose(desired: InstanceDesired, status: InstanceStatus) -> Instance {
         error: status.error,
         vm: desired.vm,
         address: status.address,
+        rescheduled: desired.rescheduled,
     }
 }

@@ -614,6 +614,7 @@ impl InstanceDriver for VmDriver {
             log_limits: Default::default(),
             exit_path: dir.join("exit.json"),
             socket_path: dir.join("supervisor.sock"),
+            fence: None,
         })
     }
 
@@ -821,6 +822,7 @@ impl InstanceDriver for VmDriver {
             log_limits: Default::default(),
             exit_path: dir.join("exit.json"),
             socket_path: dir.join("supervisor.sock"),
+            fence: None,
         })
     }
 }

@@ -307,6 +307,12 @@ pub struct CreateArgs {
     /// In a cluster: spread (the emptiest node that fits; default) or binpack (the fullest)
     #[arg(long, value_name = "STRATEGY", value_parser = ["spread", "binpack"])]
     pub placement: Option<String>,
+    /// Start the instance again when it ends: no (default), on-failure[:MAX_RETRIES] (a
+    /// non-zero exit), always. A `berth stop` or `berth kill` is never undone. In a cluster,
+    /// an instance with a policy and no local state (no local volume, no host path; not a VM
+    /// with its own disks) moves to another node when its node goes down
+    #[arg(long, value_name = "POLICY", value_parser = |s: &str| s.parse::<berth_model::instance::RestartPolicy>())]
+    pub restart: Option<berth_model::instance::RestartPolicy>,
     /// Mount a volume or a host path: NAME:PATH[:OPTIONS] attaches the volume NAME (created
     /// if missing); /HOST/PATH:PATH[:OPTIONS] binds a host path, creating a missing host
     /// directory (relative host paths are refused: give $PWD/dir). OPTIONS: ro or rw; z, Z

@@ -86,6 +86,13 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
             cluster.node, cluster.ready_nodes, cluster.nodes
         );
         println!("etcd members:    {}", cluster.etcd_members.join("; "));
+        println!(
+            "Scheduler:       led by {}",
+            cluster
+                .leader
+                .as_deref()
+                .unwrap_or("nobody yet (a node takes the lead within a second)")
+        );
     }
     Ok(Outcome::Success)
 }

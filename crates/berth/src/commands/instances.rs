@@ -88,6 +88,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
             "binpack" => berth_model::api::PlacementStrategy::Binpack,
             _ => berth_model::api::PlacementStrategy::Spread,
         }),
+        restart: args.restart,
     }
 }
 
@@ -341,6 +342,7 @@ fn status_text(instance: &Instance) -> String {
             )
         }
         InstanceState::Dead => "Dead".into(),
+        InstanceState::Lost => format!("Lost (node {} is down)", instance.node),
     }
 }
 

@@ -1,0 +1,401 @@
+//! Failover in a cluster: one node leads (a key on its lease, so etcd ends its term when
+//! the node is gone), and moves the instances of a node whose lease expired to nodes that
+//! fit; the instances that have local state are reported `lost`, never recreated empty.
+//! Each node adopts what was moved to it and, cut off from etcd, fences itself.
+//!
+//! The invariant: an instance never runs on two nodes at once. A node runs an instance the
+//! cluster may move only while its lease is fresh: past `FENCE_AFTER` without a renewal the
+//! node kills those instances, and their supervisors do the same on their own when the daemon
+//! itself is gone (`berth_shim::fence`). etcd expires the lease no sooner than `TTL` after the
+//! last renewal was *sent*; the leader waits `DOWN_GRACE` more before it moves anything. A
+//! node that comes back writes nothing over a moved instance (its writes are compare-and-swap
+//! on the instance still being its own) and clears what it left of it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use berth_model::instance::{InstanceKind, Rescheduled, RestartPolicy};
+use berth_model::mount::MountKind;
+use berth_model::node::NodeState;
+use berth_model::{Instance, InstanceState};
+use berth_shim::client;
+use berth_shim::protocol::Request;
+use berth_shim::ExitRecord;
+use berth_store::instance::split;
+use berth_store::kv::{Expect, Txn};
+use berth_store::{RecordTxn, StoreError, VersionedInstance};
+use chrono::Utc;
+
+use crate::admission::Reservation;
+use crate::cluster::{Membership, FENCE_AFTER};
+use crate::engine::Engine;
+use crate::scheduler::{Constraint, Needs};
+
+/// Where the leader's name is, on the leader's lease.
+const LEADER_KEY: &str = "/berth/v1/cluster/leader";
+/// How long the leader waits after a node's lease expired before it moves its instances.
+const DOWN_GRACE: Duration = Duration::from_secs(1);
+/// How often a node checks its lease, leads, and adopts.
+const ROUND_EVERY: Duration = Duration::from_millis(500);
+
+/// Why an instance cannot move to another node (it would come back without its state), or
+/// `None` when it may.
+pub fn local_state(instance: &Instance) -> Option<String> {
+    if instance.spec.restart == RestartPolicy::No {
+        return Some("it has no restart policy (--restart)".into());
+    }
+    if instance.kind == InstanceKind::Vm {
+        return Some("a VM's disks are on its node".into());
+    }
+    if let Some(volume) = instance.spec.volumes.first() {
+        return Some(format!("volume {} is its node's", volume.volume));
+    }
+    if let Some(bind) = instance.spec.mounts.iter().find(|m| m.kind == MountKind::Bind) {
+        return Some(format!("it binds host path {}", bind.source));
+    }
+    None
+}
+
+impl Membership {
+    /// Takes the lead if nobody holds it; whether this node leads now.
+    pub async fn lead(&self) -> Result<bool, StoreError> {
+        let key = LEADER_KEY.to_string();
+        let snapshot = self.store().kv().get(std::slice::from_ref(&key)).await?;
+        if let Some(Some(kv)) = snapshot.kvs.into_iter().next() {
+            return Ok(kv.value == self.name().as_bytes() && kv.lease == Some(self.lease()));
+        }
+        let txn = Txn::new().check(&key, Expect::Absent).put_with_lease(
+            &key,
+            self.name().as_bytes().to_vec(),
+            Some(self.lease()),
+        );
+        match self.store().kv().txn(txn).await {
+            Ok(_) => {
+                tracing::info!(node = %self.name(), "this node leads the cluster's scheduler");
+                Ok(true)
+            }
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The node that leads now, if any.
+    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
+        let key = LEADER_KEY.to_string();
+        let snapshot = self.store().kv().get(std::slice::from_ref(&key)).await?;
+        Ok(snapshot
+            .kvs
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+    }
+}
+
+impl Engine {
+    /// Starts this node's failover rounds (fencing, leading, adopting) while the engine lives.
+    pub fn spawn_failover(self: &Arc<Self>, membership: Arc<Membership>) {
+        let engine: Weak<Engine> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut down_since: HashMap<String, Instant> = HashMap::new();
+            let mut ticker = tokio::time::interval(ROUND_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(engine) = engine.upgrade() else { return };
+                let stale = membership.renewed_ago() > FENCE_AFTER;
+                if stale {
+                    if !membership.set_fenced(true) {
+                        tracing::warn!(
+                            "no lease renewal for {:?}: fencing this node (stopping the instances the cluster may move)",
+                            membership.renewed_ago()
+                        );
+                        engine.fence_movable();
+                    }
+                    continue;
+                }
+                if membership.set_fenced(false) {
+                    tracing::info!("the lease is renewed again: this node is no longer fenced");
+                    engine.clear_moved_away().await;
+                    engine.reconcile_own().await;
+                }
+                match membership.lead().await {
+                    Ok(true) => engine.leader_round(&membership, &mut down_since).await,
+                    Ok(false) => down_since.clear(),
+                    Err(e) => tracing::debug!(error = %e, "leader election"),
+                }
+                engine.adopt_moved_here().await;
+            }
+        });
+    }
+
+    /// Kills, through their supervisors, every instance this node runs that the cluster may
+    /// move. Reads only the node's own files: etcd is what it cannot reach.
+    pub(crate) fn fence_movable(&self) {
+        let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("instances")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let Some(config) = supervisor_config(&dir) else {
+                continue;
+            };
+            if config.fence.is_none() {
+                continue;
+            }
+            let socket = config.socket_path.clone();
+            tokio::spawn(async move {
+                let kill = Request::Kill {
+                    signal: libc::SIGKILL,
+                    all: true,
+                };
+                match client::call_within(&socket, &kill, Duration::from_secs(2)).await {
+                    Ok(_) => tracing::warn!(dir = %dir.display(), "fenced"),
+                    Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "fencing (already ended?)"),
+                }
+            });
+        }
+    }
+
+    /// The leader's round: the instances of nodes down past the grace are moved or lost.
+    async fn leader_round(&self, membership: &Membership, down_since: &mut HashMap<String, Instant>) {
+        let nodes = match membership.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => return tracing::warn!(error = %e.message, "listing nodes"),
+        };
+        down_since.retain(|name, _| nodes.iter().any(|n| &n.name == name && n.state == NodeState::Down));
+        let now = Instant::now();
+        let due: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Down)
+            .filter(|n| now.duration_since(*down_since.entry(n.name.clone()).or_insert(now)) >= DOWN_GRACE)
+            .map(|n| n.name.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let instances = match self.store.instances().await {
+            Ok((instances, _)) => instances,
+            Err(e) => return tracing::warn!(error = %e, "listing instances"),
+        };
+        let all: Vec<Instance> = instances.iter().map(|v| v.instance.clone()).collect();
+        for versioned in instances {
+            let instance = &versioned.instance;
+            let pending_move =
+                instance.state == InstanceState::Created && instance.rescheduled.as_ref().is_some_and(|r| !r.adopted);
+            if due.contains(&instance.node) && (instance.state.is_active() || pending_move) {
+                let from = instance.node.clone();
+                self.move_or_lose(&nodes, &all, versioned, &from).await;
+            }
+        }
+    }
+
+    /// Moves one instance off node `from` (down), or reports it lost with why.
+    async fn move_or_lose(
+        &self,
+        nodes: &[berth_model::node::Node],
+        all: &[Instance],
+        versioned: VersionedInstance,
+        from: &str,
+    ) {
+        let instance = versioned.instance.clone();
+        let placed = match local_state(&instance) {
+            Some(reason) => Err(format!("not moved: {reason}")),
+            None => place_moved(nodes, all, &instance).map_err(|e| format!("not moved: {e}")),
+        };
+        let (mut desired, mut status) = split(&instance);
+        let txn = match placed {
+            Ok((node, why)) => {
+                tracing::warn!(instance = %instance.name, %from, to = %node, "moving an instance off a node that is down");
+                desired.node = node;
+                desired.spec.placement = Some(format!("moved from node {from} (down): {why}"));
+                desired.rescheduled = Some(Rescheduled {
+                    from: from.to_string(),
+                    at: Utc::now(),
+                    adopted: false,
+                });
+                status.state = InstanceState::Created;
+                status.pid = None;
+                status.supervisor_pid = None;
+                status.address = None;
+                status.error = None;
+                RecordTxn::new()
+                    .update(&desired, versioned.spec_revision)
+                    .and_then(|t| t.update(&status, versioned.status_revision))
+            }
+            Err(reason) => {
+                tracing::warn!(instance = %instance.name, %from, %reason, "an instance is lost with its node");
+                status.state = InstanceState::Lost;
+                status.error = Some(format!(
+                    "node {from} went down at {}; {reason}; it runs again when {from} is back, or remove it",
+                    Utc::now().format("%H:%M:%S")
+                ));
+                RecordTxn::new()
+                    .require::<berth_store::InstanceDesired>(&instance.id, Expect::Revision(versioned.spec_revision))
+                    .and_then(|t| t.update(&status, versioned.status_revision))
+            }
+        };
+        // A lost race (the node came back, the user removed it) is settled next round.
+        match txn {
+            Ok(txn) => {
+                if let Err(e) = self.store.commit(txn).await {
+                    tracing::info!(instance = %instance.name, error = %e, "moving an instance: lost a race; next round");
+                }
+            }
+            Err(e) => tracing::warn!(instance = %instance.name, error = %e, "moving an instance"),
+        }
+    }
+
+    /// Makes the instances moved to this node its own: a directory, an address on its
+    /// network here, then a start.
+    async fn adopt_moved_here(self: &Arc<Self>) {
+        let Ok(instances) = self.local_instances().await else {
+            return;
+        };
+        for instance in instances {
+            let waiting =
+                instance.state == InstanceState::Created && instance.rescheduled.as_ref().is_some_and(|r| !r.adopted);
+            if waiting {
+                if let Err(e) = self.adopt(instance.clone()).await {
+                    tracing::warn!(instance = %instance.name, error = %e.message, "adopting a moved instance");
+                }
+            }
+        }
+    }
+
+    async fn adopt(self: &Arc<Self>, mut instance: Instance) -> crate::error::EngineResult<()> {
+        {
+            let _guard = self.lock(&instance.id).await;
+            let dir = self.instance_dir(&instance.id);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| crate::error::EngineError::internal(format!("creating {}: {e}", dir.display())))?;
+            instance.address = match instance.spec.network.as_str() {
+                "none" | "host" => None,
+                name => Some(
+                    self.networks
+                        .allocate(name, &self.local_instances().await?, &instance.id)
+                        .await?,
+                ),
+            };
+            if let Some(moved) = instance.rescheduled.as_mut() {
+                moved.adopted = true;
+            }
+            self.save(&instance).await?;
+        }
+        tracing::info!(instance = %instance.name, from = ?instance.rescheduled.as_ref().map(|r| &r.from), "starting an instance moved here");
+        self.start(&instance.id, false).await.map(|_| ())
+    }
+
+    /// After the node was cut off: what it left of instances that are now another node's
+    /// (or were removed meanwhile) goes. Also at start, for a daemon that was down.
+    pub(crate) async fn clear_moved_away(&self) {
+        let Ok(records) = self.store.list_instances().await else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("instances")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let Some(local) = local_copy(&dir) else { continue };
+            if local.node != self.node {
+                continue;
+            }
+            match records.iter().find(|r| r.id == local.id) {
+                Some(record) if record.node == self.node => continue,
+                // Being created or removed right now: not ours to touch.
+                None if !dir.join("supervisor.json").exists() => continue,
+                _ => {}
+            }
+            tracing::info!(instance = %local.name, "clearing what this node left of an instance now elsewhere");
+            if let Some(config) = supervisor_config(&dir) {
+                let kill = Request::Kill {
+                    signal: libc::SIGKILL,
+                    all: true,
+                };
+                let _ = client::call_within(&config.socket_path, &kill, Duration::from_secs(2)).await;
+            }
+            self.release_local(&local, &dir).await;
+        }
+    }
+
+    /// After the node was cut off: its own instances whose exits it could not record are
+    /// recorded now (and restarted by their policy); the ones the cluster reported lost and
+    /// that kept running are running again.
+    pub(crate) async fn reconcile_own(self: &Arc<Self>) {
+        let Ok(instances) = self.local_instances().await else {
+            return;
+        };
+        for instance in instances {
+            if !instance.state.is_active() && instance.state != InstanceState::Lost {
+                continue;
+            }
+            let dir = self.instance_dir(&instance.id);
+            let alive = client::call(&dir.join("supervisor.sock"), &Request::Status)
+                .await
+                .is_ok();
+            if instance.state == InstanceState::Lost {
+                let mut back = instance.clone();
+                back.state = InstanceState::Running;
+                back.error = None;
+                if let Err(e) = self.save(&back).await {
+                    tracing::warn!(instance = %instance.name, error = %e.message, "recording a lost instance back");
+                    continue;
+                }
+                tracing::info!(instance = %instance.name, alive, "an instance reported lost is this node's again");
+            }
+            if !alive {
+                self.on_exit(&instance.id, ExitRecord::read(&dir.join("exit.json")))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The scheduler's choice for an instance being moved: as for a new one, from what its
+/// record says it needs; the down node's own reservations count only against it.
+fn place_moved(
+    nodes: &[berth_model::node::Node],
+    all: &[Instance],
+    instance: &Instance,
+) -> Result<(String, String), String> {
+    let constraints = instance
+        .spec
+        .constraints
+        .iter()
+        .filter_map(|c| Constraint::parse(c).ok())
+        .collect();
+    let network = Some(instance.spec.network.clone())
+        .filter(|n| !matches!(n.as_str(), "none" | "host" | berth_model::network::DEFAULT_NETWORK));
+    let needs = Needs {
+        kind: instance.kind,
+        image: &instance.spec.image,
+        reservation: Reservation::of(instance),
+        node: None,
+        constraints,
+        strategy: Default::default(),
+        volumes: Vec::new(),
+        network,
+    };
+    let image_id = instance.spec.image_id.trim_start_matches("sha256:");
+    let has_image = |node: &berth_model::node::Node| {
+        node.images
+            .iter()
+            .any(|known| known.trim_start_matches("sha256:") == image_id)
+    };
+    crate::scheduler::place(nodes, all, &needs, has_image).map_err(|e| e.message)
+}
+
+/// The supervisor configuration an instance was last started with.
+fn supervisor_config(dir: &Path) -> Option<berth_model::driver::SupervisorConfig> {
+    let text = std::fs::read(dir.join("supervisor.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// The instance as this node last started it (`instance.json`, written at each start).
+pub(crate) fn local_copy(dir: &Path) -> Option<Instance> {
+    let text = std::fs::read(dir.join("instance.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
