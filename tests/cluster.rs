@@ -448,3 +448,156 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
     n2.ok(&["rm", "-f", "s1", "s2", "s3", "in-a", "tagged"]);
     assert!(n3.ok(&["ps", "-aq"]).trim().is_empty());
 }
+
+/// How many processes run `sleep SECONDS` (the test's unique marker) on this machine.
+fn copies(seconds: &str) -> usize {
+    let output = std::process::Command::new("pgrep")
+        .args(["-fx", &format!("sleep {seconds}")])
+        .output()
+        .expect("run pgrep");
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+fn pid_alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Polls (through `daemon`) until `name` runs on a node other than `from`; returns the
+/// node and how long it took.
+fn wait_moved(daemon: &Daemon, name: &str, from: &str, timeout: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let record = daemon.inspect(name);
+        if record["node"] != from && record["state"] == "running" {
+            return (record["node"].as_str().unwrap_or("").to_string(), start.elapsed());
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{name} not moved off {from} after {timeout:?}: {record}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
+    let cluster = etcd::start(3);
+    let ports = [free_port(), free_port(), free_port()];
+    let mut daemons = vec![
+        reachable_node(&cluster, "n1", "zone=a", ports[0]),
+        reachable_node(&cluster, "n2", "zone=b", ports[1]),
+        reachable_node(&cluster, "n3", "zone=b", ports[2]),
+    ];
+    for daemon in &daemons {
+        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+    }
+    let start = Instant::now();
+    while !nodes(&daemons[0])
+        .iter()
+        .all(|n| n["images"].to_string().contains("busybox"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&daemons[0]));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let info = daemons[0].ok(&["info"]);
+    assert!(info.contains("Scheduler:       led by n"), "{info}");
+
+    // On n3: one that may move, one with a local volume, one without a policy.
+    let n1 = &daemons[0];
+    n1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "mover",
+        "--node",
+        "n3",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "7771",
+    ]);
+    daemons[2].ok(&["volume", "create", "--size", "64m", "local"]);
+    n1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pinned",
+        "--node",
+        "n3",
+        "--restart",
+        "always",
+        "-v",
+        "local:/data",
+        "busybox",
+        "sleep",
+        "7772",
+    ]);
+    n1.ok(&[
+        "run", "-d", "--name", "plain", "--node", "n3", "busybox", "sleep", "7773",
+    ]);
+    let old_pid = n1.inspect("mover")["pid"].as_u64().expect("pid");
+    let pinned_pid = n1.inspect("pinned")["pid"].as_u64().expect("pid");
+    assert_eq!(copies("7771"), 1);
+
+    // kill -9 of n3's daemon: its supervisors fence `mover` before the lease ends, the
+    // leader moves it once etcd expired the lease, and it runs on n1 or n2.
+    daemons[2].kill9();
+    let (to, took) = wait_moved(&daemons[0], "mover", "n3", Duration::from_secs(25));
+    eprintln!("failover after kill -9 of a daemon: mover running on {to} {took:?} later");
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
+    assert!(!pid_alive(old_pid), "the fenced copy still runs");
+    assert_eq!(copies("7771"), 1, "exactly one copy");
+    let moved = daemons[0].inspect("mover");
+    assert_eq!(moved["rescheduled"]["from"], "n3", "{moved}");
+    assert!(
+        moved["spec"]["placement"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("moved from node n3 (down)")),
+        "{moved}"
+    );
+    // The others are lost, with why, and were not fenced: nobody else runs them.
+    for (name, why) in [("pinned", "volume local is its node's"), ("plain", "no restart policy")] {
+        let record = daemons[1].inspect(name);
+        assert_eq!(record["state"], "lost", "{record}");
+        assert!(record["error"].as_str().is_some_and(|e| e.contains(why)), "{record}");
+    }
+    let listed = daemons[1].ok(&["ps", "-a"]);
+    assert!(listed.contains("Lost (node n3"), "{listed}");
+    assert!(pid_alive(pinned_pid));
+
+    // n3 comes back: its lost instances are running again, what it left of mover is gone,
+    // and mover still runs once, where it was moved.
+    daemons[2].restart_only();
+    let back = daemons[0].wait_for("pinned", Duration::from_secs(10), |v| v["state"] == "running");
+    assert_eq!(back["state"], "running", "{back}");
+    assert_eq!(back["pid"].as_u64(), Some(pinned_pid));
+    assert_eq!(daemons[0].inspect("mover")["node"], to.as_str());
+    assert_eq!(copies("7771"), 1);
+    let mover_id = daemons[0].inspect("mover")["id"].as_str().unwrap().to_string();
+    assert!(
+        !daemons[2].instance_dir(&mover_id).exists(),
+        "n3 kept the moved instance's directory"
+    );
+
+    // kill -9 of the whole process tree of the node that runs mover now: daemon,
+    // supervisor and workload. It moves again.
+    let victim = if to == "n1" { 0 } else { 1 };
+    let watcher = 1 - victim;
+    let record = daemons[victim].inspect("mover");
+    daemons[victim].kill9();
+    for pid in [record["supervisor_pid"].as_u64(), record["pid"].as_u64()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let (again, took) = wait_moved(&daemons[watcher], "mover", &to, Duration::from_secs(25));
+    eprintln!("failover after kill -9 of a node's process tree: mover running on {again} {took:?} later");
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
+    assert_eq!(copies("7771"), 1);
+    daemons[victim].restart_only();
+    daemons[watcher].ok(&["rm", "-f", "mover", "pinned", "plain"]);
+}

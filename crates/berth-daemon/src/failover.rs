@@ -279,6 +279,15 @@ impl Engine {
                         .await?,
                 ),
             };
+            if self.local_store.get_image(&instance.spec.image_id).await.is_err() {
+                let here = self.images.resolve(&instance.spec.image).await.map_err(|e| {
+                    crate::error::EngineError::conflict(format!(
+                        "instance {} was moved here but this node has no image {} ({e})",
+                        instance.name, instance.spec.image
+                    ))
+                })?;
+                instance.spec.image_id = here.id;
+            }
             if let Some(moved) = instance.rescheduled.as_mut() {
                 moved.adopted = true;
             }
@@ -379,11 +388,16 @@ fn place_moved(
         volumes: Vec::new(),
         network,
     };
+    // The same image id, or else the image its reference names there (an image imported
+    // from one tarball on two nodes has two ids).
     let image_id = instance.spec.image_id.trim_start_matches("sha256:");
+    let tag = berth_image::reference::parse_reference(&instance.spec.image)
+        .ok()
+        .and_then(|r| berth_image::reference::normalized_tag(&r));
     let has_image = |node: &berth_model::node::Node| {
         node.images
             .iter()
-            .any(|known| known.trim_start_matches("sha256:") == image_id)
+            .any(|known| known.trim_start_matches("sha256:") == image_id || Some(known) == tag.as_ref())
     };
     crate::scheduler::place(nodes, all, &needs, has_image).map_err(|e| e.message)
 }
