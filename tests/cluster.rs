@@ -601,3 +601,105 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     daemons[victim].restart_only();
     daemons[watcher].ok(&["rm", "-f", "mover", "pinned", "plain"]);
 }
+
+/// Three test hosts (network namespaces on one bridge), each with an etcd member and a berth
+/// node: the layout of three machines.
+fn three_hosts() -> (crate::common::hosts::TestHosts, EtcdCluster, Vec<Daemon>) {
+    let hosts = crate::common::hosts::TestHosts::new(3);
+    let spots: Vec<(&str, &str)> = hosts
+        .hosts
+        .iter()
+        .map(|h| (h.netns.as_str(), h.address.as_str()))
+        .collect();
+    let cluster = EtcdCluster::start_in_namespaces(&spots).expect("etcd in the test hosts");
+    let daemons = hosts
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = format!("n{}", i + 1);
+            Daemon::start_in_netns(
+                &host.netns,
+                &[
+                    "--cluster",
+                    &cluster.url(),
+                    "--node-name",
+                    &name,
+                    "--advertise",
+                    &host.address,
+                ],
+            )
+        })
+        .collect();
+    (hosts, cluster, daemons)
+}
+
+#[test]
+fn a_partitioned_node_fences_and_after_healing_exactly_one_copy_runs() {
+    let (hosts, _cluster, daemons) = three_hosts();
+    for daemon in &daemons {
+        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+    }
+    let start = Instant::now();
+    while !nodes(&daemons[0])
+        .iter()
+        .all(|n| n["images"].to_string().contains("busybox"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&daemons[0]));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Any node reaches the others through their advertised addresses on the bridge.
+    daemons[0].ok(&[
+        "run",
+        "-d",
+        "--name",
+        "mover",
+        "--node",
+        "n3",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "7781",
+    ]);
+    daemons[1].ok(&[
+        "run", "-d", "--name", "stays", "--node", "n3", "busybox", "sleep", "7782",
+    ]);
+    assert_eq!(daemons[0].ok(&["exec", "mover", "echo", "on n3"]).trim(), "on n3");
+    let fenced_pid = daemons[0].inspect("mover")["pid"].as_u64().expect("pid");
+    let stays_pid = daemons[0].inspect("stays")["pid"].as_u64().expect("pid");
+
+    // n3's link goes down: n3 and its etcd member are cut off from the majority. n3 fences
+    // mover before its lease ends; the others move it once etcd expired the lease.
+    hosts.cut(2);
+    let (to, took) = wait_moved(&daemons[0], "mover", "n3", Duration::from_secs(25));
+    eprintln!("failover after a partition: mover running on {to} {took:?} later");
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
+    assert!(!pid_alive(fenced_pid), "the cut-off node still runs its copy");
+    assert_eq!(copies("7781"), 1, "exactly one copy during the partition");
+    assert_eq!(daemons[1].inspect("stays")["state"], "lost");
+    assert!(pid_alive(stays_pid), "an instance nobody else runs is not fenced");
+
+    // Healed: n3 renews again, writes nothing over mover, clears what it left of it; its
+    // lost instance is running again; one copy of each runs.
+    hosts.heal(2);
+    wait_for_state(&daemons[0], "n3", "ready", Duration::from_secs(20));
+    let back = daemons[0].wait_for("stays", Duration::from_secs(15), |v| v["state"] == "running");
+    assert_eq!(back["state"], "running", "{back}");
+    let mover_id = daemons[0].inspect("mover")["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    while daemons[2].instance_dir(&mover_id).exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "n3 kept the moved instance");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mover = daemons[2].inspect("mover");
+    assert_eq!(
+        (mover["node"].as_str(), mover["state"].as_str()),
+        (Some(to.as_str()), Some("running")),
+        "{mover}"
+    );
+    assert_eq!(copies("7781"), 1, "exactly one copy after healing");
+    assert_eq!(copies("7782"), 1);
+    daemons[2].ok(&["rm", "-f", "mover", "stays"]);
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod hosts;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ pub struct Daemon {
     bridge: Option<String>,
     /// More `berth daemon` arguments (`--store ...`).
     extra_args: Vec<String>,
+    /// The network namespace (a test host) the daemon runs in, if not this one.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -179,6 +182,26 @@ impl Daemon {
             subnet_prefix: String::new(),
             bridge: None,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
+            netns: None,
+            dir,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// A daemon run inside test host `netns` (`hosts::TestHosts`): its bridges, chains and
+    /// instances are that host's; its socket is a file here as any other's.
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> Daemon {
+        let dir = temp_dir("bt");
+        std::fs::write(dir.join("config.toml"), test_config("")).expect("config");
+        let mut daemon = Daemon {
+            state: dir.join("state"),
+            socket: dir.join("berth.sock"),
+            subnet_prefix: String::new(),
+            bridge: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            netns: Some(netns.to_string()),
             dir,
             child: None,
         };
@@ -254,7 +277,18 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let child = Command::new(BERTH)
+        let mut command = match &self.netns {
+            None => Command::new(BERTH),
+            Some(netns) => {
+                // nsenter joins only the network namespace (`ip netns exec` would also mount
+                // a fresh /sys, hiding the cgroup hierarchies) and execs berth: the child is
+                // the daemon.
+                let mut command = Command::new("nsenter");
+                command.arg(format!("--net=/run/netns/{netns}")).arg(BERTH);
+                command
+            }
+        };
+        let child = command
             .args(["daemon", "--state-dir"])
             .arg(&self.state)
             .arg("--socket")
@@ -435,7 +469,8 @@ impl Drop for Daemon {
                 }
             }
         }
-        if let Some(bridge) = &self.bridge {
+        // A test host's bridges go with its namespace.
+        if let (Some(bridge), None) = (&self.bridge, &self.netns) {
             let _ = Command::new("ip").args(["link", "del", bridge]).status();
         }
         // Whatever a failed test left mounted under our directory.

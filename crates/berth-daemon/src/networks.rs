@@ -307,7 +307,8 @@ impl Networks {
                 users.join(", ")
             )));
         }
-        if self.owns(&record.bridge, std::slice::from_ref(&record.bridge)) {
+        let aliases = links::aliases().await.map_err(net_error)?;
+        if self.owns(&record.bridge, std::slice::from_ref(&record.bridge), &aliases) {
             if let Ok(old) = subnet_of(record) {
                 self.firewall.remove_network(&record.bridge, &old, record.internal);
             }
@@ -324,8 +325,8 @@ impl Networks {
 
     /// Whether a bridge is this node's: its note names this node (and this state directory, or
     /// one no daemon runs on: the directory moved), or it has no note and the store has it.
-    fn owns(&self, bridge: &str, stored_bridges: &[String]) -> bool {
-        match links::alias(bridge) {
+    fn owns(&self, bridge: &str, stored_bridges: &[String], aliases: &HashMap<String, String>) -> bool {
+        match aliases.get(bridge) {
             Some(note) => BridgeOwner::parse(&note).is_some_and(|owner| {
                 owner.node == self.node_id && (owner.state_dir == self.state_dir || !owner.running())
             }),
@@ -338,12 +339,13 @@ impl Networks {
     /// unreachable.
     async fn foreign_subnets(&self, stored: &[Network]) -> EngineResult<Vec<(String, Subnet)>> {
         let stored_bridges: Vec<String> = stored.iter().map(|n| n.bridge.clone()).collect();
+        let aliases = links::aliases().await.map_err(net_error)?;
         Ok(links::host_ipv4_addresses()
             .await
             .map_err(net_error)?
             .into_iter()
             .filter(|(device, address, prefix)| {
-                *prefix > 0 && !address.is_loopback() && !self.owns(device, &stored_bridges)
+                *prefix > 0 && !address.is_loopback() && !self.owns(device, &stored_bridges, &aliases)
             })
             .map(|(device, address, prefix)| {
                 let prefix = prefix.min(32);
@@ -371,8 +373,13 @@ impl Networks {
         let stored = self.store.list_networks().await?;
         let mut stored_bridges: Vec<String> = stored.iter().map(|n| n.bridge.clone()).collect();
         stored_bridges.push(network.bridge.clone());
-        if !self.owns(&network.bridge, &stored_bridges) {
-            let holder = match links::alias(&network.bridge).as_deref().and_then(BridgeOwner::parse) {
+        let aliases = links::aliases().await.map_err(net_error)?;
+        if !self.owns(&network.bridge, &stored_bridges, &aliases) {
+            let holder = match aliases
+                .get(&network.bridge)
+                .map(String::as_str)
+                .and_then(BridgeOwner::parse)
+            {
                 Some(owner) if owner.node == self.node_id => format!(
                     "{} with this node's id ({} was copied; give one copy a new identity by removing its node.json)",
                     owner.describe(),
@@ -402,7 +409,7 @@ impl Networks {
             .into_iter()
             .find(|(_, used)| used.overlaps(&subnet))
         {
-            let holder = match links::alias(&device).as_deref().and_then(BridgeOwner::parse) {
+            let holder = match links::alias(&device).await.as_deref().and_then(BridgeOwner::parse) {
                 Some(owner) => format!(" ({})", owner.describe()),
                 None => String::new(),
             };
@@ -424,7 +431,9 @@ impl Networks {
         links::ensure_bridge(&network.bridge, subnet.gateway(), subnet.prefix)
             .await
             .map_err(net_error)?;
-        links::set_alias(&network.bridge, &self.owner_note).map_err(net_error)?;
+        links::set_alias(&network.bridge, &self.owner_note)
+            .await
+            .map_err(net_error)?;
         self.firewall
             .add_network(&network.bridge, &subnet, network.internal)
             .map_err(net_error)?;

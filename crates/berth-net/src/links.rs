@@ -80,16 +80,53 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> NetResu
         .map_err(|e| failed(format!("bringing {name} up"), e))
 }
 
-/// A device's alias (`ip link set … alias`), where berth notes which daemon owns a bridge;
-/// `None` when the device has none or does not exist.
-pub fn alias(name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifalias")).ok()?;
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_string())
+/// Every device's alias (`ip link set … alias`), where berth notes which daemon owns a
+/// bridge, by device name; asked of netlink, so it is this network namespace's (sysfs shows
+/// the namespace that mounted it).
+pub async fn aliases() -> NetResult<std::collections::HashMap<String, String>> {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let handle = handle().await?;
+    let links: Vec<_> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| failed("listing the host's devices", e))?;
+    Ok(links
+        .iter()
+        .filter_map(|link| {
+            let name = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            })?;
+            let alias = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfAlias(alias) if !alias.trim().is_empty() => Some(alias.trim().to_string()),
+                _ => None,
+            })?;
+            Some((name, alias))
+        })
+        .collect())
 }
 
-pub fn set_alias(name: &str, alias: &str) -> NetResult<()> {
-    std::fs::write(Path::new("/sys/class/net").join(name).join("ifalias"), alias)
+/// One device's alias; `None` when it has none or does not exist.
+pub async fn alias(name: &str) -> Option<String> {
+    aliases().await.ok()?.remove(name)
+}
+
+pub async fn set_alias(name: &str, alias: &str) -> NetResult<()> {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let handle = handle().await?;
+    let index = index_of(&handle, name)
+        .await?
+        .ok_or_else(|| failed(format!("noting the owner of {name}"), "no such device"))?;
+    let mut message = LinkUnspec::new_with_index(index).build();
+    message.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
         .map_err(|e| failed(format!("noting the owner of {name}"), e))
 }
 

@@ -1,4 +1,5 @@
-//! For tests only: a real etcd cluster (Debian's `etcd` 3.4) of N members on 127.0.0.1,
+//! For tests only: a real etcd cluster (Debian's `etcd` 3.4) of N members on 127.0.0.1
+//! (or one in each of N network namespaces),
 //! each with its own client and peer port and data directory under one temporary
 //! directory; members can be killed and restarted, and everything ends with the value.
 //! Used by berth-store's tests and by the cluster tests in the workspace's tests/.
@@ -27,6 +28,10 @@ pub fn available() -> bool {
 
 pub struct Member {
     pub name: String,
+    /// The address it listens on: 127.0.0.1, or its network namespace's address.
+    pub host: String,
+    /// The network namespace it runs in (`ip netns`), if not this one.
+    pub netns: Option<String>,
     pub client_port: u16,
     pub peer_port: u16,
     /// Plain HTTP /health and /metrics, also when clients must use TLS.
@@ -38,7 +43,7 @@ pub struct Member {
 
 impl Member {
     pub fn client_endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -85,6 +90,29 @@ impl EtcdCluster {
         EtcdCluster::start_with(size, true)
     }
 
+    /// One member in each of the given network namespaces (`(netns, address)` pairs,
+    /// addresses this namespace reaches), on etcd's usual ports there: each test host has
+    /// its own member, and cutting a host off cuts its member off too.
+    pub fn start_in_namespaces(hosts: &[(&str, &str)]) -> std::io::Result<EtcdCluster> {
+        let dir = tempfile::Builder::new().prefix("berth-etcd-").tempdir()?;
+        let members: Vec<Member> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (netns, host))| Member {
+                name: format!("m{i}"),
+                host: host.to_string(),
+                netns: Some(netns.to_string()),
+                client_port: 2379,
+                peer_port: 2380,
+                metrics_port: 2381,
+                data_dir: dir.path().join(format!("m{i}.etcd")),
+                log: dir.path().join(format!("m{i}.log")),
+                process: None,
+            })
+            .collect();
+        EtcdCluster::launch(members, None, dir)
+    }
+
     fn start_with(size: usize, tls: bool) -> std::io::Result<EtcdCluster> {
         let mut last_error = None;
         for _ in 0..3 {
@@ -107,6 +135,8 @@ impl EtcdCluster {
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
+                host: "127.0.0.1".into(),
+                netns: None,
                 client_port: ports[3 * i],
                 peer_port: ports[3 * i + 1],
                 metrics_port: ports[3 * i + 2],
@@ -115,9 +145,14 @@ impl EtcdCluster {
                 process: None,
             })
             .collect();
+        EtcdCluster::launch(members, tls, dir)
+    }
+
+    fn launch(members: Vec<Member>, tls: Option<TlsFiles>, dir: tempfile::TempDir) -> std::io::Result<EtcdCluster> {
+        let size = members.len();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.host, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = EtcdCluster {
@@ -143,9 +178,18 @@ impl EtcdCluster {
             .append(true)
             .open(&member.log)?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
-        let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let mut command = berth_process::command(etcd_binary());
+        let client = format!("{scheme}://{}:{}", member.host, member.client_port);
+        let peer = format!("http://{}:{}", member.host, member.peer_port);
+        let mut command = match &member.netns {
+            None => berth_process::command(etcd_binary()),
+            Some(netns) => {
+                // nsenter joins the network namespace and execs etcd: killing the child
+                // kills the member.
+                let mut command = berth_process::command("nsenter");
+                command.arg(format!("--net=/run/netns/{netns}")).arg(etcd_binary());
+                command
+            }
+        };
         if let Some(tls) = &self.tls {
             command
                 .arg("--cert-file")
@@ -165,7 +209,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &initial_cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "berth-test"])
             .arg("--listen-metrics-urls")
-            .arg(format!("http://127.0.0.1:{}", member.metrics_port))
+            .arg(format!("http://{}:{}", member.host, member.metrics_port))
             // Tests write little; snapshots and quotas at their defaults would only cost disk.
             .args(["--snapshot-count", "10000", "--quota-backend-bytes", "268435456"])
             .stdin(Stdio::null())
@@ -192,7 +236,7 @@ impl EtcdCluster {
                     )));
                 }
             }
-            if healthy(member.metrics_port) {
+            if healthy(&member.host, member.metrics_port) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -340,8 +384,8 @@ fn make_certificates(dir: &Path) -> std::io::Result<TlsFiles> {
 }
 
 /// etcd 3.4 answers `GET /health` with `{"health":"true"}` once it has a leader.
-fn healthy(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+fn healthy(host: &str, port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((host, port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
