@@ -327,7 +327,7 @@ impl Networks {
     /// one no daemon runs on: the directory moved), or it has no note and the store has it.
     fn owns(&self, bridge: &str, stored_bridges: &[String], aliases: &HashMap<String, String>) -> bool {
         match aliases.get(bridge) {
-            Some(note) => BridgeOwner::parse(&note).is_some_and(|owner| {
+            Some(note) => BridgeOwner::parse(note).is_some_and(|owner| {
                 owner.node == self.node_id && (owner.state_dir == self.state_dir || !owner.running())
             }),
             None => stored_bridges.iter().any(|b| b == bridge),
