@@ -565,6 +565,14 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     let listed = daemons[1].ok(&["ps", "-a"]);
     assert!(listed.contains("Lost (node n3"), "{listed}");
     assert!(pid_alive(pinned_pid));
+    // An instance on a down node: `rm` says how, `rm -f` removes its record now.
+    let refused = daemons[1].fails(&["rm", "plain"]);
+    assert!(
+        refused.contains("node n3, which is down") && refused.contains("rm -f plain"),
+        "{refused}"
+    );
+    daemons[1].ok(&["rm", "-f", "plain"]);
+    assert!(daemons[0].fails(&["inspect", "plain"]).contains("no such instance"));
 
     // n3 comes back: its lost instances are running again, what it left of mover is gone,
     // and mover still runs once, where it was moved.
@@ -599,7 +607,18 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     assert!(took < Duration::from_secs(15), "failover took {took:?}");
     assert_eq!(copies("7771"), 1);
     daemons[victim].restart_only();
-    daemons[watcher].ok(&["rm", "-f", "mover", "pinned", "plain"]);
+
+    // Drain: the node stops mover, then hands it to another node, which starts it.
+    wait_for_state(&daemons[watcher], &to, "ready", Duration::from_secs(20));
+    daemons[watcher].ok(&["node", "drain", &again]);
+    let (drained_to, took) = wait_moved(&daemons[watcher], "mover", &again, Duration::from_secs(20));
+    eprintln!("drain: mover running on {drained_to} {took:?} later");
+    assert_eq!(copies("7771"), 1);
+    assert!(daemons[watcher].inspect("mover")["spec"]["placement"]
+        .as_str()
+        .is_some_and(|p| p.starts_with(&format!("moved from node {again} (draining)"))),);
+    daemons[watcher].ok(&["node", "uncordon", &again]);
+    daemons[watcher].ok(&["rm", "-f", "mover", "pinned"]);
 }
 
 /// Three test hosts (network namespaces on one bridge), each with an etcd member and a berth

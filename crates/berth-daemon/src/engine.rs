@@ -1171,6 +1171,14 @@ impl Engine {
     }
 
     pub async fn remove(self: &Arc<Self>, key: &str, force: bool) -> EngineResult<()> {
+        if let Some(membership) = &self.membership {
+            let found = self.find_anywhere(key).await?;
+            if found.node != self.node
+                && membership.node(&found.node).await?.state == berth_model::node::NodeState::Down
+            {
+                return self.remove_on_down_node(&found, force).await;
+            }
+        }
         let instance = self.find(key).await?;
         self.restarts.stopped_by_user(&instance.id);
         if instance.state.is_active() {
@@ -1202,6 +1210,22 @@ impl Engine {
         drop(guard);
         self.forget_lock(&instance.id);
         self.restarts.forget(&instance.id);
+        Ok(())
+    }
+
+    /// `rm` of an instance whose node is down: with `--force` its record goes now, and its
+    /// node clears what it left when it is back (`clear_moved_away`).
+    async fn remove_on_down_node(&self, instance: &Instance, force: bool) -> EngineResult<()> {
+        if !force && (instance.state.is_active() || instance.state == InstanceState::Lost) {
+            return Err(EngineError::conflict(format!(
+                "instance {} is on node {}, which is down; `berth rm -f {}` removes its record now, and {} clears what is left of it when it is back",
+                instance.name, instance.node, instance.name, instance.node
+            )));
+        }
+        let current = self.store.instance(&instance.id).await?;
+        self.store.remove_instance(&instance.id, current.spec_revision).await?;
+        tracing::info!(id = %instance.id, node = %instance.node, "removed the record of an instance on a down node");
+        self.emit(instance, "destroy", None);
         Ok(())
     }
 

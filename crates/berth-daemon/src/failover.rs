@@ -100,6 +100,7 @@ impl Engine {
         let engine: Weak<Engine> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut down_since: HashMap<String, Instant> = HashMap::new();
+            let mut drain_refused = std::collections::HashSet::new();
             let mut ticker = tokio::time::interval(ROUND_EVERY);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -127,6 +128,7 @@ impl Engine {
                     Err(e) => tracing::debug!(error = %e, "leader election"),
                 }
                 engine.adopt_moved_here().await;
+                engine.hand_over_if_draining(&membership, &mut drain_refused).await;
             }
         });
     }
@@ -205,27 +207,13 @@ impl Engine {
             Some(reason) => Err(format!("not moved: {reason}")),
             None => place_moved(nodes, all, &instance).map_err(|e| format!("not moved: {e}")),
         };
-        let (mut desired, mut status) = split(&instance);
         let txn = match placed {
             Ok((node, why)) => {
                 tracing::warn!(instance = %instance.name, %from, to = %node, "moving an instance off a node that is down");
-                desired.node = node;
-                desired.spec.placement = Some(format!("moved from node {from} (down): {why}"));
-                desired.rescheduled = Some(Rescheduled {
-                    from: from.to_string(),
-                    at: Utc::now(),
-                    adopted: false,
-                });
-                status.state = InstanceState::Created;
-                status.pid = None;
-                status.supervisor_pid = None;
-                status.address = None;
-                status.error = None;
-                RecordTxn::new()
-                    .update(&desired, versioned.spec_revision)
-                    .and_then(|t| t.update(&status, versioned.status_revision))
+                moved_txn(&versioned, &node, &format!("moved from node {from} (down): {why}"))
             }
             Err(reason) => {
+                let (_, mut status) = split(&instance);
                 tracing::warn!(instance = %instance.name, %from, %reason, "an instance is lost with its node");
                 status.state = InstanceState::Lost;
                 status.error = Some(format!(
@@ -245,6 +233,65 @@ impl Engine {
                 }
             }
             Err(e) => tracing::warn!(instance = %instance.name, error = %e, "moving an instance"),
+        }
+    }
+
+    /// A draining node's round: each instance the cluster may move is stopped here, then
+    /// handed to the node the scheduler chooses (which starts it): never running twice.
+    async fn hand_over_if_draining(
+        self: &Arc<Self>,
+        membership: &Membership,
+        refused: &mut std::collections::HashSet<String>,
+    ) {
+        let Ok(nodes) = membership.nodes().await else { return };
+        if !nodes.iter().any(|n| n.this_node && n.state == NodeState::Draining) {
+            refused.clear();
+            return;
+        }
+        let Ok((instances, _)) = self.store.instances().await else {
+            return;
+        };
+        let all: Vec<Instance> = instances.iter().map(|v| v.instance.clone()).collect();
+        for versioned in instances {
+            let instance = &versioned.instance;
+            if instance.node != self.node
+                || !instance.state.is_active()
+                || local_state(instance).is_some()
+                || refused.contains(&instance.id)
+            {
+                continue;
+            }
+            let (node, why) = match place_moved(&nodes, &all, instance) {
+                Ok(placed) => placed,
+                Err(e) => {
+                    tracing::warn!(instance = %instance.name, error = %e, "draining: no node takes it; it stays");
+                    refused.insert(instance.id.clone());
+                    continue;
+                }
+            };
+            tracing::info!(instance = %instance.name, to = %node, "draining: handing an instance over");
+            if let Err(e) = self.stop(&instance.id, Some(10)).await {
+                tracing::warn!(instance = %instance.name, error = %e.message, "draining: stopping");
+                continue;
+            }
+            let Ok(stopped) = self.store.instance(&instance.id).await else {
+                continue;
+            };
+            let txn = moved_txn(
+                &stopped,
+                &node,
+                &format!("moved from node {} (draining): {why}", self.node),
+            );
+            match txn {
+                Ok(txn) => match self.store.commit(txn).await {
+                    Ok(_) => {
+                        let dir = self.instance_dir(&instance.id);
+                        self.release_local(&stopped.instance, &dir).await;
+                    }
+                    Err(e) => tracing::warn!(instance = %instance.name, error = %e, "draining: handing over"),
+                },
+                Err(e) => tracing::warn!(instance = %instance.name, error = %e, "draining: handing over"),
+            }
         }
     }
 
@@ -361,6 +408,28 @@ impl Engine {
             }
         }
     }
+}
+
+/// The records of an instance handed to `node`, to be started there, compare-and-swap on
+/// the revisions they were read at.
+fn moved_txn(versioned: &VersionedInstance, node: &str, why: &str) -> Result<RecordTxn, StoreError> {
+    let (mut desired, mut status) = split(&versioned.instance);
+    let from = desired.node.clone();
+    desired.node = node.to_string();
+    desired.spec.placement = Some(why.to_string());
+    desired.rescheduled = Some(Rescheduled {
+        from,
+        at: Utc::now(),
+        adopted: false,
+    });
+    status.state = InstanceState::Created;
+    status.pid = None;
+    status.supervisor_pid = None;
+    status.address = None;
+    status.error = None;
+    RecordTxn::new()
+        .update(&desired, versioned.spec_revision)
+        .and_then(|t| t.update(&status, versioned.status_revision))
 }
 
 /// The scheduler's choice for an instance being moved: as for a new one, from what its

@@ -133,6 +133,17 @@ pub async fn route_to_owner(State(engine): State<Arc<Engine>>, request: Request,
         // Here, or unknown: the handler answers.
         _ => return next.run(request).await,
     };
+    // The record of an instance on a down node is removed here (`Engine::remove`).
+    let removal =
+        request.method() == axum::http::Method::DELETE && !request.uri().path()["/v1/instances/".len()..].contains('/');
+    if removal
+        && membership
+            .node(&owner)
+            .await
+            .is_ok_and(|n| n.state == berth_model::node::NodeState::Down)
+    {
+        return next.run(request).await;
+    }
     forward_to_node(&membership, &owner, &engine.node, request).await
 }
 
