@@ -13,47 +13,7 @@ source bench/common.sh
 BERTH=${BERTH:-$PWD/target/release/berth}
 [ -x "$BERTH" ] || cargo build --release
 
-pids=()
-cluster_cleanup() {
-  for n in 1 2 3; do
-    sock="$work/n$n/berth.sock"
-    [ -S "$sock" ] || continue
-    ids=$(BERTH_HOST=$sock "$BERTH" ps -aq 2>/dev/null | tr '\n' ' ')
-    [ -n "$ids" ] && BERTH_HOST=$sock "$BERTH" rm -f $ids >/dev/null 2>&1 || true
-  done
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for n in 1 2 3; do ip link del "bb-bench$n" 2>/dev/null || true; done
-  bench_cleanup
-}
-trap cluster_cleanup EXIT
-bench_setup >/dev/null
-
-# Three etcd members on loopback ports.
-base=$((23000 + RANDOM % 2000))
-initial=""
-for m in 1 2 3; do initial+="m$m=http://127.0.0.1:$((base + 2 * m + 1)),"; done
-for m in 1 2 3; do
-  etcd --name "m$m" --data-dir "$work/etcd$m" \
-    --listen-client-urls "http://127.0.0.1:$((base + 2 * m))" --advertise-client-urls "http://127.0.0.1:$((base + 2 * m))" \
-    --listen-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" \
-    --initial-cluster "${initial%,}" --initial-cluster-state new >"$work/etcd$m.log" 2>&1 &
-  pids+=($!)
-done
-url="etcd://127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4)),127.0.0.1:$((base + 6))"
-
-for n in 1 2 3; do
-  mkdir -p "$work/n$n"
-  printf 'default_subnet = "10.%d.0.0/24"\ndefault_bridge = "bb-bench%d"\n' $((250 + n)) "$n" >"$work/n$n/config.toml"
-  "$BERTH" daemon --state-dir "$work/n$n/state" --socket "$work/n$n/berth.sock" --config "$work/n$n/config.toml" \
-    --cluster "$url" --node-name "n$n" --advertise 127.0.0.1 --peer-port $((base + 100 + n)) \
-    >"$work/n$n/daemon.log" 2>&1 &
-  pids+=($!)
-done
-for n in 1 2 3; do
-  for _ in $(seq 100); do BERTH_HOST=$work/n$n/berth.sock "$BERTH" info >/dev/null 2>&1 && break; sleep 0.2; done
-  BERTH_HOST=$work/n$n/berth.sock "$BERTH" image import --tag busybox "$work/busybox.tar" >/dev/null 2>&1
-done
-sleep 4 # each node publishes its image within one heartbeat (3 s)
+source bench/cluster-common.sh
 
 export BERTH_HOST=$work/n1/berth.sock
 python3 - "$BERTH" "$count" "${PODMAN[@]}" <<'PY'
