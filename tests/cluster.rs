@@ -329,6 +329,46 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
     assert_eq!(n1.inspect("pinned")["spec"]["placement"], "--node n3");
     n3.ok(&["run", "-d", "--name", "tagged", "only-on-n1", "sleep", "600"]);
     assert_eq!(n3.inspect("tagged")["node"], "n1");
+    // A node without the image fetches it from one that has it (a registry on the peer
+    // port), verified by digest: the same id, the same tag.
+    n3.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fetched",
+        "--node",
+        "n2",
+        "only-on-n1",
+        "sleep",
+        "600",
+    ]);
+    let fetched = n1.inspect("fetched");
+    assert_eq!(
+        (fetched["node"].as_str(), fetched["state"].as_str()),
+        (Some("n2"), Some("running")),
+        "{fetched}"
+    );
+    assert!(
+        fetched["spec"]["placement"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("the image comes from node n1")),
+        "{fetched}"
+    );
+    let image_id = |daemon: &Daemon| -> String {
+        let listed: serde_json::Value = serde_json::from_str(&daemon.ok(&["image", "ls", "--json"])).unwrap();
+        listed
+            .as_array()
+            .and_then(|images| {
+                images
+                    .iter()
+                    .find(|i| i["tags"].to_string().contains("only-on-n1"))
+                    .and_then(|i| i["id"].as_str().map(str::to_string))
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(image_id(&n2), image_id(&n1));
+    assert!(!image_id(&n1).is_empty());
+    n1.ok(&["rm", "-f", "fetched"]);
 
     // A volume stays on its node, and so does a network: instances using them go there.
     n3.ok(&["volume", "create", "--size", "64m", "data"]);

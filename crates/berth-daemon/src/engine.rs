@@ -463,7 +463,7 @@ impl Engine {
             }
             None => generate_name(),
         };
-        let image = self.images.resolve(&request.image).await.map_err(|e| {
+        let image = self.resolve_image(&request.image).await.map_err(|e| {
             let mut error = EngineError::from(e);
             error.field = Some("image".into());
             error

@@ -327,7 +327,7 @@ impl Engine {
                 ),
             };
             if self.local_store.get_image(&instance.spec.image_id).await.is_err() {
-                let here = self.images.resolve(&instance.spec.image).await.map_err(|e| {
+                let here = self.resolve_image(&instance.spec.image).await.map_err(|e| {
                     crate::error::EngineError::conflict(format!(
                         "instance {} was moved here but this node has no image {} ({e})",
                         instance.name, instance.spec.image
@@ -468,7 +468,18 @@ fn place_moved(
             .iter()
             .any(|known| known.trim_start_matches("sha256:") == image_id || Some(known) == tag.as_ref())
     };
-    crate::scheduler::place(nodes, all, &needs, has_image).map_err(|e| e.message)
+    crate::scheduler::place(nodes, all, &needs, &has_image).or_else(|refusal| {
+        // A node without the image fetches it from one that has it.
+        let source = nodes
+            .iter()
+            .find(|n| has_image(n) && n.state != NodeState::Down && n.address.is_some());
+        match source {
+            Some(source) => crate::scheduler::place(nodes, all, &needs, |_| true)
+                .map(|(node, why)| (node, format!("{why}; the image comes from node {}", source.name)))
+                .map_err(|_| refusal.message),
+            None => Err(refusal.message),
+        }
+    })
 }
 
 /// The supervisor configuration an instance was last started with.

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod mounts;
 pub mod networks;
 pub mod nodes;
+pub mod peer_registry;
 pub mod peers;
 pub mod procs;
 pub mod restarts;
@@ -257,8 +258,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
                 format!("--advertise {ip} --peer-port {port}: listening for other nodes on {address}")
             })?;
             let token = Arc::new(membership.token().to_string());
-            let router =
-                api::router(engine.clone()).layer(axum::middleware::from_fn_with_state(token, peers::require_token));
+            let router = api::router(engine.clone())
+                .merge(peer_registry::router(engine.clone()))
+                .layer(axum::middleware::from_fn_with_state(token, peers::require_token));
             tracing::info!(%address, "serving other nodes");
             Some((tcp, router))
         }

@@ -168,7 +168,54 @@ impl Engine {
                     || (wanted.len() >= 12 && known.strip_prefix("sha256:").is_some_and(|id| id.starts_with(wanted)))
             })
         };
-        crate::scheduler::place(&nodes, &instances, &needs, has_image)
+        match crate::scheduler::place(&nodes, &instances, &needs, has_image) {
+            Ok(placed) => Ok(placed),
+            Err(refusal) => {
+                // No node with the image fits: any node that fits otherwise fetches it from
+                // one that has it.
+                let source = nodes
+                    .iter()
+                    .find(|n| has_image(n) && n.state != berth_model::node::NodeState::Down && n.address.is_some());
+                let Some(source) = source else { return Err(refusal) };
+                let (node, why) = crate::scheduler::place(&nodes, &instances, &needs, |_| true).map_err(|_| refusal)?;
+                Ok((node, format!("{why}; the image comes from node {}", source.name)))
+            }
+        }
+    }
+
+    /// An image by reference or id; in a cluster, one this node lacks is fetched from a node
+    /// that has it (`peer_registry`), verified by digest, keeping its id and tag.
+    pub async fn resolve_image(&self, text: &str) -> Result<berth_model::image::ImageRecord, berth_image::ImageError> {
+        let missing = match self.images.resolve(text).await {
+            Err(e @ berth_image::ImageError::NotFound(_)) => e,
+            other => return other,
+        };
+        let Some(membership) = &self.membership else {
+            return Err(missing);
+        };
+        let Some(wanted) = berth_image::reference::parse_reference(text)
+            .ok()
+            .and_then(|r| berth_image::reference::normalized_tag(&r))
+        else {
+            return Err(missing);
+        };
+        let Ok(nodes) = membership.nodes().await else {
+            return Err(missing);
+        };
+        let sources = nodes
+            .iter()
+            .filter(|n| !n.this_node && n.state != berth_model::node::NodeState::Down && n.images.contains(&wanted));
+        for source in sources {
+            let Some(address) = &source.address else { continue };
+            tracing::info!(image = %wanted, node = %source.name, "fetching an image from another node");
+            match self.images.pull_from_peer(address, &wanted, membership.token()).await {
+                Ok(image) => return Ok(image),
+                Err(e) => {
+                    tracing::warn!(image = %wanted, node = %source.name, error = %e, "fetching an image from another node")
+                }
+            }
+        }
+        Err(missing)
     }
 
     /// `berth node cordon|uncordon|drain`.

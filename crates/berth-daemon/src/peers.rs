@@ -76,17 +76,43 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// Guards the peer port: only requests with the cluster's token get through.
+/// The peer registry (`/v2/`, `peer_registry`) takes it as Basic credentials `berth:TOKEN`,
+/// which is how registry clients send a secret.
 pub async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
     let given = request.headers().get(TOKEN_HEADER).map(HeaderValue::as_bytes);
     if given.is_some_and(|g| same_secret(g, token.as_bytes())) {
-        next.run(request).await
-    } else {
-        EngineError::new(
-            StatusCode::UNAUTHORIZED,
-            "this port is for the cluster's nodes; use the daemon's unix socket (BERTH_HOST)",
-        )
-        .into_response()
+        return next.run(request).await;
     }
+    let registry = request.uri().path().starts_with("/v2/");
+    if registry && basic_token(&request).is_some_and(|g| same_secret(&g, token.as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut refused = EngineError::new(
+        StatusCode::UNAUTHORIZED,
+        "this port is for the cluster's nodes; use the daemon's unix socket (BERTH_HOST)",
+    )
+    .into_response();
+    if registry {
+        refused.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"berth\""),
+        );
+    }
+    refused
+}
+
+/// The password of `Authorization: Basic base64(berth:PASSWORD)`.
+fn basic_token(request: &Request) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let value = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let (user, password) = decoded.split_at(decoded.iter().position(|b| *b == b':')?);
+    (user == b"berth").then(|| password[1..].to_vec())
 }
 
 /// The instance a request path is about, and whether it must run where the instance is:

@@ -167,6 +167,17 @@ impl ImageStore {
         self.blob_path(digest).map(|p| p.is_file()).unwrap_or(false)
     }
 
+    /// The file of a blob the store holds (a layer, a config, a manifest), for serving it to
+    /// another node; `None` for a digest it does not hold or that is malformed.
+    pub fn blob_file(&self, digest: &str) -> Option<PathBuf> {
+        self.blob_path(digest).ok().filter(|p| p.is_file())
+    }
+
+    /// An image's manifest as stored (the bytes its manifest digest is of).
+    pub fn manifest_bytes(&self, image: &ImageRecord) -> Result<Vec<u8>, ImageError> {
+        self.read_blob(&image.manifest_digest, self.limits.max_document_bytes)
+    }
+
     /// The unpacked tree of a layer; overlayfs uses it as a lower directory.
     pub fn layer_path(&self, diff_id: &str) -> Result<PathBuf, ImageError> {
         Ok(self.root.join("layers").join(digest_hex(diff_id)?))

@@ -80,6 +80,31 @@ impl ImageStore {
         options: &RegistryOptions,
         progress: ProgressSink,
     ) -> Result<ImageRecord, ImageError> {
+        self.pull_tagged(text, options, progress, None).await
+    }
+
+    /// Fetches image `wanted` (a normalized `REGISTRY/REPO:TAG`) from another node of the
+    /// cluster, which serves its images as a read-only registry at `peer` (`IP:PORT`, plain
+    /// HTTP, Basic auth with the cluster's token). Every blob is verified against its digest,
+    /// so the image keeps its id; it is tagged `wanted`, as on the node it came from.
+    pub async fn pull_from_peer(&self, peer: &str, wanted: &str, token: &str) -> Result<ImageRecord, ImageError> {
+        let options = RegistryOptions {
+            insecure: true,
+            username: Some("berth".into()),
+            password: Some(token.to_string()),
+        };
+        let progress: ProgressSink = std::sync::Arc::new(|_| {});
+        self.pull_tagged(&format!("{peer}/{wanted}"), &options, progress, Some(wanted))
+            .await
+    }
+
+    async fn pull_tagged(
+        &self,
+        text: &str,
+        options: &RegistryOptions,
+        progress: ProgressSink,
+        tag_as: Option<&str>,
+    ) -> Result<ImageRecord, ImageError> {
         let reference = reference::parse_reference(text)?;
         let _guard = self.jobs.read().await;
         let client = options.client();
@@ -170,7 +195,11 @@ impl ImageStore {
             record.tags = existing.tags;
         }
         self.store.put_image(&record).await?;
-        if let Some(tag) = reference::normalized_tag(&reference) {
+        let tag = match tag_as {
+            Some(tag) => Some(tag.to_string()),
+            None => reference::normalized_tag(&reference),
+        };
+        if let Some(tag) = tag {
             self.set_tag(&mut record, &tag).await?;
         }
         Ok(record)
