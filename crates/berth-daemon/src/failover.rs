@@ -468,7 +468,7 @@ fn place_moved(
             .iter()
             .any(|known| known.trim_start_matches("sha256:") == image_id || Some(known) == tag.as_ref())
     };
-    crate::scheduler::place(nodes, all, &needs, &has_image).or_else(|refusal| {
+    crate::scheduler::place(nodes, all, &needs, has_image).or_else(|refusal| {
         // A node without the image fetches it from one that has it.
         let source = nodes
             .iter()

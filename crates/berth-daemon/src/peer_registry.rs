@@ -61,7 +61,7 @@ async fn manifest(engine: &Engine, method: &Method, repository: &str, reference:
         Err(e) => return crate::error::EngineError::from(e).into_response(),
     };
     let found = images.into_iter().find(|image| {
-        image.disk.is_none() && (image.tags.iter().any(|t| *t == wanted) || image.manifest_digest == reference)
+        image.disk.is_none() && (image.tags.contains(&wanted) || image.manifest_digest == reference)
     });
     let Some(image) = found else {
         return not_found(&format!("no image {wanted} on this node"));
