@@ -444,32 +444,37 @@ impl Membership {
     }
 
     fn node_view(&self, member: NodeMember, alive: bool) -> Node {
-        let state = match (alive, member.schedulability) {
-            (false, _) => NodeState::Down,
-            (true, Schedulability::Schedulable) => NodeState::Ready,
-            (true, Schedulability::Cordoned) => NodeState::Cordoned,
-            (true, Schedulability::Draining) => NodeState::Draining,
-        };
-        Node {
-            this_node: member.name == self.name,
-            name: member.name,
-            id: member.node_id,
-            state,
-            address: member.facts.address,
-            labels: member.facts.labels,
-            fingerprint: member.facts.fingerprint,
-            allocated: member.facts.allocated,
-            instances: member.facts.instances,
-            images: member.facts.images,
-            volumes: member.facts.volumes,
-            networks: member.facts.networks,
-            joined_at: member.joined_at,
-            heartbeat_at: member.facts.published_at,
-        }
+        node_view(member, alive, &self.name)
     }
 }
 
 /// Facts equal but for when they were gathered.
+/// The API's view of a member: `down` without a presence, else the operator's schedulability.
+pub fn node_view(member: NodeMember, alive: bool, this_node: &str) -> Node {
+    let state = match (alive, member.schedulability) {
+        (false, _) => NodeState::Down,
+        (true, Schedulability::Schedulable) => NodeState::Ready,
+        (true, Schedulability::Cordoned) => NodeState::Cordoned,
+        (true, Schedulability::Draining) => NodeState::Draining,
+    };
+    Node {
+        this_node: member.name == this_node,
+        name: member.name,
+        id: member.node_id,
+        state,
+        address: member.facts.address,
+        labels: member.facts.labels,
+        fingerprint: member.facts.fingerprint,
+        allocated: member.facts.allocated,
+        instances: member.facts.instances,
+        images: member.facts.images,
+        volumes: member.facts.volumes,
+        networks: member.facts.networks,
+        joined_at: member.joined_at,
+        heartbeat_at: member.facts.published_at,
+    }
+}
+
 fn same_facts(a: &NodeFacts, b: &NodeFacts) -> bool {
     NodeFacts {
         published_at: b.published_at,

@@ -60,9 +60,9 @@ async fn manifest(engine: &Engine, method: &Method, repository: &str, reference:
         Ok(images) => images,
         Err(e) => return crate::error::EngineError::from(e).into_response(),
     };
-    let found = images.into_iter().find(|image| {
-        image.disk.is_none() && (image.tags.contains(&wanted) || image.manifest_digest == reference)
-    });
+    let found = images
+        .into_iter()
+        .find(|image| image.disk.is_none() && (image.tags.contains(&wanted) || image.manifest_digest == reference));
     let Some(image) = found else {
         return not_found(&format!("no image {wanted} on this node"));
     };

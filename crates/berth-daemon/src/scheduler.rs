@@ -159,11 +159,15 @@ impl<'a> BatchPlacer<'a> {
         let mut reserved = vec![Reservation::default(); nodes.len()];
         let mut counts = vec![0; nodes.len()];
         for instance in instances {
-            let Some(&i) = index.get(instance.node.as_str()) else { continue };
+            let Some(&i) = index.get(instance.node.as_str()) else {
+                continue;
+            };
             counts[i] += 1;
             if instance.state.is_active() {
                 reserved[i].millicpus = reserved[i].millicpus.saturating_add(instance.reserved_cpus().0);
-                reserved[i].memory_bytes = reserved[i].memory_bytes.saturating_add(instance.reserved_memory_bytes());
+                reserved[i].memory_bytes = reserved[i]
+                    .memory_bytes
+                    .saturating_add(instance.reserved_memory_bytes());
             }
         }
         BatchPlacer {
@@ -312,7 +316,9 @@ impl<'a> BatchPlacer<'a> {
             )));
         };
         self.reserved[i].millicpus = self.reserved[i].millicpus.saturating_add(needs.reservation.millicpus);
-        self.reserved[i].memory_bytes = self.reserved[i].memory_bytes.saturating_add(needs.reservation.memory_bytes);
+        self.reserved[i].memory_bytes = self.reserved[i]
+            .memory_bytes
+            .saturating_add(needs.reservation.memory_bytes);
         self.counts[i] += 1;
         self.versions[i] += 1;
         let entry = self.heap_entry(i);
