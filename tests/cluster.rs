@@ -762,3 +762,79 @@ fn a_partitioned_node_fences_and_after_healing_exactly_one_copy_runs() {
     assert_eq!(copies("7782"), 1);
     daemons[2].ok(&["rm", "-f", "mover", "stays"]);
 }
+
+/// `wget -qO- URL` from `args` (a `run --rm ...` or an `exec ...`) until it says `expected`
+/// or `timeout` passes (DNS names of other nodes' instances arrive within a few seconds).
+fn fetch_until(daemon: &Daemon, args: &[&str], expected: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let output = daemon.run(args);
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        if said == expected || start.elapsed() > timeout {
+            return said;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn the_default_network_spans_the_nodes_and_names_resolve_everywhere() {
+    let (_hosts, _cluster, daemons) = three_hosts();
+    // The image is on n1 only: the others fetch it from n1 when they run it.
+    daemons[0].ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+    let start = Instant::now();
+    while !nodes(&daemons[1])[0]["images"].to_string().contains("busybox") {
+        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&daemons[1]));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let serve = |text: &str| format!("mkdir -p /www && echo {text} > /www/index.html && httpd -f -p 80 -h /www");
+    daemons[0].ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--node",
+        "n1",
+        "busybox",
+        "sh",
+        "-c",
+        &serve("hello-container"),
+    ]);
+    daemons[0].ok(&[
+        "run",
+        "-d",
+        "--vm",
+        "--name",
+        "vweb",
+        "--node",
+        "n2",
+        "busybox",
+        "sh",
+        "-c",
+        &serve("hello-vm"),
+    ]);
+    // One subnet across the cluster, a /24 of it per node: no address is given twice.
+    let web = daemons[2].inspect("web");
+    let vweb = daemons[2].inspect("vweb");
+    let (a, b) = (
+        web["address"]["address"].as_str().unwrap_or(""),
+        vweb["address"]["address"].as_str().unwrap_or(""),
+    );
+    assert!(a.starts_with("10.240.") && b.starts_with("10.240."), "{a} {b}");
+    assert_ne!(
+        a.rsplit_once('.').map(|x| x.0),
+        b.rsplit_once('.').map(|x| x.0),
+        "{a} {b}"
+    );
+    assert_eq!(web["address"]["prefix"], 16);
+
+    // A container on n3 reaches the VM on n2 by name, and the VM the container on n1, over
+    // the VXLAN between the hosts' bridges.
+    let run_on_n3 = ["run", "--rm", "--node", "n3", "busybox", "wget", "-qO-", "http://vweb/"];
+    let said = fetch_until(&daemons[2], &run_on_n3, "hello-vm\n", Duration::from_secs(20));
+    assert_eq!(said, "hello-vm\n");
+    let from_vm = ["exec", "vweb", "wget", "-qO-", "http://web/"];
+    let said = fetch_until(&daemons[0], &from_vm, "hello-container\n", Duration::from_secs(20));
+    assert_eq!(said, "hello-container\n");
+    daemons[0].ok(&["rm", "-f", "web", "vweb"]);
+}

@@ -31,6 +31,11 @@ pub const FENCE_AFTER: Duration = Duration::from_secs(NODE_LEASE_TTL_SECS - 3);
 /// What the node publishes is rewritten when it changes, and at least this often.
 const REPUBLISH_EVERY: Duration = Duration::from_secs(60);
 
+/// The subnet the default network spans across a cluster's nodes (one /24 each).
+pub const OVERLAY_SUBNET: &str = "10.240.0.0/16";
+/// The overlay's VXLAN network identifier.
+pub const OVERLAY_VNI: u32 = 4240;
+
 /// `berth daemon --cluster ... --node-name ... --advertise ... --labels ...`.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -203,6 +208,55 @@ impl Membership {
         membership.announce(lease.id).await?;
         membership.renewed(sent_at);
         Ok(membership)
+    }
+
+    /// This node's part of the overlay: a /24 of `OVERLAY_SUBNET` claimed compare-and-swap
+    /// (`/berth/v1/cluster/overlay/<n>` holds the node's name), kept across restarts. `None`
+    /// for a node that advertises no address other nodes can send VXLAN to (or loopback).
+    pub async fn overlay_plan(&self) -> anyhow::Result<Option<crate::networks::OverlayPlan>> {
+        let Some(local) = self
+            .address
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .and_then(|a| match a.ip() {
+                IpAddr::V4(ip) if !ip.is_loopback() => Some(ip),
+                _ => None,
+            })
+        else {
+            return Ok(None);
+        };
+        let subnet = berth_net::Subnet::parse(OVERLAY_SUBNET).map_err(|e| anyhow::anyhow!(e))?;
+        let base = u32::from(subnet.network);
+        for slot in 0..=255u32 {
+            let key = format!("/berth/v1/cluster/overlay/{slot}");
+            let snapshot = self.store.kv().get(std::slice::from_ref(&key)).await?;
+            let held = snapshot.kvs.into_iter().next().flatten().map(|kv| kv.value);
+            let mine = match held {
+                Some(holder) => holder == self.name.as_bytes(),
+                None => {
+                    let claim = berth_store::kv::Txn::new()
+                        .check(&key, berth_store::kv::Expect::Absent)
+                        .put(&key, self.name.as_bytes().to_vec());
+                    match self.store.kv().txn(claim).await {
+                        Ok(_) => true,
+                        Err(StoreError::Conflict { .. }) => false,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            if mine {
+                let pool_base = std::net::Ipv4Addr::from(base + (slot << 8));
+                let pool = berth_net::Subnet::parse(&format!("{pool_base}/24")).map_err(|e| anyhow::anyhow!(e))?;
+                return Ok(Some(crate::networks::OverlayPlan {
+                    subnet,
+                    gateway: pool.gateway(),
+                    pool,
+                    vni: OVERLAY_VNI,
+                    local,
+                }));
+            }
+        }
+        anyhow::bail!("the overlay {OVERLAY_SUBNET} has a /24 for 256 nodes and all are taken")
     }
 
     /// The lease this node holds now.

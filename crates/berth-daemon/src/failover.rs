@@ -101,6 +101,7 @@ impl Engine {
         tokio::spawn(async move {
             let mut down_since: HashMap<String, Instant> = HashMap::new();
             let mut drain_refused = std::collections::HashSet::new();
+            let mut round: u64 = 0;
             let mut ticker = tokio::time::interval(ROUND_EVERY);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -129,8 +130,43 @@ impl Engine {
                 }
                 engine.adopt_moved_here().await;
                 engine.hand_over_if_draining(&membership, &mut drain_refused).await;
+                round += 1;
+                if round % 4 == 1 && engine.networks.has_overlay() {
+                    engine.sync_overlay(&membership).await;
+                }
             }
         });
+    }
+
+    /// The overlay follows the cluster: it floods to every other node's advertised address,
+    /// and this node's DNS answers the names of other nodes' instances on the default network.
+    async fn sync_overlay(&self, membership: &Membership) {
+        if let Ok(nodes) = membership.nodes().await {
+            let peers: Vec<std::net::Ipv4Addr> = nodes
+                .iter()
+                .filter(|n| !n.this_node)
+                .filter_map(|n| n.address.as_deref()?.parse::<std::net::SocketAddr>().ok())
+                .filter_map(|a| match a.ip() {
+                    std::net::IpAddr::V4(ip) => Some(ip),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = self.networks.set_overlay_peers(&peers) {
+                tracing::warn!(error = %e.message, "updating the overlay's peers");
+            }
+        }
+        if let Ok(instances) = self.store.list_instances().await {
+            let remote: Vec<(String, std::net::Ipv4Addr)> = instances
+                .iter()
+                .filter(|i| i.node != self.node && i.state.is_active())
+                .filter_map(|i| {
+                    let address = i.address.as_ref()?;
+                    (address.network == berth_model::network::DEFAULT_NETWORK)
+                        .then(|| Some((i.name.clone(), address.address.parse().ok()?)))?
+                })
+                .collect();
+            self.networks.set_remote_names(&remote);
+        }
     }
 
     /// Kills, through their supervisors, every instance this node runs that the cluster may

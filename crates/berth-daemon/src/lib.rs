@@ -207,9 +207,23 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         store: store.clone(),
         node: membership.as_ref().map(|_| node.clone()),
     };
-    let networks = networks::Networks::start(local_store.clone(), instance_source, &state_dir, &identity, &config)
-        .await
-        .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
+    let overlay = match &membership {
+        Some(membership) => membership
+            .overlay_plan()
+            .await
+            .context("joining the cluster's overlay")?,
+        None => None,
+    };
+    let networks = networks::Networks::start(
+        local_store.clone(),
+        instance_source,
+        &state_dir,
+        &identity,
+        &config,
+        overlay,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
     let vms = VmDriver::new(images.clone(), state_dir.join("vm"), config.guest_dir.clone());
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let socket = config.socket.clone();

@@ -53,6 +53,17 @@ impl InstanceSource {
     }
 }
 
+/// The cluster's overlay as this node takes part in it: the cluster's subnet, this node's
+/// /24 of it for addresses, the node's gateway in it, the VXLAN id and the node's address.
+#[derive(Debug, Clone)]
+pub struct OverlayPlan {
+    pub subnet: Subnet,
+    pub pool: Subnet,
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+    pub local: Ipv4Addr,
+}
+
 pub struct Networks {
     store: Store,
     /// This node's instances (the default network may not change under them).
@@ -66,6 +77,10 @@ pub struct Networks {
     /// Where DNS responders forward outside names (networks that are not internal).
     upstreams: Vec<SocketAddr>,
     default_subnet: Subnet,
+    /// In a cluster with an overlay: what this node's default network is part of.
+    overlay: Option<OverlayPlan>,
+    /// Names of other nodes' instances on the default network (the overlay's DNS).
+    remote_names: std::sync::Mutex<std::collections::HashSet<String>>,
     names: NameTable,
     dns_tasks: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
@@ -166,6 +181,7 @@ impl Networks {
         state_dir: &Path,
         identity: &NodeIdentity,
         config: &DaemonConfig,
+        overlay: Option<OverlayPlan>,
     ) -> EngineResult<Networks> {
         let firewall = identity.firewall().map_err(|e| EngineError::internal(e.to_string()))?;
         let _host_lock = host_network_lock().await?;
@@ -193,6 +209,8 @@ impl Networks {
             firewall,
             upstreams: config.dns_upstreams.clone().unwrap_or_else(dns::host_resolvers),
             default_subnet: Subnet::parse(LEGACY_DEFAULT_SUBNET).map_err(EngineError::internal)?,
+            overlay,
+            remote_names: Default::default(),
             names: Arc::new(RwLock::new(HashMap::new())),
             dns_tasks: std::sync::Mutex::new(HashMap::new()),
         };
@@ -213,6 +231,9 @@ impl Networks {
     /// The default network's record: as stored, with the config's bridge and subnet where it
     /// names them, else derived from the node's identity; checked for clashes, then stored.
     async fn default_network(&self, identity: &NodeIdentity, config: &DaemonConfig) -> EngineResult<Network> {
+        if let Some(plan) = &self.overlay {
+            return self.overlay_default(plan, identity, config).await;
+        }
         let configured_subnet = config
             .default_subnet
             .as_deref()
@@ -273,12 +294,106 @@ impl Networks {
                     gateway: subnet.gateway().to_string(),
                     internal: false,
                     created_at: Utc::now(),
+                    pool: None,
+                    overlay: None,
                 }
             }
         };
         self.check_clashes(&record, config).await?;
         self.store.put_network(&record).await?;
         Ok(record)
+    }
+
+    /// In a cluster with an overlay: the default network spans the nodes (the cluster's
+    /// subnet; this node's /24 of it; a VXLAN port on the bridge).
+    async fn overlay_default(
+        &self,
+        plan: &OverlayPlan,
+        identity: &NodeIdentity,
+        config: &DaemonConfig,
+    ) -> EngineResult<Network> {
+        let bridge = config
+            .default_bridge
+            .clone()
+            .unwrap_or_else(|| identity.default_bridge());
+        let hash = sha2::Sha256::digest(format!("{}:overlay", self.node_id).as_bytes());
+        let record = Network {
+            name: DEFAULT_NETWORK.into(),
+            bridge: bridge.clone(),
+            subnet: plan.subnet.to_string(),
+            gateway: plan.gateway.to_string(),
+            internal: false,
+            created_at: Utc::now(),
+            pool: Some(plan.pool.to_string()),
+            overlay: Some(berth_model::network::Overlay {
+                vni: plan.vni,
+                device: format!("bx{}", &hex::encode(hash)[..10]),
+                local: plan.local.to_string(),
+            }),
+        };
+        let stored = self.store.list_networks().await?;
+        if let Some(old) = stored.iter().find(|n| n.name == DEFAULT_NETWORK) {
+            let same = old.subnet == record.subnet && old.gateway == record.gateway && old.pool == record.pool;
+            if same && old.bridge == record.bridge {
+                return Ok(Network {
+                    created_at: old.created_at,
+                    ..record
+                });
+            }
+            let users: Vec<String> = self
+                .instances
+                .list()
+                .await?
+                .into_iter()
+                .filter(|i| i.address.as_ref().is_some_and(|a| a.network == DEFAULT_NETWORK))
+                .map(|i| i.name)
+                .collect();
+            if !users.is_empty() {
+                return Err(EngineError::conflict(format!(
+                    "the cluster's overlay gives this node's default network {} (gateway {}), but instances {} hold addresses on its old one ({}); remove them first",
+                    record.subnet,
+                    record.gateway,
+                    users.join(", "),
+                    old.subnet
+                )));
+            }
+            if let Ok(old_subnet) = subnet_of(old) {
+                self.firewall.remove_network(&old.bridge, &old_subnet, old.internal);
+            }
+            let _ = links::delete(&old.bridge).await;
+        }
+        self.check_clashes(&record, config).await?;
+        self.store.put_network(&record).await?;
+        Ok(record)
+    }
+
+    /// Floods the overlay to these nodes (their advertised addresses), if this node has one.
+    pub fn set_overlay_peers(&self, peers: &[Ipv4Addr]) -> EngineResult<()> {
+        let Some(plan) = &self.overlay else { return Ok(()) };
+        let hash = sha2::Sha256::digest(format!("{}:overlay", self.node_id).as_bytes());
+        let device = format!("bx{}", &hex::encode(hash)[..10]);
+        let peers: Vec<Ipv4Addr> = peers.iter().copied().filter(|p| *p != plan.local).collect();
+        berth_net::overlay::set_flood_peers(&device, &peers).map_err(net_error)
+    }
+
+    /// Whether the default network spans the cluster.
+    pub fn has_overlay(&self) -> bool {
+        self.overlay.is_some()
+    }
+
+    /// Other nodes' instances on the default network, by name, for this node's DNS.
+    pub fn set_remote_names(&self, remote: &[(String, Ipv4Addr)]) {
+        let mut known = self.remote_names.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(mut table) = self.names.write() else { return };
+        let names = table.entry(DEFAULT_NETWORK.to_string()).or_default();
+        for gone in known.iter().filter(|n| !remote.iter().any(|(r, _)| r == *n)) {
+            names.remove(gone);
+        }
+        known.clear();
+        for (name, address) in remote {
+            names.insert(name.clone(), *address);
+            known.insert(name.clone());
+        }
     }
 
     /// The default network moved to the bridge and subnet the config now names: allowed while
@@ -428,9 +543,19 @@ impl Networks {
 
     async fn bring_up(&self, network: &Network) -> EngineResult<()> {
         let subnet = subnet_of(network)?;
-        links::ensure_bridge(&network.bridge, subnet.gateway(), subnet.prefix)
+        // The subnet's first address, or in an overlay this node's own gateway in it.
+        let gateway: Ipv4Addr = network.gateway.parse().unwrap_or_else(|_| subnet.gateway());
+        links::ensure_bridge(&network.bridge, gateway, subnet.prefix)
             .await
             .map_err(net_error)?;
+        if let Some(overlay) = &network.overlay {
+            let local = overlay
+                .local
+                .parse()
+                .map_err(|_| EngineError::internal(format!("overlay address {}", overlay.local)))?;
+            berth_net::overlay::ensure_vxlan(&overlay.device, overlay.vni, local, &network.bridge)
+                .map_err(net_error)?;
+        }
         links::set_alias(&network.bridge, &self.owner_note)
             .await
             .map_err(net_error)?;
@@ -452,7 +577,7 @@ impl Networks {
         } else {
             OutsideNames::Forward(self.upstreams.clone())
         };
-        let socket = self.bind_dns(network, subnet.gateway()).await?;
+        let socket = self.bind_dns(network, gateway).await?;
         let task = dns::spawn(
             socket,
             ResponderConfig {
@@ -563,6 +688,8 @@ impl Networks {
             gateway: subnet.gateway().to_string(),
             internal,
             created_at: Utc::now(),
+            pool: None,
+            overlay: None,
         };
         self.store.put_network(&network).await?;
         if let Err(e) = self.bring_up(&network).await {
@@ -609,15 +736,22 @@ impl Networks {
     pub async fn allocate(&self, network: &str, instances: &[Instance], id: &str) -> EngineResult<InstanceAddress> {
         let network = self.get(network).await?;
         let subnet = subnet_of(&network)?;
+        // In an overlay, from this node's own part of the subnet.
+        let pool = match &network.pool {
+            Some(pool) => {
+                Subnet::parse(pool).map_err(|e| EngineError::internal(format!("network {}: {e}", network.name)))?
+            }
+            None => subnet,
+        };
         let used: Vec<String> = instances
             .iter()
             .filter_map(|i| i.address.as_ref())
             .filter(|a| a.network == network.name)
             .map(|a| a.address.clone())
             .collect();
-        let address = (2..=subnet.hosts())
-            .filter_map(|n| subnet.host(n))
-            .find(|a| !used.contains(&a.to_string()))
+        let address = (2..=pool.hosts())
+            .filter_map(|n| pool.host(n))
+            .find(|a| !used.contains(&a.to_string()) && a.to_string() != network.gateway)
             .ok_or_else(|| EngineError::conflict(format!("network {} has no free address left", network.name)))?;
         Ok(InstanceAddress {
             network: network.name.clone(),

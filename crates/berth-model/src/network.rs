@@ -19,6 +19,24 @@ pub struct Network {
     #[serde(default)]
     pub internal: bool,
     pub created_at: DateTime<Utc>,
+    /// In a cluster's overlay: the part of `subnet` this node gives addresses from (a /24 of
+    /// its own, so no address is given twice across the nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// In a cluster: the VXLAN the bridge is joined to, spanning the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Overlay>,
+}
+
+/// A cluster's overlay: every node's default bridge joined by one VXLAN segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Overlay {
+    /// The VXLAN network identifier, the same on every node.
+    pub vni: u32,
+    /// The VXLAN device on this node (a port of the bridge).
+    pub device: String,
+    /// This node's address for VXLAN packets (`--advertise`).
+    pub local: String,
 }
 
 /// A published port: `[IP:]HOSTPORT:PORT[/tcp|udp]`.

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod firewall;
 pub mod links;
 pub mod netns;
+pub mod overlay;
 pub mod shaping;
 
 use thiserror::Error;

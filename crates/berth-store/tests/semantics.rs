@@ -329,6 +329,8 @@ fn network(name: &str) -> Network {
         gateway: "10.99.0.1".into(),
         internal: false,
         created_at: chrono::Utc::now(),
+        pool: None,
+        overlay: None,
     }
 }
 
