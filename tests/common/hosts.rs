@@ -32,7 +32,8 @@ impl TestHosts {
     pub fn new(count: usize) -> TestHosts {
         let tag = format!("{:04x}", super::rand_u32() & 0xffff);
         let bridge = format!("bth{tag}");
-        ip(&["link", "add", &bridge, "type", "bridge"]);
+        // Room for VXLAN's 50 bytes around full 1500-byte frames of the instances.
+        ip(&["link", "add", &bridge, "mtu", "1600", "type", "bridge"]);
         ip(&["addr", "add", "198.51.100.1/24", "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
         let mut hosts = TestHosts {
