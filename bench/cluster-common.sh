@@ -15,18 +15,9 @@ cluster_cleanup() {
 trap cluster_cleanup EXIT
 bench_setup >/dev/null
 
-# Three etcd members on loopback ports.
-base=$((23000 + RANDOM % 2000))
-initial=""
-for m in 1 2 3; do initial+="m$m=http://127.0.0.1:$((base + 2 * m + 1)),"; done
-for m in 1 2 3; do
-  etcd --name "m$m" --data-dir "$work/etcd$m" \
-    --listen-client-urls "http://127.0.0.1:$((base + 2 * m))" --advertise-client-urls "http://127.0.0.1:$((base + 2 * m))" \
-    --listen-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" \
-    --initial-cluster "${initial%,}" --initial-cluster-state new >"$work/etcd$m.log" 2>&1 &
-  pids+=($!)
-done
-url="etcd://127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4)),127.0.0.1:$((base + 6))"
+source bench/etcd.sh
+start_etcd
+base=$etcd_base
 
 # start_node N: (re)starts node nN's daemon; node_pid[N] is its pid.
 declare -A node_pid

@@ -18,19 +18,6 @@ cleanup() {
 trap cleanup EXIT
 cargo build --release --example placement_bench -p berth-daemon 2>&1 | tail -1
 
-base=$((25000 + RANDOM % 2000))
-initial=""
-for m in 1 2 3; do initial+="m$m=http://127.0.0.1:$((base + 2 * m + 1)),"; done
-for m in 1 2 3; do
-  etcd --name "m$m" --data-dir "$work/etcd$m" \
-    --listen-client-urls "http://127.0.0.1:$((base + 2 * m))" --advertise-client-urls "http://127.0.0.1:$((base + 2 * m))" \
-    --listen-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" \
-    --initial-cluster "${initial%,}" --initial-cluster-state new --quota-backend-bytes 4294967296 >"$work/etcd$m.log" 2>&1 &
-  pids+=($!)
-done
-endpoints="127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4)),127.0.0.1:$((base + 6))"
-for _ in $(seq 100); do
-  ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+source bench/etcd.sh
+start_etcd --quota-backend-bytes 4294967296
 ./target/release/examples/placement_bench --etcd "$endpoints" --nodes "$nodes" --placements "$placements" --writers "${WRITERS:-32}"

@@ -174,6 +174,10 @@ impl Daemon {
     }
 
     fn launch(config: &str, args: &[&str]) -> Daemon {
+        Daemon::launch_in(config, args, None)
+    }
+
+    fn launch_in(config: &str, args: &[&str], netns: Option<&str>) -> Daemon {
         let dir = temp_dir("bt");
         std::fs::write(dir.join("config.toml"), config).expect("config");
         let mut daemon = Daemon {
@@ -182,7 +186,7 @@ impl Daemon {
             subnet_prefix: String::new(),
             bridge: None,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
-            netns: None,
+            netns: netns.map(str::to_string),
             dir,
             child: None,
         };
@@ -193,20 +197,7 @@ impl Daemon {
     /// A daemon run inside test host `netns` (`hosts::TestHosts`): its bridges, chains and
     /// instances are that host's; its socket is a file here as any other's.
     pub fn start_in_netns(netns: &str, args: &[&str]) -> Daemon {
-        let dir = temp_dir("bt");
-        std::fs::write(dir.join("config.toml"), test_config("")).expect("config");
-        let mut daemon = Daemon {
-            state: dir.join("state"),
-            socket: dir.join("berth.sock"),
-            subnet_prefix: String::new(),
-            bridge: None,
-            extra_args: args.iter().map(|a| a.to_string()).collect(),
-            netns: Some(netns.to_string()),
-            dir,
-            child: None,
-        };
-        daemon.spawn();
-        daemon
+        Daemon::launch_in(&test_config(""), args, Some(netns))
     }
 
     /// Starts a daemon expecting it to refuse to start; returns its error, which must be one

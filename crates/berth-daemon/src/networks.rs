@@ -340,14 +340,7 @@ impl Networks {
                     ..record
                 });
             }
-            let users: Vec<String> = self
-                .instances
-                .list()
-                .await?
-                .into_iter()
-                .filter(|i| i.address.as_ref().is_some_and(|a| a.network == DEFAULT_NETWORK))
-                .map(|i| i.name)
-                .collect();
+            let users = self.default_network_users().await?;
             if !users.is_empty() {
                 return Err(EngineError::conflict(format!(
                     "the cluster's overlay gives this node's default network {} (gateway {}), but instances {} hold addresses on its old one ({}); remove them first",
@@ -365,6 +358,19 @@ impl Networks {
         self.check_clashes(&record, config).await?;
         self.store.put_network(&record).await?;
         Ok(record)
+    }
+
+    /// This node's instances holding an address on the default network (which may not move
+    /// under them).
+    async fn default_network_users(&self) -> EngineResult<Vec<String>> {
+        Ok(self
+            .instances
+            .list()
+            .await?
+            .into_iter()
+            .filter(|i| i.address.as_ref().is_some_and(|a| a.network == DEFAULT_NETWORK))
+            .map(|i| i.name)
+            .collect())
     }
 
     /// Floods the overlay to these nodes (their advertised addresses), if this node has one.
@@ -405,14 +411,7 @@ impl Networks {
         subnet: Subnet,
         config: &DaemonConfig,
     ) -> EngineResult<Network> {
-        let users: Vec<String> = self
-            .instances
-            .list()
-            .await?
-            .into_iter()
-            .filter(|i| i.address.as_ref().is_some_and(|a| a.network == DEFAULT_NETWORK))
-            .map(|i| i.name)
-            .collect();
+        let users = self.default_network_users().await?;
         if !users.is_empty() {
             return Err(EngineError::conflict(format!(
                 "default_bridge/default_subnet in {} ({bridge}, {subnet}) differ from the default network's ({}, {}), which instances {} are on; remove them first or restore the old values",
