@@ -369,6 +369,11 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
     assert_eq!(image_id(&n2), image_id(&n1));
     assert!(!image_id(&n1).is_empty());
     n1.ok(&["rm", "-f", "fetched"]);
+    // The scheduler runs on the leader: the other nodes asked it.
+    let info: serde_json::Value = serde_json::from_str(&n1.ok(&["info", "--json"])).unwrap();
+    let leader = info["cluster"]["leader"].as_str().unwrap_or("").to_string();
+    let leader_log = [&n1, &n2, &n3][["n1", "n2", "n3"].iter().position(|n| *n == leader).expect("a leader")].log();
+    assert!(leader_log.contains("placed for another node"), "{leader}: {leader_log}");
 
     // A volume stays on its node, and so does a network: instances using them go there.
     n3.ok(&["volume", "create", "--size", "64m", "data"]);
@@ -489,6 +494,12 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
     assert!(n3.ok(&["ps", "-aq"]).trim().is_empty());
 }
 
+/// Three `sleep` durations no other run on this machine uses (what `copies` counts by).
+fn unique_sleeps() -> [String; 3] {
+    let base = 100_000 + crate::common::rand_u32() % 800_000;
+    [1, 2, 3].map(|n| (base * 10 + n).to_string())
+}
+
 /// How many processes run `sleep SECONDS` (the test's unique marker) on this machine.
 fn copies(seconds: &str) -> usize {
     let output = std::process::Command::new("pgrep")
@@ -522,6 +533,7 @@ fn wait_moved(daemon: &Daemon, name: &str, from: &str, timeout: Duration) -> (St
 #[test]
 fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     let cluster = etcd::start(3);
+    let [s1, s2, s3] = unique_sleeps();
     let ports = [free_port(), free_port(), free_port()];
     let mut daemons = vec![
         reachable_node(&cluster, "n1", "zone=a", ports[0]),
@@ -555,7 +567,7 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
         "always",
         "busybox",
         "sleep",
-        "7771",
+        &s1,
     ]);
     daemons[2].ok(&["volume", "create", "--size", "64m", "local"]);
     n1.ok(&[
@@ -571,14 +583,12 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
         "local:/data",
         "busybox",
         "sleep",
-        "7772",
+        &s2,
     ]);
-    n1.ok(&[
-        "run", "-d", "--name", "plain", "--node", "n3", "busybox", "sleep", "7773",
-    ]);
+    n1.ok(&["run", "-d", "--name", "plain", "--node", "n3", "busybox", "sleep", &s3]);
     let old_pid = n1.inspect("mover")["pid"].as_u64().expect("pid");
     let pinned_pid = n1.inspect("pinned")["pid"].as_u64().expect("pid");
-    assert_eq!(copies("7771"), 1);
+    assert_eq!(copies(&s1), 1);
 
     // kill -9 of n3's daemon: its supervisors fence `mover` before the lease ends, the
     // leader moves it once etcd expired the lease, and it runs on n1 or n2.
@@ -587,7 +597,7 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     eprintln!("failover after kill -9 of a daemon: mover running on {to} {took:?} later");
     assert!(took < Duration::from_secs(15), "failover took {took:?}");
     assert!(!pid_alive(old_pid), "the fenced copy still runs");
-    assert_eq!(copies("7771"), 1, "exactly one copy");
+    assert_eq!(copies(&s1), 1, "exactly one copy");
     let moved = daemons[0].inspect("mover");
     assert_eq!(moved["rescheduled"]["from"], "n3", "{moved}");
     assert!(
@@ -621,12 +631,13 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     assert_eq!(back["state"], "running", "{back}");
     assert_eq!(back["pid"].as_u64(), Some(pinned_pid));
     assert_eq!(daemons[0].inspect("mover")["node"], to.as_str());
-    assert_eq!(copies("7771"), 1);
+    assert_eq!(copies(&s1), 1);
     let mover_id = daemons[0].inspect("mover")["id"].as_str().unwrap().to_string();
     assert!(
         !daemons[2].instance_dir(&mover_id).exists(),
         "n3 kept the moved instance's directory"
     );
+    assert_eq!(copies(&s3), 0, "n3 still runs the instance removed while it was down");
 
     // kill -9 of the whole process tree of the node that runs mover now: daemon,
     // supervisor and workload. It moves again.
@@ -645,7 +656,7 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     let (again, took) = wait_moved(&daemons[watcher], "mover", &to, Duration::from_secs(25));
     eprintln!("failover after kill -9 of a node's process tree: mover running on {again} {took:?} later");
     assert!(took < Duration::from_secs(15), "failover took {took:?}");
-    assert_eq!(copies("7771"), 1);
+    assert_eq!(copies(&s1), 1);
     daemons[victim].restart_only();
 
     // Drain: the node stops mover, then hands it to another node, which starts it.
@@ -653,7 +664,7 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     daemons[watcher].ok(&["node", "drain", &again]);
     let (drained_to, took) = wait_moved(&daemons[watcher], "mover", &again, Duration::from_secs(20));
     eprintln!("drain: mover running on {drained_to} {took:?} later");
-    assert_eq!(copies("7771"), 1);
+    assert_eq!(copies(&s1), 1);
     assert!(daemons[watcher].inspect("mover")["spec"]["placement"]
         .as_str()
         .is_some_and(|p| p.starts_with(&format!("moved from node {again} (draining)"))),);
@@ -696,6 +707,7 @@ fn three_hosts() -> (crate::common::hosts::TestHosts, EtcdCluster, Vec<Daemon>) 
 #[test]
 fn a_partitioned_node_fences_and_after_healing_exactly_one_copy_runs() {
     let (hosts, _cluster, daemons) = three_hosts();
+    let [s1, s2, _] = unique_sleeps();
     for daemon in &daemons {
         daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
     }
@@ -719,11 +731,9 @@ fn a_partitioned_node_fences_and_after_healing_exactly_one_copy_runs() {
         "always",
         "busybox",
         "sleep",
-        "7781",
+        &s1,
     ]);
-    daemons[1].ok(&[
-        "run", "-d", "--name", "stays", "--node", "n3", "busybox", "sleep", "7782",
-    ]);
+    daemons[1].ok(&["run", "-d", "--name", "stays", "--node", "n3", "busybox", "sleep", &s2]);
     assert_eq!(daemons[0].ok(&["exec", "mover", "echo", "on n3"]).trim(), "on n3");
     let fenced_pid = daemons[0].inspect("mover")["pid"].as_u64().expect("pid");
     let stays_pid = daemons[0].inspect("stays")["pid"].as_u64().expect("pid");
@@ -735,7 +745,7 @@ fn a_partitioned_node_fences_and_after_healing_exactly_one_copy_runs() {
     eprintln!("failover after a partition: mover running on {to} {took:?} later");
     assert!(took < Duration::from_secs(15), "failover took {took:?}");
     assert!(!pid_alive(fenced_pid), "the cut-off node still runs its copy");
-    assert_eq!(copies("7781"), 1, "exactly one copy during the partition");
+    assert_eq!(copies(&s1), 1, "exactly one copy during the partition");
     assert_eq!(daemons[1].inspect("stays")["state"], "lost");
     assert!(pid_alive(stays_pid), "an instance nobody else runs is not fenced");
 
@@ -758,8 +768,8 @@ fn a_partitioned_node_fences_and_after_healing_exactly_one_copy_runs() {
         (Some(to.as_str()), Some("running")),
         "{mover}"
     );
-    assert_eq!(copies("7781"), 1, "exactly one copy after healing");
-    assert_eq!(copies("7782"), 1);
+    assert_eq!(copies(&s1), 1, "exactly one copy after healing");
+    assert_eq!(copies(&s2), 1);
     daemons[2].ok(&["rm", "-f", "mover", "stays"]);
 }
 

@@ -1562,8 +1562,10 @@ impl Engine {
             .filter(|i| i.state.is_active() || i.state == InstanceState::Lost)
             .collect();
         self.networks.sweep_namespaces(&running);
-        if self.membership.is_some() {
-            self.clear_moved_away().await;
+        if self.membership.is_some() && !self.clear_moved_away().await {
+            tracing::warn!(
+                "could not read the cluster's instances to clear what moved away; the failover round tries again"
+            );
         }
         for mut instance in instances {
             let dir = self.instance_dir(&instance.id);

@@ -37,8 +37,10 @@ use crate::scheduler::{Constraint, Needs};
 const LEADER_KEY: &str = "/berth/v1/cluster/leader";
 /// How long the leader waits after a node's lease expired before it moves its instances.
 const DOWN_GRACE: Duration = Duration::from_secs(1);
-/// How often a node checks its lease, leads, and adopts.
+/// How often a node leads, adopts and drains.
 const ROUND_EVERY: Duration = Duration::from_millis(500);
+/// How often a node looks at the age of its last lease renewal.
+const FENCE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Why an instance cannot move to another node (it would come back without its state), or
 /// `None` when it may.
@@ -97,31 +99,57 @@ impl Membership {
 impl Engine {
     /// Starts this node's failover rounds (fencing, leading, adopting) while the engine lives.
     pub fn spawn_failover(self: &Arc<Self>, membership: Arc<Membership>) {
+        // Fencing has a task of its own: the round below waits on etcd, which is what a
+        // cut-off node cannot reach, and must not hold the fence back.
+        let unfenced = Arc::new(tokio::sync::Notify::new());
+        {
+            let engine: Weak<Engine> = Arc::downgrade(self);
+            let (membership, unfenced) = (membership.clone(), unfenced.clone());
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(FENCE_CHECK_EVERY);
+                loop {
+                    ticker.tick().await;
+                    let Some(engine) = engine.upgrade() else { return };
+                    if membership.renewed_ago() > FENCE_AFTER {
+                        if !membership.set_fenced(true) {
+                            tracing::warn!(
+                                "no lease renewal for {:?}: fencing this node (stopping the instances the cluster may move)",
+                                membership.renewed_ago()
+                            );
+                            engine.fence_movable();
+                        }
+                    } else if membership.set_fenced(false) {
+                        tracing::info!("the lease is renewed again: this node is no longer fenced");
+                        unfenced.notify_one();
+                    }
+                }
+            });
+        }
         let engine: Weak<Engine> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut down_since: HashMap<String, Instant> = HashMap::new();
             let mut drain_refused = std::collections::HashSet::new();
             let mut round: u64 = 0;
+            let mut reconcile_pending = false;
             let mut ticker = tokio::time::interval(ROUND_EVERY);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = unfenced.notified() => reconcile_pending = true,
+                }
                 let Some(engine) = engine.upgrade() else { return };
-                let stale = membership.renewed_ago() > FENCE_AFTER;
-                if stale {
-                    if !membership.set_fenced(true) {
-                        tracing::warn!(
-                            "no lease renewal for {:?}: fencing this node (stopping the instances the cluster may move)",
-                            membership.renewed_ago()
-                        );
-                        engine.fence_movable();
-                    }
+                if membership.fenced() {
                     continue;
                 }
-                if membership.set_fenced(false) {
-                    tracing::info!("the lease is renewed again: this node is no longer fenced");
-                    engine.clear_moved_away().await;
-                    engine.reconcile_own().await;
+                round += 1;
+                // Until it has worked once after the node was fenced (right after a partition
+                // heals etcd may not answer every read yet), and every 10 s anyway.
+                if (reconcile_pending || round.is_multiple_of(20))
+                    && engine.clear_moved_away().await
+                    && (!reconcile_pending || engine.reconcile_own().await)
+                {
+                    reconcile_pending = false;
                 }
                 match membership.lead().await {
                     Ok(true) => engine.leader_round(&membership, &mut down_since).await,
@@ -130,7 +158,6 @@ impl Engine {
                 }
                 engine.adopt_moved_here().await;
                 engine.hand_over_if_draining(&membership, &mut drain_refused).await;
-                round += 1;
                 if round % 4 == 1 && engine.networks.has_overlay() {
                     engine.sync_overlay(&membership).await;
                 }
@@ -337,6 +364,11 @@ impl Engine {
         let Ok(instances) = self.local_instances().await else {
             return;
         };
+        // This node is up: none of its instances is lost (a leader that read the node as
+        // down a moment before it came back may have said so after it reconciled).
+        if instances.iter().any(|i| i.state == InstanceState::Lost) {
+            self.reconcile_own().await;
+        }
         for instance in instances {
             let waiting =
                 instance.state == InstanceState::Created && instance.rescheduled.as_ref().is_some_and(|r| !r.adopted);
@@ -381,13 +413,14 @@ impl Engine {
     }
 
     /// After the node was cut off: what it left of instances that are now another node's
-    /// (or were removed meanwhile) goes. Also at start, for a daemon that was down.
-    pub(crate) async fn clear_moved_away(&self) {
+    /// (or were removed meanwhile) goes. Also at start, for a daemon that was down. False
+    /// when the cluster's records could not be read (try again).
+    pub(crate) async fn clear_moved_away(&self) -> bool {
         let Ok(records) = self.store.list_instances().await else {
-            return;
+            return false;
         };
         let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("instances")) else {
-            return;
+            return true;
         };
         for entry in entries.flatten() {
             let dir = entry.path();
@@ -411,15 +444,18 @@ impl Engine {
             }
             self.release_local(&local, &dir).await;
         }
+        true
     }
 
     /// After the node was cut off: its own instances whose exits it could not record are
     /// recorded now (and restarted by their policy); the ones the cluster reported lost and
-    /// that kept running are running again.
-    pub(crate) async fn reconcile_own(self: &Arc<Self>) {
+    /// that kept running are running again. False when something could not be read or
+    /// written (try again).
+    pub(crate) async fn reconcile_own(self: &Arc<Self>) -> bool {
         let Ok(instances) = self.local_instances().await else {
-            return;
+            return false;
         };
+        let mut done = true;
         for instance in instances {
             if !instance.state.is_active() && instance.state != InstanceState::Lost {
                 continue;
@@ -434,6 +470,7 @@ impl Engine {
                 back.error = None;
                 if let Err(e) = self.save(&back).await {
                     tracing::warn!(instance = %instance.name, error = %e.message, "recording a lost instance back");
+                    done = false;
                     continue;
                 }
                 tracing::info!(instance = %instance.name, alive, "an instance reported lost is this node's again");
@@ -443,6 +480,7 @@ impl Engine {
                     .await;
             }
         }
+        done
     }
 }
 

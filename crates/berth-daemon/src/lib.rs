@@ -13,6 +13,7 @@ pub mod extract;
 pub mod failover;
 pub mod host;
 pub mod identity;
+pub mod leader_placement;
 pub mod logs;
 pub mod mounts;
 pub mod networks;
@@ -274,6 +275,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             let token = Arc::new(membership.token().to_string());
             let router = api::router(engine.clone())
                 .merge(peer_registry::router(engine.clone()))
+                .merge(leader_placement::router(engine.clone()))
                 .layer(axum::middleware::from_fn_with_state(token, peers::require_token));
             tracing::info!(%address, "serving other nodes");
             Some((tcp, router))

@@ -210,9 +210,9 @@ async fn place_and_create(engine: Arc<Engine>, request: Request, next: Next) -> 
         // Not a create request: the handler says what is wrong with it.
         return next.run(Request::from_parts(parts, Body::from(bytes))).await;
     };
-    let (target, reason) = match engine.choose_node(&parsed).await {
+    let (target, reason) = match engine.place_via_leader(&parsed, &bytes).await {
         Ok(choice) => choice,
-        Err(e) => return e.into_response(),
+        Err(refusal) => return refusal,
     };
     document.insert("node".into(), serde_json::Value::String(target.clone()));
     let body = match serde_json::to_vec(&document) {
