@@ -494,6 +494,21 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
     assert!(n3.ok(&["ps", "-aq"]).trim().is_empty());
 }
 
+/// Imports busybox on every node and waits until each has published it.
+fn import_busybox_everywhere(daemons: &[Daemon]) {
+    for daemon in daemons {
+        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+    }
+    let start = Instant::now();
+    while !nodes(&daemons[0])
+        .iter()
+        .all(|n| n["images"].to_string().contains("busybox"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&daemons[0]));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Three `sleep` durations no other run on this machine uses (what `copies` counts by).
 fn unique_sleeps() -> [String; 3] {
     let base = 100_000 + crate::common::rand_u32() % 800_000;
@@ -540,17 +555,7 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
         reachable_node(&cluster, "n2", "zone=b", ports[1]),
         reachable_node(&cluster, "n3", "zone=b", ports[2]),
     ];
-    for daemon in &daemons {
-        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
-    }
-    let start = Instant::now();
-    while !nodes(&daemons[0])
-        .iter()
-        .all(|n| n["images"].to_string().contains("busybox"))
-    {
-        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&daemons[0]));
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    import_busybox_everywhere(&daemons);
     let info = daemons[0].ok(&["info"]);
     assert!(info.contains("Scheduler:       led by n"), "{info}");
 
@@ -708,17 +713,7 @@ fn three_hosts() -> (crate::common::hosts::TestHosts, EtcdCluster, Vec<Daemon>) 
 fn a_partitioned_node_fences_and_after_healing_exactly_one_copy_runs() {
     let (hosts, _cluster, daemons) = three_hosts();
     let [s1, s2, _] = unique_sleeps();
-    for daemon in &daemons {
-        daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
-    }
-    let start = Instant::now();
-    while !nodes(&daemons[0])
-        .iter()
-        .all(|n| n["images"].to_string().contains("busybox"))
-    {
-        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", nodes(&daemons[0]));
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    import_busybox_everywhere(&daemons);
     // Any node reaches the others through their advertised addresses on the bridge.
     daemons[0].ok(&[
         "run",
