@@ -322,6 +322,38 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
             .map(|p| p.starts_with("spread: the emptiest of 3")),
         Some(true)
     );
+    // --spread-by: zone a (n1: s?, in-a) and zone b (one each on n2, n3) run two each; the
+    // tie goes to a, though plain spread would take the emptier n2 or n3; then b.
+    for (name, node, why) in [
+        (
+            "by-zone-1",
+            "n1",
+            "spread by zone: zone=a runs the fewest instances (2); the emptiest of its 1 nodes that fit",
+        ),
+        (
+            "by-zone-2",
+            "",
+            "spread by zone: zone=b runs the fewest instances (2); the emptiest of its 2 nodes that fit",
+        ),
+    ] {
+        n2.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--spread-by",
+            "zone",
+            "busybox",
+            "sleep",
+            "600",
+        ]);
+        let placed = n1.inspect(name);
+        if !node.is_empty() {
+            assert_eq!(placed["node"], node, "{placed}");
+        }
+        assert_eq!(placed["spec"]["placement"], why, "{placed}");
+    }
+    n1.ok(&["rm", "-f", "by-zone-1", "by-zone-2"]);
     n1.ok(&[
         "run", "-d", "--name", "pinned", "--node", "n3", "busybox", "sleep", "600",
     ]);
@@ -447,6 +479,10 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
             "0/3 nodes fit: 3 lack memory (needs 100GiB)",
         ),
         (vec!["--node", "n9"], "no such node: n9"),
+        (
+            vec!["--spread-by", "rack"],
+            "0/3 nodes fit: 3 lack label rack (--spread-by)",
+        ),
     ] {
         let mut run = vec!["run", "-d"];
         run.extend(args.iter().copied());

@@ -132,6 +132,7 @@ fn instance(i: usize, node: &str) -> Instance {
             placement: None,
             restart: Default::default(),
             constraints: Vec::new(),
+            spread_by: None,
         },
         node: node.to_string(),
         created_at: Utc::now(),
@@ -324,6 +325,7 @@ async fn main() -> Result<()> {
         strategy: Default::default(),
         volumes: Vec::new(),
         network: None,
+        spread_by: None,
     };
     let has_image = |node: &berth_model::node::Node| node.images.iter().any(|i| i.ends_with("busybox:latest"));
     let (sender, receiver) = tokio::sync::mpsc::channel::<RecordTxn>(args.writers * 4);

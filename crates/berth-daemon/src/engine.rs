@@ -633,6 +633,7 @@ impl Engine {
                 },
                 restart: request.restart.unwrap_or_default(),
                 constraints: request.constraints.clone(),
+                spread_by: request.spread_by.clone(),
             },
             node: self.node.clone(),
             created_at: Utc::now(),

@@ -530,6 +530,7 @@ fn place_moved(
         strategy: Default::default(),
         volumes: Vec::new(),
         network,
+        spread_by: instance.spec.spread_by.clone(),
     };
     // The same image id, or else the image its reference names there (an image imported
     // from one tarball on two nodes has two ids).

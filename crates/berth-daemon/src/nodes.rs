@@ -126,11 +126,24 @@ impl Engine {
                 },
             ));
         }
-        if self.membership.is_none() && (!request.constraints.is_empty() || request.placement.is_some()) {
+        if self.membership.is_none()
+            && (!request.constraints.is_empty() || request.placement.is_some() || request.spread_by.is_some())
+        {
             return Err(EngineError::invalid(
                 "constraints",
-                "--constraint and --placement are for clusters (berth daemon --cluster etcd://...)",
+                "--constraint, --placement and --spread-by are for clusters (berth daemon --cluster etcd://...)",
             ));
+        }
+        if let Some(label) = request.spread_by.as_deref() {
+            if label.is_empty() || label.len() > 63 || label.chars().any(|c| c.is_whitespace() || c == '=') {
+                return Err(EngineError::invalid(
+                    "spread_by",
+                    format!(
+                        "--spread-by '{}': give a node label's name, for example zone",
+                        label.escape_default()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

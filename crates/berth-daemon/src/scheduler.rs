@@ -68,6 +68,9 @@ pub struct Needs<'a> {
     pub volumes: Vec<String>,
     /// A network other than the default one, `none` and `host`.
     pub network: Option<String>,
+    /// `--spread-by LABEL`: first the value of LABEL whose nodes run the fewest instances,
+    /// then the strategy among that value's nodes.
+    pub spread_by: Option<String>,
 }
 
 impl<'a> Needs<'a> {
@@ -106,6 +109,7 @@ impl<'a> Needs<'a> {
             strategy: request.placement.unwrap_or_default(),
             volumes,
             network,
+            spread_by: request.spread_by.clone(),
         })
     }
 }
@@ -203,8 +207,8 @@ impl<'a> BatchPlacer<'a> {
 
     fn shape(&mut self, needs: &Needs, has_image: &impl Fn(&Node) -> bool) -> String {
         let key = format!(
-            "{:?}|{}|{:?}|{:?}|{:?}|{:?}",
-            needs.kind, needs.image, needs.constraints, needs.volumes, needs.network, needs.node
+            "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            needs.kind, needs.image, needs.constraints, needs.volumes, needs.network, needs.node, needs.spread_by
         );
         if self.shapes.contains_key(&key) {
             return key;
@@ -260,7 +264,8 @@ impl<'a> BatchPlacer<'a> {
         }
         let key = self.shape(needs, &has_image);
         let shape = &self.shapes[&key];
-        let exact = shape.fitting <= EXACT_UP_TO || needs.strategy == PlacementStrategy::Binpack;
+        let exact =
+            shape.fitting <= EXACT_UP_TO || needs.strategy == PlacementStrategy::Binpack || needs.spread_by.is_some();
         let mut reasons = shape.refused.clone();
         let (chosen, fitting) = if exact {
             let mut fitting = Vec::new();
@@ -271,6 +276,14 @@ impl<'a> BatchPlacer<'a> {
                 }
             }
             self.evaluated += shape.fitting as u64;
+            // --spread-by: only the nodes of the label's value that runs the fewest.
+            let mut spread_value = None;
+            if let Some(label) = needs.spread_by.as_deref() {
+                if let Some((value, count)) = self.least_used_value(label, &fitting) {
+                    fitting.retain(|&i| self.nodes[i].labels.get(label) == Some(&value));
+                    spread_value = Some((label, value, count));
+                }
+            }
             let order = |a: &usize, b: &usize| {
                 self.fraction(*a)
                     .total_cmp(&self.fraction(*b))
@@ -280,7 +293,7 @@ impl<'a> BatchPlacer<'a> {
                 PlacementStrategy::Spread => fitting.iter().copied().min_by(|a, b| order(a, b).then(a.cmp(b))),
                 PlacementStrategy::Binpack => fitting.iter().copied().max_by(|a, b| order(a, b).then(b.cmp(a))),
             };
-            (chosen, fitting.len())
+            (chosen, (fitting.len(), spread_value))
         } else {
             // Spread over many nodes: the emptiest that has room, from the heap.
             let shape = self.shapes.get_mut(&key).expect("shape made above");
@@ -305,8 +318,9 @@ impl<'a> BatchPlacer<'a> {
             }
             // Too full for this request, maybe not for a smaller one.
             shape.heap.extend(full);
-            (chosen, shape.fitting)
+            (chosen, (shape.fitting, None))
         };
+        let (fitting, spread_value) = fitting;
         let others: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
         let Some(i) = chosen else {
             return Err(EngineError::conflict(format!(
@@ -332,8 +346,20 @@ impl<'a> BatchPlacer<'a> {
         } else {
             format!("; passed over: {}", others.join(", "))
         };
+        let by_value = spread_value
+            .as_ref()
+            .map(|(label, value, count)| {
+                format!("spread by {label}: {label}={value} runs the fewest instances ({count}); ")
+            })
+            .unwrap_or_default();
         let why = match (needs.node, needs.strategy) {
             (Some(node), _) => format!("--node {node}"),
+            (None, PlacementStrategy::Spread) if spread_value.is_some() => {
+                format!("{by_value}the emptiest of its {fitting} nodes that fit{passed_over}")
+            }
+            (None, PlacementStrategy::Binpack) if spread_value.is_some() => {
+                format!("{by_value}the fullest of its {fitting} nodes that fit{passed_over}")
+            }
             (None, PlacementStrategy::Spread) => {
                 format!("spread: the emptiest of {fitting} nodes that fit{passed_over}")
             }
@@ -342,6 +368,28 @@ impl<'a> BatchPlacer<'a> {
             }
         };
         Ok((self.nodes[i].name.clone(), why))
+    }
+}
+
+impl BatchPlacer<'_> {
+    /// Of the values `label` has on the `fitting` nodes, the one whose nodes (all of them,
+    /// fitting or not) run the fewest instances, and that count; ties go to the smaller value.
+    fn least_used_value(&self, label: &str, fitting: &[usize]) -> Option<(String, usize)> {
+        let mut per_value: BTreeMap<&str, usize> = BTreeMap::new();
+        for &i in fitting {
+            if let Some(value) = self.nodes[i].labels.get(label) {
+                per_value.insert(value, 0);
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(count) = node.labels.get(label).and_then(|v| per_value.get_mut(v.as_str())) {
+                *count += self.counts[i];
+            }
+        }
+        per_value
+            .into_iter()
+            .min_by_key(|(value, count)| (*count, *value))
+            .map(|(value, count)| (value.to_string(), count))
     }
 }
 
@@ -362,6 +410,9 @@ fn static_refusal(node: &Node, needs: &Needs, has_image: &impl Fn(&Node) -> bool
     }
     if let Some(constraint) = needs.constraints.iter().find(|c| !c.holds(&node.labels)) {
         return Some(format!("do not meet {}", constraint.describe()));
+    }
+    if let Some(label) = needs.spread_by.as_deref().filter(|l| !node.labels.contains_key(*l)) {
+        return Some(format!("lack label {label} (--spread-by)"));
     }
     if !has_image(node) {
         return Some(format!("lack image {}", needs.image));
@@ -430,6 +481,7 @@ mod tests {
             strategy: PlacementStrategy::Spread,
             volumes: vec![],
             network: None,
+            spread_by: None,
         }
     }
 
@@ -488,6 +540,35 @@ mod tests {
         assert_eq!(
             refused.message,
             "0/2 nodes fit: 1 do not hold volume data (a volume stays on its node), 1 lack network back"
+        );
+    }
+
+    #[test]
+    fn spread_by_a_label_balances_its_values_first() {
+        // Zone a has two nodes, zone b one; spread alone would fill a's two nodes as fast
+        // as b's one, spread by zone alternates the zones.
+        let nodes = [
+            node("a1", NodeState::Ready, &[("zone", "a")], 64 * GIB),
+            node("a2", NodeState::Ready, &[("zone", "a")], 64 * GIB),
+            node("b1", NodeState::Ready, &[("zone", "b")], 64 * GIB),
+            node("x", NodeState::Ready, &[], 64 * GIB),
+        ];
+        let mut wanted = needs(GIB);
+        wanted.spread_by = Some("zone".into());
+        let mut placer = BatchPlacer::new(&nodes, &[]);
+        let chosen: Vec<String> = (0..4).map(|_| placer.place(&wanted, |_| true).unwrap().0).collect();
+        assert_eq!(chosen, ["a1", "b1", "a2", "b1"]);
+        let (_, why) = placer.place(&wanted, |_| true).unwrap();
+        assert_eq!(
+            why,
+            "spread by zone: zone=a runs the fewest instances (2); the emptiest of its 2 nodes that fit; \
+             passed over: 1 lack label zone (--spread-by)"
+        );
+        let mut none = needs(GIB);
+        none.spread_by = Some("rack".into());
+        assert_eq!(
+            placer.place(&none, |_| true).unwrap_err().message,
+            "0/4 nodes fit: 4 lack label rack (--spread-by)"
         );
     }
 

@@ -429,6 +429,7 @@ impl Engine {
                 },
                 restart: Default::default(),
                 constraints: Vec::new(),
+                spread_by: None,
             },
             node: self.node.clone(),
             created_at: Utc::now(),

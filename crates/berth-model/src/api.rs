@@ -172,6 +172,11 @@ pub struct CreateInstanceRequest {
     /// In a cluster: how the scheduler chooses among the nodes that fit (`--placement`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementStrategy>,
+    /// In a cluster: spread over the values of this node label first (`--spread-by zone`):
+    /// the value whose nodes run the fewest instances, then `placement` among its nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[^\\s]{1,63}$")]
+    pub spread_by: Option<String>,
     /// `no`, `on-failure`, `on-failure:MAX_RETRIES` or `always` (`--restart`).
     #[serde(default)]
     #[schema(value_type = Option<String>, pattern = "^(no|always|unless-stopped|on-failure(:[0-9]{1,9})?)$")]

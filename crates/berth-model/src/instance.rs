@@ -162,6 +162,9 @@ pub struct InstanceSpec {
     /// In a cluster: the `--constraint`s it was placed by, kept for moving it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<String>,
+    /// In a cluster: the `--spread-by` label it was placed by, kept for moving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by: Option<String>,
 }
 
 /// `--restart`: what happens when an instance's main process ends. A stop or kill by the

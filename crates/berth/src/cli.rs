@@ -307,6 +307,11 @@ pub struct CreateArgs {
     /// In a cluster: spread (the emptiest node that fits; default) or binpack (the fullest)
     #[arg(long, value_name = "STRATEGY", value_parser = ["spread", "binpack"])]
     pub placement: Option<String>,
+    /// In a cluster: spread over the values of node label LABEL first (for example zone):
+    /// the value whose nodes run the fewest instances, then --placement among its nodes.
+    /// Nodes without the label are passed over
+    #[arg(long = "spread-by", value_name = "LABEL")]
+    pub spread_by: Option<String>,
     /// Start the instance again when it ends: no (default), on-failure[:MAX_RETRIES] (a
     /// non-zero exit), always. A `berth stop` or `berth kill` is never undone. In a cluster,
     /// an instance with a policy and no local state (no local volume, no host path; not a VM

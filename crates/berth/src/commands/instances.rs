@@ -84,6 +84,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         log: LogOptions::from_options(&args.log_opts),
         node: args.node.clone(),
         constraints: args.constraints.clone(),
+        spread_by: args.spread_by.clone(),
         placement: args.placement.as_deref().map(|p| match p {
             "binpack" => berth_model::api::PlacementStrategy::Binpack,
             _ => berth_model::api::PlacementStrategy::Spread,
