@@ -879,3 +879,89 @@ fn the_default_network_spans_the_nodes_and_names_resolve_everywhere() {
     assert_eq!(said, "hello-container\n");
     daemons[0].ok(&["rm", "-f", "web", "vweb"]);
 }
+
+#[test]
+fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
+    let (_hosts, _cluster, mut daemons) = three_hosts();
+    // The NFS server is on this machine's end of the bridge, which every test host reaches.
+    let nfs = crate::common::nfs::NfsServer::start("198.51.100.1");
+    let share = format!("nfs://198.51.100.1{}", nfs.export.display());
+    import_busybox_everywhere(&daemons);
+
+    // An NFS volume is the cluster's: made on one node, listed on every node.
+    daemons[0].ok(&[
+        "volume",
+        "create",
+        "--driver",
+        "nfs",
+        "--opt",
+        "server=198.51.100.1",
+        "--opt",
+        &format!("share={}", nfs.export.display()),
+        "--size",
+        "64m",
+        "shared",
+    ]);
+    assert!(daemons[2].ok(&["volume", "ls"]).contains("shared"));
+
+    // A VM whose root disk and volume are on the share, with a restart policy, on n3.
+    daemons[0].ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nfsvm",
+        "--vm",
+        "--memory",
+        "256m",
+        "--node",
+        "n3",
+        "--restart",
+        "always",
+        "--disk-on",
+        &share,
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let vm = daemons[0].wait_for("nfsvm", Duration::from_secs(60), |v| v["state"] == "running");
+    assert_eq!(vm["state"], "running", "{vm}");
+    let root = vm["vm"]["disks"][0]["path"].as_str().unwrap_or_default().to_string();
+    assert!(root.starts_with(&share), "{vm}");
+    let written = daemons[0].ok(&[
+        "exec",
+        "nfsvm",
+        "sh",
+        "-c",
+        "echo on-root > /kept && echo on-volume > /data/kept && sync && cat /kept /data/kept",
+    ]);
+    assert_eq!(written.split_whitespace().collect::<Vec<_>>(), ["on-root", "on-volume"]);
+    // One node at a time uses an NFS volume.
+    let refused = daemons[0].fails(&["run", "-d", "--node", "n1", "-v", "shared:/data", "busybox", "true"]);
+    assert!(refused.contains("one node at a time"), "{refused}");
+    let qemu_pid = vm["pid"].as_u64().expect("pid");
+
+    // kill -9 of n3's daemon: its supervisor fences the VM, the leader moves it, another node
+    // starts it from the same disks.
+    daemons[2].kill9();
+    let (to, took) = wait_moved(&daemons[0], "nfsvm", "n3", Duration::from_secs(60));
+    eprintln!("failover of an NFS-backed VM: running on {to} {took:?} later");
+    assert!(!pid_alive(qemu_pid), "the fenced qemu still runs");
+    let moved = daemons[0].inspect("nfsvm");
+    assert_eq!(moved["rescheduled"]["from"], "n3", "{moved}");
+    assert_eq!(moved["vm"]["disks"][0]["path"], root.as_str(), "{moved}");
+    let read = daemons[0].ok(&["exec", "nfsvm", "cat", "/kept", "/data/kept"]);
+    assert_eq!(read.split_whitespace().collect::<Vec<_>>(), ["on-root", "on-volume"]);
+
+    // Removing it deletes its disk from the share; the image's base stays for other VMs.
+    daemons[0].ok(&["rm", "-f", "nfsvm"]);
+    let files: Vec<String> = std::fs::read_dir(&nfs.export)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!files.iter().any(|f| f.starts_with("berth-vm-")), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("berth-base-")), "{files:?}");
+    daemons[0].ok(&["volume", "rm", "shared"]);
+}

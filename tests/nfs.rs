@@ -3,91 +3,11 @@
 //! qemu-storage-daemon FUSE export and by VMs through QEMU's own NFS client; qcow2 snapshots;
 //! clear errors; nothing left behind after `volume rm`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-use crate::common::{loop_devices_under, mounts_under, stderr, temp_dir, Daemon};
-
-struct NfsServer {
-    child: Child,
-    dir: PathBuf,
-    export: PathBuf,
-}
-
-impl NfsServer {
-    /// Starts ganesha on the NFS port (2049 is fixed, so only this one test uses it).
-    fn start() -> NfsServer {
-        let rpcbind_running = Command::new("pgrep")
-            .args(["-x", "rpcbind"])
-            .output()
-            .unwrap()
-            .status
-            .success();
-        if !rpcbind_running {
-            let status = Command::new("rpcbind")
-                .arg("-w")
-                .status()
-                .expect("rpcbind (installed by scripts/install-deps.sh)");
-            assert!(status.success());
-        }
-        let dir = temp_dir("bt-nfs");
-        let export = dir.join("export");
-        std::fs::create_dir_all(&export).unwrap();
-        let config = dir.join("ganesha.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "NFS_CORE_PARAM {{ Protocols = 3; Bind_addr = 127.0.0.1; Enable_NLM = false; Enable_RQUOTA = false; }}\n\
-                 EXPORT {{ Export_Id = 77; Path = {0}; Pseudo = {0}; Access_Type = RW; Squash = No_Root_Squash;\n\
-                   Protocols = 3; Transports = TCP; SecType = sys; FSAL {{ Name = VFS; }} }}\n\
-                 LOG {{ Default_Log_Level = WARN; }}\n",
-                export.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("ganesha.nfsd")
-            .arg("-F")
-            .arg("-f")
-            .arg(&config)
-            .arg("-L")
-            .arg(dir.join("ganesha.log"))
-            .arg("-p")
-            .arg(dir.join("ganesha.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ganesha.nfsd (installed by scripts/install-deps.sh)");
-        let server = NfsServer { child, dir, export };
-        // Ready when QEMU's NFS client can look into the export.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let probe = Command::new("qemu-img")
-                .arg("info")
-                .arg(format!("nfs://127.0.0.1{}/probe", server.export.display()))
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&probe.stderr).contains("NOENT") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nfs-ganesha did not come up: {}",
-                std::fs::read_to_string(server.dir.join("ganesha.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        server
-    }
-}
-
-impl Drop for NfsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::common::nfs::NfsServer;
+use crate::common::{loop_devices_under, mounts_under, stderr, Daemon};
 
 fn storage_daemons_under(dir: &Path) -> usize {
     let output = Command::new("pgrep")
@@ -121,7 +41,7 @@ fn create(d: &Daemon, share_opt: &str, name: &str, extra: &[&str]) -> std::proce
 
 #[test]
 fn nfs_volumes_serve_containers_and_vms() {
-    let nfs = NfsServer::start();
+    let nfs = NfsServer::start("127.0.0.1");
     let share = nfs.export.display().to_string();
     let share_opt = format!("share={share}");
     let mut d = Daemon::with_busybox();

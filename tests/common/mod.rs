@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod hosts;
+pub mod nfs;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

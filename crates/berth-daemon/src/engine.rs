@@ -117,7 +117,7 @@ impl Engine {
             exe,
         } = parts;
         let (events, _) = broadcast::channel(1024);
-        let volumes = Volumes::new(config.state_dir.join("volumes"), local_store.clone());
+        let volumes = Volumes::new(config.state_dir.join("volumes"), local_store.clone(), store.clone());
         let host = HostFacts::detect();
         let admission = Admission::new(
             host.cpus,
@@ -230,6 +230,11 @@ impl Engine {
 
     /// The instances assigned to this node: what it runs, recovers, admits against and
     /// allocates addresses among. On one host, every instance.
+    /// Whether `instance` is this node's (on one host, every instance is).
+    fn is_here(&self, instance: &Instance) -> bool {
+        self.membership.is_none() || instance.node == self.node
+    }
+
     pub async fn local_instances(&self) -> EngineResult<Vec<Instance>> {
         let mut instances = self.store.list_instances().await?;
         if self.membership.is_some() {
@@ -578,6 +583,9 @@ impl Engine {
             ),
         };
         let vm = match request.kind {
+            InstanceKind::Container if request.vm.as_ref().is_some_and(|vm| vm.disk_on.is_some()) => {
+                return Err(EngineError::invalid("disk_on", "--disk-on is for VMs: add --vm"));
+            }
             InstanceKind::Vm => Some(self.vms.plan(
                 &limits,
                 &request.vm.clone().unwrap_or_default(),
@@ -1695,23 +1703,37 @@ impl Engine {
         Ok(mounts)
     }
 
-    /// Running instances other than `except` that use volume `name`.
+    /// Running instances other than `except` that use volume `name`: this node's, and for
+    /// an NFS volume (which every node reaches) any node's.
     async fn volume_users(&self, name: &str, except: Option<&str>, running_only: bool) -> EngineResult<Vec<Instance>> {
         Ok(self
-            .local_instances()
+            .store
+            .list_instances()
             .await?
             .into_iter()
             .filter(|i| Some(i.id.as_str()) != except)
             .filter(|i| !running_only || i.state.is_active())
-            .filter(|i| i.spec.volumes.iter().any(|v| v.volume == name))
+            .filter(|i| {
+                i.spec
+                    .volumes
+                    .iter()
+                    .any(|v| v.volume == name && (self.is_here(i) || v.source.starts_with("nfs://")))
+            })
             .collect())
     }
 
     /// A VM needs its volumes alone (they are block devices to it); containers share theirs
-    /// through one host mount.
+    /// through one host mount. An NFS volume is used on one node at a time: two nodes'
+    /// mounts of one filesystem would corrupt it.
     async fn attach_volumes(&self, instance: &Instance) -> EngineResult<()> {
         for volume in &instance.spec.volumes {
             let users = self.volume_users(&volume.volume, Some(&instance.id), true).await?;
+            if let Some(other) = users.iter().find(|other| !self.is_here(other)) {
+                return Err(EngineError::conflict(format!(
+                    "volume {} is in use on node {} by {} {}; an NFS volume is used on one node at a time: stop it there first",
+                    volume.volume, other.node, other.kind, other.name
+                )));
+            }
             let conflict = users
                 .iter()
                 .find(|other| instance.kind == InstanceKind::Vm || other.kind == InstanceKind::Vm);

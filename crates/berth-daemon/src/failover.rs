@@ -48,11 +48,33 @@ pub fn local_state(instance: &Instance) -> Option<String> {
     if instance.spec.restart == RestartPolicy::No {
         return Some("it has no restart policy (--restart)".into());
     }
-    if instance.kind == InstanceKind::Vm {
-        return Some("a VM's disks are on its node".into());
+    if let Some(vm) = &instance.vm {
+        // Instance storage is wiped at every stop anyway: it starts blank on the new node.
+        if let Some(disk) = vm
+            .disks
+            .iter()
+            .find(|d| !d.ephemeral && berth_vm::shared_disk::on_share(&d.path).is_none())
+        {
+            return Some(format!(
+                "a VM's disk {} is on its node (--disk-on nfs://... keeps it on a share)",
+                disk.path
+            ));
+        }
     }
-    if let Some(volume) = instance.spec.volumes.first() {
-        return Some(format!("volume {} is its node's", volume.volume));
+    for volume in &instance.spec.volumes {
+        let on_share = volume.source.starts_with("nfs://");
+        match instance.kind {
+            InstanceKind::Vm if on_share => {}
+            // A container's NFS volume is an ext4 mounted through this node's kernel, whose
+            // page cache could still write to it after a fence: never on two nodes.
+            InstanceKind::Container if on_share => {
+                return Some(format!(
+                    "volume {} is mounted through its node's kernel (a VM's NFS volumes move with it)",
+                    volume.volume
+                ))
+            }
+            _ => return Some(format!("volume {} is its node's", volume.volume)),
+        }
     }
     if let Some(bind) = instance.spec.mounts.iter().find(|m| m.kind == MountKind::Bind) {
         return Some(format!("it binds host path {}", bind.source));
@@ -403,6 +425,9 @@ impl Engine {
                 })?;
                 instance.spec.image_id = here.id;
             }
+            if let Some(vm) = instance.vm.as_mut() {
+                rebase_vm_paths(vm, &dir);
+            }
             if let Some(moved) = instance.rescheduled.as_mut() {
                 moved.adopted = true;
             }
@@ -558,6 +583,22 @@ fn place_moved(
 }
 
 /// The supervisor configuration an instance was last started with.
+/// A moved VM's files that lived in its old node's instance directory (its QMP socket, its
+/// instance storage) go in this node's; disks on a share keep their URL.
+fn rebase_vm_paths(vm: &mut berth_model::instance::VmDetails, dir: &Path) {
+    let Some(old_dir) = Path::new(&vm.qmp_socket).parent().map(Path::to_path_buf) else {
+        return;
+    };
+    let rebase = |path: &str| match Path::new(path).strip_prefix(&old_dir) {
+        Ok(rest) => dir.join(rest).display().to_string(),
+        Err(_) => path.to_string(),
+    };
+    vm.qmp_socket = rebase(&vm.qmp_socket);
+    for disk in &mut vm.disks {
+        disk.path = rebase(&disk.path);
+    }
+}
+
 fn supervisor_config(dir: &Path) -> Option<berth_model::driver::SupervisorConfig> {
     let text = std::fs::read(dir.join("supervisor.json")).ok()?;
     serde_json::from_slice(&text).ok()

@@ -50,7 +50,7 @@ impl Engine {
             .flat_map(|image| std::iter::once(image.id).chain(image.tags))
             .collect();
         images.sort();
-        let volumes = self.volumes.list().await?.into_iter().map(|v| v.name).collect();
+        let volumes = self.volumes.list_local().await?.into_iter().map(|v| v.name).collect();
         let networks = self.networks.list().await?.into_iter().map(|n| n.name).collect();
         Ok(NodeFacts {
             address: None,

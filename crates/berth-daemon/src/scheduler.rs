@@ -139,6 +139,8 @@ pub struct BatchPlacer<'a> {
     /// Bumped when a node takes an instance: heap entries of an older version are stale.
     versions: Vec<u64>,
     shapes: HashMap<String, Shape>,
+    /// The nodes where NFS volumes are in use: one node at a time uses one.
+    shared_volume_nodes: HashMap<String, Vec<usize>>,
     /// Nodes looked at, over all placements (the benchmark reports it).
     pub evaluated: u64,
 }
@@ -162,12 +164,19 @@ impl<'a> BatchPlacer<'a> {
         let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
         let mut reserved = vec![Reservation::default(); nodes.len()];
         let mut counts = vec![0; nodes.len()];
+        let mut shared_volume_nodes: HashMap<String, Vec<usize>> = HashMap::new();
         for instance in instances {
             let Some(&i) = index.get(instance.node.as_str()) else {
                 continue;
             };
             counts[i] += 1;
             if instance.state.is_active() {
+                for volume in instance.spec.volumes.iter().filter(|v| v.source.starts_with("nfs://")) {
+                    let users = shared_volume_nodes.entry(volume.volume.clone()).or_default();
+                    if !users.contains(&i) {
+                        users.push(i);
+                    }
+                }
                 reserved[i].millicpus = reserved[i].millicpus.saturating_add(instance.reserved_cpus().0);
                 reserved[i].memory_bytes = reserved[i]
                     .memory_bytes
@@ -180,6 +189,7 @@ impl<'a> BatchPlacer<'a> {
             counts,
             versions: vec![0; nodes.len()],
             shapes: HashMap::new(),
+            shared_volume_nodes,
             evaluated: 0,
         }
     }
@@ -231,6 +241,17 @@ impl<'a> BatchPlacer<'a> {
                 .iter()
                 .find(|v| !node.volumes.contains(v))
                 .map(|v| format!("do not hold volume {v} (a volume stays on its node)"))
+                .or_else(|| {
+                    needs
+                        .volumes
+                        .iter()
+                        .find(|v| {
+                            self.shared_volume_nodes
+                                .get(*v)
+                                .is_some_and(|users| !users.contains(&i))
+                        })
+                        .map(|v| format!("do not run volume {v}'s users (an NFS volume is used on one node at a time)"))
+                })
                 .or_else(|| {
                     needs
                         .network

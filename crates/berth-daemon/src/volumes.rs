@@ -26,7 +26,11 @@ pub const DEFAULT_VOLUME_BYTES: u64 = 10 << 30;
 
 pub struct Volumes {
     root: PathBuf,
+    /// This node's own: `local` volumes, whose data is on this node's disk.
     store: Store,
+    /// The cluster's (the same store on one host): `nfs` volumes, whose data any node
+    /// reaches, so every node knows them.
+    shared: Store,
     /// Creations one at a time: two of one name must not both write the share's file.
     creating: tokio::sync::Mutex<()>,
 }
@@ -58,10 +62,11 @@ fn sparse_copy(from: &Path, to: &Path) -> EngineResult<()> {
 }
 
 impl Volumes {
-    pub fn new(root: PathBuf, store: Store) -> Volumes {
+    pub fn new(root: PathBuf, store: Store, shared: Store) -> Volumes {
         Volumes {
             root,
             store,
+            shared,
             creating: tokio::sync::Mutex::new(()),
         }
     }
@@ -75,8 +80,20 @@ impl Volumes {
         self.dir(name).join("mnt")
     }
 
+    /// The store that keeps `volume`'s record.
+    fn store_of(&self, volume: &Volume) -> &Store {
+        match volume.nfs {
+            Some(_) => &self.shared,
+            None => &self.store,
+        }
+    }
+
     pub async fn get(&self, name: &str) -> EngineResult<Volume> {
-        self.store.get_volume(name).await.map_err(|e| match e {
+        let found = match self.store.get_volume(name).await {
+            Err(StoreError::NotFound { .. }) => self.shared.get_volume(name).await,
+            found => found,
+        };
+        found.map_err(|e| match e {
             StoreError::NotFound { .. } => {
                 EngineError::not_found(format!("no such volume: {name}; `berth volume ls` lists them"))
             }
@@ -84,8 +101,27 @@ impl Volumes {
         })
     }
 
+    /// This node's volumes and the cluster's NFS volumes.
     pub async fn list(&self) -> EngineResult<Vec<Volume>> {
-        Ok(self.store.list_volumes().await?)
+        let mut volumes = self.store.list_volumes().await?;
+        for volume in self.shared.list_volumes().await? {
+            if volume.nfs.is_some() && !volumes.iter().any(|v| v.name == volume.name) {
+                volumes.push(volume);
+            }
+        }
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(volumes)
+    }
+
+    /// The volumes whose data is on this node's disk (what pins instances to it).
+    pub async fn list_local(&self) -> EngineResult<Vec<Volume>> {
+        Ok(self
+            .store
+            .list_volumes()
+            .await?
+            .into_iter()
+            .filter(|v| v.nfs.is_none())
+            .collect())
     }
 
     pub async fn create(
@@ -133,7 +169,7 @@ impl Volumes {
                 .map_err(|e| EngineError::invalid("size", format!("--size {}: {e}", ByteSize(size))))?;
         }
         let _one_at_a_time = self.creating.lock().await;
-        if self.store.get_volume(name).await.is_ok() {
+        if self.get(name).await.is_ok() {
             return Err(EngineError::conflict(format!("volume {name} already exists")));
         }
         let dir = self.dir(name);
@@ -193,7 +229,7 @@ impl Volumes {
             created_at: Utc::now(),
             snapshots: Vec::new(),
         };
-        if let Err(e) = self.store.put_volume(&volume).await {
+        if let Err(e) = self.store_of(&volume).put_volume(&volume).await {
             if let Some(location) = volume.nfs.as_ref().filter(|l| l.mode == NfsMode::Image) {
                 if let Ok(share) = share_of(location) {
                     let _ = share.remove(&location.file).await;
@@ -231,7 +267,7 @@ impl Volumes {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| EngineError::internal(format!("removing {}: {e}", dir.display())))?;
         }
-        self.store.delete_volume(name).await?;
+        self.store_of(&volume).delete_volume(name).await?;
         Ok(())
     }
 
@@ -355,7 +391,7 @@ impl Volumes {
             created_at: Utc::now(),
             path,
         });
-        self.store.put_volume(&volume).await?;
+        self.store_of(&volume).put_volume(&volume).await?;
         Ok(volume)
     }
 
@@ -397,7 +433,7 @@ impl Volumes {
             let _ = std::fs::remove_file(self.snapshot_path(name, snapshot));
         }
         volume.snapshots.retain(|s| s.name != snapshot);
-        self.store.put_volume(&volume).await?;
+        self.store_of(&volume).put_volume(&volume).await?;
         Ok(volume)
     }
 }

@@ -253,6 +253,12 @@ pub struct VmRequest {
     #[serde(default)]
     #[schema(maximum = 18446744073709551615u64)]
     pub max_memory_bytes: Option<u64>,
+    /// Where the root disk lives (`--disk-on`): absent for the instance's directory, or
+    /// `nfs://SERVER/EXPORT`, a share every node reaches: then the VM may restart on
+    /// another node when its own goes down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^nfs://[A-Za-z0-9.-]+/[A-Za-z0-9/._-]*$")]
+    pub disk_on: Option<String>,
 }
 
 /// `POST /v1/vms/import`: a libvirt domain XML or a VMware .vmx on the daemon's host.

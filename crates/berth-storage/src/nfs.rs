@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nfs3_client::nfs3_types::nfs3::{diropargs3, filename3, nfsstat3, Nfs3Result, REMOVE3args};
+use nfs3_client::nfs3_types::nfs3::{diropargs3, filename3, nfsstat3, LINK3args, LOOKUP3args, Nfs3Result, REMOVE3args};
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::tokio::TokioConnector;
@@ -61,9 +61,23 @@ impl NfsShare {
         format!("nfs://{}{}", self.server, self.path_of(file))
     }
 
-    /// Deletes `file` in the share's top directory; a file already gone is fine.
-    pub async fn remove(&self, file: &str) -> Result<(), StorageError> {
-        let context = format!("removing {} from {}:{}", file, self.server, self.export);
+    /// `nfs://SERVER/EXPORT` (what `--disk-on` takes), checked as `new` checks.
+    pub fn from_url(url: &str) -> Result<NfsShare, String> {
+        let rest = url
+            .strip_prefix("nfs://")
+            .ok_or_else(|| format!("'{}' is not nfs://SERVER/EXPORT", url.escape_default()))?;
+        let (server, export) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("'{}' names no export: give nfs://SERVER/EXPORT", url.escape_default()))?;
+        NfsShare::new(server, &format!("/{export}"))
+    }
+
+    /// An NFSv3 connection to the share, mounted as root (auth_unix uid 0, as QEMU's
+    /// client connects).
+    async fn connect(
+        &self,
+        context: &str,
+    ) -> Result<nfs3_client::Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>, StorageError> {
         let root = auth_unix {
             stamp: 0,
             machinename: Opaque::borrowed(b"berth"),
@@ -74,10 +88,16 @@ impl NfsShare {
         let connect = Nfs3ConnectionBuilder::new(TokioConnector, self.server.clone(), self.export.clone())
             .credential(opaque_auth::auth_unix(&root))
             .mount();
-        let mut connection = tokio::time::timeout(Duration::from_secs(10), connect)
+        tokio::time::timeout(Duration::from_secs(10), connect)
             .await
-            .map_err(|_| failed(&context, "the server did not answer within 10s"))?
-            .map_err(|e| failed(&context, e))?;
+            .map_err(|_| failed(context, "the server did not answer within 10s"))?
+            .map_err(|e| failed(context, e))
+    }
+
+    /// Deletes `file` in the share's top directory; a file already gone is fine.
+    pub async fn remove(&self, file: &str) -> Result<(), StorageError> {
+        let context = format!("removing {} from {}:{}", file, self.server, self.export);
+        let mut connection = self.connect(&context).await?;
         let args = REMOVE3args {
             object: diropargs3 {
                 dir: connection.root_nfs_fh3(),
@@ -88,6 +108,61 @@ impl NfsShare {
         let _ = connection.unmount().await;
         match result? {
             Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(()),
+            Nfs3Result::Err((status, _)) => Err(failed(&context, format!("{status:?}"))),
+        }
+    }
+
+    /// Whether `file` is in the share's top directory.
+    pub async fn exists(&self, file: &str) -> Result<bool, StorageError> {
+        let context = format!("looking for {} on {}:{}", file, self.server, self.export);
+        let mut connection = self.connect(&context).await?;
+        let args = LOOKUP3args {
+            what: diropargs3 {
+                dir: connection.root_nfs_fh3(),
+                name: filename3::from(file.as_bytes()),
+            },
+        };
+        let result = connection.lookup(&args).await.map_err(|e| failed(&context, e));
+        let _ = connection.unmount().await;
+        match result? {
+            Nfs3Result::Ok(_) => Ok(true),
+            Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(false),
+            Nfs3Result::Err((status, _)) => Err(failed(&context, format!("{status:?}"))),
+        }
+    }
+
+    /// Gives `from` the second name `to`, unless `to` exists (then false): a file written
+    /// under a temporary name appears whole, once, however many hosts race to publish it
+    /// (RENAME would replace a file someone already uses).
+    pub async fn link_new(&self, from: &str, to: &str) -> Result<bool, StorageError> {
+        let context = format!("linking {from} as {to} on {}:{}", self.server, self.export);
+        let mut connection = self.connect(&context).await?;
+        let root = connection.root_nfs_fh3();
+        let lookup = LOOKUP3args {
+            what: diropargs3 {
+                dir: root.clone(),
+                name: filename3::from(from.as_bytes()),
+            },
+        };
+        let file = match connection.lookup(&lookup).await.map_err(|e| failed(&context, e))? {
+            Nfs3Result::Ok(found) => found.object,
+            Nfs3Result::Err((status, _)) => {
+                let _ = connection.unmount().await;
+                return Err(failed(&context, format!("{status:?}")));
+            }
+        };
+        let args = LINK3args {
+            file,
+            link: diropargs3 {
+                dir: root,
+                name: filename3::from(to.as_bytes()),
+            },
+        };
+        let result = connection.link(&args).await.map_err(|e| failed(&context, e));
+        let _ = connection.unmount().await;
+        match result? {
+            Nfs3Result::Ok(_) => Ok(true),
+            Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _)) => Ok(false),
             Nfs3Result::Err((status, _)) => Err(failed(&context, format!("{status:?}"))),
         }
     }

@@ -46,6 +46,11 @@ pub fn info(path: &Path, format: &str) -> Result<DiskInfo, VmError> {
 
 /// Converts `source`, of the given format, to a standalone qcow2.
 pub fn convert_to_qcow2(source: &Path, format: &str, destination: &Path) -> Result<(), VmError> {
+    convert_to_qcow2_at(source, format, &destination.display().to_string())
+}
+
+/// As `convert_to_qcow2`, to a path or a URL qemu-img opens (`nfs://...`).
+pub fn convert_to_qcow2_at(source: &Path, format: &str, destination: &str) -> Result<(), VmError> {
     run(
         berth_process::command("qemu-img")
             .args(["convert", "-f", format, "-O", "qcow2"])
@@ -58,6 +63,11 @@ pub fn convert_to_qcow2(source: &Path, format: &str, destination: &Path) -> Resu
 
 /// A qcow2 overlay of `base`; `size` grows the virtual disk beyond the base's.
 pub fn create_overlay(base: &Path, destination: &Path, size: Option<u64>) -> Result<(), VmError> {
+    create_overlay_at(&base.display().to_string(), &destination.display().to_string(), size)
+}
+
+/// As `create_overlay`, for paths or URLs qemu-img opens (`nfs://...`).
+pub fn create_overlay_at(base: &str, destination: &str, size: Option<u64>) -> Result<(), VmError> {
     let mut command = berth_process::command("qemu-img");
     command
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
@@ -66,7 +76,7 @@ pub fn create_overlay(base: &Path, destination: &Path, size: Option<u64>) -> Res
     if let Some(size) = size {
         command.arg(size.to_string());
     }
-    run(&mut command, &format!("creating disk {}", destination.display())).map(|_| ())
+    run(&mut command, &format!("creating disk {destination}")).map(|_| ())
 }
 
 /// A blank, thin-provisioned qcow2 disk.

@@ -15,6 +15,7 @@ pub mod export;
 pub mod import;
 pub mod qemu;
 pub mod qmp;
+pub mod shared_disk;
 pub mod snapshot;
 pub mod virtiofs;
 pub mod workload;
@@ -148,7 +149,7 @@ impl VmDriver {
             None if hotplug || self.accel.choice() != "kvm" => (VmBoot::Image, "q35"),
             None => (VmBoot::Image, "microvm"),
         };
-        let disk = match &image.disk {
+        let mut disk = match &image.disk {
             Some(disk_image) => VmDisk {
                 path: dir.join("disk0.qcow2").display().to_string(),
                 format: "qcow2".into(),
@@ -166,6 +167,11 @@ impl VmDriver {
                 ephemeral: false,
             },
         };
+        if let Some(share) = request.disk_on.as_deref() {
+            // The instance's directory is named by its id.
+            let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            disk.path = shared_disk::root_disk_url(share, id).map_err(|e| DriverError::invalid("disk_on", e))?;
+        }
         Ok(VmDetails {
             boot,
             accel: self.accel.choice().to_string(),
@@ -468,6 +474,17 @@ impl InstanceDriver for VmDriver {
         let _ = fs::write(&paths.console, b"");
         // Disks: copy-on-write overlays, created on first start and kept across restarts.
         for disk in &details.disks {
+            if shared_disk::on_share(&disk.path).is_some() {
+                if !shared_disk::exists(&disk.path).await? {
+                    let image = image.ok_or_else(|| DriverError::Other("the VM's image is gone".into()))?;
+                    let base = match (&disk.backing, details.boot) {
+                        (Some(backing), VmBoot::Firmware) => PathBuf::from(backing),
+                        _ => self.ensure_base(image).await?,
+                    };
+                    shared_disk::create_root(&disk.path, &image.id, &base, disk.size_bytes).await?;
+                }
+                continue;
+            }
             let path = Path::new(&disk.path);
             if path.exists() {
                 continue;
@@ -646,6 +663,12 @@ impl InstanceDriver for VmDriver {
 
     async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
         self.release(instance, dir, false).await?;
+        for disk in instance.vm.iter().flat_map(|vm| vm.disks.iter()) {
+            // A share that cannot be reached keeps the file; the VM goes all the same.
+            if let Err(e) = shared_disk::remove(&disk.path).await {
+                tracing::warn!(vm = %instance.name, disk = %disk.path, error = %e, "the disk stays on its share");
+            }
+        }
         if dir.exists() {
             fs::remove_dir_all(dir).map_err(host_error("removing the VM's directory"))?;
         }

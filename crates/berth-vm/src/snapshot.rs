@@ -24,7 +24,9 @@ fn persistent_disks(details: &VmDetails) -> Result<Vec<(String, &str)>, VmError>
                 disk.path, disk.format
             )));
         }
-        if !Path::new(&disk.path).exists() {
+        // A disk on a share is there once the VM has started; qemu-img says so if not.
+        let on_share = crate::shared_disk::on_share(&disk.path).is_some();
+        if !on_share && !Path::new(&disk.path).exists() {
             return Err(VmError::Disk(
                 "the VM has not started yet; its disks are made at first start".into(),
             ));

@@ -350,6 +350,12 @@ pub struct CreateArgs {
     /// VM: the most memory `update --memory` may hot-add up to
     #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "vm")]
     pub max_memory: Option<ByteSize>,
+    /// VM: keep the root disk on an NFS share, nfs://SERVER/EXPORT (NFSv3, through QEMU's
+    /// own client), instead of the instance's directory. Every node reaching the share can
+    /// then run the VM: with a --restart policy (and NFS volumes only) it restarts on
+    /// another node when its node goes down
+    #[arg(long = "disk-on", value_name = "nfs://SERVER/EXPORT", requires = "vm")]
+    pub disk_on: Option<String>,
     /// Size of the writable layer (containers, enforced by a filesystem of that size) or of
     /// the root disk (VMs, default 4g); thin-provisioned
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

@@ -72,6 +72,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         vm: args.vm.then(|| VmRequest {
             max_cpus: args.max_cpus,
             max_memory_bytes: args.max_memory.map(|m| m.bytes()),
+            disk_on: args.disk_on.clone(),
         }),
         disk_bytes: args.disk.map(|d| d.bytes()),
         volumes: args.volumes.clone(),
