@@ -381,6 +381,9 @@ async fn main() -> Result<()> {
     heartbeat.abort();
     let renewed = renewals.load(Ordering::Relaxed) as f64 / acked_at.as_secs_f64().max(1.0);
     let txn_count = txns.load(Ordering::Relaxed);
+    // What one placement writes: the two records (JSON, as the store encodes them).
+    let (desired, status) = split(&instance(0, "n00000"));
+    let record_bytes = serde_json::to_vec(&desired)?.len() + serde_json::to_vec(&status)?.len();
     let (fewest, most) = (
         per_node.values().min().copied().unwrap_or(0),
         per_node.values().max().copied().unwrap_or(0),
@@ -398,7 +401,7 @@ async fn main() -> Result<()> {
         placer.evaluated,
     );
     println!(
-        "etcd writes: {txn_count} placement transactions ({:.3} per placement, 3 keys each), {} acknowledgement transactions; all acknowledged {:.2} s after the first placement",
+        "etcd writes: {txn_count} placement transactions ({:.3} per placement, 3 keys and {record_bytes} bytes of records each), {} acknowledgement transactions; all acknowledged {:.2} s after the first placement",
         txn_count as f64 / args.placements as f64,
         ack_writes.load(Ordering::Relaxed),
         acked_at.as_secs_f64()
