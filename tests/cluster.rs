@@ -888,6 +888,20 @@ fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
     let share = format!("nfs://198.51.100.1{}", nfs.export.display());
     import_busybox_everywhere(&daemons);
 
+    // A published port is its node's: a second instance publishing it goes elsewhere, and
+    // pinned to the same node it is refused.
+    for name in ["web1", "web2"] {
+        daemons[0].ok(&["run", "-d", "--name", name, "-p", "18080:80", "busybox", "sleep", "600"]);
+    }
+    assert_ne!(daemons[0].inspect("web1")["node"], daemons[0].inspect("web2")["node"]);
+    let taken = daemons[0].inspect("web1")["node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let refused = daemons[0].fails(&["run", "-d", "--node", &taken, "-p", "18080:80", "busybox", "true"]);
+    assert!(refused.contains("1 have port 18080/tcp taken"), "{refused}");
+    daemons[0].ok(&["rm", "-f", "web1", "web2"]);
+
     // An NFS volume is the cluster's: made on one node, listed on every node.
     daemons[0].ok(&[
         "volume",

@@ -326,6 +326,7 @@ async fn main() -> Result<()> {
         volumes: Vec::new(),
         network: None,
         spread_by: None,
+        ports: Vec::new(),
     };
     let has_image = |node: &berth_model::node::Node| node.images.iter().any(|i| i.ends_with("busybox:latest"));
     let (sender, receiver) = tokio::sync::mpsc::channel::<RecordTxn>(args.writers * 4);

@@ -556,6 +556,7 @@ fn place_moved(
         volumes: Vec::new(),
         network,
         spread_by: instance.spec.spread_by.clone(),
+        ports: instance.spec.ports.iter().map(crate::scheduler::port_key).collect(),
     };
     // The same image id, or else the image its reference names there (an image imported
     // from one tarball on two nodes has two ids).

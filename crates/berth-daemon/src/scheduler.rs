@@ -71,6 +71,13 @@ pub struct Needs<'a> {
     /// `--spread-by LABEL`: first the value of LABEL whose nodes run the fewest instances,
     /// then the strategy among that value's nodes.
     pub spread_by: Option<String>,
+    /// Host ports it publishes, as `PORT/PROTOCOL` (a node's active instances hold theirs).
+    pub ports: Vec<String>,
+}
+
+/// `8080/tcp` for a published port: two instances on one node cannot both bind it.
+pub fn port_key(mapping: &berth_model::network::PortMapping) -> String {
+    format!("{}/{}", mapping.host_port, mapping.protocol)
 }
 
 impl<'a> Needs<'a> {
@@ -110,6 +117,14 @@ impl<'a> Needs<'a> {
             volumes,
             network,
             spread_by: request.spread_by.clone(),
+            // Texts that do not parse are the create handler's to refuse.
+            ports: request
+                .ports
+                .iter()
+                .filter_map(|p| berth_model::network::PortMapping::parse(p).ok())
+                .filter(|p| p.host_port != 0)
+                .map(|p| port_key(&p))
+                .collect(),
         })
     }
 }
@@ -141,6 +156,8 @@ pub struct BatchPlacer<'a> {
     shapes: HashMap<String, Shape>,
     /// The nodes where NFS volumes are in use: one node at a time uses one.
     shared_volume_nodes: HashMap<String, Vec<usize>>,
+    /// Host ports each node's active instances publish (`8080/tcp`).
+    ports_taken: Vec<std::collections::HashSet<String>>,
     /// Nodes looked at, over all placements (the benchmark reports it).
     pub evaluated: u64,
 }
@@ -151,6 +168,8 @@ struct Shape {
     fitting: usize,
     /// Why the others do not ("do not meet zone==a" -> 2).
     refused: BTreeMap<String, usize>,
+    /// The host ports the need publishes.
+    ports: Vec<String>,
     /// Spread's candidates, emptiest first: (score, instances, node index, version).
     heap: BinaryHeap<Reverse<(u64, usize, usize, u64)>>,
 }
@@ -165,12 +184,14 @@ impl<'a> BatchPlacer<'a> {
         let mut reserved = vec![Reservation::default(); nodes.len()];
         let mut counts = vec![0; nodes.len()];
         let mut shared_volume_nodes: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut ports_taken = vec![std::collections::HashSet::new(); nodes.len()];
         for instance in instances {
             let Some(&i) = index.get(instance.node.as_str()) else {
                 continue;
             };
             counts[i] += 1;
             if instance.state.is_active() {
+                ports_taken[i].extend(instance.spec.ports.iter().map(port_key));
                 for volume in instance.spec.volumes.iter().filter(|v| v.source.starts_with("nfs://")) {
                     let users = shared_volume_nodes.entry(volume.volume.clone()).or_default();
                     if !users.contains(&i) {
@@ -190,6 +211,7 @@ impl<'a> BatchPlacer<'a> {
             versions: vec![0; nodes.len()],
             shapes: HashMap::new(),
             shared_volume_nodes,
+            ports_taken,
             evaluated: 0,
         }
     }
@@ -217,8 +239,15 @@ impl<'a> BatchPlacer<'a> {
 
     fn shape(&mut self, needs: &Needs, has_image: &impl Fn(&Node) -> bool) -> String {
         let key = format!(
-            "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            needs.kind, needs.image, needs.constraints, needs.volumes, needs.network, needs.node, needs.spread_by
+            "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            needs.kind,
+            needs.image,
+            needs.constraints,
+            needs.volumes,
+            needs.network,
+            needs.node,
+            needs.spread_by,
+            needs.ports
         );
         if self.shapes.contains_key(&key) {
             return key;
@@ -234,6 +263,7 @@ impl<'a> BatchPlacer<'a> {
             members: vec![false; self.nodes.len()],
             fitting: 0,
             refused: BTreeMap::new(),
+            ports: needs.ports.clone(),
             heap: BinaryHeap::new(),
         };
         for (i, node) in self.nodes.iter().enumerate() {
@@ -254,12 +284,19 @@ impl<'a> BatchPlacer<'a> {
                 })
                 .or_else(|| {
                     needs
+                        .ports
+                        .iter()
+                        .find(|p| self.ports_taken[i].contains(*p))
+                        .map(|p| format!("have port {p} taken"))
+                })
+                .or_else(|| {
+                    needs
                         .network
                         .as_ref()
                         .filter(|n| !node.networks.contains(n))
                         .map(|n| format!("lack network {n}"))
                 });
-            match storage.or_else(|| static_refusal(node, needs, has_image)) {
+            match static_refusal(node, needs, has_image).or(storage) {
                 Some(reason) => *shape.refused.entry(reason).or_default() += 1,
                 None => {
                     shape.members[i] = true;
@@ -356,6 +393,17 @@ impl<'a> BatchPlacer<'a> {
             .saturating_add(needs.reservation.memory_bytes);
         self.counts[i] += 1;
         self.versions[i] += 1;
+        // Its ports are the node's now: needs that publish one of them no longer fit there.
+        for port in &needs.ports {
+            self.ports_taken[i].insert(port.clone());
+            for shape in self.shapes.values_mut() {
+                if shape.members[i] && shape.ports.contains(port) {
+                    shape.members[i] = false;
+                    shape.fitting -= 1;
+                    *shape.refused.entry(format!("have port {port} taken")).or_default() += 1;
+                }
+            }
+        }
         let entry = self.heap_entry(i);
         for shape in self.shapes.values_mut() {
             if shape.members[i] {
@@ -503,6 +551,7 @@ mod tests {
             volumes: vec![],
             network: None,
             spread_by: None,
+            ports: vec![],
         }
     }
 
@@ -591,6 +640,27 @@ mod tests {
             placer.place(&none, |_| true).unwrap_err().message,
             "0/4 nodes fit: 4 lack label rack (--spread-by)"
         );
+    }
+
+    #[test]
+    fn published_ports_are_taken_per_node() {
+        let nodes = [
+            node("a", NodeState::Ready, &[], GIB),
+            node("b", NodeState::Ready, &[], GIB),
+        ];
+        let mut web = needs(0);
+        web.ports = vec!["8080/tcp".into()];
+        let mut placer = BatchPlacer::new(&nodes, &[]);
+        let first = placer.place(&web, |_| true).unwrap().0;
+        let second = placer.place(&web, |_| true).unwrap().0;
+        assert_ne!(first, second);
+        assert_eq!(
+            placer.place(&web, |_| true).unwrap_err().message,
+            "0/2 nodes fit: 2 have port 8080/tcp taken"
+        );
+        // Another port, or another protocol, still fits.
+        web.ports = vec!["8080/udp".into()];
+        assert!(placer.place(&web, |_| true).is_ok());
     }
 
     #[test]
