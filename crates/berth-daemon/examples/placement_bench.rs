@@ -113,7 +113,8 @@ fn instance(i: usize, node: &str) -> Instance {
         spec: InstanceSpec {
             kind: InstanceKind::Container,
             image: "busybox".into(),
-            image_id: "sha256:0".into(),
+            // A real id is 71 characters; the records are as large as the daemon's.
+            image_id: format!("sha256:{}", "0".repeat(64)),
             process: ProcessSpec {
                 args: vec!["sleep".into(), "3600".into()],
                 ..Default::default()
@@ -253,14 +254,18 @@ async fn main() -> Result<()> {
     let (_, start_revision) = store.instances().await?;
     let acked = Arc::new(AtomicU64::new(0));
     let ack_writes = Arc::new(AtomicU64::new(0));
+    let rewatches = Arc::new(AtomicU64::new(0));
     let acks = {
-        let (store, acked, ack_writes) = (store.clone(), acked.clone(), ack_writes.clone());
+        let (store, acked, ack_writes, rewatches) =
+            (store.clone(), acked.clone(), ack_writes.clone(), rewatches.clone());
         let total = args.placements as u64;
         let mut watch = store.watch_instances(start_revision + 1).await?;
         tokio::spawn(async move {
             let mut pending = Vec::new();
             let mut last_flush = Instant::now();
             let mut last_event = Instant::now();
+            let mut seen = start_revision;
+            let mut taken = std::collections::HashSet::new();
             while acked.load(Ordering::Relaxed) < total {
                 if last_event.elapsed() > Duration::from_secs(30) {
                     anyhow::bail!(
@@ -269,10 +274,21 @@ async fn main() -> Result<()> {
                     );
                 }
                 let event = tokio::time::timeout(Duration::from_millis(20), watch.next()).await;
-                if let Ok(Some(Ok(InstanceEvent::Status(status)))) = event {
-                    last_event = Instant::now();
-                    if status.value.state == InstanceState::Created {
-                        pending.push(status);
+                match event {
+                    Ok(Some(Ok(InstanceEvent::Status(status)))) => {
+                        last_event = Instant::now();
+                        seen = seen.max(status.revision);
+                        if status.value.state == InstanceState::Created && taken.insert(status.value.id.clone()) {
+                            pending.push(status);
+                        }
+                    }
+                    Ok(Some(Ok(_))) | Err(_) => {}
+                    // A watch etcd or the connection ended: an agent watches again from
+                    // the last revision it saw (whose other keys may not have come yet).
+                    broken => {
+                        eprintln!("the agents' watch ended ({broken:?}); watching again from revision {seen}");
+                        rewatches.fetch_add(1, Ordering::Relaxed);
+                        watch = store.watch_instances(seen).await?;
                     }
                 }
                 if pending.len() >= ACKS_PER_TXN
@@ -299,8 +315,9 @@ async fn main() -> Result<()> {
     // The scheduler: the nodes as the cluster's records show them, then placements in
     // batches written by several writers.
     let began = Instant::now();
-    let members = store.list::<NodeMember>().await?;
-    let presences = store.list::<NodePresence>().await?;
+    // As `Membership::nodes` reads them: both ranges at once.
+    let (members, presences) = tokio::join!(store.list::<NodeMember>(), store.list::<NodePresence>());
+    let (members, presences) = (members?, presences?);
     let alive: std::collections::HashSet<String> = presences.items.iter().map(|p| p.value.name.clone()).collect();
     let nodes: Vec<_> = members
         .items
@@ -408,8 +425,9 @@ async fn main() -> Result<()> {
         acked_at.as_secs_f64()
     );
     println!(
-        "heartbeats: {renewed:.0} lease renewals/s meanwhile ({} missed); spread: {fewest} to {most} instances a node",
-        missed.load(Ordering::Relaxed)
+        "heartbeats: {renewed:.0} lease renewals/s meanwhile ({} missed); spread: {fewest} to {most} instances a node; the agents' watch resumed {} times",
+        missed.load(Ordering::Relaxed),
+        rewatches.load(Ordering::Relaxed)
     );
     println!(
         "berth / Nomad C1M (3,750/s): {:.2}; berth / Nomad C2M (~1,500/s): {:.2}; berth / Kubernetes (~100 pods/s): {:.0}",

@@ -441,17 +441,20 @@ impl Membership {
 
     /// Every node the cluster knows, by name.
     pub async fn nodes(&self) -> EngineResult<Vec<Node>> {
-        let members = self.store.list::<NodeMember>().await?;
-        let presences = self.store.list::<NodePresence>().await?;
+        // Both ranges at once: the leader reads them for every batch of placements.
+        let (members, presences) = tokio::join!(self.store.list::<NodeMember>(), self.store.list::<NodePresence>());
+        let (members, presences) = (members?, presences?);
+        let alive: std::collections::HashSet<(&str, &str)> = presences
+            .items
+            .iter()
+            .map(|p| (p.value.name.as_str(), p.value.node_id.as_str()))
+            .collect();
         let mut nodes: Vec<Node> = members
             .items
             .into_iter()
             .map(|member| {
-                let alive = presences
-                    .items
-                    .iter()
-                    .any(|p| p.value.name == member.value.name && p.value.node_id == member.value.node_id);
-                self.node_view(member.value, alive)
+                let up = alive.contains(&(member.value.name.as_str(), member.value.node_id.as_str()));
+                self.node_view(member.value, up)
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
