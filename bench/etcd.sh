@@ -9,7 +9,7 @@ start_etcd() {
     etcd --name "m$m" --data-dir "$work/etcd$m" \
       --listen-client-urls "http://127.0.0.1:$((base + 2 * m))" --advertise-client-urls "http://127.0.0.1:$((base + 2 * m))" \
       --listen-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" \
-      --initial-cluster "${initial%,}" --initial-cluster-state new "$@" >"$work/etcd$m.log" 2>&1 &
+      --initial-cluster "${initial%,}" --initial-cluster-state new --pre-vote "$@" >"$work/etcd$m.log" 2>&1 &
     pids+=($!)
   done
   endpoints="127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4)),127.0.0.1:$((base + 6))"

@@ -80,8 +80,12 @@ impl EtcdConfig {
 const WATCH_RESUME_ATTEMPTS: u32 = 20;
 const WATCH_RESUME_DELAY: Duration = Duration::from_millis(250);
 
-/// Rounds over the members a request makes before it reports etcd unavailable.
-const ROUNDS: usize = 2;
+/// How long a request goes on trying the members (a full round at least) before it reports
+/// etcd unavailable: an election after a leader is lost or a member rejoins takes about a
+/// second, more on a loaded host, and a user's request should ride it out.
+const RETRY_FOR: Duration = Duration::from_secs(5);
+/// The pause after each full round over the members while they elect a leader.
+const ROUND_PAUSE: Duration = Duration::from_millis(250);
 
 pub struct EtcdStore {
     members: Arc<Members>,
@@ -117,18 +121,18 @@ impl Members {
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        let attempts = self.clients.len() * ROUNDS;
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (index, client) = self.pick();
             match request(client).await {
-                Err(e) if is_unavailable(&e) && attempt < attempts => {
+                Err(e) if is_unavailable(&e) && (attempt < self.clients.len() || started.elapsed() < RETRY_FOR) => {
                     tracing::debug!(error = %e, member = index, attempt, "etcd member unavailable; trying the next");
                     self.failed(index);
                     // After a full round, give the cluster a moment to elect a leader.
                     if attempt % self.clients.len() == 0 {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        tokio::time::sleep(ROUND_PAUSE).await;
                     }
                 }
                 result => return (result, attempt > 1),
