@@ -69,7 +69,11 @@ impl NfsShare {
         let (server, export) = rest
             .split_once('/')
             .ok_or_else(|| format!("'{}' names no export: give nfs://SERVER/EXPORT", url.escape_default()))?;
-        NfsShare::new(server, &format!("/{export}"))
+        // `new`'s hints name the volume options; here the fix is in the URL.
+        NfsShare::new(server, &format!("/{export}")).map_err(|e| {
+            let problem = e.split("; pass").next().unwrap_or(&e);
+            format!("{problem}; give nfs://SERVER/EXPORT")
+        })
     }
 
     /// An NFSv3 connection to the share, mounted as root (auth_unix uid 0, as QEMU's

@@ -108,7 +108,11 @@ mod tests {
             .unwrap_err()
             .contains("names no export"));
         assert!(root_disk_url("http://x/y", "x").is_err());
-        assert!(root_disk_url("nfs://a,b/srv", "x").unwrap_err().contains("server"));
+        let refused = root_disk_url("nfs://a,b/srv", "x").unwrap_err();
+        assert!(
+            refused.contains("server 'a,b'") && refused.ends_with("give nfs://SERVER/EXPORT"),
+            "{refused}"
+        );
         assert!(on_share("/var/lib/berth/disk.qcow2").is_none());
     }
 }
