@@ -228,18 +228,16 @@ impl Engine {
         Ok(instance)
     }
 
-    /// The instances assigned to this node: what it runs, recovers, admits against and
-    /// allocates addresses among. On one host, every instance.
     /// Whether `instance` is this node's (on one host, every instance is).
     fn is_here(&self, instance: &Instance) -> bool {
         self.membership.is_none() || instance.node == self.node
     }
 
+    /// The instances assigned to this node: what it runs, recovers, admits against and
+    /// allocates addresses among. On one host, every instance.
     pub async fn local_instances(&self) -> EngineResult<Vec<Instance>> {
         let mut instances = self.store.list_instances().await?;
-        if self.membership.is_some() {
-            instances.retain(|i| i.node == self.node);
-        }
+        instances.retain(|i| self.is_here(i));
         Ok(instances)
     }
 
