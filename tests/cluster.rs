@@ -483,6 +483,12 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
             vec!["--spread-by", "rack"],
             "0/3 nodes fit: 3 lack label rack (--spread-by)",
         ),
+        // An instance store is reserved in full against the node's file system
+        // (i3.metal: 8 x 1,900 GB, more than any test machine's disk).
+        (
+            vec!["--type", "i3.metal", "--reserve-cpus", "0.1", "--reserve-memory", "64m"],
+            "0/3 nodes fit: 3 lack instance storage (needs 13.82TiB)",
+        ),
     ] {
         let mut run = vec!["run", "-d"];
         run.extend(args.iter().copied());

@@ -336,6 +336,7 @@ async fn main() -> Result<()> {
         reservation: berth_daemon::admission::Reservation {
             millicpus: 10,
             memory_bytes: 16 << 20,
+            instance_storage_bytes: 0,
         },
         node: None,
         constraints: Vec::new(),

@@ -19,6 +19,9 @@ use crate::error::{EngineError, EngineResult};
 pub struct Reservation {
     pub millicpus: u64,
     pub memory_bytes: u64,
+    /// Its instance store's disks (the scheduler counts them; the node's own admission leaves
+    /// them to `check_file_size`, as they are sparse files).
+    pub instance_storage_bytes: u64,
 }
 
 impl Reservation {
@@ -26,6 +29,7 @@ impl Reservation {
         Reservation {
             millicpus: instance.reserved_cpus().0,
             memory_bytes: instance.reserved_memory_bytes(),
+            instance_storage_bytes: instance.spec.instance_storage_bytes.iter().sum(),
         }
     }
 }
@@ -84,6 +88,7 @@ impl Admission {
         let (mut millicpus, mut memory_bytes) = (0u64, 0u64);
         let (mut limit_millicpus, mut limit_memory_bytes) = (0u64, 0u64);
         let mut unlimited_instances = 0;
+        let mut instance_storage_bytes = 0u64;
         let active: Vec<&Instance> = instances
             .iter()
             .filter(|i| i.state.is_active() && Some(i.id.as_str()) != except)
@@ -100,6 +105,7 @@ impl Admission {
             }
             millicpus = millicpus.saturating_add(reserved.millicpus);
             memory_bytes = memory_bytes.saturating_add(reserved.memory_bytes);
+            instance_storage_bytes = instance_storage_bytes.saturating_add(reserved.instance_storage_bytes);
             limit_millicpus = limit_millicpus.saturating_add(instance.limits.cpus.map_or(0, |c| c.0));
             limit_memory_bytes = limit_memory_bytes.saturating_add(instance.limits.memory_bytes.unwrap_or(0));
             if instance.limits.cpus.is_none() || instance.limits.memory_bytes.is_none() {
@@ -125,6 +131,8 @@ impl Admission {
             free_memory_bytes: capacity_memory_bytes.saturating_sub(memory_bytes),
             cpu_overcommit: self.cpu_overcommit,
             memory_overcommit: self.memory_overcommit,
+            instance_storage_bytes,
+            capacity_instance_storage_bytes: 0,
         }
     }
 

@@ -1393,6 +1393,7 @@ impl Engine {
             let needed = Reservation {
                 millicpus: requests.cpus.map_or(0, |c| c.0),
                 memory_bytes: requests.memory_bytes.unwrap_or(0),
+                instance_storage_bytes: instance.spec.instance_storage_bytes.iter().sum(),
             };
             // Growing a running instance's reservation needs room like a start does.
             if needed.millicpus > instance.reserved_cpus().0 || needed.memory_bytes > instance.reserved_memory_bytes() {
@@ -1528,7 +1529,10 @@ impl Engine {
 
     /// What `instances` reserve and may use, against this host's capacity.
     pub(crate) fn allocation(&self, instances: &[Instance]) -> berth_model::api::AllocationSummary {
-        self.admission.summary(instances, None)
+        let mut summary = self.admission.summary(instances, None);
+        // Instance stores are files under the state directory.
+        summary.capacity_instance_storage_bytes = berth_storage::file_system_bytes(&self.config.state_dir).unwrap_or(0);
+        summary
     }
 
     /// The log file of an instance.

@@ -111,6 +111,7 @@ impl Engine {
         Ok(Reservation {
             millicpus: requests.cpus.or(limits.cpus).map_or(0, |c| c.0),
             memory_bytes: requests.memory_bytes.or(limits.memory_bytes).unwrap_or(0),
+            instance_storage_bytes: instance_type.map_or(0, |t| t.instance_storage_bytes.iter().sum()),
         })
     }
 

@@ -202,6 +202,9 @@ impl<'a> BatchPlacer<'a> {
                 reserved[i].memory_bytes = reserved[i]
                     .memory_bytes
                     .saturating_add(instance.reserved_memory_bytes());
+                reserved[i].instance_storage_bytes = reserved[i]
+                    .instance_storage_bytes
+                    .saturating_add(instance.spec.instance_storage_bytes.iter().sum());
             }
         }
         BatchPlacer {
@@ -391,6 +394,9 @@ impl<'a> BatchPlacer<'a> {
         self.reserved[i].memory_bytes = self.reserved[i]
             .memory_bytes
             .saturating_add(needs.reservation.memory_bytes);
+        self.reserved[i].instance_storage_bytes = self.reserved[i]
+            .instance_storage_bytes
+            .saturating_add(needs.reservation.instance_storage_bytes);
         self.counts[i] += 1;
         self.versions[i] += 1;
         // Its ports are the node's now: needs that publish one of them no longer fit there.
@@ -502,6 +508,14 @@ fn capacity_refusal(node: &Node, reserved: &Reservation, needs: &Needs) -> Optio
             ByteSize(needs.reservation.memory_bytes)
         ));
     }
+    // Nodes that do not report their instance storage (0) are not judged on it.
+    let storage = needs.reservation.instance_storage_bytes;
+    if storage > 0
+        && a.capacity_instance_storage_bytes > 0
+        && reserved.instance_storage_bytes.saturating_add(storage) > a.capacity_instance_storage_bytes
+    {
+        return Some(format!("lack instance storage (needs {})", ByteSize(storage)));
+    }
     None
 }
 
@@ -544,6 +558,7 @@ mod tests {
             reservation: Reservation {
                 millicpus: 0,
                 memory_bytes: memory,
+                instance_storage_bytes: 0,
             },
             node: None,
             constraints: vec![],
@@ -569,6 +584,32 @@ mod tests {
             refused.message,
             "0/3 nodes fit: 1 cordoned, 2 lack memory (needs 64GiB)"
         );
+    }
+
+    #[test]
+    fn instance_storage_is_reserved_in_full_against_the_file_system() {
+        let mut nodes = [
+            node("a", NodeState::Ready, &[], GIB),
+            node("b", NodeState::Ready, &[], GIB),
+            node("c", NodeState::Ready, &[], GIB),
+        ];
+        nodes[0].allocated.capacity_instance_storage_bytes = 100 * GIB;
+        nodes[1].allocated.capacity_instance_storage_bytes = 500 * GIB;
+        let mut wanted = needs(0);
+        wanted.reservation.instance_storage_bytes = 475 * GIB;
+        let mut placer = BatchPlacer::new(&nodes, &[]);
+        // c does not report its storage (an older node): not judged on it.
+        let first = placer.place(&wanted, |_| true).unwrap().0;
+        let second = placer.place(&wanted, |_| true).unwrap().0;
+        assert_eq!(
+            [first.as_str(), second.as_str()].iter().filter(|n| **n == "a").count(),
+            0
+        );
+        nodes[2].allocated.capacity_instance_storage_bytes = 200 * GIB;
+        let mut placer = BatchPlacer::new(&nodes, &[]);
+        assert_eq!(placer.place(&wanted, |_| true).unwrap().0, "b");
+        let refused = placer.place(&wanted, |_| true).unwrap_err();
+        assert_eq!(refused.message, "0/3 nodes fit: 3 lack instance storage (needs 475GiB)");
     }
 
     #[test]

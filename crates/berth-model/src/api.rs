@@ -548,6 +548,14 @@ pub struct AllocationSummary {
     pub free_memory_bytes: u64,
     pub cpu_overcommit: f64,
     pub memory_overcommit: f64,
+    /// Instance store (the type's `instance_storage` disks) reserved by active instances: the
+    /// disks are sparse files, but EC2 dedicates an instance store, so it is counted in full.
+    #[serde(default)]
+    pub instance_storage_bytes: u64,
+    /// The size of the file system holding the node's instance storage (0: not reported);
+    /// the scheduler passes over a node whose reserved instance store would exceed it.
+    #[serde(default)]
+    pub capacity_instance_storage_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

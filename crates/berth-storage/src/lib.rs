@@ -62,6 +62,13 @@ pub fn create_ext4_image(path: &Path, size: u64) -> Result<(), StorageError> {
     made
 }
 
+/// The size of the file system holding `path` (what a node offers as instance storage).
+pub fn file_system_bytes(path: &Path) -> Result<u64, StorageError> {
+    let stat =
+        nix::sys::statvfs::statvfs(path).map_err(|e| failed(format!("the file system at {}", path.display()), e))?;
+    Ok((stat.blocks() as u64).saturating_mul(stat.fragment_size() as u64))
+}
+
 /// Checks that the file system holding `dir` can hold a (sparse) file of `size` bytes, by
 /// making one and removing it again; thin images are checked before anything is created.
 pub fn check_file_size(dir: &Path, size: u64) -> Result<(), StorageError> {
