@@ -467,10 +467,14 @@ impl StateStore for EtcdStore {
         let members = self.members.clone();
         let prefix = prefix.to_string();
         let range_end = prefix_end(&prefix);
+        // Fragmented: a watcher that fell behind is caught up with every event since in one
+        // response otherwise, tens of MiB, which the client refuses (4 MiB) — and again on
+        // every resume. etcd splits it at its request limit instead.
         let options = move |from: Revision| {
             WatchOptions::new()
                 .with_range(range_end.clone())
                 .with_start_revision(from as i64)
+                .with_fragment()
         };
         let (mut watcher, mut responses) = self
             .read(|mut client| {
@@ -482,8 +486,12 @@ impl StateStore for EtcdStore {
         // The member that (most likely) serves the watch: the one requests go to now.
         let mut serving = self.members.pick().0;
         tokio::spawn(async move {
-            // The next revision to deliver: where a resumed watch starts.
+            // Where a resumed watch starts: the revision of the last event delivered, as a
+            // fragment may have ended inside it, or `from` before any. `delivered` counts
+            // that revision's events already sent; a resumed watch skips that many again.
             let mut next = from;
+            let mut delivered = 0usize;
+            let mut skip = 0usize;
             let mut failures = 0;
             loop {
                 let message = tokio::select! {
@@ -522,7 +530,16 @@ impl StateStore for EtcdStore {
                                 }
                             });
                             if let Ok(event) = &item {
-                                next = event.revision + 1;
+                                if event.revision == next && skip > 0 {
+                                    skip -= 1;
+                                    continue;
+                                }
+                                skip = 0;
+                                if event.revision == next {
+                                    delivered += 1;
+                                } else {
+                                    (next, delivered) = (event.revision, 1);
+                                }
                                 failures = 0;
                             }
                             if sender.send(item).await.is_err() {
@@ -534,8 +551,9 @@ impl StateStore for EtcdStore {
                     Ok(None) => "the stream ended".to_string(),
                     Err(e) => e.to_string(),
                 };
-                // The member serving the watch went away: resume on another from the next
-                // revision, so no event is lost or repeated.
+                // The member serving the watch went away: resume on another from the last
+                // revision seen, skipping its events already sent, so no event is lost or
+                // repeated.
                 tracing::debug!(reason = %broken, member = serving, "etcd watch broke; resuming");
                 members.failed(serving);
                 failures += 1;
@@ -548,6 +566,7 @@ impl StateStore for EtcdStore {
                     break;
                 }
                 tokio::time::sleep(WATCH_RESUME_DELAY).await;
+                skip = delivered;
                 let (index, mut client) = members.pick();
                 serving = index;
                 match client.watch(prefix.as_str(), Some(options(next))).await {
@@ -601,23 +620,17 @@ impl StateStore for EtcdStore {
         })
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> StoreResult<Duration> {
-        // Opening the stream renews the lease once; one more round trip reports the TTL.
+    async fn keep_alive(&self, lease: LeaseId) -> StoreResult<()> {
+        // Opening the stream sends one renewal and waits for its answer (a TTL of 0, which
+        // the crate reports as "lease not found", for a lease etcd no longer has); the
+        // stream closes when dropped. One message each way: 5,000 nodes renewing every
+        // 3 s cost the etcd leader half what a second keep-alive on the stream did.
         let (result, _) = self
             .members
-            .call(|mut client| async move {
-                let (mut keeper, mut responses) = client.lease_keep_alive(lease.0).await?;
-                keeper.keep_alive().await?;
-                responses.message().await
-            })
+            .call(|mut client| async move { client.lease_keep_alive(lease.0).await.map(|_| ()) })
             .await;
         match result {
-            Ok(Some(response)) if response.ttl() > 0 => Ok(Duration::from_secs(response.ttl() as u64)),
-            Ok(Some(_)) => Err(StoreError::LeaseNotFound(lease)),
-            Ok(None) => Err(StoreError::Unavailable(
-                "etcd closed the lease keep-alive stream".into(),
-            )),
-            // etcd answers a TTL of 0 for a lease it no longer has; the crate makes that this.
+            Ok(()) => Ok(()),
             Err(etcd_client::Error::LeaseKeepAliveError(message)) if message.contains("lease not found") => {
                 Err(StoreError::LeaseNotFound(lease))
             }

@@ -312,9 +312,9 @@ pub trait StateStore: Send + Sync {
 
     async fn grant_lease(&self, ttl: Duration) -> StoreResult<Lease>;
 
-    /// Renews a lease for another TTL and returns it; `StoreError::LeaseNotFound` once it
-    /// has expired (its keys are gone then).
-    async fn keep_alive(&self, lease: LeaseId) -> StoreResult<Duration>;
+    /// Renews a lease for another TTL; `StoreError::LeaseNotFound` once it has expired (its
+    /// keys are gone then).
+    async fn keep_alive(&self, lease: LeaseId) -> StoreResult<()>;
 
     /// Ends a lease now, deleting its keys.
     async fn revoke(&self, lease: LeaseId) -> StoreResult<()>;

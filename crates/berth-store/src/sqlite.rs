@@ -552,11 +552,11 @@ impl StateStore for SqliteStore {
         Ok(lease)
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> StoreResult<Duration> {
+    async fn keep_alive(&self, lease: LeaseId) -> StoreResult<()> {
         let mut inner = self.shared.lock_swept()?;
         let live = inner.leases.get_mut(&lease).ok_or(StoreError::LeaseNotFound(lease))?;
         live.deadline = Instant::now() + live.ttl;
-        Ok(live.ttl)
+        Ok(())
     }
 
     async fn revoke(&self, lease: LeaseId) -> StoreResult<()> {

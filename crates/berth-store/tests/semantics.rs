@@ -75,6 +75,7 @@ on_both_backends!(
     transactions_are_all_or_nothing,
     values_over_the_limit_are_refused,
     lists_are_paged_at_one_revision,
+    a_late_watcher_catches_up_past_the_message_limit,
 );
 
 fn volume(name: &str, size_bytes: u64) -> Volume {
@@ -507,6 +508,32 @@ async fn values_over_the_limit_are_refused(f: Fixture) {
     large.spec.labels.insert("blob".into(), "y".repeat(400 * 1024));
     store.create_instance(&large).await.unwrap();
     assert_eq!(store.get_instance(&id(4)).await.unwrap(), large);
+}
+
+/// A watcher from an old revision (an agent that fell behind, or resumed) is sent every
+/// event since: more than the 4 MiB a gRPC message may hold, so etcd must split it.
+async fn a_late_watcher_catches_up_past_the_message_limit(f: Fixture) {
+    let store = &f.store;
+    let (_, before) = store.instances().await.unwrap();
+    const INSTANCES: usize = 16;
+    for n in 0..INSTANCES {
+        let mut large = instance(&id(100 + n), &format!("large{n}"));
+        large.spec.labels.insert("blob".into(), "z".repeat(400 * 1024));
+        store.create_instance(&large).await.unwrap();
+    }
+    let mut watch = store.watch_instances(before + 1).await.unwrap();
+    let mut desired = BTreeSet::new();
+    for _ in 0..INSTANCES * 2 {
+        let event = tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("the late watcher is caught up")
+            .unwrap()
+            .unwrap();
+        if let InstanceEvent::Desired(d) = event {
+            desired.insert(d.value.name.clone());
+        }
+    }
+    assert_eq!(desired.len(), INSTANCES, "{desired:?}");
 }
 
 async fn lists_are_paged_at_one_revision(f: Fixture) {
