@@ -942,8 +942,10 @@ fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
         "-v",
         "shared:/data",
         "busybox",
-        "sleep",
-        "3600",
+        "sh",
+        "-c",
+        // A counter on the console every 100 ms: a restart would begin again at 1.
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done",
     ]);
     let vm = daemons[0].wait_for("nfsvm", Duration::from_secs(60), |v| v["state"] == "running");
     assert_eq!(vm["state"], "running", "{vm}");
@@ -960,22 +962,73 @@ fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
     // One node at a time uses an NFS volume.
     let refused = daemons[0].fails(&["run", "-d", "--node", "n1", "-v", "shared:/data", "busybox", "true"]);
     assert!(refused.contains("one node at a time"), "{refused}");
+
+    // Live migration: the guest keeps running (its counter goes on), its record and qemu
+    // move, the source's qemu ends; refusals name what is missing.
+    let ticks = |daemon: &Daemon| -> Vec<u64> {
+        daemon
+            .ok(&["logs", "nfsvm"])
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("tick ")?.parse().ok())
+            .collect()
+    };
+    let before = ticks(&daemons[0]);
+    assert!(!before.is_empty(), "the counter runs");
+    let source_qemu = vm["pid"].as_u64().expect("pid");
+    let refused = daemons[0].fails(&["migrate", "nfsvm", "--to", "n3"]);
+    assert!(refused.contains("already runs there"), "{refused}");
+    let refused = daemons[0].fails(&["migrate", "nfsvm", "--to", "n9"]);
+    assert!(refused.contains("no such node: n9"), "{refused}");
+    daemons[0].ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "600"]);
+    let refused = daemons[0].fails(&["migrate", "plain"]);
+    assert!(refused.contains("CRIU") && refused.contains("criu check"), "{refused}");
+    daemons[0].ok(&["rm", "-f", "plain"]);
+    let moved = daemons[0].ok(&["migrate", "nfsvm", "--to", "n2", "--json"]);
+    eprintln!("live migration n3 -> n2: {moved}");
+    let result: serde_json::Value = serde_json::from_str(&moved).expect("migrate --json");
+    assert_eq!(result["to"], "n2", "{result}");
+    let downtime = result["result"]["downtime_ms"].as_u64().expect("downtime");
+    assert!(downtime < 5_000, "{result}");
+    let after = daemons[0].inspect("nfsvm");
+    assert_eq!(after["node"], "n2", "{after}");
+    assert_eq!(after["state"], "running", "{after}");
+    assert_eq!(after["rescheduled"]["live"]["downtime_ms"], downtime, "{after}");
+    assert_eq!(after["address"]["mac"], vm["address"]["mac"], "{after}");
+    assert!(!pid_alive(source_qemu), "the source's qemu still runs");
+    std::thread::sleep(Duration::from_secs(2));
+    let later = ticks(&daemons[0]);
+    assert!(
+        !later.is_empty() && later[0] > *before.last().unwrap_or(&0) && later.windows(2).all(|w| w[1] == w[0] + 1),
+        "the counter went on without restarting: before {:?}, after {:?}",
+        &before[before.len().saturating_sub(3)..],
+        &later[..later.len().min(5)]
+    );
+    let read = daemons[0].ok(&["exec", "nfsvm", "cat", "/kept", "/data/kept"]);
+    assert_eq!(read.split_whitespace().collect::<Vec<_>>(), ["on-root", "on-volume"]);
+    // And back, where the scheduler chooses (not n2).
+    daemons[0].ok(&["migrate", "nfsvm"]);
+    let vm = daemons[0].inspect("nfsvm");
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert_ne!(vm["node"], "n2", "{vm}");
+    let on = vm["node"].as_str().unwrap_or_default().to_string();
+    let index = ["n1", "n2", "n3"].iter().position(|n| *n == on).expect("a node");
     let qemu_pid = vm["pid"].as_u64().expect("pid");
 
-    // kill -9 of n3's daemon: its supervisor fences the VM, the leader moves it, another node
-    // starts it from the same disks.
-    daemons[2].kill9();
-    let (to, took) = wait_moved(&daemons[0], "nfsvm", "n3", Duration::from_secs(60));
+    // kill -9 of the VM's node's daemon: its supervisor fences the VM, the leader moves it,
+    // another node starts it from the same disks.
+    let ask = if index == 0 { 1 } else { 0 };
+    daemons[index].kill9();
+    let (to, took) = wait_moved(&daemons[ask], "nfsvm", &on, Duration::from_secs(60));
     eprintln!("failover of an NFS-backed VM: running on {to} {took:?} later");
     assert!(!pid_alive(qemu_pid), "the fenced qemu still runs");
-    let moved = daemons[0].inspect("nfsvm");
-    assert_eq!(moved["rescheduled"]["from"], "n3", "{moved}");
+    let moved = daemons[ask].inspect("nfsvm");
+    assert_eq!(moved["rescheduled"]["from"], on.as_str(), "{moved}");
     assert_eq!(moved["vm"]["disks"][0]["path"], root.as_str(), "{moved}");
-    let read = daemons[0].ok(&["exec", "nfsvm", "cat", "/kept", "/data/kept"]);
+    let read = daemons[ask].ok(&["exec", "nfsvm", "cat", "/kept", "/data/kept"]);
     assert_eq!(read.split_whitespace().collect::<Vec<_>>(), ["on-root", "on-volume"]);
 
     // Removing it deletes its disk from the share; the image's base stays for other VMs.
-    daemons[0].ok(&["rm", "-f", "nfsvm"]);
+    daemons[ask].ok(&["rm", "-f", "nfsvm"]);
     let files: Vec<String> = std::fs::read_dir(&nfs.export)
         .unwrap()
         .flatten()
@@ -983,5 +1036,5 @@ fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
         .collect();
     assert!(!files.iter().any(|f| f.starts_with("berth-vm-")), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with("berth-base-")), "{files:?}");
-    daemons[0].ok(&["volume", "rm", "shared"]);
+    daemons[ask].ok(&["volume", "rm", "shared"]);
 }

@@ -62,6 +62,7 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(start_instance))
         .routes(routes!(stop_instance))
         .routes(routes!(restart_instance))
+        .routes(routes!(migrate_instance))
         .routes(routes!(kill_instance))
         .routes(routes!(pause_instance))
         .routes(routes!(unpause_instance))
@@ -555,6 +556,55 @@ async fn restart_instance(
     Query(params): Query<StopParams>,
 ) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.restart(&id, params.timeout).await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/migrate", params(InstancePath), request_body = MigrateRequest,
+    responses((status = 200, body = MigrationEvent, content_type = "application/x-ndjson",
+               description = "JSON lines: the target, progress every 200 ms, and last `finished` or `failed` (closing the connection cancels)"),
+              BadRequest, NotFound, Conflict, UnsupportedMediaType)
+)]
+async fn migrate_instance(
+    State(engine): Shared,
+    Path(id): Path<String>,
+    Json(request): Json<MigrateRequest>,
+) -> EngineResult<Response> {
+    // Refusals that need no work come back as errors, before the stream starts.
+    let instance = engine.find(&id).await?;
+    if let Some(reason) = crate::migration::live_refusal(&instance) {
+        return Err(EngineError::conflict(reason));
+    }
+    let (sender, receiver) = mpsc::channel::<Bytes>(64);
+    let (events, mut relay) = mpsc::channel::<MigrationEvent>(64);
+    let line = |event: &MigrationEvent| {
+        let mut bytes = serde_json::to_vec(event).unwrap_or_default();
+        bytes.push(b'\n');
+        Bytes::from(bytes)
+    };
+    let job_sender = sender.clone();
+    tokio::spawn(async move {
+        let job = tokio::spawn(async move {
+            let outcome = engine.migrate(&id, &request, &events).await;
+            drop(events);
+            outcome
+        });
+        // Progress goes out as it comes; a client that left closes `relay` (and so cancels).
+        while let Some(event) = relay.recv().await {
+            if job_sender.send(line(&event)).await.is_err() {
+                relay.close();
+            }
+        }
+        let last = match job.await {
+            Ok(Ok((from, to, result))) => MigrationEvent::Finished { from, to, result },
+            Ok(Err(e)) => MigrationEvent::Failed { message: e.message },
+            Err(e) => MigrationEvent::Failed {
+                message: format!("the migration task ended: {e}"),
+            },
+        };
+        let _ = job_sender.send(line(&last)).await;
+    });
+    drop(sender);
+    Ok(json_lines_response(receiver))
 }
 
 #[utoipa::path(

@@ -122,6 +122,14 @@ impl Membership {
         &self.token
     }
 
+    /// The IP this node advertises to the others (`--advertise`), if any.
+    pub fn advertised_ip(&self) -> Option<std::net::IpAddr> {
+        self.address
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
+    }
+
     /// Whether this node is fenced: cut off from etcd past `FENCE_AFTER`, it runs nothing
     /// the cluster may have moved, and starts nothing by restart policy.
     pub fn fenced(&self) -> bool {

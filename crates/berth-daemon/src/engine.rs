@@ -69,7 +69,7 @@ pub struct Engine {
     pub images: ImageStore,
     pub volumes: Volumes,
     pub networks: Networks,
-    admission: Admission,
+    pub(crate) admission: Admission,
     containers: Arc<ContainerDriver>,
     vms: Arc<VmDriver>,
     /// Serialises life-cycle changes of one instance.
@@ -147,7 +147,7 @@ impl Engine {
         })
     }
 
-    fn driver(&self, kind: InstanceKind) -> EngineResult<&dyn InstanceDriver> {
+    pub(crate) fn driver(&self, kind: InstanceKind) -> EngineResult<&dyn InstanceDriver> {
         match kind {
             InstanceKind::Container => Ok(self.containers.as_ref()),
             InstanceKind::Vm => Ok(self.vms.as_ref()),
@@ -729,7 +729,7 @@ impl Engine {
     // ---- supervisors --------------------------------------------------------------------
 
     /// Runs a supervisor for `config` and waits until it has created the workload.
-    async fn spawn_supervisor(&self, dir: &Path, config: &SupervisorConfig) -> EngineResult<u32> {
+    pub(crate) async fn spawn_supervisor(&self, dir: &Path, config: &SupervisorConfig) -> EngineResult<u32> {
         let config_path = dir.join("supervisor.json");
         let document = serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
         std::fs::write(&config_path, document)
@@ -784,7 +784,7 @@ impl Engine {
     }
 
     /// Learns how a started instance ends, in a task of its own.
-    fn watch_exit(self: &Arc<Self>, id: String, socket: PathBuf, exit_path: PathBuf) {
+    pub(crate) fn watch_exit(self: &Arc<Self>, id: String, socket: PathBuf, exit_path: PathBuf) {
         let engine = self.clone();
         tokio::spawn(async move {
             let record = match client::wait(&socket).await {
@@ -1240,6 +1240,13 @@ impl Engine {
     /// while it was cut off), from its local copy; the record is not touched.
     pub(crate) async fn release_local(&self, local: &Instance, dir: &Path) {
         let _guard = self.lock(&local.id).await;
+        // A VM's disks on a share are the instance's, not this node's: the node it moved to
+        // runs on them. Only what is under `dir` goes.
+        let mut local = local.clone();
+        if let Some(vm) = local.vm.as_mut() {
+            vm.disks.retain(|d| berth_vm::shared_disk::on_share(&d.path).is_none());
+        }
+        let local = &local;
         if let Ok(driver) = self.driver(local.kind) {
             if let Err(e) = driver.release(local, dir, false).await {
                 tracing::warn!(id = %local.id, error = %e, "releasing a moved instance");

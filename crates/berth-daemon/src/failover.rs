@@ -520,6 +520,7 @@ fn moved_txn(versioned: &VersionedInstance, node: &str, why: &str) -> Result<Rec
         from,
         at: Utc::now(),
         adopted: false,
+        live: None,
     });
     status.state = InstanceState::Created;
     status.pid = None;
@@ -533,7 +534,7 @@ fn moved_txn(versioned: &VersionedInstance, node: &str, why: &str) -> Result<Rec
 
 /// The scheduler's choice for an instance being moved: as for a new one, from what its
 /// record says it needs; the down node's own reservations count only against it.
-fn place_moved(
+pub(crate) fn place_moved(
     nodes: &[berth_model::node::Node],
     all: &[Instance],
     instance: &Instance,
@@ -586,7 +587,7 @@ fn place_moved(
 /// The supervisor configuration an instance was last started with.
 /// A moved VM's files that lived in its old node's instance directory (its QMP socket, its
 /// instance storage) go in this node's; disks on a share keep their URL.
-fn rebase_vm_paths(vm: &mut berth_model::instance::VmDetails, dir: &Path) {
+pub(crate) fn rebase_vm_paths(vm: &mut berth_model::instance::VmDetails, dir: &Path) {
     let Some(old_dir) = Path::new(&vm.qmp_socket).parent().map(Path::to_path_buf) else {
         return;
     };

@@ -15,6 +15,7 @@ pub mod host;
 pub mod identity;
 pub mod leader_placement;
 pub mod logs;
+pub mod migration;
 pub mod mounts;
 pub mod networks;
 pub mod nodes;
@@ -276,6 +277,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             let router = api::router(engine.clone())
                 .merge(peer_registry::router(engine.clone()))
                 .merge(leader_placement::router(engine.clone()))
+                .merge(migration::router(engine.clone()))
                 .layer(axum::middleware::from_fn_with_state(token, peers::require_token));
             tracing::info!(%address, "serving other nodes");
             Some((tcp, router))

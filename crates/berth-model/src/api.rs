@@ -610,6 +610,55 @@ pub struct TagImageRequest {
     pub target: String,
 }
 
+/// `POST /v1/instances/{id}/migrate`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// The node to move to; the scheduler chooses when absent.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The longest pause allowed at the switch-over, in milliseconds (QEMU's default, 300,
+    /// when absent).
+    #[serde(default)]
+    pub max_downtime_ms: Option<u64>,
+    /// Slow a guest's vCPUs down while it dirties memory faster than it is sent.
+    #[serde(default)]
+    pub auto_converge: bool,
+    /// Switch to post-copy (the guest runs on the target, fetching missing pages) once a
+    /// pre-copy pass is done.
+    #[serde(default)]
+    pub postcopy: bool,
+}
+
+/// One line of `POST /v1/instances/{id}/migrate`'s streamed answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MigrationEvent {
+    /// Where the target and why.
+    Target { node: String, reason: String },
+    /// QEMU's figures so far (every 200 ms).
+    Progress {
+        /// QEMU's state: setup, active, postcopy-active, device, completed.
+        status: String,
+        transferred_bytes: u64,
+        remaining_bytes: u64,
+        total_bytes: u64,
+        /// Pages the guest dirties per second.
+        dirty_pages_rate: u64,
+        expected_downtime_ms: u64,
+        /// Auto-converge's current vCPU throttle, in percent.
+        cpu_throttle_percent: u64,
+    },
+    /// It runs on `to` now; the last line.
+    Finished {
+        from: String,
+        to: String,
+        result: crate::instance::LiveMigration,
+    },
+    /// It still runs where it was; the last line.
+    Failed { message: String },
+}
+
 /// One line of a streamed progress response (pull, push, import).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]

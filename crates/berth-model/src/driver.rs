@@ -84,6 +84,10 @@ pub enum Workload {
         /// and ended with it.
         #[serde(default)]
         virtiofs: Vec<VirtiofsShare>,
+        /// A live migration's target: qemu waits for the source's state (`-incoming`,
+        /// paused with `-S`) and the guest is already up, so the start does not wait for it.
+        #[serde(default)]
+        incoming: bool,
     },
 }
 

@@ -237,7 +237,7 @@ impl<'de> Deserialize<'de> for RestartPolicy {
     }
 }
 
-/// In a cluster: an instance moved off a node that went down.
+/// In a cluster: an instance moved off a node (down, draining, or `berth migrate`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Rescheduled {
     /// The node it ran on.
@@ -245,6 +245,29 @@ pub struct Rescheduled {
     pub at: DateTime<Utc>,
     /// Its new node has made it its own (and started it).
     pub adopted: bool,
+    /// A live migration: the VM kept running; what it measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveMigration>,
+}
+
+/// What a live migration measured (QEMU's own figures).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveMigration {
+    /// How long the guest was paused at the switch-over, including berth's hand-over
+    /// (the record written, the target resumed), in milliseconds.
+    pub downtime_ms: u64,
+    /// QEMU's own downtime (the last memory copy), in milliseconds.
+    pub qemu_downtime_ms: u64,
+    /// From the request to the VM running on its new node, in milliseconds.
+    pub total_ms: u64,
+    /// Guest memory sent, in bytes.
+    pub transferred_bytes: u64,
+    /// The downtime limit it ran under (`--max-downtime`), in milliseconds.
+    pub max_downtime_ms: u64,
+    pub auto_converge: bool,
+    pub postcopy: bool,
+    /// How the guest ran on both nodes: "kvm" or "tcg".
+    pub accelerator: String,
 }
 
 fn default_network() -> String {

@@ -13,6 +13,7 @@ pub mod disk_source;
 pub mod exec_client;
 pub mod export;
 pub mod import;
+pub mod migrate;
 pub mod qemu;
 pub mod qmp;
 pub mod shared_disk;
@@ -624,6 +625,7 @@ impl InstanceDriver for VmDriver {
                 console_path: direct.as_ref().map(|_| paths.console.clone()),
                 boot_timeout_secs: BOOT_TIMEOUT_SECS,
                 virtiofs: shares,
+                incoming: false,
             },
             tty: false,
             open_stdin: true,
@@ -859,11 +861,13 @@ pub fn workload_for(config: &SupervisorConfig) -> Option<Box<dyn berth_shim::Wor
             console_path,
             boot_timeout_secs,
             virtiofs,
+            incoming,
         } => Some(Box::new(workload::VmWorkload::new(
             args.clone(),
             status_path.clone(),
             console_path.clone(),
-            *boot_timeout_secs,
+            // The guest came up on the source node: nothing to wait for.
+            if *incoming { 0 } else { *boot_timeout_secs },
             virtiofs.clone(),
             config.log_limits,
         ))),

@@ -305,7 +305,8 @@ impl VmWorkload {
             );
         }
         let pid = child.id();
-        if self.status_path.is_some() {
+        // A boot timeout of 0: a migration's target, whose guest is already up.
+        if self.status_path.is_some() && !self.boot_timeout.is_zero() {
             let deadline = Instant::now() + self.boot_timeout;
             loop {
                 if self.guest_came_up() {

@@ -46,6 +46,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Stop and start instances again
     Restart(StopArgs),
+    /// Move a running VM to another node of the cluster without stopping it (live migration)
+    Migrate(MigrateArgs),
     /// Send a signal to running instances
     Kill(KillArgs),
     /// Freeze all processes of instances
@@ -397,6 +399,35 @@ pub struct StopArgs {
     pub timeout: Option<u64>,
     #[arg(required = true, value_name = "INSTANCE")]
     pub names: Vec<String>,
+}
+
+/// `berth migrate`: QEMU's live migration between the two nodes' qemu processes. The VM's
+/// disks and volumes must be on a share (`--disk-on nfs://...`, NFS volumes); its MAC and
+/// address stay. The guest pauses once, for about the downtime limit, at the switch-over;
+/// the record moves to the new node before the guest resumes there, so it never runs on
+/// two nodes. Ctrl-C cancels: the VM keeps running where it was. Exit status 0 when it
+/// runs on the new node, 1 when it still runs where it was.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The node to move to (default: the scheduler chooses among the others)
+    #[arg(long, value_name = "NODE")]
+    pub to: Option<String>,
+    /// Longest pause allowed at the switch-over, in milliseconds (QEMU's default: 300);
+    /// a migration whose expected pause stays above it for 60 s is given up
+    #[arg(long = "max-downtime", value_name = "MS")]
+    pub max_downtime_ms: Option<u64>,
+    /// Throttle the guest's vCPUs while it dirties memory faster than it is sent
+    #[arg(long = "auto-converge")]
+    pub auto_converge: bool,
+    /// After one pass over memory, run the guest on the target and send the rest on demand
+    /// (a failure after the switch loses the guest: QEMU's own caveat)
+    #[arg(long)]
+    pub postcopy: bool,
+    /// Print the result as JSON (progress lines are not printed)
+    #[arg(long)]
+    pub json: bool,
+    #[arg(value_name = "VM")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

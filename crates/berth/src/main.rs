@@ -128,6 +128,7 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Stop(args) => instances::stop(&client, args, false).await,
         Command::Restart(args) => instances::stop(&client, args, true).await,
         Command::Kill(args) => instances::kill(&client, args).await,
+        Command::Migrate(args) => instances::migrate(&client, args).await,
         Command::Pause(args) => instances::simple(&client, &args.names, "pause").await,
         Command::Unpause(args) => instances::simple(&client, &args.names, "unpause").await,
         Command::Rm(args) => instances::remove(&client, args).await,

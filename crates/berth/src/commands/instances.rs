@@ -231,6 +231,105 @@ pub async fn stop(client: &Client, args: StopArgs, restart: bool) -> Result<Outc
     .await
 }
 
+/// `berth migrate`: follows the daemon's JSON lines with a progress bar (memory sent, dirty
+/// rate, expected downtime) on a terminal, plain lines otherwise.
+pub async fn migrate(client: &Client, args: MigrateArgs) -> Result<Outcome> {
+    use berth_model::api::{MigrateRequest, MigrationEvent};
+    use std::io::IsTerminal;
+    let request = MigrateRequest {
+        to: args.to.clone(),
+        max_downtime_ms: args.max_downtime_ms,
+        auto_converge: args.auto_converge,
+        postcopy: args.postcopy,
+    };
+    let body = serde_json::to_vec(&request)?;
+    let path = format!("/v1/instances/{}/migrate", encode(&args.name));
+    let mut lines = client.stream(hyper::Method::POST, &path, Some(body)).await?.lines();
+    let fancy = !args.json && std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new(0);
+    if fancy {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(args.name.clone());
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    while let Some(line) = lines.next_line().await? {
+        let Ok(event) = serde_json::from_slice::<MigrationEvent>(&line) else {
+            continue;
+        };
+        match event {
+            MigrationEvent::Target { node, reason } => {
+                if !args.json {
+                    eprintln!("migrating {} to node {node} ({reason})", args.name);
+                }
+            }
+            MigrationEvent::Progress {
+                status,
+                transferred_bytes,
+                remaining_bytes,
+                total_bytes,
+                dirty_pages_rate,
+                expected_downtime_ms,
+                cpu_throttle_percent,
+            } => {
+                let message = format!(
+                    "{status}, {dirty_pages_rate} dirty pages/s, expected downtime {expected_downtime_ms} ms{}",
+                    if cpu_throttle_percent > 0 {
+                        format!(", vCPUs throttled {cpu_throttle_percent}%")
+                    } else {
+                        String::new()
+                    }
+                );
+                if fancy {
+                    bar.set_length(total_bytes);
+                    bar.set_position(total_bytes.saturating_sub(remaining_bytes));
+                    bar.set_message(message);
+                } else if !args.json {
+                    eprintln!(
+                        "{} sent, {} left: {message}",
+                        size(transferred_bytes),
+                        size(remaining_bytes)
+                    );
+                }
+            }
+            MigrationEvent::Finished { from, to, result } => {
+                bar.finish_and_clear();
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "from": from, "to": to, "result": result }))?
+                    );
+                } else {
+                    println!(
+                        "{} moved from {from} to {to} live: downtime {} ms (QEMU {} ms, limit {} ms), {:.1} s in all, {} sent ({})",
+                        args.name,
+                        result.downtime_ms,
+                        result.qemu_downtime_ms,
+                        result.max_downtime_ms,
+                        result.total_ms as f64 / 1000.0,
+                        size(result.transferred_bytes),
+                        result.accelerator
+                    );
+                }
+                return Ok(Outcome::Success);
+            }
+            MigrationEvent::Failed { message } => {
+                bar.finish_and_clear();
+                bail!("{message}");
+            }
+        }
+    }
+    bar.finish_and_clear();
+    bail!(
+        "the daemon ended the migration's stream without a result; `berth inspect {}` shows where it runs",
+        args.name
+    )
+}
+
 pub async fn kill(client: &Client, args: KillArgs) -> Result<Outcome> {
     // The API takes one spelling; send the number of what the user typed.
     let signal = berth_model::signal::parse_signal(&args.signal)

@@ -1,0 +1,710 @@
+//! `berth migrate`: a running VM moves to another node without stopping (QEMU's live
+//! migration between the two nodes' qemu processes, over TCP on their advertised addresses).
+//!
+//! The source node drives it. It asks the target (`POST /v1/cluster/incoming` on the peer
+//! port) to start a qemu for the same VM that waits for its state (`-incoming`, paused by
+//! `-S`), sends the memory (pre-copy under a downtime limit; auto-converge and post-copy when
+//! asked), and once QEMU reports `completed` — the source paused, the target holding the
+//! whole state, still paused — writes the instance's record over to the target in one
+//! compare-and-swap. Only then does the target resume the guest, and the source ends its
+//! qemu. So the guest runs on one node at any moment: if the record cannot be written, the
+//! target's copy is ended and the source resumes; if the target dies or the migration
+//! fails or is cancelled (the client went away: Ctrl-C), QEMU leaves the source running.
+//!
+//! Disks are not copied: a VM migrates live when all its disks and volumes are on a share
+//! (`--disk-on nfs://...`, NFS volumes) that both qemus open. Local disks (which would need
+//! an NBD mirror), host directories (virtiofs cannot migrate in QEMU 7.2) and containers
+//! (CRIU, which fails `criu check` on this kernel) are refused with the reason.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use berth_model::api::{MigrateRequest, MigrationEvent};
+use berth_model::instance::{InstanceKind, LiveMigration, Rescheduled, VmDetails};
+use berth_model::mount::MountKind;
+use berth_model::node::NodeState;
+use berth_model::{Instance, InstanceState};
+use berth_shim::client;
+use berth_shim::protocol::Request as SupervisorRequest;
+use berth_store::instance::split;
+use berth_store::RecordTxn;
+use berth_vm::migrate::{self, MigrationOptions};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::admission::{Claim, Reservation};
+use crate::cluster::Membership;
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+
+/// QEMU's own default downtime limit.
+pub const DEFAULT_MAX_DOWNTIME_MS: u64 = 300;
+/// How often the source asks QEMU how far it is (progress goes out every fourth time).
+const POLL_EVERY: Duration = Duration::from_millis(50);
+const PROGRESS_EVERY_POLLS: u32 = 4;
+/// A migration whose expected downtime stays above the limit this long is given up: the
+/// guest dirties memory faster than the link sends it.
+const OVER_LIMIT_FOR: Duration = Duration::from_secs(60);
+/// The longest a migration may take at all.
+const MAX_MIGRATION: Duration = Duration::from_secs(15 * 60);
+/// A target whose source neither commits nor aborts (it died) ends its copy after this.
+const INCOMING_EXPIRES: Duration = Duration::from_secs(17 * 60);
+
+/// The source's request to the target.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IncomingRequest {
+    /// The instance as the source's record has it.
+    pub instance: Instance,
+    pub max_downtime_ms: u64,
+    pub auto_converge: bool,
+    pub postcopy: bool,
+    /// The source's accelerator: QEMU migrates KVM to KVM and TCG to TCG only.
+    pub accelerator: String,
+}
+
+/// The target's answer: where it listens and what the record becomes there.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IncomingReady {
+    /// `IP:PORT` of the waiting qemu.
+    pub address: String,
+    pub pid: Option<u32>,
+    pub supervisor_pid: u32,
+    /// The VM's details with the target's paths.
+    pub vm: VmDetails,
+    pub image_id: String,
+}
+
+/// A target's qemu waiting for, or holding, a migrated guest, until the source commits.
+struct Incoming {
+    instance: Instance,
+    socket: PathBuf,
+    exit_path: PathBuf,
+    _claim: Claim,
+}
+
+/// The target's waiting copies, by instance id (one daemon per process).
+static INCOMING: Mutex<Option<HashMap<String, Incoming>>> = Mutex::new(None);
+
+fn incoming() -> std::sync::MutexGuard<'static, Option<HashMap<String, Incoming>>> {
+    INCOMING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The peer port's migration endpoints (behind the cluster's token).
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/v1/cluster/incoming", post(prepare))
+        .route("/v1/cluster/incoming/{id}/commit", post(commit))
+        .route("/v1/cluster/incoming/{id}/abort", post(abort))
+        .with_state(engine)
+}
+
+async fn prepare(
+    State(engine): State<Arc<Engine>>,
+    Json(request): Json<IncomingRequest>,
+) -> EngineResult<Json<IncomingReady>> {
+    engine.prepare_incoming(request).await.map(Json)
+}
+
+async fn commit(State(engine): State<Arc<Engine>>, UrlPath(id): UrlPath<String>) -> EngineResult<Json<()>> {
+    engine.commit_incoming(&id).await.map(Json)
+}
+
+async fn abort(State(engine): State<Arc<Engine>>, UrlPath(id): UrlPath<String>) -> EngineResult<Json<()>> {
+    engine.abort_incoming(&id).await;
+    Ok(Json(()))
+}
+
+/// Why `instance` cannot migrate live, if it cannot.
+pub fn live_refusal(instance: &Instance) -> Option<String> {
+    if instance.kind == InstanceKind::Container {
+        return Some(format!(
+            "{} is a container: moving a running container needs CRIU, and this host's CRIU fails `criu check` (vDSO on this kernel); `berth node drain` moves containers by stop and start",
+            instance.name
+        ));
+    }
+    let vm = instance.vm.as_ref()?;
+    if let Some(disk) = vm
+        .disks
+        .iter()
+        .find(|d| berth_vm::shared_disk::on_share(&d.path).is_none())
+    {
+        return Some(format!(
+            "{}'s disk {} is on its node: a VM migrates live with its disks on a share (run it with --disk-on nfs://SERVER/EXPORT); mirroring local disks over NBD is not built yet",
+            instance.name, disk.path
+        ));
+    }
+    if let Some(volume) = instance.spec.volumes.iter().find(|v| !v.source.starts_with("nfs://")) {
+        return Some(format!(
+            "{}'s volume {} is its node's: a VM migrates live with NFS volumes only",
+            instance.name, volume.volume
+        ));
+    }
+    if let Some(bind) = instance.spec.mounts.iter().find(|m| m.kind == MountKind::Bind) {
+        return Some(format!(
+            "{} shares host directory {} (virtiofs), which QEMU cannot migrate",
+            instance.name, bind.source
+        ));
+    }
+    None
+}
+
+impl Engine {
+    /// Moves a running VM of this node to another node live; `events` gets the target,
+    /// progress and, from the caller, the result. A closed `events` (the client left)
+    /// cancels it.
+    pub async fn migrate(
+        self: &Arc<Self>,
+        key: &str,
+        request: &MigrateRequest,
+        events: &mpsc::Sender<MigrationEvent>,
+    ) -> EngineResult<(String, String, LiveMigration)> {
+        let began = Instant::now();
+        let membership = self.membership.clone().ok_or_else(|| {
+            EngineError::invalid(
+                "to",
+                "this daemon is a single host: instances migrate between the nodes of a cluster (berth daemon --cluster etcd://...)",
+            )
+        })?;
+        let max_downtime_ms = request.max_downtime_ms.unwrap_or(DEFAULT_MAX_DOWNTIME_MS);
+        if !(1..=60_000).contains(&max_downtime_ms) {
+            return Err(EngineError::invalid(
+                "max_downtime_ms",
+                "--max-downtime: give 1 to 60000 milliseconds (QEMU's default is 300)",
+            ));
+        }
+        let options = MigrationOptions {
+            max_downtime_ms,
+            auto_converge: request.auto_converge,
+            postcopy: request.postcopy,
+        };
+        let found = self.find(key).await?;
+        let guard = self.lock(&found.id).await;
+        let versioned = self.store.instance(&found.id).await?;
+        let instance = versioned.instance.clone();
+        if instance.node != self.node {
+            return Err(EngineError::conflict(format!(
+                "instance {} runs on node {}, not here ({}); send the request through any node's socket",
+                instance.name, instance.node, self.node
+            )));
+        }
+        if let Some(reason) = live_refusal(&instance) {
+            return Err(EngineError::conflict(reason));
+        }
+        if instance.state != InstanceState::Running {
+            return Err(EngineError::conflict(format!(
+                "instance {} is {}: only a running VM migrates live",
+                instance.name, instance.state
+            )));
+        }
+        let vm = instance
+            .vm
+            .clone()
+            .ok_or_else(|| EngineError::internal(format!("{} has no VM details", instance.name)))?;
+        let qmp = PathBuf::from(&vm.qmp_socket);
+        let (target, reason) = self
+            .migration_target(&membership, &instance, request.to.as_deref())
+            .await?;
+        let _ = events
+            .send(MigrationEvent::Target {
+                node: target.clone(),
+                reason: reason.clone(),
+            })
+            .await;
+        let accelerator = self.vm_driver().accelerator().choice().to_string();
+        let ask = IncomingRequest {
+            instance: instance.clone(),
+            max_downtime_ms,
+            auto_converge: request.auto_converge,
+            postcopy: request.postcopy,
+            accelerator: accelerator.clone(),
+        };
+        let body = serde_json::to_vec(&ask).map_err(|e| EngineError::internal(e.to_string()))?;
+        let ready: IncomingReady = peer_call(&membership, &target, &self.node, "/v1/cluster/incoming", body)
+            .await
+            .map_err(|e| {
+                EngineError::new(
+                    e.status,
+                    format!("node {target} cannot take {}: {}", instance.name, e.message),
+                )
+            })?;
+        let abort_target = || async {
+            let path = format!("/v1/cluster/incoming/{}/abort", instance.id);
+            if let Err(e) = peer_call::<()>(&membership, &target, &self.node, &path, Vec::new()).await {
+                tracing::warn!(instance = %instance.name, %target, error = %e.message, "ending the target's copy");
+            }
+        };
+        let sending = Instant::now();
+        if let Err(e) = migrate::start(&qmp, &ready.address, &options).await {
+            abort_target().await;
+            return Err(EngineError::internal(format!(
+                "starting the migration of {}: {e}; it still runs on {}",
+                instance.name, self.node
+            )));
+        }
+        tracing::info!(instance = %instance.name, to = %target, address = %ready.address, "migrating live");
+        let still_here = format!("{} still runs on {}", instance.name, self.node);
+        let mut polls = 0u32;
+        let mut over_limit_since: Option<Instant> = None;
+        let mut switched_to_postcopy = false;
+        let done = loop {
+            tokio::time::sleep(POLL_EVERY).await;
+            let status = match migrate::progress(&qmp).await {
+                Ok(status) => status,
+                Err(e) => {
+                    let _ = migrate::cancel(&qmp).await;
+                    abort_target().await;
+                    return Err(EngineError::internal(format!(
+                        "following the migration: {e}; {still_here}"
+                    )));
+                }
+            };
+            match status.status.as_str() {
+                "completed" => break status,
+                "failed" | "cancelled" | "cancelling" => {
+                    abort_target().await;
+                    return Err(EngineError::conflict(format!(
+                        "the migration to {target} {}: {}; {still_here}",
+                        status.status,
+                        status.error.unwrap_or_else(|| "QEMU gave no reason".into())
+                    )));
+                }
+                _ => {}
+            }
+            if events.is_closed() && status.status != "postcopy-active" {
+                let _ = migrate::cancel(&qmp).await;
+                abort_target().await;
+                return Err(EngineError::conflict(format!(
+                    "the migration was cancelled; {still_here}"
+                )));
+            }
+            if options.postcopy && !switched_to_postcopy && status.status == "active" && status.dirty_sync_count >= 2 {
+                // One full pass is over: the rest comes on demand, the guest runs there.
+                if migrate::start_postcopy(&qmp).await.is_ok() {
+                    switched_to_postcopy = true;
+                }
+            }
+            if status.status == "active"
+                && status.dirty_sync_count >= 2
+                && status.expected_downtime_ms > max_downtime_ms
+            {
+                let since = *over_limit_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > OVER_LIMIT_FOR {
+                    let _ = migrate::cancel(&qmp).await;
+                    abort_target().await;
+                    return Err(EngineError::conflict(format!(
+                        "the expected downtime stayed above --max-downtime {max_downtime_ms} ms for {} s (the guest dirties memory faster than it is sent: {} pages/s); try --auto-converge, --postcopy or a larger --max-downtime; {still_here}",
+                        OVER_LIMIT_FOR.as_secs(),
+                        status.dirty_pages_rate
+                    )));
+                }
+            } else {
+                over_limit_since = None;
+            }
+            if sending.elapsed() > MAX_MIGRATION {
+                let _ = migrate::cancel(&qmp).await;
+                abort_target().await;
+                return Err(EngineError::conflict(format!(
+                    "the migration took longer than {} min; {still_here}",
+                    MAX_MIGRATION.as_secs() / 60
+                )));
+            }
+            polls += 1;
+            if polls % PROGRESS_EVERY_POLLS == 1 {
+                let _ = events.try_send(MigrationEvent::Progress {
+                    status: status.status.clone(),
+                    transferred_bytes: status.transferred_bytes,
+                    remaining_bytes: status.remaining_bytes,
+                    total_bytes: status.total_bytes,
+                    dirty_pages_rate: status.dirty_pages_rate,
+                    expected_downtime_ms: status.expected_downtime_ms,
+                    cpu_throttle_percent: status.cpu_throttle_percent,
+                });
+            }
+        };
+        // Both qemus are paused now (unless post-copy already runs the guest there). The
+        // record goes over first, in one compare-and-swap; then the target resumes.
+        let mut moved = instance.clone();
+        moved.node = target.clone();
+        moved.vm = Some(ready.vm.clone());
+        moved.spec.image_id = ready.image_id.clone();
+        moved.pid = ready.pid;
+        moved.supervisor_pid = Some(ready.supervisor_pid);
+        moved.spec.placement = Some(format!("live-migrated from node {}: {reason}", self.node));
+        let mut result = LiveMigration {
+            downtime_ms: 0,
+            qemu_downtime_ms: done.downtime_ms,
+            total_ms: 0,
+            transferred_bytes: done.transferred_bytes,
+            max_downtime_ms,
+            auto_converge: options.auto_converge,
+            postcopy: switched_to_postcopy,
+            accelerator,
+        };
+        moved.rescheduled = Some(Rescheduled {
+            from: self.node.clone(),
+            at: Utc::now(),
+            adopted: true,
+            live: Some(result.clone()),
+        });
+        let (desired, status) = split(&moved);
+        let written = async {
+            let txn = RecordTxn::new()
+                .update(&desired, versioned.spec_revision)?
+                .update(&status, versioned.status_revision)?;
+            self.store.commit(txn).await
+        }
+        .await;
+        if let Err(e) = written {
+            abort_target().await;
+            if !switched_to_postcopy {
+                if let Err(resume) = migrate::resume(&qmp).await {
+                    tracing::error!(instance = %instance.name, error = %resume, "resuming the source after a failed hand-over");
+                }
+            }
+            return Err(EngineError::internal(format!(
+                "the hand-over of {} could not be recorded ({e}); {still_here}",
+                instance.name
+            )));
+        }
+        let commit_path = format!("/v1/cluster/incoming/{}/commit", instance.id);
+        let resumed = peer_call::<()>(&membership, &target, &self.node, &commit_path, Vec::new()).await;
+        // The guest was paused from QEMU's last copy (it ended `total-time` after the
+        // migrate command) until the target resumed it.
+        let completed_at = sending + Duration::from_millis(done.total_ms);
+        let resumed_at = Instant::now();
+        result.downtime_ms = done.downtime_ms + resumed_at.saturating_duration_since(completed_at).as_millis() as u64;
+        result.total_ms = began.elapsed().as_millis() as u64;
+        // The source's qemu has nothing left to run: it goes, and this node's copy with it.
+        if let Err(e) = berth_vm::qmp::execute(&qmp, "quit", serde_json::Value::Null).await {
+            tracing::warn!(instance = %instance.name, error = %e, "ending the source's qemu");
+        }
+        drop(guard);
+        let dir = self.instance_dir(&instance.id);
+        let socket = dir.join("supervisor.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client::call(&socket, &SupervisorRequest::Status).await.is_ok() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.release_local(&instance, &dir).await;
+        if let Err(e) = resumed {
+            return Err(EngineError::internal(format!(
+                "{} moved to node {target}, which did not resume it ({}); `berth unpause {}` resumes it there",
+                instance.name, e.message, instance.name
+            )));
+        }
+        // The measured figures go into the record too.
+        if let Ok(mut current) = self.store.get_instance(&instance.id).await {
+            if let Some(moved) = current.rescheduled.as_mut() {
+                moved.live = Some(result.clone());
+                if let Err(e) = self.store.update_instance(&current).await {
+                    tracing::warn!(instance = %instance.name, error = %e, "recording the migration's figures");
+                }
+            }
+        }
+        self.emit(&moved, "migrate", None);
+        tracing::info!(
+            instance = %instance.name, to = %target, downtime_ms = result.downtime_ms,
+            total_ms = result.total_ms, "migrated live"
+        );
+        Ok((self.node.clone(), target, result))
+    }
+
+    /// The node to move to: the one asked for, checked, or the scheduler's choice among the
+    /// others.
+    async fn migration_target(
+        &self,
+        membership: &Membership,
+        instance: &Instance,
+        wanted: Option<&str>,
+    ) -> EngineResult<(String, String)> {
+        let nodes = membership.nodes().await?;
+        let vm_kind = |n: &berth_model::node::Node| n.fingerprint.kinds.contains(&InstanceKind::Vm);
+        if let Some(name) = wanted {
+            let node = nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+                EngineError::invalid("to", format!("no such node: {name}; `berth node ls` lists them"))
+            })?;
+            if node.name == self.node {
+                return Err(EngineError::invalid(
+                    "to",
+                    format!("--to {name}: {} already runs there", instance.name),
+                ));
+            }
+            if node.state != NodeState::Ready {
+                return Err(EngineError::conflict(format!(
+                    "node {name} is {}: it takes no instances",
+                    node.state.as_str()
+                )));
+            }
+            if !vm_kind(node) {
+                return Err(EngineError::conflict(format!("node {name} cannot run VMs")));
+            }
+            return Ok((name.to_string(), "the node asked for (--to)".into()));
+        }
+        let others: Vec<_> = nodes.into_iter().filter(|n| n.name != self.node).collect();
+        let all = self.store.list_instances().await?;
+        crate::failover::place_moved(&others, &all, instance).map_err(EngineError::conflict)
+    }
+
+    /// The target's part: a qemu for `request.instance` that waits for its state.
+    async fn prepare_incoming(self: &Arc<Self>, request: IncomingRequest) -> EngineResult<IncomingReady> {
+        let mut instance = request.instance.clone();
+        let membership = self
+            .membership
+            .clone()
+            .ok_or_else(|| EngineError::conflict("this daemon is not a cluster's node"))?;
+        if let Some(reason) = live_refusal(&instance) {
+            return Err(EngineError::conflict(reason));
+        }
+        let here = self.vm_driver().accelerator().choice().to_string();
+        if here != request.accelerator {
+            return Err(EngineError::conflict(format!(
+                "node {} runs VMs with {here} and the source with {}: QEMU migrates between the same accelerator only",
+                self.node, request.accelerator
+            )));
+        }
+        let ip = membership.advertised_ip().ok_or_else(|| {
+            EngineError::conflict(format!(
+                "node {} advertises no address (--advertise IP) for the source to send to",
+                self.node
+            ))
+        })?;
+        if incoming().as_ref().is_some_and(|m| m.contains_key(&instance.id)) {
+            return Err(EngineError::conflict(format!(
+                "{} is already migrating here",
+                instance.name
+            )));
+        }
+        let _guard = self.lock(&instance.id).await;
+        let dir = self.instance_dir(&instance.id);
+        if dir.join("supervisor.json").exists() {
+            return Err(EngineError::conflict(format!(
+                "node {} still holds a copy of {} (it ran here before); it is cleared within a failover round",
+                self.node, instance.name
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| EngineError::internal(format!("creating {}: {e}", dir.display())))?;
+        let image = match self.local_store.get_image(&instance.spec.image_id).await {
+            Ok(image) => image,
+            Err(_) => self.resolve_image(&instance.spec.image).await.map_err(|e| {
+                EngineError::conflict(format!(
+                    "node {} has no image {} and cannot fetch it ({e})",
+                    self.node, instance.spec.image
+                ))
+            })?,
+        };
+        instance.spec.image_id = image.id.clone();
+        if let Some(vm) = instance.vm.as_mut() {
+            crate::failover::rebase_vm_paths(vm, &dir);
+        }
+        instance.node = self.node.clone();
+        let claim = self
+            .admission
+            .claim(&self.store, &instance, Reservation::of(&instance), "take")
+            .await?;
+        let started = self.start_incoming(&instance, &image, &dir, ip, &request).await;
+        let (address, pid, supervisor_pid, socket, exit_path) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                drop(_guard);
+                self.release_local(&instance, &dir).await;
+                return Err(e);
+            }
+        };
+        let vm = instance
+            .vm
+            .clone()
+            .ok_or_else(|| EngineError::internal("the VM's details are gone"))?;
+        let ready = IncomingReady {
+            address,
+            pid,
+            supervisor_pid,
+            vm,
+            image_id: image.id.clone(),
+        };
+        let id = instance.id.clone();
+        incoming().get_or_insert_with(HashMap::new).insert(
+            id.clone(),
+            Incoming {
+                instance,
+                socket,
+                exit_path,
+                _claim: claim,
+            },
+        );
+        // A source that died mid-migration neither commits nor aborts.
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(INCOMING_EXPIRES).await;
+            if incoming().as_ref().is_some_and(|m| m.contains_key(&id)) {
+                tracing::warn!(%id, "a migration's source never finished; ending the waiting copy");
+                engine.abort_incoming(&id).await;
+            }
+        });
+        Ok(ready)
+    }
+
+    /// Networks, the qemu (paused, waiting for the source on `ip`) and its listening port.
+    async fn start_incoming(
+        &self,
+        instance: &Instance,
+        image: &berth_model::image::ImageRecord,
+        dir: &std::path::Path,
+        ip: std::net::IpAddr,
+        request: &IncomingRequest,
+    ) -> EngineResult<(String, Option<u32>, u32, PathBuf, PathBuf)> {
+        self.networks.attach(instance).await?;
+        let driver = self.driver(InstanceKind::Vm)?;
+        let mut config = driver.prepare_start(instance, Some(image), dir).await?;
+        config.log_limits = self.log_limits(instance);
+        if let Some(membership) = &self.membership {
+            config.fence = Some(berth_model::driver::FenceConfig {
+                heartbeat_path: membership.heartbeat_path().to_path_buf(),
+                stale_after_ms: crate::cluster::FENCE_AFTER.as_millis() as u64,
+            });
+        }
+        if let berth_model::driver::Workload::Vm { args, incoming, .. } = &mut config.workload {
+            args.extend(["-S", "-incoming", "defer"].map(String::from));
+            *incoming = true;
+        }
+        let supervisor_pid = self.spawn_supervisor(dir, &config).await?;
+        let reply = client::call_within(&config.socket_path, &SupervisorRequest::Start, Duration::from_secs(30))
+            .await
+            .map_err(|e| EngineError::internal(format!("starting the waiting qemu: {e}")))?;
+        let qmp = instance
+            .vm
+            .as_ref()
+            .map(|vm| PathBuf::from(&vm.qmp_socket))
+            .ok_or_else(|| EngineError::internal("the VM's details are gone"))?;
+        // A free port on the advertised address, for qemu to listen on.
+        let port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| EngineError::internal(format!("finding a free port on {ip}: {e}")))?;
+        let address = std::net::SocketAddr::new(ip, port).to_string();
+        let options = MigrationOptions {
+            max_downtime_ms: request.max_downtime_ms,
+            auto_converge: request.auto_converge,
+            postcopy: request.postcopy,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match migrate::listen(&qmp, &address, &options).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    let _ = client::call(
+                        &config.socket_path,
+                        &SupervisorRequest::Kill {
+                            signal: libc::SIGKILL,
+                            all: true,
+                        },
+                    )
+                    .await;
+                    return Err(EngineError::internal(format!("the waiting qemu: {e}")));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Ok((address, reply.pid, supervisor_pid, config.socket_path, config.exit_path))
+    }
+
+    /// The source recorded the move: the guest runs here from now on.
+    async fn commit_incoming(self: &Arc<Self>, id: &str) -> EngineResult<()> {
+        let waiting = incoming()
+            .as_mut()
+            .and_then(|m| m.remove(id))
+            .ok_or_else(|| EngineError::not_found(format!("no migration of {id} is waiting here")))?;
+        let qmp = waiting
+            .instance
+            .vm
+            .as_ref()
+            .map(|vm| PathBuf::from(&vm.qmp_socket))
+            .ok_or_else(|| EngineError::internal("the VM's details are gone"))?;
+        // Post-copy has it running already.
+        if migrate::run_state(&qmp).await.ok().as_deref() != Some("running") {
+            migrate::resume(&qmp)
+                .await
+                .map_err(|e| EngineError::internal(format!("resuming the migrated guest: {e}")))?;
+        }
+        let dir = self.instance_dir(id);
+        if let Ok(instance) = self.store.get_instance(id).await {
+            // What this node knows of it if the cluster moves it away while it is cut off.
+            if let Ok(copy) = serde_json::to_vec(&instance) {
+                if let Err(e) = std::fs::write(dir.join("instance.json"), copy) {
+                    tracing::warn!(%id, error = %e, "keeping a local copy of the instance");
+                }
+            }
+        }
+        self.restarts.started(id);
+        self.watch_exit(id.to_string(), waiting.socket, waiting.exit_path);
+        Ok(())
+    }
+
+    /// The migration did not happen: the waiting copy goes.
+    async fn abort_incoming(&self, id: &str) {
+        let Some(waiting) = incoming().as_mut().and_then(|m| m.remove(id)) else {
+            return;
+        };
+        let _ = client::call_within(
+            &waiting.socket,
+            &SupervisorRequest::Kill {
+                signal: libc::SIGKILL,
+                all: true,
+            },
+            Duration::from_secs(2),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client::call(&waiting.socket, &SupervisorRequest::Status).await.is_ok() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dir = self.instance_dir(id);
+        self.release_local(&waiting.instance, &dir).await;
+    }
+}
+
+/// A call to node `name`'s peer port; its error answer (status and message) otherwise.
+async fn peer_call<T: serde::de::DeserializeOwned>(
+    membership: &Membership,
+    name: &str,
+    from: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> EngineResult<T> {
+    let address = membership.peer_address(name).await?;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::HOST, address.to_string())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body))
+        .map_err(|e| EngineError::internal(e.to_string()))?;
+    let response = crate::peers::forward(address, membership.token(), from, request).await?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .map_err(|e| EngineError::internal(format!("reading node {name}'s answer: {e}")))?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        return Err(EngineError::new(
+            if status == StatusCode::NOT_FOUND {
+                StatusCode::BAD_GATEWAY
+            } else {
+                status
+            },
+            message,
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| EngineError::internal(format!("node {name}'s answer: {e}")))
+}
