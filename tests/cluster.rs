@@ -1005,11 +1005,22 @@ fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
     );
     let read = daemons[0].ok(&["exec", "nfsvm", "cat", "/kept", "/data/kept"]);
     assert_eq!(read.split_whitespace().collect::<Vec<_>>(), ["on-root", "on-volume"]);
-    // And back, where the scheduler chooses (not n2).
-    daemons[0].ok(&["migrate", "nfsvm"]);
-    let vm = daemons[0].inspect("nfsvm");
-    assert_eq!(vm["state"], "running", "{vm}");
+    // Draining n2 migrates it live again, where the scheduler chooses: the counter goes on.
+    let last = *later.last().unwrap_or(&0);
+    daemons[0].ok(&["node", "drain", "n2"]);
+    let vm = daemons[0].wait_for("nfsvm", Duration::from_secs(60), |v| {
+        v["node"] != "n2" && v["state"] == "running"
+    });
     assert_ne!(vm["node"], "n2", "{vm}");
+    assert!(vm["rescheduled"]["live"]["downtime_ms"].is_u64(), "{vm}");
+    std::thread::sleep(Duration::from_secs(1));
+    let drained = ticks(&daemons[0]);
+    assert!(
+        drained.first().is_some_and(|first| *first > last),
+        "the counter restarted: {:?}",
+        &drained[..drained.len().min(5)]
+    );
+    daemons[0].ok(&["node", "uncordon", "n2"]);
     let on = vm["node"].as_str().unwrap_or_default().to_string();
     let index = ["n1", "n2", "n3"].iter().position(|n| *n == on).expect("a node");
     let qemu_pid = vm["pid"].as_u64().expect("pid");

@@ -321,8 +321,10 @@ impl Engine {
         }
     }
 
-    /// A draining node's round: each instance the cluster may move is stopped here, then
-    /// handed to the node the scheduler chooses (which starts it): never running twice.
+    /// A draining node's round: a running VM that can migrate live moves without stopping
+    /// (its new copy runs before the old one ends); each other instance the cluster may move
+    /// is stopped here, then handed to the node the scheduler chooses (which starts it):
+    /// never running twice.
     async fn hand_over_if_draining(
         self: &Arc<Self>,
         membership: &Membership,
@@ -339,11 +341,28 @@ impl Engine {
         let all: Vec<Instance> = instances.iter().map(|v| v.instance.clone()).collect();
         for versioned in instances {
             let instance = &versioned.instance;
+            let live = instance.state == InstanceState::Running && crate::migration::live_refusal(instance).is_none();
             if instance.node != self.node
                 || !instance.state.is_active()
-                || local_state(instance).is_some()
+                || (local_state(instance).is_some() && !live)
                 || refused.contains(&instance.id)
             {
+                continue;
+            }
+            if live {
+                // Progress has no reader here; the receiver stays open so nothing cancels.
+                let (events, _progress) = tokio::sync::mpsc::channel(64);
+                let request = berth_model::api::MigrateRequest::default();
+                match self.migrate(&instance.id, &request, &events).await {
+                    Ok((_, to, result)) => tracing::info!(
+                        instance = %instance.name, %to, downtime_ms = result.downtime_ms,
+                        "draining: migrated live"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(instance = %instance.name, error = %e.message, "draining: a live migration failed; it stays");
+                        refused.insert(instance.id.clone());
+                    }
+                }
                 continue;
             }
             let (node, why) = match place_moved(&nodes, &all, instance) {
