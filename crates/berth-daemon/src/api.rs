@@ -571,7 +571,7 @@ async fn migrate_instance(
 ) -> EngineResult<Response> {
     // Refusals that need no work come back as errors, before the stream starts.
     let instance = engine.find(&id).await?;
-    if let Some(reason) = crate::migration::live_refusal(&instance) {
+    if let Some(reason) = crate::migration::move_refusal(&instance, &request) {
         return Err(EngineError::conflict(reason));
     }
     let (sender, receiver) = mpsc::channel::<Bytes>(64);

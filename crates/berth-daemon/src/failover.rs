@@ -530,7 +530,7 @@ impl Engine {
 
 /// The records of an instance handed to `node`, to be started there, compare-and-swap on
 /// the revisions they were read at.
-fn moved_txn(versioned: &VersionedInstance, node: &str, why: &str) -> Result<RecordTxn, StoreError> {
+pub(crate) fn moved_txn(versioned: &VersionedInstance, node: &str, why: &str) -> Result<RecordTxn, StoreError> {
     let (mut desired, mut status) = split(&versioned.instance);
     let from = desired.node.clone();
     desired.node = node.to_string();
@@ -539,7 +539,7 @@ fn moved_txn(versioned: &VersionedInstance, node: &str, why: &str) -> Result<Rec
         from,
         at: Utc::now(),
         adopted: false,
-        live: None,
+        migration: None,
     });
     status.state = InstanceState::Created;
     status.pid = None;

@@ -6,10 +6,14 @@
 //! `-S`), sends the memory (pre-copy under a downtime limit; auto-converge and post-copy when
 //! asked), and once QEMU reports `completed` — the source paused, the target holding the
 //! whole state, still paused — writes the instance's record over to the target in one
-//! compare-and-swap. Only then does the target resume the guest, and the source ends its
-//! qemu. So the guest runs on one node at any moment: if the record cannot be written, the
-//! target's copy is ended and the source resumes; if the target dies or the migration
-//! fails or is cancelled (the client went away: Ctrl-C), QEMU leaves the source running.
+//! compare-and-swap. Only then does the target resume the guest — after its own
+//! compare-and-swap on the revision the source wrote — and the source ends its qemu. So the
+//! guest runs on one node at any moment: if the record cannot be written, the target's copy
+//! is ended and the source resumes; if the target cannot be told to resume (it died after
+//! the copy), the source takes the record back with a compare-and-swap on the revision it
+//! wrote, which fails exactly when the target already took it, and resumes only then; if the
+//! target dies before, or the migration fails or is cancelled (the client went away:
+//! Ctrl-C), QEMU leaves the source running.
 //!
 //! Disks are not copied: a VM migrates live when all its disks and volumes are on a share
 //! (`--disk-on nfs://...`, NFS volumes) that both qemus open. Local disks (which would need
@@ -26,8 +30,8 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use berth_model::api::{MigrateRequest, MigrationEvent};
-use berth_model::instance::{InstanceKind, LiveMigration, Rescheduled, VmDetails};
+use berth_model::api::{LiveChoice, MigrateRequest, MigrationEvent};
+use berth_model::instance::{InstanceKind, Migration, Rescheduled, VmDetails};
 use berth_model::mount::MountKind;
 use berth_model::node::NodeState;
 use berth_model::{Instance, InstanceState};
@@ -103,6 +107,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/cluster/incoming", post(prepare))
         .route("/v1/cluster/incoming/{id}/commit", post(commit))
         .route("/v1/cluster/incoming/{id}/abort", post(abort))
+        .route("/v1/cluster/incoming/{id}/layer", post(layer))
         .with_state(engine)
 }
 
@@ -117,16 +122,76 @@ async fn commit(State(engine): State<Arc<Engine>>, UrlPath(id): UrlPath<String>)
     engine.commit_incoming(&id).await.map(Json)
 }
 
+async fn layer(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(id): UrlPath<String>,
+    request: Request,
+) -> EngineResult<Json<()>> {
+    engine.receive_layer(&id, request.into_body()).await.map(Json)
+}
+
 async fn abort(State(engine): State<Arc<Engine>>, UrlPath(id): UrlPath<String>) -> EngineResult<Json<()>> {
     engine.abort_incoming(&id).await;
     Ok(Json(()))
 }
 
-/// Why `instance` cannot migrate live, if it cannot.
+/// What `criu check` says on this host: `Ok` when CRIU works, else its complaint.
+fn criu_check() -> Result<(), String> {
+    match berth_process::command("criu").arg("check").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => Err(String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .chain(String::from_utf8_lossy(&output.stdout).lines())
+            .find(|l| l.contains("Error") || l.contains("error"))
+            .unwrap_or("it failed")
+            .trim()
+            .to_string()),
+        Err(e) => Err(format!("criu is not installed ({e})")),
+    }
+}
+
+/// Why `instance` cannot move as asked, if it cannot: a VM live, a container by stop, move
+/// and start (or with CRIU, `live: yes`).
+pub fn move_refusal(instance: &Instance, request: &MigrateRequest) -> Option<String> {
+    if instance.kind == InstanceKind::Vm {
+        return live_refusal(instance);
+    }
+    if request.live == Some(LiveChoice::Yes) {
+        let why = match criu_check() {
+            Err(complaint) => format!("`criu check` fails on this host: {complaint}"),
+            Ok(()) => "checkpoint/restore with CRIU is not built into berth yet".to_string(),
+        };
+        return Some(format!(
+            "{} cannot move live: {why}; --live=auto (or no --live) moves it by stop, move and start",
+            instance.name
+        ));
+    }
+    if instance.spec.disk_bytes.is_some() {
+        return Some(format!(
+            "{}'s writable layer is a file system of its own (--disk): moving it is not built yet",
+            instance.name
+        ));
+    }
+    if let Some(volume) = instance.spec.volumes.iter().find(|v| !v.source.starts_with("nfs://")) {
+        return Some(format!(
+            "{}'s volume {} is its node's: moving local volumes is not built yet (an NFS volume moves)",
+            instance.name, volume.volume
+        ));
+    }
+    if let Some(bind) = instance.spec.mounts.iter().find(|m| m.kind == MountKind::Bind) {
+        return Some(format!(
+            "{} binds host path {}, which is its node's",
+            instance.name, bind.source
+        ));
+    }
+    None
+}
+
+/// Why the VM `instance` cannot migrate live, if it cannot.
 pub fn live_refusal(instance: &Instance) -> Option<String> {
     if instance.kind == InstanceKind::Container {
         return Some(format!(
-            "{} is a container: moving a running container needs CRIU, and this host's CRIU fails `criu check` (vDSO on this kernel); `berth node drain` moves containers by stop and start",
+            "{} is a container: it moves by stop, move and start (berth migrate), not live",
             instance.name
         ));
     }
@@ -165,7 +230,7 @@ impl Engine {
         key: &str,
         request: &MigrateRequest,
         events: &mpsc::Sender<MigrationEvent>,
-    ) -> EngineResult<(String, String, LiveMigration)> {
+    ) -> EngineResult<(String, String, Migration)> {
         let began = Instant::now();
         let membership = self.membership.clone().ok_or_else(|| {
             EngineError::invalid(
@@ -180,12 +245,26 @@ impl Engine {
                 "--max-downtime: give 1 to 60000 milliseconds (QEMU's default is 300)",
             ));
         }
+        let max_bandwidth_bytes = match request.bandwidth_mib {
+            None => migrate::LINK_SPEED_BYTES,
+            Some(mib @ 1..=1_000_000) => mib << 20,
+            Some(_) => {
+                return Err(EngineError::invalid(
+                    "bandwidth_mib",
+                    "--bandwidth: give 1 to 1000000 MiB/s",
+                ))
+            }
+        };
         let options = MigrationOptions {
             max_downtime_ms,
+            max_bandwidth_bytes,
             auto_converge: request.auto_converge,
             postcopy: request.postcopy,
         };
         let found = self.find(key).await?;
+        if found.kind == InstanceKind::Container {
+            return self.move_container(&membership, &found, request, events).await;
+        }
         let guard = self.lock(&found.id).await;
         let versioned = self.store.instance(&found.id).await?;
         let instance = versioned.instance.clone();
@@ -338,7 +417,8 @@ impl Engine {
         moved.pid = ready.pid;
         moved.supervisor_pid = Some(ready.supervisor_pid);
         moved.spec.placement = Some(format!("live-migrated from node {}: {reason}", self.node));
-        let mut result = LiveMigration {
+        let mut result = Migration {
+            live: true,
             downtime_ms: 0,
             qemu_downtime_ms: done.downtime_ms,
             total_ms: 0,
@@ -352,7 +432,7 @@ impl Engine {
             from: self.node.clone(),
             at: Utc::now(),
             adopted: true,
-            live: Some(result.clone()),
+            migration: Some(result.clone()),
         });
         let (desired, status) = split(&moved);
         let written = async {
@@ -362,20 +442,48 @@ impl Engine {
             self.store.commit(txn).await
         }
         .await;
-        if let Err(e) = written {
-            abort_target().await;
-            if !switched_to_postcopy {
-                if let Err(resume) = migrate::resume(&qmp).await {
-                    tracing::error!(instance = %instance.name, error = %resume, "resuming the source after a failed hand-over");
+        let handed_over = match written {
+            Ok(revision) => revision,
+            Err(e) => {
+                abort_target().await;
+                if !switched_to_postcopy {
+                    if let Err(resume) = migrate::resume(&qmp).await {
+                        tracing::error!(instance = %instance.name, error = %resume, "resuming the source after a failed hand-over");
+                    }
                 }
+                return Err(EngineError::internal(format!(
+                    "the hand-over of {} could not be recorded ({e}); {still_here}",
+                    instance.name
+                )));
             }
-            return Err(EngineError::internal(format!(
-                "the hand-over of {} could not be recorded ({e}); {still_here}",
-                instance.name
-            )));
-        }
+        };
         let commit_path = format!("/v1/cluster/incoming/{}/commit", instance.id);
         let resumed = peer_call::<()>(&membership, &target, &self.node, &commit_path, Vec::new()).await;
+        if let Err(e) = &resumed {
+            // The target did not say it took the guest. Take the record back — only if it is
+            // still as written here, which it is not once the target took it.
+            let (desired, status) = split(&instance);
+            let back = async {
+                let txn = RecordTxn::new()
+                    .update(&desired, handed_over)?
+                    .update(&status, handed_over)?;
+                self.store.commit(txn).await
+            }
+            .await;
+            if back.is_ok() && !switched_to_postcopy {
+                abort_target().await;
+                if let Err(resume) = migrate::resume(&qmp).await {
+                    tracing::error!(instance = %instance.name, error = %resume, "resuming the source after the target failed");
+                }
+                return Err(EngineError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "node {target} did not take {} after the copy ({}); {still_here}",
+                        instance.name, e.message
+                    ),
+                ));
+            }
+        }
         // The guest was paused from QEMU's last copy (it ended `total-time` after the
         // migrate command) until the target resumed it.
         let completed_at = sending + Duration::from_millis(done.total_ms);
@@ -403,7 +511,7 @@ impl Engine {
         // The measured figures go into the record too.
         if let Ok(mut current) = self.store.get_instance(&instance.id).await {
             if let Some(moved) = current.rescheduled.as_mut() {
-                moved.live = Some(result.clone());
+                moved.migration = Some(result.clone());
                 if let Err(e) = self.store.update_instance(&current).await {
                     tracing::warn!(instance = %instance.name, error = %e, "recording the migration's figures");
                 }
@@ -426,7 +534,7 @@ impl Engine {
         wanted: Option<&str>,
     ) -> EngineResult<(String, String)> {
         let nodes = membership.nodes().await?;
-        let vm_kind = |n: &berth_model::node::Node| n.fingerprint.kinds.contains(&InstanceKind::Vm);
+        let vm_kind = |n: &berth_model::node::Node| n.fingerprint.kinds.contains(&instance.kind);
         if let Some(name) = wanted {
             let node = nodes.iter().find(|n| n.name == name).ok_or_else(|| {
                 EngineError::invalid("to", format!("no such node: {name}; `berth node ls` lists them"))
@@ -444,13 +552,188 @@ impl Engine {
                 )));
             }
             if !vm_kind(node) {
-                return Err(EngineError::conflict(format!("node {name} cannot run VMs")));
+                return Err(EngineError::conflict(format!(
+                    "node {name} cannot run {}s",
+                    instance.kind
+                )));
             }
             return Ok((name.to_string(), "the node asked for (--to)".into()));
         }
         let others: Vec<_> = nodes.into_iter().filter(|n| n.name != self.node).collect();
         let all = self.store.list_instances().await?;
         crate::failover::place_moved(&others, &all, instance).map_err(EngineError::conflict)
+    }
+
+    /// A container's move: stopped here, its writable layer sent to the target (`tar` with
+    /// xattrs, so overlayfs whiteouts and opaque directories survive), its record handed over
+    /// in one compare-and-swap, and started there by the target's adoption; the name stays.
+    /// It never runs twice: it is stopped before the record moves.
+    async fn move_container(
+        self: &Arc<Self>,
+        membership: &Arc<Membership>,
+        found: &Instance,
+        request: &MigrateRequest,
+        events: &mpsc::Sender<MigrationEvent>,
+    ) -> EngineResult<(String, String, Migration)> {
+        let began = Instant::now();
+        if found.node != self.node {
+            return Err(EngineError::conflict(format!(
+                "instance {} runs on node {}, not here ({})",
+                found.name, found.node, self.node
+            )));
+        }
+        if let Some(reason) = move_refusal(found, request) {
+            return Err(EngineError::conflict(reason));
+        }
+        if found.state != InstanceState::Running {
+            return Err(EngineError::conflict(format!(
+                "instance {} is {}: only a running instance moves",
+                found.name, found.state
+            )));
+        }
+        let (target, mut reason) = self.migration_target(membership, found, request.to.as_deref()).await?;
+        if request.live == Some(LiveChoice::Auto) {
+            let why = criu_check()
+                .err()
+                .unwrap_or_else(|| "CRIU is not built into berth yet".into());
+            reason = format!("{reason}; moved by stop and start (--live=auto: {why})");
+        }
+        let _ = events
+            .send(MigrationEvent::Target {
+                node: target.clone(),
+                reason: reason.clone(),
+            })
+            .await;
+        let stopped_at = Instant::now();
+        self.stop(&found.id, Some(10)).await?;
+        let dir = self.instance_dir(&found.id);
+        let upper = berth_container::rootfs::RootfsPaths::new(&dir).upper;
+        let sent = match send_layer(membership, &target, &self.node, &found.id, &upper).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                let _ = self.start(&found.id, false).await;
+                return Err(EngineError::new(
+                    e.status,
+                    format!(
+                        "sending {}'s writable layer to {target}: {}; it runs here again",
+                        found.name, e.message
+                    ),
+                ));
+            }
+        };
+        let stopped = self.store.instance(&found.id).await?;
+        let mut figures = Migration {
+            live: false,
+            downtime_ms: 0,
+            qemu_downtime_ms: 0,
+            total_ms: 0,
+            transferred_bytes: sent,
+            max_downtime_ms: 0,
+            auto_converge: false,
+            postcopy: false,
+            accelerator: String::new(),
+        };
+        let why = format!("moved from node {} (berth migrate): {reason}", self.node);
+        let handed = match crate::failover::moved_txn(&stopped, &target, &why) {
+            Ok(txn) => self.store.commit(txn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = handed {
+            let abort = format!("/v1/cluster/incoming/{}/abort", found.id);
+            let _ = peer_call::<()>(membership, &target, &self.node, &abort, Vec::new()).await;
+            let _ = self.start(&found.id, false).await;
+            return Err(EngineError::internal(format!(
+                "the hand-over of {} could not be recorded ({e}); it runs here again",
+                found.name
+            )));
+        }
+        self.release_local(&stopped.instance, &dir).await;
+        // The target adopts it within a round (0.5 s) and starts it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.store.get_instance(&found.id).await {
+                Ok(now) if now.state == InstanceState::Running && now.node == target => break,
+                Ok(now) if now.error.is_some() && now.node == target => {
+                    return Err(EngineError::internal(format!(
+                        "{} moved to {target}, which could not start it: {}",
+                        found.name,
+                        now.error.unwrap_or_default()
+                    )))
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(EngineError::internal(format!(
+                        "{} moved to {target}, which has not started it within 2 min; `berth inspect {}` shows it",
+                        found.name, found.name
+                    )))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        figures.downtime_ms = stopped_at.elapsed().as_millis() as u64;
+        figures.total_ms = began.elapsed().as_millis() as u64;
+        if let Ok(mut current) = self.store.get_instance(&found.id).await {
+            if let Some(moved) = current.rescheduled.as_mut() {
+                moved.migration = Some(figures.clone());
+                if let Err(e) = self.store.update_instance(&current).await {
+                    tracing::warn!(instance = %found.name, error = %e, "recording the move's figures");
+                }
+            }
+        }
+        tracing::info!(instance = %found.name, to = %target, downtime_ms = figures.downtime_ms, "moved a container");
+        Ok((self.node.clone(), target, figures))
+    }
+
+    /// A container's writable layer arriving ahead of its record: unpacked into the
+    /// instance's directory here, where the adoption finds it.
+    async fn receive_layer(&self, id: &str, body: Body) -> EngineResult<()> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(EngineError::invalid("id", "an instance id is 64 hex digits"));
+        }
+        let dir = self.instance_dir(id);
+        if dir.join("supervisor.json").exists() {
+            return Err(EngineError::conflict(format!(
+                "node {} still holds a copy of {id}; it is cleared within a failover round",
+                self.node
+            )));
+        }
+        let upper = berth_container::rootfs::RootfsPaths::new(&dir).upper;
+        let _ = std::fs::remove_dir_all(&upper);
+        std::fs::create_dir_all(&upper)
+            .map_err(|e| EngineError::internal(format!("creating {}: {e}", upper.display())))?;
+        let mut tar = berth_process::async_command("tar")
+            .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-", "-C"])
+            .arg(&upper)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| EngineError::internal(format!("running tar: {e}")))?;
+        let mut stdin = tar.stdin.take().ok_or_else(|| EngineError::internal("tar's stdin"))?;
+        let mut stream = body.into_data_stream();
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| EngineError::internal(format!("receiving the layer: {e}")))?;
+            stdin
+                .write_all(&chunk)
+                .await
+                .map_err(|e| EngineError::internal(format!("unpacking the layer: {e}")))?;
+        }
+        drop(stdin);
+        let output = tar
+            .wait_with_output()
+            .await
+            .map_err(|e| EngineError::internal(format!("tar: {e}")))?;
+        if !output.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(EngineError::internal(format!(
+                "unpacking the layer: {}",
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("tar failed")
+            )));
+        }
+        Ok(())
     }
 
     /// The target's part: a qemu for `request.instance` that waits for its state.
@@ -518,6 +801,11 @@ impl Engine {
                 return Err(e);
             }
         };
+        // What this node holds, should it restart before the source decides: the record
+        // then says another node, and `clear_moved_away` ends this copy.
+        if let Ok(copy) = serde_json::to_vec(&instance) {
+            let _ = std::fs::write(dir.join("instance.json"), copy);
+        }
         let vm = instance
             .vm
             .clone()
@@ -591,6 +879,7 @@ impl Engine {
         let address = std::net::SocketAddr::new(ip, port).to_string();
         let options = MigrationOptions {
             max_downtime_ms: request.max_downtime_ms,
+            max_bandwidth_bytes: migrate::LINK_SPEED_BYTES,
             auto_converge: request.auto_converge,
             postcopy: request.postcopy,
         };
@@ -621,6 +910,26 @@ impl Engine {
             .as_mut()
             .and_then(|m| m.remove(id))
             .ok_or_else(|| EngineError::not_found(format!("no migration of {id} is waiting here")))?;
+        // Taking it: a compare-and-swap on the record as the source wrote it, so a source
+        // that took it back (it did not hear from this node in time) and this node never
+        // both run it.
+        let versioned = self.store.instance(id).await?;
+        if versioned.instance.node != self.node {
+            self.abort_waiting(waiting).await;
+            return Err(EngineError::conflict(format!(
+                "the record of {id} says node {}: the source took it back",
+                versioned.instance.node
+            )));
+        }
+        let (_, status) = split(&versioned.instance);
+        if let Err(e) = self
+            .store
+            .update_instance_status(&status, versioned.status_revision)
+            .await
+        {
+            self.abort_waiting(waiting).await;
+            return Err(EngineError::conflict(format!("taking over {id}: {e}")));
+        }
         let qmp = waiting
             .instance
             .vm
@@ -650,8 +959,20 @@ impl Engine {
     /// The migration did not happen: the waiting copy goes.
     async fn abort_incoming(&self, id: &str) {
         let Some(waiting) = incoming().as_mut().and_then(|m| m.remove(id)) else {
+            // A container's layer that arrived for a move that did not happen.
+            let dir = self.instance_dir(id);
+            let layer_only =
+                dir.exists() && !dir.join("supervisor.json").exists() && !dir.join("instance.json").exists();
+            if layer_only && self.store.get_instance(id).await.is_ok_and(|i| i.node != self.node) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
             return;
         };
+        self.abort_waiting(waiting).await;
+    }
+
+    async fn abort_waiting(&self, waiting: Incoming) {
+        let id = waiting.instance.id.clone();
         let _ = client::call_within(
             &waiting.socket,
             &SupervisorRequest::Kill {
@@ -665,9 +986,54 @@ impl Engine {
         while client::call(&waiting.socket, &SupervisorRequest::Status).await.is_ok() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let dir = self.instance_dir(id);
+        let dir = self.instance_dir(&id);
         self.release_local(&waiting.instance, &dir).await;
     }
+}
+
+/// Streams the writable layer at `upper` to node `name` as a tar archive; the bytes sent.
+async fn send_layer(
+    membership: &Membership,
+    name: &str,
+    from: &str,
+    id: &str,
+    upper: &std::path::Path,
+) -> EngineResult<u64> {
+    let mut tar = berth_process::async_command("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-cf", "-", "-C"])
+        .arg(upper)
+        .arg(".")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| EngineError::internal(format!("running tar: {e}")))?;
+    let stdout = tar.stdout.take().ok_or_else(|| EngineError::internal("tar's stdout"))?;
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = counted.clone();
+    let stream = tokio_util::io::ReaderStream::new(stdout).inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            counter.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    use futures_util::StreamExt;
+    let address = membership.peer_address(name).await?;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/v1/cluster/incoming/{id}/layer"))
+        .header(header::HOST, address.to_string())
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from_stream(stream))
+        .map_err(|e| EngineError::internal(e.to_string()))?;
+    let response = crate::peers::forward(address, membership.token(), from, request).await?;
+    let status = response.status();
+    let _ = tar.wait().await;
+    if !status.is_success() {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 10)
+            .await
+            .unwrap_or_default();
+        return Err(EngineError::new(status, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    Ok(counted.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// A call to node `name`'s peer port; its error answer (status and message) otherwise.

@@ -621,6 +621,10 @@ pub struct MigrateRequest {
     /// when absent).
     #[serde(default)]
     pub max_downtime_ms: Option<u64>,
+    /// The most the migration may send, in MiB/s (virsh migrate's `--bandwidth`); the
+    /// link's speed when absent.
+    #[serde(default)]
+    pub bandwidth_mib: Option<u64>,
     /// Slow a guest's vCPUs down while it dirties memory faster than it is sent.
     #[serde(default)]
     pub auto_converge: bool,
@@ -628,6 +632,19 @@ pub struct MigrateRequest {
     /// pre-copy pass is done.
     #[serde(default)]
     pub postcopy: bool,
+    /// A container: `yes` checkpoints it with CRIU and restores it there (refused where
+    /// `criu check` fails), `auto` falls back to stop, move and start; absent: stop, move
+    /// and start. VMs always move live.
+    #[serde(default)]
+    pub live: Option<LiveChoice>,
+}
+
+/// `--live` / `--live=auto` of `berth migrate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveChoice {
+    Yes,
+    Auto,
 }
 
 /// One line of `POST /v1/instances/{id}/migrate`'s streamed answer.
@@ -653,7 +670,7 @@ pub enum MigrationEvent {
     Finished {
         from: String,
         to: String,
-        result: crate::instance::LiveMigration,
+        result: crate::instance::Migration,
     },
     /// It still runs where it was; the last line.
     Failed { message: String },

@@ -245,28 +245,32 @@ pub struct Rescheduled {
     pub at: DateTime<Utc>,
     /// Its new node has made it its own (and started it).
     pub adopted: bool,
-    /// A live migration: the VM kept running; what it measured.
+    /// `berth migrate` (or drain) moved it: what the move measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub live: Option<LiveMigration>,
+    pub migration: Option<Migration>,
 }
 
-/// What a live migration measured (QEMU's own figures).
+/// What a move by `berth migrate` measured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct LiveMigration {
-    /// How long the guest was paused at the switch-over, including berth's hand-over
-    /// (the record written, the target resumed), in milliseconds.
+pub struct Migration {
+    /// A VM moved live (QEMU); false: a container stopped, moved (its writable layer) and
+    /// started on the new node.
+    pub live: bool,
+    /// How long it did not run: a live VM's pause at the switch-over, including berth's
+    /// hand-over (the record written, the target resumed); a container's time from the stop
+    /// to running again. In milliseconds.
     pub downtime_ms: u64,
-    /// QEMU's own downtime (the last memory copy), in milliseconds.
+    /// QEMU's own downtime (the last memory copy), in milliseconds; 0 for a container.
     pub qemu_downtime_ms: u64,
     /// From the request to the VM running on its new node, in milliseconds.
     pub total_ms: u64,
-    /// Guest memory sent, in bytes.
+    /// Guest memory (a VM) or the writable layer's archive (a container) sent, in bytes.
     pub transferred_bytes: u64,
     /// The downtime limit it ran under (`--max-downtime`), in milliseconds.
     pub max_downtime_ms: u64,
     pub auto_converge: bool,
     pub postcopy: bool,
-    /// How the guest ran on both nodes: "kvm" or "tcg".
+    /// How a VM's guest ran on both nodes: "kvm" or "tcg"; empty for a container.
     pub accelerator: String,
 }
 

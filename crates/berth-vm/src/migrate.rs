@@ -11,13 +11,15 @@ use crate::qmp::QmpClient;
 use crate::VmError;
 
 /// QEMU 7.2 sends at 32 MiB/s unless told otherwise: a 1 GiB guest would take 32 s. berth
-/// lets it use the link.
-const MAX_BANDWIDTH_BYTES: u64 = 8 << 30;
+/// lets it use the link unless asked to hold back.
+pub const LINK_SPEED_BYTES: u64 = 8 << 30;
 
 /// How a migration runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MigrationOptions {
     pub max_downtime_ms: u64,
+    /// Bytes per second at most.
+    pub max_bandwidth_bytes: u64,
     pub auto_converge: bool,
     pub postcopy: bool,
 }
@@ -78,7 +80,7 @@ pub async fn start(qmp: &Path, address: &str, options: &MigrationOptions) -> Res
     client
         .execute(
             "migrate-set-parameters",
-            json!({ "downtime-limit": options.max_downtime_ms, "max-bandwidth": MAX_BANDWIDTH_BYTES }),
+            json!({ "downtime-limit": options.max_downtime_ms, "max-bandwidth": options.max_bandwidth_bytes }),
         )
         .await?;
     client

@@ -46,7 +46,15 @@ pub enum Command {
     Stop(StopArgs),
     /// Stop and start instances again
     Restart(StopArgs),
-    /// Move a running VM to another node of the cluster without stopping it (live migration)
+    /// Move a running instance to another node of the cluster (a VM live, without stopping)
+    ///
+    /// A VM moves live (QEMU's migration between the two nodes' qemu
+    /// processes): its disks and volumes must be on a share (`--disk-on nfs://...`, NFS
+    /// volumes); its MAC and address stay. The guest pauses once, for about the downtime limit,
+    /// at the switch-over; the record moves to the new node before the guest resumes there, so
+    /// it never runs on two nodes. Ctrl-C cancels: the VM keeps running where it was. A
+    /// container is stopped, its writable layer sent, and started on the new node under the same
+    /// name (a new address there). Exit status 0 when it runs on the new node, 1 otherwise.
     Migrate(MigrateArgs),
     /// Send a signal to running instances
     Kill(KillArgs),
@@ -401,12 +409,6 @@ pub struct StopArgs {
     pub names: Vec<String>,
 }
 
-/// `berth migrate`: QEMU's live migration between the two nodes' qemu processes. The VM's
-/// disks and volumes must be on a share (`--disk-on nfs://...`, NFS volumes); its MAC and
-/// address stay. The guest pauses once, for about the downtime limit, at the switch-over;
-/// the record moves to the new node before the guest resumes there, so it never runs on
-/// two nodes. Ctrl-C cancels: the VM keeps running where it was. Exit status 0 when it
-/// runs on the new node, 1 when it still runs where it was.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The node to move to (default: the scheduler chooses among the others)
@@ -416,6 +418,9 @@ pub struct MigrateArgs {
     /// a migration whose expected pause stays above it for 60 s is given up
     #[arg(long = "max-downtime", value_name = "MS")]
     pub max_downtime_ms: Option<u64>,
+    /// Send at most this many MiB/s (default: as fast as the link goes)
+    #[arg(long = "bandwidth", value_name = "MIB")]
+    pub bandwidth_mib: Option<u64>,
     /// Throttle the guest's vCPUs while it dirties memory faster than it is sent
     #[arg(long = "auto-converge")]
     pub auto_converge: bool,
@@ -423,10 +428,15 @@ pub struct MigrateArgs {
     /// (a failure after the switch loses the guest: QEMU's own caveat)
     #[arg(long)]
     pub postcopy: bool,
+    /// A container: move it live with CRIU checkpoint/restore (refused where `criu check`
+    /// fails, as on this kernel); `--live=auto` falls back to stop, move and start. Without
+    /// it a container is stopped, its writable layer sent, and started on the target
+    #[arg(long, value_name = "auto", num_args = 0..=1, default_missing_value = "yes", value_parser = ["yes", "auto"])]
+    pub live: Option<String>,
     /// Print the result as JSON (progress lines are not printed)
     #[arg(long)]
     pub json: bool,
-    #[arg(value_name = "VM")]
+    #[arg(value_name = "INSTANCE")]
     pub name: String,
 }
 

@@ -239,8 +239,14 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> Result<Outcome> {
     let request = MigrateRequest {
         to: args.to.clone(),
         max_downtime_ms: args.max_downtime_ms,
+        bandwidth_mib: args.bandwidth_mib,
         auto_converge: args.auto_converge,
         postcopy: args.postcopy,
+        live: match args.live.as_deref() {
+            Some("auto") => Some(berth_model::api::LiveChoice::Auto),
+            Some(_) => Some(berth_model::api::LiveChoice::Yes),
+            None => None,
+        },
     };
     let body = serde_json::to_vec(&request)?;
     let path = format!("/v1/instances/{}/migrate", encode(&args.name));
@@ -304,6 +310,16 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> Result<Outcome> {
                         serde_json::to_string_pretty(&serde_json::json!({ "from": from, "to": to, "result": result }))?
                     );
                 } else {
+                    if !result.live {
+                        println!(
+                            "{} moved from {from} to {to} by stop and start: down {:.1} s, {:.1} s in all, {} of writable layer sent",
+                            args.name,
+                            result.downtime_ms as f64 / 1000.0,
+                            result.total_ms as f64 / 1000.0,
+                            size(result.transferred_bytes)
+                        );
+                        return Ok(Outcome::Success);
+                    }
                     println!(
                         "{} moved from {from} to {to} live: downtime {} ms (QEMU {} ms, limit {} ms), {:.1} s in all, {} sent ({})",
                         args.name,
