@@ -26,6 +26,7 @@ mod registry;
 mod restart;
 mod seccomp;
 mod signals;
+mod stacks;
 mod stop;
 mod storage;
 mod two_daemons;

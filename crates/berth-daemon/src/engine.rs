@@ -560,6 +560,7 @@ impl Engine {
                     .map_err(|e| EngineError::invalid(field, format!("--{field}: {} disk: {e}", ByteSize(size))))?;
             }
         }
+        check_labels(&request.labels)?;
         let seccomp_unconfined = seccomp_unconfined(&request.security_opts, request.kind)?;
         let mount_host = match (request.kind, &image.disk) {
             (InstanceKind::Container, _) => MountHost::Container,
@@ -622,7 +623,7 @@ impl Engine {
                 process,
                 hostname,
                 auto_remove: request.auto_remove,
-                labels: Default::default(),
+                labels: request.labels.clone(),
                 instance_storage_bytes: instance_storage.clone(),
                 volumes,
                 mounts,
@@ -1880,4 +1881,36 @@ impl Engine {
             .collect();
         self.networks.remove(name, &users).await
     }
+}
+
+/// Labels are the client's: bounded in number and size, keys printable without spaces.
+fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> EngineResult<()> {
+    use berth_model::api::{MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE};
+    if labels.len() > MAX_LABELS {
+        return Err(EngineError::invalid(
+            "labels",
+            format!("--label: at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (key, value) in labels {
+        if key.is_empty()
+            || key.len() > MAX_LABEL_KEY
+            || key.chars().any(|c| c.is_whitespace() || c.is_control() || c == '=')
+        {
+            return Err(EngineError::invalid(
+                "labels",
+                format!(
+                    "--label '{}': a key is 1-{MAX_LABEL_KEY} bytes without spaces, '=' or control characters",
+                    key.escape_default()
+                ),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE || value.chars().any(char::is_control) {
+            return Err(EngineError::invalid(
+                "labels",
+                format!("--label {key}: a value is at most {MAX_LABEL_VALUE} bytes without control characters"),
+            ));
+        }
+    }
+    Ok(())
 }

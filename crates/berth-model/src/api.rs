@@ -181,7 +181,16 @@ pub struct CreateInstanceRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>, pattern = "^(no|always|unless-stopped|on-failure(:[0-9]{1,9})?)$")]
     pub restart: Option<crate::instance::RestartPolicy>,
+    /// Labels kept with the instance (`--label KEY=VALUE`; `berth apply` marks a stack's
+    /// instances with them): at most 64, keys up to 128 bytes, values up to 4096.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
+
+/// How many labels an instance may carry, and how long their keys and values may be.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_KEY: usize = 128;
+pub const MAX_LABEL_VALUE: usize = 4096;
 
 /// How the scheduler chooses among nodes that fit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

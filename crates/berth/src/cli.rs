@@ -102,6 +102,22 @@ pub enum Command {
     /// Nodes of the cluster (with `berth daemon --cluster`; one host is a node of its own)
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Run a Compose file's services as a stack; run again, it changes only what differs
+    ///
+    /// Each service's replicas are instances named STACK-SERVICE-N, labelled with the stack,
+    /// the service and a hash of its definition. Missing replicas are created, those of a
+    /// changed service replaced one batch at a time (deploy.update_config: parallelism,
+    /// order start-first|stop-first, failure_action rollback), each gated on running for 2 s;
+    /// replicas and services no longer in the file are removed. Keys berth does not use are
+    /// listed. berth's own keys go under x-berth in a service: kind (vm), type, node, disk,
+    /// max_cpus, max_memory. Works on one host and in a cluster (replicas are placed like any
+    /// instance).
+    Apply(ApplyArgs),
+    /// Print what `berth apply` would change
+    Diff(DiffArgs),
+    /// Stacks made by `berth apply`
+    #[command(subcommand)]
+    Stack(StackCommand),
     /// VM disk snapshots: take (live or stopped), list, restore (stopped), delete
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -225,6 +241,12 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| "give KEY=VALUE".to_string())
+}
+
 fn parse_reserve_cpus(text: &str) -> Result<MilliCpus, String> {
     text.parse::<MilliCpus>().map_err(|e| e.to_string())
 }
@@ -328,6 +350,10 @@ pub struct CreateArgs {
     /// with its own disks) moves to another node when its node goes down
     #[arg(long, value_name = "POLICY", value_parser = |s: &str| s.parse::<berth_model::instance::RestartPolicy>())]
     pub restart: Option<berth_model::instance::RestartPolicy>,
+    /// A label kept with the instance, KEY=VALUE; repeatable (shown by inspect, filtered by
+    /// `berth stack`)
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Mount a volume or a host path: NAME:PATH[:OPTIONS] attaches the volume NAME (created
     /// if missing); /HOST/PATH:PATH[:OPTIONS] binds a host path, creating a missing host
     /// directory (relative host paths are refused: give $PWD/dir). OPTIONS: ro or rw; z, Z
@@ -729,6 +755,52 @@ pub enum TypesCommand {
     /// List instance types: built-in ones (AWS's i3, t3, m5, c5) and the daemon config's
     #[command(alias = "list")]
     Ls(JsonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The Compose file (compose.yaml, docker-compose.yml)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// The stack's name (default: the file's `name:`)
+    #[arg(long, value_name = "STACK")]
+    pub name: Option<String>,
+    /// Print the changes without making them
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The Compose file
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// The stack's name (default: the file's `name:`)
+    #[arg(long, value_name = "STACK")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// List stacks: name, services, running instances of all
+    #[command(alias = "list")]
+    Ls(StackLsArgs),
+    /// List a stack's instances
+    Ps(StackNameArgs),
+    /// Remove a stack's instances (its volumes and networks stay)
+    Rm(StackNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackLsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StackNameArgs {
+    #[arg(value_name = "STACK")]
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,7 +13,8 @@ use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{
-    Cli, Command, ImageCommand, NetworkCommand, NodeCommand, SnapshotCommand, TypesCommand, VmCommand, VolumeCommand,
+    Cli, Command, ImageCommand, NetworkCommand, NodeCommand, SnapshotCommand, StackCommand, TypesCommand, VmCommand,
+    VolumeCommand,
 };
 
 /// How a command ended, as an exit status.
@@ -119,7 +120,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<Outcome> {
-    use commands::{host, images, instances, networks, nodes, snapshots, vms, volumes};
+    use commands::{host, images, instances, networks, nodes, snapshots, stacks, vms, volumes};
     let client = Client::from_env();
     match command {
         Command::Run(args) => instances::run(&client, args).await,
@@ -129,6 +130,11 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Restart(args) => instances::stop(&client, args, true).await,
         Command::Kill(args) => instances::kill(&client, args).await,
         Command::Migrate(args) => instances::migrate(&client, args).await,
+        Command::Apply(args) => stacks::apply(&client, args).await,
+        Command::Diff(args) => stacks::diff(&client, args).await,
+        Command::Stack(StackCommand::Ls(args)) => stacks::list(&client, args).await,
+        Command::Stack(StackCommand::Ps(args)) => stacks::ps(&client, args).await,
+        Command::Stack(StackCommand::Rm(args)) => stacks::remove(&client, args).await,
         Command::Pause(args) => instances::simple(&client, &args.names, "pause").await,
         Command::Unpause(args) => instances::simple(&client, &args.names, "unpause").await,
         Command::Rm(args) => instances::remove(&client, args).await,

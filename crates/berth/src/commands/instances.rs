@@ -91,6 +91,7 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
             _ => berth_model::api::PlacementStrategy::Spread,
         }),
         restart: args.restart,
+        labels: args.labels.iter().cloned().collect(),
     }
 }
 

@@ -6,5 +6,6 @@ pub mod instances;
 pub mod networks;
 pub mod nodes;
 pub mod snapshots;
+pub mod stacks;
 pub mod vms;
 pub mod volumes;
