@@ -476,8 +476,9 @@ fn read_service(
     // Files first, so `environment:` overrides them as in Compose.
     request.env = env_from_files;
     request.env.extend(environment_vars);
-    let definition =
-        serde_json::to_vec(&(&request, replicas, &depends_on)).map_err(|e| invalid(at("image"), e.to_string()))?;
+    // The replica count is not part of it: scaling adds or removes replicas, it does not
+    // replace the others.
+    let definition = serde_json::to_vec(&(&request, &depends_on)).map_err(|e| invalid(at("image"), e.to_string()))?;
     let hash = hex::encode(&sha2::Sha256::digest(&definition)[..8]);
     request.labels.insert(STACK_LABEL.into(), stack.into());
     request.labels.insert(SERVICE_LABEL.into(), service.into());
@@ -896,6 +897,8 @@ volumes:
         let changed = parse(&WEB.replace("MODE: prod", "MODE: test"), None, &no_files).unwrap();
         assert_ne!(one.services[1].hash, changed.services[1].hash);
         assert_eq!(one.services[0].hash, changed.services[0].hash);
+        let scaled = parse(&WEB.replace("replicas: 3", "replicas: 5"), None, &no_files).unwrap();
+        assert_eq!(one.services[1].hash, scaled.services[1].hash);
     }
 
     #[test]

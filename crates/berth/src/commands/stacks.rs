@@ -255,10 +255,13 @@ fn with_request_label(request: &CreateInstanceRequest) -> CreateInstanceRequest 
 
 async fn run_replica(client: &Client, request: &CreateInstanceRequest) -> Result<()> {
     let name = request.name.clone().unwrap_or_default();
-    let created: Instance = client
+    let created: berth_model::api::CreatedResponse = client
         .post("/v1/instances", request)
         .await
         .with_context(|| format!("creating {name}"))?;
+    for warning in &created.warnings {
+        eprintln!("warning: {name}: {warning}");
+    }
     client
         .post_empty(&format!("/v1/instances/{}/start", encode(&created.id)))
         .await
