@@ -496,11 +496,7 @@ impl Engine {
         }
         drop(guard);
         let dir = self.instance_dir(&instance.id);
-        let socket = dir.join("supervisor.sock");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while client::call(&socket, &SupervisorRequest::Status).await.is_ok() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        supervisor_gone(&dir.join("supervisor.sock"), Duration::from_secs(10)).await;
         self.release_local(&instance, &dir).await;
         if let Err(e) = resumed {
             return Err(EngineError::internal(format!(
@@ -982,12 +978,18 @@ impl Engine {
             Duration::from_secs(2),
         )
         .await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while client::call(&waiting.socket, &SupervisorRequest::Status).await.is_ok() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        supervisor_gone(&waiting.socket, Duration::from_secs(5)).await;
         let dir = self.instance_dir(&id);
         self.release_local(&waiting.instance, &dir).await;
+    }
+}
+
+/// Waits (at most `within`) until the supervisor at `socket` no longer answers: its qemu was
+/// told to end, and what it holds is released only once it is gone.
+async fn supervisor_gone(socket: &std::path::Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while client::call(socket, &SupervisorRequest::Status).await.is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
