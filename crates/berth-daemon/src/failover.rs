@@ -478,6 +478,19 @@ impl Engine {
                 None if !dir.join("supervisor.json").exists() => continue,
                 _ => {}
             }
+            // A copy waiting for a live migration also has a record that names another
+            // node until the hand-over: decide under the instance's lock (which the
+            // migration's prepare and commit hold), on the record as it is now.
+            let _guard = self.lock(&local.id).await;
+            if crate::migration::is_incoming(&local.id) {
+                continue;
+            }
+            match self.store.get_instance(&local.id).await {
+                Ok(record) if record.node == self.node => continue,
+                Ok(_) => {}
+                Err(berth_store::StoreError::NotFound { .. }) => {}
+                Err(_) => return false,
+            }
             tracing::info!(instance = %local.name, "clearing what this node left of an instance now elsewhere");
             if let Some(config) = supervisor_config(&dir) {
                 let kill = Request::Kill {

@@ -101,6 +101,11 @@ fn incoming() -> std::sync::MutexGuard<'static, Option<HashMap<String, Incoming>
     INCOMING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether a copy of instance `id` waits here for its live migration to finish.
+pub(crate) fn is_incoming(id: &str) -> bool {
+    incoming().as_ref().is_some_and(|m| m.contains_key(id))
+}
+
 /// The peer port's migration endpoints (behind the cluster's token).
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
@@ -902,6 +907,8 @@ impl Engine {
 
     /// The source recorded the move: the guest runs here from now on.
     async fn commit_incoming(self: &Arc<Self>, id: &str) -> EngineResult<()> {
+        // Held until the record is this node's: `clear_moved_away` decides under it.
+        let _guard = self.lock(id).await;
         let waiting = incoming()
             .as_mut()
             .and_then(|m| m.remove(id))
