@@ -481,15 +481,19 @@ impl Engine {
             // A copy waiting for a live migration also has a record that names another
             // node until the hand-over: decide under the instance's lock (which the
             // migration's prepare and commit hold), on the record as it is now.
-            let _guard = self.lock(&local.id).await;
-            if crate::migration::is_incoming(&local.id) {
-                continue;
-            }
-            match self.store.get_instance(&local.id).await {
-                Ok(record) if record.node == self.node => continue,
-                Ok(_) => {}
-                Err(berth_store::StoreError::NotFound { .. }) => {}
-                Err(_) => return false,
+            // Once decided, no migration can begin here (a copy's directory refuses one)
+            // and none waits, so the lock is let go before `release_local` takes it.
+            {
+                let _guard = self.lock(&local.id).await;
+                if crate::migration::is_incoming(&local.id) {
+                    continue;
+                }
+                match self.store.get_instance(&local.id).await {
+                    Ok(record) if record.node == self.node => continue,
+                    Ok(_) => {}
+                    Err(berth_store::StoreError::NotFound { .. }) => {}
+                    Err(_) => return false,
+                }
             }
             tracing::info!(instance = %local.name, "clearing what this node left of an instance now elsewhere");
             if let Some(config) = supervisor_config(&dir) {

@@ -908,7 +908,7 @@ impl Engine {
     /// The source recorded the move: the guest runs here from now on.
     async fn commit_incoming(self: &Arc<Self>, id: &str) -> EngineResult<()> {
         // Held until the record is this node's: `clear_moved_away` decides under it.
-        let _guard = self.lock(id).await;
+        let guard = self.lock(id).await;
         let waiting = incoming()
             .as_mut()
             .and_then(|m| m.remove(id))
@@ -918,6 +918,8 @@ impl Engine {
         // both run it.
         let versioned = self.store.instance(id).await?;
         if versioned.instance.node != self.node {
+            // `release_local` takes the lock itself.
+            drop(guard);
             self.abort_waiting(waiting).await;
             return Err(EngineError::conflict(format!(
                 "the record of {id} says node {}: the source took it back",
@@ -930,9 +932,11 @@ impl Engine {
             .update_instance_status(&status, versioned.status_revision)
             .await
         {
+            drop(guard);
             self.abort_waiting(waiting).await;
             return Err(EngineError::conflict(format!("taking over {id}: {e}")));
         }
+        drop(guard);
         let qmp = waiting
             .instance
             .vm
