@@ -12,6 +12,7 @@ mod devices;
 mod dns;
 mod etcd_store;
 mod files;
+mod health;
 mod host_loopback;
 mod hostile;
 mod images;

@@ -135,6 +135,12 @@ impl Client {
         serde_json::from_slice(&reply).map_err(protocol)
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
+        let body = serde_json::to_vec(body).map_err(protocol)?;
+        let reply = self.call(Method::PUT, path, Some(body)).await?;
+        serde_json::from_slice(&reply).map_err(protocol)
+    }
+
     /// A GET whose body is text (an exported domain XML).
     pub async fn get_text(&self, path: &str) -> ClientResult<String> {
         let body = self.call(Method::GET, path, None).await?;

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_model::api::{CreateInstanceRequest, VmRequest};
+use berth_model::health::{parse_duration_ms, HealthCheckRequest};
 use berth_model::instance::{InstanceKind, RestartPolicy};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use serde_yaml::Value;
@@ -66,9 +67,26 @@ pub struct Service {
     /// One per replica, named `STACK-SERVICE-N` (N from 1).
     pub replicas: Vec<CreateInstanceRequest>,
     pub depends_on: Vec<String>,
+    /// What `apply` waits for of a dependency before it starts this service, where the
+    /// file asks more than `service_started`.
+    pub conditions: BTreeMap<String, Condition>,
+    /// Whether its replicas run a health check (a rollout then waits for them to be
+    /// healthy, and `service_healthy` may wait for them).
+    pub healthcheck: bool,
     pub update: UpdateConfig,
     /// The hash of the definition (the `HASH_LABEL` of its replicas).
     pub hash: String,
+}
+
+/// `depends_on.SERVICE.condition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Condition {
+    /// Its replicas run (the default).
+    Started,
+    /// Its replicas pass their health check.
+    Healthy,
+    /// Its replicas ran to an exit code of 0 (a set-up job).
+    CompletedSuccessfully,
 }
 
 /// `deploy.update_config`.
@@ -97,14 +115,7 @@ pub fn replica_name(stack: &str, service: &str, index: usize) -> String {
     format!("{stack}-{service}-{index}")
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-}
+use berth_model::stack::valid_name;
 
 /// Reads a Compose file. `stack` names the stack (else the file's `name:`); `env_files`
 /// reads an `env_file` (relative to the file's directory: the caller resolves it).
@@ -299,10 +310,15 @@ fn strings(value: &Value, key: &str) -> Result<Vec<String>> {
     }
 }
 
-/// A command given as a string (split like a shell would, on spaces) or a list.
+/// A command given as a string (split as a POSIX shell splits words, quotes included, as
+/// Compose does) or a list.
 fn command(value: &Value, key: &str) -> Result<Vec<String>> {
     match value {
-        Value::String(s) => Ok(s.split_whitespace().map(str::to_string).collect()),
+        Value::String(s) => {
+            let line = interpolate(s, key)?;
+            shlex::split(&line)
+                .ok_or_else(|| invalid(key, "a quote is not closed; close it or give the command as a list"))
+        }
         other => strings(other, key),
     }
 }
@@ -378,6 +394,7 @@ fn read_service(
     };
     let mut replicas = 1u64;
     let mut depends_on = Vec::new();
+    let mut conditions = BTreeMap::new();
     let mut update = UpdateConfig::default();
     let mut env_from_files = Vec::new();
     let mut environment_vars = Vec::new();
@@ -436,12 +453,29 @@ fn read_service(
                     Value::Mapping(m) => {
                         for (dependency, options) in m {
                             let dependency = key_str(dependency, &at(key))?;
-                            if let Some(condition) = options.get("condition").and_then(Value::as_str) {
-                                if condition != "service_started" {
-                                    unsupported.push(format!(
-                                        "{}.{dependency}.condition: {condition} (berth waits for the dependency to run; health checks are not built yet)",
-                                        at(key)
-                                    ));
+                            let condition = match options.get("condition") {
+                                None => Condition::Started,
+                                Some(value) => match scalar(value, &format!("{}.{dependency}.condition", at(key)))?.as_str() {
+                                    "service_started" => Condition::Started,
+                                    "service_healthy" => Condition::Healthy,
+                                    "service_completed_successfully" => Condition::CompletedSuccessfully,
+                                    other => {
+                                        return Err(invalid(
+                                            format!("{}.{dependency}.condition", at(key)),
+                                            format!("'{other}' is not service_started, service_healthy or service_completed_successfully"),
+                                        ))
+                                    }
+                                },
+                            };
+                            if condition != Condition::Started {
+                                conditions.insert(dependency.to_string(), condition);
+                            }
+                            if let Some(options) = options.as_mapping() {
+                                for option in options.keys() {
+                                    let option = key_str(option, &at(key))?;
+                                    if option != "condition" {
+                                        unsupported.push(format!("{}.{dependency}.{option}", at(key)));
+                                    }
                                 }
                             }
                         }
@@ -452,6 +486,7 @@ fn read_service(
                     other => strings(other, &at(key))?,
                 }
             }
+            "healthcheck" => request.healthcheck = read_healthcheck(value, &at(key), unsupported)?,
             "restart" => {
                 let text = scalar(value, &at(key))?;
                 request.restart = Some(restart(&text).map_err(|m| invalid(at(key), m))?);
@@ -478,7 +513,12 @@ fn read_service(
     request.env.extend(environment_vars);
     // The replica count is not part of it: scaling adds or removes replicas, it does not
     // replace the others.
-    let definition = serde_json::to_vec(&(&request, &depends_on)).map_err(|e| invalid(at("image"), e.to_string()))?;
+    let definition =
+        serde_json::to_vec(&(&request, &depends_on, &conditions)).map_err(|e| invalid(at("image"), e.to_string()))?;
+    let healthcheck = request
+        .healthcheck
+        .as_ref()
+        .is_some_and(|check| check.test.first().map(String::as_str) != Some("NONE"));
     let hash = hex::encode(&sha2::Sha256::digest(&definition)[..8]);
     request.labels.insert(STACK_LABEL.into(), stack.into());
     request.labels.insert(SERVICE_LABEL.into(), service.into());
@@ -493,9 +533,72 @@ fn read_service(
         name: service.to_string(),
         replicas,
         depends_on,
+        conditions,
+        healthcheck,
         update,
         hash,
     })
+}
+
+/// A service's `healthcheck:`, checked as the daemon will check it.
+fn read_healthcheck(value: &Value, key: &str, unsupported: &mut Vec<String>) -> Result<Option<HealthCheckRequest>> {
+    let map = value.as_mapping().ok_or_else(|| {
+        invalid(
+            key,
+            format!(
+                "a healthcheck is a mapping (test, interval, timeout, retries, start_period), not {}",
+                describe(value)
+            ),
+        )
+    })?;
+    let mut check = HealthCheckRequest::default();
+    let mut disabled = false;
+    let duration =
+        |value: &Value, at: &str| -> Result<u64> { parse_duration_ms(&scalar(value, at)?).map_err(|m| invalid(at, m)) };
+    for (name, value) in map {
+        let name = key_str(name, key)?;
+        let at = format!("{key}.{name}");
+        match name {
+            "test" => {
+                check.test = match value {
+                    Value::String(line) => vec!["CMD-SHELL".into(), interpolate(line, &at)?],
+                    other => strings(other, &at)?,
+                }
+            }
+            "interval" => check.interval_ms = Some(duration(value, &at)?),
+            "timeout" => check.timeout_ms = Some(duration(value, &at)?),
+            "start_period" => check.start_period_ms = Some(duration(value, &at)?),
+            "retries" => {
+                let text = scalar(value, &at)?;
+                check.retries = Some(
+                    text.parse()
+                        .map_err(|_| invalid(&at, format!("'{text}' is not a whole number")))?,
+                );
+            }
+            "disable" => disabled = value.as_bool().unwrap_or(false),
+            _ => unsupported.push(at),
+        }
+    }
+    if disabled {
+        return Ok(Some(HealthCheckRequest {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }));
+    }
+    check.resolve().map_err(|e| {
+        invalid(
+            // The daemon's field names (`healthcheck.timeout_ms`) as the file's keys.
+            format!(
+                "{key}{}",
+                e.field
+                    .strip_prefix("healthcheck")
+                    .unwrap_or_default()
+                    .trim_end_matches("_ms")
+            ),
+            e.message,
+        )
+    })?;
+    Ok(Some(check))
 }
 
 fn restart(text: &str) -> std::result::Result<RestartPolicy, String> {
@@ -781,6 +884,15 @@ fn in_dependency_order(services: Vec<Service>) -> Result<Vec<Service>> {
                 format!("no service {unknown} in this file"),
             ));
         }
+        for (dependency, condition) in &service.conditions {
+            let checked = services.iter().any(|s| &s.name == dependency && s.healthcheck);
+            if *condition == Condition::Healthy && !checked {
+                return Err(invalid(
+                    format!("services.{}.depends_on.{dependency}.condition", service.name),
+                    format!("service_healthy needs {dependency} to have a healthcheck; give it one or wait with service_started"),
+                ));
+            }
+        }
     }
     let mut ordered: Vec<Service> = Vec::new();
     let mut left = services;
@@ -833,13 +945,16 @@ services:
       placement:
         constraints: ["node.labels.zone==a"]
       update_config: {parallelism: 2, order: start-first, failure_action: rollback}
-    healthcheck:
-      test: ["CMD", "true"]
   db:
     image: busybox
     command: sleep 1000
     volumes: ["data:/var/lib/db"]
     restart: unless-stopped
+    healthcheck:
+      test: test -d /var/lib/db
+      interval: 1m30s
+      retries: 5
+      start_interval: 1s
   vm:
     image: busybox
     command: sleep 1000
@@ -879,15 +994,32 @@ volumes:
         assert_eq!(db.replicas[0].restart, Some(RestartPolicy::Always));
         assert_eq!(stack.services[2].replicas[0].kind, InstanceKind::Vm);
         assert_eq!(stack.volumes, ["shop-data"]);
-        assert!(
-            stack.unsupported.iter().any(|k| k == "services.web.healthcheck"),
-            "{:?}",
-            stack.unsupported
+        assert_eq!(web.conditions["db"], Condition::Healthy);
+        assert!(db.healthcheck && !web.healthcheck);
+        let check = db.replicas[0].healthcheck.clone().unwrap();
+        assert_eq!(check.test, ["CMD-SHELL", "test -d /var/lib/db"]);
+        assert_eq!((check.interval_ms, check.retries), (Some(90_000), Some(5)));
+        assert_eq!(stack.unsupported, ["services.db.healthcheck.start_interval"]);
+    }
+
+    #[test]
+    fn command_strings_split_as_a_shell_splits_them() {
+        let stack = parse(
+            "services: {a: {image: x, command: 'sh -c \"sleep 2; touch /ready\"', entrypoint: \"env 'A B'\"}}",
+            Some("s"),
+            &no_files,
+        )
+        .unwrap();
+        let a = &stack.services[0].replicas[0];
+        assert_eq!(a.command, ["sh", "-c", "sleep 2; touch /ready"]);
+        assert_eq!(
+            a.entrypoint.as_deref(),
+            Some(&["env".to_string(), "A B".to_string()][..])
         );
+        let err = parse("services: {a: {image: x, command: 'sh -c \"x'}}", Some("s"), &no_files).unwrap_err();
         assert!(
-            stack.unsupported.iter().any(|k| k.contains("service_healthy")),
-            "{:?}",
-            stack.unsupported
+            err.to_string().contains("services.a.command: a quote is not closed"),
+            "{err}"
         );
     }
 
@@ -907,6 +1039,26 @@ volumes:
             (
                 "services: {a: {image: x, depends_on: [b]}}",
                 "services.a.depends_on: no service b in this file",
+            ),
+            (
+                "services: {a: {image: x, depends_on: {b: {condition: service_healthy}}}, b: {image: y}}",
+                "services.a.depends_on.b.condition: service_healthy needs b to have a healthcheck",
+            ),
+            (
+                "services: {a: {image: x, depends_on: {b: {condition: soon}}}, b: {image: y}}",
+                "services.a.depends_on.b.condition: 'soon' is not service_started",
+            ),
+            (
+                "services: {a: {image: x, healthcheck: {test: true, interval: often}}}",
+                "services.a.healthcheck.interval: 'often' is not a duration",
+            ),
+            (
+                "services: {a: {image: x, healthcheck: {test: [true]}}}",
+                "services.a.healthcheck.test: 'true' is not CMD, CMD-SHELL or NONE",
+            ),
+            (
+                "services: {a: {image: x, healthcheck: {test: [CMD, x], timeout: 1ms}}}",
+                "services.a.healthcheck.timeout: the health check's timeout",
             ),
             (
                 "services: {a: {image: x, ports: ['80:80']}, b: {image: y, ports: ['80:81']}}",

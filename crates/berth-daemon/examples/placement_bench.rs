@@ -134,6 +134,7 @@ fn instance(i: usize, node: &str) -> Instance {
             restart: Default::default(),
             constraints: Vec::new(),
             spread_by: None,
+            healthcheck: None,
         },
         node: node.to_string(),
         created_at: Utc::now(),
@@ -144,6 +145,7 @@ fn instance(i: usize, node: &str) -> Instance {
         vm: None,
         address: None,
         rescheduled: None,
+        health: None,
     }
 }
 
@@ -279,7 +281,7 @@ async fn main() -> Result<()> {
                         last_event = Instant::now();
                         seen = seen.max(status.revision);
                         if status.value.state == InstanceState::Created && taken.insert(status.value.id.clone()) {
-                            pending.push(status);
+                            pending.push(*status);
                         }
                     }
                     Ok(Some(Ok(_))) | Err(_) => {}

@@ -16,6 +16,7 @@ use berth_model::api::*;
 use berth_model::image::ImageRecord;
 use berth_model::network::Network;
 use berth_model::node::{Node, Schedulability};
+use berth_model::stack::StackRecord;
 use berth_model::volume::Volume;
 use berth_model::Instance;
 use bytes::Bytes;
@@ -84,6 +85,8 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(pull_image))
         .routes(routes!(push_image))
         .routes(routes!(tag_image))
+        .routes(routes!(list_stacks))
+        .routes(routes!(inspect_stack, put_stack, remove_stack))
 }
 
 /// The API's OpenAPI description (what `GET /v1/openapi.json` serves and `berth openapi`
@@ -222,6 +225,43 @@ async fn create_network(
 )]
 async fn remove_network(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
     engine.remove_network(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/v1/stacks", responses((status = 200, body = [StackRecord]), InternalError)
+)]
+async fn list_stacks(State(engine): Shared) -> EngineResult<Json<Vec<StackRecord>>> {
+    Ok(Json(engine.stacks().await?))
+}
+
+#[utoipa::path(
+    get, path = "/v1/stacks/{name}", params(StackPath),
+    responses((status = 200, body = StackRecord), BadRequest, NotFound, InternalError)
+)]
+async fn inspect_stack(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<StackRecord>> {
+    Ok(Json(engine.stack(&name).await?))
+}
+
+#[utoipa::path(
+    put, path = "/v1/stacks/{name}", params(StackPath), request_body = StackRecord,
+    responses((status = 200, description = "Kept as the stack's desired state", body = StackRecord),
+              BadRequest, UnsupportedMediaType, InternalError)
+)]
+async fn put_stack(
+    State(engine): Shared,
+    Path(name): Path<String>,
+    Json(record): Json<StackRecord>,
+) -> EngineResult<Json<StackRecord>> {
+    Ok(Json(engine.put_stack(&name, record).await?))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/stacks/{name}", params(StackPath),
+    responses((status = 204, description = "Forgotten (its instances are not touched)"), BadRequest, NotFound, InternalError)
+)]
+async fn remove_stack(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
+    engine.remove_stack(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -121,6 +121,15 @@ pub struct NetworkPath {
     pub name: String,
 }
 
+/// `{name}`: a stack's name.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StackPath {
+    /// The stack's name.
+    #[param(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$")]
+    pub name: String,
+}
+
 /// `{snapshot}`: a snapshot's name.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

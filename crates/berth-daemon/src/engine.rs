@@ -568,6 +568,16 @@ impl Engine {
             (InstanceKind::Vm, Some(_)) => MountHost::VmFirmware,
         };
         let mount_plan = MountPlan::parse(&request, mount_host, instance_storage.len())?;
+        let healthcheck = match &request.healthcheck {
+            None => None,
+            Some(asked) => asked.resolve().map_err(|e| EngineError::invalid(e.field, e.message))?,
+        };
+        if healthcheck.is_some() && mount_host == MountHost::VmFirmware {
+            return Err(EngineError::invalid(
+                "healthcheck",
+                "a VM booted from its own disk has no berth agent to run a health check in; check it from outside (a published port) instead",
+            ));
+        }
         let log = request
             .log
             .resolve(self.config.log_defaults)
@@ -641,6 +651,7 @@ impl Engine {
                 restart: request.restart.unwrap_or_default(),
                 constraints: request.constraints.clone(),
                 spread_by: request.spread_by.clone(),
+                healthcheck,
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -651,6 +662,7 @@ impl Engine {
             vm,
             address,
             rescheduled: None,
+            health: None,
         };
         let instance_kind = instance.kind;
         self.store.insert_instance(&instance).await?;
@@ -788,10 +800,12 @@ impl Engine {
     pub(crate) fn watch_exit(self: &Arc<Self>, id: String, socket: PathBuf, exit_path: PathBuf) {
         let engine = self.clone();
         tokio::spawn(async move {
+            let health = engine.watch_health(&id);
             let record = match client::wait(&socket).await {
                 Ok(record) => Some(record),
                 Err(_) => ExitRecord::read(&exit_path),
             };
+            health.abort();
             engine.on_exit(&id, record).await;
         });
     }
@@ -976,6 +990,8 @@ impl Engine {
         instance.exit_code = None;
         instance.oom_killed = false;
         instance.error = None;
+        // A new run: its checks start over (`watch_exit` starts them).
+        instance.health = None;
         self.save(&instance).await?;
         self.restarts.started(&instance.id);
         if self.membership.is_some() {
@@ -1314,6 +1330,15 @@ impl Engine {
     /// Runs a further process in a running instance; returns its attach stream unless
     /// detached.
     pub async fn exec(self: &Arc<Self>, key: &str, request: ExecRequest) -> EngineResult<Option<UnixStream>> {
+        self.exec_session(key, request).await.map(|(stream, _)| stream)
+    }
+
+    /// An exec and its session's directory (what `exec_sessions::end_one` ends it by).
+    pub(crate) async fn exec_session(
+        self: &Arc<Self>,
+        key: &str,
+        request: ExecRequest,
+    ) -> EngineResult<(Option<UnixStream>, PathBuf)> {
         if request.command.is_empty() || request.command[0].is_empty() {
             return Err(EngineError::invalid("command", "exec needs a command to run"));
         }
@@ -1357,11 +1382,12 @@ impl Engine {
         match result {
             Ok(stream) => {
                 let socket = config.socket_path.clone();
+                let session = dir.clone();
                 tokio::spawn(async move {
                     let _ = client::wait(&socket).await;
                     cleanup(dir);
                 });
-                Ok(stream)
+                Ok((stream, session))
             }
             Err(e) => {
                 cleanup(dir);

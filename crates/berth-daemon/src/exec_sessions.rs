@@ -24,7 +24,7 @@ pub async fn end_all(execs: &Path) {
     futures_util::future::join_all(sessions.iter().map(|session| end_one(session))).await;
 }
 
-async fn end_one(session: &Path) {
+pub(crate) async fn end_one(session: &Path) {
     let kill = Request::Kill {
         signal: libc::SIGKILL,
         all: true,

@@ -430,6 +430,7 @@ impl Engine {
                 restart: Default::default(),
                 constraints: Vec::new(),
                 spread_by: None,
+                healthcheck: None,
             },
             node: self.node.clone(),
             created_at: Utc::now(),
@@ -459,6 +460,7 @@ impl Engine {
             }),
             address,
             rescheduled: None,
+            health: None,
         }
     }
 }

@@ -162,6 +162,10 @@ pub struct CreateInstanceRequest {
     /// Log caps (`--log-opt max-size=... max-file=...`); the daemon's defaults fill the rest.
     #[serde(default)]
     pub log: crate::log::LogOptions,
+    /// A health check its node runs while it runs (Docker's `Healthcheck`); `["NONE"]`
+    /// turns off the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::HealthCheckRequest>,
     /// In a cluster: the node to run on (`--node`); the scheduler chooses when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")]

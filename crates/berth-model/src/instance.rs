@@ -165,6 +165,10 @@ pub struct InstanceSpec {
     /// In a cluster: the `--spread-by` label it was placed by, kept for moving it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spread_by: Option<String>,
+    /// The health check its node runs while it runs (`--health-cmd`, Compose's
+    /// `healthcheck`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::HealthCheck>,
 }
 
 /// `--restart`: what happens when an instance's main process ends. A stop or kill by the
@@ -427,6 +431,9 @@ pub struct Instance {
     /// In a cluster: set when it was moved off a node that went down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescheduled: Option<Rescheduled>,
+    /// With a health check: what its checks found since it last started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 impl Instance {

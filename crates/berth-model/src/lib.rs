@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod driver;
+pub mod health;
 pub mod image;
 pub mod instance;
 pub mod log;
@@ -12,6 +13,7 @@ pub mod network;
 pub mod node;
 pub mod quantity;
 pub mod signal;
+pub mod stack;
 pub mod stream;
 pub mod types;
 pub mod volume;

@@ -50,6 +50,8 @@ pub struct InstanceStatus {
     pub error: Option<String>,
     #[serde(default)]
     pub address: Option<InstanceAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<berth_model::health::Health>,
 }
 
 impl InstanceStatus {
@@ -68,6 +70,7 @@ impl InstanceStatus {
             restart_count: 0,
             error: Some("the instance's status record is missing from the store".into()),
             address: None,
+            health: None,
         }
     }
 }
@@ -99,6 +102,7 @@ pub fn split(instance: &Instance) -> (InstanceDesired, InstanceStatus) {
         vm,
         address,
         rescheduled,
+        health,
     } = instance.clone();
     (
         InstanceDesired {
@@ -128,6 +132,7 @@ pub fn split(instance: &Instance) -> (InstanceDesired, InstanceStatus) {
             restart_count,
             error,
             address,
+            health,
         },
     )
 }
@@ -158,5 +163,6 @@ pub fn compose(desired: InstanceDesired, status: InstanceStatus) -> Instance {
         vm: desired.vm,
         address: status.address,
         rescheduled: desired.rescheduled,
+        health: status.health,
     }
 }

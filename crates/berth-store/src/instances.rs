@@ -125,7 +125,7 @@ fn assemble(desired: Versioned<InstanceDesired>, status: Option<Versioned<Instan
 #[derive(Debug, Clone, PartialEq)]
 pub enum InstanceEvent {
     Desired(Box<Versioned<InstanceDesired>>),
-    Status(Versioned<InstanceStatus>),
+    Status(Box<Versioned<InstanceStatus>>),
     /// The spec was deleted: the instance is gone.
     Removed {
         id: String,
@@ -162,10 +162,10 @@ impl InstanceWatch {
             }
             if put && InstanceStatus::id_in_key(&event.key).is_some() {
                 return Some(decode(&event.key, &event.value).map(|value| {
-                    InstanceEvent::Status(Versioned {
+                    InstanceEvent::Status(Box::new(Versioned {
                         value,
                         revision: event.revision,
-                    })
+                    }))
                 }));
             }
         }

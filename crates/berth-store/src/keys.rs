@@ -14,6 +14,8 @@ pub const INSTANCE_NAMES: &str = "/berth/v1/names/instances/";
 pub const IMAGES: &str = "/berth/v1/images/";
 pub const VOLUMES: &str = "/berth/v1/volumes/";
 pub const NETWORKS: &str = "/berth/v1/networks/";
+/// Stacks (`berth apply`): what the last apply of each asked for.
+pub const STACKS: &str = "/berth/v1/stacks/";
 /// Cluster members: `<name>/member` (what the node last published, the operator's cordon)
 /// and `<name>/presence` (held by the node's lease).
 pub const NODES: &str = "/berth/v1/nodes/";

@@ -119,3 +119,11 @@ impl Record for Network {
         &self.name
     }
 }
+
+impl Record for berth_model::stack::StackRecord {
+    const WHAT: &'static str = "stack";
+    const PREFIX: &'static str = keys::STACKS;
+    fn id(&self) -> &str {
+        &self.name
+    }
+}

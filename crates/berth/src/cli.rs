@@ -241,6 +241,10 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    berth_model::health::parse_duration_ms(text)
+}
+
 fn parse_label(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -350,6 +354,26 @@ pub struct CreateArgs {
     /// with its own disks) moves to another node when its node goes down
     #[arg(long, value_name = "POLICY", value_parser = |s: &str| s.parse::<berth_model::instance::RestartPolicy>())]
     pub restart: Option<berth_model::instance::RestartPolicy>,
+    /// Health check: a command line run inside the running instance through /bin/sh -c
+    /// (as Docker's --health-cmd); exit 0 is healthy. `ps` shows (healthy), (unhealthy)
+    /// or (health: starting); `inspect` shows the last checks
+    #[arg(long = "health-cmd", value_name = "COMMAND")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (30s, 1m30s, 500ms; default 30s)
+    #[arg(long = "health-interval", value_name = "DURATION", value_parser = parse_duration_ms, requires = "health_cmd")]
+    pub health_interval: Option<u64>,
+    /// A health check running longer fails and is killed (default 30s)
+    #[arg(long = "health-timeout", value_name = "DURATION", value_parser = parse_duration_ms, requires = "health_cmd")]
+    pub health_timeout: Option<u64>,
+    /// Failed health checks in a row that make the instance unhealthy (default 3)
+    #[arg(long = "health-retries", value_name = "N", requires = "health_cmd")]
+    pub health_retries: Option<u32>,
+    /// Failures do not count for this long after a start (a pass still does; default 0s)
+    #[arg(long = "health-start-period", value_name = "DURATION", value_parser = parse_duration_ms, requires = "health_cmd")]
+    pub health_start_period: Option<u64>,
+    /// No health check (overrides one a Compose file or the image would give)
+    #[arg(long = "no-healthcheck", conflicts_with = "health_cmd")]
+    pub no_healthcheck: bool,
     /// A label kept with the instance, KEY=VALUE; repeatable (shown by inspect, filtered by
     /// `berth stack`)
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
@@ -787,7 +811,9 @@ pub enum StackCommand {
     Ls(StackLsArgs),
     /// List a stack's instances
     Ps(StackNameArgs),
-    /// Remove a stack's instances (its volumes and networks stay)
+    /// Show what the stack's last apply asked for (services, replicas, definitions' hashes)
+    Inspect(StackNameArgs),
+    /// Remove a stack: its instances and its record (its volumes and networks stay)
     Rm(StackNameArgs),
 }
 

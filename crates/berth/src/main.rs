@@ -134,6 +134,7 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Diff(args) => stacks::diff(&client, args).await,
         Command::Stack(StackCommand::Ls(args)) => stacks::list(&client, args).await,
         Command::Stack(StackCommand::Ps(args)) => stacks::ps(&client, args).await,
+        Command::Stack(StackCommand::Inspect(args)) => stacks::inspect(&client, args).await,
         Command::Stack(StackCommand::Rm(args)) => stacks::remove(&client, args).await,
         Command::Pause(args) => instances::simple(&client, &args.names, "pause").await,
         Command::Unpause(args) => instances::simple(&client, &args.names, "unpause").await,

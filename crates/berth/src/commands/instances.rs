@@ -9,6 +9,7 @@ use berth_model::api::{
     CreateInstanceRequest, CreatedResponse, ExecRequest, InstanceStats, LimitsRequest, TopResponse, TreeEntry,
     UpdateInstanceRequest, WaitResponse,
 };
+use berth_model::health::{HealthCheckRequest, HealthStatus};
 use berth_model::instance::short_id;
 use berth_model::log::LogOptions;
 use berth_model::quantity::LimitSetting;
@@ -92,7 +93,25 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         }),
         restart: args.restart,
         labels: args.labels.iter().cloned().collect(),
+        healthcheck: healthcheck_request(args),
     }
+}
+
+fn healthcheck_request(args: &CreateArgs) -> Option<HealthCheckRequest> {
+    if args.no_healthcheck {
+        return Some(HealthCheckRequest {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        });
+    }
+    let command = args.health_cmd.as_ref()?;
+    Some(HealthCheckRequest {
+        test: vec!["CMD-SHELL".into(), command.clone()],
+        interval_ms: args.health_interval,
+        timeout_ms: args.health_timeout,
+        retries: args.health_retries,
+        start_period_ms: args.health_start_period,
+    })
 }
 
 async fn create_instance(client: &Client, args: &CreateArgs) -> Result<CreatedResponse> {
@@ -445,10 +464,16 @@ fn status_text(instance: &Instance) -> String {
                 .started_at
                 .map(|t| human_duration((now - t).num_seconds()))
                 .unwrap_or_default();
+            let health = match instance.health.as_ref().map(|h| h.status) {
+                Some(HealthStatus::Starting) => " (health: starting)",
+                Some(HealthStatus::Healthy) => " (healthy)",
+                Some(HealthStatus::Unhealthy) => " (unhealthy)",
+                None => "",
+            };
             if instance.state == InstanceState::Paused {
                 format!("Up {up} (Paused)")
             } else {
-                format!("Up {up}")
+                format!("Up {up}{health}")
             }
         }
         InstanceState::Exited => {

@@ -3,8 +3,9 @@
 //! `apply` compares the file with the stack's instances and changes only what differs:
 //! missing replicas are created, replicas of a changed service replaced replica by replica
 //! (`deploy.update_config`: `parallelism`, `order`, `failure_action: rollback`), each gated
-//! on running and still running after a short watch, replicas and services no longer in the
-//! file removed. Run twice, the second run changes nothing.
+//! on its health check (or, without one, on running and still running after a short watch),
+//! replicas and services no longer in the file removed. Run twice, the second run changes
+//! nothing. The stack's record in the store says what the last apply asked for.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use berth_client::Client;
-use berth_compose::{Service, Stack, HASH_LABEL, SERVICE_LABEL, STACK_LABEL};
+use berth_compose::{Condition, Service, Stack, HASH_LABEL, SERVICE_LABEL, STACK_LABEL};
 use berth_model::api::CreateInstanceRequest;
+use berth_model::health::{HealthCheck, HealthStatus};
+use berth_model::stack::{StackRecord, StackService};
 use berth_model::{Instance, InstanceState};
 
 use crate::cli::*;
@@ -172,6 +175,12 @@ pub async fn apply(client: &Client, args: ApplyArgs) -> Result<Outcome> {
         }
         return Ok(Outcome::Success);
     }
+    // The desired state first, as `kubectl apply` writes it before the roll-out.
+    let record = stack_record(&stack);
+    let _: StackRecord = client
+        .put(&format!("/v1/stacks/{}", encode(&stack.name)), &record)
+        .await
+        .with_context(|| format!("keeping stack {}", stack.name))?;
     // Networks first (named volumes are made where their first user goes).
     let networks: Vec<berth_model::network::Network> = client.get("/v1/networks").await?;
     for network in &stack.networks {
@@ -185,6 +194,7 @@ pub async fn apply(client: &Client, args: ApplyArgs) -> Result<Outcome> {
     }
     let mut changed = 0;
     for (s, service) in stack.services.iter().enumerate() {
+        wait_for_dependencies(client, &stack, service).await?;
         let creates: Vec<usize> = changes
             .iter()
             .filter_map(|c| match c {
@@ -242,6 +252,31 @@ pub async fn apply(client: &Client, args: ApplyArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// What the store keeps of `stack`.
+fn stack_record(stack: &Stack) -> StackRecord {
+    StackRecord {
+        name: stack.name.clone(),
+        services: stack
+            .services
+            .iter()
+            .map(|service| {
+                let first = service.replicas.first();
+                StackService {
+                    name: service.name.clone(),
+                    kind: first.map_or(berth_model::InstanceKind::Container, |r| r.kind),
+                    image: first.map(|r| r.image.clone()).unwrap_or_default(),
+                    replicas: service.replicas.len() as u32,
+                    hash: service.hash.clone(),
+                    depends_on: service.depends_on.clone(),
+                    healthcheck: service.healthcheck,
+                }
+            })
+            .collect(),
+        unsupported: stack.unsupported.clone(),
+        applied_at: chrono::Utc::now(),
+    }
+}
+
 /// The request with itself as a label, so a later rollback can make it again.
 fn with_request_label(request: &CreateInstanceRequest) -> CreateInstanceRequest {
     let mut labelled = request.clone();
@@ -269,20 +304,23 @@ async fn run_replica(client: &Client, request: &CreateInstanceRequest) -> Result
     wait_running(client, &name).await
 }
 
-/// Running, and still running after `MONITOR` (berth has no health checks yet: this is the
-/// gate a rolling update waits on).
+/// The gate a rollout waits on: with a health check, healthy; without, running and still
+/// running after `MONITOR`.
 async fn wait_running(client: &Client, name: &str) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
-    loop {
+    let instance = loop {
         let instance: Instance = client.get(&format!("/v1/instances/{}", encode(name))).await?;
         match instance.state {
-            InstanceState::Running => break,
+            InstanceState::Running => break instance,
             InstanceState::Created if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             state => bail!(
                 "{name} is {state}{}",
                 instance.error.map(|e| format!(": {e}")).unwrap_or_default()
             ),
         }
+    };
+    if let Some(check) = &instance.spec.healthcheck {
+        return wait_healthy(client, name, check).await;
     }
     tokio::time::sleep(MONITOR).await;
     let instance: Instance = client.get(&format!("/v1/instances/{}", encode(name))).await?;
@@ -295,6 +333,88 @@ async fn wait_running(client: &Client, name: &str) -> Result<()> {
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "none".into())
         );
+    }
+    Ok(())
+}
+
+/// Until `name` passes its health check: an error when it is unhealthy (with its last
+/// check's output), stops, or is not healthy within its start period and `retries` checks.
+async fn wait_healthy(client: &Client, name: &str, check: &HealthCheck) -> Result<()> {
+    let allowed = Duration::from_millis(
+        check
+            .start_period_ms
+            .saturating_add((check.interval_ms + check.timeout_ms).saturating_mul(u64::from(check.retries) + 1)),
+    );
+    let deadline = Instant::now() + allowed.max(START_TIMEOUT);
+    loop {
+        let instance: Instance = client.get(&format!("/v1/instances/{}", encode(name))).await?;
+        let last = || {
+            instance
+                .health
+                .as_ref()
+                .and_then(|h| h.log.last())
+                .map(|p| format!(" (last check: exit code {}, {})", p.exit_code, p.output.trim()))
+                .unwrap_or_default()
+        };
+        if !instance.state.is_active() {
+            bail!("{name} stopped before it was healthy: {}", instance.state);
+        }
+        match instance.health.as_ref().map(|h| h.status) {
+            Some(HealthStatus::Healthy) => return Ok(()),
+            Some(HealthStatus::Unhealthy) => bail!("{name} is unhealthy{}", last()),
+            _ if Instant::now() >= deadline => {
+                bail!(
+                    "{name} was not healthy within {} s{}",
+                    allowed.max(START_TIMEOUT).as_secs(),
+                    last()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Waits for what `service` asks of its dependencies beyond running (`service_healthy`,
+/// `service_completed_successfully`), whether their replicas changed in this apply or not.
+async fn wait_for_dependencies(client: &Client, stack: &Stack, service: &Service) -> Result<()> {
+    for (dependency, condition) in &service.conditions {
+        let replicas: Vec<Instance> = stack_instances(client, &stack.name)
+            .await?
+            .into_iter()
+            .filter(|i| i.spec.labels.get(SERVICE_LABEL) == Some(dependency))
+            .collect();
+        for replica in replicas {
+            match condition {
+                Condition::Started => {}
+                Condition::Healthy => {
+                    let check = replica.spec.healthcheck.clone().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{} has no health check for {}'s service_healthy",
+                            replica.name,
+                            service.name
+                        )
+                    })?;
+                    wait_healthy(client, &replica.name, &check)
+                        .await
+                        .with_context(|| format!("{} waits for {dependency} to be healthy", service.name))?;
+                }
+                Condition::CompletedSuccessfully => {
+                    let reply = client
+                        .post_empty(&format!("/v1/instances/{}/wait", encode(&replica.name)))
+                        .await?;
+                    let done: berth_model::api::WaitResponse =
+                        serde_json::from_slice(&reply).with_context(|| format!("waiting for {}", replica.name))?;
+                    if done.exit_code != 0 {
+                        bail!(
+                            "{} waits for {dependency} to complete successfully; {} exited with {}",
+                            service.name,
+                            replica.name,
+                            done.exit_code
+                        );
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -364,26 +484,34 @@ async fn replace(
 }
 
 pub async fn list(client: &Client, args: StackLsArgs) -> Result<Outcome> {
+    let records: Vec<StackRecord> = client.get("/v1/stacks").await?;
     let all: Vec<Instance> = client.get("/v1/instances?all=true").await?;
-    let mut stacks: BTreeMap<String, (std::collections::BTreeSet<String>, usize, usize)> = BTreeMap::new();
+    // Desired replicas from the records; instances of stacks without one (an apply that
+    // never finished writing it) are listed too.
+    let mut stacks: BTreeMap<String, (usize, u32, usize, usize)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.name.clone(),
+                (r.services.len(), r.services.iter().map(|s| s.replicas).sum(), 0, 0),
+            )
+        })
+        .collect();
     for instance in &all {
         let Some(stack) = instance.spec.labels.get(STACK_LABEL) else {
             continue;
         };
         let entry = stacks.entry(stack.clone()).or_default();
-        entry
-            .0
-            .insert(instance.spec.labels.get(SERVICE_LABEL).cloned().unwrap_or_default());
-        entry.1 += 1;
+        entry.2 += 1;
         if instance.state == InstanceState::Running {
-            entry.2 += 1;
+            entry.3 += 1;
         }
     }
     if args.json {
         let rows: Vec<_> = stacks
             .iter()
-            .map(|(name, (services, total, running))| {
-                serde_json::json!({ "name": name, "services": services, "instances": total, "running": running })
+            .map(|(name, (services, desired, total, running))| {
+                serde_json::json!({ "name": name, "services": services, "replicas": desired, "instances": total, "running": running })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -391,11 +519,17 @@ pub async fn list(client: &Client, args: StackLsArgs) -> Result<Outcome> {
     }
     let rows: Vec<Vec<String>> = stacks
         .iter()
-        .map(|(name, (services, total, running))| {
-            vec![name.clone(), services.len().to_string(), format!("{running}/{total}")]
+        .map(|(name, (services, desired, _, running))| {
+            vec![name.clone(), services.to_string(), format!("{running}/{desired}")]
         })
         .collect();
     print_table(&["NAME", "SERVICES", "RUNNING"], &rows);
+    Ok(Outcome::Success)
+}
+
+pub async fn inspect(client: &Client, args: StackNameArgs) -> Result<Outcome> {
+    let record: StackRecord = client.get(&format!("/v1/stacks/{}", encode(&args.name))).await?;
+    println!("{}", serde_json::to_string_pretty(&record)?);
     Ok(Outcome::Success)
 }
 
@@ -423,7 +557,9 @@ pub async fn ps(client: &Client, args: StackNameArgs) -> Result<Outcome> {
 
 pub async fn remove(client: &Client, args: StackNameArgs) -> Result<Outcome> {
     let instances = stack_instances(client, &args.name).await?;
-    if instances.is_empty() {
+    let path = format!("/v1/stacks/{}", encode(&args.name));
+    let recorded = client.get::<StackRecord>(&path).await.is_ok();
+    if instances.is_empty() && !recorded {
         bail!("no stack {}: `berth stack ls` lists them", args.name);
     }
     for instance in &instances {
@@ -431,6 +567,9 @@ pub async fn remove(client: &Client, args: StackNameArgs) -> Result<Outcome> {
             .delete(&format!("/v1/instances/{}?force=true", encode(&instance.id)))
             .await?;
         println!("- {}", instance.name);
+    }
+    if recorded {
+        client.delete(&path).await?;
     }
     eprintln!("its volumes and networks stay (`berth volume rm`, `berth network rm`)");
     Ok(Outcome::Success)
