@@ -586,7 +586,7 @@ fn the_scheduler_places_instances_and_any_node_reaches_them() {
 }
 
 /// Imports busybox on every node and waits until each has published it.
-fn import_busybox_everywhere(daemons: &[Daemon]) {
+pub(crate) fn import_busybox_everywhere(daemons: &[Daemon]) {
     for daemon in daemons {
         daemon.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
     }
@@ -615,15 +615,13 @@ fn copies(seconds: &str) -> usize {
     String::from_utf8_lossy(&output.stdout).lines().count()
 }
 
-fn pid_alive(pid: u64) -> bool {
+pub(crate) fn pid_alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Polls (through `daemon`) until `name` runs on a node other than `from`; returns the
-/// node and how long it took.
 /// The pid of a qemu started for a live migration (with `-incoming`) other than `except`
 /// (a VM that arrived by migration keeps its command line).
-fn incoming_qemu(except: u64) -> Option<u32> {
+pub(crate) fn incoming_qemu(except: u64) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
         if u64::from(pid) == except {
@@ -635,7 +633,9 @@ fn incoming_qemu(except: u64) -> Option<u32> {
     })
 }
 
-fn wait_moved(daemon: &Daemon, name: &str, from: &str, timeout: Duration) -> (String, Duration) {
+/// Polls (through `daemon`) until `name` runs on a node other than `from`; returns the
+/// node and how long it took.
+pub(crate) fn wait_moved(daemon: &Daemon, name: &str, from: &str, timeout: Duration) -> (String, Duration) {
     let start = Instant::now();
     loop {
         let record = daemon.inspect(name);
@@ -784,7 +784,7 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
 
 /// Three test hosts (network namespaces on one bridge), each with an etcd member and a berth
 /// node: the layout of three machines.
-fn three_hosts() -> (crate::common::hosts::TestHosts, EtcdCluster, Vec<Daemon>) {
+pub(crate) fn three_hosts() -> (crate::common::hosts::TestHosts, EtcdCluster, Vec<Daemon>) {
     let hosts = crate::common::hosts::TestHosts::new(3);
     let spots: Vec<(&str, &str)> = hosts
         .hosts

@@ -84,6 +84,31 @@ pub struct IncomingReady {
     /// The VM's details with the target's paths.
     pub vm: VmDetails,
     pub image_id: String,
+    /// The local disks (`disk0`...) the source is to mirror, and where the target serves
+    /// its copies of them over NBD (`IP:PORT`).
+    #[serde(default)]
+    pub mirrored: Vec<String>,
+    #[serde(default)]
+    pub disks_address: Option<String>,
+}
+
+/// The VM's disks that live on its node (not on a share): `disk0`... as its qemu names them.
+fn local_disks(vm: &VmDetails) -> Vec<String> {
+    vm.disks
+        .iter()
+        .enumerate()
+        .filter(|(_, disk)| berth_vm::shared_disk::on_share(&disk.path).is_none())
+        .map(|(index, _)| format!("disk{index}"))
+        .collect()
+}
+
+/// A free TCP port on `ip` for a qemu to listen on.
+fn free_port(ip: std::net::IpAddr) -> EngineResult<String> {
+    let port = std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| EngineError::internal(format!("finding a free port on {ip}: {e}")))?;
+    Ok(std::net::SocketAddr::new(ip, port).to_string())
 }
 
 /// A target's qemu waiting for, or holding, a migrated guest, until the source commits.
@@ -201,15 +226,26 @@ pub fn live_refusal(instance: &Instance) -> Option<String> {
         ));
     }
     let vm = instance.vm.as_ref()?;
-    if let Some(disk) = vm
+    // Local disks are mirrored to the target; they must be the instance's own files.
+    let own_dir = std::path::Path::new(&vm.qmp_socket).parent()?;
+    let local = vm
         .disks
         .iter()
-        .find(|d| berth_vm::shared_disk::on_share(&d.path).is_none())
-    {
-        return Some(format!(
-            "{}'s disk {} is on its node: a VM migrates live with its disks on a share (run it with --disk-on nfs://SERVER/EXPORT); mirroring local disks over NBD is not built yet",
-            instance.name, disk.path
-        ));
+        .filter(|d| berth_vm::shared_disk::on_share(&d.path).is_none());
+    for disk in local {
+        if !std::path::Path::new(&disk.path).starts_with(own_dir) {
+            return Some(format!(
+                "{}'s disk {} is outside its instance directory: berth mirrors only the VM's own disks; keep it on a share (--disk-on nfs://SERVER/EXPORT)",
+                instance.name, disk.path
+            ));
+        }
+        if !vm.snapshots.is_empty() {
+            return Some(format!(
+                "{} has disk snapshots ({}), which a mirrored disk cannot take along: delete them (`berth snapshot rm`) or keep its disks on a share",
+                instance.name,
+                vm.snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
     }
     if let Some(volume) = instance.spec.volumes.iter().find(|v| !v.source.starts_with("nfs://")) {
         return Some(format!(
@@ -325,8 +361,36 @@ impl Engine {
                 tracing::warn!(instance = %instance.name, %target, error = %e.message, "ending the target's copy");
             }
         };
+        // Local disks first: the guest runs on while they are copied, until every mirror is
+        // in step; from then on each guest write reaches both copies.
+        let mirrors = ready.mirrored.clone();
+        let abandon_mirrors = || async {
+            if !mirrors.is_empty() {
+                if let Err(e) = migrate::finish_mirrors(&qmp, &mirrors, true).await {
+                    tracing::warn!(instance = %instance.name, error = %e, "abandoning the disks' copies");
+                }
+            }
+        };
+        let mut disk_bytes = 0;
+        if !mirrors.is_empty() {
+            let copied = self
+                .mirror_disks(&qmp, &ready, request.bandwidth_mib.map_or(0, |mib| mib << 20), events)
+                .await;
+            match copied {
+                Ok(bytes) => disk_bytes = bytes,
+                Err(e) => {
+                    abandon_mirrors().await;
+                    abort_target().await;
+                    return Err(EngineError::new(
+                        e.status,
+                        format!("{}; {} still runs on {}", e.message, instance.name, self.node),
+                    ));
+                }
+            }
+        }
         let sending = Instant::now();
-        if let Err(e) = migrate::start(&qmp, &ready.address, &options).await {
+        if let Err(e) = migrate::start(&qmp, &ready.address, &options, !mirrors.is_empty()).await {
+            abandon_mirrors().await;
             abort_target().await;
             return Err(EngineError::internal(format!(
                 "starting the migration of {}: {e}; it still runs on {}",
@@ -344,6 +408,7 @@ impl Engine {
                 Ok(status) => status,
                 Err(e) => {
                     let _ = migrate::cancel(&qmp).await;
+                    abandon_mirrors().await;
                     abort_target().await;
                     return Err(EngineError::internal(format!(
                         "following the migration: {e}; {still_here}"
@@ -352,7 +417,25 @@ impl Engine {
             };
             match status.status.as_str() {
                 "completed" => break status,
+                // The guest is paused and its devices not yet handed over: the disk copies
+                // end in step, then the switch-over goes on.
+                "pre-switchover" => {
+                    let ended = match migrate::finish_mirrors(&qmp, &mirrors, false).await {
+                        Ok(()) => migrate::continue_after_mirrors(&qmp).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = ended {
+                        let _ = migrate::cancel(&qmp).await;
+                        abandon_mirrors().await;
+                        abort_target().await;
+                        return Err(EngineError::internal(format!(
+                            "ending the disks' copies at the switch-over: {e}; {still_here}"
+                        )));
+                    }
+                    continue;
+                }
                 "failed" | "cancelled" | "cancelling" => {
+                    abandon_mirrors().await;
                     abort_target().await;
                     return Err(EngineError::conflict(format!(
                         "the migration to {target} {}: {}; {still_here}",
@@ -364,6 +447,7 @@ impl Engine {
             }
             if events.is_closed() && status.status != "postcopy-active" {
                 let _ = migrate::cancel(&qmp).await;
+                abandon_mirrors().await;
                 abort_target().await;
                 return Err(EngineError::conflict(format!(
                     "the migration was cancelled; {still_here}"
@@ -382,6 +466,7 @@ impl Engine {
                 let since = *over_limit_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > OVER_LIMIT_FOR {
                     let _ = migrate::cancel(&qmp).await;
+                    abandon_mirrors().await;
                     abort_target().await;
                     return Err(EngineError::conflict(format!(
                         "the expected downtime stayed above --max-downtime {max_downtime_ms} ms for {} s (the guest dirties memory faster than it is sent: {} pages/s); try --auto-converge, --postcopy or a larger --max-downtime; {still_here}",
@@ -394,6 +479,7 @@ impl Engine {
             }
             if sending.elapsed() > MAX_MIGRATION {
                 let _ = migrate::cancel(&qmp).await;
+                abandon_mirrors().await;
                 abort_target().await;
                 return Err(EngineError::conflict(format!(
                     "the migration took longer than {} min; {still_here}",
@@ -432,6 +518,7 @@ impl Engine {
             auto_converge: options.auto_converge,
             postcopy: switched_to_postcopy,
             accelerator,
+            disk_bytes,
         };
         moved.rescheduled = Some(Rescheduled {
             from: self.node.clone(),
@@ -524,6 +611,59 @@ impl Engine {
             total_ms = result.total_ms, "migrated live"
         );
         Ok((self.node.clone(), target, result))
+    }
+
+    /// Copies the VM's local disks into the target's (`ready.mirrored`, served at
+    /// `ready.disks_address`) while the guest runs, until every copy is in step; progress
+    /// goes to `events` (`copying disks`), a closed `events` cancels. The bytes copied.
+    async fn mirror_disks(
+        &self,
+        qmp: &std::path::Path,
+        ready: &IncomingReady,
+        speed_bytes: u64,
+        events: &mpsc::Sender<MigrationEvent>,
+    ) -> EngineResult<u64> {
+        let address = ready
+            .disks_address
+            .as_deref()
+            .ok_or_else(|| EngineError::internal("the target serves no disk copies"))?;
+        migrate::start_mirrors(qmp, address, &ready.mirrored, speed_bytes)
+            .await
+            .map_err(|e| EngineError::internal(format!("copying the local disks: {e}")))?;
+        let began = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            tokio::time::sleep(POLL_EVERY).await;
+            let progress = migrate::mirror_progress(qmp, &ready.mirrored)
+                .await
+                .map_err(|e| EngineError::internal(format!("copying the local disks: {e}")))?;
+            if progress.ready {
+                return Ok(progress.copied_bytes);
+            }
+            if events.is_closed() {
+                return Err(EngineError::conflict(
+                    "the migration was cancelled while the disks were copied",
+                ));
+            }
+            if began.elapsed() > MAX_MIGRATION {
+                return Err(EngineError::conflict(format!(
+                    "the disks were not copied within {} min",
+                    MAX_MIGRATION.as_secs() / 60
+                )));
+            }
+            polls += 1;
+            if polls % PROGRESS_EVERY_POLLS == 1 {
+                let _ = events.try_send(MigrationEvent::Progress {
+                    status: "copying disks".into(),
+                    transferred_bytes: progress.copied_bytes,
+                    remaining_bytes: progress.total_bytes.saturating_sub(progress.copied_bytes),
+                    total_bytes: progress.total_bytes,
+                    dirty_pages_rate: 0,
+                    expected_downtime_ms: 0,
+                    cpu_throttle_percent: 0,
+                });
+            }
+        }
     }
 
     /// The node to move to: the one asked for, checked, or the scheduler's choice among the
@@ -633,6 +773,7 @@ impl Engine {
             auto_converge: false,
             postcopy: false,
             accelerator: String::new(),
+            disk_bytes: 0,
         };
         let why = format!("moved from node {} (berth migrate): {reason}", self.node);
         let handed = match crate::failover::moved_txn(&stopped, &target, &why) {
@@ -785,16 +926,31 @@ impl Engine {
             })?,
         };
         instance.spec.image_id = image.id.clone();
+        let mut mirrored = Vec::new();
         if let Some(vm) = instance.vm.as_mut() {
             crate::failover::rebase_vm_paths(vm, &dir);
+            // This node's copies of the local disks start blank (qcow2 without a backing
+            // file: the mirror brings every block the guest sees, the base's too).
+            mirrored = local_disks(vm);
+            for disk in vm
+                .disks
+                .iter_mut()
+                .filter(|d| berth_vm::shared_disk::on_share(&d.path).is_none())
+            {
+                disk.backing = None;
+                disk.format = "qcow2".into();
+                let _ = std::fs::remove_file(&disk.path);
+            }
         }
         instance.node = self.node.clone();
         let claim = self
             .admission
             .claim(&self.store, &instance, Reservation::of(&instance), "take")
             .await?;
-        let started = self.start_incoming(&instance, &image, &dir, ip, &request).await;
-        let (address, pid, supervisor_pid, socket, exit_path) = match started {
+        let started = self
+            .start_incoming(&instance, &image, &dir, ip, &request, &mirrored)
+            .await;
+        let (address, disks_address, pid, supervisor_pid, socket, exit_path) = match started {
             Ok(started) => started,
             Err(e) => {
                 drop(_guard);
@@ -817,6 +973,8 @@ impl Engine {
             supervisor_pid,
             vm,
             image_id: image.id.clone(),
+            mirrored,
+            disks_address,
         };
         let id = instance.id.clone();
         incoming().get_or_insert_with(HashMap::new).insert(
@@ -840,7 +998,9 @@ impl Engine {
         Ok(ready)
     }
 
-    /// Networks, the qemu (paused, waiting for the source on `ip`) and its listening port.
+    /// Networks, the qemu (paused, waiting for the source on `ip`), its listening port and,
+    /// for `mirrored` disks, the NBD server the source copies them into.
+    #[allow(clippy::type_complexity)]
     async fn start_incoming(
         &self,
         instance: &Instance,
@@ -848,7 +1008,8 @@ impl Engine {
         dir: &std::path::Path,
         ip: std::net::IpAddr,
         request: &IncomingRequest,
-    ) -> EngineResult<(String, Option<u32>, u32, PathBuf, PathBuf)> {
+        mirrored: &[String],
+    ) -> EngineResult<(String, Option<String>, Option<u32>, u32, PathBuf, PathBuf)> {
         self.networks.attach(instance).await?;
         let driver = self.driver(InstanceKind::Vm)?;
         let mut config = driver.prepare_start(instance, Some(image), dir).await?;
@@ -872,37 +1033,52 @@ impl Engine {
             .as_ref()
             .map(|vm| PathBuf::from(&vm.qmp_socket))
             .ok_or_else(|| EngineError::internal("the VM's details are gone"))?;
-        // A free port on the advertised address, for qemu to listen on.
-        let port = std::net::TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| EngineError::internal(format!("finding a free port on {ip}: {e}")))?;
-        let address = std::net::SocketAddr::new(ip, port).to_string();
+        let address = free_port(ip)?;
         let options = MigrationOptions {
             max_downtime_ms: request.max_downtime_ms,
             max_bandwidth_bytes: migrate::LINK_SPEED_BYTES,
             auto_converge: request.auto_converge,
             postcopy: request.postcopy,
         };
+        let end_qemu = || async {
+            let _ = client::call(
+                &config.socket_path,
+                &SupervisorRequest::Kill {
+                    signal: libc::SIGKILL,
+                    all: true,
+                },
+            )
+            .await;
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match migrate::listen(&qmp, &address, &options).await {
                 Ok(()) => break,
                 Err(e) if Instant::now() >= deadline => {
-                    let _ = client::call(
-                        &config.socket_path,
-                        &SupervisorRequest::Kill {
-                            signal: libc::SIGKILL,
-                            all: true,
-                        },
-                    )
-                    .await;
+                    end_qemu().await;
                     return Err(EngineError::internal(format!("the waiting qemu: {e}")));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        Ok((address, reply.pid, supervisor_pid, config.socket_path, config.exit_path))
+        let disks_address = if mirrored.is_empty() {
+            None
+        } else {
+            let disks_address = free_port(ip)?;
+            if let Err(e) = migrate::serve_disks(&qmp, &disks_address, mirrored).await {
+                end_qemu().await;
+                return Err(EngineError::internal(format!("serving the disks' copies: {e}")));
+            }
+            Some(disks_address)
+        };
+        Ok((
+            address,
+            disks_address,
+            reply.pid,
+            supervisor_pid,
+            config.socket_path,
+            config.exit_path,
+        ))
     }
 
     /// The source recorded the move: the guest runs here from now on.
@@ -943,6 +1119,16 @@ impl Engine {
             .as_ref()
             .map(|vm| PathBuf::from(&vm.qmp_socket))
             .ok_or_else(|| EngineError::internal("the VM's details are gone"))?;
+        let mirrored = waiting
+            .instance
+            .vm
+            .as_ref()
+            .is_some_and(|vm| !local_disks(vm).is_empty());
+        if mirrored {
+            if let Err(e) = migrate::stop_serving_disks(&qmp).await {
+                tracing::warn!(%id, error = %e, "ending the disks' NBD server");
+            }
+        }
         // Post-copy has it running already.
         if migrate::run_state(&qmp).await.ok().as_deref() != Some("running") {
             migrate::resume(&qmp)

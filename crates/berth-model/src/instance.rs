@@ -276,6 +276,10 @@ pub struct Migration {
     pub postcopy: bool,
     /// How a VM's guest ran on both nodes: "kvm" or "tcg"; empty for a container.
     pub accelerator: String,
+    /// A VM's local disks copied to the new node while it ran (NBD mirror), in bytes; 0 when
+    /// its disks are on a share.
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 fn default_network() -> String {

@@ -1,7 +1,11 @@
 //! Live migration through QMP (QEMU's own pre-copy, auto-converge and post-copy): the
 //! source's side (`start`, `progress`, `cancel`) and the target's (`listen`), over TCP
-//! between the two nodes' qemu processes. Disks stay where they are: a VM migrates live
-//! when its disks are on a share both nodes open.
+//! between the two nodes' qemu processes. Disks on a share stay where they are; local disks
+//! are copied while the guest runs, as libvirt does it: the target serves its empty copies
+//! over NBD (`serve_disks`), the source mirrors each disk into them (`blockdev-mirror`,
+//! `copy-mode: write-blocking`, so once in step every guest write reaches both), and at the
+//! switch-over, with the guest paused before its devices move (`pre-switchover`), the mirrors
+//! end (`finish_mirrors`).
 
 use std::path::Path;
 
@@ -44,10 +48,13 @@ pub struct MigrationStatus {
     pub error: Option<String>,
 }
 
-fn capabilities(options: &MigrationOptions, side: Side) -> Value {
+fn capabilities(options: &MigrationOptions, side: Side, mirrors: bool) -> Value {
     let mut list = vec![json!({ "capability": "postcopy-ram", "state": options.postcopy })];
     if side == Side::Source {
         list.push(json!({ "capability": "auto-converge", "state": options.auto_converge }));
+        // With disks mirrored, the source stops in `pre-switchover` (the guest paused, its
+        // devices not yet handed over) so the mirrors can end in step (`continue_after_mirrors`).
+        list.push(json!({ "capability": "pause-before-switchover", "state": mirrors }));
     }
     json!({ "capabilities": list })
 }
@@ -63,7 +70,7 @@ enum Side {
 pub async fn listen(qmp: &Path, address: &str, options: &MigrationOptions) -> Result<(), VmError> {
     let mut client = QmpClient::connect(qmp).await?;
     client
-        .execute("migrate-set-capabilities", capabilities(options, Side::Target))
+        .execute("migrate-set-capabilities", capabilities(options, Side::Target, false))
         .await?;
     client
         .execute("migrate-incoming", json!({ "uri": format!("tcp:{address}") }))
@@ -71,11 +78,12 @@ pub async fn listen(qmp: &Path, address: &str, options: &MigrationOptions) -> Re
     Ok(())
 }
 
-/// On the source: starts sending the VM to the target listening at `address`.
-pub async fn start(qmp: &Path, address: &str, options: &MigrationOptions) -> Result<(), VmError> {
+/// On the source: starts sending the VM to the target listening at `address`; `mirrors`:
+/// its local disks are being mirrored (the migration then pauses in `pre-switchover`).
+pub async fn start(qmp: &Path, address: &str, options: &MigrationOptions, mirrors: bool) -> Result<(), VmError> {
     let mut client = QmpClient::connect(qmp).await?;
     client
-        .execute("migrate-set-capabilities", capabilities(options, Side::Source))
+        .execute("migrate-set-capabilities", capabilities(options, Side::Source, mirrors))
         .await?;
     client
         .execute(
@@ -147,6 +155,164 @@ pub async fn run_state(qmp: &Path) -> Result<String, VmError> {
         .to_string())
 }
 
+/// On the source, in `pre-switchover`: the mirrors have ended; the switch-over goes on.
+pub async fn continue_after_mirrors(qmp: &Path) -> Result<(), VmError> {
+    crate::qmp::execute(qmp, "migrate-continue", json!({ "state": "pre-switchover" }))
+        .await
+        .map(|_| ())
+}
+
+/// The NBD export (and the mirror job on the source) of the VM's disk device `device`.
+fn mirror_name(device: &str) -> String {
+    format!("berth-mirror-{device}")
+}
+
+/// On the target, before the source mirrors: serves the waiting qemu's disks `devices`
+/// (`disk0`...) for writing over NBD on `address` (`IP:PORT`), one export each, named as
+/// the device. An export activates its disk, as non-shared storage migration needs.
+pub async fn serve_disks(qmp: &Path, address: &str, devices: &[String]) -> Result<(), VmError> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| VmError::Setup(format!("'{address}' is not IP:PORT")))?;
+    let mut client = QmpClient::connect(qmp).await?;
+    client
+        .execute(
+            "nbd-server-start",
+            json!({ "addr": { "type": "inet", "data": { "host": host, "port": port } } }),
+        )
+        .await?;
+    let blocks = client.execute("query-block", Value::Null).await?;
+    for device in devices {
+        let node = blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b.get("device").and_then(Value::as_str) == Some(device.as_str()))
+            .and_then(|b| b.pointer("/inserted/node-name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| VmError::Setup(format!("the waiting qemu has no disk {device}")))?
+            .to_string();
+        client
+            .execute(
+                "block-export-add",
+                json!({ "type": "nbd", "id": mirror_name(device), "node-name": node, "name": device, "writable": true }),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// On the target, before it runs the guest: no more writes from the source.
+pub async fn stop_serving_disks(qmp: &Path) -> Result<(), VmError> {
+    crate::qmp::execute(qmp, "nbd-server-stop", Value::Null)
+        .await
+        .map(|_| ())
+}
+
+/// On the source: starts mirroring each of `devices` into the target's export of it at
+/// `address` (`IP:PORT`), at most `speed_bytes` per second each (0: no limit).
+pub async fn start_mirrors(qmp: &Path, address: &str, devices: &[String], speed_bytes: u64) -> Result<(), VmError> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| VmError::Setup(format!("'{address}' is not IP:PORT")))?;
+    let mut client = QmpClient::connect(qmp).await?;
+    for device in devices {
+        let name = mirror_name(device);
+        client
+            .execute(
+                "blockdev-add",
+                json!({ "driver": "nbd", "node-name": name,
+                        "server": { "type": "inet", "host": host, "port": port }, "export": device }),
+            )
+            .await?;
+        client
+            .execute(
+                "blockdev-mirror",
+                json!({ "job-id": name, "device": device, "target": name, "sync": "full",
+                        "copy-mode": "write-blocking", "speed": speed_bytes }),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Where the mirrors are: bytes copied and to copy in all, and whether every one of them is
+/// in step (`ready`: from now on each write reaches both copies). An error names a mirror
+/// that failed or is gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MirrorProgress {
+    pub copied_bytes: u64,
+    pub total_bytes: u64,
+    pub ready: bool,
+}
+
+pub async fn mirror_progress(qmp: &Path, devices: &[String]) -> Result<MirrorProgress, VmError> {
+    let jobs = crate::qmp::execute(qmp, "query-block-jobs", Value::Null).await?;
+    parse_mirrors(&jobs, devices)
+}
+
+fn parse_mirrors(jobs: &Value, devices: &[String]) -> Result<MirrorProgress, VmError> {
+    let mut progress = MirrorProgress {
+        ready: true,
+        ..Default::default()
+    };
+    for device in devices {
+        let name = mirror_name(device);
+        let job = jobs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j.get("device").and_then(Value::as_str) == Some(name.as_str()))
+            .ok_or_else(|| VmError::Setup(format!("the copy of disk {device} stopped")))?;
+        if let Some(error) = job.get("error").and_then(Value::as_str) {
+            return Err(VmError::Setup(format!("copying disk {device}: {error}")));
+        }
+        progress.copied_bytes += job.get("offset").and_then(Value::as_u64).unwrap_or(0);
+        progress.total_bytes += job.get("len").and_then(Value::as_u64).unwrap_or(0);
+        progress.ready &= job.get("ready").and_then(Value::as_bool).unwrap_or(false);
+    }
+    Ok(progress)
+}
+
+/// On the source, the guest paused: ends each mirror in step (a ready mirror's cancel
+/// completes its last copy) and lets go of the target's exports. `force`: the migration
+/// failed; the copies are abandoned.
+pub async fn finish_mirrors(qmp: &Path, devices: &[String], force: bool) -> Result<(), VmError> {
+    let mut client = QmpClient::connect(qmp).await?;
+    for device in devices {
+        let _ = client
+            .execute(
+                "block-job-cancel",
+                json!({ "device": mirror_name(device), "force": force }),
+            )
+            .await;
+    }
+    // A cancelled job is gone from the list once it ended (QEMU's auto-dismiss).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let jobs = client.execute("query-block-jobs", Value::Null).await?;
+        let running = jobs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| j.get("device").and_then(Value::as_str))
+            .any(|name| devices.iter().any(|d| mirror_name(d) == name));
+        if !running {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(VmError::Setup("the disk copies did not end within 30 s".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for device in devices {
+        let _ = client
+            .execute("blockdev-del", json!({ "node-name": mirror_name(device) }))
+            .await;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +333,22 @@ mod tests {
         assert_eq!((done.downtime_ms, done.total_ms), (35, 2100));
         let failed = parse_status(&json!({"status": "failed", "error-desc": "Unable to write"}));
         assert_eq!(failed.error.as_deref(), Some("Unable to write"));
+    }
+
+    #[test]
+    fn mirrors_are_ready_when_every_one_is_in_step() {
+        let devices = ["disk0".to_string(), "disk1".to_string()];
+        let jobs = json!([
+            {"device": "berth-mirror-disk0", "offset": 100, "len": 200, "ready": true},
+            {"device": "berth-mirror-disk1", "offset": 50, "len": 50, "ready": false},
+            {"device": "other", "offset": 1, "len": 1, "ready": false}
+        ]);
+        let progress = parse_mirrors(&jobs, &devices).unwrap();
+        assert_eq!(
+            (progress.copied_bytes, progress.total_bytes, progress.ready),
+            (150, 250, false)
+        );
+        let gone = parse_mirrors(&json!([]), &devices).unwrap_err();
+        assert!(gone.to_string().contains("disk0"), "{gone}");
     }
 }

@@ -302,14 +302,19 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> Result<Outcome> {
                 expected_downtime_ms,
                 cpu_throttle_percent,
             } => {
-                let message = format!(
-                    "{status}, {dirty_pages_rate} dirty pages/s, expected downtime {expected_downtime_ms} ms{}",
-                    if cpu_throttle_percent > 0 {
-                        format!(", vCPUs throttled {cpu_throttle_percent}%")
-                    } else {
-                        String::new()
-                    }
-                );
+                let message = if status == "copying disks" {
+                    // The guest's local disks go first, while it runs.
+                    status.clone()
+                } else {
+                    format!(
+                        "{status}, {dirty_pages_rate} dirty pages/s, expected downtime {expected_downtime_ms} ms{}",
+                        if cpu_throttle_percent > 0 {
+                            format!(", vCPUs throttled {cpu_throttle_percent}%")
+                        } else {
+                            String::new()
+                        }
+                    )
+                };
                 if fancy {
                     bar.set_length(total_bytes);
                     bar.set_position(total_bytes.saturating_sub(remaining_bytes));
@@ -340,8 +345,13 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> Result<Outcome> {
                         );
                         return Ok(Outcome::Success);
                     }
+                    let disks = if result.disk_bytes > 0 {
+                        format!(" and {} of local disks", size(result.disk_bytes))
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "{} moved from {from} to {to} live: downtime {} ms (QEMU {} ms, limit {} ms), {:.1} s in all, {} sent ({})",
+                        "{} moved from {from} to {to} live: downtime {} ms (QEMU {} ms, limit {} ms), {:.1} s in all, {} of memory{disks} sent ({})",
                         args.name,
                         result.downtime_ms,
                         result.qemu_downtime_ms,
