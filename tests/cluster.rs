@@ -129,8 +129,13 @@ fn nodes_join_see_each_other_and_a_dead_node_goes_down() {
     // Cordon, drain and uncordon, from any node, seen by every node.
     assert_eq!(n1.ok(&["node", "cordon", "n3"]).trim(), "n3 cordoned");
     assert_eq!(state_of(&n2, "n3"), "cordoned");
-    assert_eq!(n2.ok(&["node", "drain", "n3"]).trim(), "n3 draining");
-    assert_eq!(state_of(&n3, "n3"), "draining");
+    // A drain of a node that runs nothing ends at once: the node is cordoned.
+    assert_eq!(n2.ok(&["node", "drain", "-d", "n3"]).trim(), "n3 draining");
+    wait_for_state(&n1, "n3", "cordoned", Duration::from_secs(10));
+    assert!(n2.ok(&["node", "drain", "n3"]).contains("n3 drained"));
+    assert_eq!(state_of(&n3, "n3"), "cordoned");
+    let refused = n1.fails(&["node", "drain", "--parallel", "0", "n3"]);
+    assert!(refused.contains("--parallel: give 1 to 32"), "{refused}");
     assert_eq!(n3.ok(&["node", "uncordon", "n3"]).trim(), "n3 ready");
     let refused = n1.fails(&["node", "cordon", "n9"]);
     assert!(refused.contains("no such node: n9"), "{refused}");
@@ -769,15 +774,18 @@ fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     assert_eq!(copies(&s1), 1);
     daemons[victim].restart_only();
 
-    // Drain: the node stops mover, then hands it to another node, which starts it.
+    // Drain: the node stops mover, then hands it to another node, which starts it; the
+    // drain returns once the node is empty.
     wait_for_state(&daemons[watcher], &to, "ready", Duration::from_secs(20));
-    daemons[watcher].ok(&["node", "drain", &again]);
+    let drained = daemons[watcher].ok(&["node", "drain", &again]);
+    assert!(drained.contains("drained"), "{drained}");
+    assert_eq!(state_of(&daemons[watcher], &again), "cordoned");
     let (drained_to, took) = wait_moved(&daemons[watcher], "mover", &again, Duration::from_secs(20));
     eprintln!("drain: mover running on {drained_to} {took:?} later");
     assert_eq!(copies(&s1), 1);
     assert!(daemons[watcher].inspect("mover")["spec"]["placement"]
         .as_str()
-        .is_some_and(|p| p.starts_with(&format!("moved from node {again} (draining)"))),);
+        .is_some_and(|p| p.starts_with(&format!("moved from node {again}"))),);
     daemons[watcher].ok(&["node", "uncordon", &again]);
     daemons[watcher].ok(&["rm", "-f", "mover", "pinned"]);
 }

@@ -94,3 +94,187 @@ fn a_vm_with_a_local_disk_migrates_live_with_its_disk_mirrored() {
     assert!(check.contains("OK"), "{check}");
     daemons[0].ok(&["rm", "-f", "localvm"]);
 }
+
+#[test]
+fn a_container_moves_with_its_volume_and_a_clash_leaves_it_where_it_was() {
+    let (_hosts, _cluster, daemons) = three_hosts();
+    import_busybox_everywhere(&daemons);
+    daemons[0].ok(&["volume", "create", "--size", "64m", "data"]);
+    daemons[0].ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keeper",
+        "--node",
+        "n1",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started >> /data/starts; echo layer > /in-layer; exec sleep 600",
+    ]);
+    daemons[0].wait_for("keeper", Duration::from_secs(20), |i| i["state"] == "running");
+    daemons[0].ok(&[
+        "exec",
+        "keeper",
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/urandom > /data/blob && md5sum /data/blob > /data/blob.md5",
+    ]);
+
+    // n3 has a volume of that name: the move is refused there and the container runs on n1.
+    daemons[2].ok(&["volume", "create", "--size", "16m", "data"]);
+    let refused = daemons[0].fails(&["migrate", "keeper", "--to", "n3"]);
+    assert!(refused.contains("already has a volume data"), "{refused}");
+    let here = daemons[0].wait_for("keeper", Duration::from_secs(20), |i| i["state"] == "running");
+    assert_eq!(here["node"], "n1", "{here}");
+    assert!(daemons[0]
+        .ok(&["exec", "keeper", "md5sum", "-c", "/data/blob.md5"])
+        .contains("OK"));
+    assert!(
+        daemons[2].ok(&["volume", "inspect", "data"]).contains("16777216"),
+        "n3's own volume stays"
+    );
+
+    // To n2: the volume goes along (and is gone from n1), the data with it.
+    let moved = daemons[0].ok(&["migrate", "keeper", "--to", "n2", "--json"]);
+    let result: serde_json::Value = serde_json::from_str(&moved).expect("migrate --json");
+    assert_eq!(result["to"], "n2", "{result}");
+    let there = daemons[1].wait_for("keeper", Duration::from_secs(30), |i| i["state"] == "running");
+    assert_eq!(there["node"], "n2", "{there}");
+    assert!(daemons[1]
+        .ok(&["exec", "keeper", "md5sum", "-c", "/data/blob.md5"])
+        .contains("OK"));
+    assert_eq!(daemons[1].ok(&["exec", "keeper", "cat", "/in-layer"]).trim(), "layer");
+    assert_eq!(
+        daemons[1]
+            .ok(&["exec", "keeper", "cat", "/data/starts"])
+            .lines()
+            .count(),
+        3,
+        "started on n1, again on n1, on n2"
+    );
+    assert!(daemons[1].ok(&["volume", "inspect", "data"]).contains("67108864"));
+    assert!(daemons[0]
+        .fails(&["volume", "inspect", "data"])
+        .contains("no such volume"));
+    daemons[1].ok(&["rm", "-f", "keeper"]);
+}
+
+#[test]
+fn a_drain_empties_a_node_of_two_vms_and_its_containers_new_copies_first() {
+    let (_hosts, _cluster, daemons) = three_hosts();
+    import_busybox_everywhere(&daemons);
+    let n1 = &daemons[0];
+    for vm in ["vm-a", "vm-b"] {
+        n1.ok(&[
+            "run", "-d", "--name", vm, "--vm", "--memory", "192m", "--node", "n1", "busybox", "sh", "-c", COUNTER,
+        ]);
+    }
+    // A plain container with a file in its writable layer, one with a local volume, one
+    // binding a host path (which cannot move), and a stack's single replica.
+    n1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--node",
+        "n1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /kept; exec sleep 600",
+    ]);
+    n1.ok(&["volume", "create", "--size", "32m", "state"]);
+    n1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stateful",
+        "--node",
+        "n1",
+        "-v",
+        "state:/state",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /state/data; exec sleep 600",
+    ]);
+    let host_dir = crate::common::temp_dir("bt-drain-bind");
+    let bind = format!("{}:/host", host_dir.display());
+    n1.ok(&[
+        "run", "-d", "--name", "pinned", "--node", "n1", "-v", &bind, "busybox", "sleep", "600",
+    ]);
+    let compose = host_dir.join("compose.yaml");
+    std::fs::write(
+        &compose,
+        "name: solo\nservices:\n  api:\n    image: busybox\n    command: sleep 600\n    healthcheck: {test: \"true\", interval: 300ms}\n    x-berth: {node: n1}\n",
+    )
+    .unwrap();
+    n1.ok(&["apply", "-f", compose.to_str().unwrap()]);
+    for name in ["vm-a", "vm-b", "plain", "stateful", "pinned", "solo-api-1"] {
+        let up = n1.wait_for(name, Duration::from_secs(90), |i| i["state"] == "running");
+        assert_eq!(up["node"], "n1", "{up}");
+    }
+    n1.wait_for("vm-a", Duration::from_secs(60), |_| !ticks(n1, "vm-a").is_empty());
+    n1.wait_for("vm-b", Duration::from_secs(60), |_| !ticks(n1, "vm-b").is_empty());
+    let qemus: Vec<u64> = ["vm-a", "vm-b"]
+        .map(|vm| n1.inspect(vm)["pid"].as_u64().expect("pid"))
+        .to_vec();
+
+    // Two at a time; the bound container stays, and the drain says so.
+    let output = daemons[1].run(&["node", "drain", "--parallel", "2", "n1"]);
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "the drain ended with pinned on n1: {said}");
+    assert!(
+        said.contains("pinned stays") && said.contains("binds host path"),
+        "{said}"
+    );
+    let node: serde_json::Value = serde_json::from_str(&n1.ok(&["node", "inspect", "n1"])).unwrap();
+    assert_eq!(node[0]["state"], "draining", "{node}");
+    assert!(node[0]["drain"]["blocked"]["pinned"].is_string(), "{node}");
+
+    // Everything else moved: the VMs live (their qemus ended, their counters went on), the
+    // containers with their layer and volume, the replica start-first under its next name.
+    for (vm, qemu) in ["vm-a", "vm-b"].iter().zip(&qemus) {
+        let moved = daemons[1].inspect(vm);
+        assert_ne!(moved["node"], "n1", "{moved}");
+        assert_eq!(moved["rescheduled"]["migration"]["live"], true, "{moved}");
+        assert!(!pid_alive(*qemu), "{vm}'s old qemu still runs");
+        let counted = ticks(&daemons[1], vm);
+        assert!(
+            counted.windows(2).all(|w| w[1] == w[0] + 1),
+            "{vm} restarted: {counted:?}"
+        );
+    }
+    assert_eq!(daemons[1].ok(&["exec", "plain", "cat", "/kept"]).trim(), "kept");
+    assert_eq!(
+        daemons[1].ok(&["exec", "stateful", "cat", "/state/data"]).trim(),
+        "data"
+    );
+    assert!(daemons[1]
+        .fails(&["inspect", "solo-api-1"])
+        .contains("no such instance"));
+    let replica = daemons[1].inspect("solo-api-1-g2");
+    assert_ne!(replica["node"], "n1", "{replica}");
+    assert_eq!(replica["health"]["status"], "healthy", "{replica}");
+    assert!(daemons[1].ok(&["stack", "ps", "solo"]).contains("solo-api-1-g2"));
+
+    // Once the one that could not move is gone, the drain ends: n1 is cordoned.
+    n1.ok(&["rm", "-f", "pinned"]);
+    let done = daemons[1].ok(&["node", "drain", "n1"]);
+    assert!(done.contains("n1 drained"), "{done}");
+    let running_here: Vec<serde_json::Value> =
+        serde_json::from_str::<Vec<serde_json::Value>>(&n1.ok(&["ps", "--json"]))
+            .unwrap()
+            .into_iter()
+            .filter(|i| i["node"] == "n1")
+            .collect();
+    assert!(running_here.is_empty(), "{running_here:?}");
+    n1.ok(&["node", "uncordon", "n1"]);
+    for name in ["vm-a", "vm-b", "plain", "stateful", "solo-api-1-g2"] {
+        daemons[1].ok(&["rm", "-f", name]);
+    }
+    let _ = std::fs::remove_dir_all(&host_dir);
+}

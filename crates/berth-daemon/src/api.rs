@@ -286,7 +286,9 @@ async fn inspect_node(State(engine): Shared, Path(name): Path<String>) -> Engine
 )]
 async fn cordon_node(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Node>> {
     Ok(Json(
-        engine.set_node_schedulability(&name, Schedulability::Cordoned).await?,
+        engine
+            .set_node_schedulability(&name, Schedulability::Cordoned, None)
+            .await?,
     ))
 }
 
@@ -297,18 +299,32 @@ async fn cordon_node(State(engine): Shared, Path(name): Path<String>) -> EngineR
 async fn uncordon_node(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Node>> {
     Ok(Json(
         engine
-            .set_node_schedulability(&name, Schedulability::Schedulable)
+            .set_node_schedulability(&name, Schedulability::Schedulable, None)
             .await?,
     ))
 }
 
 #[utoipa::path(
-    post, path = "/v1/nodes/{name}/drain", params(NodePath),
-    responses((status = 200, description = "Cordoned and marked to be emptied", body = Node), NotFound, Conflict, InternalError, ServiceUnavailable)
+    post, path = "/v1/nodes/{name}/drain", params(NodePath, DrainParams),
+    responses((status = 200, description = "Cordoned and marked to be emptied: the node moves its instances away and ends cordoned", body = Node),
+              BadRequest, NotFound, Conflict, InternalError, ServiceUnavailable)
 )]
-async fn drain_node(State(engine): Shared, Path(name): Path<String>) -> EngineResult<Json<Node>> {
+async fn drain_node(
+    State(engine): Shared,
+    Path(name): Path<String>,
+    Query(params): Query<DrainParams>,
+) -> EngineResult<Json<Node>> {
+    let parallel = params.parallel.unwrap_or(1);
+    if !(1..=berth_model::node::MAX_DRAIN_PARALLEL).contains(&parallel) {
+        return Err(EngineError::invalid(
+            "parallel",
+            format!("--parallel: give 1 to {}", berth_model::node::MAX_DRAIN_PARALLEL),
+        ));
+    }
     Ok(Json(
-        engine.set_node_schedulability(&name, Schedulability::Draining).await?,
+        engine
+            .set_node_schedulability(&name, Schedulability::Draining, Some(parallel))
+            .await?,
     ))
 }
 

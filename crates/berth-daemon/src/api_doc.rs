@@ -121,6 +121,15 @@ pub struct NetworkPath {
     pub name: String,
 }
 
+/// `POST /v1/nodes/{name}/drain`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DrainParams {
+    /// Instances moved at once (default 1).
+    #[param(minimum = 1, maximum = 32)]
+    pub parallel: Option<u32>,
+}
+
 /// `{name}`: a stack's name.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -279,6 +279,7 @@ impl Membership {
             name: self.name.clone(),
             node_id: self.id.clone(),
             schedulability: Schedulability::Schedulable,
+            drain_parallel: None,
             joined_at: Utc::now(),
             facts: NodeFacts {
                 address: self.address.clone(),
@@ -289,6 +290,7 @@ impl Membership {
                 images: Vec::new(),
                 volumes: Vec::new(),
                 networks: Vec::new(),
+                drain_blocked: Default::default(),
                 published_at: Utc::now(),
             },
         };
@@ -352,6 +354,7 @@ impl Membership {
                         name: self.name.clone(),
                         node_id: self.id.clone(),
                         schedulability: Schedulability::Schedulable,
+                        drain_parallel: None,
                         joined_at: Utc::now(),
                         facts: facts.clone(),
                     };
@@ -487,11 +490,17 @@ impl Membership {
     }
 
     /// Cordon, uncordon, drain: the operator's decision, written compare-and-swap.
-    pub async fn set_schedulability(&self, name: &str, schedulability: Schedulability) -> EngineResult<Node> {
+    pub async fn set_schedulability(
+        &self,
+        name: &str,
+        schedulability: Schedulability,
+        drain_parallel: Option<u32>,
+    ) -> EngineResult<Node> {
         for _ in 0..8 {
             let current = self.member(name).await?;
             let member = NodeMember {
                 schedulability,
+                drain_parallel: drain_parallel.filter(|_| schedulability == Schedulability::Draining),
                 ..current.value
             };
             match self.store.update(&member, current.revision).await {
@@ -537,6 +546,10 @@ pub fn node_view(member: NodeMember, alive: bool, this_node: &str) -> Node {
         networks: member.facts.networks,
         joined_at: member.joined_at,
         heartbeat_at: member.facts.published_at,
+        drain: (member.schedulability == Schedulability::Draining).then(|| berth_model::node::DrainStatus {
+            parallel: member.drain_parallel.unwrap_or(1),
+            blocked: member.facts.drain_blocked,
+        }),
     }
 }
 

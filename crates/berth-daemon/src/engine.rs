@@ -78,6 +78,8 @@ pub struct Engine {
     restarting: std::sync::Mutex<std::collections::HashSet<String>>,
     /// What restart policies remember between exits.
     pub(crate) restarts: crate::restarts::Restarts,
+    /// This node's drain, while it runs.
+    pub(crate) drain: crate::drain::DrainState,
     events: broadcast::Sender<Event>,
     /// This binary, run in supervisor mode for each started instance.
     exe: PathBuf,
@@ -142,6 +144,7 @@ impl Engine {
             locks: std::sync::Mutex::new(HashMap::new()),
             restarting: std::sync::Mutex::new(Default::default()),
             restarts: Default::default(),
+            drain: Default::default(),
             events,
             exe,
         })

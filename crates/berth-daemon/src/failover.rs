@@ -150,7 +150,6 @@ impl Engine {
         let engine: Weak<Engine> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut down_since: HashMap<String, Instant> = HashMap::new();
-            let mut drain_refused = std::collections::HashSet::new();
             let mut round: u64 = 0;
             let mut reconcile_pending = false;
             let mut ticker = tokio::time::interval(ROUND_EVERY);
@@ -179,7 +178,9 @@ impl Engine {
                     Err(e) => tracing::debug!(error = %e, "leader election"),
                 }
                 engine.adopt_moved_here().await;
-                engine.hand_over_if_draining(&membership, &mut drain_refused).await;
+                if let Ok(this) = membership.node(&engine.node).await {
+                    engine.drain_if_asked(&membership, Some(&this));
+                }
                 if round % 4 == 1 && engine.networks.has_overlay() {
                     engine.sync_overlay(&membership).await;
                 }
@@ -321,84 +322,6 @@ impl Engine {
         }
     }
 
-    /// A draining node's round: a running VM that can migrate live moves without stopping
-    /// (its new copy runs before the old one ends); each other instance the cluster may move
-    /// is stopped here, then handed to the node the scheduler chooses (which starts it):
-    /// never running twice.
-    async fn hand_over_if_draining(
-        self: &Arc<Self>,
-        membership: &Membership,
-        refused: &mut std::collections::HashSet<String>,
-    ) {
-        let Ok(nodes) = membership.nodes().await else { return };
-        if !nodes.iter().any(|n| n.this_node && n.state == NodeState::Draining) {
-            refused.clear();
-            return;
-        }
-        let Ok((instances, _)) = self.store.instances().await else {
-            return;
-        };
-        let all: Vec<Instance> = instances.iter().map(|v| v.instance.clone()).collect();
-        for versioned in instances {
-            let instance = &versioned.instance;
-            let live = instance.state == InstanceState::Running && crate::migration::live_refusal(instance).is_none();
-            if instance.node != self.node
-                || !instance.state.is_active()
-                || (local_state(instance).is_some() && !live)
-                || refused.contains(&instance.id)
-            {
-                continue;
-            }
-            if live {
-                // Progress has no reader here; the receiver stays open so nothing cancels.
-                let (events, _progress) = tokio::sync::mpsc::channel(64);
-                let request = berth_model::api::MigrateRequest::default();
-                match self.migrate(&instance.id, &request, &events).await {
-                    Ok((_, to, result)) => tracing::info!(
-                        instance = %instance.name, %to, downtime_ms = result.downtime_ms,
-                        "draining: migrated live"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(instance = %instance.name, error = %e.message, "draining: a live migration failed; it stays");
-                        refused.insert(instance.id.clone());
-                    }
-                }
-                continue;
-            }
-            let (node, why) = match place_moved(&nodes, &all, instance) {
-                Ok(placed) => placed,
-                Err(e) => {
-                    tracing::warn!(instance = %instance.name, error = %e, "draining: no node takes it; it stays");
-                    refused.insert(instance.id.clone());
-                    continue;
-                }
-            };
-            tracing::info!(instance = %instance.name, to = %node, "draining: handing an instance over");
-            if let Err(e) = self.stop(&instance.id, Some(10)).await {
-                tracing::warn!(instance = %instance.name, error = %e.message, "draining: stopping");
-                continue;
-            }
-            let Ok(stopped) = self.store.instance(&instance.id).await else {
-                continue;
-            };
-            let txn = moved_txn(
-                &stopped,
-                &node,
-                &format!("moved from node {} (draining): {why}", self.node),
-            );
-            match txn {
-                Ok(txn) => match self.store.commit(txn).await {
-                    Ok(_) => {
-                        let dir = self.instance_dir(&instance.id);
-                        self.release_local(&stopped.instance, &dir).await;
-                    }
-                    Err(e) => tracing::warn!(instance = %instance.name, error = %e, "draining: handing over"),
-                },
-                Err(e) => tracing::warn!(instance = %instance.name, error = %e, "draining: handing over"),
-            }
-        }
-    }
-
     /// Makes the instances moved to this node its own: a directory, an address on its
     /// network here, then a start.
     async fn adopt_moved_here(self: &Arc<Self>) {
@@ -446,6 +369,17 @@ impl Engine {
             }
             if let Some(vm) = instance.vm.as_mut() {
                 rebase_vm_paths(vm, &dir);
+            }
+            // Local volumes that came along (a container's move) are this node's now.
+            for mount in instance
+                .spec
+                .volumes
+                .iter_mut()
+                .filter(|v| !v.source.starts_with("nfs://"))
+            {
+                if let Ok(volume) = self.volumes.get(&mount.volume).await {
+                    self.volumes.attach_to(&volume, mount);
+                }
             }
             if let Some(moved) = instance.rescheduled.as_mut() {
                 moved.adopted = true;

@@ -6,6 +6,7 @@ pub mod api;
 pub mod api_doc;
 pub mod cluster;
 pub mod config;
+pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod exec_sessions;

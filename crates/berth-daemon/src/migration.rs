@@ -138,6 +138,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/cluster/incoming/{id}/commit", post(commit))
         .route("/v1/cluster/incoming/{id}/abort", post(abort))
         .route("/v1/cluster/incoming/{id}/layer", post(layer))
+        .route("/v1/cluster/incoming/{id}/volume/{name}", post(volume))
         .with_state(engine)
 }
 
@@ -158,6 +159,14 @@ async fn layer(
     request: Request,
 ) -> EngineResult<Json<()>> {
     engine.receive_layer(&id, request.into_body()).await.map(Json)
+}
+
+async fn volume(
+    State(engine): State<Arc<Engine>>,
+    UrlPath((id, name)): UrlPath<(String, String)>,
+    request: Request,
+) -> EngineResult<Json<()>> {
+    engine.receive_volume(&id, &name, request.into_body()).await.map(Json)
 }
 
 async fn abort(State(engine): State<Arc<Engine>>, UrlPath(id): UrlPath<String>) -> EngineResult<Json<()>> {
@@ -202,9 +211,9 @@ pub fn move_refusal(instance: &Instance, request: &MigrateRequest) -> Option<Str
             instance.name
         ));
     }
-    if let Some(volume) = instance.spec.volumes.iter().find(|v| !v.source.starts_with("nfs://")) {
+    if let Some(volume) = instance.spec.volumes.iter().find(|v| v.source.starts_with("nfs://")) {
         return Some(format!(
-            "{}'s volume {} is its node's: moving local volumes is not built yet (an NFS volume moves)",
+            "{}'s NFS volume {} is mounted through this node's kernel: a container using one does not move (a VM's does)",
             instance.name, volume.volume
         ));
     }
@@ -216,6 +225,10 @@ pub fn move_refusal(instance: &Instance, request: &MigrateRequest) -> Option<Str
     }
     None
 }
+
+/// The marker in a moving container's directory on the target naming the volumes that
+/// arrived for it (removed again if the move is called off).
+const RECEIVED_VOLUMES: &str = "received-volumes";
 
 /// Why the VM `instance` cannot migrate live, if it cannot.
 pub fn live_refusal(instance: &Instance) -> Option<String> {
@@ -732,6 +745,7 @@ impl Engine {
                 found.name, found.state
             )));
         }
+        let volumes = self.volumes_to_move(found).await?;
         let (target, mut reason) = self.migration_target(membership, found, request.to.as_deref()).await?;
         if request.live == Some(LiveChoice::Auto) {
             let why = criu_check()
@@ -762,6 +776,27 @@ impl Engine {
                 ));
             }
         };
+        let mut sent = sent;
+        for volume in &volumes {
+            let path = format!("/v1/cluster/incoming/{}/volume/{volume}", found.id);
+            let dir = self.volumes.image_dir(volume);
+            let image = crate::volumes::IMAGE_FILE;
+            match send_tar(membership, &target, &self.node, &path, &dir, image, VOLUME_TAR).await {
+                Ok(bytes) => sent += bytes,
+                Err(e) => {
+                    let abort = format!("/v1/cluster/incoming/{}/abort", found.id);
+                    let _ = peer_call::<()>(membership, &target, &self.node, &abort, Vec::new()).await;
+                    let _ = self.start(&found.id, false).await;
+                    return Err(EngineError::new(
+                        e.status,
+                        format!(
+                            "sending {}'s volume {volume} to {target}: {}; it runs here again",
+                            found.name, e.message
+                        ),
+                    ));
+                }
+            }
+        }
         let stopped = self.store.instance(&found.id).await?;
         let mut figures = Migration {
             live: false,
@@ -790,6 +825,12 @@ impl Engine {
             )));
         }
         self.release_local(&stopped.instance, &dir).await;
+        // The volumes went with it: the target has them now.
+        for volume in &volumes {
+            if let Err(e) = self.volumes.remove(volume, &[], false).await {
+                tracing::warn!(%volume, error = %e.message, "removing a volume that moved to {target}");
+            }
+        }
         // The target adopts it within a round (0.5 s) and starts it.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -825,6 +866,63 @@ impl Engine {
         Ok((self.node.clone(), target, figures))
     }
 
+    /// The local volumes `instance` (a container) takes along when it moves: each must be
+    /// its alone (no other instance of this node uses it) and have no snapshots.
+    async fn volumes_to_move(&self, instance: &Instance) -> EngineResult<Vec<String>> {
+        let mut names = Vec::new();
+        for mount in instance.spec.volumes.iter().filter(|v| !v.source.starts_with("nfs://")) {
+            let volume = self.volumes.get(&mount.volume).await?;
+            if !volume.snapshots.is_empty() {
+                return Err(EngineError::conflict(format!(
+                    "{}'s volume {} has snapshots, which do not move with it: delete them first (`berth volume snapshot --rm`)",
+                    instance.name, volume.name
+                )));
+            }
+            let others: Vec<Instance> = self
+                .local_instances()
+                .await?
+                .into_iter()
+                .filter(|other| other.id != instance.id && other.spec.volumes.iter().any(|v| v.volume == volume.name))
+                .collect();
+            if let Some(other) = others.first() {
+                return Err(EngineError::conflict(format!(
+                    "{}'s volume {} is also used by {} on this node: moving it would take it from them",
+                    instance.name, volume.name, other.name
+                )));
+            }
+            if !names.contains(&volume.name) {
+                names.push(volume.name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// A moving container's local volume arriving ahead of its record: its image becomes a
+    /// volume of this node under the same name (refused if this node has one).
+    async fn receive_volume(&self, id: &str, name: &str, body: Body) -> EngineResult<()> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(EngineError::invalid("id", "an instance id is 64 hex digits"));
+        }
+        let instance_dir = self.instance_dir(id);
+        if !instance_dir.is_dir() {
+            return Err(EngineError::conflict(format!(
+                "no move of {id} is under way here: its writable layer comes first"
+            )));
+        }
+        let dir = self.volumes.prepare_receive(name).await?;
+        let marker = instance_dir.join(RECEIVED_VOLUMES);
+        let mut received = std::fs::read_to_string(&marker).unwrap_or_default();
+        received.push_str(name);
+        received.push('\n');
+        std::fs::write(&marker, received)
+            .map_err(|e| EngineError::internal(format!("writing {}: {e}", marker.display())))?;
+        if let Err(e) = unpack_tar(body, &dir, VOLUME_TAR).await {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(EngineError::internal(format!("volume {name}: {}", e.message)));
+        }
+        self.volumes.finish_receive(name).await.map(|_| ())
+    }
+
     /// A container's writable layer arriving ahead of its record: unpacked into the
     /// instance's directory here, where the adoption finds it.
     async fn receive_layer(&self, id: &str, body: Body) -> EngineResult<()> {
@@ -842,38 +940,9 @@ impl Engine {
         let _ = std::fs::remove_dir_all(&upper);
         std::fs::create_dir_all(&upper)
             .map_err(|e| EngineError::internal(format!("creating {}: {e}", upper.display())))?;
-        let mut tar = berth_process::async_command("tar")
-            .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-", "-C"])
-            .arg(&upper)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| EngineError::internal(format!("running tar: {e}")))?;
-        let mut stdin = tar.stdin.take().ok_or_else(|| EngineError::internal("tar's stdin"))?;
-        let mut stream = body.into_data_stream();
-        use futures_util::StreamExt;
-        use tokio::io::AsyncWriteExt;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| EngineError::internal(format!("receiving the layer: {e}")))?;
-            stdin
-                .write_all(&chunk)
-                .await
-                .map_err(|e| EngineError::internal(format!("unpacking the layer: {e}")))?;
-        }
-        drop(stdin);
-        let output = tar
-            .wait_with_output()
-            .await
-            .map_err(|e| EngineError::internal(format!("tar: {e}")))?;
-        if !output.status.success() {
+        if let Err(e) = unpack_tar(body, &upper, LAYER_TAR).await {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(EngineError::internal(format!(
-                "unpacking the layer: {}",
-                String::from_utf8_lossy(&output.stderr)
-                    .lines()
-                    .next()
-                    .unwrap_or("tar failed")
-            )));
+            return Err(EngineError::internal(format!("the writable layer: {}", e.message)));
         }
         Ok(())
     }
@@ -1157,6 +1226,12 @@ impl Engine {
             let layer_only =
                 dir.exists() && !dir.join("supervisor.json").exists() && !dir.join("instance.json").exists();
             if layer_only && self.store.get_instance(id).await.is_ok_and(|i| i.node != self.node) {
+                let received = std::fs::read_to_string(dir.join(RECEIVED_VOLUMES)).unwrap_or_default();
+                for volume in received.lines().filter(|l| !l.is_empty()) {
+                    if let Err(e) = self.volumes.remove(volume, &[], false).await {
+                        tracing::warn!(%volume, error = %e.message, "removing a volume of a move called off");
+                    }
+                }
                 let _ = std::fs::remove_dir_all(&dir);
             }
             return;
@@ -1190,7 +1265,8 @@ async fn supervisor_gone(socket: &std::path::Path, within: Duration) {
     }
 }
 
-/// Streams the writable layer at `upper` to node `name` as a tar archive; the bytes sent.
+/// Streams the writable layer at `upper` to node `name` as a tar archive (with xattrs, so
+/// overlayfs whiteouts and opaque directories survive); the bytes sent.
 async fn send_layer(
     membership: &Membership,
     name: &str,
@@ -1198,10 +1274,32 @@ async fn send_layer(
     id: &str,
     upper: &std::path::Path,
 ) -> EngineResult<u64> {
+    let path = format!("/v1/cluster/incoming/{id}/layer");
+    send_tar(membership, name, from, &path, upper, ".", LAYER_TAR).await
+}
+
+/// tar's options for a writable layer: xattrs (overlayfs's whiteouts and opaque
+/// directories), numeric owners.
+const LAYER_TAR: &[&str] = &["--xattrs", "--xattrs-include=*", "--numeric-owner"];
+/// tar's options for a volume's image: its holes stay holes.
+const VOLUME_TAR: &[&str] = &["--sparse"];
+
+/// Streams `entry` of `dir` as a tar archive (made with `options`) to node `name`'s peer
+/// endpoint `path`; the bytes sent.
+async fn send_tar(
+    membership: &Membership,
+    name: &str,
+    from: &str,
+    path: &str,
+    dir: &std::path::Path,
+    entry: &str,
+    options: &[&str],
+) -> EngineResult<u64> {
     let mut tar = berth_process::async_command("tar")
-        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-cf", "-", "-C"])
-        .arg(upper)
-        .arg(".")
+        .args(options)
+        .args(["-cf", "-", "-C"])
+        .arg(dir)
+        .arg(entry)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1218,7 +1316,7 @@ async fn send_layer(
     let address = membership.peer_address(name).await?;
     let request = Request::builder()
         .method(Method::POST)
-        .uri(format!("/v1/cluster/incoming/{id}/layer"))
+        .uri(path)
         .header(header::HOST, address.to_string())
         .header(header::CONTENT_TYPE, "application/x-tar")
         .body(Body::from_stream(stream))
@@ -1230,13 +1328,76 @@ async fn send_layer(
         let bytes = axum::body::to_bytes(response.into_body(), 64 << 10)
             .await
             .unwrap_or_default();
-        return Err(EngineError::new(status, String::from_utf8_lossy(&bytes).into_owned()));
+        let message = serde_json::from_slice::<berth_model::api::ErrorResponse>(&bytes)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        return Err(EngineError::new(status, message));
     }
     Ok(counted.load(std::sync::atomic::Ordering::Relaxed))
 }
 
+/// Unpacks a tar archive arriving as `body` into `dest` (tar `options` as it was made).
+async fn unpack_tar(body: Body, dest: &std::path::Path, options: &[&str]) -> EngineResult<()> {
+    let mut tar = berth_process::async_command("tar")
+        .args(options)
+        .args(["-xpf", "-", "-C"])
+        .arg(dest)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| EngineError::internal(format!("running tar: {e}")))?;
+    let mut stdin = tar.stdin.take().ok_or_else(|| EngineError::internal("tar's stdin"))?;
+    let mut stream = body.into_data_stream();
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| EngineError::internal(format!("receiving: {e}")))?;
+        stdin
+            .write_all(&chunk)
+            .await
+            .map_err(|e| EngineError::internal(format!("unpacking: {e}")))?;
+    }
+    drop(stdin);
+    let output = tar
+        .wait_with_output()
+        .await
+        .map_err(|e| EngineError::internal(format!("tar: {e}")))?;
+    if !output.status.success() {
+        return Err(EngineError::internal(format!(
+            "unpacking: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .next()
+                .unwrap_or("tar failed")
+        )));
+    }
+    Ok(())
+}
+
 /// A call to node `name`'s peer port; its error answer (status and message) otherwise.
-async fn peer_call<T: serde::de::DeserializeOwned>(
+/// DELETEs `path` on node `name` (through its peer port).
+pub(crate) async fn peer_delete(membership: &Membership, name: &str, from: &str, path: &str) -> EngineResult<()> {
+    let address = membership.peer_address(name).await?;
+    let request = Request::builder()
+        .method(Method::DELETE)
+        .uri(path)
+        .header(header::HOST, address.to_string())
+        .body(Body::empty())
+        .map_err(|e| EngineError::internal(e.to_string()))?;
+    let response = crate::peers::forward(address, membership.token(), from, request).await?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    Err(EngineError::new(status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// POSTs `body` to node `name`'s peer endpoint `path`; its JSON answer (an empty one reads
+/// as `null`).
+pub(crate) async fn peer_call<T: serde::de::DeserializeOwned>(
     membership: &Membership,
     name: &str,
     from: &str,
@@ -1271,5 +1432,6 @@ async fn peer_call<T: serde::de::DeserializeOwned>(
             message,
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| EngineError::internal(format!("node {name}'s answer: {e}")))
+    let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+    serde_json::from_slice(bytes).map_err(|e| EngineError::internal(format!("node {name}'s answer: {e}")))
 }

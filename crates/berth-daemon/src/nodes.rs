@@ -61,6 +61,7 @@ impl Engine {
             images,
             volumes,
             networks,
+            drain_blocked: self.drain.blocked(),
             published_at: Utc::now(),
         })
     }
@@ -83,6 +84,7 @@ impl Engine {
             joined_at: facts.published_at,
             heartbeat_at: facts.published_at,
             this_node: true,
+            drain: None,
         })
     }
 
@@ -233,9 +235,15 @@ impl Engine {
     }
 
     /// `berth node cordon|uncordon|drain`.
-    pub async fn set_node_schedulability(&self, name: &str, schedulability: Schedulability) -> EngineResult<Node> {
+    /// `parallel`: for a drain, how many instances the node moves at once.
+    pub async fn set_node_schedulability(
+        &self,
+        name: &str,
+        schedulability: Schedulability,
+        parallel: Option<u32>,
+    ) -> EngineResult<Node> {
         match &self.membership {
-            Some(membership) => membership.set_schedulability(name, schedulability).await,
+            Some(membership) => membership.set_schedulability(name, schedulability, parallel).await,
             None => {
                 self.node(name).await?;
                 Err(EngineError::conflict(

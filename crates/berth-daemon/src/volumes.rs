@@ -61,6 +61,9 @@ fn sparse_copy(from: &Path, to: &Path) -> EngineResult<()> {
     Ok(())
 }
 
+/// A local volume's ext4 image, in its directory.
+pub const IMAGE_FILE: &str = "volume.img";
+
 impl Volumes {
     pub fn new(root: PathBuf, store: Store, shared: Store) -> Volumes {
         Volumes {
@@ -73,6 +76,58 @@ impl Volumes {
 
     fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// The directory holding local volume `name`'s image, `IMAGE_FILE` (what a move sends).
+    pub fn image_dir(&self, name: &str) -> PathBuf {
+        self.dir(name)
+    }
+
+    /// Makes room for local volume `name` arriving from another node: its directory, to
+    /// unpack its image into. Refused when this node has a volume of that name.
+    pub async fn prepare_receive(&self, name: &str) -> EngineResult<PathBuf> {
+        validate_name("volume", name)?;
+        let _one_at_a_time = self.creating.lock().await;
+        if self.get(name).await.is_ok() {
+            return Err(EngineError::conflict(format!(
+                "this node already has a volume {name}; remove or rename one of the two first"
+            )));
+        }
+        let dir = self.dir(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| EngineError::internal(format!("creating {}: {e}", dir.display())))?;
+        Ok(dir)
+    }
+
+    /// Records local volume `name` whose image arrived in `prepare_receive`'s directory; its
+    /// size is the image's. The directory goes when the image is not there.
+    pub async fn finish_receive(&self, name: &str) -> EngineResult<Volume> {
+        let dir = self.dir(name);
+        let image = dir.join(IMAGE_FILE);
+        let size = match std::fs::metadata(&image) {
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(EngineError::invalid(
+                    "volume",
+                    format!("volume {name} arrived without its image"),
+                ));
+            }
+        };
+        let volume = Volume {
+            name: name.to_string(),
+            driver: "local".into(),
+            size_bytes: size,
+            path: image.display().to_string(),
+            nfs: None,
+            created_at: Utc::now(),
+            snapshots: Vec::new(),
+        };
+        if let Err(e) = self.store.put_volume(&volume).await {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+        Ok(volume)
     }
 
     /// The host directory where containers find the volume's files.
@@ -175,7 +230,7 @@ impl Volumes {
         let dir = self.dir(name);
         let path = match &nfs {
             None => {
-                let image = dir.join("volume.img");
+                let image = dir.join(IMAGE_FILE);
                 let made = blocking({
                     let image = image.clone();
                     move || berth_storage::create_ext4_image(&image, size)

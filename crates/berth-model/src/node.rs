@@ -97,4 +97,21 @@ pub struct Node {
     /// Whether this is the node that answered the request.
     #[serde(default)]
     pub this_node: bool,
+    /// While it drains: how many instances it moves at once and which it cannot move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
 }
+
+/// A draining node's progress, as it publishes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DrainStatus {
+    /// Instances moved at once (`--parallel`).
+    pub parallel: u32,
+    /// Instances that stay, by name, with why: the drain ends (the node `cordoned`) once
+    /// they are stopped or removed.
+    #[serde(default)]
+    pub blocked: BTreeMap<String, String>,
+}
+
+/// The most instances a drain moves at once.
+pub const MAX_DRAIN_PARALLEL: u32 = 32;

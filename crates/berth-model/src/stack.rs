@@ -8,6 +8,10 @@ use utoipa::ToSchema;
 
 use crate::instance::InstanceKind;
 
+/// Instance label: the create request a stack's replica was made from (`berth apply`), so
+/// a rollback or a drain's start-first replacement can make it again.
+pub const REQUEST_LABEL: &str = "berth.compose-request";
+
 /// The most services one stack may hold (a record stays far below the store's limit).
 pub const MAX_SERVICES: usize = 200;
 

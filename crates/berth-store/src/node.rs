@@ -31,6 +31,9 @@ pub struct NodeFacts {
     pub volumes: Vec<String>,
     #[serde(default)]
     pub networks: Vec<String>,
+    /// While it drains: the instances it cannot move, by name, with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drain_blocked: BTreeMap<String, String>,
     pub published_at: DateTime<Utc>,
 }
 
@@ -43,6 +46,9 @@ pub struct NodeMember {
     /// The operator's decision (cordon, drain), apart from the node's own facts.
     #[serde(default)]
     pub schedulability: Schedulability,
+    /// With `Draining`: how many instances the node moves at once (`--parallel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_parallel: Option<u32>,
     pub joined_at: DateTime<Utc>,
     pub facts: NodeFacts,
 }

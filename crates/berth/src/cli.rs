@@ -841,8 +841,23 @@ pub enum NodeCommand {
     Cordon(NodeNamesArgs),
     /// Let the node take new instances again
     Uncordon(NodeNamesArgs),
-    /// Cordon the node and mark it to be emptied
-    Drain(NodeNamesArgs),
+    /// Empty the node: cordon it, move what runs on it elsewhere (VMs live, a stack's
+    /// stateless replicas start-first, other containers by stop, transfer and start), and
+    /// wait until nothing runs there; it ends cordoned. What cannot move is listed with why,
+    /// and the node stays draining until it is stopped or removed
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[arg(value_name = "NODE")]
+    pub name: String,
+    /// Instances moved at once (1 to 32)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub parallel: u32,
+    /// Return once the drain has begun instead of waiting for it to end
+    #[arg(short = 'd', long)]
+    pub detach: bool,
 }
 
 #[derive(Debug, Args)]

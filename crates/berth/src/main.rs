@@ -161,7 +161,7 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Node(NodeCommand::Inspect(args)) => nodes::inspect(&client, args).await,
         Command::Node(NodeCommand::Cordon(args)) => nodes::act(&client, args, "cordon").await,
         Command::Node(NodeCommand::Uncordon(args)) => nodes::act(&client, args, "uncordon").await,
-        Command::Node(NodeCommand::Drain(args)) => nodes::act(&client, args, "drain").await,
+        Command::Node(NodeCommand::Drain(args)) => nodes::drain(&client, args).await,
         Command::Snapshot(SnapshotCommand::Create(args)) => snapshots::create(&client, args).await,
         Command::Snapshot(SnapshotCommand::Ls(args)) => snapshots::list(&client, args).await,
         Command::Snapshot(SnapshotCommand::Restore(args)) => snapshots::restore(&client, args).await,

@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 use berth_client::Client;
-use berth_model::node::Node;
+use berth_model::node::{Node, NodeState};
+use berth_model::Instance;
 
-use crate::cli::{JsonArgs, NodeNamesArgs};
+use crate::cli::{DrainArgs, JsonArgs, NodeNamesArgs};
 use crate::output::{ago, print_table, size};
 use crate::{encode, Outcome};
 
@@ -88,4 +89,58 @@ pub async fn act(client: &Client, args: NodeNamesArgs, action: &str) -> Result<O
         }
     }
     Ok(if failed { Outcome::Failure } else { Outcome::Success })
+}
+
+/// `berth node drain NAME`: starts the drain, then follows it until the node is empty
+/// (cordoned) or only instances that cannot move are left.
+pub async fn drain(client: &Client, args: DrainArgs) -> Result<Outcome> {
+    let path = format!("/v1/nodes/{}", encode(&args.name));
+    let body = client
+        .post_empty(&format!("{path}/drain?parallel={}", args.parallel))
+        .await?;
+    let node: Node = serde_json::from_slice(&body)?;
+    println!("{} {}", node.name, node.state.as_str());
+    if args.detach {
+        return Ok(Outcome::Success);
+    }
+    let began = std::time::Instant::now();
+    let mut last_left = usize::MAX;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let node: Node = client.get(&path).await?;
+        match node.state {
+            NodeState::Cordoned => {
+                println!(
+                    "{} drained in {:.1} s: nothing runs on it; it stays cordoned (`berth node uncordon {}` takes it back)",
+                    node.name,
+                    began.elapsed().as_secs_f64(),
+                    node.name
+                );
+                return Ok(Outcome::Success);
+            }
+            NodeState::Draining => {}
+            other => anyhow::bail!(
+                "node {} is {} now: the drain ended before the node was empty",
+                node.name,
+                other.as_str()
+            ),
+        }
+        let instances: Vec<Instance> = client.get("/v1/instances").await?;
+        let left: Vec<&Instance> = instances.iter().filter(|i| i.node == node.name).collect();
+        if left.len() != last_left {
+            eprintln!("{}: {} running instance(s) left", node.name, left.len());
+            last_left = left.len();
+        }
+        let blocked = node.drain.map(|d| d.blocked).unwrap_or_default();
+        if !left.is_empty() && left.iter().all(|i| blocked.contains_key(&i.name)) {
+            for (name, why) in &blocked {
+                eprintln!("  {name} stays: {why}");
+            }
+            eprintln!(
+                "node {} stays draining until these are stopped or removed (`berth node uncordon {}` ends the drain)",
+                node.name, node.name
+            );
+            return Ok(Outcome::Failure);
+        }
+    }
 }

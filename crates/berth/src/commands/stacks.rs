@@ -16,15 +16,13 @@ use berth_client::Client;
 use berth_compose::{Condition, Service, Stack, HASH_LABEL, SERVICE_LABEL, STACK_LABEL};
 use berth_model::api::CreateInstanceRequest;
 use berth_model::health::{HealthCheck, HealthStatus};
-use berth_model::stack::{StackRecord, StackService};
+use berth_model::stack::{StackRecord, StackService, REQUEST_LABEL};
 use berth_model::{Instance, InstanceState};
 
 use crate::cli::*;
 use crate::output::print_table;
 use crate::{encode, Outcome};
 
-/// Label holding the create request a replica was made from (for a rollback).
-const REQUEST_LABEL: &str = "berth.compose-request";
 /// How long a new replica must keep running before the next one is replaced.
 const MONITOR: Duration = Duration::from_secs(2);
 /// How long a replica may take to run (a VM boots under TCG in seconds).
