@@ -82,6 +82,7 @@ fn facts() -> NodeFacts {
         images: vec!["docker.io/library/busybox:latest".into()],
         volumes: Vec::new(),
         networks: Vec::new(),
+        drain_blocked: Default::default(),
         published_at: Utc::now(),
     }
 }
@@ -186,6 +187,7 @@ async fn main() -> Result<()> {
                     name: name.clone(),
                     node_id: name.clone(),
                     schedulability: Schedulability::Schedulable,
+                    drain_parallel: None,
                     joined_at: Utc::now(),
                     facts: facts(),
                 })?;

@@ -548,6 +548,7 @@ mod tests {
             joined_at: chrono::Utc::now(),
             heartbeat_at: chrono::Utc::now(),
             this_node: false,
+            drain: None,
         }
     }
 
