@@ -278,3 +278,92 @@ fn a_drain_empties_a_node_of_two_vms_and_its_containers_new_copies_first() {
     }
     let _ = std::fs::remove_dir_all(&host_dir);
 }
+
+#[test]
+fn a_rebalance_moves_load_off_a_busy_node_and_not_back() {
+    let (_hosts, _cluster, daemons) = three_hosts();
+    import_busybox_everywhere(&daemons);
+    let n1 = &daemons[0];
+    // Four containers each using a tenth of a CPU on n1; the others idle.
+    for i in 1..=4 {
+        let name = format!("busy{i}");
+        n1.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--node",
+            "n1",
+            "--cpus",
+            "0.1",
+            "busybox",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ]);
+    }
+    let node_usage = |name: &str| -> serde_json::Value {
+        let nodes: serde_json::Value = serde_json::from_str(&n1.ok(&["node", "inspect", name])).unwrap();
+        nodes[0]["usage"].clone()
+    };
+    let start = std::time::Instant::now();
+    while node_usage("n1")["cpus"].as_f64().unwrap_or(0.0) < 0.3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "n1's use is not measured: {}",
+            node_usage("n1")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(node_usage("n1")["heaviest"][0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("busy"));
+
+    // The plan: one of them to another node; a dry run moves nothing.
+    let planned: serde_json::Value =
+        serde_json::from_str(&n1.ok(&["cluster", "rebalance", "--dry-run", "--threshold", "10", "--json"])).unwrap();
+    let moves = planned["moves"].as_array().expect("moves").clone();
+    assert!(!moves.is_empty(), "{planned}");
+    assert!(
+        moves.iter().all(|m| m["from"] == "n1" && m["moved"].is_null()),
+        "{planned}"
+    );
+    assert!(planned["mean_load_percent"].as_f64().unwrap_or(0.0) > 0.0, "{planned}");
+    let everything_on_n1 = (1..=4).all(|i| n1.inspect(&format!("busy{i}"))["node"] == "n1");
+    assert!(everything_on_n1);
+
+    // For real, asked on another node: the moves happen and are recorded as a rebalance.
+    let done: serde_json::Value =
+        serde_json::from_str(&daemons[2].ok(&["cluster", "rebalance", "--threshold", "10", "--json"])).unwrap();
+    let moved: Vec<String> = done["moves"]
+        .as_array()
+        .expect("moves")
+        .iter()
+        .filter(|m| m["moved"] == true)
+        .map(|m| m["instance"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!moved.is_empty(), "{done}");
+    for name in &moved {
+        let now = n1.inspect(name);
+        assert_ne!(now["node"], "n1", "{now}");
+        assert_eq!(now["state"], "running", "{now}");
+        assert!(
+            now["spec"]["placement"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("rebalanced: node n1"),
+            "{now}"
+        );
+    }
+    // A second rebalance leaves the moved ones where they went (cool-down).
+    let again: serde_json::Value =
+        serde_json::from_str(&n1.ok(&["cluster", "rebalance", "--dry-run", "--threshold", "0", "--json"])).unwrap();
+    for planned in again["moves"].as_array().expect("moves") {
+        assert!(!moved.iter().any(|m| planned["instance"] == m.as_str()), "{again}");
+    }
+    // One host has nothing to rebalance.
+    for i in 1..=4 {
+        n1.ok(&["rm", "-f", &format!("busy{i}")]);
+    }
+}

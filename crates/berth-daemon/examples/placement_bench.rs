@@ -83,6 +83,7 @@ fn facts() -> NodeFacts {
         volumes: Vec::new(),
         networks: Vec::new(),
         drain_blocked: Default::default(),
+        usage: None,
         published_at: Utc::now(),
     }
 }

@@ -51,6 +51,7 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(cordon_node))
         .routes(routes!(uncordon_node))
         .routes(routes!(drain_node))
+        .routes(routes!(rebalance_cluster))
         .routes(routes!(list_networks, create_network))
         .routes(routes!(remove_network))
         .routes(routes!(list_volumes, create_volume))
@@ -324,6 +325,22 @@ async fn drain_node(
     Ok(Json(
         engine
             .set_node_schedulability(&name, Schedulability::Draining, Some(parallel))
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/cluster/rebalance", params(RebalanceParams),
+    responses((status = 200, description = "The plan and, unless a dry run, what each move did", body = RebalanceReport),
+              BadRequest, Conflict, InternalError, ServiceUnavailable)
+)]
+async fn rebalance_cluster(
+    State(engine): Shared,
+    Query(params): Query<RebalanceParams>,
+) -> EngineResult<Json<RebalanceReport>> {
+    Ok(Json(
+        engine
+            .rebalance(params.dry_run.unwrap_or(false), params.threshold_percent)
             .await?,
     ))
 }

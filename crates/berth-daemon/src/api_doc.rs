@@ -130,6 +130,17 @@ pub struct DrainParams {
     pub parallel: Option<u32>,
 }
 
+/// `POST /v1/cluster/rebalance`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RebalanceParams {
+    /// Plan only: say what would move.
+    pub dry_run: Option<bool>,
+    /// Points above the cluster's mean load that make a node hot (default 20).
+    #[param(minimum = 0, maximum = 100)]
+    pub threshold_percent: Option<f64>,
+}
+
 /// `{name}`: a stack's name.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -291,6 +291,7 @@ impl Membership {
                 volumes: Vec::new(),
                 networks: Vec::new(),
                 drain_blocked: Default::default(),
+                usage: None,
                 published_at: Utc::now(),
             },
         };
@@ -550,6 +551,7 @@ pub fn node_view(member: NodeMember, alive: bool, this_node: &str) -> Node {
             parallel: member.drain_parallel.unwrap_or(1),
             blocked: member.facts.drain_blocked,
         }),
+        usage: member.facts.usage,
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Engine {
     pub(crate) restarts: crate::restarts::Restarts,
     /// This node's drain, while it runs.
     pub(crate) drain: crate::drain::DrainState,
+    /// What this node's instances measurably use (sampled in a cluster).
+    pub(crate) usage: crate::usage::UsageMeter,
     events: broadcast::Sender<Event>,
     /// This binary, run in supervisor mode for each started instance.
     exe: PathBuf,
@@ -145,6 +147,7 @@ impl Engine {
             restarting: std::sync::Mutex::new(Default::default()),
             restarts: Default::default(),
             drain: Default::default(),
+            usage: Default::default(),
             events,
             exe,
         })

@@ -24,9 +24,11 @@ pub mod nodes;
 pub mod peer_registry;
 pub mod peers;
 pub mod procs;
+pub mod rebalance;
 pub mod restarts;
 pub mod scheduler;
 pub mod stacks;
+pub mod usage;
 pub mod vm_files;
 pub mod vm_snapshots;
 pub mod volumes;
@@ -253,6 +255,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         membership.publish(facts).await.context("publishing this node")?;
         membership.spawn_heartbeat(Arc::downgrade(&engine));
         engine.spawn_failover(membership.clone());
+        engine.spawn_usage_sampling();
         tracing::info!(node = %membership.name(), "joined the cluster");
     }
     tokio::spawn(async move {

@@ -345,6 +345,7 @@ impl Engine {
         let (target, reason) = self
             .migration_target(&membership, &instance, request.to.as_deref())
             .await?;
+        let reason = request.reason.clone().unwrap_or(reason);
         let _ = events
             .send(MigrationEvent::Target {
                 node: target.clone(),
@@ -747,6 +748,9 @@ impl Engine {
         }
         let volumes = self.volumes_to_move(found).await?;
         let (target, mut reason) = self.migration_target(membership, found, request.to.as_deref()).await?;
+        if let Some(asked) = &request.reason {
+            reason = asked.clone();
+        }
         if request.live == Some(LiveChoice::Auto) {
             let why = criu_check()
                 .err()

@@ -62,6 +62,7 @@ impl Engine {
             volumes,
             networks,
             drain_blocked: self.drain.blocked(),
+            usage: self.usage.current(),
             published_at: Utc::now(),
         })
     }
@@ -85,6 +86,7 @@ impl Engine {
             heartbeat_at: facts.published_at,
             this_node: true,
             drain: None,
+            usage: facts.usage,
         })
     }
 

@@ -549,6 +549,7 @@ mod tests {
             heartbeat_at: chrono::Utc::now(),
             this_node: false,
             drain: None,
+            usage: None,
         }
     }
 

@@ -650,6 +650,51 @@ pub struct MigrateRequest {
     /// and start. VMs always move live.
     #[serde(default)]
     pub live: Option<LiveChoice>,
+    /// Why it moves, as its placement will say (a rebalance sets it); the target's choice
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
+    pub reason: Option<String>,
+}
+
+/// What `berth cluster rebalance` found and did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RebalanceReport {
+    /// Nothing was moved: the plan only.
+    pub dry_run: bool,
+    /// The mean of the nodes' loads, in percent.
+    pub mean_load_percent: f64,
+    /// A node whose load is more than this many points above the mean is relieved.
+    pub threshold_percent: f64,
+    /// Each node's measured load: the larger of its instances' CPU and memory use against
+    /// its capacity, in percent.
+    pub nodes: Vec<NodeLoad>,
+    pub moves: Vec<RebalanceMove>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeLoad {
+    pub name: String,
+    pub load_percent: f64,
+    pub cpus: f64,
+    pub memory_bytes: u64,
+}
+
+/// One move of a rebalance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RebalanceMove {
+    pub instance: String,
+    pub from: String,
+    pub to: String,
+    pub why: String,
+    /// Whether it moved (absent on a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The move's downtime, when it moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
 }
 
 /// `--live` / `--live=auto` of `berth migrate`.

@@ -100,6 +100,30 @@ pub struct Node {
     /// While it drains: how many instances it moves at once and which it cannot move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainStatus>,
+    /// What its instances measurably use (not what they reserve), sampled every few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<NodeUsage>,
+}
+
+/// What a node's instances use, measured from their cgroups (what `berth stats` reads).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeUsage {
+    /// CPUs busy on behalf of its instances (1.0: one CPU all the time).
+    pub cpus: f64,
+    pub memory_bytes: u64,
+    /// Its heaviest instances (at most 8), heaviest first: what a rebalance moves.
+    #[serde(default)]
+    pub heaviest: Vec<InstanceUsage>,
+    pub sampled_at: DateTime<Utc>,
+}
+
+/// What one instance uses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceUsage {
+    pub id: String,
+    pub name: String,
+    pub cpus: f64,
+    pub memory_bytes: u64,
 }
 
 /// A draining node's progress, as it publishes it.

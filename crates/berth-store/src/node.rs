@@ -34,6 +34,9 @@ pub struct NodeFacts {
     /// While it drains: the instances it cannot move, by name, with why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drain_blocked: BTreeMap<String, String>,
+    /// What its instances measurably use (sampled every few seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<berth_model::node::NodeUsage>,
     pub published_at: DateTime<Utc>,
 }
 

@@ -49,12 +49,13 @@ pub enum Command {
     /// Move a running instance to another node of the cluster (a VM live, without stopping)
     ///
     /// A VM moves live (QEMU's migration between the two nodes' qemu
-    /// processes): its disks and volumes must be on a share (`--disk-on nfs://...`, NFS
-    /// volumes); its MAC and address stay. The guest pauses once, for about the downtime limit,
-    /// at the switch-over; the record moves to the new node before the guest resumes there, so
-    /// it never runs on two nodes. Ctrl-C cancels: the VM keeps running where it was. A
-    /// container is stopped, its writable layer sent, and started on the new node under the same
-    /// name (a new address there). Exit status 0 when it runs on the new node, 1 otherwise.
+    /// processes): disks on a share (`--disk-on nfs://...`, NFS volumes) stay there, local
+    /// disks are mirrored to the new node while the guest runs; its MAC and address stay. The
+    /// guest pauses once, for about the downtime limit, at the switch-over; the record moves to
+    /// the new node before the guest resumes there, so it never runs on two nodes. Ctrl-C
+    /// cancels: the VM keeps running where it was. A container is stopped, its writable layer
+    /// and local volumes sent, and started on the new node under the same name (a new address
+    /// there). Exit status 0 when it runs on the new node, 1 otherwise.
     Migrate(MigrateArgs),
     /// Send a signal to running instances
     Kill(KillArgs),
@@ -102,12 +103,16 @@ pub enum Command {
     /// Nodes of the cluster (with `berth daemon --cluster`; one host is a node of its own)
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The cluster as a whole: rebalance
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run a Compose file's services as a stack; run again, it changes only what differs
     ///
     /// Each service's replicas are instances named STACK-SERVICE-N, labelled with the stack,
     /// the service and a hash of its definition. Missing replicas are created, those of a
     /// changed service replaced one batch at a time (deploy.update_config: parallelism,
-    /// order start-first|stop-first, failure_action rollback), each gated on running for 2 s;
+    /// order start-first|stop-first, failure_action rollback), each gated on its health check
+    /// (or, without one, on running for 2 s);
     /// replicas and services no longer in the file are removed. Keys berth does not use are
     /// listed. berth's own keys go under x-berth in a service: kind (vm), type, node, disk,
     /// max_cpus, max_memory. Works on one host and in a cluster (replicas are placed like any
@@ -846,6 +851,27 @@ pub enum NodeCommand {
     /// wait until nothing runs there; it ends cordoned. What cannot move is listed with why,
     /// and the node stays draining until it is stopped or removed
     Drain(DrainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Move instances off nodes whose measured use (CPU or memory of their instances against
+    /// their capacity) is far above the cluster's mean, to the coolest nodes that take them:
+    /// VMs live, containers by stop, transfer and start. An instance a rebalance moved stays
+    /// put for 10 minutes. Exit status 1 when a planned move failed
+    Rebalance(RebalanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    /// Print the plan without moving anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Percentage points above the mean load that make a node hot (default 20)
+    #[arg(long, value_name = "POINTS")]
+    pub threshold: Option<f64>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

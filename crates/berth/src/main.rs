@@ -13,8 +13,8 @@ use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{
-    Cli, Command, ImageCommand, NetworkCommand, NodeCommand, SnapshotCommand, StackCommand, TypesCommand, VmCommand,
-    VolumeCommand,
+    Cli, ClusterCommand, Command, ImageCommand, NetworkCommand, NodeCommand, SnapshotCommand, StackCommand,
+    TypesCommand, VmCommand, VolumeCommand,
 };
 
 /// How a command ended, as an exit status.
@@ -162,6 +162,7 @@ async fn dispatch(command: Command) -> Result<Outcome> {
         Command::Node(NodeCommand::Cordon(args)) => nodes::act(&client, args, "cordon").await,
         Command::Node(NodeCommand::Uncordon(args)) => nodes::act(&client, args, "uncordon").await,
         Command::Node(NodeCommand::Drain(args)) => nodes::drain(&client, args).await,
+        Command::Cluster(ClusterCommand::Rebalance(args)) => nodes::rebalance(&client, args).await,
         Command::Snapshot(SnapshotCommand::Create(args)) => snapshots::create(&client, args).await,
         Command::Snapshot(SnapshotCommand::Ls(args)) => snapshots::list(&client, args).await,
         Command::Snapshot(SnapshotCommand::Restore(args)) => snapshots::restore(&client, args).await,

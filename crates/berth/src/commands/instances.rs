@@ -267,6 +267,7 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> Result<Outcome> {
             Some(_) => Some(berth_model::api::LiveChoice::Yes),
             None => None,
         },
+        reason: None,
     };
     let body = serde_json::to_vec(&request)?;
     let path = format!("/v1/instances/{}/migrate", encode(&args.name));

@@ -5,7 +5,7 @@ use berth_client::Client;
 use berth_model::node::{Node, NodeState};
 use berth_model::Instance;
 
-use crate::cli::{DrainArgs, JsonArgs, NodeNamesArgs};
+use crate::cli::{DrainArgs, JsonArgs, NodeNamesArgs, RebalanceArgs};
 use crate::output::{ago, print_table, size};
 use crate::{encode, Outcome};
 
@@ -143,4 +143,56 @@ pub async fn drain(client: &Client, args: DrainArgs) -> Result<Outcome> {
             return Ok(Outcome::Failure);
         }
     }
+}
+
+/// `berth cluster rebalance`: the plan (and, unless a dry run, each move's result).
+pub async fn rebalance(client: &Client, args: RebalanceArgs) -> Result<Outcome> {
+    let mut path = format!("/v1/cluster/rebalance?dry_run={}", args.dry_run);
+    if let Some(threshold) = args.threshold {
+        path.push_str(&format!("&threshold_percent={threshold}"));
+    }
+    let body = client.post_empty(&path).await?;
+    let report: berth_model::api::RebalanceReport = serde_json::from_slice(&body)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    format!("{:.1}%", n.load_percent),
+                    format!("{:.2}", n.cpus),
+                    size(n.memory_bytes),
+                ]
+            })
+            .collect();
+        print_table(&["NODE", "LOAD", "CPUS USED", "MEMORY USED"], &rows);
+        println!(
+            "mean load {:.1}%; nodes above {:.1}% are relieved",
+            report.mean_load_percent,
+            report.mean_load_percent + report.threshold_percent
+        );
+        if report.moves.is_empty() {
+            println!("nothing to move");
+        }
+        for planned in &report.moves {
+            let outcome = match (planned.moved, &planned.error) {
+                (None, _) => "would move".to_string(),
+                (Some(true), _) => format!("moved (down {} ms)", planned.downtime_ms.unwrap_or(0)),
+                (Some(false), Some(error)) => format!("NOT moved: {error}"),
+                (Some(false), None) => "NOT moved".to_string(),
+            };
+            println!(
+                "{} {} -> {}: {outcome} ({})",
+                planned.instance, planned.from, planned.to, planned.why
+            );
+        }
+    }
+    Ok(if report.moves.iter().any(|m| m.moved == Some(false)) {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
 }
