@@ -367,3 +367,96 @@ fn a_rebalance_moves_load_off_a_busy_node_and_not_back() {
         n1.ok(&["rm", "-f", &format!("busy{i}")]);
     }
 }
+
+const SHOP: &str = r#"
+name: shop
+services:
+  db:
+    image: busybox
+    command: sh -c "echo ready > /data/ready; exec sleep 600"
+    volumes: ["data:/data"]
+    healthcheck: {test: test -f /data/ready, interval: 300ms, retries: 50}
+  web:
+    image: busybox
+    command: httpd -f -p 8080
+    depends_on:
+      db: {condition: service_healthy}
+    deploy:
+      replicas: 3
+      update_config: {parallelism: 1, order: start-first}
+    healthcheck: {test: pidof httpd, interval: 300ms}
+  vm:
+    image: busybox
+    command: sleep 600
+    x-berth: {kind: vm}
+    deploy: {resources: {limits: {memory: 192M}}}
+volumes:
+  data: {}
+"#;
+
+#[test]
+fn a_compose_stack_spreads_over_the_cluster_and_rolls_an_update() {
+    let (_hosts, _cluster, daemons) = three_hosts();
+    import_busybox_everywhere(&daemons);
+    for daemon in &daemons {
+        daemon.ok(&["image", "tag", "busybox", "busybox:v2"]);
+    }
+    let dir = crate::common::temp_dir("bt-shop");
+    let file = dir.join("compose.yaml");
+    let path = file.to_str().unwrap().to_string();
+    std::fs::write(&file, SHOP).unwrap();
+    let n1 = &daemons[0];
+
+    let applied = n1.ok(&["apply", "-f", &path]);
+    for name in ["shop-db-1", "shop-web-1", "shop-web-2", "shop-web-3", "shop-vm-1"] {
+        assert!(applied.contains(name), "{applied}");
+        assert_eq!(n1.inspect(name)["state"], "running", "{name}");
+    }
+    assert_eq!(n1.inspect("shop-db-1")["health"]["status"], "healthy");
+    assert_eq!(n1.inspect("shop-vm-1")["kind"], "vm");
+    let web_nodes: std::collections::BTreeSet<String> = (1..=3)
+        .map(|i| {
+            n1.inspect(&format!("shop-web-{i}"))["node"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        web_nodes.len() >= 2,
+        "the replicas are spread over the nodes: {web_nodes:?}"
+    );
+    // Any node lists the stack.
+    assert!(daemons[2].ok(&["stack", "ls"]).contains("shop"));
+    assert!(daemons[1].ok(&["diff", "-f", &path]).contains("up to date"));
+
+    // A new web image: diff says what, apply rolls it replica by replica (start-first),
+    // each new one healthy before the old goes; db and the VM are untouched.
+    let db = n1.inspect("shop-db-1")["id"].clone();
+    let vm = n1.inspect("shop-vm-1")["id"].clone();
+    std::fs::write(
+        &file,
+        SHOP.replace("    command: httpd", "    image: busybox:v2\n    command: httpd")
+            .replacen("  web:\n    image: busybox\n", "  web:\n", 1),
+    )
+    .unwrap();
+    let diff = n1.ok(&["diff", "-f", &path]);
+    assert_eq!(diff.matches("~ replace shop-web-").count(), 3, "{diff}");
+    let rolled = n1.ok(&["apply", "-f", &path]);
+    for i in 1..=3 {
+        assert!(
+            rolled.contains(&format!("~ shop-web-{i} -> shop-web-{i}-g2")),
+            "{rolled}"
+        );
+        let new = n1.inspect(&format!("shop-web-{i}-g2"));
+        assert_eq!(new["image"], "busybox:v2", "{new}");
+        assert_eq!(new["health"]["status"], "healthy", "{new}");
+    }
+    assert_eq!(n1.inspect("shop-db-1")["id"], db);
+    assert_eq!(n1.inspect("shop-vm-1")["id"], vm);
+    assert!(n1.ok(&["diff", "-f", &path]).contains("up to date"));
+
+    n1.ok(&["stack", "rm", "shop"]);
+    assert!(n1.fails(&["stack", "ps", "shop"]).contains("no stack shop"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

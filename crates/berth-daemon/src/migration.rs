@@ -751,6 +751,18 @@ impl Engine {
         if let Some(asked) = &request.reason {
             reason = asked.clone();
         }
+        // Before anything stops: a volume of the same name there would be refused.
+        if let Some(clash) = membership
+            .node(&target)
+            .await?
+            .volumes
+            .into_iter()
+            .find(|name| volumes.contains(name))
+        {
+            return Err(EngineError::conflict(format!(
+                "node {target} already has a volume {clash}; remove or rename one of the two first"
+            )));
+        }
         if request.live == Some(LiveChoice::Auto) {
             let why = criu_check()
                 .err()
@@ -913,7 +925,16 @@ impl Engine {
                 "no move of {id} is under way here: its writable layer comes first"
             )));
         }
-        let dir = self.volumes.prepare_receive(name).await?;
+        let dir = match self.volumes.prepare_receive(name).await {
+            Ok(dir) => dir,
+            Err(e) => {
+                // Read what was sent, so the sender hears why rather than a broken pipe.
+                use futures_util::StreamExt;
+                let mut stream = body.into_data_stream();
+                while let Some(Ok(_)) = stream.next().await {}
+                return Err(e);
+            }
+        };
         let marker = instance_dir.join(RECEIVED_VOLUMES);
         let mut received = std::fs::read_to_string(&marker).unwrap_or_default();
         received.push_str(name);

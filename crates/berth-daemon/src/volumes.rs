@@ -90,7 +90,7 @@ impl Volumes {
         let _one_at_a_time = self.creating.lock().await;
         if self.get(name).await.is_ok() {
             return Err(EngineError::conflict(format!(
-                "this node already has a volume {name}; remove or rename one of the two first"
+                "the target node already has a volume {name}; remove or rename one of the two first"
             )));
         }
         let dir = self.dir(name);

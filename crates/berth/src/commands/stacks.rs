@@ -25,6 +25,8 @@ use crate::{encode, Outcome};
 
 /// How long a new replica must keep running before the next one is replaced.
 const MONITOR: Duration = Duration::from_secs(2);
+/// Replicas of a service created at once.
+const STARTS_AT_ONCE: usize = 8;
 /// How long a replica may take to run (a VM boots under TCG in seconds).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -191,6 +193,7 @@ pub async fn apply(client: &Client, args: ApplyArgs) -> Result<Outcome> {
         }
     }
     let mut changed = 0;
+    let mut created: Vec<String> = Vec::new();
     for (s, service) in stack.services.iter().enumerate() {
         wait_for_dependencies(client, &stack, service).await?;
         let creates: Vec<usize> = changes
@@ -200,11 +203,25 @@ pub async fn apply(client: &Client, args: ApplyArgs) -> Result<Outcome> {
                 _ => None,
             })
             .collect();
-        for replica in creates {
-            let request = with_request_label(&service.replicas[replica]);
-            run_replica(client, &request).await?;
-            println!("+ {}", request.name.clone().unwrap_or_default());
-            changed += 1;
+        // A service's missing replicas start together, `STARTS_AT_ONCE` at a time; their
+        // health is waited for once everything runs (`docker compose up --wait`), or by a
+        // dependent service's `service_healthy`.
+        let requests: Vec<CreateInstanceRequest> = creates
+            .iter()
+            .map(|replica| with_request_label(&service.replicas[*replica]))
+            .collect();
+        for batch in requests.chunks(STARTS_AT_ONCE) {
+            let mut starting = tokio::task::JoinSet::new();
+            for request in batch {
+                let (client, request) = (client.clone(), request.clone());
+                starting.spawn(async move { start_replica(&client, &request).await });
+            }
+            while let Some(started) = starting.join_next().await {
+                let name = started.context("starting a replica")??;
+                println!("+ {name}");
+                changed += 1;
+                created.push(name);
+            }
         }
         for change in &changes {
             if let Change::Start { name } = change {
@@ -243,6 +260,15 @@ pub async fn apply(client: &Client, args: ApplyArgs) -> Result<Outcome> {
             println!("- {name} ({why})");
             changed += 1;
         }
+    }
+    // What was created passes its gate before apply returns.
+    let mut gates = tokio::task::JoinSet::new();
+    for name in created {
+        let client = client.clone();
+        gates.spawn(async move { wait_running(&client, &name).await });
+    }
+    while let Some(gate) = gates.join_next().await {
+        gate.context("waiting for a replica")??;
     }
     if changed == 0 {
         println!("stack {}: up to date", stack.name);
@@ -286,7 +312,14 @@ fn with_request_label(request: &CreateInstanceRequest) -> CreateInstanceRequest 
     labelled
 }
 
+/// Creates and starts a replica and waits for its gate (`wait_running`).
 async fn run_replica(client: &Client, request: &CreateInstanceRequest) -> Result<()> {
+    let name = start_replica(client, request).await?;
+    wait_running(client, &name).await
+}
+
+/// Creates and starts a replica, until it runs; its name.
+async fn start_replica(client: &Client, request: &CreateInstanceRequest) -> Result<String> {
     let name = request.name.clone().unwrap_or_default();
     let created: berth_model::api::CreatedResponse = client
         .post("/v1/instances", request)
@@ -299,24 +332,30 @@ async fn run_replica(client: &Client, request: &CreateInstanceRequest) -> Result
         .post_empty(&format!("/v1/instances/{}/start", encode(&created.id)))
         .await
         .with_context(|| format!("starting {name}"))?;
-    wait_running(client, &name).await
+    wait_started(client, &name).await?;
+    Ok(name)
 }
 
-/// The gate a rollout waits on: with a health check, healthy; without, running and still
-/// running after `MONITOR`.
-async fn wait_running(client: &Client, name: &str) -> Result<()> {
+/// Until `name` runs (an error if it ends or cannot start).
+async fn wait_started(client: &Client, name: &str) -> Result<Instance> {
     let deadline = Instant::now() + START_TIMEOUT;
-    let instance = loop {
+    loop {
         let instance: Instance = client.get(&format!("/v1/instances/{}", encode(name))).await?;
         match instance.state {
-            InstanceState::Running => break instance,
+            InstanceState::Running => return Ok(instance),
             InstanceState::Created if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             state => bail!(
                 "{name} is {state}{}",
                 instance.error.map(|e| format!(": {e}")).unwrap_or_default()
             ),
         }
-    };
+    }
+}
+
+/// The gate a rollout waits on: with a health check, healthy; without, running and still
+/// running after `MONITOR`.
+async fn wait_running(client: &Client, name: &str) -> Result<()> {
+    let instance = wait_started(client, name).await?;
     if let Some(check) = &instance.spec.healthcheck {
         return wait_healthy(client, name, check).await;
     }
