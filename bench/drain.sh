@@ -27,7 +27,7 @@ for parallel in 1 4; do
         sh -c 'echo layer > /written; exec sleep 100000' >/dev/null
     done
     for i in $(seq "$vms"); do
-      "$BERTH" run -d --name "vm$i" --vm --memory 128m --network none --node n1 busybox sleep 100000 >/dev/null
+      "$BERTH" run -d --name "vm$i" --vm --memory 192m --network none --node n1 busybox sleep 100000 >/dev/null
     done
     sleep 4 # the VMs boot (TCG)
     start=$(date +%s.%N)

@@ -30,7 +30,7 @@ hyperfine --shell=none --warmup 2 --runs "$runs" --export-json "$work/vm.json" \
   -n "raw qemu (same kernel, initramfs, disks)" "$work/raw-qemu.sh" >/dev/null
 
 # Memory of a running 128 MiB guest.
-"$BERTH" run -d --vm --name mem --memory 128m busybox sleep 600 >/dev/null
+"$BERTH" run -d --vm --name mem --memory 192m busybox sleep 600 >/dev/null
 sleep 3
 qemu_pid=$("$BERTH" inspect mem | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 supervisor_pid=$("$BERTH" inspect mem | python3 -c 'import json,sys; print(json.load(sys.stdin)["supervisor_pid"])')

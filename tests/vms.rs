@@ -61,6 +61,10 @@ fn qemu_processes() -> usize {
 #[test]
 fn a_command_runs_in_a_vm_like_in_a_container() {
     let d = Daemon::with_busybox();
+    // Too little memory for the guest kernel to unpack berth's agent: refused up front, not
+    // a kernel panic at boot.
+    let small = d.fails(&["run", "--vm", "--memory", "96m", "busybox", "true"]);
+    assert!(small.contains("needs at least") && small.contains("--memory"), "{small}");
     let output = d.run(&[
         "run",
         "--vm",

@@ -83,6 +83,21 @@ fn host_error(context: &str) -> impl Fn(std::io::Error) -> DriverError + '_ {
     move |e| DriverError::host(context.to_string(), e)
 }
 
+/// The size of berth's own binary, which the initramfs carries as the guest agent.
+fn agent_bytes() -> u64 {
+    std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| m.len())
+        .unwrap_or(48 << 20)
+}
+
+/// The least memory an image-booted guest comes up in: the initramfs and its unpacked copy
+/// (the agent twice) and 64 MiB for the kernel, rounded up to 16 MiB. Below it the guest
+/// kernel panics before berth's agent runs.
+fn agent_memory_floor() -> u64 {
+    (2 * agent_bytes() + (64 << 20)).div_ceil(16 << 20) * (16 << 20)
+}
+
 impl VmDriver {
     pub fn new(images: ImageStore, cache_dir: PathBuf, guest_dir: PathBuf) -> VmDriver {
         VmDriver {
@@ -150,6 +165,20 @@ impl VmDriver {
             None if hotplug || self.accel.choice() != "kvm" => (VmBoot::Image, "q35"),
             None => (VmBoot::Image, "microvm"),
         };
+        if boot == VmBoot::Image {
+            let floor = agent_memory_floor();
+            if memory < floor {
+                return Err(DriverError::invalid(
+                    "memory",
+                    format!(
+                        "a VM booted from a container image needs at least {} (its kernel unpacks berth's agent, {}, into memory); give --memory {}m or more",
+                        ByteSize(floor),
+                        ByteSize(agent_bytes()),
+                        floor >> 20
+                    ),
+                ));
+            }
+        }
         let mut disk = match &image.disk {
             Some(disk_image) => VmDisk {
                 path: dir.join("disk0.qcow2").display().to_string(),
