@@ -24,7 +24,7 @@ declare -A node_pid
 start_node() {
   local n=$1
   mkdir -p "$work/n$n"
-  printf 'default_subnet = "10.%d.0.0/24"\ndefault_bridge = "bb-bench%d"\n' $((250 + n)) "$n" >"$work/n$n/config.toml"
+  printf 'default_subnet = "10.%d.0.0/24"\ndefault_bridge = "bb-bench%d"\n' $((230 + n)) "$n" >"$work/n$n/config.toml"
   "$BERTH" daemon --state-dir "$work/n$n/state" --socket "$work/n$n/berth.sock" --config "$work/n$n/config.toml" \
     --cluster "$url" --node-name "n$n" --advertise 127.0.0.1 --peer-port $((base + 100 + n)) \
     >>"$work/n$n/daemon.log" 2>&1 &

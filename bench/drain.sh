@@ -24,7 +24,7 @@ for parallel in 1 4; do
   for run in $(seq "$runs"); do
     for i in $(seq "$count"); do
       "$BERTH" run -d --name "c$i" --network none --reserve-cpus 0.01 --node n1 busybox \
-        sh -c 'echo layer > /written; exec sleep 100000' >/dev/null
+        sh -c 'echo layer > /written; trap "exit 0" TERM; while :; do sleep 1; done' >/dev/null
     done
     for i in $(seq "$vms"); do
       "$BERTH" run -d --name "vm$i" --vm --memory 192m --network none --node n1 busybox sleep 100000 >/dev/null

@@ -24,8 +24,8 @@ print("services:")
 for i in range(int(sys.argv[1])):
     print(f"  s{i}:")
     print("    image: busybox")
-    print("    command: httpd -f -p 8080")
-    print("    healthcheck: {test: wget -q -O /dev/null http://127.0.0.1:8080/, interval: 1s, retries: 30}")
+    print("    command: sh -c 'echo ok > /tmp/index.html; exec httpd -f -p 8080 -h /tmp'")
+    print("    healthcheck: {test: wget -q -O /dev/null http://127.0.0.1:8080/index.html, interval: 1s, retries: 30}")
     print("    deploy: {resources: {reservations: {cpus: '0.01', memory: 8M}}}")
 PY
 
