@@ -959,10 +959,10 @@ fn the_default_network_spans_the_nodes_and_names_resolve_everywhere() {
 
 #[test]
 fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
-    let (_hosts, _cluster, mut daemons) = three_hosts();
+    let (hosts, _cluster, mut daemons) = three_hosts();
     // The NFS server is on this machine's end of the bridge, which every test host reaches.
-    let nfs = crate::common::nfs::NfsServer::start("198.51.100.1");
-    let share = format!("nfs://198.51.100.1{}", nfs.export.display());
+    let nfs = crate::common::nfs::NfsServer::start(&hosts.gateway);
+    let share = format!("nfs://{}{}", hosts.gateway, nfs.export.display());
     import_busybox_everywhere(&daemons);
 
     // A published port is its node's: a second instance publishing it goes elsewhere, and
@@ -986,7 +986,7 @@ fn a_vm_on_nfs_restarts_on_another_node_with_its_disks() {
         "--driver",
         "nfs",
         "--opt",
-        "server=198.51.100.1",
+        &format!("server={}", hosts.gateway),
         "--opt",
         &format!("share={}", nfs.export.display()),
         "--size",

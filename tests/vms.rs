@@ -64,7 +64,10 @@ fn a_command_runs_in_a_vm_like_in_a_container() {
     // Too little memory for the guest kernel to unpack berth's agent: refused up front, not
     // a kernel panic at boot.
     let small = d.fails(&["run", "--vm", "--memory", "96m", "busybox", "true"]);
-    assert!(small.contains("needs at least") && small.contains("--memory"), "{small}");
+    assert!(
+        small.contains("needs at least") && small.contains("--memory"),
+        "{small}"
+    );
     let output = d.run(&[
         "run",
         "--vm",
