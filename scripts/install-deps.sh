@@ -10,7 +10,8 @@
 #            system-call probe), docker-registry (a real OCI registry),
 #            podman (a real producer of docker-save and OCI archives), zstd,
 #            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes),
-#            socat (relays the API's unix socket to TCP for schemathesis, from PyPI, below)
+#            socat (relays the API's unix socket to TCP for schemathesis, from PyPI, below),
+#            python3-prometheus-client (its strict OpenMetrics parser reads /metrics)
 #   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
@@ -34,6 +35,7 @@ packages=(
   libvirt-clients libxml2-utils
   nfs-ganesha nfs-ganesha-vfs rpcbind
   socat
+  python3-prometheus-client
 )
 
 missing=()

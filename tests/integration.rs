@@ -19,6 +19,7 @@ mod images;
 mod inside;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod migration;
 mod mounts;
 mod networks;

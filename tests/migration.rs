@@ -310,9 +310,10 @@ fn a_rebalance_moves_load_off_a_busy_node_and_not_back() {
         nodes[0]["usage"].clone()
     };
     let start = std::time::Instant::now();
-    while node_usage("n1")["cpus"].as_f64().unwrap_or(0.0) < 0.3 {
+    // Up to 0.4 CPUs; less when the test shares a loaded host, but far above the idle nodes.
+    while node_usage("n1")["cpus"].as_f64().unwrap_or(0.0) < 0.15 {
         assert!(
-            start.elapsed() < Duration::from_secs(40),
+            start.elapsed() < Duration::from_secs(60),
             "n1's use is not measured: {}",
             node_usage("n1")
         );

@@ -162,6 +162,17 @@ impl Cgroups {
             .map_err(|e| cgroup_error("reading cgroup stats", e))?;
         let memory_limit = stats.memory.memory.limit;
         let pids_limit = stats.pids.limit;
+        // Per device and operation ("Read"/"Write" in v1, "read"/"write" in v2; v1 adds
+        // "Total" rows, which are left out).
+        let io_bytes = |op: &str| -> u64 {
+            stats
+                .blkio
+                .service_bytes
+                .iter()
+                .filter(|entry| entry.op_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(op)))
+                .map(|entry| entry.value)
+                .sum()
+        };
         Ok(InstanceStats {
             // cpuacct.usage (v1) counts nanoseconds, cpu.stat's usage_usec (v2) microseconds.
             cpu_usage_ns: match self.version {
@@ -174,6 +185,8 @@ impl Cgroups {
             pids_current: stats.pids.current,
             pids_limit: (pids_limit > 0).then_some(pids_limit),
             sampled_at_ms: chrono::Utc::now().timestamp_millis(),
+            io_read_bytes: io_bytes("read"),
+            io_write_bytes: io_bytes("write"),
             ..Default::default()
         })
     }

@@ -99,11 +99,14 @@ pub fn description() -> utoipa::openapi::OpenApi {
 pub fn router(engine: Arc<Engine>) -> Router {
     let (router, _) = routes().split_for_parts();
     router
+        .route("/metrics", axum::routing::get(crate::metrics::serve))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             crate::peers::route_to_owner,
         ))
+        // Outermost: a request's time includes its forwarding to the instance's node.
+        .layer(axum::middleware::from_fn(crate::metrics::time_requests))
         .with_state(engine)
 }
 

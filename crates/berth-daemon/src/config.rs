@@ -52,6 +52,9 @@ pub struct DaemonConfig {
     /// `--cluster`: this node is a member of a cluster whose instances and members live in
     /// etcd (`etcd` is then its store).
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `--metrics-listen`: a plain-HTTP TCP address serving only `GET /metrics`, for
+    /// Prometheus (which does not scrape unix sockets), like dockerd's `metrics-addr`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `--cluster` (or the experimental `--store`) `etcd://HOST:PORT[,...]` and its TLS files,
@@ -442,6 +445,7 @@ impl DaemonConfig {
             log_defaults: parsed.logs.parse()?,
             etcd: None,
             cluster: None,
+            metrics_listen: None,
         })
     }
 }

@@ -1457,7 +1457,20 @@ impl Engine {
                 instance.name
             )));
         }
-        Ok(self.driver(instance.kind)?.stats(&instance).await?)
+        let mut stats = self.driver(instance.kind)?.stats(&instance).await?;
+        // The host's end of its link: what the host sends is what the instance receives.
+        if instance.address.is_some() {
+            let device = crate::networks::device_name(&instance);
+            let counter = |name: &str| -> u64 {
+                std::fs::read_to_string(format!("/sys/class/net/{device}/statistics/{name}"))
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            stats.net_rx_bytes = counter("tx_bytes");
+            stats.net_tx_bytes = counter("rx_bytes");
+        }
+        Ok(stats)
     }
 
     // ---- seeing inside ------------------------------------------------------------------

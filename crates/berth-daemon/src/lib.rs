@@ -17,6 +17,7 @@ pub mod host;
 pub mod identity;
 pub mod leader_placement;
 pub mod logs;
+pub mod metrics;
 pub mod migration;
 pub mod mounts;
 pub mod networks;
@@ -101,14 +102,14 @@ fn open_local_store(config: &DaemonConfig) -> Result<Store> {
     let path = config.state_dir.join("berth.db");
     let backend =
         SqliteStore::open(&path).with_context(|| format!("opening the state in {}", config.state_dir.display()))?;
-    Ok(Store::new(Arc::new(backend)))
+    Ok(Store::new(metrics::TimedStore::wrap(Arc::new(backend))))
 }
 
 async fn open_etcd_store(etcd: &berth_store::EtcdConfig, flag: &str) -> Result<Store> {
     let backend = EtcdStore::connect(etcd)
         .await
         .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
-    Ok(Store::new(Arc::new(backend)))
+    Ok(Store::new(metrics::TimedStore::wrap(Arc::new(backend))))
 }
 
 /// Where the state lives: (the instances' store, the node's own store). On one host both are
@@ -290,6 +291,20 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         }
         _ => None,
     };
+    if let Some(address) = engine.config.metrics_listen {
+        let tcp = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("--metrics-listen {address}: listening"))?;
+        let router = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics::serve))
+            .with_state(engine.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, router).await {
+                tracing::error!(error = %e, "serving metrics");
+            }
+        });
+        tracing::info!(%address, "serving Prometheus metrics");
+    }
     tracing::info!(socket = %socket.display(), node = %node, "berth daemon serving");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

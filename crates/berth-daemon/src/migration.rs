@@ -285,6 +285,28 @@ impl Engine {
         request: &MigrateRequest,
         events: &mpsc::Sender<MigrationEvent>,
     ) -> EngineResult<(String, String, Migration)> {
+        let result = self.migrate_unrecorded(key, request, events).await;
+        match &result {
+            Ok((_, _, migration)) => {
+                crate::metrics::record_migration(migration.live, Ok(Duration::from_millis(migration.downtime_ms)))
+            }
+            // A request refused before anything moved (a single host, a bad limit) is not a
+            // migration; one that failed on its way is.
+            Err(e) if e.status.is_server_error() || e.status == StatusCode::CONFLICT => {
+                let live = self.find(key).await.is_ok_and(|i| i.kind == InstanceKind::Vm);
+                crate::metrics::record_migration(live, Err(()))
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn migrate_unrecorded(
+        self: &Arc<Self>,
+        key: &str,
+        request: &MigrateRequest,
+        events: &mpsc::Sender<MigrationEvent>,
+    ) -> EngineResult<(String, String, Migration)> {
         let began = Instant::now();
         let membership = self.membership.clone().ok_or_else(|| {
             EngineError::invalid(

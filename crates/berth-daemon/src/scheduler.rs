@@ -315,6 +315,12 @@ impl<'a> BatchPlacer<'a> {
 
     /// Places one instance and counts it against its node for the placements after it.
     pub fn place(&mut self, needs: &Needs, has_image: impl Fn(&Node) -> bool) -> EngineResult<(String, String)> {
+        let placed = self.place_one(needs, has_image);
+        crate::metrics::record_placement(placed.is_ok());
+        placed
+    }
+
+    fn place_one(&mut self, needs: &Needs, has_image: impl Fn(&Node) -> bool) -> EngineResult<(String, String)> {
         if let Some(wanted) = needs.node {
             if !self.nodes.iter().any(|n| n.name == wanted) {
                 return Err(EngineError::invalid(

@@ -499,6 +499,17 @@ pub struct InstanceStats {
     pub pids_limit: Option<u64>,
     /// Milliseconds since the epoch when sampled, for rate computations.
     pub sampled_at_ms: i64,
+    /// Bytes read from and written to block devices (the cgroup's I/O accounting; a VM's
+    /// qemu process).
+    #[serde(default)]
+    pub io_read_bytes: u64,
+    #[serde(default)]
+    pub io_write_bytes: u64,
+    /// Bytes the instance received and sent on its network (its host-side device).
+    #[serde(default)]
+    pub net_rx_bytes: u64,
+    #[serde(default)]
+    pub net_tx_bytes: u64,
 }
 
 /// Facts about the host that berth decided from; `berth info`.

@@ -798,6 +798,13 @@ impl InstanceDriver for VmDriver {
         let page = 4096u64;
         let threads = ticks(17);
         let vm = instance.vm.as_ref();
+        // qemu's own block I/O (its disks are files it reads and writes).
+        let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        let io_field = |name: &str| -> u64 {
+            io.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
         Ok(InstanceStats {
             id: instance.id.clone(),
             name: instance.name.clone(),
@@ -810,6 +817,9 @@ impl InstanceDriver for VmDriver {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
+            io_read_bytes: io_field("read_bytes"),
+            io_write_bytes: io_field("write_bytes"),
+            ..Default::default()
         })
     }
 

@@ -157,6 +157,11 @@ pub struct DaemonArgs {
     /// The API socket to listen on
     #[arg(long, value_name = "PATH", default_value = berth_daemon::config::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Also serve Prometheus metrics (OpenMetrics text, GET /metrics) over plain HTTP on this
+    /// address, for example 127.0.0.1:9323 (the API socket serves /metrics too). Keep it on
+    /// a private address: it names every instance
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// TOML settings (default limits, stop timeout, default_bridge, default_subnet, [dns]
     /// upstreams); default /etc/berth/config.toml if present
     #[arg(long, value_name = "FILE")]
