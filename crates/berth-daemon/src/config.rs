@@ -52,6 +52,8 @@ pub struct DaemonConfig {
     /// `--cluster`: this node is a member of a cluster whose instances and members live in
     /// etcd (`etcd` is then its store).
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `--docker-socket`: where the Docker Engine API gateway listens, if anywhere.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// `--cluster` (or the experimental `--store`) `etcd://HOST:PORT[,...]` and its TLS files,
@@ -442,6 +444,7 @@ impl DaemonConfig {
             log_defaults: parsed.logs.parse()?,
             etcd: None,
             cluster: None,
+            docker_socket: None,
         })
     }
 }

@@ -157,6 +157,10 @@ pub struct DaemonArgs {
     /// The API socket to listen on
     #[arg(long, value_name = "PATH", default_value = berth_daemon::config::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Also serve the Docker Engine API (1.41) on this socket, for docker, docker-compose
+    /// and docker-py (for example /run/berth/docker.sock)
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
     /// TOML settings (default limits, stop timeout, default_bridge, default_subnet, [dns]
     /// upstreams); default /etc/berth/config.toml if present
     #[arg(long, value_name = "FILE")]
