@@ -11,7 +11,9 @@
 #            podman (a real producer of docker-save and OCI archives), zstd,
 #            nfs-ganesha + nfs-ganesha-vfs + rpcbind (a real NFSv3 server for nfs volumes),
 #            socat (relays the API's unix socket to TCP for schemathesis, from PyPI, below),
-#            python3-prometheus-client (its strict OpenMetrics parser reads /metrics)
+#            python3-prometheus-client (its strict OpenMetrics parser reads /metrics),
+#            docker.io (only its `docker` client is used), docker-compose and python3-docker:
+#            real Docker clients for the Docker Engine API gateway (no dockerd is started)
 #   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
@@ -36,6 +38,7 @@ packages=(
   nfs-ganesha nfs-ganesha-vfs rpcbind
   socat
   python3-prometheus-client
+  docker.io docker-compose python3-docker
 )
 
 missing=()
@@ -46,6 +49,14 @@ done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # docker.io would start dockerd (and containerd) where an init system runs: a policy-rc.d
+  # that answers 101 keeps every package's service from starting during the install.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"

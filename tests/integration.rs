@@ -10,6 +10,7 @@ mod cgroup_v2;
 mod cluster;
 mod devices;
 mod dns;
+mod docker_api;
 mod etcd_store;
 mod files;
 mod health;

@@ -55,6 +55,8 @@ pub struct DaemonConfig {
     /// `--metrics-listen`: a plain-HTTP TCP address serving only `GET /metrics`, for
     /// Prometheus (which does not scrape unix sockets), like dockerd's `metrics-addr`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--docker-socket`: where the Docker Engine API gateway listens, if anywhere.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// `--cluster` (or the experimental `--store`) `etcd://HOST:PORT[,...]` and its TLS files,
@@ -446,6 +448,7 @@ impl DaemonConfig {
             etcd: None,
             cluster: None,
             metrics_listen: None,
+            docker_socket: None,
         })
     }
 }

@@ -267,6 +267,21 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         }
     });
     let listener = bind_socket(&socket)?;
+    let docker_socket = engine.config.docker_socket.clone();
+    if let Some(docker_socket) = &docker_socket {
+        // The gateway calls this daemon's own API, so it starts once that socket listens.
+        let docker_listener = bind_socket(docker_socket)?;
+        let gateway = berth_docker::GatewayConfig {
+            berth_socket: socket.clone(),
+            state_dir: state_dir.join("docker"),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = berth_docker::serve(docker_listener, gateway).await {
+                tracing::error!(error = %e, "serving the Docker Engine API");
+            }
+        });
+        tracing::info!(socket = %docker_socket.display(), "serving the Docker Engine API");
+    }
     let peer_listener = match (
         &membership,
         engine
@@ -327,5 +342,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .await
         .context("serving the API")?;
     let _ = std::fs::remove_file(&socket);
+    if let Some(docker_socket) = &docker_socket {
+        let _ = std::fs::remove_file(docker_socket);
+    }
     Ok(())
 }

@@ -782,10 +782,11 @@ impl Networks {
     fn register_name(&self, instance: &Instance) {
         if let Some(address) = instance.address.as_ref() {
             if let (Ok(ip), Ok(mut table)) = (address.address.parse(), self.names.write()) {
-                table
-                    .entry(address.network.clone())
-                    .or_default()
-                    .insert(instance.name.clone(), ip);
+                let names = table.entry(address.network.clone()).or_default();
+                names.insert(instance.name.clone(), ip);
+                for alias in dns_aliases(instance) {
+                    names.insert(alias.to_string(), ip);
+                }
             }
         }
     }
@@ -896,6 +897,13 @@ impl Networks {
         if let Ok(mut table) = self.names.write() {
             if let Some(names) = table.get_mut(&address.network) {
                 names.remove(&instance.name);
+                // An alias another instance took over since stays with that one.
+                let own = address.address.parse::<Ipv4Addr>().ok();
+                for alias in dns_aliases(instance) {
+                    if names.get(alias).copied() == own {
+                        names.remove(alias);
+                    }
+                }
             }
         }
     }
@@ -909,4 +917,16 @@ impl Networks {
             }
         }
     }
+}
+
+/// More names an instance answers to on its network (the Docker API's network aliases).
+fn dns_aliases(instance: &Instance) -> impl Iterator<Item = &str> {
+    instance
+        .spec
+        .labels
+        .get(berth_model::network::ALIASES_LABEL)
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .filter(|alias| !alias.is_empty())
 }

@@ -7,6 +7,10 @@ use utoipa::ToSchema;
 /// The network every instance joins unless told otherwise.
 pub const DEFAULT_NETWORK: &str = "default";
 
+/// A label of more names the instance answers to on its network's DNS, comma-separated
+/// (Compose's service names, through the Docker API's network aliases).
+pub const ALIASES_LABEL: &str = "berth.network.aliases";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Network {
     pub name: String,

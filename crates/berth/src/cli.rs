@@ -162,6 +162,10 @@ pub struct DaemonArgs {
     /// a private address: it names every instance
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Also serve the Docker Engine API (1.41) on this socket, for docker, docker-compose
+    /// and docker-py (for example /run/berth/docker.sock)
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
     /// TOML settings (default limits, stop timeout, default_bridge, default_subnet, [dns]
     /// upstreams); default /etc/berth/config.toml if present
     #[arg(long, value_name = "FILE")]

@@ -207,6 +207,7 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
     config.metrics_listen = args.metrics_listen;
+    config.docker_socket = args.docker_socket.clone();
     if args.etcd_cacert.is_some() && args.cluster.is_none() && args.store.is_none() {
         anyhow::bail!("--etcd-cacert/--etcd-cert/--etcd-key are for etcd: give --cluster etcd://HOST:PORT too");
     }
