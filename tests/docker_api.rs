@@ -252,6 +252,32 @@ fn docker_cli_runs_execs_logs_and_removes_containers() {
     let missing = d.docker(&["inspect", "web"]);
     assert!(!missing.status.success());
     d.docker_ok(&["volume", "rm", "data"]);
+
+    // A VM, as Docker clients see one: a container labelled berth.kind=vm.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dvm",
+        "--label",
+        "berth.kind=vm",
+        "-m",
+        "256m",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let vms = d.docker_ok(&[
+        "ps",
+        "--filter",
+        "label=berth.kind=vm",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(vms.starts_with("dvm Up"), "{vms}");
+    assert_eq!(d.daemon.inspect("dvm")["kind"], "vm");
+    assert_eq!(d.docker_ok(&["exec", "dvm", "echo", "in a vm"]), "in a vm\n");
+    d.docker_ok(&["rm", "-f", "dvm"]);
 }
 
 fn write_compose_file(dir: &Path, port: u16) -> PathBuf {
