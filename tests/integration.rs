@@ -27,6 +27,7 @@ mod networks;
 mod nfs;
 mod numbers;
 mod registry;
+mod remote;
 mod restart;
 mod seccomp;
 mod signals;

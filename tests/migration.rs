@@ -311,7 +311,7 @@ fn a_rebalance_moves_load_off_a_busy_node_and_not_back() {
     };
     let start = std::time::Instant::now();
     // Up to 0.4 CPUs; less when the test shares a loaded host, but far above the idle nodes.
-    while node_usage("n1")["cpus"].as_f64().unwrap_or(0.0) < 0.15 {
+    while node_usage("n1")["cpus"].as_f64().unwrap_or(0.0) < 0.2 {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "n1's use is not measured: {}",
@@ -326,7 +326,7 @@ fn a_rebalance_moves_load_off_a_busy_node_and_not_back() {
 
     // The plan: one of them to another node; a dry run moves nothing.
     let planned: serde_json::Value =
-        serde_json::from_str(&n1.ok(&["cluster", "rebalance", "--dry-run", "--threshold", "10", "--json"])).unwrap();
+        serde_json::from_str(&n1.ok(&["cluster", "rebalance", "--dry-run", "--threshold", "5", "--json"])).unwrap();
     let moves = planned["moves"].as_array().expect("moves").clone();
     assert!(!moves.is_empty(), "{planned}");
     assert!(
@@ -339,7 +339,7 @@ fn a_rebalance_moves_load_off_a_busy_node_and_not_back() {
 
     // For real, asked on another node: the moves happen and are recorded as a rebalance.
     let done: serde_json::Value =
-        serde_json::from_str(&daemons[2].ok(&["cluster", "rebalance", "--threshold", "10", "--json"])).unwrap();
+        serde_json::from_str(&daemons[2].ok(&["cluster", "rebalance", "--threshold", "5", "--json"])).unwrap();
     let moved: Vec<String> = done["moves"]
         .as_array()
         .expect("moves")

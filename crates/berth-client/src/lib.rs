@@ -1,7 +1,11 @@
-//! A client of the daemon's REST API over its unix socket. The CLI talks to the daemon
-//! only through this, so anything the CLI does, another program can do too.
+//! A client of the daemon's REST API over its unix socket, or over HTTPS with a client
+//! certificate (a remote, `tls`). The CLI talks to the daemon only through this, so anything
+//! the CLI does, another program can do too.
+
+pub mod tls;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_model::api::ErrorResponse;
 use bytes::Bytes;
@@ -27,6 +31,8 @@ pub enum ClientError {
     },
     #[error("talking to the daemon: {0}")]
     Protocol(String),
+    #[error("remote {remote}: {message}")]
+    Remote { remote: String, message: String },
 }
 
 impl ClientError {
@@ -46,7 +52,30 @@ pub type AttachStream = TokioIo<hyper::upgrade::Upgraded>;
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    /// Set for a remote: requests go over HTTPS to it instead of the socket.
+    remote: Option<RemoteEndpoint>,
 }
+
+#[derive(Clone)]
+struct RemoteEndpoint {
+    name: String,
+    /// `HOST:PORT`.
+    address: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for RemoteEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteEndpoint")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+/// Either transport, for hyper.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Connection for T {}
 
 fn protocol(e: impl std::fmt::Display) -> ClientError {
     ClientError::Protocol(e.to_string())
@@ -54,7 +83,67 @@ fn protocol(e: impl std::fmt::Display) -> ClientError {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Client { socket: socket.into() }
+        Client {
+            socket: socket.into(),
+            remote: None,
+        }
+    }
+
+    /// A client of remote `name` from the configuration in `dir` (`tls::config_dir()`).
+    pub fn for_remote(dir: &Path, name: &str) -> ClientResult<Self> {
+        let failed = |message: String| ClientError::Remote {
+            remote: name.to_string(),
+            message,
+        };
+        let remotes = tls::Remotes::load(dir).map_err(|e| failed(e.to_string()))?;
+        let remote = remotes.remotes.get(name).ok_or_else(|| {
+            failed(format!(
+                "no such remote in {}; `berth remote add {name} https://HOST:8443 --token TOKEN` adds it",
+                dir.display()
+            ))
+        })?;
+        let identity = tls::Identity::load_or_create(dir, "client", vec!["berth-client".into()])
+            .map_err(|e| failed(e.to_string()))?;
+        Self::for_url(name, &remote.url, &identity, &remote.fingerprint)
+    }
+
+    /// A client of the daemon at `url` (`https://HOST:PORT`) whose certificate has
+    /// `fingerprint`, presenting `identity`.
+    pub fn for_url(name: &str, url: &str, identity: &tls::Identity, fingerprint: &str) -> ClientResult<Self> {
+        let failed = |message: String| ClientError::Remote {
+            remote: name.to_string(),
+            message,
+        };
+        let address = url
+            .strip_prefix("https://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .ok_or_else(|| failed(format!("{url}: give https://HOST:PORT")))?;
+        let address = if address
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            address.to_string()
+        } else {
+            format!("{address}:8443")
+        };
+        let config = tls::client_config(identity, fingerprint).map_err(|e| failed(e.to_string()))?;
+        Ok(Client {
+            socket: PathBuf::new(),
+            remote: Some(RemoteEndpoint {
+                name: name.to_string(),
+                address,
+                tls: config,
+            }),
+        })
+    }
+
+    /// `--remote NAME` (or `BERTH_REMOTE`) if given, else the socket of `from_env`.
+    pub fn from_env_or_remote(remote: Option<&str>) -> ClientResult<Self> {
+        match remote.filter(|r| !r.is_empty()) {
+            Some(name) => Self::for_remote(&tls::config_dir(), name),
+            None => Ok(Self::from_env()),
+        }
     }
 
     /// The socket named by `BERTH_HOST` (`unix:///path` or a path), else the default.
@@ -78,12 +167,17 @@ impl Client {
         body: Option<Vec<u8>>,
         upgrade: bool,
     ) -> ClientResult<Response<Incoming>> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                socket: self.socket.display().to_string(),
-                source,
-            })?;
+        let stream: Box<dyn Connection> = match &self.remote {
+            None => Box::new(
+                UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        socket: self.socket.display().to_string(),
+                        source,
+                    })?,
+            ),
+            Some(remote) => Box::new(remote.connect().await?),
+        };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(protocol)?;
@@ -173,6 +267,27 @@ impl Client {
         }
         let upgraded = hyper::upgrade::on(response).await.map_err(protocol)?;
         Ok(Some(TokioIo::new(upgraded)))
+    }
+}
+
+impl RemoteEndpoint {
+    async fn connect(&self) -> ClientResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let failed = |message: String| ClientError::Remote {
+            remote: self.name.clone(),
+            message,
+        };
+        let tcp = tokio::net::TcpStream::connect(&self.address).await.map_err(|e| {
+            failed(format!(
+                "cannot reach {}: {e}; is the daemon started with --listen?",
+                self.address
+            ))
+        })?;
+        // The name is not checked (the certificate is pinned by fingerprint), but TLS needs one.
+        let server_name = rustls::pki_types::ServerName::try_from("berth").map_err(|e| failed(e.to_string()))?;
+        tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| failed(format!("TLS with {}: {e}", self.address)))
     }
 }
 

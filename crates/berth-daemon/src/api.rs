@@ -17,6 +17,7 @@ use berth_model::image::ImageRecord;
 use berth_model::network::Network;
 use berth_model::node::{Node, Schedulability};
 use berth_model::stack::StackRecord;
+use berth_model::trust::{AuditEntry, TrustAddRequest, TrustAddResponse, TrustedClient};
 use berth_model::volume::Volume;
 use berth_model::Instance;
 use bytes::Bytes;
@@ -86,6 +87,9 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(pull_image))
         .routes(routes!(push_image))
         .routes(routes!(tag_image))
+        .routes(routes!(list_trust, add_trust))
+        .routes(routes!(remove_trust))
+        .routes(routes!(audit_log))
         .routes(routes!(list_stacks))
         .routes(routes!(inspect_stack, put_stack, remove_stack))
 }
@@ -230,6 +234,60 @@ async fn create_network(
 async fn remove_network(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
     engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/v1/trust", responses((status = 200, body = [TrustedClient]), InternalError)
+)]
+async fn list_trust(State(engine): Shared) -> EngineResult<Json<Vec<TrustedClient>>> {
+    Ok(Json(engine.trusted_clients().await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/trust", request_body = TrustAddRequest,
+    responses((status = 201, description = "Trusted, or a join token made", body = TrustAddResponse),
+              BadRequest, Conflict, UnsupportedMediaType, InternalError)
+)]
+async fn add_trust(
+    State(engine): Shared,
+    Json(request): Json<TrustAddRequest>,
+) -> EngineResult<(StatusCode, Json<TrustAddResponse>)> {
+    Ok((StatusCode::CREATED, Json(engine.add_trust(request).await?)))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/trust/{name}", params(TrustPath),
+    responses((status = 204, description = "No longer trusted"), NotFound, InternalError)
+)]
+async fn remove_trust(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
+    engine.remove_trust(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditParams {
+    /// How many of the latest entries (default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/audit", params(AuditParams),
+    responses((status = 200, description = "This node's latest mutating requests, oldest first", body = [AuditEntry]),
+              BadRequest, InternalError)
+)]
+async fn audit_log(State(engine): Shared, Query(params): Query<AuditParams>) -> EngineResult<Json<Vec<AuditEntry>>> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(EngineError::invalid("limit", "give 1 to 10000 entries"));
+    }
+    let state_dir = engine.config.state_dir.clone();
+    let entries = tokio::task::spawn_blocking(move || crate::audit::read_last(&state_dir, limit))
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))?
+        .map_err(|e| EngineError::internal(format!("reading the audit log: {e}")))?;
+    Ok(Json(entries))
 }
 
 #[utoipa::path(

@@ -113,6 +113,14 @@ pub struct NodePath {
     pub name: String,
 }
 
+/// `{name}` of a trusted client.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TrustPath {
+    /// The client's name or its certificate's fingerprint.
+    pub name: String,
+}
+
 /// `{name}` of a network.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -55,6 +55,8 @@ pub struct DaemonConfig {
     /// `--metrics-listen`: a plain-HTTP TCP address serving only `GET /metrics`, for
     /// Prometheus (which does not scrape unix sockets), like dockerd's `metrics-addr`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--listen`: where the API is served over HTTPS to trusted client certificates.
+    pub listen: Option<SocketAddr>,
     /// `--docker-socket`: where the Docker Engine API gateway listens, if anywhere.
     pub docker_socket: Option<PathBuf>,
 }
@@ -448,6 +450,7 @@ impl DaemonConfig {
             etcd: None,
             cluster: None,
             metrics_listen: None,
+            listen: None,
             docker_socket: None,
         })
     }

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod api;
 pub mod api_doc;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod drain;
@@ -14,6 +15,7 @@ pub mod extract;
 pub mod failover;
 pub mod health;
 pub mod host;
+pub mod https;
 pub mod identity;
 pub mod leader_placement;
 pub mod logs;
@@ -29,6 +31,7 @@ pub mod rebalance;
 pub mod restarts;
 pub mod scheduler;
 pub mod stacks;
+pub mod trust;
 pub mod usage;
 pub mod vm_files;
 pub mod vm_snapshots;
@@ -320,6 +323,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         });
         tracing::info!(%address, "serving Prometheus metrics");
     }
+    if let Some(address) = engine.config.listen {
+        https::serve(engine.clone(), address).await?;
+    }
     tracing::info!(socket = %socket.display(), node = %node, "berth daemon serving");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -336,11 +342,17 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             }
         });
     }
-    let socket_router = api::router(engine).layer(axum::middleware::from_fn(peers::unmark_forwarded));
-    axum::serve(listener, socket_router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the API")?;
+    let socket_router = api::router(engine.clone())
+        .layer(axum::middleware::from_fn(peers::unmark_forwarded))
+        .layer(axum::middleware::from_fn_with_state(engine, audit::record))
+        .layer(axum::middleware::from_fn(audit::socket_caller));
+    axum::serve(
+        listener,
+        socket_router.into_make_service_with_connect_info::<audit::SocketPeer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving the API")?;
     let _ = std::fs::remove_file(&socket);
     if let Some(docker_socket) = &docker_socket {
         let _ = std::fs::remove_file(docker_socket);

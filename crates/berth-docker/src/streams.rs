@@ -545,19 +545,41 @@ pub async fn start_exec(
             "an attached exec hijacks the connection: send `Connection: Upgrade` and `Upgrade: tcp`",
         ));
     }
-    let stream = gateway.berth.upgrade(&path, Some(body)).await?;
-    gateway.execs.update(&id, |r| {
-        r.started = true;
-        r.running = stream.is_some();
-    });
-    let Some(stream) = stream else {
+    // What berth would refuse once the stream is open is refused here, as an HTTP error.
+    let instance = find(&gateway, &record.container_id).await?;
+    if instance.state != InstanceState::Running {
+        return Err(DockerError::conflict(format!(
+            "Container {} is not running",
+            record.container_id
+        )));
+    }
+    if detach {
+        gateway.berth.upgrade(&path, Some(body)).await?;
+        gateway.execs.update(&id, |r| r.started = true);
         // Detached: berth does not report how it ends.
         return Ok(Response::builder()
             .status(StatusCode::OK)
             .body(Body::empty())
             .unwrap_or_default());
-    };
+    }
+    // The command starts once the client's connection is handed over, as dockerd does it:
+    // output that followed the 101 at once could land in a client's HTTP read-ahead buffer
+    // and be lost when it switches to the raw socket (docker-py does).
     let (response, on_upgrade) = hijack(&mut request)?;
+    gateway.execs.update(&id, |r| {
+        r.started = true;
+        r.running = true;
+    });
+    let starter = gateway.clone();
+    let stream = async move {
+        match starter.berth.upgrade(&path, Some(body)).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "starting an exec for a Docker client");
+                None
+            }
+        }
+    };
     let key = format!("exec:{id}");
     let control = gateway.sessions.open_control(key.clone());
     let options = BridgeOptions {
@@ -571,7 +593,7 @@ pub async fn start_exec(
         gateway.clone(),
         key,
         on_upgrade,
-        async move { Some(stream) },
+        stream,
         options,
         control,
         move |status| {

@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod signal;
 pub mod stack;
 pub mod stream;
+pub mod trust;
 pub mod types;
 pub mod volume;
 

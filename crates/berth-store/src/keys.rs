@@ -19,6 +19,11 @@ pub const STACKS: &str = "/berth/v1/stacks/";
 /// Cluster members: `<name>/member` (what the node last published, the operator's cordon)
 /// and `<name>/presence` (held by the node's lease).
 pub const NODES: &str = "/berth/v1/nodes/";
+/// Clients trusted over HTTPS, by certificate fingerprint; their names are unique.
+pub const TRUSTED_CLIENTS: &str = "/berth/v1/trust/clients/";
+pub const TRUSTED_CLIENT_NAMES: &str = "/berth/v1/names/trust/";
+/// One-time join tokens, by the hash of their secret.
+pub const JOIN_TOKENS: &str = "/berth/v1/trust/tokens/";
 /// Small facts kept as plain strings (the schema version, the local node id mirror).
 pub const META: &str = "/berth/v1/meta/";
 

@@ -127,3 +127,23 @@ impl Record for berth_model::stack::StackRecord {
         &self.name
     }
 }
+
+impl Record for berth_model::trust::TrustedClient {
+    const WHAT: &'static str = "trusted client";
+    const PREFIX: &'static str = keys::TRUSTED_CLIENTS;
+    const NAME_INDEX: Option<&'static str> = Some(keys::TRUSTED_CLIENT_NAMES);
+    fn id(&self) -> &str {
+        &self.fingerprint
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Record for berth_model::trust::JoinTokenRecord {
+    const WHAT: &'static str = "join token";
+    const PREFIX: &'static str = keys::JOIN_TOKENS;
+    fn id(&self) -> &str {
+        &self.secret_sha256
+    }
+}

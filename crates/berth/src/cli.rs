@@ -28,6 +28,9 @@ fails; 0 for other commands that succeed, 1 when they fail.";
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// Talk to this remote (`berth remote add`) over HTTPS instead of the local socket
+    #[arg(long, global = true, value_name = "NAME", env = "BERTH_REMOTE")]
+    pub remote: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -131,6 +134,22 @@ pub enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Client certificates the daemon trusts over HTTPS (--listen), and join tokens
+    ///
+    /// `trust add NAME --token` prints a one-time token (valid 24 hours) that a client
+    /// redeems with `berth remote add`; `trust add NAME CERT.crt` trusts a certificate
+    /// directly. A trusted client acts as root does on the socket, and is named in the audit
+    /// log.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Daemons this client reaches over HTTPS (`--remote NAME` or BERTH_REMOTE selects one)
+    ///
+    /// The client's certificate (made on first use) and remotes live in BERTH_CONFIG_DIR,
+    /// else ~/.config/berth.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Show the audit log: this node's mutating requests, who made them and how they ended
+    Audit(AuditArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion(CompletionArgs),
     /// Write man pages for every command into a directory
@@ -162,6 +181,11 @@ pub struct DaemonArgs {
     /// a private address: it names every instance
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Also serve the API over HTTPS on this address (for example 0.0.0.0:8443) to clients
+    /// whose certificate is trusted (`berth trust add`); the server certificate is made on
+    /// first start in STATE_DIR/tls. The unix socket stays root's
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
     /// Also serve the Docker Engine API (1.41) on this socket, for docker, docker-compose
     /// and docker-py (for example /run/berth/docker.sock)
     #[arg(long, value_name = "PATH")]
@@ -816,6 +840,76 @@ pub struct DiffArgs {
     /// The stack's name (default: the file's `name:`)
     #[arg(long, value_name = "STACK")]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a client certificate (PEM file), or print a join token with --token
+    Add(TrustAddArgs),
+    /// List trusted clients: name, fingerprint, how added
+    #[command(alias = "list")]
+    Ls(JsonArgs),
+    /// Stop trusting a client (by name or fingerprint)
+    Rm(TrustRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustAddArgs {
+    /// What the client is called (in `trust ls` and the audit log)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The client's certificate, PEM
+    #[arg(value_name = "CERT", required_unless_present = "token", conflicts_with = "token")]
+    pub certificate: Option<PathBuf>,
+    /// Print a one-time join token for the client instead
+    #[arg(long)]
+    pub token: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustRmArgs {
+    #[arg(value_name = "NAME|FINGERPRINT")]
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Add a remote: redeem a join token over HTTPS (the token pins the server's certificate)
+    Add(RemoteAddArgs),
+    /// List remotes: name, URL, pinned fingerprint
+    #[command(alias = "list")]
+    Ls(JsonArgs),
+    /// Forget a remote (the server still trusts this client until `trust rm` there)
+    Rm(RemoteRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteAddArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// https://HOST[:PORT] (default port 8443); default: the address in the token
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+    /// The token `berth trust add NAME --token` printed on the server
+    #[arg(long, value_name = "TOKEN")]
+    pub token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteRmArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many of the latest entries
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

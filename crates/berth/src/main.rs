@@ -13,8 +13,8 @@ use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{
-    Cli, ClusterCommand, Command, ImageCommand, NetworkCommand, NodeCommand, SnapshotCommand, StackCommand,
-    TypesCommand, VmCommand, VolumeCommand,
+    Cli, ClusterCommand, Command, ImageCommand, NetworkCommand, NodeCommand, RemoteCommand, SnapshotCommand,
+    StackCommand, TrustCommand, TypesCommand, VmCommand, VolumeCommand,
 };
 
 /// How a command ended, as an exit status.
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         berth_vm::agent::guest_init();
     }
     let cli = Cli::parse();
+    let remote = cli.remote.clone();
     match cli.command {
         Command::Supervise(args) => ExitCode::from(supervise(&args.config) as u8),
         Command::VmExec(args) => {
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(BERTH_FAILED);
                 }
             };
-            let result = runtime.block_on(dispatch(command));
+            let result = runtime.block_on(dispatch(command, remote.as_deref()));
             // Stdin readers may still block on a terminal; do not wait for them.
             let code = match result {
                 Ok(Outcome::Success) => 0,
@@ -119,10 +120,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> Result<Outcome> {
-    use commands::{host, images, instances, networks, nodes, snapshots, stacks, vms, volumes};
-    let client = Client::from_env();
+async fn dispatch(command: Command, remote: Option<&str>) -> Result<Outcome> {
+    use commands::{access, host, images, instances, networks, nodes, snapshots, stacks, vms, volumes};
+    // Remotes are managed here, not through a daemon.
     match command {
+        Command::Remote(RemoteCommand::Add(args)) => return access::remote_add(args).await,
+        Command::Remote(RemoteCommand::Ls(args)) => return access::remote_list(args),
+        Command::Remote(RemoteCommand::Rm(args)) => return access::remote_remove(args),
+        _ => {}
+    }
+    let client = Client::from_env_or_remote(remote)?;
+    match command {
+        Command::Trust(TrustCommand::Add(args)) => access::trust_add(&client, args).await,
+        Command::Trust(TrustCommand::Ls(args)) => access::trust_list(&client, args).await,
+        Command::Trust(TrustCommand::Rm(args)) => access::trust_remove(&client, args).await,
+        Command::Audit(args) => access::audit(&client, args).await,
+        Command::Remote(_) => unreachable!("handled above"),
         Command::Run(args) => instances::run(&client, args).await,
         Command::Create(args) => instances::create(&client, args).await,
         Command::Start(args) => instances::start(&client, args).await,
@@ -207,6 +220,7 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = berth_daemon::DaemonConfig::load(&args.state_dir, &args.socket, args.config.as_deref())?;
     config.metrics_listen = args.metrics_listen;
+    config.listen = args.listen;
     config.docker_socket = args.docker_socket.clone();
     if args.etcd_cacert.is_some() && args.cluster.is_none() && args.store.is_none() {
         anyhow::bail!("--etcd-cacert/--etcd-cert/--etcd-key are for etcd: give --cluster etcd://HOST:PORT too");

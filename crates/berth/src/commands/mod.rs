@@ -1,5 +1,6 @@
 //! One module per group of commands; each command is a client call plus printing.
 
+pub mod access;
 pub mod host;
 pub mod images;
 pub mod instances;

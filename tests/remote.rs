@@ -1,0 +1,155 @@
+//! Remote access over HTTPS (`berth daemon --listen`): a client joins with a one-time
+//! token, works through `--remote`, is refused once no longer trusted; a used token, a
+//! garbled one and an untrusted certificate are refused; a changed server certificate is
+//! caught by the pin; every mutating call and every refusal is in the audit log.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::common::{busybox_tar, temp_dir, Daemon, BERTH};
+
+/// berth as a remote client with its configuration in `dir` (never the socket).
+fn client(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BERTH)
+        .args(args)
+        .env("BERTH_CONFIG_DIR", dir)
+        .env("BERTH_HOST", "/nonexistent/berth.sock")
+        .env_remove("BERTH_REMOTE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn client_ok(dir: &Path, args: &[&str]) -> String {
+    let output = client(dir, args);
+    assert!(
+        output.status.success(),
+        "berth {} failed: {}",
+        args.join(" "),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+fn client_fails(dir: &Path, args: &[&str]) -> String {
+    let output = client(dir, args);
+    assert!(!output.status.success(), "berth {} succeeded", args.join(" "));
+    text(&output.stderr)
+}
+
+#[test]
+fn a_client_joins_with_a_token_works_remotely_and_is_refused_once_untrusted() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("https://{address}");
+    let d = Daemon::start_with_args(&["--listen", &address], "");
+    d.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+
+    // Without --listen a token is refused; here the daemon listens.
+    let token = d.ok(&["trust", "add", "alice", "--token"]).trim().to_string();
+    assert!(!token.is_empty());
+
+    let alice = temp_dir("remote-alice");
+    let added = client_ok(&alice, &["remote", "add", "r1", &url, "--token", &token]);
+    assert!(added.contains("trusted there as alice"), "{added}");
+    assert!(alice.join("client.crt").exists() && alice.join("client.key").exists());
+    // The client's key is its owner's only.
+    let mode = std::fs::metadata(alice.join("client.key")).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+
+    // Everything works through the remote, with --remote or BERTH_REMOTE.
+    client_ok(
+        &alice,
+        &[
+            "--remote",
+            "r1",
+            "run",
+            "-d",
+            "--name",
+            "viaremote",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(client_ok(&alice, &["--remote", "r1", "ps"]).contains("viaremote"));
+    let inspected = Command::new(BERTH)
+        .args(["inspect", "viaremote"])
+        .env("BERTH_CONFIG_DIR", &alice)
+        .env("BERTH_REMOTE", "r1")
+        .output()
+        .unwrap();
+    assert!(inspected.status.success(), "{}", text(&inspected.stderr));
+    assert_eq!(
+        client_ok(&alice, &["--remote", "r1", "exec", "viaremote", "echo", "over https"]),
+        "over https\n"
+    );
+    let trusted: serde_json::Value = serde_json::from_str(&d.ok(&["trust", "ls", "--json"])).unwrap();
+    assert_eq!(trusted[0]["name"], "alice");
+    assert_eq!(trusted[0]["added_by"], "token");
+
+    // The token was good once; a garbled one is refused before any connection.
+    let bob = temp_dir("remote-bob");
+    let used = client_fails(&bob, &["remote", "add", "r2", &url, "--token", &token]);
+    assert!(used.contains("wrong, used or expired"), "{used}");
+    let garbled = client_fails(&bob, &["remote", "add", "r2", &url, "--token", "not-a-token"]);
+    assert!(garbled.contains("not a berth join token"), "{garbled}");
+    assert!(!bob.join("remotes.json").exists(), "a failed add saved a remote");
+
+    // A client whose certificate is not trusted gets a clear refusal and nothing changes.
+    let remotes = std::fs::read_to_string(alice.join("remotes.json")).unwrap();
+    std::fs::write(bob.join("remotes.json"), remotes.replace("\"r1\"", "\"r2\"")).unwrap();
+    let refused = client_fails(&bob, &["--remote", "r2", "rm", "-f", "viaremote"]);
+    assert!(
+        refused.contains("is not trusted") && refused.contains("berth trust add"),
+        "{refused}"
+    );
+    assert_eq!(d.inspect("viaremote")["state"], "running");
+
+    // A server whose certificate is not the pinned one is refused by the client.
+    let pinned: serde_json::Value = serde_json::from_str(&remotes).unwrap();
+    let fingerprint = pinned["remotes"]["r1"]["fingerprint"].as_str().unwrap().to_string();
+    std::fs::write(
+        bob.join("remotes.json"),
+        remotes
+            .replace("\"r1\"", "\"r2\"")
+            .replace(&fingerprint, &"0".repeat(64)),
+    )
+    .unwrap();
+    let impostor = client_fails(&bob, &["--remote", "r2", "ps"]);
+    assert!(impostor.contains("not the pinned"), "{impostor}");
+
+    // No longer trusted: refused.
+    d.ok(&["trust", "rm", "alice"]);
+    let revoked = client_fails(&alice, &["--remote", "r1", "ps"]);
+    assert!(revoked.contains("is not trusted"), "{revoked}");
+
+    // The audit log names who did what, refusals included.
+    let audit: serde_json::Value = serde_json::from_str(&d.ok(&["audit", "-n", "1000", "--json"])).unwrap();
+    let entries = audit.as_array().unwrap();
+    let by = |who: &str, method: &str, path: &str| {
+        entries
+            .iter()
+            .any(|e| e["who"] == who && e["method"] == method && e["path"].as_str().unwrap_or("").starts_with(path))
+    };
+    assert!(by("alice", "POST", "/v1/instances"), "{audit:#}");
+    assert!(by("local uid 0", "POST", "/v1/trust"), "{audit:#}");
+    assert!(by("local uid 0", "DELETE", "/v1/trust/alice"), "{audit:#}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["who"].as_str().unwrap_or("").starts_with("untrusted ")
+                && e["status"] == 403
+                && e["refused"].is_string()),
+        "{audit:#}"
+    );
+    d.ok(&["rm", "-f", "viaremote"]);
+}
