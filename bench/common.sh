@@ -11,7 +11,8 @@ bench_setup() {
   [ -x "$BERTH" ] || cargo build --release
   ./scripts/make-busybox-rootfs.sh "$work/busybox.tar"
 
-  "$BERTH" daemon --state-dir "$work/state" --socket "$BERTH_HOST" >"$work/daemon.log" 2>&1 &
+  # shellcheck disable=SC2086 # extra daemon flags, word-split on purpose
+  "$BERTH" daemon --state-dir "$work/state" --socket "$BERTH_HOST" ${BERTH_DAEMON_ARGS:-} >"$work/daemon.log" 2>&1 &
   echo $! >"$work/daemon.pid"
   for _ in $(seq 100); do "$BERTH" info >/dev/null 2>&1 && break; sleep 0.1; done
   "$BERTH" image import --tag busybox "$work/busybox.tar" >/dev/null 2>&1
