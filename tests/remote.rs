@@ -153,3 +153,91 @@ fn a_client_joins_with_a_token_works_remotely_and_is_refused_once_untrusted() {
     );
     d.ok(&["rm", "-f", "viaremote"]);
 }
+
+#[test]
+fn a_project_client_sees_its_instances_only_within_quotas_and_never_the_host() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("https://{address}");
+    let d = Daemon::start_with_args(&["--listen", &address], "");
+    d.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+    d.ok(&["run", "-d", "--name", "roots", "busybox", "sleep", "600"]);
+
+    // A project must exist before a client is confined to it.
+    let missing = d.fails(&["trust", "add", "bob", "--token", "--project", "team"]);
+    assert!(missing.contains("no project team"), "{missing}");
+    d.ok(&[
+        "project",
+        "create",
+        "team",
+        "--max-instances",
+        "2",
+        "--max-memory",
+        "200m",
+    ]);
+    let token = d
+        .ok(&["trust", "add", "bob", "--token", "--project", "team"])
+        .trim()
+        .to_string();
+    let bob = temp_dir("remote-project");
+    client_ok(&bob, &["remote", "add", "r", &url, "--token", &token]);
+    let as_bob = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--remote".to_string(), "r".to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    };
+    let ok = |args: &[&str]| {
+        let args = as_bob(args);
+        client_ok(&bob, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let fails = |args: &[&str]| {
+        let args = as_bob(args);
+        client_fails(&bob, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // Its instances land in the project; root's are invisible and untouchable.
+    ok(&[
+        "run", "-d", "--name", "b1", "--memory", "64m", "busybox", "sleep", "600",
+    ]);
+    assert_eq!(d.inspect("b1")["spec"]["labels"]["berth.project"], "team");
+    let listed = ok(&["ps", "-a"]);
+    assert!(listed.contains("b1") && !listed.contains("roots"), "{listed}");
+    assert!(fails(&["inspect", "roots"]).contains("no such instance"));
+    assert!(fails(&["rm", "-f", "roots"]).contains("no such instance"));
+    assert_eq!(d.inspect("roots")["state"], "running");
+
+    // Quotas: memory, then the instance count.
+    let memory = fails(&[
+        "run", "-d", "--name", "b2", "--memory", "150m", "busybox", "sleep", "600",
+    ]);
+    assert!(memory.contains("memory quota"), "{memory}");
+    ok(&[
+        "run", "-d", "--name", "b2", "--memory", "64m", "busybox", "sleep", "600",
+    ]);
+    let count = fails(&["run", "-d", "--name", "b3", "--memory", "16m", "busybox", "true"]);
+    assert!(count.contains("instances quota is 2"), "{count}");
+
+    // Nothing that reaches the host; nothing outside the project's instances.
+    let bind = fails(&["run", "--rm", "-v", "/etc:/host", "busybox", "true"]);
+    assert!(bind.contains("host path"), "{bind}");
+    let host_net = fails(&["run", "--rm", "--network", "host", "busybox", "true"]);
+    assert!(host_net.contains("host's network"), "{host_net}");
+    let unconfined = fails(&["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "true"]);
+    assert!(unconfined.contains("confinement"), "{unconfined}");
+    let volumes = fails(&["volume", "ls"]);
+    assert!(volumes.contains("project team"), "{volumes}");
+    let trust = fails(&["trust", "add", "mallory", "--token"]);
+    assert!(trust.contains("project team"), "{trust}");
+
+    // A project with instances stays; emptied, it goes.
+    assert!(d.fails(&["project", "rm", "team"]).contains("still has 2"));
+    ok(&["rm", "-f", "b1", "b2"]);
+    let projects = d.ok(&["project", "ls"]);
+    assert!(projects.contains("team") && projects.contains("0/2"), "{projects}");
+    d.ok(&["project", "rm", "team"]);
+    d.ok(&["rm", "-f", "roots"]);
+}

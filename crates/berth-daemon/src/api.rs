@@ -16,6 +16,7 @@ use berth_model::api::*;
 use berth_model::image::ImageRecord;
 use berth_model::network::Network;
 use berth_model::node::{Node, Schedulability};
+use berth_model::project::Project;
 use berth_model::stack::StackRecord;
 use berth_model::trust::{AuditEntry, TrustAddRequest, TrustAddResponse, TrustedClient};
 use berth_model::volume::Volume;
@@ -87,6 +88,8 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(pull_image))
         .routes(routes!(push_image))
         .routes(routes!(tag_image))
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(remove_project))
         .routes(routes!(list_trust, add_trust))
         .routes(routes!(remove_trust))
         .routes(routes!(audit_log))
@@ -237,6 +240,42 @@ async fn remove_network(State(engine): Shared, Path(name): Path<String>) -> Engi
 }
 
 #[utoipa::path(
+    get, path = "/v1/projects", responses((status = 200, body = [Project]), InternalError)
+)]
+async fn list_projects(State(engine): Shared) -> EngineResult<Json<Vec<Project>>> {
+    Ok(Json(engine.projects().await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects", request_body = Project,
+    responses((status = 201, body = Project), BadRequest, Conflict, UnsupportedMediaType, InternalError)
+)]
+async fn create_project(
+    State(engine): Shared,
+    Json(body): Json<serde_json::Value>,
+) -> EngineResult<(StatusCode, Json<Project>)> {
+    // serde takes a list for a struct too (`"quotas": []`); the API takes what it documents.
+    if body.get("quotas").is_some_and(|q| !q.is_object()) {
+        return Err(EngineError::invalid(
+            "quotas",
+            "give an object: {\"instances\": N, \"cpus\": X, \"memory_bytes\": N, \"disk_bytes\": N}",
+        ));
+    }
+    let project: Project =
+        serde_json::from_value(body).map_err(|e| EngineError::invalid("body", format!("not a project: {e}")))?;
+    Ok((StatusCode::CREATED, Json(engine.create_project(project).await?)))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/projects/{name}", params(ProjectPath),
+    responses((status = 204, description = "Removed (it had no instances)"), NotFound, Conflict, InternalError)
+)]
+async fn remove_project(State(engine): Shared, Path(name): Path<String>) -> EngineResult<StatusCode> {
+    engine.remove_project(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
     get, path = "/v1/trust", responses((status = 200, body = [TrustedClient]), InternalError)
 )]
 async fn list_trust(State(engine): Shared) -> EngineResult<Json<Vec<TrustedClient>>> {
@@ -246,7 +285,7 @@ async fn list_trust(State(engine): Shared) -> EngineResult<Json<Vec<TrustedClien
 #[utoipa::path(
     post, path = "/v1/trust", request_body = TrustAddRequest,
     responses((status = 201, description = "Trusted, or a join token made", body = TrustAddResponse),
-              BadRequest, Conflict, UnsupportedMediaType, InternalError)
+              BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
 )]
 async fn add_trust(
     State(engine): Shared,

@@ -113,6 +113,14 @@ pub struct NodePath {
     pub name: String,
 }
 
+/// `{name}` of a project.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ProjectPath {
+    /// The project's name.
+    pub name: String,
+}
+
 /// `{name}` of a trusted client.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -505,6 +505,13 @@ impl Engine {
         self.check_limits(&limits)?;
         let requests = self.resolved_requests(&request, &limits, instance_type.is_some())?;
         self.check_requests(&requests)?;
+        if let Some(project) = request.labels.get(berth_model::project::PROJECT_LABEL) {
+            let instance_storage: u64 = instance_type
+                .as_ref()
+                .map_or(0, |t| t.instance_storage_bytes.iter().sum());
+            self.check_project_quota(project, &limits, request.disk_bytes.unwrap_or(0) + instance_storage)
+                .await?;
+        }
         if let Some(max_memory) = request.vm.as_ref().and_then(|vm| vm.max_memory_bytes) {
             if self.host.memory_bytes > 0 && max_memory > self.host.memory_bytes {
                 return Err(EngineError::invalid(

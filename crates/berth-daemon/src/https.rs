@@ -171,6 +171,12 @@ async fn authorize(State(engine): State<Arc<Engine>>, mut request: Request, next
     };
     if let Some(client) = trusted {
         let name = TrustedAs(client.name);
+        if let Some(project) = client.project {
+            request.extensions_mut().insert(name.clone());
+            let mut response = crate::project_scope::confine(&engine, &project, request, next).await;
+            response.extensions_mut().insert(name);
+            return response;
+        }
         request.extensions_mut().insert(name.clone());
         // The audit layer around this one reads it from the response.
         let mut response = next.run(request).await;

@@ -27,6 +27,8 @@ pub mod nodes;
 pub mod peer_registry;
 pub mod peers;
 pub mod procs;
+pub mod project_scope;
+pub mod projects;
 pub mod rebalance;
 pub mod restarts;
 pub mod scheduler;

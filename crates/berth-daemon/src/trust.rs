@@ -5,6 +5,7 @@
 //! gone (its record is deleted in the same transaction that trusts the certificate).
 
 use berth_client::tls::{self, JoinToken};
+use berth_model::project::check_project_name;
 use berth_model::trust::{
     check_client_name, JoinTokenRecord, TrustAddRequest, TrustAddResponse, TrustedClient, JOIN_TOKEN_HOURS,
 };
@@ -36,6 +37,10 @@ impl Engine {
     /// `POST /v1/trust` (on the socket, or by a trusted client).
     pub async fn add_trust(&self, request: TrustAddRequest) -> EngineResult<TrustAddResponse> {
         check_client_name(&request.name).map_err(|m| EngineError::invalid("name", m))?;
+        if let Some(project) = &request.project {
+            check_project_name(project).map_err(|m| EngineError::invalid("project", m))?;
+            self.project(project).await?;
+        }
         let existing = self.trusted_clients().await?;
         if existing.iter().any(|c| c.name == request.name) {
             return Err(name_taken(&request.name));
@@ -50,6 +55,7 @@ impl Engine {
                     certificate: pem,
                     added_at: Utc::now(),
                     added_by: "certificate".into(),
+                    project: request.project.clone(),
                 };
                 self.store
                     .create(&client)
@@ -70,6 +76,7 @@ impl Engine {
                 let record = JoinTokenRecord {
                     secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
                     name: request.name.clone(),
+                    project: request.project.clone(),
                     created_at: now,
                     expires_at: now + Duration::hours(JOIN_TOKEN_HOURS),
                 };
@@ -124,6 +131,7 @@ impl Engine {
             certificate: certificate_pem,
             added_at: Utc::now(),
             added_by: "token".into(),
+            project: token.value.project.clone(),
         };
         // Both or neither: a token is used exactly once, even by two clients at once.
         let txn = RecordTxn::new().delete(&token.value, token.revision)?.create(&client)?;

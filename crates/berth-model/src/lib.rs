@@ -11,6 +11,7 @@ pub mod log;
 pub mod mount;
 pub mod network;
 pub mod node;
+pub mod project;
 pub mod quantity;
 pub mod signal;
 pub mod stack;

@@ -20,6 +20,9 @@ pub struct TrustedClient {
     pub added_at: DateTime<Utc>,
     /// "certificate" (added by an operator) or "token" (a client joined with a token).
     pub added_by: String,
+    /// The project the client is confined to; `None`: the whole daemon, as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 /// A one-time join token as the store keeps it: the hash of its secret, never the secret.
@@ -29,6 +32,9 @@ pub struct JoinTokenRecord {
     pub secret_sha256: String,
     /// The name the joining client is trusted as.
     pub name: String,
+    /// The project it will be confined to.
+    #[serde(default)]
+    pub project: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -46,6 +52,9 @@ pub struct TrustAddRequest {
     /// Instead: a one-time token the client presents with `berth remote add`.
     #[serde(default)]
     pub token: bool,
+    /// Confine the client to this project (which must exist).
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]

@@ -19,6 +19,8 @@ pub const STACKS: &str = "/berth/v1/stacks/";
 /// Cluster members: `<name>/member` (what the node last published, the operator's cordon)
 /// and `<name>/presence` (held by the node's lease).
 pub const NODES: &str = "/berth/v1/nodes/";
+/// Projects and their quotas.
+pub const PROJECTS: &str = "/berth/v1/projects/";
 /// Clients trusted over HTTPS, by certificate fingerprint; their names are unique.
 pub const TRUSTED_CLIENTS: &str = "/berth/v1/trust/clients/";
 pub const TRUSTED_CLIENT_NAMES: &str = "/berth/v1/names/trust/";

@@ -147,3 +147,11 @@ impl Record for berth_model::trust::JoinTokenRecord {
         &self.secret_sha256
     }
 }
+
+impl Record for berth_model::project::Project {
+    const WHAT: &'static str = "project";
+    const PREFIX: &'static str = keys::PROJECTS;
+    fn id(&self) -> &str {
+        &self.name
+    }
+}

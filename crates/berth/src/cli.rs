@@ -150,6 +150,13 @@ pub enum Command {
     Remote(RemoteCommand),
     /// Show the audit log: this node's mutating requests, who made them and how they ended
     Audit(AuditArgs),
+    /// Projects: groups of instances with quotas, for clients trusted with --project
+    ///
+    /// An instance is in a project by its `berth.project` label (`berth run -l
+    /// berth.project=NAME`; a client trusted for a project gets it on every create). The
+    /// project's quotas hold at create: instances, the sum of CPU and memory limits, disk.
+    #[command(subcommand)]
+    Project(ProjectCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion(CompletionArgs),
     /// Write man pages for every command into a directory
@@ -864,6 +871,9 @@ pub struct TrustAddArgs {
     /// Print a one-time join token for the client instead
     #[arg(long)]
     pub token: bool,
+    /// Confine the client to this project: its instances only, nothing that reaches the host
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -871,6 +881,41 @@ pub struct TrustAddArgs {
 #[derive(Debug, Args)]
 pub struct TrustRmArgs {
     #[arg(value_name = "NAME|FINGERPRINT")]
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project with quotas (none given: unbounded)
+    Create(ProjectCreateArgs),
+    /// List projects with their quotas and use
+    #[command(alias = "list")]
+    Ls(JsonArgs),
+    /// Remove an empty project
+    Rm(ProjectRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectCreateArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// At most this many instances
+    #[arg(long, value_name = "N")]
+    pub max_instances: Option<u32>,
+    /// The instances' CPU limits may add up to this
+    #[arg(long, value_name = "CPUS")]
+    pub max_cpus: Option<f64>,
+    /// The instances' memory limits may add up to this (for example 4g)
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+    /// The instances' disks (--disk, instance store) may add up to this
+    #[arg(long, value_name = "SIZE")]
+    pub max_disk: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectRmArgs {
+    #[arg(value_name = "NAME")]
     pub name: String,
 }
 

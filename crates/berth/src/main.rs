@@ -13,8 +13,8 @@ use berth_client::Client;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{
-    Cli, ClusterCommand, Command, ImageCommand, NetworkCommand, NodeCommand, RemoteCommand, SnapshotCommand,
-    StackCommand, TrustCommand, TypesCommand, VmCommand, VolumeCommand,
+    Cli, ClusterCommand, Command, ImageCommand, NetworkCommand, NodeCommand, ProjectCommand, RemoteCommand,
+    SnapshotCommand, StackCommand, TrustCommand, TypesCommand, VmCommand, VolumeCommand,
 };
 
 /// How a command ended, as an exit status.
@@ -135,6 +135,9 @@ async fn dispatch(command: Command, remote: Option<&str>) -> Result<Outcome> {
         Command::Trust(TrustCommand::Ls(args)) => access::trust_list(&client, args).await,
         Command::Trust(TrustCommand::Rm(args)) => access::trust_remove(&client, args).await,
         Command::Audit(args) => access::audit(&client, args).await,
+        Command::Project(ProjectCommand::Create(args)) => access::project_create(&client, args).await,
+        Command::Project(ProjectCommand::Ls(args)) => access::project_list(&client, args).await,
+        Command::Project(ProjectCommand::Rm(args)) => access::project_remove(&client, args).await,
         Command::Remote(_) => unreachable!("handled above"),
         Command::Run(args) => instances::run(&client, args).await,
         Command::Create(args) => instances::create(&client, args).await,

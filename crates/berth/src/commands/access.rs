@@ -4,6 +4,8 @@
 use anyhow::{bail, Context, Result};
 use berth_client::tls::{self, Identity, JoinToken, Remote, Remotes};
 use berth_client::Client;
+use berth_model::project::{Project, ProjectQuotas, PROJECT_LABEL};
+use berth_model::quantity::ByteSize;
 use berth_model::trust::{AuditEntry, TrustAddRequest, TrustAddResponse, TrustJoinRequest, TrustedClient};
 
 use crate::cli::*;
@@ -19,6 +21,7 @@ pub async fn trust_add(client: &Client, args: TrustAddArgs) -> Result<Outcome> {
         name: args.name.clone(),
         certificate,
         token: args.token,
+        project: args.project.clone(),
     };
     let reply: TrustAddResponse = client.post("/v1/trust", &request).await?;
     if args.json {
@@ -159,6 +162,72 @@ pub fn remote_remove(args: RemoteRmArgs) -> Result<Outcome> {
         bail!("no remote {}; `berth remote ls` lists them", args.name);
     }
     remotes.save(&dir)?;
+    println!("{}", args.name);
+    Ok(Outcome::Success)
+}
+
+fn size(flag: &str, value: &Option<String>) -> Result<Option<u64>> {
+    value
+        .as_deref()
+        .map(|text| {
+            text.parse::<ByteSize>()
+                .map(|b| b.0)
+                .map_err(|e| anyhow::anyhow!("{flag} {text}: {e}"))
+        })
+        .transpose()
+}
+
+pub async fn project_create(client: &Client, args: ProjectCreateArgs) -> Result<Outcome> {
+    let project = Project {
+        name: args.name.clone(),
+        quotas: ProjectQuotas {
+            instances: args.max_instances,
+            cpus: args.max_cpus,
+            memory_bytes: size("--max-memory", &args.max_memory)?,
+            disk_bytes: size("--max-disk", &args.max_disk)?,
+        },
+        created_at: chrono::Utc::now(),
+    };
+    let created: Project = client.post("/v1/projects", &project).await?;
+    println!("{}", created.name);
+    Ok(Outcome::Success)
+}
+
+pub async fn project_list(client: &Client, args: JsonArgs) -> Result<Outcome> {
+    let projects: Vec<Project> = client.get("/v1/projects").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&projects)?);
+        return Ok(Outcome::Success);
+    }
+    let instances: Vec<berth_model::Instance> = client.get("/v1/instances?all=true").await?;
+    let unbounded = || "-".to_string();
+    let rows: Vec<Vec<String>> = projects
+        .iter()
+        .map(|p| {
+            let members = instances
+                .iter()
+                .filter(|i| i.spec.labels.get(PROJECT_LABEL) == Some(&p.name))
+                .count();
+            vec![
+                p.name.clone(),
+                format!(
+                    "{members}/{}",
+                    p.quotas.instances.map_or_else(unbounded, |n| n.to_string())
+                ),
+                p.quotas.cpus.map_or_else(unbounded, |c| c.to_string()),
+                p.quotas
+                    .memory_bytes
+                    .map_or_else(unbounded, |m| ByteSize(m).to_string()),
+                p.quotas.disk_bytes.map_or_else(unbounded, |d| ByteSize(d).to_string()),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "INSTANCES", "CPUS", "MEMORY", "DISK"], &rows);
+    Ok(Outcome::Success)
+}
+
+pub async fn project_remove(client: &Client, args: ProjectRmArgs) -> Result<Outcome> {
+    client.delete(&format!("/v1/projects/{}", encode(&args.name))).await?;
     println!("{}", args.name);
     Ok(Outcome::Success)
 }
