@@ -139,7 +139,7 @@ fn free_port() -> u16 {
 
 /// GETs `path` from busybox httpd on a published port, retrying while it starts.
 fn http_get(port: u16, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = (|| -> std::io::Result<String> {
             let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;

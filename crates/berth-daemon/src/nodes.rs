@@ -186,8 +186,22 @@ impl Engine {
                     || (wanted.len() >= 12 && known.strip_prefix("sha256:").is_some_and(|id| id.starts_with(wanted)))
             })
         };
-        match crate::scheduler::place(&nodes, &instances, &needs, has_image) {
-            Ok(placed) => Ok(placed),
+        // Placements answered a moment ago whose instances the target nodes have not
+        // written yet count too: a burst of creates (a stack's replicas) spreads.
+        let recent = recent_placements(&instances);
+        let placer = || {
+            let mut placer = crate::scheduler::BatchPlacer::new(&nodes, &instances);
+            for earlier in &recent {
+                if let Ok(reservation) = self.placement_needs(earlier) {
+                    if let Ok(needs) = crate::scheduler::Needs::of(earlier, reservation) {
+                        placer.count_placed(&needs);
+                    }
+                }
+            }
+            placer
+        };
+        let placed: (String, String) = match placer().place(&needs, has_image) {
+            Ok(placed) => EngineResult::Ok(placed),
             Err(refusal) => {
                 // No node with the image fits: any node that fits otherwise fetches it from
                 // one that has it.
@@ -195,10 +209,12 @@ impl Engine {
                     .iter()
                     .find(|n| has_image(n) && n.state != berth_model::node::NodeState::Down && n.address.is_some());
                 let Some(source) = source else { return Err(refusal) };
-                let (node, why) = crate::scheduler::place(&nodes, &instances, &needs, |_| true).map_err(|_| refusal)?;
+                let (node, why) = placer().place(&needs, |_| true).map_err(|_| refusal)?;
                 Ok((node, format!("{why}; the image comes from node {}", source.name)))
             }
-        }
+        }?;
+        remember_placement(request, &placed.0);
+        Ok(placed)
     }
 
     /// An image by reference or id; in a cluster, one this node lacks is fetched from a node
@@ -254,4 +270,33 @@ impl Engine {
             }
         }
     }
+}
+
+/// How long a placement counts before its instance's record shows up (a create that takes
+/// longer has failed, or is counted twice for a while: spread leans, nothing breaks).
+const RECENT_PLACEMENT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Placements this node answered lately, as their requests pinned to the chosen node.
+static RECENT: std::sync::Mutex<Vec<(std::time::Instant, berth_model::api::CreateInstanceRequest)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn remember_placement(request: &berth_model::api::CreateInstanceRequest, node: &str) {
+    let mut pinned = request.clone();
+    pinned.node = Some(node.to_string());
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    recent.push((std::time::Instant::now(), pinned));
+}
+
+/// The recent placements whose instances are not among `instances` yet (by name; an unnamed
+/// one counts for the whole window), dropping the rest.
+fn recent_placements(instances: &[berth_model::Instance]) -> Vec<berth_model::api::CreateInstanceRequest> {
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    recent.retain(|(at, request)| {
+        at.elapsed() < RECENT_PLACEMENT
+            && request
+                .name
+                .as_ref()
+                .is_none_or(|name| !instances.iter().any(|i| &i.name == name))
+    });
+    recent.iter().map(|(_, request)| request.clone()).collect()
 }

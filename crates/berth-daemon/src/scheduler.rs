@@ -320,6 +320,12 @@ impl<'a> BatchPlacer<'a> {
         placed
     }
 
+    /// Counts an instance placed earlier whose record is not in the view yet (pinned to its
+    /// node by `needs.node`), without recording a decision.
+    pub fn count_placed(&mut self, needs: &Needs) {
+        let _ = self.place_one(needs, |_| true);
+    }
+
     fn place_one(&mut self, needs: &Needs, has_image: impl Fn(&Node) -> bool) -> EngineResult<(String, String)> {
         if let Some(wanted) = needs.node {
             if !self.nodes.iter().any(|n| n.name == wanted) {
