@@ -246,14 +246,6 @@ fn a_single_host_is_one_node_that_cannot_be_cordoned() {
     daemon.ok(&["rm", "mine"]);
 }
 
-/// A free TCP port on 127.0.0.1 for a node's peer listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn reachable_node(cluster: &EtcdCluster, name: &str, labels: &str, port: u16) -> Daemon {
     Daemon::start_with_args(
         &[
@@ -275,7 +267,11 @@ fn reachable_node(cluster: &EtcdCluster, name: &str, labels: &str, port: u16) ->
 #[test]
 fn the_scheduler_places_instances_and_any_node_reaches_them() {
     let cluster = etcd::start(3);
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [
+        crate::common::free_port(),
+        crate::common::free_port(),
+        crate::common::free_port(),
+    ];
     let n1 = reachable_node(&cluster, "n1", "zone=a", ports[0]);
     let n2 = reachable_node(&cluster, "n2", "zone=b", ports[1]);
     let n3 = reachable_node(&cluster, "n3", "zone=b", ports[2]);
@@ -659,7 +655,11 @@ pub(crate) fn wait_moved(daemon: &Daemon, name: &str, from: &str, timeout: Durat
 fn a_dead_nodes_movable_instances_run_elsewhere_and_never_twice() {
     let cluster = etcd::start(3);
     let [s1, s2, s3] = unique_sleeps();
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [
+        crate::common::free_port(),
+        crate::common::free_port(),
+        crate::common::free_port(),
+    ];
     let mut daemons = vec![
         reachable_node(&cluster, "n1", "zone=a", ports[0]),
         reachable_node(&cluster, "n2", "zone=b", ports[1]),

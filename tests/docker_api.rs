@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{busybox_tar, temp_dir, Daemon};
+use crate::common::{busybox_tar, free_port, temp_dir, Daemon};
 
 /// Debian's clients (the machine may have other `docker` binaries earlier on the PATH).
 const DOCKER: &str = "/usr/bin/docker";
@@ -127,14 +127,6 @@ fn run(mut command: Command, what: &str) -> Output {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GETs `path` from busybox httpd on a published port, retrying while it starts.

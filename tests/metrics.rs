@@ -63,12 +63,7 @@ fn value(samples: &str, prefix: &str, part: &str) -> Option<f64> {
 
 #[test]
 fn metrics_are_openmetrics_with_instances_nodes_and_the_api() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", crate::common::free_port());
     let d = Daemon::start_with_args(&["--metrics-listen", &address], "");
     d.ok(&[
         "image",

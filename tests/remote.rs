@@ -43,12 +43,7 @@ fn client_fails(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn a_client_joins_with_a_token_works_remotely_and_is_refused_once_untrusted() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", crate::common::free_port());
     let url = format!("https://{address}");
     let d = Daemon::start_with_args(&["--listen", &address], "");
     d.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
@@ -156,12 +151,7 @@ fn a_client_joins_with_a_token_works_remotely_and_is_refused_once_untrusted() {
 
 #[test]
 fn a_project_client_sees_its_instances_only_within_quotas_and_never_the_host() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", crate::common::free_port());
     let url = format!("https://{address}");
     let d = Daemon::start_with_args(&["--listen", &address], "");
     d.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);

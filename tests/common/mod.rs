@@ -23,6 +23,14 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
+/// A TCP port on 127.0.0.1 free at the time of asking (for a listener a daemon opens).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 pub fn rand_u32() -> u32 {
     let mut bytes = [0u8; 4];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
