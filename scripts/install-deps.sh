@@ -13,7 +13,10 @@
 #            socat (relays the API's unix socket to TCP for schemathesis, from PyPI, below),
 #            python3-prometheus-client (its strict OpenMetrics parser reads /metrics),
 #            docker.io (only its `docker` client is used), docker-compose and python3-docker:
-#            real Docker clients for the Docker Engine API gateway (no dockerd is started)
+#            real Docker clients for the Docker Engine API gateway (no dockerd is started),
+#            chromium (the dashboard's end-to-end test drives it with playwright-core)
+#   dashboard: from the npm registry (dashboard/package.json, exact versions in its lock):
+#            xterm.js, copied to /usr/local/lib/berth/dashboard, and playwright-core
 #   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
@@ -39,6 +42,7 @@ packages=(
   socat
   python3-prometheus-client
   docker.io docker-compose python3-docker
+  chromium
 )
 
 missing=()
@@ -91,6 +95,19 @@ if ! ls "$guest_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
   dpkg-deb -x "$download"/"$kernel_package"_*.deb "$guest_dir"
   rm -rf "$download"
 fi
+
+# The dashboard's console is xterm.js; the daemon serves it from here (--dashboard-assets).
+# playwright-core (same lock) drives chromium in tests/dashboard.rs.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+dashboard_assets=/usr/local/lib/berth/dashboard
+# Node.js and npm from Debian unless the machine has them already (a nodesource build here).
+command -v npm >/dev/null || apt-get install -y --no-install-recommends nodejs npm
+if [ ! -d "$repo/dashboard/node_modules/@xterm/xterm" ] || [ ! -d "$repo/dashboard/node_modules/playwright-core" ]; then
+  (cd "$repo/dashboard" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+mkdir -p "$dashboard_assets"
+install -m 0644 "$repo/dashboard/node_modules/@xterm/xterm/lib/xterm.js" \
+  "$repo/dashboard/node_modules/@xterm/xterm/css/xterm.css" "$dashboard_assets/"
 
 # schemathesis checks the API against its OpenAPI description (tests/api_schema.rs). Pinned:
 # its checks and defaults change between versions, and tests/schemathesis.toml is written for

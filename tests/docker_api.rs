@@ -14,16 +14,23 @@ const DOCKER: &str = "/usr/bin/docker";
 const COMPOSE: &str = "/usr/bin/docker-compose";
 const PYTHON: &str = "/usr/bin/python3";
 
+/// One Docker-API daemon at a time: Compose's published port on 127.0.0.1 was seen answering
+/// nothing while another of these daemons set up its own bridge and NAT rules.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A berth daemon serving the Docker API, with the busybox image imported as `busybox`.
 struct DockerDaemon {
     daemon: Daemon,
     socket: PathBuf,
     /// DOCKER_CONFIG for the clients: nothing of the machine's own configuration.
     config: PathBuf,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl DockerDaemon {
     fn start() -> DockerDaemon {
+        // A test that failed while holding the lock poisons it; the next still runs.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = temp_dir("bd");
         let socket = dir.join("docker.sock");
         let daemon = Daemon::start_with_args(&["--docker-socket", socket.to_str().unwrap()], "");
@@ -39,7 +46,12 @@ impl DockerDaemon {
         }
         let config = dir.join("client-config");
         std::fs::create_dir_all(&config).unwrap();
-        DockerDaemon { daemon, socket, config }
+        DockerDaemon {
+            daemon,
+            socket,
+            config,
+            _turn: turn,
+        }
     }
 
     fn host(&self) -> String {

@@ -8,6 +8,7 @@ mod api_schema;
 mod bad_input;
 mod cgroup_v2;
 mod cluster;
+mod dashboard;
 mod devices;
 mod dns;
 mod docker_api;

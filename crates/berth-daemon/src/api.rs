@@ -107,6 +107,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let (router, _) = routes().split_for_parts();
     router
         .route("/metrics", axum::routing::get(crate::metrics::serve))
+        .merge(crate::dashboard::instance_routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),

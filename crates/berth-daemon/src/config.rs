@@ -59,6 +59,8 @@ pub struct DaemonConfig {
     pub listen: Option<SocketAddr>,
     /// `--docker-socket`: where the Docker Engine API gateway listens, if anywhere.
     pub docker_socket: Option<PathBuf>,
+    /// `--dashboard-assets`: where the dashboard's xterm.js is.
+    pub dashboard_assets: PathBuf,
 }
 
 /// `--cluster` (or the experimental `--store`) `etcd://HOST:PORT[,...]` and its TLS files,
@@ -452,6 +454,7 @@ impl DaemonConfig {
             metrics_listen: None,
             listen: None,
             docker_socket: None,
+            dashboard_assets: PathBuf::from(crate::dashboard::DEFAULT_ASSETS_DIR),
         })
     }
 }

@@ -151,48 +151,69 @@ pub async fn serve(engine: Arc<Engine>, address: SocketAddr) -> anyhow::Result<(
 fn router(engine: Arc<Engine>) -> Router {
     crate::api::router(engine.clone())
         .route("/v1/trust/join", axum::routing::post(join).with_state(engine.clone()))
+        .merge(crate::dashboard::routes(engine.clone()))
         .layer(axum::middleware::from_fn_with_state(engine.clone(), authorize))
         .layer(axum::middleware::from_fn_with_state(engine, crate::audit::record))
 }
 
-/// Lets a trusted client's requests through (naming it for the audit log); of an untrusted
-/// one only `_ping` and redeeming a join token.
+/// Lets a trusted client's requests through (naming it for the audit log): a trusted
+/// certificate, or a dashboard session's cookie. Of an untrusted one only `_ping`, redeeming
+/// a join token, and the dashboard's page and login.
 async fn authorize(State(engine): State<Arc<Engine>>, mut request: Request, next: Next) -> Response {
     let fingerprint = match request.extensions().get::<Caller>() {
         Some(Caller::Https { fingerprint, .. }) => fingerprint.clone(),
         _ => None,
     };
-    let trusted = match &fingerprint {
+    let mut trusted = match &fingerprint {
         Some(fingerprint) => match engine.trusted_client(fingerprint).await {
             Ok(found) => found,
             Err(e) => return e.into_response(),
         },
         None => None,
     };
+    if trusted.is_none() {
+        if let Some(session) = crate::dashboard::session_fingerprint(request.headers()) {
+            trusted = match engine.trusted_client(&session).await {
+                Ok(found) => found,
+                Err(e) => return e.into_response(),
+            };
+            if let Some(client) = &trusted {
+                if let Some(reason) = crate::dashboard::cross_site(&request) {
+                    let mut response = refused(reason);
+                    response.extensions_mut().insert(TrustedAs(client.name.clone()));
+                    return response;
+                }
+            }
+        }
+    }
+    let path = request.uri().path().to_string();
     if let Some(client) = trusted {
         let name = TrustedAs(client.name);
-        if let Some(project) = client.project {
-            request.extensions_mut().insert(name.clone());
-            let mut response = crate::project_scope::confine(&engine, &project, request, next).await;
-            response.extensions_mut().insert(name);
-            return response;
-        }
         request.extensions_mut().insert(name.clone());
+        let project = client.project.filter(|_| !crate::dashboard::is_session_endpoint(&path));
+        let mut response = match project {
+            Some(project) => crate::project_scope::confine(&engine, &project, request, next).await,
+            None => next.run(request).await,
+        };
         // The audit layer around this one reads it from the response.
-        let mut response = next.run(request).await;
         response.extensions_mut().insert(name);
         return response;
     }
-    let path = request.uri().path();
-    if path == "/v1/_ping" || (path == "/v1/trust/join" && request.method() == axum::http::Method::POST) {
+    if path == "/v1/_ping"
+        || (path == "/v1/trust/join" && request.method() == axum::http::Method::POST)
+        || crate::dashboard::is_public(request.method(), &path)
+    {
         return next.run(request).await;
     }
-    let reason = match fingerprint {
+    refused(match fingerprint {
         Some(fingerprint) => format!(
             "this client's certificate ({fingerprint}) is not trusted: `berth trust add NAME --token` on the server, then `berth remote add NAME URL --token TOKEN` here"
         ),
-        None => "no client certificate: berth's HTTPS API takes trusted client certificates only (`berth remote add`)".to_string(),
-    };
+        None => "no client certificate: berth's HTTPS API takes trusted client certificates (`berth remote add`) or a dashboard session (log in at /ui/ with a token)".to_string(),
+    })
+}
+
+fn refused(reason: String) -> Response {
     tracing::warn!(%reason, "refused an HTTPS request");
     let mut response = EngineError::new(StatusCode::FORBIDDEN, reason.clone()).into_response();
     response.extensions_mut().insert(Refused(reason));

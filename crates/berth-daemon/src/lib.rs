@@ -7,6 +7,7 @@ pub mod api_doc;
 pub mod audit;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod drain;
 pub mod engine;
 pub mod error;

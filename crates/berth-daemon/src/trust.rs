@@ -111,6 +111,19 @@ impl Engine {
         certificate_der: &[u8],
         certificate_pem: String,
     ) -> EngineResult<TrustedClient> {
+        self.redeem_join_token(secret, tls::fingerprint(certificate_der), certificate_pem, "token")
+            .await
+    }
+
+    /// Redeems a join token's secret: `fingerprint` (a certificate's, or the hash of a
+    /// dashboard session's secret) becomes trusted under the token's name and project.
+    pub async fn redeem_join_token(
+        &self,
+        secret: &str,
+        fingerprint: String,
+        certificate_pem: String,
+        added_by: &str,
+    ) -> EngineResult<TrustedClient> {
         let refused = || {
             EngineError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -127,17 +140,17 @@ impl Engine {
         }
         let client = TrustedClient {
             name: token.value.name.clone(),
-            fingerprint: tls::fingerprint(certificate_der),
+            fingerprint,
             certificate: certificate_pem,
             added_at: Utc::now(),
-            added_by: "token".into(),
+            added_by: added_by.into(),
             project: token.value.project.clone(),
         };
         // Both or neither: a token is used exactly once, even by two clients at once.
         let txn = RecordTxn::new().delete(&token.value, token.revision)?.create(&client)?;
         match self.store.commit(txn).await {
             Ok(_) => {
-                tracing::info!(name = %client.name, fingerprint = %client.fingerprint, "client joined with a token");
+                tracing::info!(name = %client.name, fingerprint = %client.fingerprint, added_by, "client joined with a token");
                 Ok(client)
             }
             Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => Err(refused()),

@@ -197,6 +197,10 @@ pub struct DaemonArgs {
     /// and docker-py (for example /run/berth/docker.sock)
     #[arg(long, value_name = "PATH")]
     pub docker_socket: Option<PathBuf>,
+    /// Where the web dashboard (served at https://ADDR/ui/ with --listen) finds xterm.js
+    /// (xterm.js and xterm.css), which scripts/install-deps.sh installs from the npm registry
+    #[arg(long, value_name = "DIR", default_value = berth_daemon::dashboard::DEFAULT_ASSETS_DIR)]
+    pub dashboard_assets: PathBuf,
     /// TOML settings (default limits, stop timeout, default_bridge, default_subnet, [dns]
     /// upstreams); default /etc/berth/config.toml if present
     #[arg(long, value_name = "FILE")]

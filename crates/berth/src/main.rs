@@ -225,6 +225,7 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     config.metrics_listen = args.metrics_listen;
     config.listen = args.listen;
     config.docker_socket = args.docker_socket.clone();
+    config.dashboard_assets = args.dashboard_assets.clone();
     if args.etcd_cacert.is_some() && args.cluster.is_none() && args.store.is_none() {
         anyhow::bail!("--etcd-cacert/--etcd-cert/--etcd-key are for etcd: give --cluster etcd://HOST:PORT too");
     }
