@@ -8,8 +8,8 @@
 //! A browser logs in with a join token (`berth trust add NAME --token`): the token is
 //! redeemed, as `berth remote add` redeems it, but what becomes trusted is a random session
 //! secret held in an HttpOnly, Secure, SameSite=Strict cookie; the store keeps only its
-//! SHA-256, listed by `trust ls` (added by "dashboard") and ended by `trust rm NAME` or the
-//! page's log-out. A browser presenting a trusted client certificate needs no login.
+//! SHA-256, listed by `trust ls` (added by "dashboard") and ended by `trust rm NAME`, the
+//! page's log-out, or seven days. A browser presenting a trusted client certificate needs no login.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use berth_model::api::ExecRequest;
+use berth_model::trust::DASHBOARD_SESSION_DAYS;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -205,14 +206,17 @@ async fn login(State(engine): State<Arc<Engine>>, Json(request): Json<LoginReque
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut session);
     let session = hex::encode(session);
     let fingerprint = hex::encode(Sha256::digest(session.as_bytes()));
+    let expires_at = chrono::Utc::now() + chrono::Duration::days(DASHBOARD_SESSION_DAYS);
     let client = engine
-        .redeem_join_token(&secret, fingerprint, String::new(), "dashboard")
+        .redeem_join_token(&secret, fingerprint, String::new(), "dashboard", Some(expires_at))
         .await?;
+    // As long as the store's record: closing the browser does not log out, time does.
     let cookie = cookie::Cookie::build((SESSION_COOKIE, session))
         .path("/")
         .secure(true)
         .http_only(true)
         .same_site(cookie::SameSite::Strict)
+        .max_age(cookie::time::Duration::days(DASHBOARD_SESSION_DAYS))
         .build();
     let mut response = Json(WhoAmI {
         name: client.name.clone(),

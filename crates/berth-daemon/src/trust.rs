@@ -56,6 +56,7 @@ impl Engine {
                     added_at: Utc::now(),
                     added_by: "certificate".into(),
                     project: request.project.clone(),
+                    expires_at: None,
                 };
                 self.store
                     .create(&client)
@@ -111,8 +112,14 @@ impl Engine {
         certificate_der: &[u8],
         certificate_pem: String,
     ) -> EngineResult<TrustedClient> {
-        self.redeem_join_token(secret, tls::fingerprint(certificate_der), certificate_pem, "token")
-            .await
+        self.redeem_join_token(
+            secret,
+            tls::fingerprint(certificate_der),
+            certificate_pem,
+            "token",
+            None,
+        )
+        .await
     }
 
     /// Redeems a join token's secret: `fingerprint` (a certificate's, or the hash of a
@@ -123,6 +130,7 @@ impl Engine {
         fingerprint: String,
         certificate_pem: String,
         added_by: &str,
+        expires_at: Option<chrono::DateTime<Utc>>,
     ) -> EngineResult<TrustedClient> {
         let refused = || {
             EngineError::new(
@@ -145,6 +153,7 @@ impl Engine {
             added_at: Utc::now(),
             added_by: added_by.into(),
             project: token.value.project.clone(),
+            expires_at,
         };
         // Both or neither: a token is used exactly once, even by two clients at once.
         let txn = RecordTxn::new().delete(&token.value, token.revision)?.create(&client)?;
@@ -163,13 +172,18 @@ impl Engine {
         Ok(listing.items.into_iter().map(|item| item.value).collect())
     }
 
-    /// The trusted client with this certificate fingerprint, if any.
+    /// The trusted client with this certificate fingerprint, if any (an expired one is
+    /// removed and is no longer trusted).
     pub async fn trusted_client(&self, fingerprint: &str) -> EngineResult<Option<TrustedClient>> {
-        Ok(self
-            .store
-            .try_get::<TrustedClient>(fingerprint)
-            .await?
-            .map(|found| found.value))
+        let Some(found) = self.store.try_get::<TrustedClient>(fingerprint).await? else {
+            return Ok(None);
+        };
+        if found.value.expires_at.is_some_and(|at| at < Utc::now()) {
+            tracing::info!(name = %found.value.name, "a dashboard session expired");
+            let _ = self.store.remove::<TrustedClient>(fingerprint).await;
+            return Ok(None);
+        }
+        Ok(Some(found.value))
     }
 
     /// Stops trusting a client, by name or fingerprint.

@@ -23,7 +23,13 @@ pub struct TrustedClient {
     /// The project the client is confined to; `None`: the whole daemon, as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// When the trust ends by itself (a dashboard session's); `None`: until `trust rm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
+
+/// How long a dashboard log-in lasts.
+pub const DASHBOARD_SESSION_DAYS: i64 = 7;
 
 /// A one-time join token as the store keeps it: the hash of its secret, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

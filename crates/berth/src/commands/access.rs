@@ -55,10 +55,12 @@ pub async fn trust_list(client: &Client, args: JsonArgs) -> Result<Outcome> {
                 c.fingerprint.chars().take(16).collect(),
                 c.added_by.clone(),
                 c.added_at.format("%Y-%m-%d %H:%M").to_string(),
+                c.expires_at
+                    .map_or_else(|| "never".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
             ]
         })
         .collect();
-    print_table(&["NAME", "FINGERPRINT", "ADDED BY", "ADDED"], &rows);
+    print_table(&["NAME", "FINGERPRINT", "ADDED BY", "ADDED", "EXPIRES"], &rows);
     Ok(Outcome::Success)
 }
 
