@@ -186,6 +186,47 @@ fn nodes_join_see_each_other_and_a_dead_node_goes_down() {
     n2.ok(&["run", "-d", "--name", "after", "busybox", "sleep", "600"]);
     assert_eq!(n3.inspect("after")["node"], "n2");
     n2.ok(&["rm", "-f", "web", "after"]);
+
+    // A project's quota holds across nodes: two creates at the same moment on two nodes,
+    // with room for one, and exactly one is made (the project's lock in etcd).
+    n1.ok(&["project", "create", "race", "--max-instances", "1"]);
+    n3.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
+    let attempt = |daemon: &Daemon, name: &str, node: &str| {
+        daemon.run(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--node",
+            node,
+            "--label",
+            "berth.project=race",
+            "busybox",
+            "sleep",
+            "600",
+        ])
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| attempt(&n2, "race1", "n2"));
+        let second = s.spawn(|| attempt(&n3, "race2", "n3"));
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    let made = [&first, &second].iter().filter(|o| o.status.success()).count();
+    let refusals: Vec<String> = [&first, &second]
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert_eq!(made, 1, "{refusals:?}");
+    assert!(
+        refusals.iter().any(|r| r.contains("instances quota is 1")),
+        "{refusals:?}"
+    );
+    let (daemon, name) = if first.status.success() {
+        (&n2, "race1")
+    } else {
+        (&n3, "race2")
+    };
+    daemon.ok(&["rm", "-f", name]);
 }
 
 #[test]

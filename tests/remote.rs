@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::common::registry::Registry;
 use crate::common::{busybox_tar, temp_dir, Daemon, BERTH};
 
 /// berth as a remote client with its configuration in `dir` (never the socket).
@@ -156,6 +157,12 @@ fn a_project_client_sees_its_instances_only_within_quotas_and_never_the_host() {
     let d = Daemon::start_with_args(&["--listen", &address], "");
     d.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
     d.ok(&["run", "-d", "--name", "roots", "busybox", "sleep", "600"]);
+    d.ok(&["volume", "create", "rootvol"]);
+    // The project's images come from a registry, as a tenant's would.
+    let registry = Registry::start();
+    let shared = format!("127.0.0.1:{}/team/busybox:1", registry.port);
+    d.ok(&["image", "tag", "busybox", &shared]);
+    d.ok(&["image", "push", "--insecure", &shared]);
 
     // A project must exist before a client is confined to it.
     let missing = d.fails(&["trust", "add", "bob", "--token", "--project", "team"]);
@@ -189,10 +196,17 @@ fn a_project_client_sees_its_instances_only_within_quotas_and_never_the_host() {
         client_fails(&bob, &args.iter().map(String::as_str).collect::<Vec<_>>())
     };
 
+    // Images: root's are not the project's until its client pulls them.
+    assert_eq!(ok(&["image", "ls", "-q"]).trim(), "", "a new project has no images");
+    let unpulled = fails(&["run", "--rm", "busybox", "true"]);
+    assert!(unpulled.contains("no image busybox in this project"), "{unpulled}");
+    ok(&["image", "pull", "--insecure", &shared]);
+    let images = ok(&["image", "ls"]);
+    assert!(images.contains("team/busybox"), "{images}");
+    let image = shared.as_str();
+
     // Its instances land in the project; root's are invisible and untouchable.
-    ok(&[
-        "run", "-d", "--name", "b1", "--memory", "64m", "busybox", "sleep", "600",
-    ]);
+    ok(&["run", "-d", "--name", "b1", "--memory", "64m", image, "sleep", "600"]);
     assert_eq!(d.inspect("b1")["spec"]["labels"]["berth.project"], "team");
     let listed = ok(&["ps", "-a"]);
     assert!(listed.contains("b1") && !listed.contains("roots"), "{listed}");
@@ -201,31 +215,77 @@ fn a_project_client_sees_its_instances_only_within_quotas_and_never_the_host() {
     assert_eq!(d.inspect("roots")["state"], "running");
 
     // Quotas: memory, then the instance count.
-    let memory = fails(&[
-        "run", "-d", "--name", "b2", "--memory", "150m", "busybox", "sleep", "600",
-    ]);
+    let memory = fails(&["run", "-d", "--name", "b2", "--memory", "150m", image, "sleep", "600"]);
     assert!(memory.contains("memory quota"), "{memory}");
-    ok(&[
-        "run", "-d", "--name", "b2", "--memory", "64m", "busybox", "sleep", "600",
-    ]);
-    let count = fails(&["run", "-d", "--name", "b3", "--memory", "16m", "busybox", "true"]);
+    ok(&["run", "-d", "--name", "b2", "--memory", "64m", image, "sleep", "600"]);
+    let count = fails(&["run", "-d", "--name", "b3", "--memory", "16m", image, "true"]);
     assert!(count.contains("instances quota is 2"), "{count}");
+    // Raising a limit later is held to the quota too.
+    let raised = fails(&["update", "--memory", "150m", "b1"]);
+    assert!(raised.contains("memory quota"), "{raised}");
+    ok(&["update", "--memory", "80m", "b1"]);
 
     // Nothing that reaches the host; nothing outside the project's instances.
-    let bind = fails(&["run", "--rm", "-v", "/etc:/host", "busybox", "true"]);
+    let bind = fails(&["run", "--rm", "-v", "/etc:/host", image, "true"]);
     assert!(bind.contains("host path"), "{bind}");
-    let host_net = fails(&["run", "--rm", "--network", "host", "busybox", "true"]);
+    let host_net = fails(&["run", "--rm", "--network", "host", image, "true"]);
     assert!(host_net.contains("host's network"), "{host_net}");
-    let unconfined = fails(&["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "true"]);
+    let unconfined = fails(&["run", "--rm", "--security-opt", "seccomp=unconfined", image, "true"]);
     assert!(unconfined.contains("confinement"), "{unconfined}");
-    let volumes = fails(&["volume", "ls"]);
-    assert!(volumes.contains("project team"), "{volumes}");
+    let import = fails(&["image", "import", "--tag", "x", busybox_tar().to_str().unwrap()]);
+    assert!(import.contains("project team"), "{import}");
     let trust = fails(&["trust", "add", "mallory", "--token"]);
     assert!(trust.contains("project team"), "{trust}");
 
-    // A project with instances stays; emptied, it goes.
-    assert!(d.fails(&["project", "rm", "team"]).contains("still has 2"));
-    ok(&["rm", "-f", "b1", "b2"]);
+    // Volumes and networks: its own, made by its client; root's are none of its business.
+    assert_eq!(ok(&["volume", "ls", "-q"]).trim(), "");
+    assert!(fails(&["volume", "inspect", "rootvol"]).contains("no such volume"));
+    assert!(fails(&["volume", "rm", "rootvol"]).contains("no such volume"));
+    let borrowed = fails(&["run", "--rm", "-v", "rootvol:/data", image, "true"]);
+    assert!(borrowed.contains("no volume rootvol in this project"), "{borrowed}");
+    ok(&["volume", "create", "teamvol"]);
+    ok(&["network", "create", "teamnet"]);
+    assert_eq!(ok(&["volume", "ls", "-q"]).trim(), "teamvol");
+    assert!(!d.ok(&["volume", "ls"]).is_empty());
+    let networks = ok(&["network", "ls"]);
+    assert!(
+        networks.contains("teamnet") && networks.contains("default"),
+        "{networks}"
+    );
+    assert!(fails(&["network", "rm", "default"]).contains("root's to change"));
+    ok(&["rm", "-f", "b2"]);
+    assert_eq!(
+        ok(&[
+            "run",
+            "--rm",
+            "--memory",
+            "32m",
+            "--network",
+            "teamnet",
+            "-v",
+            "teamvol:/data",
+            image,
+            "sh",
+            "-c",
+            "echo kept > /data/f && cat /data/f"
+        ]),
+        "kept\n"
+    );
+
+    // A project with instances or volumes stays; emptied, it goes.
+    assert!(d.fails(&["project", "rm", "team"]).contains("still has"));
+    ok(&["rm", "-f", "b1"]);
+    let kept = d.fails(&["project", "rm", "team"]);
+    assert!(
+        kept.contains("volume teamvol") || kept.contains("network teamnet"),
+        "{kept}"
+    );
+    ok(&["volume", "rm", "teamvol"]);
+    ok(&["network", "rm", "teamnet"]);
+    // Removing its image drops the project's claim; root's copy stays.
+    ok(&["image", "rm", image]);
+    assert_eq!(ok(&["image", "ls", "-q"]).trim(), "");
+    assert!(d.ok(&["image", "ls"]).contains("team/busybox"));
     let projects = d.ok(&["project", "ls"]);
     assert!(projects.contains("team") && projects.contains("0/2"), "{projects}");
     d.ok(&["project", "rm", "team"]);

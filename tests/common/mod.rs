@@ -6,6 +6,7 @@
 pub mod etcd;
 pub mod hosts;
 pub mod nfs;
+pub mod registry;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1055,6 +1055,9 @@ async fn remove_image(
     let (untagged, deleted) = engine.images.remove(&params.reference, user, params.force).await?;
     if deleted {
         engine.emit_image(&image, "remove");
+        engine
+            .forget_owners(berth_model::project::ResourceKind::Image, &image.id)
+            .await?;
     }
     Ok(Json(RemovedImage { untagged, deleted }))
 }
@@ -1169,13 +1172,24 @@ fn registry_options(request: &RegistryRequest) -> RegistryOptions {
                description = "JSON lines of progress; the last is `finished` or `failed`"),
               BadRequest, UnsupportedMediaType)
 )]
-async fn pull_image(State(engine): Shared, Json(request): Json<RegistryRequest>) -> EngineResult<Response> {
+async fn pull_image(
+    State(engine): Shared,
+    scope: Option<axum::Extension<crate::project_scope::ProjectScope>>,
+    Json(request): Json<RegistryRequest>,
+) -> EngineResult<Response> {
     berth_image::reference::parse_reference(&request.reference)?;
     Ok(progress_response(move |sink| async move {
         let image = engine
             .images
             .pull(&request.reference, &registry_options(&request), sink)
             .await?;
+        // A project's client pulled it: the image is now that project's to use.
+        if let Some(axum::Extension(crate::project_scope::ProjectScope(project))) = scope {
+            engine
+                .own(&project, berth_model::project::ResourceKind::Image, &image.id)
+                .await
+                .map_err(|e| berth_image::ImageError::Format(e.message))?;
+        }
         engine.emit_image(&image, "pull");
         Ok(image)
     }))

@@ -505,13 +505,24 @@ impl Engine {
         self.check_limits(&limits)?;
         let requests = self.resolved_requests(&request, &limits, instance_type.is_some())?;
         self.check_requests(&requests)?;
-        if let Some(project) = request.labels.get(berth_model::project::PROJECT_LABEL) {
-            let instance_storage: u64 = instance_type
-                .as_ref()
-                .map_or(0, |t| t.instance_storage_bytes.iter().sum());
-            self.check_project_quota(project, &limits, request.disk_bytes.unwrap_or(0) + instance_storage)
+        // Held until the instance is recorded (this function's end): see `ProjectLock`.
+        let _project_lock = match request.labels.get(berth_model::project::PROJECT_LABEL) {
+            Some(project) => {
+                let lock = self.lock_project(project).await?;
+                let instance_storage: u64 = instance_type
+                    .as_ref()
+                    .map_or(0, |t| t.instance_storage_bytes.iter().sum());
+                self.check_project_quota(
+                    project,
+                    &limits,
+                    request.disk_bytes.unwrap_or(0) + instance_storage,
+                    None,
+                )
                 .await?;
-        }
+                Some(lock)
+            }
+            None => None,
+        };
         if let Some(max_memory) = request.vm.as_ref().and_then(|vm| vm.max_memory_bytes) {
             if self.host.memory_bytes > 0 && max_memory > self.host.memory_bytes {
                 return Err(EngineError::invalid(
@@ -1433,6 +1444,16 @@ impl Engine {
             instance.default_limits.retain(|f| f != "pids");
         }
         self.check_limits(&limits)?;
+        let _project_lock = match instance.spec.labels.get(berth_model::project::PROJECT_LABEL) {
+            Some(project) => {
+                let lock = self.lock_project(project).await?;
+                let disk = crate::projects::disk_of(&instance);
+                self.check_project_quota(project, &limits, disk, Some(&instance.id))
+                    .await?;
+                Some(lock)
+            }
+            None => None,
+        };
         let requests = admission::updated_requests(&instance, requested, &limits)?;
         self.check_requests(&requests)?;
         let mut claim = None;
@@ -1836,7 +1857,9 @@ impl Engine {
 
     pub async fn remove_volume(&self, name: &str, force: bool) -> EngineResult<()> {
         let users = self.volume_user_names(name, false).await?;
-        self.volumes.remove(name, &users, force).await
+        self.volumes.remove(name, &users, force).await?;
+        self.forget_owners(berth_model::project::ResourceKind::Volume, name)
+            .await
     }
 
     /// Names of the instances (running ones only, if asked) that use volume `name`.
@@ -1931,7 +1954,9 @@ impl Engine {
             .filter(|i| i.spec.network == name)
             .map(|i| i.name)
             .collect();
-        self.networks.remove(name, &users).await
+        self.networks.remove(name, &users).await?;
+        self.forget_owners(berth_model::project::ResourceKind::Network, name)
+            .await
     }
 }
 

@@ -56,3 +56,52 @@ pub fn check_project_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// What a project's client may own besides instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceKind {
+    Volume,
+    Network,
+    Image,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Volume => "volume",
+            ResourceKind::Network => "network",
+            ResourceKind::Image => "image",
+        }
+    }
+}
+
+/// A volume or network a project's client made, or an image it pulled: the project's to
+/// see and change. Volumes and networks belong to one project; an image (content shared by
+/// digest) to every project that pulled it. Root sees everything, as on the socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectResource {
+    /// `kind:project:name`: one record per project and thing.
+    pub id: String,
+    pub project: String,
+    pub kind: ResourceKind,
+    /// The volume's or network's name, or the image's id.
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ProjectResource {
+    pub fn new(project: &str, kind: ResourceKind, name: &str) -> ProjectResource {
+        ProjectResource {
+            id: ProjectResource::id_of(project, kind, name),
+            project: project.to_string(),
+            kind,
+            name: name.to_string(),
+            created_at: Utc::now(),
+        }
+    }
+
+    pub fn id_of(project: &str, kind: ResourceKind, name: &str) -> String {
+        format!("{}:{project}:{name}", kind.as_str())
+    }
+}

@@ -21,6 +21,10 @@ pub const STACKS: &str = "/berth/v1/stacks/";
 pub const NODES: &str = "/berth/v1/nodes/";
 /// Projects and their quotas.
 pub const PROJECTS: &str = "/berth/v1/projects/";
+/// Held while a project's quota is checked and its new instance recorded (on a lease).
+pub const PROJECT_LOCKS: &str = "/berth/v1/locks/projects/";
+/// The volumes, networks and images each project owns (`kind:project:name`).
+pub const PROJECT_RESOURCES: &str = "/berth/v1/project-resources/";
 /// Clients trusted over HTTPS, by certificate fingerprint; their names are unique.
 pub const TRUSTED_CLIENTS: &str = "/berth/v1/trust/clients/";
 pub const TRUSTED_CLIENT_NAMES: &str = "/berth/v1/names/trust/";

@@ -148,6 +148,14 @@ impl Record for berth_model::trust::JoinTokenRecord {
     }
 }
 
+impl Record for berth_model::project::ProjectResource {
+    const WHAT: &'static str = "project resource";
+    const PREFIX: &'static str = keys::PROJECT_RESOURCES;
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 impl Record for berth_model::project::Project {
     const WHAT: &'static str = "project";
     const PREFIX: &'static str = keys::PROJECTS;
