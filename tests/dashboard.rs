@@ -11,10 +11,48 @@ use crate::common::{busybox_tar, free_port, Daemon};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// The browser runs in a network namespace of its own, reaching the daemon's HTTPS port on
+/// its own 127.0.0.1 through socat relays (TCP there, a unix socket across, TCP here):
+/// Chromium aborts page loads and requests with ERR_NETWORK_CHANGED whenever an address
+/// appears or goes on the host, which the other tests' bridges and veths do all the time.
+fn browser_command(port: u16, relay: &Path) -> Command {
+    let script = format!(
+        "ip link set lo up && \
+         socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{relay} & relay=$!; \
+         for _ in $(seq 50); do socat -u OPEN:/dev/null TCP:127.0.0.1:{port} 2>/dev/null && break; sleep 0.1; done; \
+         node test/dashboard.mjs; status=$?; kill $relay; exit $status",
+        relay = relay.display()
+    );
+    let mut command = Command::new("unshare");
+    command.args(["--net", "sh", "-c", &script]);
+    command
+}
+
+/// Kills the host side of the relay when the test ends, however it ends.
+struct Relay(std::process::Child);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_browser_logs_in_creates_a_container_and_a_vm_uses_their_consoles_and_stops_them() {
-    let address = format!("127.0.0.1:{}", free_port());
+    let _turn = crate::common::one_at_a_time();
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
     let d = Daemon::start_with_args(&["--listen", &address], "");
+    let relay_socket = crate::common::temp_dir("dashboard-relay").join("relay.sock");
+    let _relay = Relay(
+        Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", relay_socket.display()))
+            .arg(format!("TCP:{address}"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("socat (installed by scripts/install-deps.sh)"),
+    );
     d.ok(&["image", "import", "--tag", "busybox", busybox_tar().to_str().unwrap()]);
     let token = d.ok(&["trust", "add", "browser", "--token"]).trim().to_string();
 
@@ -22,8 +60,7 @@ fn a_browser_logs_in_creates_a_container_and_a_vm_uses_their_consoles_and_stops_
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
     let dashboard = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../dashboard"));
-    let output = Command::new("node")
-        .arg("test/dashboard.mjs")
+    let output = browser_command(port, &relay_socket)
         .current_dir(dashboard)
         .env("BERTH_URL", format!("https://{address}"))
         .env("BERTH_TOKEN", &token)
@@ -31,7 +68,7 @@ fn a_browser_logs_in_creates_a_container_and_a_vm_uses_their_consoles_and_stops_
         .env("BERTH_CHROMIUM", CHROMIUM)
         .stdin(Stdio::null())
         .output()
-        .expect("node (scripts/install-deps.sh installs it and the dashboard's npm packages)");
+        .expect("unshare, socat and node (scripts/install-deps.sh installs them and the dashboard's npm packages)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

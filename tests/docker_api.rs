@@ -14,10 +14,6 @@ const DOCKER: &str = "/usr/bin/docker";
 const COMPOSE: &str = "/usr/bin/docker-compose";
 const PYTHON: &str = "/usr/bin/python3";
 
-/// One Docker-API daemon at a time: Compose's published port on 127.0.0.1 was seen answering
-/// nothing while another of these daemons set up its own bridge and NAT rules.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A berth daemon serving the Docker API, with the busybox image imported as `busybox`.
 struct DockerDaemon {
     daemon: Daemon,
@@ -29,8 +25,7 @@ struct DockerDaemon {
 
 impl DockerDaemon {
     fn start() -> DockerDaemon {
-        // A test that failed while holding the lock poisons it; the next still runs.
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = crate::common::one_at_a_time();
         let dir = temp_dir("bd");
         let socket = dir.join("docker.sock");
         let daemon = Daemon::start_with_args(&["--docker-socket", socket.to_str().unwrap()], "");
@@ -155,7 +150,19 @@ fn http_get(port: u16, path: &str) -> String {
         })();
         match attempt {
             Ok(reply) if !reply.is_empty() => return reply,
-            _ if Instant::now() > deadline => panic!("nothing answered on 127.0.0.1:{port}: {attempt:?}"),
+            _ if Instant::now() > deadline => {
+                let nat = Command::new("iptables")
+                    .args(["-t", "nat", "-S"])
+                    .output()
+                    .map(|o| text(&o.stdout))
+                    .unwrap_or_default();
+                let addresses = Command::new("ip")
+                    .args(["-o", "-4", "addr"])
+                    .output()
+                    .map(|o| text(&o.stdout))
+                    .unwrap_or_default();
+                panic!("nothing answered on 127.0.0.1:{port}: {attempt:?}\nNAT table:\n{nat}\naddresses:\n{addresses}")
+            }
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }

@@ -172,6 +172,19 @@ async fn main() -> Result<()> {
     let store = Store::new(Arc::new(
         EtcdStore::connect(&config).await.context("connecting to etcd")?,
     ));
+    // The simulated nodes are other machines: their clients talk to the other members, as
+    // nodes spread over a cluster's members would (each node lists the endpoints in its own
+    // order; the first is the one it uses while it answers). With one endpoint, all share it.
+    let mut agent_stores = Vec::new();
+    for rotation in 1..args.etcd.len().max(2) {
+        let mut endpoints = args.etcd.clone();
+        endpoints.rotate_left(rotation % args.etcd.len().max(1));
+        let mut config = EtcdConfig::new(endpoints);
+        config.request_timeout = Duration::from_secs(30);
+        agent_stores.push(Store::new(Arc::new(
+            EtcdStore::connect(&config).await.context("connecting to etcd")?,
+        )));
+    }
     let names: Vec<String> = (0..args.nodes).map(|i| format!("sim{i:05}")).collect();
 
     // Agents register: a member record each (64 to a transaction), a lease each, and a
@@ -230,14 +243,17 @@ async fn main() -> Result<()> {
     let renewals = Arc::new(AtomicU64::new(0));
     let missed = Arc::new(AtomicU64::new(0));
     let heartbeat = {
-        let (store, leases, renewals, missed) = (store.clone(), leases.clone(), renewals.clone(), missed.clone());
+        let (stores, leases, renewals, missed) =
+            (agent_stores.clone(), leases.clone(), renewals.clone(), missed.clone());
         tokio::spawn(async move {
             loop {
                 let round = Instant::now();
                 let jobs: Vec<_> = leases
                     .iter()
-                    .map(|&lease| {
-                        let (store, renewals, missed) = (store.clone(), renewals.clone(), missed.clone());
+                    .enumerate()
+                    .map(|(i, &lease)| {
+                        let store = stores[i % stores.len()].clone();
+                        let (renewals, missed) = (renewals.clone(), missed.clone());
                         async move {
                             // A renewal that fails is counted out; the round goes on.
                             if store.kv().keep_alive(lease).await.is_ok() {
@@ -261,8 +277,12 @@ async fn main() -> Result<()> {
     let ack_writes = Arc::new(AtomicU64::new(0));
     let rewatches = Arc::new(AtomicU64::new(0));
     let acks = {
-        let (store, acked, ack_writes, rewatches) =
-            (store.clone(), acked.clone(), ack_writes.clone(), rewatches.clone());
+        let (store, acked, ack_writes, rewatches) = (
+            agent_stores[agent_stores.len() - 1].clone(),
+            acked.clone(),
+            ack_writes.clone(),
+            rewatches.clone(),
+        );
         let total = args.placements as u64;
         let mut watch = store.watch_instances(start_revision + 1).await?;
         tokio::spawn(async move {

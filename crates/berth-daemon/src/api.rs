@@ -75,6 +75,7 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(exec_instance))
         .routes(routes!(update_instance))
         .routes(routes!(instance_stats))
+        .routes(routes!(all_stats))
         .routes(routes!(instance_top))
         .routes(routes!(attach_instance))
         .routes(routes!(export_instance))
@@ -913,6 +914,24 @@ async fn update_instance(
     Json(request): Json<UpdateInstanceRequest>,
 ) -> EngineResult<Json<Instance>> {
     Ok(Json(engine.update(&id, &request.limits).await?))
+}
+
+#[utoipa::path(
+    get, path = "/v1/stats", params(StatsParams),
+    responses((status = 200, body = [InstanceStats]), BadRequest, InternalError)
+)]
+async fn all_stats(State(engine): Shared, Query(params): Query<StatsParams>) -> EngineResult<Json<Vec<InstanceStats>>> {
+    if params.window_ms > 5000 {
+        return Err(EngineError::invalid(
+            "window_ms",
+            "window_ms: at most 5000 (five seconds)",
+        ));
+    }
+    Ok(Json(
+        engine
+            .stats_all(std::time::Duration::from_millis(params.window_ms))
+            .await?,
+    ))
 }
 
 #[utoipa::path(

@@ -140,13 +140,19 @@ pub async fn serve(State(engine): State<Arc<Engine>>) -> Response {
 /// The whole exposition: the process's metrics, then this node's instances and the nodes.
 pub async fn render(engine: &Arc<Engine>) -> Result<String, String> {
     let instances = engine.local_instances().await.map_err(|e| e.to_string())?;
-    let mut usage = Vec::new();
-    for instance in instances.iter().filter(|i| i.state.is_active()) {
-        // An instance that stopped between the listing and the read has nothing to report.
-        if let Ok(stats) = engine.stats(&instance.id).await {
-            usage.push((instance, stats));
-        }
-    }
+    // Read all at once; an instance that stopped between the listing and the read has
+    // nothing to report.
+    let mut all = engine
+        .stats_all(std::time::Duration::ZERO)
+        .await
+        .map_err(|e| e.to_string())?;
+    let usage: Vec<_> = instances
+        .iter()
+        .filter_map(|instance| {
+            let at = all.iter().position(|s| s.id == instance.id)?;
+            Some((instance, all.swap_remove(at)))
+        })
+        .collect();
     // A node that lost etcd still reports its own instances.
     let nodes = engine.nodes().await.unwrap_or_default();
 

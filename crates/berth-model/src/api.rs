@@ -510,6 +510,20 @@ pub struct InstanceStats {
     pub net_rx_bytes: u64,
     #[serde(default)]
     pub net_tx_bytes: u64,
+    /// CPU use over the sampling window of `GET /v1/stats?window_ms=`, percent of one CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+}
+
+/// `GET /v1/stats`
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// Read every instance twice this many milliseconds apart and give each its CPU use
+    /// over the window (`cpu_percent`); 0 (the default): read once.
+    #[serde(default)]
+    #[param(maximum = 5000)]
+    pub window_ms: u64,
 }
 
 /// Facts about the host that berth decided from; `berth info`.
