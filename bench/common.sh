@@ -7,6 +7,17 @@ export BERTH_HOST="$work/berth.sock"
 export CONTAINERS_CONF="$work/containers.conf"
 PODMAN=(podman --root "$work/podman/root" --runroot "$work/podman/run")
 
+# Idle containers reserve little (the default reservation, 0.1 CPU, admits 80 on 2 cores):
+# writes the daemon's config for many of them; bench_setup's daemon reads it.
+small_reservations() {
+  cat >"$work/berth.toml" <<'TOML'
+[defaults]
+reserve_cpus = "0.005"
+reserve_memory = "4m"
+TOML
+  BERTH_DAEMON_ARGS="${BERTH_DAEMON_ARGS:-} --config $work/berth.toml"
+}
+
 bench_setup() {
   [ -x "$BERTH" ] || cargo build --release
   ./scripts/make-busybox-rootfs.sh "$work/busybox.tar"

@@ -10,13 +10,9 @@ runs=${1:-20}
 count=${2:-50}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/berth.toml" <<'TOML'
-[defaults]
-reserve_cpus = "0.005"
-reserve_memory = "4m"
-TOML
-export BERTH_DAEMON_ARGS="--listen 127.0.0.1:$port --config $work/berth.toml"
 source bench/common.sh
+export BERTH_DAEMON_ARGS="--listen 127.0.0.1:$port"
+small_reservations
 trap bench_cleanup EXIT
 bench_setup
 

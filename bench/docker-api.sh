@@ -9,14 +9,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-30}
 count=${2:-200}
 work=$(mktemp -d /tmp/bb-XXXXXX)
-# Idle containers reserve little (the default reservation, 0.1 CPU, admits 80 on 2 cores).
-cat >"$work/berth.toml" <<'TOML'
-[defaults]
-reserve_cpus = "0.005"
-reserve_memory = "4m"
-TOML
-export BERTH_DAEMON_ARGS="--docker-socket $work/docker.sock --config $work/berth.toml"
 source bench/common.sh
+export BERTH_DAEMON_ARGS="--docker-socket $work/docker.sock"
+small_reservations
 cleanup() {
   [ -f "$work/podman-service.pid" ] && kill "$(cat "$work/podman-service.pid")" 2>/dev/null || true
   bench_cleanup

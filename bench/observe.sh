@@ -9,13 +9,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-20}
 count=${2:-200}
 work=$(mktemp -d /tmp/bb-XXXXXX)
-cat >"$work/berth.toml" <<'TOML'
-[defaults]
-reserve_cpus = "0.005"
-reserve_memory = "4m"
-TOML
-export BERTH_DAEMON_ARGS="--config $work/berth.toml"
 source bench/common.sh
+export BERTH_DAEMON_ARGS=""
+small_reservations
 trap bench_cleanup EXIT
 bench_setup
 
