@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `berth run --rm busybox /bin/true`, end to end, against `runc run` of the same bundle and
-# `podman run --rm` of the same image, in one hyperfine run. Prints medians and ratios.
+# `berth run --rm busybox /bin/true`, end to end, against `runc run` and `crun run` of the
+# same bundle and `podman run --rm` of the same image, in one hyperfine run. Prints medians
+# and ratios. Debian's crun needs the hugetlb controller mounted (as v1 on a hybrid host):
+# mounted here for the run if missing, and unmounted after.
 # Without networking (berth and podman --network none; runc's default spec: a namespace with
 # loopback only), and with each one's default bridge networking (a veth on a bridge, an
 # address, NAT rules) where podman's works on this host.
@@ -10,8 +12,20 @@ cd "$(dirname "$0")/.."
 runs=${1:-40}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 source bench/common.sh
-trap bench_cleanup EXIT
+hugetlb_mounted=""
+cleanup() {
+  [ -n "$hugetlb_mounted" ] && umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb
+  bench_cleanup
+}
+trap cleanup EXIT
 bench_setup
+if [ ! -e /sys/fs/cgroup/hugetlb ] && [ -d /sys/fs/cgroup/unified ]; then
+  mkdir /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb && hugetlb_mounted=1
+fi
+crun_peer=()
+if crun --root "$work/crun" run -b "$work/bundle" bench-probe >/dev/null 2>&1; then
+  crun_peer=(-n "crun run" "crun --root $work/crun run -b $work/bundle bench-true")
+fi
 
 bridged=()
 if "${PODMAN[@]}" run --rm localhost/busybox:latest /bin/true >/dev/null 2>&1; then
@@ -20,6 +34,7 @@ fi
 hyperfine --shell=none --warmup 5 --runs "$runs" --export-json "$work/latency.json" \
   -n "berth run --rm" "$BERTH run --rm --network none busybox /bin/true" \
   -n "runc run" "runc --root $work/runc run -b $work/bundle bench-true" \
+  "${crun_peer[@]}" \
   -n "podman run --rm" "${PODMAN[*]} run --rm --network none localhost/busybox:latest /bin/true" \
   -n "berth run --rm, bridge" "$BERTH run --rm busybox /bin/true" \
   "${bridged[@]}" \

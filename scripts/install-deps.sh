@@ -17,7 +17,7 @@
 #            chromium (the dashboard's end-to-end test drives it with playwright-core)
 #   dashboard: from the npm registry (dashboard/package.json, exact versions in its lock):
 #            xterm.js, copied to /usr/local/lib/berth/dashboard, and playwright-core
-#   bench:   runc and podman (the peers berth is measured against), hyperfine, iperf3
+#   bench:   runc, crun and podman (the peers berth is measured against), hyperfine, iperf3
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
 #            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest
@@ -32,7 +32,7 @@ packages=(
   busybox-static
   docker-registry
   podman uidmap
-  runc
+  runc crun
   hyperfine iperf3
   zstd
   procps iproute2 iptables

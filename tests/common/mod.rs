@@ -478,6 +478,9 @@ impl Drop for Daemon {
                 if let Ok(firewall) = identity.firewall() {
                     firewall.remove_all();
                 }
+                // Nor its cgroup parents (empty now): left, they pile up by the thousand
+                // over runs and slow every cgroup operation on the machine.
+                remove_cgroup_parent(&identity.cgroup_parent());
             }
         }
         // A test host's bridges go with its namespace.
@@ -610,4 +613,20 @@ pub fn cgroup_file(id: &str, controller: &str, file: &str) -> Option<String> {
         .or_else(|| cgroup_dir(id, ""))
         .and_then(|dir| std::fs::read_to_string(dir.join(file)).ok())
         .map(|s| s.trim().to_string())
+}
+
+/// Removes a test node's (empty) cgroup parent from every hierarchy, children first.
+fn remove_cgroup_parent(parent: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for hierarchy in hierarchies.flatten() {
+        let dir = hierarchy.path().join(parent);
+        if let Ok(children) = std::fs::read_dir(&dir) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
 }
