@@ -211,13 +211,7 @@ async fn login(State(engine): State<Arc<Engine>>, Json(request): Json<LoginReque
         .redeem_join_token(&secret, fingerprint, String::new(), "dashboard", Some(expires_at))
         .await?;
     // As long as the store's record: closing the browser does not log out, time does.
-    let cookie = cookie::Cookie::build((SESSION_COOKIE, session))
-        .path("/")
-        .secure(true)
-        .http_only(true)
-        .same_site(cookie::SameSite::Strict)
-        .max_age(cookie::time::Duration::days(DASHBOARD_SESSION_DAYS))
-        .build();
+    let cookie = session_cookie(session, cookie::time::Duration::days(DASHBOARD_SESSION_DAYS));
     let mut response = Json(WhoAmI {
         name: client.name.clone(),
     })
@@ -225,6 +219,17 @@ async fn login(State(engine): State<Arc<Engine>>, Json(request): Json<LoginReque
     response.extensions_mut().insert(TrustedAs(client.name));
     set_cookie(&mut response, &cookie)?;
     Ok(response)
+}
+
+/// The session cookie: sent over HTTPS only, never to scripts or other sites' requests.
+fn session_cookie(value: String, max_age: cookie::time::Duration) -> cookie::Cookie<'static> {
+    cookie::Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .max_age(max_age)
+        .build()
 }
 
 fn set_cookie(response: &mut Response, cookie: &cookie::Cookie<'_>) -> EngineResult<()> {
@@ -240,14 +245,10 @@ async fn logout(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Engine
         }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let expired = cookie::Cookie::build((SESSION_COOKIE, ""))
-        .path("/")
-        .secure(true)
-        .http_only(true)
-        .same_site(cookie::SameSite::Strict)
-        .max_age(cookie::time::Duration::ZERO)
-        .build();
-    set_cookie(&mut response, &expired)?;
+    set_cookie(
+        &mut response,
+        &session_cookie(String::new(), cookie::time::Duration::ZERO),
+    )?;
     Ok(response)
 }
 

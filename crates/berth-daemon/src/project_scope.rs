@@ -187,18 +187,26 @@ async fn create(engine: &Arc<Engine>, project: &str, request: Request, next: Nex
 
 async fn list(project: &str, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
+    filter_listing(response, |instance| {
+        instance["spec"]["labels"][PROJECT_LABEL] == project
+    })
+    .await
+}
+
+/// A successful JSON-array answer with only the entries `keep` keeps (anything else as is).
+async fn filter_listing(response: Response, keep: impl Fn(&serde_json::Value) -> bool) -> Response {
     if !response.status().is_success() {
         return response;
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-        return EngineError::internal("reading the instance list").into_response();
+        return EngineError::internal("reading the listing").into_response();
     };
-    let Ok(mut instances) = serde_json::from_slice::<Vec<serde_json::Value>>(&bytes) else {
-        return EngineError::internal("the instance list is not JSON").into_response();
+    let Ok(mut entries) = serde_json::from_slice::<Vec<serde_json::Value>>(&bytes) else {
+        return EngineError::internal("the listing is not JSON").into_response();
     };
-    instances.retain(|i| i["spec"]["labels"][PROJECT_LABEL] == project);
-    let bytes = serde_json::to_vec(&instances).unwrap_or_default();
+    entries.retain(|entry| keep(entry));
+    let bytes = serde_json::to_vec(&entries).unwrap_or_default();
     parts.headers.insert(header::CONTENT_LENGTH, bytes.len().into());
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -291,25 +299,13 @@ async fn owned_only(
         Err(e) => return e.into_response(),
     };
     let response = next.run(request).await;
-    if !response.status().is_success() {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-        return EngineError::internal("reading the listing").into_response();
-    };
-    let Ok(mut entries) = serde_json::from_slice::<Vec<serde_json::Value>>(&bytes) else {
-        return EngineError::internal("the listing is not JSON").into_response();
-    };
     // Every project may use the default network: it is listed for them all.
-    entries.retain(|entry| {
+    filter_listing(response, |entry| {
         entry[field]
             .as_str()
             .is_some_and(|name| owned.contains(name) || (kind == ResourceKind::Network && name == DEFAULT_NETWORK))
-    });
-    let bytes = serde_json::to_vec(&entries).unwrap_or_default();
-    parts.headers.insert(header::CONTENT_LENGTH, bytes.len().into());
-    Response::from_parts(parts, Body::from(bytes))
+    })
+    .await
 }
 
 /// A create whose result becomes the project's.
