@@ -279,6 +279,24 @@ fn nat_isolation_networks_and_bandwidth() {
         &format!("http://{srv_address}/blob"),
     ]);
     assert!(!other.status.success(), "networks are isolated");
+    // Creates at once (as Compose makes a stack's services) get an address each.
+    let names: Vec<String> = (0..6).map(|n| format!("burst{n}")).collect();
+    std::thread::scope(|scope| {
+        for name in &names {
+            let d = &d;
+            scope.spawn(move || d.ok(&["create", "--name", name, "--network", "back", "busybox", "true"]));
+        }
+    });
+    let mut addresses: Vec<String> = names
+        .iter()
+        .map(|name| d.inspect(name)["address"]["address"].as_str().unwrap().to_string())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), names.len(), "one address each: {addresses:?}");
+    for name in &names {
+        d.ok(&["rm", name]);
+    }
     let internal = d.ok(&["network", "create", "--internal", "sealed"]);
     assert!(internal.contains("sealed"));
     let sealed = d.run(&[

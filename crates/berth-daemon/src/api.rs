@@ -114,9 +114,25 @@ pub fn router(engine: Arc<Engine>) -> Router {
             engine.clone(),
             crate::peers::route_to_owner,
         ))
-        // Outermost: a request's time includes its forwarding to the instance's node.
+        // A request's time includes its forwarding to the instance's node.
         .layer(axum::middleware::from_fn(crate::metrics::time_requests))
+        // Outermost: a bug in a handler answers 500 and is logged, rather than dropping the
+        // client's connection without a word.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(handler_panicked))
         .with_state(engine)
+}
+
+fn handler_panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = %what, "an API handler panicked; the request was not completed");
+    EngineError::internal(format!(
+        "berth hit a bug handling this request ({what}); it was not completed, the daemon goes on serving: please report it"
+    ))
+    .into_response()
 }
 
 async fn not_found() -> EngineError {

@@ -607,14 +607,12 @@ impl Engine {
             .resolve(self.config.log_defaults)
             .map_err(|e| EngineError::invalid("log", e.to_string()))?;
         let (network, ports) = self.resolve_network(&request).await?;
-        let address = match network.as_str() {
+        // Held until the instance is recorded (below).
+        let address_claim = match network.as_str() {
             "none" | "host" => None,
-            name => Some(
-                self.networks
-                    .allocate(name, &self.local_instances().await?, &id)
-                    .await?,
-            ),
+            name => Some(self.networks.allocate(name, &id).await?),
         };
+        let address = address_claim.as_ref().map(|claim| claim.address.clone());
         let vm = match request.kind {
             InstanceKind::Container if request.vm.as_ref().is_some_and(|vm| vm.disk_on.is_some()) => {
                 return Err(EngineError::invalid("disk_on", "--disk-on is for VMs: add --vm"));
@@ -690,6 +688,7 @@ impl Engine {
         };
         let instance_kind = instance.kind;
         self.store.insert_instance(&instance).await?;
+        drop(address_claim);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             let _ = self.store.delete_instance(&id).await;
             return Err(EngineError::internal(format!("creating {}: {e}", dir.display())));

@@ -350,14 +350,12 @@ impl Engine {
             let dir = self.instance_dir(&instance.id);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| crate::error::EngineError::internal(format!("creating {}: {e}", dir.display())))?;
-            instance.address = match instance.spec.network.as_str() {
+            // Held until the instance is saved with it (below).
+            let address_claim = match instance.spec.network.as_str() {
                 "none" | "host" => None,
-                name => Some(
-                    self.networks
-                        .allocate(name, &self.local_instances().await?, &instance.id)
-                        .await?,
-                ),
+                name => Some(self.networks.allocate(name, &instance.id).await?),
             };
+            instance.address = address_claim.as_ref().map(|claim| claim.address.clone());
             if self.local_store.get_image(&instance.spec.image_id).await.is_err() {
                 let here = self.resolve_image(&instance.spec.image).await.map_err(|e| {
                     crate::error::EngineError::conflict(format!(
@@ -385,6 +383,7 @@ impl Engine {
                 moved.adopted = true;
             }
             self.save(&instance).await?;
+            drop(address_claim);
         }
         tracing::info!(instance = %instance.name, from = ?instance.rescheduled.as_ref().map(|r| &r.from), "starting an instance moved here");
         self.start(&instance.id, false).await.map(|_| ())

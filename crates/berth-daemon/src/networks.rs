@@ -83,6 +83,39 @@ pub struct Networks {
     remote_names: std::sync::Mutex<std::collections::HashSet<String>>,
     names: NameTable,
     dns_tasks: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Addresses given out whose instances are not recorded yet (network, address).
+    claims: ClaimSet,
+    /// Serializes allocations (each reads the claims, then the records).
+    allocating: tokio::sync::Mutex<()>,
+}
+
+type ClaimSet = Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>;
+
+/// An address given to an instance that is not recorded yet; no other allocation gets it
+/// while this lives. Drop it once the instance record holds the address (or was not made).
+#[derive(Debug)]
+pub struct AddressClaim {
+    pub address: InstanceAddress,
+    claims: ClaimSet,
+}
+
+impl AddressClaim {
+    fn new(address: InstanceAddress, claims: ClaimSet) -> AddressClaim {
+        claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((address.network.clone(), address.address.clone()));
+        AddressClaim { address, claims }
+    }
+}
+
+impl Drop for AddressClaim {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(self.address.network.clone(), self.address.address.clone()));
+    }
 }
 
 fn net_error(e: berth_net::NetError) -> EngineError {
@@ -213,6 +246,8 @@ impl Networks {
             remote_names: Default::default(),
             names: Arc::new(RwLock::new(HashMap::new())),
             dns_tasks: std::sync::Mutex::new(HashMap::new()),
+            claims: Default::default(),
+            allocating: tokio::sync::Mutex::new(()),
         };
         let default = networks.default_network(identity, config).await?;
         networks.default_subnet = subnet_of(&default)?;
@@ -731,8 +766,11 @@ impl Networks {
         Ok(())
     }
 
-    /// An address on `network` that no instance record holds.
-    pub async fn allocate(&self, network: &str, instances: &[Instance], id: &str) -> EngineResult<InstanceAddress> {
+    /// An address on `network` that no instance of this node holds and no other allocation in
+    /// flight has been given. Keep the claim until the instance carrying the address is
+    /// recorded: two creates at once (Compose starts its services together) would otherwise
+    /// both read the same instance list and get the same address.
+    pub async fn allocate(&self, network: &str, id: &str) -> EngineResult<AddressClaim> {
         let network = self.get(network).await?;
         let subnet = subnet_of(&network)?;
         // In an overlay, from this node's own part of the subnet.
@@ -742,23 +780,38 @@ impl Networks {
             }
             None => subnet,
         };
-        let used: Vec<String> = instances
+        // One allocation at a time; the claims in flight are read before the records, so an
+        // address whose claim ends meanwhile is already in the records read after.
+        let _turn = self.allocating.lock().await;
+        let mut used: std::collections::HashSet<String> = self
+            .claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter_map(|i| i.address.as_ref())
-            .filter(|a| a.network == network.name)
-            .map(|a| a.address.clone())
+            .filter(|(claimed_network, _)| claimed_network == &network.name)
+            .map(|(_, address)| address.clone())
             .collect();
+        used.extend(
+            self.instances
+                .list()
+                .await?
+                .into_iter()
+                .filter_map(|i| i.address)
+                .filter(|a| a.network == network.name)
+                .map(|a| a.address),
+        );
         let address = (2..=pool.hosts())
             .filter_map(|n| pool.host(n))
             .find(|a| !used.contains(&a.to_string()) && a.to_string() != network.gateway)
             .ok_or_else(|| EngineError::conflict(format!("network {} has no free address left", network.name)))?;
-        Ok(InstanceAddress {
+        let address = InstanceAddress {
             network: network.name.clone(),
             address: address.to_string(),
             prefix: subnet.prefix,
             gateway: network.gateway.clone(),
             mac: mac_for(id),
-        })
+        };
+        Ok(AddressClaim::new(address, self.claims.clone()))
     }
 
     fn port_rules(instance: &Instance) -> Vec<PortRule> {

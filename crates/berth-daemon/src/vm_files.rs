@@ -12,7 +12,7 @@ use berth_model::instance::{
     new_instance_id, validate_name, ProcessSpec, VcpuCount, VmBoot, VmDetails, VmDisk, VmInterface, VmMemory,
 };
 use berth_model::log::LogOptions;
-use berth_model::network::{InstanceAddress, DEFAULT_NETWORK};
+use berth_model::network::DEFAULT_NETWORK;
 use berth_model::quantity::MilliCpus;
 use berth_model::{Instance, InstanceKind, InstanceSpec, InstanceState, Limits};
 use berth_vm::disk_source::{self, DiskFormat, DiskSource};
@@ -21,6 +21,7 @@ use chrono::Utc;
 
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
+use crate::networks::AddressClaim;
 
 /// Runs blocking disk work (qemu-img, reading headers) off the async runtime.
 async fn blocking<T: Send + 'static>(
@@ -91,8 +92,10 @@ impl Engine {
         let mut not_carried_over = imported.not_carried_over.clone();
         let attachment = self.attach_imported_nics(&imported, &id, &mut not_carried_over).await?;
         let network_notes = attachment.notes.clone();
-        let instance = self.imported_instance(&imported, &id, &name, &path, attachment);
+        let instance = self.imported_instance(&imported, &id, &name, &path, &attachment);
         self.store.insert_instance(&instance).await?;
+        // The record holds the address now.
+        drop(attachment);
         let converted = async {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::internal(format!("creating {}: {e}", dir.display())))?;
@@ -185,7 +188,8 @@ impl Engine {
             ),
         };
         let instances = self.local_instances().await?;
-        let mut address = self.networks.allocate(&network, &instances, id).await?;
+        let mut claim = self.networks.allocate(&network, id).await?;
+        let address = &mut claim.address;
         let mut note = format!("{}: attached to berth network '{network}' ({why})", first.label);
         match &first.mac {
             Some(mac)
@@ -210,7 +214,7 @@ impl Engine {
         }
         Ok(NicAttachment {
             network,
-            address: Some(address),
+            address: Some(claim),
             notes: vec![note],
         })
     }
@@ -355,7 +359,8 @@ impl Engine {
 struct NicAttachment {
     /// A berth network, or "none" for a VM without NICs.
     network: String,
-    address: Option<InstanceAddress>,
+    /// Claimed until the instance is recorded.
+    address: Option<AddressClaim>,
     /// What the user is told (which network, and why that one).
     notes: Vec<String>,
 }
@@ -368,9 +373,10 @@ impl Engine {
         id: &str,
         name: &str,
         path: &Path,
-        attachment: NicAttachment,
+        attachment: &NicAttachment,
     ) -> Instance {
-        let NicAttachment { network, address, .. } = attachment;
+        let network = attachment.network.clone();
+        let address = attachment.address.as_ref().map(|claim| claim.address.clone());
         let dir = self.instance_dir(id);
         let interfaces = imported
             .interfaces
