@@ -20,7 +20,9 @@
 #   bench:   runc, crun and podman (the peers berth is measured against), hyperfine, iperf3
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
-#            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest
+#            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest,
+#            debootstrap and fdisk (sfdisk) for tests/fixtures/debian-disk.sh's bootable disks,
+#            dosfstools and mtools for the NoCloud seeds (vfat, labelled cidata) of cloud-init
 # Rust itself comes from the machine's rustup toolchain.
 set -euo pipefail
 . "$(dirname "$0")/as-root.sh"
@@ -37,6 +39,7 @@ packages=(
   zstd
   procps iproute2 iptables
   e2fsprogs
+  debootstrap fdisk dosfstools mtools
   libvirt-clients libxml2-utils
   nfs-ganesha nfs-ganesha-vfs rpcbind
   socat

@@ -27,6 +27,7 @@ mod mounts;
 mod networks;
 mod nfs;
 mod numbers;
+mod ovf;
 mod registry;
 mod remote;
 mod restart;

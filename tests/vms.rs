@@ -158,7 +158,14 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
         &["exec", "-i", "v", "sh", "-c", "read line; echo got $line"],
         b"hello\n",
     );
-    assert_eq!(stdout(&piped), "got hello\n");
+    assert_eq!(
+        stdout(&piped),
+        "got hello\n",
+        "exit {:?}, stderr: {}\ndaemon log:\n{}",
+        piped.status.code(),
+        stderr(&piped),
+        d.log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
     assert_eq!(d.ok(&["exec", "v", "nproc"]).trim(), "1");
 
     // QEMU runs in its own seccomp sandbox (-sandbox on), as under libvirt.

@@ -78,7 +78,7 @@ fn routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(all_stats))
         .routes(routes!(instance_top))
         .routes(routes!(attach_instance))
-        .routes(routes!(export_instance))
+        .routes(routes!(export_instance, export_package))
         .routes(routes!(snapshot_instance))
         .routes(routes!(delete_instance_snapshot))
         .routes(routes!(restore_instance))
@@ -1026,6 +1026,22 @@ async fn export_instance(
     };
     let xml = engine.export_vm(&id, format).await?;
     Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/v1/instances/{id}/export", params(InstancePath), request_body = VmExportRequest,
+    responses((status = 201, body = VmExportResponse, description = "Written"),
+              BadRequest, NotFound, Conflict, UnsupportedMediaType, InternalError)
+)]
+async fn export_package(
+    State(engine): Shared,
+    Path(id): Path<String>,
+    Json(request): Json<VmExportRequest>,
+) -> EngineResult<(StatusCode, Json<VmExportResponse>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(engine.export_vm_package(&id, &request).await?),
+    ))
 }
 
 #[utoipa::path(

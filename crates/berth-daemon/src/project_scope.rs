@@ -85,6 +85,11 @@ pub async fn confine(engine: &Arc<Engine>, project: &str, request: Request, next
         (&Method::GET, "/v1/types" | "/v1/info") => next.run(request).await,
         (&Method::POST, "/v1/instances") => create(engine, project, request, next).await,
         (&Method::GET, "/v1/instances") => list(project, request, next).await,
+        // Writes files or devices of the host.
+        (&Method::POST, rest) if rest.starts_with("/v1/instances/") && rest.ends_with("/export") => refuse(
+            StatusCode::FORBIDDEN,
+            "a project's clients cannot write a VM to the host's files or devices; the host's administrator can (berth vm export)".into(),
+        ),
         (_, rest) if rest.starts_with("/v1/instances/") => {
             let id = first_segment(rest, "/v1/instances/");
             match engine.find_anywhere(&id).await {

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_model::api::{VmImportRequest, VmImportResponse};
+use berth_model::api::{
+    ImportedMachine, VmExportRequest, VmExportResponse, VmImportRequest, VmImportResponse, VmPackageFormat,
+};
 use berth_model::image::{DiskImage, ImageRecord};
 use berth_model::instance::Requests;
 use berth_model::instance::{
@@ -68,20 +70,118 @@ impl Engine {
         if !path.exists() {
             return Err(EngineError::no_such_path("path", &request.path));
         }
+        // An OVA is unpacked into a directory of its own, removed once its disks are copied.
+        let is_ova = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("ova"));
+        let staging = is_ova.then(|| {
+            self.config
+                .state_dir
+                .join("imports")
+                .join(format!("ova-{:016x}", rand::random::<u64>()))
+        });
+        let result = self.import_machines(request, &path, staging.as_deref()).await;
+        if let Some(staging) = &staging {
+            let _ = std::fs::remove_dir_all(staging);
+        }
+        result
+    }
+
+    async fn import_machines(
+        &self,
+        request: &VmImportRequest,
+        path: &Path,
+        staging: Option<&Path>,
+    ) -> EngineResult<VmImportResponse> {
         let allow_device = request.allow_device;
-        let parse_path = path.clone();
-        let (imported, sources) = blocking(
+        let choice = berth_vm::ovf::OvfChoice {
+            vm: request.vm.clone(),
+            deployment: request.deployment.clone(),
+        };
+        let parse_path = path.to_path_buf();
+        let staging_dir = staging.map(Path::to_path_buf);
+        let machines = blocking(
             move || {
-                let imported = berth_vm::import::parse_file(&parse_path)?;
-                let dir = berth_vm::import::definition_dir(&parse_path)?;
-                let sources = berth_vm::import::inspect_disks(&imported, &dir, allow_device)?;
-                Ok((imported, sources))
+                let descriptor = match &staging_dir {
+                    Some(staging) => {
+                        std::fs::create_dir_all(staging)
+                            .map_err(|e| berth_vm::VmError::Import(format!("creating {}: {e}", staging.display())))?;
+                        berth_vm::ovf::unpack_ova(&parse_path, staging)?
+                    }
+                    None => parse_path.clone(),
+                };
+                let machines = berth_vm::import::read_machines(&descriptor, &choice)?;
+                let dir = berth_vm::import::definition_dir(&descriptor)?;
+                machines
+                    .into_iter()
+                    .map(|machine| {
+                        let sources = berth_vm::import::inspect_disks(&machine, &dir, allow_device)?;
+                        Ok((machine, sources))
+                    })
+                    .collect::<Result<Vec<_>, berth_vm::VmError>>()
             },
             "file",
         )
         .await?;
-        let name = request.name.clone().unwrap_or_else(|| sanitized_name(&imported.name));
-        validate_name(&name).map_err(|m| EngineError::invalid("name", m))?;
+        if machines.len() > 1 && request.name.is_some() {
+            return Err(EngineError::invalid(
+                "name",
+                format!(
+                    "--name names one VM, and this package defines {}: choose one with --vm ({})",
+                    machines.len(),
+                    machines
+                        .iter()
+                        .map(|(m, _)| shown(&m.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        // Every name is checked before anything is made: a package imports whole or not at all.
+        let mut names = Vec::new();
+        for (machine, _) in &machines {
+            let name = request.name.clone().unwrap_or_else(|| sanitized_name(&machine.name));
+            validate_name(&name).map_err(|m| EngineError::invalid("name", m))?;
+            if self.find(&name).await.is_ok() || names.contains(&name) {
+                return Err(EngineError::conflict_in(
+                    "name",
+                    format!("an instance named {name} exists; import with --name (one VM) or rename it"),
+                ));
+            }
+            names.push(name);
+        }
+        let mut done: Vec<VmImportResponse> = Vec::new();
+        for ((machine, sources), name) in machines.into_iter().zip(names) {
+            match self.import_machine(machine, sources, name, path).await {
+                Ok(imported) => done.push(imported),
+                Err(e) => {
+                    // Whole or not at all: the machines made before go again (stopped, never run).
+                    for made in &done {
+                        let _ = self.store.delete_instance(&made.id).await;
+                        let _ = std::fs::remove_dir_all(self.instance_dir(&made.id));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut first = done.remove(0);
+        first.others = done
+            .into_iter()
+            .map(|d| ImportedMachine {
+                id: d.id,
+                name: d.name,
+                not_carried_over: d.not_carried_over,
+                network: d.network,
+            })
+            .collect();
+        Ok(first)
+    }
+
+    async fn import_machine(
+        &self,
+        imported: ImportedVm,
+        sources: Vec<Option<DiskSource>>,
+        name: String,
+        path: &Path,
+    ) -> EngineResult<VmImportResponse> {
         let id = loop {
             let id = new_instance_id();
             if !self.instance_dir(&id).exists() {
@@ -92,7 +192,7 @@ impl Engine {
         let mut not_carried_over = imported.not_carried_over.clone();
         let attachment = self.attach_imported_nics(&imported, &id, &mut not_carried_over).await?;
         let network_notes = attachment.notes.clone();
-        let instance = self.imported_instance(&imported, &id, &name, &path, &attachment);
+        let instance = self.imported_instance(&imported, &id, &name, path, &attachment);
         self.store.insert_instance(&instance).await?;
         // The record holds the address now.
         drop(attachment);
@@ -103,9 +203,13 @@ impl Engine {
             for (index, (disk, source)) in imported.disks.iter().zip(sources).enumerate() {
                 let destination = dir.join(format!("disk{index}.qcow2"));
                 let target = destination.clone();
+                let empty_bytes = disk.empty_bytes;
                 let size_bytes = blocking(
                     move || {
-                        disk_source::convert_to_qcow2(&source, &target)?;
+                        match (source, empty_bytes) {
+                            (Some(source), _) => disk_source::convert_to_qcow2(&source, &target)?,
+                            (None, size) => berth_vm::disk::create_blank(&target, size.unwrap_or(0))?,
+                        }
                         Ok(berth_vm::disk::info(&target, "qcow2")?.virtual_size)
                     },
                     "file",
@@ -143,6 +247,7 @@ impl Engine {
             name,
             not_carried_over,
             network: network_notes,
+            others: Vec::new(),
         })
     }
 
@@ -216,6 +321,108 @@ impl Engine {
             network,
             address: Some(claim),
             notes: vec![note],
+        })
+    }
+
+    /// Writes a stopped VM out: an OVA, an OVF directory, a VMware .vmx directory, or its
+    /// boot disk as raw bytes to a file or a physical disk (V2P).
+    pub async fn export_vm_package(&self, key: &str, request: &VmExportRequest) -> EngineResult<VmExportResponse> {
+        let instance = self.find(key).await?;
+        // Not started while its disks are read.
+        let _guard = self.lock(&instance.id).await;
+        let instance = self.find(&instance.id).await?;
+        let vm = instance.vm.clone().ok_or_else(|| {
+            EngineError::conflict_in("instance", format!("{} is a container; only VMs export", instance.name))
+        })?;
+        if vm.boot != VmBoot::Firmware {
+            return Err(EngineError::conflict_in(
+                "instance",
+                format!(
+                    "{} boots berth's kernel and agent to run a container image, which no package carries; export VMs that boot their own disk (imported, or run from `image import --vm`)",
+                    instance.name
+                ),
+            ));
+        }
+        if matches!(instance.state, InstanceState::Running | InstanceState::Paused) {
+            return Err(EngineError::conflict_in(
+                "instance",
+                format!(
+                    "{} is {}: its disks change while it runs; stop it first (berth stop {})",
+                    instance.name, instance.state, instance.name
+                ),
+            ));
+        }
+        let to = PathBuf::from(&request.to);
+        if !to.is_absolute() {
+            return Err(EngineError::invalid(
+                "to",
+                "--to: give an absolute path (the daemon resolves it)",
+            ));
+        }
+        let mut not_carried_over: Vec<String> = vm
+            .disks
+            .iter()
+            .filter(|d| d.ephemeral)
+            .map(|d| {
+                format!(
+                    "instance-store disk {} (its data ends with the instance, as on EC2)",
+                    d.path
+                )
+            })
+            .collect();
+        let network = instance.address.as_ref().map(|a| a.network.clone());
+        let name = instance.name.clone();
+        let format = request.format;
+        let force = request.force;
+        let work = self
+            .config
+            .state_dir
+            .join("exports")
+            .join(format!("ova-{:016x}", rand::random::<u64>()));
+        if format == VmPackageFormat::Raw {
+            let persistent = vm.disks.iter().filter(|d| !d.ephemeral).count();
+            if persistent > 1 {
+                not_carried_over.push(format!(
+                    "{} further disk(s): raw writes the boot disk only; export as ova, ovf or vmx for all",
+                    persistent - 1
+                ));
+            }
+        }
+        let files = blocking(
+            move || {
+                let source = berth_vm::package::PackageSource {
+                    name: &name,
+                    vm: &vm,
+                    network: network.as_deref(),
+                };
+                match format {
+                    VmPackageFormat::Ova => {
+                        berth_vm::package::write_ova(&source, &to, &work)?;
+                        Ok(vec![to.clone()])
+                    }
+                    VmPackageFormat::Ovf => berth_vm::package::write_ovf(&source, &to),
+                    VmPackageFormat::Vmx => berth_vm::package::write_vmx(&source, &to, false),
+                    VmPackageFormat::Raw => {
+                        let disk = vm
+                            .disks
+                            .iter()
+                            .find(|d| !d.ephemeral)
+                            .ok_or_else(|| berth_vm::VmError::Disk(format!("{name} has no disk to write")))?;
+                        let (path, format) = berth_vm::package::disk_content(disk);
+                        let size = berth_vm::disk::info(&path, &format)?.virtual_size;
+                        let target = berth_vm::physical::check_target(&to, size, force)?;
+                        berth_vm::physical::write_raw(&path, &format, &to, &target)?;
+                        Ok(vec![to.clone()])
+                    }
+                }
+            },
+            "to",
+        )
+        .await?;
+        tracing::info!(instance = %instance.name, format = ?request.format, to = %request.to, "VM exported");
+        Ok(VmExportResponse {
+            files: files.iter().map(|f| f.display().to_string()).collect(),
+            not_carried_over,
         })
     }
 

@@ -288,6 +288,12 @@ pub struct VmImportRequest {
     /// Let `<disk type='block'>` import a host block device (a physical disk).
     #[serde(default)]
     pub allow_device: bool,
+    /// OVF/OVA: import only this `VirtualSystem` (its id or name); default every one.
+    #[serde(default)]
+    pub vm: Option<String>,
+    /// OVF/OVA: the `DeploymentOptionSection` configuration to use; default the package's.
+    #[serde(default)]
+    pub deployment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -297,6 +303,57 @@ pub struct VmImportResponse {
     /// Settings of the source that berth could not carry over.
     pub not_carried_over: Vec<String>,
     /// Where its network interface was attached (which berth network, and why that one).
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// The package's further machines (an OVF with several `VirtualSystem`s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<ImportedMachine>,
+}
+
+/// What `POST /v1/instances/{id}/export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VmPackageFormat {
+    /// One OVA file (descriptor, manifest, streamOptimized VMDKs).
+    Ova,
+    /// A directory with the descriptor, manifest and streamOptimized VMDKs.
+    Ovf,
+    /// A directory with a VMware .vmx and monolithic sparse VMDKs.
+    Vmx,
+    /// The boot disk as raw bytes, to a file or a block device (V2P).
+    Raw,
+}
+
+/// `POST /v1/instances/{id}/export`: write a stopped VM out for another hypervisor or a
+/// physical machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmExportRequest {
+    pub format: VmPackageFormat,
+    /// An absolute path on the daemon's host: the .ova file, the directory (ovf, vmx), or the
+    /// file or block device (raw).
+    #[schema(pattern = "^/")]
+    pub to: String,
+    /// raw: overwrite a device's partition table or an existing file.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VmExportResponse {
+    /// What was written.
+    pub files: Vec<String>,
+    /// Settings the format cannot carry.
+    #[serde(default)]
+    pub not_carried_over: Vec<String>,
+}
+
+/// One more machine of a multi-VM OVF package, as `VmImportResponse` describes the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImportedMachine {
+    pub id: String,
+    pub name: String,
+    pub not_carried_over: Vec<String>,
     #[serde(default)]
     pub network: Vec<String>,
 }

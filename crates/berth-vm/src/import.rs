@@ -25,6 +25,9 @@ pub struct ImportedDisk {
     pub bus: String,
     /// A host block device (`<disk type='block'>`), imported only with `--allow-device`.
     pub host_device: bool,
+    /// A disk with no file (an OVF `<Disk>` without `ovf:fileRef`): created empty at this
+    /// size; `source` is empty.
+    pub empty_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -332,6 +335,7 @@ pub fn parse_libvirt(text: &str, base_dir: &Path) -> Result<ImportedVm, VmError>
                         format,
                         bus,
                         host_device,
+                        empty_bytes: None,
                     });
                 }
                 "interface" => {
@@ -565,6 +569,7 @@ pub fn parse_vmx(text: &str, base_dir: &Path) -> Result<ImportedVm, VmError> {
             format: Some(DiskFormat::Vmdk),
             bus,
             host_device: false,
+            empty_bytes: None,
         });
     }
     let mut interfaces = Vec::new();
@@ -644,6 +649,29 @@ pub fn parse_file(path: &Path) -> Result<ImportedVm, VmError> {
     }
 }
 
+/// Reads a definition of any kind berth imports: a libvirt domain XML, a `.vmx`, or an OVF
+/// descriptor (its manifest verified when there is one; an OVA is unpacked first with
+/// `ovf::unpack_ova`). An OVF package may define several machines.
+pub fn read_machines(path: &Path, choice: &crate::ovf::OvfChoice) -> Result<Vec<ImportedVm>, VmError> {
+    let text = read_definition(path)?;
+    let base = definition_dir(path)?;
+    let ovf_named = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("ovf"));
+    if ovf_named || crate::ovf::looks_like_ovf(&text) {
+        crate::ovf::verify_manifest(path, &text)?;
+        return crate::ovf::parse_ovf(&text, &base, choice);
+    }
+    if choice.vm.is_some() || choice.deployment.is_some() {
+        return Err(import_error(
+            "--vm and --deployment choose among an OVF package's machines and options; this is not an OVF descriptor",
+        ));
+    }
+    if text.trim_start().starts_with('<') {
+        Ok(vec![parse_libvirt(&text, &base)?])
+    } else {
+        Ok(vec![parse_vmx(&text, &base)?])
+    }
+}
+
 /// A domain XML or .vmx is a few KiB: larger files are not definitions, and are never read
 /// whole (a disk image or /dev/zero would fill the daemon's memory).
 pub const MAX_DEFINITION_BYTES: u64 = 4 << 20;
@@ -660,7 +688,7 @@ fn read_definition(path: &Path) -> Result<String, VmError> {
         .map_err(reading)?;
     if !file.metadata().map_err(reading)?.is_file() {
         return Err(import_error(format!(
-            "{} is not a regular file; give a libvirt domain XML or a .vmx",
+            "{} is not a regular file; give a libvirt domain XML, a .vmx, an .ovf or an .ova",
             path.display()
         )));
     }
@@ -670,14 +698,14 @@ fn read_definition(path: &Path) -> Result<String, VmError> {
         .map_err(reading)?;
     if bytes.len() as u64 > MAX_DEFINITION_BYTES {
         return Err(import_error(format!(
-            "{} is larger than {}: not a libvirt domain XML or a .vmx",
+            "{} is larger than {}: not a libvirt domain XML, a .vmx or an OVF descriptor",
             path.display(),
             berth_model::ByteSize(MAX_DEFINITION_BYTES)
         )));
     }
     String::from_utf8(bytes).map_err(|_| {
         import_error(format!(
-            "{} is not text (UTF-8): not a libvirt domain XML or a .vmx",
+            "{} is not text (UTF-8): not a libvirt domain XML, a .vmx or an OVF descriptor",
             path.display()
         ))
     })
@@ -692,10 +720,18 @@ pub fn definition_dir(path: &Path) -> Result<PathBuf, VmError> {
 /// Checks every disk of an imported machine before anything copies it: a file disk must be
 /// in the definition's directory (a definition names its own disks, not the host's files)
 /// and pass `disk_source::inspect`; a block device needs `allow_device`.
-pub fn inspect_disks(vm: &ImportedVm, definition_dir: &Path, allow_device: bool) -> Result<Vec<DiskSource>, VmError> {
+/// A disk with no file (`empty_bytes`) is None: it is created empty.
+pub fn inspect_disks(
+    vm: &ImportedVm,
+    definition_dir: &Path,
+    allow_device: bool,
+) -> Result<Vec<Option<DiskSource>>, VmError> {
     vm.disks
         .iter()
         .map(|disk| {
+            if disk.empty_bytes.is_some() {
+                return Ok(None);
+            }
             if disk.host_device {
                 if !allow_device {
                     return Err(import_error(format!(
@@ -717,6 +753,7 @@ pub fn inspect_disks(vm: &ImportedVm, definition_dir: &Path, allow_device: bool)
                 }
             }
             disk_source::inspect(&disk.source, disk.format, allow_device)
+                .map(Some)
                 .map_err(|e| import_error(format!("{}: {e}", disk.label)))
         })
         .collect()

@@ -781,13 +781,20 @@ pub struct ConsoleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Define a stopped VM from a libvirt domain XML (virsh dumpxml) or a VMware .vmx: its
-    /// disks are checked and converted to qcow2, its network interface joins the berth
-    /// network of the same name (else the default one), and every setting not carried over
-    /// is listed. Like `virsh define`, it does not ask whether this host is big enough;
-    /// `berth start` does and says what is short
+    /// Define stopped VMs from a libvirt domain XML (virsh dumpxml), a VMware .vmx, or a DMTF
+    /// OVF package (.ovf with its manifest and disks, or one .ova) as VMware and VirtualBox
+    /// export them: disks are checked and converted to qcow2 (an OVF disk without a file is
+    /// created empty at its capacity), the network interface joins the berth network of the
+    /// same name (else the default one), an OVF manifest (.mf, SHA-1/SHA-256) is verified, and
+    /// every setting not carried over is listed. Like `virsh define`, it does not ask whether
+    /// this host is big enough; `berth start` does and says what is short
     Import(VmImportArgs),
-    /// Write a VM's definition in another tool's format
+    /// Write a VM out for another tool: its libvirt domain XML (stdout or -o), or, for a
+    /// stopped VM that boots its own disk, an OVA/OVF package or a VMware .vmx directory
+    /// (streamOptimized or sparse VMDKs, SHA-256 manifest), or its boot disk as raw bytes to a
+    /// file or a physical disk (V2P: refused while the device or a partition of it is mounted,
+    /// used as swap or held, when it is smaller than the disk, and, without --force, when it
+    /// holds a partition table)
     Export(VmExportArgs),
 }
 
@@ -801,18 +808,38 @@ pub struct VmImportArgs {
     /// directory, and their backing files, data files and VMDK extents in theirs
     #[arg(long)]
     pub allow_device: bool,
-    /// The .xml or .vmx file
+    /// OVF/OVA with several machines: import only this VirtualSystem (its id or name)
+    #[arg(long, value_name = "NAME")]
+    pub vm: Option<String>,
+    /// OVF/OVA: the DeploymentOptionSection configuration to use (default: the package's)
+    #[arg(long, value_name = "ID")]
+    pub deployment: Option<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// The .xml, .vmx, .ovf or .ova file
     pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct VmExportArgs {
-    /// Output format
-    #[arg(long, default_value = "libvirt", value_parser = ["libvirt"])]
+    /// Output format: libvirt (domain XML), ova (one file), ovf or vmx (a directory), raw
+    /// (the boot disk, to a file or a block device)
+    #[arg(long, default_value = "libvirt", value_parser = ["libvirt", "ova", "ovf", "vmx", "raw"])]
     pub format: String,
-    /// Write to this file instead of stdout
+    /// libvirt: write to this file instead of stdout
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// ova: the file to write; ovf, vmx: a new or empty directory; raw: a file or a block
+    /// device such as /dev/sdb
+    #[arg(long, value_name = "PATH")]
+    pub to: Option<PathBuf>,
+    /// raw: overwrite a device that holds a partition table, or an existing file
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
     #[arg(value_name = "VM")]
     pub name: String,
 }

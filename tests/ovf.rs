@@ -1,0 +1,399 @@
+//! Whole machines in and out: OVF/OVA packages in VMware's and VirtualBox's styles imported,
+//! berth's own OVA, OVF and .vmx exports imported back with the same hardware and booted, a
+//! VM's disk written to a file and to a block device (V2P) that plain QEMU boots, and hostile
+//! packages (a manifest that does not match, a disk outside the package, malformed XML, an
+//! unknown deployment option) refused with nothing made.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{stderr, stdout, temp_dir, Daemon};
+use crate::vms::boot_sector_disk;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/ovf")
+        .join(name)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn qemu_img(args: &[&str]) {
+    let output = Command::new("qemu-img").args(args).output().expect("qemu-img");
+    assert!(
+        output.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn sha(algorithm: &str, path: &Path) -> String {
+    let tool = if algorithm == "SHA1" { "sha1sum" } else { "sha256sum" };
+    let output = Command::new(tool).arg(path).output().expect(tool);
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Writes the manifest of `files` (in `dir`) as `name.mf`, each line as the exporter writes it.
+fn manifest(dir: &Path, name: &str, algorithm: &str, files: &[&str], virtualbox: bool) {
+    let text: String = files
+        .iter()
+        .map(|file| {
+            let digest = sha(algorithm, &dir.join(file));
+            if virtualbox {
+                format!("{algorithm} ({file}) = {digest}\n")
+            } else {
+                format!("{algorithm}({file})= {digest}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.join(format!("{name}.mf")), text).unwrap();
+}
+
+fn stream_optimized(source: &Path, to: &Path) {
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        path_str(source),
+        path_str(to),
+    ]);
+}
+
+/// A loop device over a file (read-write), detached when dropped.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn over(file: &Path) -> LoopDevice {
+        let output = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup");
+        assert!(
+            output.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        LoopDevice(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// Boots `disk` (raw) with plain QEMU, no berth: what its serial console printed.
+fn boot_with_plain_qemu(disk: &str) -> String {
+    let output = Command::new("timeout")
+        .args([
+            "60",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "64",
+            "-nographic",
+            "-nodefaults",
+        ])
+        .args(["-serial", "stdio", "-no-reboot", "-drive"])
+        .arg(format!("file={disk},format=raw,if=ide,snapshot=on"))
+        .output()
+        .expect("qemu-system-x86_64");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn ovf_packages_in_vmware_and_virtualbox_styles_import() {
+    let d = Daemon::start();
+    let dir = temp_dir("bt-ovf");
+    let boot = boot_sector_disk(&dir);
+
+    // VMware's style: streamOptimized VMDK, SHA256 manifest, deployment options, a disk with
+    // no file, CoresPerSocket, a CD drive, a video card and a ProductSection.
+    let vmware = dir.join("vmware");
+    std::fs::create_dir_all(&vmware).unwrap();
+    std::fs::copy(fixture("vmware-style.ovf"), vmware.join("web.ovf")).unwrap();
+    stream_optimized(&boot, &vmware.join("web-disk1.vmdk"));
+    manifest(&vmware, "web", "SHA256", &["web.ovf", "web-disk1.vmdk"], false);
+    let output = d.run(&["vm", "import", path_str(&vmware.join("web.ovf"))]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let notes = stderr(&output);
+    for expected in [
+        "CD/DVD drive 1: CD/DVD drive",
+        "Video card: video card",
+        "<ProductSection> properties",
+        "vmw:ExtraConfig settings",
+        "network: Network adapter 1 (VmxNet3): attached to berth network 'default' (the default network: there is no berth network named 'VM Network')",
+    ] {
+        assert!(notes.contains(expected), "expected '{expected}' in:\n{notes}");
+    }
+    let web = d.inspect("web");
+    assert_eq!(
+        web["vm"]["vcpus"]["current"], 2,
+        "the default deployment option (small)"
+    );
+    assert_eq!(web["vm"]["cores_per_socket"], 2);
+    assert_eq!(web["vm"]["memory"]["current_bytes"], 2048u64 << 20);
+    assert_eq!(web["vm"]["disks"][0]["bus"], "scsi");
+    assert_eq!(
+        web["vm"]["disks"][1]["size_bytes"],
+        2u64 << 30,
+        "the file-less disk, created empty"
+    );
+    assert_eq!(web["address"]["mac"], "00:50:56:8a:12:34");
+    // The other deployment option, by name.
+    let large = d.run(&[
+        "vm",
+        "import",
+        "--deployment",
+        "large",
+        "--name",
+        "web-large",
+        path_str(&vmware.join("web.ovf")),
+    ]);
+    assert!(large.status.success(), "{}", stderr(&large));
+    let record = d.inspect("web-large");
+    assert_eq!(record["vm"]["vcpus"]["current"], 8);
+    assert_eq!(record["vm"]["memory"]["current_bytes"], 8u64 << 30);
+    // It boots (the disk came through the streamOptimized conversion).
+    d.ok(&["rm", "web-large"]);
+    let started = d.run(&["start", "-a", "web"]);
+    assert!(
+        stdout(&started).contains("berth firmware boot ok"),
+        "{}{}",
+        stdout(&started),
+        stderr(&started)
+    );
+
+    // VirtualBox's style, as an OVA: MegaBytes, an AHCI controller, E1000 on "NAT", a sound
+    // card, <vbox:Machine>, and a SHA1 manifest written as VirtualBox writes it.
+    let vbox = dir.join("vbox");
+    std::fs::create_dir_all(&vbox).unwrap();
+    std::fs::copy(fixture("virtualbox-style.ovf"), vbox.join("db.ovf")).unwrap();
+    stream_optimized(&boot, &vbox.join("db-disk001.vmdk"));
+    manifest(&vbox, "db", "SHA1", &["db.ovf", "db-disk001.vmdk"], true);
+    let ova = dir.join("db.ova");
+    let tar = Command::new("tar")
+        .args([
+            "--format=ustar",
+            "-cf",
+            path_str(&ova),
+            "-C",
+            path_str(&vbox),
+            "db.ovf",
+            "db.mf",
+            "db-disk001.vmdk",
+        ])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let output = d.run(&["vm", "import", path_str(&ova)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let notes = stderr(&output);
+    assert!(notes.contains("sound: sound card"), "{notes}");
+    assert!(notes.contains("VirtualBox machine settings"), "{notes}");
+    let db = d.inspect("db");
+    assert_eq!(db["vm"]["vcpus"]["current"], 1);
+    assert_eq!(db["vm"]["memory"]["current_bytes"], 512u64 << 20);
+    assert_eq!(db["vm"]["disks"][0]["bus"], "sata");
+    assert_eq!(db["vm"]["interfaces"][0]["model"], "e1000");
+    // Nothing of the unpacked package stays behind.
+    let imports = d.state.join("imports");
+    assert!(!imports.exists() || std::fs::read_dir(&imports).unwrap().count() == 0);
+
+    // Hostile packages: refused in one line, nothing made.
+    let before = d.ok(&["ps", "-aq"]);
+    let refuse = |args: &[&str], expected: &str| {
+        let output = d.run(args);
+        assert!(!output.status.success(), "{args:?} imported");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: expected '{expected}' in {}",
+            stderr(&output)
+        );
+    };
+    refuse(
+        &[
+            "vm",
+            "import",
+            "--deployment",
+            "huge",
+            path_str(&vmware.join("web.ovf")),
+        ],
+        "--deployment huge: unknown DeploymentOption; the package has small, large",
+    );
+    // A disk changed after the manifest was written.
+    std::fs::write(vbox.join("db-disk001.vmdk"), b"not the disk").unwrap();
+    refuse(
+        &["vm", "import", path_str(&vbox.join("db.ovf"))],
+        "the package is damaged or was altered",
+    );
+    // A reference outside the package.
+    let escape = dir.join("escape");
+    std::fs::create_dir_all(&escape).unwrap();
+    let text = std::fs::read_to_string(fixture("virtualbox-style.ovf"))
+        .unwrap()
+        .replace("db-disk001.vmdk", "../vmware/web-disk1.vmdk");
+    std::fs::write(escape.join("x.ovf"), text).unwrap();
+    refuse(
+        &["vm", "import", path_str(&escape.join("x.ovf"))],
+        "points outside the package",
+    );
+    std::fs::write(escape.join("bad.ovf"), "<Envelope><VirtualSystem>").unwrap();
+    refuse(&["vm", "import", path_str(&escape.join("bad.ovf"))], "OVF: descriptor:");
+    // An OVA with a link in it.
+    let linked = dir.join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", linked.join("db-disk001.vmdk")).unwrap();
+    std::fs::copy(fixture("virtualbox-style.ovf"), linked.join("db.ovf")).unwrap();
+    let bad_ova = dir.join("linked.ova");
+    Command::new("tar")
+        .args([
+            "-cf",
+            path_str(&bad_ova),
+            "-C",
+            path_str(&linked),
+            "db.ovf",
+            "db-disk001.vmdk",
+        ])
+        .status()
+        .unwrap();
+    refuse(&["vm", "import", path_str(&bad_ova)], "is not a regular file");
+    assert_eq!(d.ok(&["ps", "-aq"]), before, "nothing made by a refused package");
+
+    // A package of two machines: both, or the one named.
+    let multi = dir.join("multi");
+    std::fs::create_dir_all(&multi).unwrap();
+    let text = std::fs::read_to_string(fixture("virtualbox-style.ovf")).unwrap();
+    let system_start = text.find("<VirtualSystem ").unwrap();
+    let system_end = text.find("</VirtualSystem>").unwrap() + "</VirtualSystem>".len();
+    let system = &text[system_start..system_end];
+    let second = system
+        .replace("ovf:id=\"db\"", "ovf:id=\"cache\"")
+        .replace("<rasd:VirtualQuantity>1<", "<rasd:VirtualQuantity>2<");
+    let collection =
+        format!("<VirtualSystemCollection ovf:id=\"stack\"><Info>two</Info>{system}{second}</VirtualSystemCollection>");
+    std::fs::write(
+        multi.join("stack.ovf"),
+        format!("{}{}{}", &text[..system_start], collection, &text[system_end..]),
+    )
+    .unwrap();
+    stream_optimized(&boot, &multi.join("db-disk001.vmdk"));
+    d.ok(&["rm", "db"]);
+    let output = d.run(&["vm", "import", "--vm", "cache", path_str(&multi.join("stack.ovf"))]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(d.inspect("cache")["vm"]["vcpus"]["current"], 2);
+    d.ok(&["rm", "cache"]);
+    let output = d.run(&["vm", "import", path_str(&multi.join("stack.ovf"))]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("imported VM db") && stderr(&output).contains("imported VM cache"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
+    let d = Daemon::start();
+    let dir = temp_dir("bt-export");
+    let boot = boot_sector_disk(&dir);
+    d.ok(&["image", "import", "--vm", "--tag", "bootdisk", path_str(&boot)]);
+    d.ok(&[
+        "create", "--vm", "--name", "src", "--cpus", "2", "--memory", "96m", "bootdisk",
+    ]);
+    let source = d.inspect("src");
+
+    // OVA out, and back in with the same hardware; it boots.
+    let ova = dir.join("src.ova");
+    let written = d.ok(&["vm", "export", "--format", "ova", "--to", path_str(&ova), "src"]);
+    assert_eq!(written.trim(), path_str(&ova));
+    let listing = Command::new("tar").args(["-tf", path_str(&ova)]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout),
+        "src.ovf\nsrc.mf\nsrc-disk1.vmdk\n",
+        "descriptor first, then the manifest and the disk"
+    );
+    d.ok(&["vm", "import", "--name", "back", path_str(&ova)]);
+    let back = d.inspect("back");
+    for field in ["vcpus", "memory"] {
+        assert_eq!(back["vm"][field], source["vm"][field], "{field}");
+    }
+    let info = Command::new("qemu-img")
+        .args([
+            "info",
+            "--output=json",
+            back["vm"]["disks"][0]["path"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 1 << 20);
+    let started = d.run(&["start", "-a", "back"]);
+    assert!(
+        stdout(&started).contains("berth firmware boot ok"),
+        "{}{}",
+        stdout(&started),
+        stderr(&started)
+    );
+
+    // OVF directory (with its manifest) and VMware .vmx: both import back.
+    let ovf = dir.join("ovf");
+    d.ok(&["vm", "export", "--format", "ovf", "--to", path_str(&ovf), "src"]);
+    let mf = std::fs::read_to_string(ovf.join("src.mf")).unwrap();
+    assert!(mf.starts_with("SHA256(src.ovf)= "), "{mf}");
+    d.ok(&["vm", "import", "--name", "from-ovf", path_str(&ovf.join("src.ovf"))]);
+    assert_eq!(d.inspect("from-ovf")["vm"]["vcpus"], source["vm"]["vcpus"]);
+    let vmx = dir.join("vmx");
+    d.ok(&["vm", "export", "--format", "vmx", "--to", path_str(&vmx), "src"]);
+    d.ok(&["vm", "import", "--name", "from-vmx", path_str(&vmx.join("src.vmx"))]);
+    let from_vmx = d.inspect("from-vmx");
+    assert_eq!(from_vmx["vm"]["vcpus"]["current"], 2);
+    assert_eq!(from_vmx["vm"]["memory"]["current_bytes"], 96u64 << 20);
+    // A directory that is not empty is not written into.
+    let again = d.run(&["vm", "export", "--format", "ovf", "--to", path_str(&ovf), "src"]);
+    assert!(
+        stderr(&again).contains("is a directory with files in it"),
+        "{}",
+        stderr(&again)
+    );
+
+    // V2P: to a file, and to a block device that plain QEMU boots.
+    let raw = dir.join("src.raw");
+    d.ok(&["vm", "export", "--format", "raw", "--to", path_str(&raw), "src"]);
+    assert_eq!(std::fs::read(&raw).unwrap(), std::fs::read(&boot).unwrap());
+    let exists = d.run(&["vm", "export", "--format", "raw", "--to", path_str(&raw), "src"]);
+    assert!(stderr(&exists).contains("add --force"), "{}", stderr(&exists));
+    let small_file = dir.join("small.img");
+    std::fs::File::create(&small_file).unwrap().set_len(512 << 10).unwrap();
+    let small = LoopDevice::over(&small_file);
+    let refused = d.run(&["vm", "export", "--format", "raw", "--to", &small.0, "src"]);
+    assert!(
+        stderr(&refused).contains("choose a device at least as large"),
+        "{}",
+        stderr(&refused)
+    );
+    let device_file = dir.join("physical.img");
+    std::fs::File::create(&device_file).unwrap().set_len(2 << 20).unwrap();
+    let device = LoopDevice::over(&device_file);
+    // A device holding a partition table needs --force (here: the first export's MBR).
+    d.ok(&["vm", "export", "--format", "raw", "--to", &device.0, "src"]);
+    let held = d.run(&["vm", "export", "--format", "raw", "--to", &device.0, "src"]);
+    assert!(
+        stderr(&held).contains("holds a partition table; add --force"),
+        "{}",
+        stderr(&held)
+    );
+    d.ok(&["vm", "export", "--format", "raw", "--force", "--to", &device.0, "src"]);
+    assert!(boot_with_plain_qemu(&device.0).contains("berth firmware boot ok"));
+    std::fs::remove_dir_all(&dir).ok();
+}
