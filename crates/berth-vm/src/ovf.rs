@@ -803,7 +803,7 @@ mod tests {
         assert_eq!(manifest_line("SHA256(a.ovf)= ab12"), Some(("SHA256", "a.ovf", "ab12")));
         assert_eq!(
             manifest_line("SHA1 (disk 1.vmdk) = ab12"),
-            Some(("SHA1 ", "disk 1.vmdk", "ab12"))
+            Some(("SHA1", "disk 1.vmdk", "ab12"))
         );
         assert_eq!(manifest_line("garbage"), None);
     }
