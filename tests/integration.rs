@@ -41,3 +41,4 @@ mod types;
 mod vm_files;
 mod vms;
 mod volumes;
+mod whole_machines;

@@ -1168,10 +1168,10 @@ async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequ
     if !path.exists() {
         return Err(EngineError::no_such_path("path", &request.path));
     }
-    if !request.vm && (request.format.is_some() || request.allow_device) {
+    if !request.vm && (request.format.is_some() || request.allow_device || request.compress) {
         return Err(EngineError::invalid(
             "vm",
-            "--format and --allow-device are for disk images; add --vm",
+            "--format, --allow-device and --compress are for disk images; add --vm",
         ));
     }
     if request.vm {
@@ -1186,10 +1186,35 @@ async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequ
             sink(ProgressEvent::Message {
                 text: format!("converting {} ({}) to a qcow2 base disk", request.path, source.format),
             });
+            // One bar: the source's bytes read (zeros are read and left sparse).
+            let id = "disk".to_string();
+            sink(ProgressEvent::Started {
+                id: id.clone(),
+                total_bytes: Some(source.virtual_size),
+            });
+            let progress_sink = sink.clone();
+            let progress_id = id.clone();
+            let progress = Box::new(move |done: u64| {
+                progress_sink(ProgressEvent::Progress {
+                    id: progress_id.clone(),
+                    current_bytes: done,
+                })
+            });
+            let started = std::time::Instant::now();
             let image = engine
-                .store_disk_image(source, request.tag.as_deref())
+                .store_disk_image(source, request.tag.as_deref(), request.compress, progress)
                 .await
                 .map_err(|e| berth_image::ImageError::Format(e.message))?;
+            let stored = image.size_bytes;
+            sink(ProgressEvent::Done {
+                id,
+                note: format!(
+                    "{} stored in {:.1} s ({})",
+                    berth_model::ByteSize(stored),
+                    started.elapsed().as_secs_f64(),
+                    if request.compress { "compressed" } else { "sparse" }
+                ),
+            });
             engine.emit_image(&image, "import");
             Ok(image)
         }));

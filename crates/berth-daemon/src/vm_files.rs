@@ -506,7 +506,13 @@ impl Engine {
 
     /// `berth image import --vm DISK`, second step: the inspected disk as a read-only qcow2
     /// base in the image store.
-    pub async fn store_disk_image(&self, source: DiskSource, tag: Option<&str>) -> EngineResult<ImageRecord> {
+    pub async fn store_disk_image(
+        &self,
+        source: DiskSource,
+        tag: Option<&str>,
+        compress: bool,
+        progress: Box<dyn FnMut(u64) + Send>,
+    ) -> EngineResult<ImageRecord> {
         let path = source.path.clone();
         let disks = self.images.root().join("disks");
         std::fs::create_dir_all(&disks)
@@ -516,7 +522,8 @@ impl Engine {
         let source_format = source.format;
         let result = blocking(
             move || {
-                disk_source::convert_to_qcow2(&source, &temp_for_task)?;
+                let mut progress = progress;
+                disk_source::convert_with_progress(&source, &temp_for_task, compress, &mut *progress)?;
                 let converted = berth_vm::disk::info(&temp_for_task, "qcow2")?;
                 let digest = {
                     use sha2::Digest;
@@ -670,6 +677,7 @@ impl Engine {
                 imported_from: Some(path.display().to_string()),
                 uuid: imported.uuid.clone(),
                 snapshots: Vec::new(),
+                cloud_init: None,
             }),
             address,
             rescheduled: None,

@@ -516,6 +516,7 @@ pub async fn load(State(gateway): Shared, Query(query): Query<LoadQuery>, body: 
         vm: false,
         format: None,
         allow_device: false,
+        compress: false,
     };
     let result = import(&gateway, &request).await;
     let _ = tokio::fs::remove_file(&path).await;

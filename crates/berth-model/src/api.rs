@@ -272,6 +272,10 @@ pub struct VmRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^nfs://[A-Za-z0-9.-]+/[A-Za-z0-9/._-]*$")]
     pub disk_on: Option<String>,
+    /// A NoCloud seed for a VM that boots its own disk (a distribution cloud image):
+    /// `--cloud-init`, `--ssh-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<crate::instance::CloudInit>,
 }
 
 /// `POST /v1/vms/import`: a libvirt domain XML or a VMware .vmx on the daemon's host.
@@ -681,6 +685,9 @@ pub struct ImportImageRequest {
     /// With `vm`: accept a block device (a physical disk) instead of a regular file.
     #[serde(default)]
     pub allow_device: bool,
+    /// With `vm`: write compressed qcow2 clusters (smaller, slower to import).
+    #[serde(default)]
+    pub compress: bool,
 }
 
 /// `POST /v1/images/pull` and `/push`

@@ -377,6 +377,23 @@ pub struct VmDetails {
     /// Disk snapshots (qcow2 internal snapshots of every persistent disk), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<VmSnapshot>,
+    /// What the VM's cloud-init seed (a `cidata` disk, made at each start) holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInit>,
+}
+
+/// cloud-init NoCloud input: the user's user-data and SSH keys. meta-data (instance id,
+/// hostname, keys) and network-config (the instance's berth address) are made by berth.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloudInit {
+    /// `#cloud-config` YAML or a `#!` script, at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 65536)]
+    pub user_data: Option<String>,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA... comment`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
 }
 
 /// A snapshot of a VM's persistent disks (`berth snapshot create`).

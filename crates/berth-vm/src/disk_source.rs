@@ -404,6 +404,79 @@ pub fn convert_to_qcow2(source: &DiskSource, destination: &Path) -> Result<(), V
     crate::disk::convert_to_qcow2(&source.path, source.format.as_str(), destination)
 }
 
+/// As `convert_to_qcow2` for a P2V import: zero areas stay unallocated (sparse), `compress`
+/// writes compressed clusters, and `progress` hears the bytes of the source done so far
+/// (from `qemu-img convert -p`'s percentages).
+pub fn convert_with_progress(
+    source: &DiskSource,
+    destination: &Path,
+    compress: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), VmError> {
+    use std::io::Read;
+    let mut command = berth_process::command("qemu-img");
+    command.args(["convert", "-p", "-f", source.format.as_str(), "-O", "qcow2"]);
+    if compress {
+        command.arg("-c");
+    }
+    let mut child = command
+        .arg(&source.path)
+        .arg(destination)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| VmError::Setup(format!("running qemu-img: {e}")))?;
+    let mut stderr = child.stderr.take();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(stderr) = stderr.as_mut() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    });
+    // "    (42.17/100%)\r": one report per percent or so.
+    if let Some(mut stdout) = child.stdout.take() {
+        let mut pending = Vec::new();
+        let mut buffer = [0u8; 256];
+        while let Ok(read) = stdout.read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+            for &byte in &buffer[..read] {
+                if byte == b'\r' || byte == b'\n' {
+                    let line = String::from_utf8_lossy(&pending).into_owned();
+                    pending.clear();
+                    let percent = line
+                        .trim()
+                        .trim_start_matches('(')
+                        .split('/')
+                        .next()
+                        .and_then(|p| p.parse::<f64>().ok());
+                    if let Some(percent) = percent {
+                        progress((source.virtual_size as f64 * percent.clamp(0.0, 100.0) / 100.0) as u64);
+                    }
+                } else {
+                    pending.push(byte);
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| VmError::Setup(format!("waiting for qemu-img: {e}")))?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        return Err(VmError::Disk(format!(
+            "converting {}: {}",
+            source.path.display(),
+            errors.trim()
+        )));
+    }
+    progress(source.virtual_size);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

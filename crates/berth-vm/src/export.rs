@@ -293,6 +293,7 @@ mod tests {
             imported_from: None,
             uuid: Some(uuid.into()),
             snapshots: Vec::new(),
+            cloud_init: None,
         }
     }
 

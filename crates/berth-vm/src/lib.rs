@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod agent;
 pub mod assets;
+pub mod cloud_init;
 pub mod cpio;
 pub mod disk;
 pub mod disk_source;
@@ -205,6 +206,15 @@ impl VmDriver {
             let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             disk.path = shared_disk::root_disk_url(share, id).map_err(|e| DriverError::invalid("disk_on", e))?;
         }
+        if let Some(cloud_init) = &request.cloud_init {
+            if boot != VmBoot::Firmware {
+                return Err(DriverError::invalid(
+                    "cloud_init",
+                    "--cloud-init and --ssh-key are for VMs that boot their own disk (a distribution cloud image, `image import --vm`); berth configures VMs made from container images itself",
+                ));
+            }
+            cloud_init::validate(cloud_init).map_err(|(field, message)| DriverError::invalid(field, message))?;
+        }
         Ok(VmDetails {
             boot,
             accel: self.accel.choice().to_string(),
@@ -238,6 +248,7 @@ impl VmDriver {
             imported_from: None,
             uuid: None,
             snapshots: Vec::new(),
+            cloud_init: request.cloud_init.clone(),
         })
     }
 
@@ -505,6 +516,17 @@ impl InstanceDriver for VmDriver {
             let _ = fs::remove_file(stale);
         }
         let _ = fs::write(&paths.console, b"");
+        // cloud-init's seed, made from the record at each start (the address may have changed).
+        if let (Some(cloud_init), VmBoot::Firmware) = (&details.cloud_init, details.boot) {
+            cloud_init::write_seed(
+                &paths.cidata,
+                cloud_init,
+                &instance.id,
+                &instance.spec.hostname,
+                instance.address.as_ref(),
+            )
+            .map_err(|e| DriverError::Other(e.to_string()))?;
+        }
         // Disks: copy-on-write overlays, created on first start and kept across restarts.
         for disk in &details.disks {
             if shared_disk::on_share(&disk.path).is_some() {

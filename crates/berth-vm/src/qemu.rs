@@ -19,6 +19,8 @@ pub struct VmPaths {
     pub status: PathBuf,
     pub console: PathBuf,
     pub config_disk: PathBuf,
+    /// cloud-init's NoCloud seed (`cidata`), for firmware-booted VMs that have one.
+    pub cidata: PathBuf,
 }
 
 impl VmPaths {
@@ -29,6 +31,7 @@ impl VmPaths {
             status: dir.join("guest-status"),
             console: dir.join("console.log"),
             config_disk: dir.join("config.raw"),
+            cidata: dir.join("cidata.img"),
         }
     }
 }
@@ -230,6 +233,16 @@ pub fn command_line(
             ),
         ]);
         args.extend(bus_device(machine, "virtio", "config", 99, false));
+    }
+    if details.boot == VmBoot::Firmware && details.cloud_init.is_some() {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "id=cidata,file={},format=raw,if=none,readonly=on",
+                paths.cidata.display()
+            ),
+        ]);
+        args.extend(bus_device(machine, "virtio", "cidata", 98, false));
     }
     args
 }

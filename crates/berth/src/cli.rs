@@ -465,6 +465,15 @@ pub struct CreateArgs {
     /// another node when its node goes down
     #[arg(long = "disk-on", value_name = "nfs://SERVER/EXPORT", requires = "vm")]
     pub disk_on: Option<String>,
+    /// VM booting its own disk (a distribution cloud image): cloud-init user-data for its
+    /// NoCloud seed (`#cloud-config` YAML or a `#!` script). berth adds meta-data (instance id,
+    /// hostname) and network-config (the instance's address, gateway and DNS)
+    #[arg(long = "cloud-init", value_name = "USER-DATA", requires = "vm")]
+    pub cloud_init: Option<PathBuf>,
+    /// VM booting its own disk: an OpenSSH public key (KEY.pub) cloud-init installs for the
+    /// default user; repeatable
+    #[arg(long = "ssh-key", value_name = "KEY.pub", requires = "vm")]
+    pub ssh_keys: Vec<PathBuf>,
     /// Size of the writable layer (containers, enforced by a filesystem of that size) or of
     /// the root disk (VMs, default 4g); thin-provisioned
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -700,6 +709,10 @@ pub struct ImportArgs {
     /// files in the disk's own directory
     #[arg(long, requires = "vm")]
     pub allow_device: bool,
+    /// With --vm: store compressed qcow2 clusters (smaller base, slower import); zero areas
+    /// are left out either way
+    #[arg(long, requires = "vm")]
+    pub compress: bool,
     /// Path of the archive or layout directory (with --vm: of the disk)
     pub path: PathBuf,
 }

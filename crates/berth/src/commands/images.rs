@@ -99,6 +99,7 @@ pub async fn import(client: &Client, args: ImportArgs) -> Result<Outcome> {
         vm: args.vm,
         format: args.format.clone(),
         allow_device: args.allow_device,
+        compress: args.compress,
     };
     let done = follow_progress(client, "/v1/images/import", serde_json::to_vec(&request)?).await?;
     println!("imported {done}");

@@ -47,8 +47,8 @@ fn resolve_env(env: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
-    CreateInstanceRequest {
+fn create_request(args: &CreateArgs) -> Result<CreateInstanceRequest> {
+    Ok(CreateInstanceRequest {
         name: args.name.clone(),
         kind: if args.vm {
             InstanceKind::Vm
@@ -70,11 +70,15 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         hostname: args.hostname.clone(),
         limits: limits_request(&args.limits),
         instance_type: args.instance_type.clone(),
-        vm: args.vm.then(|| VmRequest {
-            max_cpus: args.max_cpus,
-            max_memory_bytes: args.max_memory.map(|m| m.bytes()),
-            disk_on: args.disk_on.clone(),
-        }),
+        vm: match args.vm {
+            true => Some(VmRequest {
+                max_cpus: args.max_cpus,
+                max_memory_bytes: args.max_memory.map(|m| m.bytes()),
+                disk_on: args.disk_on.clone(),
+                cloud_init: cloud_init_request(args)?,
+            }),
+            false => None,
+        },
         disk_bytes: args.disk.map(|d| d.bytes()),
         volumes: args.volumes.clone(),
         mounts: args.mounts.clone(),
@@ -94,7 +98,33 @@ fn create_request(args: &CreateArgs) -> CreateInstanceRequest {
         restart: args.restart,
         labels: args.labels.iter().cloned().collect(),
         healthcheck: healthcheck_request(args),
+    })
+}
+
+/// `--cloud-init` and `--ssh-key`: the files' contents (read here, on the client's machine).
+fn cloud_init_request(args: &CreateArgs) -> Result<Option<berth_model::instance::CloudInit>> {
+    if args.cloud_init.is_none() && args.ssh_keys.is_empty() {
+        return Ok(None);
     }
+    let read = |path: &std::path::PathBuf, flag: &str| -> Result<String> {
+        let metadata = std::fs::metadata(path).with_context(|| format!("{flag} {}", path.display()))?;
+        if !metadata.is_file() || metadata.len() > 256 << 10 {
+            bail!("{flag} {}: give a regular file of at most 256 KiB", path.display());
+        }
+        std::fs::read_to_string(path).with_context(|| format!("{flag} {}: not readable as UTF-8 text", path.display()))
+    };
+    let user_data = args.cloud_init.as_ref().map(|p| read(p, "--cloud-init")).transpose()?;
+    let mut ssh_keys = Vec::new();
+    for path in &args.ssh_keys {
+        ssh_keys.extend(
+            read(path, "--ssh-key")?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(Some(berth_model::instance::CloudInit { user_data, ssh_keys }))
 }
 
 fn healthcheck_request(args: &CreateArgs) -> Option<HealthCheckRequest> {
@@ -115,7 +145,7 @@ fn healthcheck_request(args: &CreateArgs) -> Option<HealthCheckRequest> {
 }
 
 async fn create_instance(client: &Client, args: &CreateArgs) -> Result<CreatedResponse> {
-    let created: CreatedResponse = client.post("/v1/instances", &create_request(args)).await?;
+    let created: CreatedResponse = client.post("/v1/instances", &create_request(args)?).await?;
     for warning in &created.warnings {
         eprintln!("warning: {warning}");
     }
