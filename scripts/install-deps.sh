@@ -22,7 +22,8 @@
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
 #            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest,
 #            debootstrap and fdisk (sfdisk) for tests/fixtures/debian-disk.sh's bootable disks,
-#            dosfstools and mtools for the NoCloud seeds (vfat, labelled cidata) of cloud-init
+#            dosfstools and mtools (the tests' hand-made NoCloud seeds; berth writes its own with
+#            the fatfs crate), ovmf (UEFI firmware for disks with an EFI System Partition)
 # Rust itself comes from the machine's rustup toolchain.
 set -euo pipefail
 . "$(dirname "$0")/as-root.sh"
@@ -39,7 +40,7 @@ packages=(
   zstd
   procps iproute2 iptables
   e2fsprogs
-  debootstrap fdisk dosfstools mtools
+  debootstrap fdisk dosfstools mtools ovmf
   libvirt-clients libxml2-utils
   nfs-ganesha nfs-ganesha-vfs rpcbind
   socat

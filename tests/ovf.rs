@@ -397,3 +397,58 @@ fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
     assert!(boot_with_plain_qemu(&device.0).contains("berth firmware boot ok"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_uefi_disk_boots_with_ovmf_as_its_partition_table_asks() {
+    let d = Daemon::start();
+    let dir = temp_dir("bt-uefi");
+    // A GPT disk with an EFI System Partition (and nothing to boot on it): OVMF's boot
+    // manager finds no loader and starts its shell, on the serial console.
+    let disk = dir.join("uefi.raw");
+    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["-q", path_str(&disk)])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sfdisk (scripts/install-deps.sh installs fdisk)");
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\nsize=32M, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let imported = d.run(&["image", "import", "--vm", "--tag", "efi", path_str(&disk)]);
+    assert!(
+        stderr(&imported).contains("boots with UEFI (OVMF)"),
+        "{}",
+        stderr(&imported)
+    );
+    let image: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "efi"])).unwrap();
+    assert_eq!(image["disk"]["firmware"], "uefi", "{image}");
+    d.ok(&["run", "--vm", "-d", "--name", "efi", "--memory", "256m", "efi"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let log = stdout(&d.run(&["logs", "efi"]));
+        if log.contains("UEFI Interactive Shell") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "OVMF did not start:\n{log}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    d.ok(&["rm", "-f", "efi"]);
+    // Told otherwise, it is a BIOS disk.
+    let told = d.run(&[
+        "image",
+        "import",
+        "--vm",
+        "--firmware",
+        "bios",
+        "--tag",
+        "efi-bios",
+        path_str(&disk),
+    ]);
+    assert!(stderr(&told).contains("boots with BIOS (SeaBIOS)"), "{}", stderr(&told));
+    std::fs::remove_dir_all(&dir).ok();
+}

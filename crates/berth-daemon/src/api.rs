@@ -1168,10 +1168,12 @@ async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequ
     if !path.exists() {
         return Err(EngineError::no_such_path("path", &request.path));
     }
-    if !request.vm && (request.format.is_some() || request.allow_device || request.compress) {
+    if !request.vm
+        && (request.format.is_some() || request.allow_device || request.compress || request.firmware.is_some())
+    {
         return Err(EngineError::invalid(
             "vm",
-            "--format, --allow-device and --compress are for disk images; add --vm",
+            "--format, --allow-device, --compress and --firmware are for disk images; add --vm",
         ));
     }
     if request.vm {
@@ -1202,17 +1204,27 @@ async fn import_image(State(engine): Shared, Json(request): Json<ImportImageRequ
             });
             let started = std::time::Instant::now();
             let image = engine
-                .store_disk_image(source, request.tag.as_deref(), request.compress, progress)
+                .store_disk_image(
+                    source,
+                    request.tag.as_deref(),
+                    request.compress,
+                    request.firmware.as_deref(),
+                    progress,
+                )
                 .await
                 .map_err(|e| berth_image::ImageError::Format(e.message))?;
             let stored = image.size_bytes;
             sink(ProgressEvent::Done {
                 id,
                 note: format!(
-                    "{} stored in {:.1} s ({})",
+                    "{} stored in {:.1} s ({}; boots with {})",
                     berth_model::ByteSize(stored),
                     started.elapsed().as_secs_f64(),
-                    if request.compress { "compressed" } else { "sparse" }
+                    if request.compress { "compressed" } else { "sparse" },
+                    match image.disk.as_ref().and_then(|d| d.firmware.as_deref()) {
+                        Some("uefi") => "UEFI (OVMF)",
+                        _ => "BIOS (SeaBIOS)",
+                    }
                 ),
             });
             engine.emit_image(&image, "import");

@@ -511,8 +511,19 @@ impl Engine {
         source: DiskSource,
         tag: Option<&str>,
         compress: bool,
+        firmware: Option<&str>,
         progress: Box<dyn FnMut(u64) + Send>,
     ) -> EngineResult<ImageRecord> {
+        let firmware = match firmware {
+            None => None,
+            Some(f @ ("uefi" | "bios")) => Some(f.to_string()),
+            Some(other) => {
+                return Err(EngineError::invalid(
+                    "firmware",
+                    format!("--firmware {}: use uefi or bios", shown(other)),
+                ))
+            }
+        };
         let path = source.path.clone();
         let disks = self.images.root().join("disks");
         std::fs::create_dir_all(&disks)
@@ -525,6 +536,18 @@ impl Engine {
                 let mut progress = progress;
                 disk_source::convert_with_progress(&source, &temp_for_task, compress, &mut *progress)?;
                 let converted = berth_vm::disk::info(&temp_for_task, "qcow2")?;
+                // The firmware a physical machine would use for it, unless told.
+                let firmware = match firmware {
+                    Some(chosen) => chosen,
+                    None => {
+                        let head = berth_vm::firmware::read_head(
+                            &temp_for_task,
+                            "qcow2",
+                            &temp_for_task.with_extension("head"),
+                        )?;
+                        berth_vm::firmware::detect(&head).to_string()
+                    }
+                };
                 let digest = {
                     use sha2::Digest;
                     let mut hasher = sha2::Sha256::new();
@@ -533,12 +556,12 @@ impl Engine {
                     std::io::copy(&mut file, &mut hasher).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
                     hex::encode(hasher.finalize())
                 };
-                Ok((digest, converted.virtual_size))
+                Ok((digest, converted.virtual_size, firmware))
             },
             "path",
         )
         .await;
-        let (digest, virtual_size) = match result {
+        let (digest, virtual_size, firmware) = match result {
             Ok(done) => done,
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
@@ -563,6 +586,7 @@ impl Engine {
                 path: stored.display().to_string(),
                 source_format: source_format.to_string(),
                 virtual_size_bytes: virtual_size,
+                firmware: Some(firmware),
             }),
         };
         Ok(self.images.add_record(record, tag).await?)
@@ -678,6 +702,7 @@ impl Engine {
                 uuid: imported.uuid.clone(),
                 snapshots: Vec::new(),
                 cloud_init: None,
+                firmware: None,
             }),
             address,
             rescheduled: None,

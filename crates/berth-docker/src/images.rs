@@ -517,6 +517,7 @@ pub async fn load(State(gateway): Shared, Query(query): Query<LoadQuery>, body: 
         format: None,
         allow_device: false,
         compress: false,
+        firmware: None,
     };
     let result = import(&gateway, &request).await;
     let _ = tokio::fs::remove_file(&path).await;

@@ -373,6 +373,14 @@ impl ImageStore {
 
     /// Records an image made elsewhere (a VM disk), tagged `tag` if given.
     pub async fn add_record(&self, mut image: ImageRecord, tag: Option<&str>) -> Result<ImageRecord, ImageError> {
+        // The same content imported again keeps the tags it already has.
+        if let Ok(existing) = self.store.get_image(&image.id).await {
+            for tag in existing.tags {
+                if !image.tags.contains(&tag) {
+                    image.tags.push(tag);
+                }
+            }
+        }
         self.store.put_image(&image).await?;
         if let Some(tag) = tag {
             let reference = reference::parse_reference(tag)?;

@@ -688,6 +688,10 @@ pub struct ImportImageRequest {
     /// With `vm`: write compressed qcow2 clusters (smaller, slower to import).
     #[serde(default)]
     pub compress: bool,
+    /// With `vm`: "uefi" or "bios", instead of what the disk's partition table says.
+    #[serde(default)]
+    #[schema(pattern = "^(uefi|bios)$")]
+    pub firmware: Option<String>,
 }
 
 /// `POST /v1/images/pull` and `/push`

@@ -55,4 +55,7 @@ pub struct DiskImage {
     /// The format it was imported from (qcow2, raw, vmdk).
     pub source_format: String,
     pub virtual_size_bytes: u64,
+    /// "uefi" (OVMF) or "bios" (SeaBIOS): from the partition table at import, or `--firmware`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
 }

@@ -377,6 +377,9 @@ pub struct VmDetails {
     /// Disk snapshots (qcow2 internal snapshots of every persistent disk), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<VmSnapshot>,
+    /// "uefi" when OVMF boots it (a UEFI disk image); SeaBIOS otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
     /// What the VM's cloud-init seed (a `cidata` disk, made at each start) holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,

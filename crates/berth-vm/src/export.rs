@@ -294,6 +294,7 @@ mod tests {
             uuid: Some(uuid.into()),
             snapshots: Vec::new(),
             cloud_init: None,
+            firmware: None,
         }
     }
 

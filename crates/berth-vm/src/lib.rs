@@ -13,6 +13,7 @@ pub mod disk;
 pub mod disk_source;
 pub mod exec_client;
 pub mod export;
+pub mod firmware;
 pub mod import;
 pub mod migrate;
 pub mod ovf;
@@ -249,6 +250,11 @@ impl VmDriver {
             uuid: None,
             snapshots: Vec::new(),
             cloud_init: request.cloud_init.clone(),
+            firmware: image
+                .disk
+                .as_ref()
+                .and_then(|d| d.firmware.clone())
+                .filter(|f| f == "uefi"),
         })
     }
 
@@ -516,6 +522,9 @@ impl InstanceDriver for VmDriver {
             let _ = fs::remove_file(stale);
         }
         let _ = fs::write(&paths.console, b"");
+        if details.firmware.as_deref() == Some("uefi") {
+            firmware::ensure_vars(dir).map_err(|e| DriverError::Other(e.to_string()))?;
+        }
         // cloud-init's seed, made from the record at each start (the address may have changed).
         if let (Some(cloud_init), VmBoot::Firmware) = (&details.cloud_init, details.boot) {
             cloud_init::write_seed(

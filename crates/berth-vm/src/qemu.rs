@@ -21,6 +21,8 @@ pub struct VmPaths {
     pub config_disk: PathBuf,
     /// cloud-init's NoCloud seed (`cidata`), for firmware-booted VMs that have one.
     pub cidata: PathBuf,
+    /// OVMF's variable store of a UEFI VM (`firmware::ensure_vars`).
+    pub uefi_vars: PathBuf,
 }
 
 impl VmPaths {
@@ -32,6 +34,7 @@ impl VmPaths {
             console: dir.join("console.log"),
             config_disk: dir.join("config.raw"),
             cidata: dir.join("cidata.img"),
+            uefi_vars: dir.join("OVMF_VARS.fd"),
         }
     }
 }
@@ -233,6 +236,17 @@ pub fn command_line(
             ),
         ]);
         args.extend(bus_device(machine, "virtio", "config", 99, false));
+    }
+    if details.boot == VmBoot::Firmware && details.firmware.as_deref() == Some("uefi") {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                crate::firmware::OVMF_CODE
+            ),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", paths.uefi_vars.display()),
+        ]);
     }
     if details.boot == VmBoot::Firmware && details.cloud_init.is_some() {
         args.extend([

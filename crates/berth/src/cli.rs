@@ -713,6 +713,11 @@ pub struct ImportArgs {
     /// are left out either way
     #[arg(long, requires = "vm")]
     pub compress: bool,
+    /// With --vm: the firmware that boots it, uefi (OVMF) or bios (SeaBIOS). By default
+    /// berth reads the partition table: a GPT with an EFI System Partition and no BIOS boot
+    /// partition boots with UEFI, anything else with BIOS
+    #[arg(long, requires = "vm", value_parser = ["uefi", "bios"])]
+    pub firmware: Option<String>,
     /// Path of the archive or layout directory (with --vm: of the disk)
     pub path: PathBuf,
 }

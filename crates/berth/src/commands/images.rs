@@ -100,6 +100,7 @@ pub async fn import(client: &Client, args: ImportArgs) -> Result<Outcome> {
         format: args.format.clone(),
         allow_device: args.allow_device,
         compress: args.compress,
+        firmware: args.firmware.clone(),
     };
     let done = follow_progress(client, "/v1/images/import", serde_json::to_vec(&request)?).await?;
     println!("imported {done}");
