@@ -2,7 +2,8 @@
 # P2V and V2P against the tools that do the same copy, in one run:
 #   P2V  `berth image import --vm --allow-device /dev/loopN` (into the image store, digest
 #        included) vs `qemu-img convert -f raw -O qcow2 /dev/loopN` of the same device
-#   V2P  `berth vm export --format raw --to /dev/loopM` vs `dd` of the same raw bytes to it
+#   V2P  `berth vm export --format raw --to /dev/loopM` vs `dd conv=fsync` of the same raw
+#        bytes to it (both flushed to the device before they return)
 #   boot the imported Debian system (tests/fixtures/debian-disk.sh bios) to its console marker
 # on a 2 GiB disk that is mostly empty (the Debian system, ~560 MiB used) and on one that is
 # full (2 GiB of random data). Each copy ROUNDS times, medians. VMs run under TCG here.
@@ -40,7 +41,7 @@ for case in empty full; do
     t=$(now); qemu-img convert -f raw -O qcow2 "$src" "$work/peer.qcow2"; qimg+=("$(since "$t")")
     rm -f "$work/peer.qcow2"
   done
-  "$BERTH" create --vm --name "v2p-$case" "p2v-$case-1" >/dev/null
+  "$BERTH" create --vm --name "v2p-$case" "p2v-$case-1" >/dev/null 2>&1
   for round in $(seq "$rounds"); do
     t=$(now); "$BERTH" vm export --format raw --force --to "$dst" "v2p-$case" >/dev/null; v2p+=("$(since "$t")")
     t=$(now); dd if="$source_file" of="$dst" bs=4M conv=fsync status=none; ddt+=("$(since "$t")")
@@ -54,7 +55,7 @@ done
 
 # Boot of the imported Debian system to its marker (the console line berth-marker writes).
 t=$(now)
-"$BERTH" run --vm -d --name boot --memory 1g p2v-empty-1 >/dev/null
+"$BERTH" run --vm -d --name boot --memory 1g p2v-empty-1 >/dev/null 2>&1
 until "$BERTH" logs boot 2>/dev/null | grep -q BERTH-MARKER; do sleep 0.2; done
 printf 'imported Debian to its console marker: %.1f s (%s)\n' "$(since "$t")" \
   "$("$BERTH" inspect boot | python3 -c 'import json,sys; print(json.load(sys.stdin)["vm"]["accel"])')"

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{stderr, stdout, temp_dir, Daemon};
+use crate::common::{stderr, stdout, temp_dir, Daemon, LoopDevice};
 use crate::vms::boot_sector_disk;
 
 fn fixture(name: &str) -> PathBuf {
@@ -67,31 +67,6 @@ fn stream_optimized(source: &Path, to: &Path) {
         path_str(source),
         path_str(to),
     ]);
-}
-
-/// A loop device over a file (read-write), detached when dropped.
-struct LoopDevice(String);
-
-impl LoopDevice {
-    fn over(file: &Path) -> LoopDevice {
-        let output = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .expect("losetup");
-        assert!(
-            output.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        LoopDevice(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
 }
 
 /// Boots `disk` (raw) with plain QEMU, no berth: what its serial console printed.
@@ -375,7 +350,7 @@ fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
     assert!(stderr(&exists).contains("add --force"), "{}", stderr(&exists));
     let small_file = dir.join("small.img");
     std::fs::File::create(&small_file).unwrap().set_len(512 << 10).unwrap();
-    let small = LoopDevice::over(&small_file);
+    let small = LoopDevice::over(&small_file, false);
     let refused = d.run(&["vm", "export", "--format", "raw", "--to", &small.0, "src"]);
     assert!(
         stderr(&refused).contains("choose a device at least as large"),
@@ -384,7 +359,7 @@ fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
     );
     let device_file = dir.join("physical.img");
     std::fs::File::create(&device_file).unwrap().set_len(2 << 20).unwrap();
-    let device = LoopDevice::over(&device_file);
+    let device = LoopDevice::over(&device_file, false);
     // A device holding a partition table needs --force (here: the first export's MBR).
     d.ok(&["vm", "export", "--format", "raw", "--to", &device.0, "src"]);
     let held = d.run(&["vm", "export", "--format", "raw", "--to", &device.0, "src"]);

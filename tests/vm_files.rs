@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::{error_line, stderr, temp_dir, Daemon};
+use crate::common::{error_line, stderr, temp_dir, Daemon, LoopDevice};
 use crate::vms::boot_sector_disk;
 
 fn fixture(name: &str) -> PathBuf {
@@ -50,31 +50,6 @@ fn import_disk(d: &Daemon, args: &[&str]) -> Output {
     let mut all = vec!["image", "import", "--vm"];
     all.extend_from_slice(args);
     d.run(&all)
-}
-
-/// A loop device over a file, detached when dropped.
-struct LoopDevice(String);
-
-impl LoopDevice {
-    fn over(file: &Path) -> LoopDevice {
-        let output = Command::new("losetup")
-            .args(["--find", "--show", "--read-only"])
-            .arg(file)
-            .output()
-            .expect("losetup");
-        assert!(
-            output.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        LoopDevice(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
 }
 
 const FLAT_DESCRIPTOR: &str = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW 2048 FLAT \"EXTENT\" 0\n\n# The Disk Data Base\n#DDB\nddb.virtualHWVersion = \"4\"\nddb.adapterType = \"ide\"\n";
@@ -184,7 +159,7 @@ fn crafted_disks_cannot_read_host_files() {
     // A block device: refused without --allow-device, also through a symlink; imported with it.
     let backing_file = elsewhere.join("physical.raw");
     std::fs::write(&backing_file, vec![0u8; 1 << 20]).unwrap();
-    let device = LoopDevice::over(&backing_file);
+    let device = LoopDevice::over(&backing_file, true);
     assert_refused(
         &d,
         &import_disk(&d, &[&device.0]),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{temp_dir, Daemon};
+use crate::common::{temp_dir, Daemon, LoopDevice};
 
 /// The cached Debian disk image of `variant` (built on first use, about 2 minutes).
 fn debian_disk(variant: &str) -> PathBuf {
@@ -31,32 +31,6 @@ fn debian_disk(variant: &str) -> PathBuf {
         .unwrap_or_default()
         .to_string();
     PathBuf::from(path)
-}
-
-/// A loop device over a file, detached when dropped.
-struct LoopDevice(String);
-
-impl LoopDevice {
-    fn over(file: &Path, read_only: bool) -> LoopDevice {
-        let mut command = Command::new("losetup");
-        command.args(["--find", "--show"]);
-        if read_only {
-            command.arg("--read-only");
-        }
-        let output = command.arg(file).output().expect("losetup");
-        assert!(
-            output.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        LoopDevice(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
 }
 
 /// Waits until the instance's console log holds every one of `lines`; the log on failure.

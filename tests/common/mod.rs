@@ -630,3 +630,29 @@ fn remove_cgroup_parent(parent: &str) {
         let _ = std::fs::remove_dir(&dir);
     }
 }
+
+/// A loop device over a file (read-only if asked), detached when dropped.
+pub struct LoopDevice(pub String);
+
+impl LoopDevice {
+    pub fn over(file: &Path, read_only: bool) -> LoopDevice {
+        let mut command = Command::new("losetup");
+        command.args(["--find", "--show"]);
+        if read_only {
+            command.arg("--read-only");
+        }
+        let output = command.arg(file).output().expect("losetup");
+        assert!(
+            output.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        LoopDevice(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}

@@ -164,5 +164,11 @@ pub fn write_raw(disk: &Path, format: &str, to: &Path, target: &RawTarget) -> Re
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    Ok(())
+    // Done means on the disk, not in the page cache: the machine it goes into may be
+    // switched on as soon as this returns.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| target_error(format!("flushing {}: {e}", to.display())))
 }

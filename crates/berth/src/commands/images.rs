@@ -28,7 +28,7 @@ async fn follow_progress(client: &Client, path: &str, body: Vec<u8>) -> Result<S
     let mut lines = client.stream(hyper::Method::POST, path, Some(body)).await?.lines();
     let fancy = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg}")
+    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     let mut by_id: HashMap<String, ProgressBar> = HashMap::new();
