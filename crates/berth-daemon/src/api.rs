@@ -279,6 +279,21 @@ async fn create_project(
             "give an object: {\"instances\": N, \"cpus\": X, \"memory_bytes\": N, \"disk_bytes\": N}",
         ));
     }
+    let mut body = body;
+    if let Some(quotas) = body.get_mut("quotas").and_then(|q| q.as_object_mut()) {
+        for key in ["instances", "memory_bytes", "disk_bytes"] {
+            if let Some(value) = quotas.get_mut(key) {
+                // JSON Schema counts 1203.0 as an integer (a client may write it so); serde
+                // does not: take a whole, non-negative float as the integer it is.
+                let whole = value
+                    .as_f64()
+                    .filter(|f| value.is_f64() && f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64);
+                if let Some(number) = whole {
+                    *value = serde_json::Value::from(number as u64);
+                }
+            }
+        }
+    }
     let project: Project =
         serde_json::from_value(body).map_err(|e| EngineError::invalid("body", format!("not a project: {e}")))?;
     Ok((StatusCode::CREATED, Json(engine.create_project(project).await?)))
