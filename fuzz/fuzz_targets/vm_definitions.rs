@@ -1,4 +1,4 @@
-//! VM definition files (libvirt domain XML, VMware .vmx) are hostile: they parse or fail with
+//! VM definition files (libvirt domain XML, VMware .vmx, OVF descriptors) are hostile: they parse or fail with
 //! an error, never a panic or a wrapped number; and whatever they carry, the libvirt XML berth
 //! exports from them is well-formed and holds exactly the disks and interfaces imported (no
 //! markup injected through a value), or it is refused because a value holds a character
@@ -49,6 +49,8 @@ fn exported(vm: &ImportedVm) -> Result<String, berth_vm::VmError> {
         imported_from: None,
         uuid: vm.uuid.clone(),
         snapshots: Vec::new(),
+        cloud_init: None,
+        firmware: None,
     };
     berth_vm::export::libvirt_xml(&vm.name, &details, None, "/usr/bin/qemu-system-x86_64", "default")
 }
@@ -85,5 +87,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(vm) = parse_vmx(text, dir) {
         check(&vm);
+    }
+    if let Ok(vms) = berth_vm::ovf::parse_ovf(text, dir, &berth_vm::ovf::OvfChoice::default()) {
+        for vm in &vms {
+            check(vm);
+        }
     }
 });
