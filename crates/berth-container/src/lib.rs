@@ -5,6 +5,7 @@
 pub mod cgroups;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_program;
 pub mod spec;
 pub mod workload;
 
@@ -29,6 +30,7 @@ pub struct ContainerDriver {
     cgroups: Cgroups,
     runtime_root: PathBuf,
     netns_dir: PathBuf,
+    seccomp_programs: seccomp_program::ProgramCache,
 }
 
 impl ContainerDriver {
@@ -47,6 +49,7 @@ impl ContainerDriver {
             cgroups: Cgroups::detect(cgroup_parent)?,
             runtime_root,
             netns_dir,
+            seccomp_programs: Default::default(),
         })
     }
 
@@ -157,7 +160,7 @@ impl InstanceDriver for ContainerDriver {
             mounts.extend(host_mounts(instance)?);
             prepare_mount_targets(&paths.mountpoint, &mounts)?;
             let name = Self::runtime_name(instance);
-            let runtime_spec = spec::build_spec(&spec::SpecInputs {
+            let mut runtime_spec = spec::build_spec(&spec::SpecInputs {
                 instance,
                 user: &user,
                 resources: self.cgroups.resources(&instance.limits)?,
@@ -170,6 +173,9 @@ impl InstanceDriver for ContainerDriver {
                     .map(|_| self.netns_dir.join(short_id(&instance.id))),
                 new_network_namespace: instance.spec.network != "host",
             })?;
+            self.seccomp_programs
+                .install(&mut runtime_spec, &dir.join("bundle"))
+                .map_err(DriverError::Other)?;
             let config_path = dir.join("bundle/config.json");
             runtime_spec
                 .save(&config_path)

@@ -622,19 +622,44 @@ mod tests {
     }
 
     /// What a filtered process sees, checked in a forked child that loads the filter through
-    /// libcontainer, exactly as a container does. Each probe is (name, expected errno or 0).
+    /// libcontainer, as a container started by an earlier berth does.
     #[test]
     fn clone_filter_refuses_namespace_flags() {
         let filter: libcontainer::oci_spec::runtime::LinuxSeccomp =
             serde_json::from_value(default_filter(DEFAULT_CAPABILITIES)).unwrap();
+        assert_eq!(
+            probe_in_child(|| libcontainer::seccomp::initialize_seccomp(&filter)
+                .map(|_| ())
+                .map_err(|e| e.to_string())),
+            "",
+            "probes that did not get the expected answer"
+        );
+    }
+
+    /// The same probes with the program berth compiles once and loads in one system call,
+    /// as a container does now: the same answers as libcontainer's own compilation.
+    #[test]
+    fn compiled_program_answers_as_libcontainer_does() {
+        let filter: libcontainer::oci_spec::runtime::LinuxSeccomp =
+            serde_json::from_value(default_filter(DEFAULT_CAPABILITIES)).unwrap();
+        let program = crate::seccomp_program::compile(&filter).unwrap();
+        assert_eq!(
+            probe_in_child(|| crate::seccomp_program::load(&program).map_err(|e| e.to_string())),
+            "",
+            "probes that did not get the expected answer"
+        );
+    }
+
+    /// Runs `load` then the probes in a forked child; the report of what went wrong.
+    fn probe_in_child(load: impl FnOnce() -> Result<(), String>) -> String {
         let (read_end, write_end) = nix::unistd::pipe().unwrap();
         // SAFETY: the child only loads the filter, makes system calls and exits; glibc's
         // fork keeps malloc usable in it.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 drop(read_end);
-                let report = match libcontainer::seccomp::initialize_seccomp(&filter) {
-                    Ok(_) => probe_report(),
+                let report = match load() {
+                    Ok(()) => probe_report(),
                     Err(e) => format!("loading: {e}"),
                 };
                 let _ = nix::unistd::write(&write_end, report.as_bytes());
@@ -646,7 +671,7 @@ mod tests {
                 let mut report = String::new();
                 std::io::Read::read_to_string(&mut std::fs::File::from(read_end), &mut report).unwrap();
                 let _ = nix::sys::wait::waitpid(child, None);
-                assert_eq!(report, "", "probes that did not get the expected answer");
+                report
             }
         }
     }

@@ -3,6 +3,7 @@
 //! supervisor is the parent of these processes, so it reaps them directly.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_model::ExitStatus;
 use berth_shim::{ChildStdio, Workload};
@@ -15,31 +16,76 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cgroups::Cgroups;
+use crate::seccomp_program;
 
-/// The last step in the container, after libcontainer's set-up: runs the user's program
-/// (libcontainer's default executor) with the signal state a shell would give it, not the
-/// supervisor's (SIGPIPE ignored by the Rust runtime, glibc's internal signals ignored by
-/// posix_spawn).
+/// The last step in the container, after libcontainer's set-up: installs the container's
+/// seccomp filter, then runs the user's program (libcontainer's default executor) with the
+/// signal state a shell would give it, not the supervisor's (SIGPIPE ignored by the Rust
+/// runtime, glibc's internal signals ignored by posix_spawn).
 #[derive(Clone, Default)]
 struct ProgramExecutor {
-    /// Exec sessions only: the container's seccomp filter. libcontainer 0.7 builds a
-    /// tenant's spec without `linux.seccomp`, so the session loads it here, just before
-    /// execve — holding CAP_SYS_ADMIN lent for that (without no_new_privs, loading a filter
-    /// needs it) and dropped right after.
-    exec_filter: Option<ExecFilter>,
+    /// The container's seccomp filter, loaded just before execve (`seccomp_program` says why
+    /// it is not libcontainer's to load).
+    filter: Option<SeccompFilter>,
 }
 
 #[derive(Clone)]
-struct ExecFilter {
-    seccomp: LinuxSeccomp,
-    /// Whether CAP_SYS_ADMIN was lent to the session (the container itself lacks it).
+struct SeccompFilter {
+    source: FilterSource,
+    /// Whether CAP_SYS_ADMIN was lent only to install the filter (the container lacks it).
     lent_sys_admin: bool,
 }
 
-impl ExecFilter {
+#[derive(Clone)]
+enum FilterSource {
+    /// Compiled by the daemon (`bundle/seccomp.bpf`), read before the container's root
+    /// replaces the host's.
+    Program(Arc<Vec<u8>>),
+    /// A container started by an earlier berth, its filter still in the spec: compiled here.
+    Spec(LinuxSeccomp),
+}
+
+impl SeccompFilter {
+    /// The filter of the container whose spec and bundle these are; `None` when it runs
+    /// with `seccomp=unconfined`.
+    fn of(spec: &Spec, bundle: &Path) -> Result<Option<Self>, String> {
+        let program_path = bundle.join(seccomp_program::PROGRAM_FILE);
+        match std::fs::read(&program_path) {
+            Ok(program) => {
+                return Ok(Some(SeccompFilter {
+                    source: FilterSource::Program(Arc::new(program)),
+                    lent_sys_admin: seccomp_program::lent_sys_admin(spec),
+                }))
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("reading {}: {e}", program_path.display()))
+            }
+            Err(_) => {}
+        }
+        let Some(seccomp) = spec.linux().as_ref().and_then(|linux| linux.seccomp().clone()) else {
+            return Ok(None);
+        };
+        let holds_sys_admin = spec
+            .process()
+            .as_ref()
+            .and_then(|process| process.capabilities().as_ref())
+            .and_then(|capabilities| capabilities.bounding().as_ref())
+            .is_some_and(|bounding| bounding.contains(&SpecCapability::SysAdmin));
+        Ok(Some(SeccompFilter {
+            source: FilterSource::Spec(seccomp),
+            lent_sys_admin: !holds_sys_admin,
+        }))
+    }
+
     fn apply(&self) -> Result<(), ExecutorError> {
-        libcontainer::seccomp::initialize_seccomp(&self.seccomp)
-            .map_err(|e| ExecutorError::Other(format!("loading the container's seccomp filter: {e}")))?;
+        match &self.source {
+            FilterSource::Program(program) => seccomp_program::load(program)
+                .map_err(|e| ExecutorError::Other(format!("loading the container's seccomp filter: {e}")))?,
+            FilterSource::Spec(seccomp) => {
+                libcontainer::seccomp::initialize_seccomp(seccomp)
+                    .map_err(|e| ExecutorError::Other(format!("loading the container's seccomp filter: {e}")))?;
+            }
+        }
         if self.lent_sys_admin {
             // Bounding first (needs CAP_SETPCAP, not this one), effective before permitted.
             for set in [
@@ -60,7 +106,7 @@ impl Executor for ProgramExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         berth_process::reset_signal_state()
             .map_err(|e| ExecutorError::Other(format!("resetting signal dispositions: {e}")))?;
-        if let Some(filter) = &self.exec_filter {
+        if let Some(filter) = &self.filter {
             filter.apply()?;
         }
         DefaultExecutor {}.exec(spec)
@@ -156,12 +202,12 @@ impl Workload for ContainerWorkload {
             }
             let _ = std::fs::remove_dir_all(&stale);
         }
-        let builder = builder_with_stdio(
-            &self.container_id,
-            &self.runtime_root,
-            stdio,
-            ProgramExecutor::default(),
-        )?;
+        let spec_path = self.bundle.join("config.json");
+        let spec = Spec::load(&spec_path).map_err(|e| format!("reading {}: {e}", spec_path.display()))?;
+        let executor = ProgramExecutor {
+            filter: SeccompFilter::of(&spec, &self.bundle)?,
+        };
+        let builder = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?;
         let container = with_container_umask(|| {
             builder
                 .as_init(&self.bundle)
@@ -256,12 +302,14 @@ impl ExecWorkload {
         }
     }
 
-    /// The spec the container was created with.
-    fn container_spec(&self) -> Result<Spec, String> {
+    /// The spec the container was created with, and its bundle.
+    fn container_spec(&self) -> Result<(Spec, PathBuf), String> {
         let container = Container::load(self.runtime_root.join(&self.container_id))
             .map_err(|e| format!("exec: loading the container's state: {e}"))?;
-        let spec_path = container.bundle().join("config.json");
-        Spec::load(&spec_path).map_err(|e| format!("exec: reading {}: {e}", spec_path.display()))
+        let bundle = container.bundle().to_path_buf();
+        let spec_path = bundle.join("config.json");
+        let spec = Spec::load(&spec_path).map_err(|e| format!("exec: reading {}: {e}", spec_path.display()))?;
+        Ok((spec, bundle))
     }
 
     /// The session's process: the container's own definition (capabilities, rlimits,
@@ -308,22 +356,6 @@ impl ExecWorkload {
     }
 }
 
-/// The container's seccomp filter for an exec session to load; `None` for a container run
-/// with `seccomp=unconfined`.
-fn exec_filter(container: &Spec) -> Option<ExecFilter> {
-    let seccomp = container.linux().as_ref()?.seccomp().clone()?;
-    let has_sys_admin = container
-        .process()
-        .as_ref()
-        .and_then(|process| process.capabilities().as_ref())
-        .and_then(|capabilities| capabilities.bounding().as_ref())
-        .is_some_and(|bounding| bounding.contains(&SpecCapability::SysAdmin));
-    Some(ExecFilter {
-        seccomp,
-        lent_sys_admin: !has_sys_admin,
-    })
-}
-
 impl Workload for ExecWorkload {
     fn create(&mut self, stdio: ChildStdio) -> Result<(), String> {
         self.stdio = Some(stdio);
@@ -332,9 +364,9 @@ impl Workload for ExecWorkload {
 
     fn start(&mut self) -> Result<u32, String> {
         let stdio = self.stdio.take().ok_or("already started")?;
-        let container = self.container_spec()?;
-        let exec_filter = exec_filter(&container);
-        let lend_sys_admin = exec_filter.as_ref().is_some_and(|f| f.lent_sys_admin);
+        let (container, bundle) = self.container_spec()?;
+        let filter = SeccompFilter::of(&container, &bundle).map_err(|e| format!("exec: {e}"))?;
+        let lend_sys_admin = filter.as_ref().is_some_and(|f| f.lent_sys_admin);
         let terminal = matches!(stdio, ChildStdio::Terminal { .. });
         let process = self.process(&container, terminal, lend_sys_admin)?;
         // The supervisor runs in its session's own directory, which goes when the session ends.
@@ -344,7 +376,7 @@ impl Workload for ExecWorkload {
         let document = serde_json::to_vec(&process).map_err(|e| format!("exec: encoding the process: {e}"))?;
         std::fs::write(&process_path, document)
             .map_err(|e| format!("exec: writing {}: {e}", process_path.display()))?;
-        let executor = ProgramExecutor { exec_filter };
+        let executor = ProgramExecutor { filter };
         let builder = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?;
         let pid = with_container_umask(|| {
             builder

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::{failed, netns, NetResult};
@@ -183,6 +184,11 @@ pub struct InterfaceAddress {
 
 /// A veth pair: `host_name` on `bridge`, its peer as `eth0` in the namespace at `netns_path`
 /// with `address` and a default route through the gateway.
+///
+/// One request makes the pair with the peer born inside the namespace as `eth0` and the host
+/// end on the bridge and up (the peer comes up inside: a veth cannot be up before its pair
+/// exists, ENOTCONN): moving a device between namespaces afterwards waits for an RCU
+/// grace period in the kernel (milliseconds), and each further request is a round trip.
 pub async fn attach_veth(
     host_name: &str,
     bridge: &str,
@@ -190,59 +196,37 @@ pub async fn attach_veth(
     address: &InterfaceAddress,
 ) -> NetResult<()> {
     let handle = handle().await?;
-    let peer = format!("{host_name}p");
     let context = format!("creating {host_name}");
+    let bridge_index = index_of(&handle, bridge)
+        .await?
+        .ok_or_else(|| failed(&context, format!("bridge {bridge} is missing")))?;
+    let namespace = File::open(netns_path).map_err(|e| failed(&context, e))?;
+    let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
+        .name("eth0".to_string())
+        .setns_by_fd(namespace.as_raw_fd())
+        .build();
+    let pair = LinkVeth::new(host_name, "eth0")
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .controller(bridge_index)
+        .up()
+        .build();
     handle
         .link()
-        .add(LinkVeth::new(host_name, &peer).build())
+        .add(pair)
         .execute()
         .await
         .map_err(|e| failed(&context, e))?;
-    let result = async {
-        let bridge_index = index_of(&handle, bridge)
-            .await?
-            .ok_or_else(|| failed(&context, format!("bridge {bridge} is missing")))?;
-        let host_index = index_of(&handle, host_name)
-            .await?
-            .ok_or_else(|| failed(&context, "veth missing"))?;
-        let peer_index = index_of(&handle, &peer)
-            .await?
-            .ok_or_else(|| failed(&context, "veth peer missing"))?;
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(host_index)
-                    .controller(bridge_index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(|e| failed(format!("attaching {host_name} to {bridge}"), e))?;
-        let namespace = File::open(netns_path).map_err(|e| failed(&context, e))?;
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(peer_index)
-                    .setns_by_fd(namespace.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(|e| failed(format!("moving {peer} into the container's namespace"), e))?;
-        configure_inside(netns_path.to_path_buf(), peer.clone(), address.clone())
-    }
-    .await;
+    let result = configure_inside(netns_path.to_path_buf(), address.clone());
     if result.is_err() {
         let _ = delete(host_name).await;
     }
     result
 }
 
-/// Inside the namespace: the peer becomes eth0 with its address, lo and eth0 up, and the
-/// default route. Netlink sockets belong to the namespace they are opened in, so this runs on
-/// a thread of its own with its own small runtime.
-fn configure_inside(netns_path: PathBuf, peer: String, address: InterfaceAddress) -> NetResult<()> {
+/// Inside the namespace: eth0 gets its address, lo comes up, and the default route goes
+/// through the gateway. Netlink sockets belong to the namespace they are opened in, so this
+/// runs on a thread of its own with its own small runtime.
+fn configure_inside(netns_path: PathBuf, address: InterfaceAddress) -> NetResult<()> {
     netns::run_in(&netns_path, move || -> NetResult<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -250,15 +234,9 @@ fn configure_inside(netns_path: PathBuf, peer: String, address: InterfaceAddress
             .map_err(|e| failed("starting a runtime in the namespace", e))?;
         runtime.block_on(async {
             let handle = handle().await?;
-            let index = index_of(&handle, &peer)
+            let index = index_of(&handle, "eth0")
                 .await?
-                .ok_or_else(|| failed("configuring eth0", "peer missing"))?;
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).name("eth0".to_string()).build())
-                .execute()
-                .await
-                .map_err(|e| failed("renaming the peer to eth0", e))?;
+                .ok_or_else(|| failed("configuring eth0", "eth0 is missing"))?;
             handle
                 .address()
                 .add(index, IpAddr::V4(address.address), address.prefix)
@@ -271,13 +249,13 @@ fn configure_inside(netns_path: PathBuf, peer: String, address: InterfaceAddress
                 .execute()
                 .await
                 .map_err(|e| failed("bringing eth0 up", e))?;
-            if let Some(lo) = index_of(&handle, "lo").await? {
-                let _ = handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(lo).up().build())
-                    .execute()
-                    .await;
-            }
+            // A fresh namespace numbers its devices from 1, lo first.
+            let lo = index_of(&handle, "lo").await?.unwrap_or(1);
+            let _ = handle
+                .link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await;
             handle
                 .route()
                 .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(address.gateway).build())
