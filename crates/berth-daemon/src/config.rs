@@ -61,6 +61,9 @@ pub struct DaemonConfig {
     pub docker_socket: Option<PathBuf>,
     /// `--dashboard-assets`: where the dashboard's xterm.js is.
     pub dashboard_assets: PathBuf,
+    /// `cgroup_favor_dynmods` (default true): turn on the kernel's `favordynmods` on the
+    /// cgroup2 mount at start-up (see `berth_container::cgroups::favor_dynamic_modifications`).
+    pub cgroup_favor_dynmods: bool,
 }
 
 /// `--cluster` (or the experimental `--store`) `etcd://HOST:PORT[,...]` and its TLS files,
@@ -117,6 +120,8 @@ struct ConfigFile {
     dns: DnsSection,
     #[serde(default)]
     logs: LogsSection,
+    #[serde(default)]
+    cgroup_favor_dynmods: Option<bool>,
 }
 
 /// `[dns]`: the upstream resolvers of the networks' DNS responders.
@@ -455,6 +460,7 @@ impl DaemonConfig {
             listen: None,
             docker_socket: None,
             dashboard_assets: PathBuf::from(crate::dashboard::DEFAULT_ASSETS_DIR),
+            cgroup_favor_dynmods: parsed.cgroup_favor_dynmods.unwrap_or(true),
         })
     }
 }

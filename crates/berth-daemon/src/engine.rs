@@ -463,6 +463,7 @@ impl Engine {
         request: CreateInstanceRequest,
         placement: Option<String>,
     ) -> EngineResult<CreatedResponse> {
+        let began = std::time::Instant::now();
         self.driver(request.kind)?;
         self.check_placement(&request)?;
         let name = match &request.name {
@@ -694,6 +695,7 @@ impl Engine {
             return Err(EngineError::internal(format!("creating {}: {e}", dir.display())));
         }
         self.emit(&instance, "create", None);
+        tracing::debug!(id = %id, elapsed = ?began.elapsed(), "created: checked, address claimed, recorded");
         let mut warnings = Vec::new();
         if instance_kind == InstanceKind::Vm && self.host.accelerator.choice() != "kvm" {
             warnings.push(format!(
@@ -772,9 +774,10 @@ impl Engine {
             .map_err(|e| EngineError::internal(format!("writing {}: {e}", config_path.display())))?;
         let stderr = std::fs::File::create(dir.join("supervisor.log"))
             .map_err(|e| EngineError::internal(format!("creating the supervisor log: {e}")))?;
+        let spawned_ns = berth_shim::protocol::monotonic_ns();
         // /proc/self/exe is this very binary even after a package upgrade replaced the file,
         // so supervisors always speak the daemon's protocol; argv[0] keeps the real name.
-        let mut child = berth_process::async_command("/proc/self/exe")
+        let mut child = berth_process::async_command_resetting_itself("/proc/self/exe")
             .arg0(&self.exe)
             .arg("supervise")
             .arg(&config_path)
@@ -815,6 +818,16 @@ impl Engine {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ready.error.unwrap_or_else(|| "the supervisor failed".into()),
             ));
+        }
+        if let (Some(entered), Some(created)) = (ready.entered_ns, ready.created_ns) {
+            let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e6;
+            tracing::debug!(
+                dir = %dir.display(),
+                exec_ms = ms(spawned_ns, entered),
+                create_ms = ms(entered, created),
+                report_ms = ms(created, berth_shim::protocol::monotonic_ns()),
+                "supervisor phases: spawn and exec of the supervisor, workload created (for a container: libcontainer's processes, namespaces, cgroups, rootfs), ready line read"
+            );
         }
         Ok(ready.supervisor_pid)
     }
@@ -896,6 +909,7 @@ impl Engine {
             if let Err(e) = self.remove_locked(&instance).await {
                 tracing::warn!(id = %instance.id, error = %e.message, "auto-remove");
             }
+            tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "exit recorded and instance removed");
             drop(guard);
             self.forget_lock(id);
         }
@@ -924,6 +938,8 @@ impl Engine {
             }
             _ => {}
         }
+        let began = std::time::Instant::now();
+        let ms = |at: Duration| at.as_secs_f64() * 1e3;
         // Held until the store shows the instance running, so no other start takes its room.
         let _claim = self
             .admission
@@ -938,6 +954,7 @@ impl Engine {
             }
             return Err(e);
         }
+        let networked = began.elapsed();
         let driver = self.driver(instance.kind)?;
         let image = if instance.spec.image_id.is_empty() {
             None
@@ -950,7 +967,6 @@ impl Engine {
             })?)
         };
         let dir = self.instance_dir(&instance.id);
-        let began = std::time::Instant::now();
         let mut config = driver.prepare_start(&instance, image.as_ref(), &dir).await?;
         config.log_limits = self.log_limits(&instance);
         if let Some(membership) = &self.membership {
@@ -961,10 +977,11 @@ impl Engine {
                 });
             }
         }
-        tracing::debug!(id = %instance.id, elapsed = ?began.elapsed(), "prepared");
+        let prepared = began.elapsed();
+        let mut supervised = Duration::ZERO;
         let started = async {
             let supervisor_pid = self.spawn_supervisor(&dir, &config).await?;
-            tracing::debug!(elapsed = ?began.elapsed(), "supervisor ready");
+            supervised = began.elapsed();
             let stream = if attach {
                 Some(
                     client::attach(&config.socket_path, instance.spec.process.open_stdin)
@@ -987,6 +1004,7 @@ impl Engine {
             Ok::<_, EngineError>((supervisor_pid, reply.pid, stream))
         }
         .await;
+        let running = began.elapsed();
         let (supervisor_pid, pid, stream) = match started {
             Ok(started) => started,
             Err(e) => {
@@ -1025,6 +1043,16 @@ impl Engine {
             }
         }
         self.emit(&instance, "start", None);
+        tracing::debug!(
+            id = %instance.id,
+            network_ms = ms(networked),
+            prepare_ms = ms(prepared - networked),
+            supervisor_ms = ms(supervised - prepared),
+            run_ms = ms(running - supervised),
+            record_ms = ms(began.elapsed() - running),
+            total_ms = ms(began.elapsed()),
+            "start phases: admission, volumes and network; rootfs and spec; supervisor ready; workload running; recorded"
+        );
         self.watch_exit(
             instance.id.clone(),
             config.socket_path.clone(),

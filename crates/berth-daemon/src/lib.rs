@@ -210,6 +210,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let images = ImageStore::open(&state_dir.join("images"), local_store.clone())
         .context("opening the image store")?
         .with_limits(config.image_limits);
+    if config.cgroup_favor_dynmods {
+        berth_container::cgroups::favor_dynamic_modifications();
+    }
     let containers = ContainerDriver::new(
         images.clone(),
         state_dir.join("rt"),

@@ -23,6 +23,14 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     command
 }
 
+/// A `Command` for one of berth's own programs (the supervisor) that resets its signal state
+/// itself, first thing (`reset_signal_state`, then its own choices): without a pre_exec hook
+/// std starts it with posix_spawn (vfork-like), which does not copy the daemon's page tables
+/// as fork does — about 0.7 ms of every container start here.
+pub fn async_command_resetting_itself(program: impl AsRef<OsStr>) -> tokio::process::Command {
+    tokio::process::Command::new(program)
+}
+
 /// `command` for async code.
 pub fn async_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     tokio::process::Command::from(command(program))

@@ -65,6 +65,19 @@ pub struct ReadyLine {
     pub error: Option<String>,
     /// The supervisor's own PID (the daemon spawned it, but say it anyway for clarity).
     pub supervisor_pid: u32,
+    /// When the supervisor's code began, and when its workload was created (CLOCK_MONOTONIC,
+    /// ns; the same clock in every process): the daemon's per-phase start timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ns: Option<u64>,
+}
+
+/// Now on CLOCK_MONOTONIC, in ns: comparable between processes of one boot.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Written to the exit file when the workload ends; read by the daemon, also after a

@@ -50,8 +50,26 @@ impl RotatingFile {
     pub fn open(path: &Path, limits: LogLimits) -> io::Result<Self> {
         let file = open_private(path)?;
         let size = file.metadata()?.len();
-        for index in limits.max_files.max(1)..MAX_LOG_FILES {
-            let _ = fs::remove_file(rotated_path(path, index));
+        // Listing the directory once is cheaper than trying every possible name (one system
+        // call each, on every start).
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        for entry in fs::read_dir(parent)?.flatten() {
+            let entry_name = entry.file_name();
+            let index = entry_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(name.as_str()))
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|index| index.parse::<u32>().ok());
+            if index.is_some_and(|index| index >= limits.max_files.max(1) && index < MAX_LOG_FILES) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(RotatingFile {
             path: path.to_path_buf(),

@@ -271,6 +271,14 @@ fn receive_terminal(listener: &UnixListener) -> Option<OwnedFd> {
     None
 }
 
+/// When the supervisor's process began its own work (`mark_entered`), for the ready line.
+static ENTERED_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Notes that the supervisor's code has begun: call first thing in the process.
+pub fn mark_entered() {
+    let _ = ENTERED_NS.set(crate::protocol::monotonic_ns());
+}
+
 /// Runs a supervisor to completion. Prints the `ReadyLine` on stdout once the workload is
 /// created; returns the process exit code for the supervisor itself.
 pub fn run(config: SupervisorConfig, workload: Box<dyn Workload>) -> i32 {
@@ -285,6 +293,8 @@ pub fn run(config: SupervisorConfig, workload: Box<dyn Workload>) -> i32 {
             ok,
             error,
             supervisor_pid: std::process::id(),
+            entered_ns: ENTERED_NS.get().copied(),
+            created_ns: Some(crate::protocol::monotonic_ns()),
         };
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());

@@ -265,6 +265,18 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
 
 /// The supervisor: no async runtime, one thread, as small as it can be.
 fn supervise(config_path: &std::path::Path) -> i32 {
+    berth_shim::supervisor::mark_entered();
+    // The daemon starts supervisors without its own pre-exec reset (posix_spawn, cheaper than
+    // fork): start from clean signal state here, then ignore SIGPIPE again as the Rust
+    // runtime does — a client that goes away must not end the supervisor.
+    if let Err(e) = berth_process::reset_signal_state() {
+        eprintln!("berth supervisor: resetting signal state: {e}");
+        return 1;
+    }
+    // SAFETY: setting SIGPIPE's disposition to ignore, single-threaded at this point.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let config: berth_model::driver::SupervisorConfig = match std::fs::read(config_path)
         .map_err(|e| e.to_string())
         .and_then(|data| serde_json::from_slice(&data).map_err(|e| e.to_string()))
