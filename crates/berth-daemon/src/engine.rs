@@ -1328,17 +1328,27 @@ impl Engine {
     }
 
     async fn remove_locked(&self, instance: &Instance) -> EngineResult<()> {
+        let began = std::time::Instant::now();
         let dir = self.instance_dir(&instance.id);
         // Also for `--rm` instances, whose exit skipped it: their session pid files go
         // with the directory.
         self.end_exec_sessions(instance).await;
         self.driver(instance.kind)?.remove(instance, &dir).await?;
+        let host_cleaned = began.elapsed();
         // Everything on the host goes before the record: "removed" (what `run --rm` waits
         // for) then means nothing is left, and a crash in between leaves a record to retry.
         self.detach_volumes(instance).await;
         self.networks.detach(instance).await;
+        let detached = began.elapsed();
         self.store.delete_instance(&instance.id).await?;
         self.emit(instance, "destroy", None);
+        tracing::debug!(
+            id = %instance.id,
+            driver_ms = host_cleaned.as_secs_f64() * 1e3,
+            detach_ms = (detached - host_cleaned).as_secs_f64() * 1e3,
+            record_ms = (began.elapsed() - detached).as_secs_f64() * 1e3,
+            "removal phases: rootfs, storage and directory; volumes and network; record"
+        );
         Ok(())
     }
 
