@@ -370,6 +370,30 @@ fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
     );
     d.ok(&["vm", "export", "--format", "raw", "--force", "--to", &device.0, "src"]);
     assert!(boot_with_plain_qemu(&device.0).contains("berth firmware boot ok"));
+    // A mounted device is refused even with --force, and nothing is written to it.
+    let mounted_file = dir.join("mounted.img");
+    std::fs::File::create(&mounted_file).unwrap().set_len(4 << 20).unwrap();
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", path_str(&mounted_file)])
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let mounted = LoopDevice::over(&mounted_file, false);
+    let mount_point = dir.join("mnt");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mount = Command::new("mount")
+        .args([&mounted.0, path_str(&mount_point)])
+        .status()
+        .unwrap();
+    assert!(mount.success());
+    std::fs::write(mount_point.join("keep"), "still here").unwrap();
+    let busy = d.run(&["vm", "export", "--format", "raw", "--force", "--to", &mounted.0, "src"]);
+    let _ = Command::new("umount").arg(&mount_point).status();
+    assert!(!busy.status.success());
+    assert!(stderr(&busy).contains("is mounted"), "{}", stderr(&busy));
+    let check = Command::new("e2fsck").args(["-fn", &mounted.0]).output().unwrap();
+    assert!(check.status.success(), "the mounted device was written to: {:?}", check);
+    drop(mounted);
     std::fs::remove_dir_all(&dir).ok();
 }
 

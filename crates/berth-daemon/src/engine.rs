@@ -1356,6 +1356,14 @@ impl Engine {
         let instance = self.find(key).await?;
         let mut events = self.subscribe();
         let mut last = instance;
+        // The exit status as the `die` event carried it: an instance removed right after its
+        // exit (`--rm`) may be gone before a read of the store sees it exited.
+        let mut died: Option<ExitStatus> = None;
+        let mut note = |event: &Event, id: &str| {
+            if event.id == id && event.action == "die" && event.exit.is_some() {
+                died = event.exit;
+            }
+        };
         loop {
             match self.store.get_instance(&last.id).await {
                 Ok(current) => {
@@ -1372,11 +1380,21 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
             match events.recv().await {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(event) => note(&event, &last.id),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
                     return Err(EngineError::internal("the daemon is shutting down"))
                 }
             }
+        }
+        while let Ok(event) = events.try_recv() {
+            note(&event, &last.id);
+        }
+        if let Some(status) = died {
+            return Ok(WaitResponse {
+                exit_code: status.code,
+                oom_killed: status.oom_killed,
+            });
         }
         Ok(WaitResponse {
             exit_code: last
