@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use libcontainer::oci_spec::runtime::{
-    Arch, Capability as SpecCapability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, Spec,
+    Arch, Capability as SpecCapability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, Process, Spec,
 };
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
@@ -73,27 +73,34 @@ impl ProgramCache {
         let Some(process) = spec.process_mut().as_mut() else {
             return Ok(());
         };
-        let mut capabilities = process.capabilities().clone().unwrap_or_default();
-        let holds = capabilities
-            .bounding()
+        let holds = process
+            .capabilities()
             .as_ref()
+            .and_then(|capabilities| capabilities.bounding().as_ref())
             .is_some_and(|set| set.contains(&SpecCapability::SysAdmin));
         if !holds {
-            let lend = |set: &Option<_>| {
-                let mut set: std::collections::HashSet<SpecCapability> = set.clone().unwrap_or_default();
-                set.insert(SpecCapability::SysAdmin);
-                Some(set)
-            };
-            capabilities.set_bounding(lend(capabilities.bounding()));
-            capabilities.set_effective(lend(capabilities.effective()));
-            capabilities.set_permitted(lend(capabilities.permitted()));
-            process.set_capabilities(Some(capabilities));
+            lend_sys_admin(process);
             let mut annotations = spec.annotations().clone().unwrap_or_default();
             annotations.insert(LENT_ANNOTATION.to_string(), "true".to_string());
             spec.set_annotations(Some(annotations));
         }
         Ok(())
     }
+}
+
+/// Adds CAP_SYS_ADMIN to `process`'s bounding, effective and permitted sets, for installing
+/// the filter without no_new_privs; the executor drops it again before execve.
+pub fn lend_sys_admin(process: &mut Process) {
+    let mut capabilities = process.capabilities().clone().unwrap_or_default();
+    let lend = |set: &Option<std::collections::HashSet<SpecCapability>>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.insert(SpecCapability::SysAdmin);
+        Some(set)
+    };
+    capabilities.set_bounding(lend(capabilities.bounding()));
+    capabilities.set_effective(lend(capabilities.effective()));
+    capabilities.set_permitted(lend(capabilities.permitted()));
+    process.set_capabilities(Some(capabilities));
 }
 
 /// Whether `spec`'s process holds CAP_SYS_ADMIN only to install the filter.

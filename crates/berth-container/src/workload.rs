@@ -10,7 +10,7 @@ use berth_shim::{ChildStdio, Workload};
 use caps::{CapSet, Capability};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::{Capabilities, Capability as SpecCapability, LinuxSeccomp, Process, Spec};
+use libcontainer::oci_spec::runtime::{Capability as SpecCapability, LinuxSeccomp, Process, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -341,16 +341,7 @@ impl ExecWorkload {
         process.set_terminal(Some(terminal));
         process.set_no_new_privileges(Some(process.no_new_privileges().unwrap_or(false)));
         if lend_sys_admin {
-            let mut capabilities = process.capabilities().clone().unwrap_or_default();
-            let lend = |set: &Option<Capabilities>| {
-                let mut set = set.clone().unwrap_or_default();
-                set.insert(SpecCapability::SysAdmin);
-                Some(set)
-            };
-            capabilities.set_bounding(lend(capabilities.bounding()));
-            capabilities.set_effective(lend(capabilities.effective()));
-            capabilities.set_permitted(lend(capabilities.permitted()));
-            process.set_capabilities(Some(capabilities));
+            seccomp_program::lend_sys_admin(&mut process);
         }
         Ok(process)
     }
