@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 cargo build --release
-install -m 0755 target/release/berth /usr/local/bin/berth
+# berth-guest is the guest agent VMs boot into; berth looks for it beside itself.
+install -m 0755 target/release/berth target/release/berth-guest /usr/local/bin/
 
 if ! berth info >/dev/null 2>&1; then
   mkdir -p /var/log/berth

@@ -61,9 +61,9 @@ fn qemu_processes() -> usize {
 #[test]
 fn a_command_runs_in_a_vm_like_in_a_container() {
     let d = Daemon::with_busybox();
-    // Too little memory for the guest kernel to unpack berth's agent: refused up front, not
-    // a kernel panic at boot.
-    let small = d.fails(&["run", "--vm", "--memory", "96m", "busybox", "true"]);
+    // Too little memory for the guest kernel and berth's agent: refused up front, not a
+    // kernel panic at boot.
+    let small = d.fails(&["run", "--vm", "--memory", "64m", "busybox", "true"]);
     assert!(
         small.contains("needs at least") && small.contains("--memory"),
         "{small}"
@@ -104,6 +104,26 @@ fn a_command_runs_in_a_vm_like_in_a_container() {
     assert_eq!(vm["disks"][0]["format"], "qcow2");
     assert!(vm["disks"][0]["backing"].as_str().unwrap().contains("/vm/bases/"));
     assert!(vm["qmp_socket"].as_str().unwrap().ends_with("qmp.sock"));
+    // The boot berth sets up: the initramfs carries the small guest agent (not berth's whole
+    // binary), and the kernel boots by PVH from the ELF inside Debian's bzImage.
+    let cache = d.state.join("vm");
+    let sizes: Vec<(String, u64)> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    assert!(
+        sizes
+            .iter()
+            .any(|(name, size)| name.starts_with("initramfs-") && *size < 8 << 20),
+        "{sizes:?}"
+    );
+    assert!(sizes.iter().any(|(name, _)| name.starts_with("vmlinux-")), "{sizes:?}");
     // Same image, two isolation levels: the container path gives the same output.
     let container = d.run(&["run", "--rm", "busybox", "sh", "-c", "echo out; exit 3"]);
     assert_eq!(

@@ -42,3 +42,35 @@ pub fn detect_accelerator() -> Accelerator {
         note: note.to_string(),
     }
 }
+
+/// The host's TSC rate in kHz, measured once against the monotonic clock over 20 ms; None
+/// where the TSC is not invariant (its rate then tells a guest nothing) or not x86.
+pub fn host_tsc_khz() -> Option<u64> {
+    static KHZ: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(measure_tsc_khz)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn measure_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+    let invariant = ["constant_tsc", "nonstop_tsc"]
+        .iter()
+        .all(|flag| flags.split_whitespace().any(|f| f == *flag));
+    if !invariant {
+        return None;
+    }
+    // SAFETY: RDTSC has no memory effects; every x86_64 CPU has it.
+    let read = || unsafe { core::arch::x86_64::_rdtsc() };
+    let (start, start_tsc) = (std::time::Instant::now(), read());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (elapsed, ticks) = (start.elapsed(), read().wrapping_sub(start_tsc));
+    let khz = u128::from(ticks) * 1_000_000 / elapsed.as_nanos().max(1);
+    // A rate no CPU has means the measurement went wrong (a migration between sockets).
+    (100_000..=10_000_000).contains(&khz).then_some(khz as u64)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn measure_tsc_khz() -> Option<u64> {
+    None
+}

@@ -1,7 +1,8 @@
 //! What a VM started from a container image boots: the guest kernel taken from Debian's
 //! kernel package (extracted by `scripts/install-deps.sh`) and berth's initramfs, built here
-//! from this very binary (the guest agent), the shared libraries it needs, resize2fs and the
-//! virtio kernel modules. The initramfs is built once per binary and kernel and cached.
+//! from the guest agent (`berth-guest`, installed beside `berth`), the shared libraries it
+//! needs, resize2fs and the virtio kernel modules. The initramfs is built once per agent
+//! binary and kernel and cached.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -108,13 +109,32 @@ fn io_error(e: std::io::Error) -> VmError {
     VmError::Setup(format!("writing the initramfs: {e}"))
 }
 
+/// The file name of the guest agent's binary, looked for beside the running `berth`.
+pub const GUEST_AGENT: &str = "berth-guest";
+
+/// The program the initramfs runs as `/init`: `berth-guest` beside the running binary (about
+/// 1 MB, where berth's own binary is 50), else this running binary itself, which is the same
+/// agent when it finds itself PID 1 (an installation that copied `berth` alone still boots VMs,
+/// only slower: the kernel unpacks every byte of the initramfs under TCG).
+pub fn guest_agent() -> PathBuf {
+    let beside = std::env::current_exe().ok().and_then(|exe| {
+        let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
+        Some(exe.parent()?.join(GUEST_AGENT))
+    });
+    match beside {
+        Some(agent) if agent.is_file() => agent,
+        // This running binary, also when its file was replaced since it started.
+        _ => PathBuf::from(format!("/proc/{}/exe", std::process::id())),
+    }
+}
+
 /// The initramfs for `kernel`, built into `cache_dir` unless it is there already.
 pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmError> {
-    // This running binary, also when its file was replaced since it started.
-    let exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    let exe = guest_agent();
     let meta = fs::metadata(&exe).map_err(|e| VmError::Setup(format!("reading {}: {e}", exe.display())))?;
     let mut hasher = Sha256::new();
     hasher.update(kernel.version.as_bytes());
+    hasher.update(exe.to_string_lossy().as_bytes());
     hasher.update(meta.len().to_le_bytes());
     hasher.update(format!("{:?}", meta.modified().ok()).as_bytes());
     let key = hex::encode(&hasher.finalize()[..8]);

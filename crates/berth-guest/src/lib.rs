@@ -276,6 +276,15 @@ fn log(message: &str) {
     }
 }
 
+/// A mark in the kernel's log at debug level, with the kernel's timestamp: the agent's
+/// phases read beside the kernel's own (`loglevel=8` or `ignore_loglevel` on the command line
+/// shows them on the serial console) when a boot is slow.
+fn boot_phase(phase: &str) {
+    if let Ok(mut kmsg) = OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = kmsg.write_all(format!("<7>berth-agent: {phase}\n").as_bytes());
+    }
+}
+
 fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
     let _ = fs::create_dir_all(target);
     let c = |s: &str| CString::new(s).unwrap_or_default();
@@ -317,7 +326,7 @@ fn wait_for(path: &str, timeout: Duration) -> bool {
         if Path::new(path).exists() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
     false
 }
@@ -334,7 +343,7 @@ fn port_device(name: &str) -> Option<String> {
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
     None
 }
@@ -773,9 +782,13 @@ pub fn guest_init() -> ! {
     let _ = mount("proc", "/proc", "proc", 0, "");
     let _ = mount("sysfs", "/sys", "sysfs", 0, "");
     let _ = mount("devtmpfs", "/dev", "devtmpfs", 0, "");
-    for module in MODULES {
+    // virtio-mmio is microvm's transport; a PCI machine has its devices enumerated by now, and
+    // every module loaded is a signature checked and code translated under TCG.
+    let pci = fs::read_dir("/sys/bus/pci/devices").is_ok_and(|mut d| d.next().is_some());
+    for module in MODULES.iter().filter(|m| !(pci && **m == "virtio_mmio")) {
         load_module(module);
     }
+    boot_phase("modules loaded");
     wait_for("/dev/hvc0", Duration::from_secs(10));
     let mut status_port = StatusPort::open();
     let status = (|| {
@@ -787,10 +800,11 @@ pub fn guest_init() -> ! {
             if Instant::now() > deadline {
                 return Err(io::Error::other("the root and config disks did not appear"));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
         };
         let spec = read_spec(&config_disk)?;
         prepare_root(&spec, &root_disk)?;
+        boot_phase("root mounted");
         if let Some(network) = &spec.network {
             configure_network(network)?;
         }
@@ -799,6 +813,7 @@ pub fn guest_init() -> ! {
         if let Some(device) = port_device(EXEC_PORT) {
             serve_exec(device);
         }
+        boot_phase("starting the command");
         run_main(&spec, &mut status_port)
     })();
     let status = status.unwrap_or_else(|e| {
@@ -809,5 +824,6 @@ pub fn guest_init() -> ! {
         ExitStatus::from_code(if e.kind() == io::ErrorKind::NotFound { 127 } else { 125 })
     });
     status_port.send(&serde_json::to_string(&status).unwrap_or_default());
+    boot_phase("status sent, powering off");
     power_off()
 }
