@@ -109,6 +109,9 @@ fn io_error(e: std::io::Error) -> VmError {
     VmError::Setup(format!("writing the initramfs: {e}"))
 }
 
+/// An agent binary above this size (berth's own, 50 MB) makes a zstd-compressed initramfs.
+const COMPRESS_AGENT_ABOVE: u64 = 16 << 20;
+
 /// The file name of the guest agent's binary, looked for beside the running `berth`.
 pub const GUEST_AGENT: &str = "berth-guest";
 
@@ -150,11 +153,7 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     }
     fs::create_dir_all(cache_dir).map_err(|e| VmError::Setup(format!("creating {}: {e}", cache_dir.display())))?;
     let temp = cache_dir.join(format!("initramfs-{key}.tmp-{}", std::process::id()));
-    let file = fs::File::create(&temp).map_err(io_error)?;
-    // Compressed (the kernel unpacks zstd): the guest holds the archive and its unpacked
-    // files in memory at once while it boots, and berth's binary is most of both.
-    let compressed = zstd::Encoder::new(file, 3).map_err(io_error)?;
-    let mut archive = CpioWriter::new(compressed);
+    let mut archive = CpioWriter::new(Vec::new());
     let mut directories = BTreeSet::new();
     for dir in [
         "dev",
@@ -191,8 +190,16 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
             )?;
         }
     }
-    let mut file = archive.finish().map_err(io_error)?.finish().map_err(io_error)?;
-    file.flush().map_err(io_error)?;
+    let archive = archive.finish().map_err(io_error)?;
+    // The small agent's archive (5 MB) stays uncompressed: unpacking zstd took the guest
+    // 90 ms under TCG, a plain copy 40. berth's own binary as the agent is compressed, since
+    // the guest holds the archive and its unpacked files in memory at once while it boots.
+    let bytes = if meta.len() > COMPRESS_AGENT_ABOVE {
+        zstd::encode_all(archive.as_slice(), 3).map_err(io_error)?
+    } else {
+        archive
+    };
+    fs::write(&temp, bytes).map_err(io_error)?;
     fs::rename(&temp, &path).map_err(|e| VmError::Setup(format!("storing the initramfs: {e}")))?;
     Ok(path)
 }
