@@ -2,8 +2,10 @@
 //! tests/fixtures/debian-disk.sh (debootstrap, Debian's cloud kernel, extlinux; cached between
 //! runs): a "physical disk" on a loop device imported with --allow-device (P2V) boots as a VM;
 //! the VM's disk written back to a second loop device (V2P) boots under plain QEMU without
-//! berth; and the same system with cloud-init takes berth's NoCloud seed (hostname, a file
-//! from user-data, the SSH key). Every boot is watched on the serial console.
+//! berth; the same system with cloud-init takes berth's NoCloud seed (hostname, a file
+//! from user-data, the SSH key); and on a GPT disk with systemd-boot on its EFI System
+//! Partition it boots through OVMF, chosen by berth from the partition table. Every boot is
+//! watched on the serial console.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -193,4 +195,37 @@ fn cloud_init_sets_the_hostname_and_runs_the_user_data() {
     assert!(d.inspect("ci")["address"]["address"].is_string());
     d.ok(&["rm", "-f", "ci"]);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_uefi_operating_system_boots_end_to_end() {
+    // Debian on a GPT disk whose EFI System Partition holds systemd-boot, the kernel and the
+    // initramfs, with no BIOS boot code: only OVMF boots it, and berth has to choose OVMF
+    // from the partition table by itself.
+    let image = debian_disk("uefi");
+    let d = Daemon::start();
+    let imported = d.run(&[
+        "image",
+        "import",
+        "--vm",
+        "--tag",
+        "debian-efi",
+        image.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&imported.stderr).into_owned();
+    assert!(imported.status.success(), "{said}");
+    assert!(said.contains("boots with UEFI (OVMF)"), "{said}");
+    d.ok(&["run", "--vm", "-d", "--name", "efi-os", "--memory", "1g", "debian-efi"]);
+    let started = Instant::now();
+    let console = wait_for_console(&d, "efi-os", &["BERTH-MARKER hostname="], Duration::from_secs(420));
+    eprintln!(
+        "UEFI: OVMF, systemd-boot and Debian reached the marker {:.1} s after start (TCG)",
+        started.elapsed().as_secs_f64()
+    );
+    // The kernel saw EFI firmware (a BIOS boot never prints this).
+    assert!(
+        console.contains("efi: EFI v"),
+        "no EFI firmware in the kernel's log:\n{console}"
+    );
+    d.ok(&["rm", "-f", "efi-os"]);
 }
