@@ -777,7 +777,8 @@ fn run_main(spec: &GuestSpec, status_port: &mut StatusPort) -> io::Result<ExitSt
     child.wait().map(exit_status_of)
 }
 
-/// Entry point when the berth binary runs as `/init` in a VM.
+/// Entry point when `berth-guest` (or berth's own binary, where it is missing) runs as `/init`
+/// in a VM.
 pub fn guest_init() -> ! {
     let _ = mount("proc", "/proc", "proc", 0, "");
     let _ = mount("sysfs", "/sys", "sysfs", 0, "");

@@ -43,12 +43,20 @@ pub fn detect_accelerator() -> Accelerator {
     }
 }
 
-/// The host's TSC rate in kHz, measured once against the monotonic clock over 20 ms; None
-/// where the TSC is not invariant (its rate then tells a guest nothing) or not x86.
+/// The host's TSC rate in kHz, measured once against the monotonic clock (the median of three
+/// 10 ms windows); None where the TSC is not invariant (its rate then tells a guest nothing)
+/// or not x86. Blocks for the measurement the first time.
 pub fn host_tsc_khz() -> Option<u64> {
-    static KHZ: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    *KHZ.get_or_init(measure_tsc_khz)
+    *TSC_KHZ.get_or_init(measure_tsc_khz)
 }
+
+/// The rate if it has been measured already (the driver starts that at its creation): a VM
+/// start never waits for it, and boots without the hint if it is not ready.
+pub fn host_tsc_khz_if_measured() -> Option<u64> {
+    TSC_KHZ.get().copied().flatten()
+}
+
+static TSC_KHZ: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
 
 #[cfg(target_arch = "x86_64")]
 fn measure_tsc_khz() -> Option<u64> {
@@ -62,10 +70,16 @@ fn measure_tsc_khz() -> Option<u64> {
     }
     // SAFETY: RDTSC has no memory effects; every x86_64 CPU has it.
     let read = || unsafe { core::arch::x86_64::_rdtsc() };
-    let (start, start_tsc) = (std::time::Instant::now(), read());
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let (elapsed, ticks) = (start.elapsed(), read().wrapping_sub(start_tsc));
-    let khz = u128::from(ticks) * 1_000_000 / elapsed.as_nanos().max(1);
+    let mut rates: Vec<u128> = (0..3)
+        .map(|_| {
+            let (start, start_tsc) = (std::time::Instant::now(), read());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let (elapsed, ticks) = (start.elapsed(), read().wrapping_sub(start_tsc));
+            u128::from(ticks) * 1_000_000 / elapsed.as_nanos().max(1)
+        })
+        .collect();
+    rates.sort_unstable();
+    let khz = rates[1];
     // A rate no CPU has means the measurement went wrong (a migration between sockets).
     (100_000..=10_000_000).contains(&khz).then_some(khz as u64)
 }

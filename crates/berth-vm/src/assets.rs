@@ -109,6 +109,29 @@ fn io_error(e: std::io::Error) -> VmError {
     VmError::Setup(format!("writing the initramfs: {e}"))
 }
 
+/// Writes a file of the cache whole or not at all: into a temporary name beside it, flushed to
+/// disk, then renamed (a crash or a full disk never leaves a short file under the final name,
+/// which the next start would take as built); the temporary file is removed on failure.
+pub(crate) fn store_cache_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{nanos}", std::process::id()));
+    let temp = path.with_file_name(name);
+    let written = (|| {
+        let mut file = fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
 /// An agent binary above this size (berth's own, 50 MB) makes a zstd-compressed initramfs.
 const COMPRESS_AGENT_ABOVE: u64 = 16 << 20;
 
@@ -137,7 +160,14 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     let meta = fs::metadata(&exe).map_err(|e| VmError::Setup(format!("reading {}: {e}", exe.display())))?;
     let mut hasher = Sha256::new();
     hasher.update(kernel.version.as_bytes());
-    hasher.update(exe.to_string_lossy().as_bytes());
+    // The fallback's /proc/<pid>/exe names a new file at every daemon start: its target is
+    // what stays the same.
+    hasher.update(
+        fs::read_link(&exe)
+            .unwrap_or_else(|_| exe.clone())
+            .to_string_lossy()
+            .as_bytes(),
+    );
     hasher.update(meta.len().to_le_bytes());
     hasher.update(format!("{:?}", meta.modified().ok()).as_bytes());
     let key = hex::encode(&hasher.finalize()[..8]);
@@ -152,7 +182,6 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
         return Ok(path);
     }
     fs::create_dir_all(cache_dir).map_err(|e| VmError::Setup(format!("creating {}: {e}", cache_dir.display())))?;
-    let temp = cache_dir.join(format!("initramfs-{key}.tmp-{}", std::process::id()));
     let mut archive = CpioWriter::new(Vec::new());
     let mut directories = BTreeSet::new();
     for dir in [
@@ -199,7 +228,6 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     } else {
         archive
     };
-    fs::write(&temp, bytes).map_err(io_error)?;
-    fs::rename(&temp, &path).map_err(|e| VmError::Setup(format!("storing the initramfs: {e}")))?;
+    store_cache_file(&path, &bytes).map_err(|e| VmError::Setup(format!("storing the initramfs: {e}")))?;
     Ok(path)
 }

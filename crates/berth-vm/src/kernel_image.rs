@@ -56,9 +56,7 @@ fn extract(kernel: &GuestKernel, cache_dir: &Path) -> Result<Option<PathBuf>, St
         return Ok(None);
     };
     fs::create_dir_all(cache_dir).map_err(|e| format!("creating {}: {e}", cache_dir.display()))?;
-    let temp = cache_dir.join(format!("vmlinux-{key}.tmp-{}", std::process::id()));
-    fs::write(&temp, &elf).map_err(|e| format!("writing {}: {e}", temp.display()))?;
-    fs::rename(&temp, &path).map_err(|e| format!("storing {}: {e}", path.display()))?;
+    crate::assets::store_cache_file(&path, &elf).map_err(|e| format!("storing {}: {e}", path.display()))?;
     Ok(Some(path))
 }
 
@@ -130,14 +128,22 @@ fn lz4_legacy(mut data: &[u8]) -> Result<Vec<u8>, String> {
     while data.len() >= 4 {
         let length = u32_at(data, 0).unwrap_or(0) as usize;
         let Some(block) = data.get(4..4 + length) else {
-            // The appended size: the end of the frame.
-            break;
+            // The end of the frame is the appended size, and nothing else: a short or damaged
+            // payload must not become a short kernel in the cache.
+            if data.len() == 4 && length == out.len() {
+                return Ok(out);
+            }
+            return Err(format!(
+                "lz4 payload: {} bytes after block data, which is not the size of the {} bytes decompressed",
+                data.len(),
+                out.len()
+            ));
         };
         let n = lz4_flex::block::decompress_into(block, &mut buffer).map_err(|e| format!("lz4 payload: {e}"))?;
         out.extend_from_slice(&buffer[..n]);
         data = &data[4 + length..];
     }
-    Ok(out)
+    Err("lz4 payload: it ends without the appended size".into())
 }
 
 #[cfg(test)]
@@ -175,6 +181,26 @@ mod tests {
         }
         payload.extend_from_slice(&(elf.len() as u32).to_le_bytes());
         assert_eq!(uncompressed_payload(&bz_image(&payload)).unwrap(), Some(elf));
+    }
+
+    #[test]
+    fn refuses_a_cut_lz4_payload() {
+        let elf = elf_like();
+        let mut payload = vec![0x02, 0x21, 0x4c, 0x18];
+        for chunk in elf.chunks(150_000) {
+            let block = lz4_flex::block::compress(chunk);
+            payload.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            payload.extend_from_slice(&block);
+        }
+        payload.extend_from_slice(&(elf.len() as u32).to_le_bytes());
+        // The last block cut short: what remains is not the appended size.
+        let cut = &payload[..payload.len() - 100];
+        assert!(uncompressed_payload(&bz_image(cut)).is_err());
+        // A wrong appended size.
+        let mut wrong = payload.clone();
+        let at = wrong.len() - 4;
+        wrong[at..].copy_from_slice(&1u32.to_le_bytes());
+        assert!(uncompressed_payload(&bz_image(&wrong)).is_err());
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub struct DirectBoot {
 pub fn kernel_command_line(details: &VmDetails) -> String {
     let mut line = String::from("console=ttyS0 quiet loglevel=3 panic=-1 reboot=t rdinit=/init cryptomgr.notests");
     if details.accel != "kvm" {
-        if let Some(khz) = crate::accel::host_tsc_khz() {
+        if let Some(khz) = crate::accel::host_tsc_khz_if_measured() {
             line.push_str(&format!(" tsc_early_khz={khz}"));
         }
         line.push_str(" no_timer_check init_on_alloc=0");
@@ -117,11 +117,6 @@ pub fn command_line(
     let mut args: Vec<String> = vec![QEMU.into(), "-name".into(), format!("guest={name},debug-threads=on")];
     let mut machine_arg = if machine == "microvm" {
         "microvm,acpi=on".to_string()
-    } else if details.boot == VmBoot::Image && direct.is_some() {
-        // berth's agent uses virtio devices only: the chipset's SATA controller, SMBus, PS/2
-        // controller and VMware port are devices its kernel would probe (and, under TCG,
-        // emulate) for nothing. Firmware-booted machines keep them: their OS may boot from SATA.
-        format!("{machine},sata=off,smbus=off,i8042=off,vmport=off")
     } else {
         machine.to_string()
     };
@@ -139,16 +134,16 @@ pub fn command_line(
     if details.accel == "kvm" {
         args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
     } else {
-        // A small translation cache keeps qemu's memory down: 32 MiB per vCPU, as much as a
-        // booting guest kernel fills (16 made the boot 15% slower by flushing it; bench/
-        // vm-boot.sh). QEMU 7.2 splits it into regions (8 per possible vCPU) and aborts a vCPU
+        // A small translation cache keeps qemu's memory down: 32 MiB per vCPU (at most 256),
+        // as much as a booting guest kernel fills (16 made the boot 15% slower by flushing it;
+        // bench/vm-boot.sh). QEMU 7.2 splits it into regions (8 per possible vCPU) and aborts a vCPU
         // hot-add when the running vCPUs hold every region (tcg_region_initial_alloc__locked),
         // which a busy guest reaches with 64 MiB: VMs that may hot-add vCPUs get regions big
         // enough not to run out.
         let tb_mib = if details.vcpus.max > details.vcpus.current {
             512
         } else {
-            32 * details.vcpus.max.max(1)
+            (32 * details.vcpus.max.max(1)).min(256)
         };
         args.extend([
             "-accel".into(),
