@@ -16,6 +16,7 @@ fn exported(vm: &ImportedVm) -> Result<String, berth_vm::VmError> {
         boot: VmBoot::Firmware,
         accel: "tcg".into(),
         machine: vm.machine.clone(),
+        minimal_chipset: false,
         vcpus: VcpuCount {
             current: vm.vcpus,
             max: vm.max_vcpus,

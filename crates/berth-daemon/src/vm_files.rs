@@ -686,6 +686,7 @@ impl Engine {
                 boot: VmBoot::Firmware,
                 accel: self.host.accelerator.choice().to_string(),
                 machine: imported.machine.clone(),
+                minimal_chipset: false,
                 vcpus: VcpuCount {
                     current: imported.vcpus,
                     max: imported.max_vcpus,

@@ -383,6 +383,13 @@ pub struct VmDetails {
     /// What the VM's cloud-init seed (a `cidata` disk, made at each start) holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
+    /// A q35 without the chipset's SATA controller, SMBus, PS/2 controller and VMware port
+    /// (VMs booted from container images use virtio only; probing the PS/2 controller cost
+    /// their boot 40 ms under TCG). Recorded rather than derived: a VM started without them
+    /// must find the same devices at a live migration's destination, and one recorded before
+    /// this field existed has them all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub minimal_chipset: bool,
 }
 
 /// cloud-init NoCloud input: the user's user-data and SSH keys. meta-data (instance id,

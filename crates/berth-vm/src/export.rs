@@ -271,6 +271,7 @@ mod tests {
             boot: VmBoot::Firmware,
             accel: "tcg".into(),
             machine: "q35".into(),
+            minimal_chipset: false,
             vcpus: VcpuCount { current: 1, max: 2 },
             cores_per_socket: None,
             memory: VmMemory {

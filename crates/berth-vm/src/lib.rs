@@ -229,6 +229,7 @@ impl VmDriver {
             boot,
             accel: self.accel.choice().to_string(),
             machine: machine.into(),
+            minimal_chipset: boot == VmBoot::Image && machine == "q35",
             vcpus: VcpuCount {
                 current: vcpus,
                 max: max_cpus,

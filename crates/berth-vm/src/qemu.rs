@@ -117,6 +117,8 @@ pub fn command_line(
     let mut args: Vec<String> = vec![QEMU.into(), "-name".into(), format!("guest={name},debug-threads=on")];
     let mut machine_arg = if machine == "microvm" {
         "microvm,acpi=on".to_string()
+    } else if details.minimal_chipset {
+        format!("{machine},sata=off,smbus=off,i8042=off,vmport=off")
     } else {
         machine.to_string()
     };
@@ -284,4 +286,56 @@ pub fn command_line(
         args.extend(bus_device(machine, "virtio", "cidata", 98, false));
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image-booted VM's record as berth wrote it before `minimal_chipset` existed.
+    const OLD_RECORD: &str = r#"{"boot":"image","accel":"tcg","machine":"q35","vcpus":{"current":1,"max":1},
+        "memory":{"current_bytes":268435456,"max_bytes":268435456},"disks":[],"qmp_socket":"/x/qmp.sock"}"#;
+
+    fn machine_of(details: &VmDetails) -> String {
+        let direct = DirectBoot {
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+        };
+        let args = command_line("v", details, &VmPaths::new(Path::new("/x")), Some(&direct), false);
+        let at = args.iter().position(|a| a == "-machine").expect("-machine");
+        args[at + 1].clone()
+    }
+
+    #[test]
+    fn the_recorded_chipset_decides_the_machine_so_migrations_match() {
+        let mut details: VmDetails = serde_json::from_str(OLD_RECORD).unwrap();
+        // Recorded before: the full q35, as its running qemu has it.
+        assert!(!details.minimal_chipset);
+        assert_eq!(machine_of(&details), "q35");
+        details.minimal_chipset = true;
+        assert_eq!(machine_of(&details), "q35,sata=off,smbus=off,i8042=off,vmport=off");
+        // And the field round-trips (absent when false, so older readers see what they knew).
+        let written = serde_json::to_string(&details).unwrap();
+        assert!(written.contains("\"minimal_chipset\":true"), "{written}");
+        details.minimal_chipset = false;
+        assert!(!serde_json::to_string(&details).unwrap().contains("minimal_chipset"));
+    }
+
+    #[test]
+    fn tcg_guests_skip_calibrations_kvm_guests_only_the_self_tests() {
+        let mut details: VmDetails = serde_json::from_str(OLD_RECORD).unwrap();
+        let tcg = kernel_command_line(&details);
+        assert!(
+            tcg.contains("cryptomgr.notests") && tcg.contains("nolapic_timer"),
+            "{tcg}"
+        );
+        details.vcpus.max = 4;
+        assert!(!kernel_command_line(&details).contains("nolapic_timer"));
+        details.accel = "kvm".into();
+        let kvm = kernel_command_line(&details);
+        assert!(
+            kvm.contains("cryptomgr.notests") && !kvm.contains("init_on_alloc"),
+            "{kvm}"
+        );
+    }
 }
