@@ -170,9 +170,8 @@ mod tests {
         elf
     }
 
-    #[test]
-    fn reads_an_lz4_legacy_payload_with_its_appended_size() {
-        let elf = elf_like();
+    /// `lz4 -l` output as the kernel's build makes it: magic, blocks, the size appended.
+    fn lz4_payload(elf: &[u8]) -> Vec<u8> {
         let mut payload = vec![0x02, 0x21, 0x4c, 0x18];
         for chunk in elf.chunks(150_000) {
             let block = lz4_flex::block::compress(chunk);
@@ -180,19 +179,20 @@ mod tests {
             payload.extend_from_slice(&block);
         }
         payload.extend_from_slice(&(elf.len() as u32).to_le_bytes());
+        payload
+    }
+
+    #[test]
+    fn reads_an_lz4_legacy_payload_with_its_appended_size() {
+        let elf = elf_like();
+        let payload = lz4_payload(&elf);
         assert_eq!(uncompressed_payload(&bz_image(&payload)).unwrap(), Some(elf));
     }
 
     #[test]
     fn refuses_a_cut_lz4_payload() {
         let elf = elf_like();
-        let mut payload = vec![0x02, 0x21, 0x4c, 0x18];
-        for chunk in elf.chunks(150_000) {
-            let block = lz4_flex::block::compress(chunk);
-            payload.extend_from_slice(&(block.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&block);
-        }
-        payload.extend_from_slice(&(elf.len() as u32).to_le_bytes());
+        let payload = lz4_payload(&elf);
         // The last block cut short: what remains is not the appended size.
         let cut = &payload[..payload.len() - 100];
         assert!(uncompressed_payload(&bz_image(cut)).is_err());
