@@ -135,6 +135,25 @@ pub(crate) fn store_cache_file(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 /// An agent binary above this size (berth's own, 50 MB) makes a zstd-compressed initramfs.
 const COMPRESS_AGENT_ABOVE: u64 = 16 << 20;
 
+/// The path of the running berth binary, as the kernel names it (without the " (deleted)" it
+/// adds once the file was replaced, by an upgrade, since the process started).
+pub fn running_binary() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)")))
+}
+
+/// A cache file's key: `label` and the identity of `file` (its path, size and modification
+/// time), 16 hex digits. A rebuilt or replaced file gets a new key, so the cache never serves
+/// what was made from an older one.
+pub(crate) fn cache_key(label: &str, file: &Path, meta: &fs::Metadata) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(label.as_bytes());
+    hasher.update(file.to_string_lossy().as_bytes());
+    hasher.update(meta.len().to_le_bytes());
+    hasher.update(format!("{:?}", meta.modified().ok()).as_bytes());
+    hex::encode(&hasher.finalize()[..8])
+}
+
 /// The file name of the guest agent's binary, looked for beside the running `berth`.
 pub const GUEST_AGENT: &str = "berth-guest";
 
@@ -143,10 +162,9 @@ pub const GUEST_AGENT: &str = "berth-guest";
 /// agent when it finds itself PID 1 (an installation that copied `berth` alone still boots VMs,
 /// only slower: the kernel unpacks every byte of the initramfs under TCG).
 pub fn guest_agent() -> PathBuf {
-    let beside = std::env::current_exe().ok().and_then(|exe| {
-        let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
-        Some(exe.parent()?.join(GUEST_AGENT))
-    });
+    let beside = running_binary()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(GUEST_AGENT)));
     match beside {
         Some(agent) if agent.is_file() => agent,
         // This running binary, also when its file was replaced since it started.
@@ -158,19 +176,13 @@ pub fn guest_agent() -> PathBuf {
 pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmError> {
     let exe = guest_agent();
     let meta = fs::metadata(&exe).map_err(|e| VmError::Setup(format!("reading {}: {e}", exe.display())))?;
-    let mut hasher = Sha256::new();
-    hasher.update(kernel.version.as_bytes());
     // The fallback's /proc/<pid>/exe names a new file at every daemon start: its target is
     // what stays the same.
-    hasher.update(
-        fs::read_link(&exe)
-            .unwrap_or_else(|_| exe.clone())
-            .to_string_lossy()
-            .as_bytes(),
+    let key = cache_key(
+        &kernel.version,
+        &fs::read_link(&exe).unwrap_or_else(|_| exe.clone()),
+        &meta,
     );
-    hasher.update(meta.len().to_le_bytes());
-    hasher.update(format!("{:?}", meta.modified().ok()).as_bytes());
-    let key = hex::encode(&hasher.finalize()[..8]);
     let path = cache_dir.join(format!("initramfs-{key}.img"));
     if path.exists() {
         return Ok(path);

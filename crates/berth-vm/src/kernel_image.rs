@@ -11,8 +11,6 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::assets::GuestKernel;
 
 /// The ELF kernel for `kernel`, extracted into `cache_dir` once; None when it cannot be booted
@@ -28,21 +26,11 @@ pub fn pvh_kernel(kernel: &GuestKernel, cache_dir: &Path) -> Option<PathBuf> {
 }
 
 fn extract(kernel: &GuestKernel, cache_dir: &Path) -> Result<Option<PathBuf>, String> {
-    let config = kernel.vmlinuz.with_file_name(format!("config-{}", kernel.version));
-    // Without the PVH entry QEMU refuses the ELF; Debian ships the build's config beside it.
-    let pvh = fs::read_to_string(&config)
-        .map(|text| text.lines().any(|line| line == "CONFIG_PVH=y"))
-        .unwrap_or(false);
-    if !pvh {
-        return Ok(None);
-    }
     let meta = fs::metadata(&kernel.vmlinuz).map_err(|e| format!("reading {}: {e}", kernel.vmlinuz.display()))?;
-    let mut hasher = Sha256::new();
-    hasher.update(kernel.vmlinuz.to_string_lossy().as_bytes());
-    hasher.update(meta.len().to_le_bytes());
-    hasher.update(format!("{:?}", meta.modified().ok()).as_bytes());
-    let key = hex::encode(&hasher.finalize()[..8]);
+    let key = crate::assets::cache_key("", &kernel.vmlinuz, &meta);
     let path = cache_dir.join(format!("vmlinux-{}-{key}", kernel.version));
+    // Extracted only from a kernel that can boot by PVH: a cached file says it can, and the
+    // start that finds it reads nothing else.
     if path.exists() {
         return Ok(Some(path));
     }
@@ -50,6 +38,14 @@ fn extract(kernel: &GuestKernel, cache_dir: &Path) -> Result<Option<PathBuf>, St
     let _extracting = EXTRACTING.lock().unwrap_or_else(|e| e.into_inner());
     if path.exists() {
         return Ok(Some(path));
+    }
+    let config = kernel.vmlinuz.with_file_name(format!("config-{}", kernel.version));
+    // Without the PVH entry QEMU refuses the ELF; Debian ships the build's config beside it.
+    let pvh = fs::read_to_string(&config)
+        .map(|text| text.lines().any(|line| line == "CONFIG_PVH=y"))
+        .unwrap_or(false);
+    if !pvh {
+        return Ok(None);
     }
     let image = fs::read(&kernel.vmlinuz).map_err(|e| format!("reading {}: {e}", kernel.vmlinuz.display()))?;
     let Some(elf) = uncompressed_payload(&image)? else {

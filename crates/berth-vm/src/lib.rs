@@ -911,8 +911,7 @@ impl InstanceDriver for VmDriver {
             uid: user.uid,
             gid: user.gid,
         };
-        let exe = std::env::current_exe().map_err(host_error("locating berth"))?;
-        let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
+        let exe = assets::running_binary().map_err(host_error("locating berth"))?;
         let exec_socket = Path::new(&vm.qmp_socket).with_file_name("exec.sock");
         Ok(SupervisorConfig {
             workload: Workload::Process {
