@@ -26,9 +26,20 @@ dd if=/dev/urandom of="$work/full.raw" bs=4M count=512 status=none
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", (b - a) / 1e9}'; }
+minimum() { printf '%s\n' "$@" | sort -n | head -n 1; }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
 
-printf '%-12s %-6s %10s %10s %7s\n' "disk" "copy" "berth s" "peer s" "ratio"
+printf '%-12s %-6s %10s %10s %10s %10s %7s\n' "disk" "copy" "berth s" "(min)" "peer s" "(min)" "ratio"
+report() {
+  local case=$1 copy=$2; shift 2
+  local -a ours=() theirs=()
+  while [ "$1" != -- ]; do ours+=("$1"); shift; done; shift
+  theirs=("$@")
+  local a b
+  a=$(median "${ours[@]}"); b=$(median "${theirs[@]}")
+  printf '%-12s %-6s %10.2f %10.2f %10.2f %10.2f %7s\n' "$case" "$copy" "$a" "$(minimum "${ours[@]}")" \
+    "$b" "$(minimum "${theirs[@]}")" "$(ratio "$a" "$b")"
+}
 for case in empty full; do
   source_file=$debian
   [ "$case" = full ] && source_file=$work/full.raw
@@ -37,25 +48,26 @@ for case in empty full; do
   dst=$(losetup --find --show "$work/target.img"); loops+=("$dst")
   p2v=() qimg=() v2p=() ddt=()
   for round in $(seq "$rounds"); do
-    t=$(now); "$BERTH" image import --vm --allow-device --tag "p2v-$case-$round" "$src" >/dev/null 2>&1; p2v+=("$(since "$t")")
-    t=$(now); qemu-img convert -f raw -O qcow2 "$src" "$work/peer.qcow2"; qimg+=("$(since "$t")")
+    # Each copy starts with nothing dirty: neither pays for the other's writeback. The import
+    # is a fresh one each round (the previous round's stored copy removed), as the peer's is.
+    "$BERTH" image rm "p2v-$case-$((round - 1))" >/dev/null 2>&1 || true
+    sync; t=$(now); "$BERTH" image import --vm --allow-device --tag "p2v-$case-$round" "$src" >/dev/null 2>&1; p2v+=("$(since "$t")")
+    sync; t=$(now); qemu-img convert -f raw -O qcow2 "$src" "$work/peer.qcow2"; qimg+=("$(since "$t")")
     rm -f "$work/peer.qcow2"
   done
-  "$BERTH" create --vm --name "v2p-$case" "p2v-$case-1" >/dev/null 2>&1
+  "$BERTH" create --vm --name "v2p-$case" "p2v-$case-$rounds" >/dev/null 2>&1
   for round in $(seq "$rounds"); do
-    t=$(now); "$BERTH" vm export --format raw --force --to "$dst" "v2p-$case" >/dev/null; v2p+=("$(since "$t")")
-    t=$(now); dd if="$source_file" of="$dst" bs=4M conv=fsync status=none; ddt+=("$(since "$t")")
+    sync; t=$(now); "$BERTH" vm export --format raw --force --to "$dst" "v2p-$case" >/dev/null; v2p+=("$(since "$t")")
+    sync; t=$(now); dd if="$source_file" of="$dst" bs=4M conv=fsync status=none; ddt+=("$(since "$t")")
   done
-  a=$(median "${p2v[@]}"); b=$(median "${qimg[@]}")
-  printf '%-12s %-6s %10.2f %10.2f %7s\n' "$case" "P2V" "$a" "$b" "$(ratio "$a" "$b")"
-  a=$(median "${v2p[@]}"); b=$(median "${ddt[@]}")
-  printf '%-12s %-6s %10.2f %10.2f %7s\n' "$case" "V2P" "$a" "$b" "$(ratio "$a" "$b")"
+  report "$case" P2V "${p2v[@]}" -- "${qimg[@]}"
+  report "$case" V2P "${v2p[@]}" -- "${ddt[@]}"
   losetup -d "$src" "$dst"; loops=()
 done
 
 # Boot of the imported Debian system to its marker (the console line berth-marker writes).
 t=$(now)
-"$BERTH" run --vm -d --name boot --memory 1g p2v-empty-1 >/dev/null 2>&1
+"$BERTH" run --vm -d --name boot --memory 1g p2v-empty-$rounds >/dev/null 2>&1
 until "$BERTH" logs boot 2>/dev/null | grep -q BERTH-MARKER; do sleep 0.2; done
 printf 'imported Debian to its console marker: %.1f s (%s)\n' "$(since "$t")" \
   "$("$BERTH" inspect boot | python3 -c 'import json,sys; print(json.load(sys.stdin)["vm"]["accel"])')"

@@ -25,6 +25,9 @@ use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 use crate::networks::AddressClaim;
 
+/// Threads that digest an imported disk (beside qemu-img converting it).
+const DIGEST_THREADS: usize = 2;
+
 /// Runs blocking disk work (qemu-img, reading headers) off the async runtime.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, berth_vm::VmError> + Send + 'static,
@@ -534,11 +537,49 @@ impl Engine {
         let result = blocking(
             move || {
                 let mut progress = progress;
-                disk_source::convert_with_progress(&source, &temp_for_task, compress, &mut *progress)?;
+                let started = std::time::Instant::now();
+                // A raw source (a device, a whole-disk image) is digested while qemu-img
+                // converts it: both read it once side by side through the page cache. Other
+                // formats are digested as stored, after the conversion.
+                let raw_source = source_format == DiskFormat::Raw;
+                let timed = |started: std::time::Instant| started.elapsed().as_millis() as u64;
+                let ((converted, convert_ms), source_digest) = std::thread::scope(|scope| {
+                    let digest = raw_source.then(|| {
+                        scope.spawn(|| {
+                            let started = std::time::Instant::now();
+                            let digest = berth_vm::disk_digest::chunked_sha256(&source.path, DIGEST_THREADS);
+                            (digest, timed(started))
+                        })
+                    });
+                    let converted =
+                        disk_source::convert_with_progress(&source, &temp_for_task, compress, &mut *progress);
+                    let convert_ms = timed(started);
+                    let digest = digest.map(|worker| {
+                        worker
+                            .join()
+                            .unwrap_or_else(|_| (Err(berth_vm::VmError::Disk("the digest thread panicked".into())), 0))
+                    });
+                    ((converted, convert_ms), digest)
+                });
+                converted?;
+                let (digest, digest_ms) = match source_digest {
+                    Some((digest, digest_ms)) => (digest?, digest_ms),
+                    None => {
+                        let after = std::time::Instant::now();
+                        (
+                            berth_vm::disk_digest::chunked_sha256(&temp_for_task, DIGEST_THREADS)?,
+                            timed(after),
+                        )
+                    }
+                };
                 let converted = berth_vm::disk::info(&temp_for_task, "qcow2")?;
                 // The firmware a physical machine would use for it, unless told.
                 let firmware = match firmware {
                     Some(chosen) => chosen,
+                    None if raw_source => {
+                        berth_vm::firmware::detect(&berth_vm::firmware::read_head(&source.path, "raw", &temp_for_task)?)
+                            .to_string()
+                    }
                     None => {
                         let head = berth_vm::firmware::read_head(
                             &temp_for_task,
@@ -548,14 +589,12 @@ impl Engine {
                         berth_vm::firmware::detect(&head).to_string()
                     }
                 };
-                let digest = {
-                    use sha2::Digest;
-                    let mut hasher = sha2::Sha256::new();
-                    let mut file =
-                        std::fs::File::open(&temp_for_task).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
-                    std::io::copy(&mut file, &mut hasher).map_err(|e| berth_vm::VmError::Disk(e.to_string()))?;
-                    hex::encode(hasher.finalize())
-                };
+                tracing::debug!(
+                    convert_ms,
+                    digest_ms,
+                    total_ms = timed(started),
+                    "disk import phases (a raw source is digested while it converts)"
+                );
                 Ok((digest, converted.virtual_size, firmware))
             },
             "path",
@@ -569,7 +608,14 @@ impl Engine {
             }
         };
         let stored = disks.join(format!("{digest}.qcow2"));
-        std::fs::rename(&temp, &stored).map_err(|e| EngineError::internal(format!("storing the disk: {e}")))?;
+        if stored.exists() {
+            // The same content is stored already (its digest names it): keep that file. A
+            // rename over it would also make ext4 write the new copy out first (its
+            // replace-via-rename safeguard), 0.4 s for 600 MB here.
+            let _ = std::fs::remove_file(&temp);
+        } else {
+            std::fs::rename(&temp, &stored).map_err(|e| EngineError::internal(format!("storing the disk: {e}")))?;
+        }
         let size = std::fs::metadata(&stored).map(|m| m.len()).unwrap_or(0);
         let record = ImageRecord {
             id: format!("sha256:{digest}"),

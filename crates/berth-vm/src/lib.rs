@@ -12,6 +12,7 @@ pub mod assets;
 pub mod cloud_init;
 pub mod cpio;
 pub mod disk;
+pub mod disk_digest;
 pub mod disk_source;
 pub mod exec_client;
 pub mod export;
