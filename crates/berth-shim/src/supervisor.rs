@@ -640,6 +640,9 @@ impl Supervisor {
         open
     }
 
+    // Not inlined: its 32 KiB buffer then lives below the event loop's frame, in stack pages
+    // an idle supervisor gives back (`release_unused_stack`), not inside that frame.
+    #[inline(never)]
     fn read_output_chunks(&mut self, offset: usize) -> bool {
         let mut buffer = [0u8; 32 * 1024];
         loop {
@@ -670,6 +673,8 @@ impl Supervisor {
         }
     }
 
+    // Not inlined, for its 16 KiB buffer (see `read_output_chunks`).
+    #[inline(never)]
     fn read_client(&mut self, offset: usize) {
         let mut buffer = [0u8; 16 * 1024];
         loop {

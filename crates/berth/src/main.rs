@@ -47,6 +47,16 @@ fn main() -> ExitCode {
     if std::process::id() == 1 && std::env::args().next().is_some_and(|a| a.ends_with("init")) {
         berth_vm::agent::guest_init();
     }
+    // The daemon starts each instance's supervisor as exactly `berth supervise CONFIG`. It
+    // skips the CLI parser: building clap's command tree (every flag with its help) took the
+    // supervisor's heap to 560 KiB, and what stayed live after it was freed sat scattered
+    // over those pages for the supervisor's whole life.
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(command), Some(config), None) = (args.next(), args.next(), args.next()) {
+        if command == "supervise" && !config.to_string_lossy().starts_with('-') {
+            return ExitCode::from(supervise(std::path::Path::new(&config)) as u8);
+        }
+    }
     let cli = Cli::parse();
     let remote = cli.remote.clone();
     match cli.command {
