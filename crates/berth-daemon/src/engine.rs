@@ -835,15 +835,18 @@ impl Engine {
     /// Learns how a started instance ends, in a task of its own.
     pub(crate) fn watch_exit(self: &Arc<Self>, id: String, socket: PathBuf, exit_path: PathBuf) {
         let engine = self.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let health = engine.watch_health(&id);
             let record = match client::wait(&socket).await {
                 Ok(record) => Some(record),
                 Err(_) => ExitRecord::read(&exit_path),
             };
             health.abort();
-            engine.on_exit(&id, record).await;
-        });
+            // Boxed: the exit's handling is a large future, and this task waits for the
+            // whole life of the instance (a thousand instances held 6 KiB each for it).
+            Box::pin(engine.on_exit(&id, record)).await;
+        };
+        tokio::spawn(task);
     }
 
     pub(crate) async fn on_exit(self: &Arc<Self>, id: &str, record: Option<ExitRecord>) {

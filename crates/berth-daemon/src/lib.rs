@@ -15,6 +15,7 @@ pub mod exec_sessions;
 pub mod extract;
 pub mod failover;
 pub mod health;
+pub mod heap;
 pub mod host;
 pub mod https;
 pub mod identity;
@@ -175,6 +176,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
+    heap::spawn_trimmer();
     let (store, local_store) = open_stores(&config).await?;
     if config.cluster.is_some() {
         // Instances of this host from before it joined would be invisible to the cluster

@@ -91,7 +91,9 @@ pub async fn attach(socket: &Path, stdin: bool) -> Result<UnixStream, ClientErro
 /// saying (read the exit file then).
 pub async fn wait(socket: &Path) -> Result<ExitRecord, ClientError> {
     let stream = send(socket, &Request::Wait).await?;
-    let mut reader = BufReader::new(stream);
+    // One short line comes, at the end of the instance's life: the daemon holds one of
+    // these per running instance, so not the default 8 KiB buffer.
+    let mut reader = BufReader::with_capacity(512, stream);
     let mut line = String::new();
     match reader.read_line(&mut line).await {
         Ok(0) => Err(ClientError::Closed),

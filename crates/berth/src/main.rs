@@ -264,6 +264,7 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("--labels: {e}"))?,
         });
     }
+    berth_daemon::heap::use_one_arena();
     // Two workers: the API is I/O-bound and the heavy work (unpacking) runs on blocking threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
