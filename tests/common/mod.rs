@@ -556,12 +556,18 @@ fn refused_start(state: &Path, socket: &Path, config: &Path, log: &Path) -> Stri
     errors[0].to_string()
 }
 
-/// How many mounts lie under `dir` (what a test's daemon left mounted).
+/// How many mounts lie under `dir` (what a test's daemon left mounted). The daemon's own
+/// bind of its `instances` directory (berth_container::mount_view) is not one.
 pub fn mounts_under(dir: &Path) -> usize {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains(dir.to_str().unwrap()))
+        .filter(|l| {
+            !l.split(' ')
+                .nth(4)
+                .is_some_and(|point| point.ends_with("/state/instances"))
+        })
         .count()
 }
 

@@ -3,6 +3,7 @@
 //! libcontainer workloads run under a berth supervisor.
 
 pub mod cgroups;
+pub mod mount_view;
 pub mod rootfs;
 pub mod seccomp;
 pub mod seccomp_program;

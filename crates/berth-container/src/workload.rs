@@ -208,14 +208,22 @@ impl Workload for ContainerWorkload {
             filter: SeccompFilter::of(&spec, &self.bundle)?,
         };
         let builder = builder_with_stdio(&self.container_id, &self.runtime_root, stdio, executor)?;
-        let container = with_container_umask(|| {
+        // Created where the other containers' mounts are out of sight (see mount_view).
+        let view = match self.bundle.parent() {
+            Some(instance_dir) => crate::mount_view::enter(instance_dir)?,
+            None => None,
+        };
+        let created = with_container_umask(|| {
             builder
                 .as_init(&self.bundle)
                 .with_systemd(false)
                 .with_detach(true)
                 .build()
-        })
-        .map_err(|e| format!("creating the container: {e}"))?;
+        });
+        if let Some(view) = view {
+            view.leave()?;
+        }
+        let container = created.map_err(|e| format!("creating the container: {e}"))?;
         make_runtime_state_private(&self.runtime_root.join(&self.container_id));
         self.container = Some(container);
         Ok(())

@@ -177,6 +177,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .with_context(|| format!("making {} private", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
     heap::spawn_trimmer();
+    match berth_container::mount_view::prepare_instances_dir(&state_dir.join("instances")) {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(
+            "instances of an older berth are mounted: containers are created in the host's mount namespace until they stop and the daemon restarts"
+        ),
+        Err(e) => tracing::warn!(error = %e, "making the instances directory a mount of its own; containers are created in the host's mount namespace"),
+    }
     let (store, local_store) = open_stores(&config).await?;
     if config.cluster.is_some() {
         // Instances of this host from before it joined would be invisible to the cluster
