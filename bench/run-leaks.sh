@@ -23,7 +23,8 @@ count() {
   case $1 in
     veths) ip -o link show master "$bridge" 2>/dev/null | wc -l ;;
     netns) find "$work/state/netns" -mindepth 1 2>/dev/null | wc -l ;;
-    mounts) grep -c " $work" /proc/self/mountinfo || true ;;
+    # Not the daemon's own bind of its instances directory (made once at start-up).
+    mounts) grep " $work" /proc/self/mountinfo | grep -vc " $work/state/instances " || true ;;
     cgroups) find /sys/fs/cgroup/*/"${parent:-berth-none}" -mindepth 1 -type d 2>/dev/null | wc -l ;;
     instances) find "$work/state/instances" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l ;;
     runtime) find "$work/state/rt" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l ;;
