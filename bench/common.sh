@@ -61,5 +61,23 @@ bench_cleanup() {
   "${PODMAN[@]}" rm -af -t 0 >/dev/null 2>&1 || true
   "${PODMAN[@]}" rmi -af >/dev/null 2>&1 || true
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  # The daemon keeps its default bridge, chains and cgroup parents across restarts, as a host
+  # should; a bench's throwaway daemon leaves nothing (left, they pile up run after run).
+  local tag table chains chain
+  tag=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("tag") or "")' \
+    "$work/state/node.json" 2>/dev/null || true)
+  if [ -n "$tag" ]; then
+    ip link del "bb-$tag" 2>/dev/null || true
+    for table in filter nat; do
+      iptables -t "$table" -S 2>/dev/null | grep -- "-j BERTH-$tag-" | sed 's/^-A/-D/' |
+        while read -r rule; do read -ra words <<<"$rule"; iptables -t "$table" "${words[@]}" 2>/dev/null || true; done
+      chains=$(iptables -t "$table" -S 2>/dev/null | awk -v p="BERTH-$tag-" '$1 == "-N" && index($2, p) == 1 {print $2}')
+      for chain in $chains; do iptables -t "$table" -F "$chain" 2>/dev/null || true; done
+      for chain in $chains; do iptables -t "$table" -X "$chain" 2>/dev/null || true; done
+    done
+    for chain in /sys/fs/cgroup/*/"berth-$tag"; do
+      [ -d "$chain" ] && find "$chain" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+  fi
   rm -rf "$work"
 }
