@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use berth_model::api::{AllocationSummary, LimitsRequest};
 use berth_model::quantity::{ByteSize, LimitSetting, MilliCpus};
 use berth_model::{Instance, InstanceKind, Limits, Requests};
-use berth_store::Store;
+use berth_store::{InstanceFootprint, Store};
 
 use crate::error::{EngineError, EngineResult};
 
@@ -30,6 +30,14 @@ impl Reservation {
             millicpus: instance.reserved_cpus().0,
             memory_bytes: instance.reserved_memory_bytes(),
             instance_storage_bytes: instance.spec.instance_storage_bytes.iter().sum(),
+        }
+    }
+
+    pub fn of_footprint(footprint: &InstanceFootprint) -> Self {
+        Reservation {
+            millicpus: footprint.requests.held_cpus(&footprint.limits).0,
+            memory_bytes: footprint.requests.held_memory_bytes(&footprint.limits),
+            instance_storage_bytes: footprint.instance_storage_bytes.iter().sum(),
         }
     }
 }
@@ -82,14 +90,14 @@ impl Admission {
 
     /// Reservations and limits of active instances (other than `except`) and of claims in
     /// flight, against what the host offers under the overcommit ratios.
-    pub fn summary(&self, instances: &[Instance], except: Option<&str>) -> AllocationSummary {
+    pub fn summary(&self, instances: &[InstanceFootprint], except: Option<&str>) -> AllocationSummary {
         let capacity_millicpus = (self.host_cpus as f64 * 1000.0 * self.cpu_overcommit) as u64;
         let capacity_memory_bytes = (self.host_memory_bytes as f64 * self.memory_overcommit) as u64;
         let (mut millicpus, mut memory_bytes) = (0u64, 0u64);
         let (mut limit_millicpus, mut limit_memory_bytes) = (0u64, 0u64);
         let mut unlimited_instances = 0;
         let mut instance_storage_bytes = 0u64;
-        let active: Vec<&Instance> = instances
+        let active: Vec<&InstanceFootprint> = instances
             .iter()
             .filter(|i| i.state.is_active() && Some(i.id.as_str()) != except)
             .collect();
@@ -98,7 +106,7 @@ impl Admission {
             // A running instance growing (`update`) holds a claim for its new size while the
             // store still shows the old one: count the larger, or a concurrent start would
             // see only the old size.
-            let mut reserved = Reservation::of(instance);
+            let mut reserved = Reservation::of_footprint(instance);
             if let Some(claimed) = claims.get(&instance.id) {
                 reserved.millicpus = reserved.millicpus.max(claimed.millicpus);
                 reserved.memory_bytes = reserved.memory_bytes.max(claimed.memory_bytes);
@@ -148,7 +156,7 @@ impl Admission {
         verb: &str,
     ) -> EngineResult<Claim> {
         let _gate = self.gate.lock().await;
-        let mut instances = store.list_instances().await?;
+        let mut instances = store.instance_footprints().await?;
         if let Some(node) = &self.only_node {
             instances.retain(|i| &i.node == node);
         }

@@ -1700,7 +1700,8 @@ impl Engine {
 
     /// What `instances` reserve and may use, against this host's capacity.
     pub(crate) fn allocation(&self, instances: &[Instance]) -> berth_model::api::AllocationSummary {
-        let mut summary = self.admission.summary(instances, None);
+        let footprints: Vec<berth_store::InstanceFootprint> = instances.iter().map(Into::into).collect();
+        let mut summary = self.admission.summary(&footprints, None);
         // Instance stores are files under the state directory.
         summary.capacity_instance_storage_bytes = berth_storage::file_system_bytes(&self.config.state_dir).unwrap_or(0);
         summary

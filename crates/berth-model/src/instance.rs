@@ -472,15 +472,27 @@ impl Instance {
         short_id(&self.id)
     }
 
-    /// CPU held against the host's capacity while active: the request. Records from before
-    /// requests existed are charged their limit, as they were when they were admitted.
+    /// CPU held against the host's capacity while active (`Requests::held_cpus`).
     pub fn reserved_cpus(&self) -> MilliCpus {
-        self.requests.cpus.or(self.limits.cpus).unwrap_or(MilliCpus(0))
+        self.requests.held_cpus(&self.limits)
     }
 
-    /// Memory held against the host's capacity while active; as `reserved_cpus`.
+    /// Memory held against the host's capacity while active (`Requests::held_memory_bytes`).
     pub fn reserved_memory_bytes(&self) -> u64 {
-        self.requests.memory_bytes.or(self.limits.memory_bytes).unwrap_or(0)
+        self.requests.held_memory_bytes(&self.limits)
+    }
+}
+
+impl Requests {
+    /// CPU held against the host's capacity while active: the request. Records from before
+    /// requests existed are charged their limit, as they were when they were admitted.
+    pub fn held_cpus(&self, limits: &Limits) -> MilliCpus {
+        self.cpus.or(limits.cpus).unwrap_or(MilliCpus(0))
+    }
+
+    /// Memory held against the host's capacity while active; as `held_cpus`.
+    pub fn held_memory_bytes(&self, limits: &Limits) -> u64 {
+        self.memory_bytes.or(limits.memory_bytes).unwrap_or(0)
     }
 }
 

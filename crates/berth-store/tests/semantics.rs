@@ -76,6 +76,7 @@ on_both_backends!(
     values_over_the_limit_are_refused,
     lists_are_paged_at_one_revision,
     a_late_watcher_catches_up_past_the_message_limit,
+    footprints_read_what_the_full_records_say,
 );
 
 fn volume(name: &str, size_bytes: u64) -> Volume {
@@ -744,4 +745,29 @@ async fn etcd_over_tls_with_a_client_certificate() {
         assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
         assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     }
+}
+
+/// What admission reads without decoding whole records is what the whole records say.
+async fn footprints_read_what_the_full_records_say(f: Fixture) {
+    let store = &f.store;
+    let mut running = instance(&id(1), "running");
+    running.state = berth_model::InstanceState::Running;
+    running.requests.cpus = Some(berth_model::quantity::MilliCpus(250));
+    running.spec.instance_storage_bytes = vec![1 << 30, 2 << 30];
+    running.node = "node-b".into();
+    store.insert_instance(&running).await.unwrap();
+    store.insert_instance(&instance(&id(2), "created")).await.unwrap();
+    let mut footprints = store.instance_footprints().await.unwrap();
+    footprints.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected: Vec<berth_store::InstanceFootprint> = store
+        .list_instances()
+        .await
+        .unwrap()
+        .iter()
+        .map(Into::into)
+        .collect();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(footprints, expected);
+    assert_eq!(footprints[0].state, berth_model::InstanceState::Running);
+    assert_eq!(footprints[0].instance_storage_bytes, vec![1 << 30, 2 << 30]);
 }
