@@ -759,13 +759,8 @@ async fn footprints_read_what_the_full_records_say(f: Fixture) {
     store.insert_instance(&instance(&id(2), "created")).await.unwrap();
     let mut footprints = store.instance_footprints().await.unwrap();
     footprints.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut expected: Vec<berth_store::InstanceFootprint> = store
-        .list_instances()
-        .await
-        .unwrap()
-        .iter()
-        .map(Into::into)
-        .collect();
+    let mut expected: Vec<berth_store::InstanceFootprint> =
+        store.list_instances().await.unwrap().iter().map(Into::into).collect();
     expected.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(footprints, expected);
     assert_eq!(footprints[0].state, berth_model::InstanceState::Running);
