@@ -45,9 +45,11 @@ impl ContainerDriver {
     ) -> Result<Self, DriverError> {
         fs::create_dir_all(&runtime_root)
             .map_err(|e| DriverError::host(format!("creating {}", runtime_root.display()), e))?;
+        let cgroups = Cgroups::detect(cgroup_parent)?;
+        cgroups.prepare_cpuset_parent();
         Ok(ContainerDriver {
             images,
-            cgroups: Cgroups::detect(cgroup_parent)?,
+            cgroups,
             runtime_root,
             netns_dir,
             seccomp_programs: Default::default(),

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use berth_model::node::Node;
 use berth_model::Instance;
 use berth_store::{
-    Lease, LeaseId, RangePage, RangeRequest, Revision, Snapshot, StateStore, StoreResult, Txn, WatchStream,
+    Lease, LeaseId, RangePage, RangeRequest, Revision, Snapshot, StateStore, StoreResult, Txn, WatchEvent, WatchStream,
 };
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -449,6 +449,13 @@ impl StateStore for TimedStore {
         let began = Instant::now();
         let result = self.inner.txn(txn).await;
         self.record("txn", began, &result);
+        result
+    }
+
+    async fn changes_since(&self, prefix: &str, after: Revision) -> StoreResult<Option<(Vec<WatchEvent>, Revision)>> {
+        let began = Instant::now();
+        let result = self.inner.changes_since(prefix, after).await;
+        self.record("changes", began, &result);
         result
     }
 

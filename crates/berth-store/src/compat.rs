@@ -109,6 +109,7 @@ impl Store {
                 prefix: format!("{}{}", keys::INSTANCES, key.to_ascii_lowercase()),
                 // Two keys per instance: four keys show whether a second one matches.
                 limit: 4,
+                keys_only: true,
                 ..Default::default()
             })
             .await?;

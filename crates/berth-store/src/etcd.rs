@@ -172,6 +172,7 @@ impl EtcdStore {
             .range(RangeRequest {
                 prefix: crate::keys::META.to_string(),
                 limit: 1,
+                keys_only: true,
                 ..RangeRequest::default()
             })
             .await
@@ -372,6 +373,9 @@ impl StateStore for EtcdStore {
         if let Some(revision) = request.revision {
             options = options.with_revision(revision as i64);
         }
+        if request.keys_only {
+            options = options.with_keys_only();
+        }
         let response = self
             .read(|mut client| {
                 let (start, options) = (start.clone(), options.clone());
@@ -455,6 +459,7 @@ impl StateStore for EtcdStore {
                 self.range(RangeRequest {
                     prefix: prefix.to_string(),
                     limit: 1,
+                    keys_only: true,
                     ..RangeRequest::default()
                 })
                 .await?

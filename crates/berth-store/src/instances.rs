@@ -12,55 +12,6 @@ use crate::records::{decode, Record, Versioned};
 use crate::store::{versioned, RecordTxn, Store};
 use crate::{keys, StoreError, StoreResult};
 
-/// What admission counts of an instance: read from its two records without decoding the rest
-/// of them (a start reads every instance's; with 1,000 instances the full decode took most of
-/// the 10 ms admission spent).
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceFootprint {
-    pub id: String,
-    pub node: String,
-    pub state: berth_model::InstanceState,
-    pub limits: berth_model::Limits,
-    pub requests: berth_model::Requests,
-    pub instance_storage_bytes: Vec<u64>,
-}
-
-impl From<&Instance> for InstanceFootprint {
-    fn from(instance: &Instance) -> Self {
-        InstanceFootprint {
-            id: instance.id.clone(),
-            node: instance.node.clone(),
-            state: instance.state,
-            limits: instance.limits.clone(),
-            requests: instance.requests.clone(),
-            instance_storage_bytes: instance.spec.instance_storage_bytes.clone(),
-        }
-    }
-}
-
-/// The fields of an `InstanceDesired` record a footprint takes (serde skips the others).
-#[derive(serde::Deserialize)]
-struct DesiredFootprint {
-    id: String,
-    limits: berth_model::Limits,
-    #[serde(default)]
-    requests: berth_model::Requests,
-    spec: SpecFootprint,
-    node: String,
-}
-
-#[derive(serde::Deserialize)]
-struct SpecFootprint {
-    #[serde(default)]
-    instance_storage_bytes: Vec<u64>,
-}
-
-/// The field of an `InstanceStatus` record a footprint takes.
-#[derive(serde::Deserialize)]
-struct StatusFootprint {
-    state: berth_model::InstanceState,
-}
-
 /// An instance as the API shows it, with the revisions of the two records it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionedInstance {
@@ -116,34 +67,6 @@ impl Store {
             .collect();
         instances.sort_by_key(|i| std::cmp::Reverse(i.instance.created_at));
         Ok((instances, revision))
-    }
-
-    /// Every instance's footprint, read at one revision (order unspecified). An instance
-    /// without a status record counts as `InstanceStatus::missing` does (not active).
-    pub async fn instance_footprints(&self) -> StoreResult<Vec<InstanceFootprint>> {
-        let (kvs, _) = self.range_all(keys::INSTANCES).await?;
-        let mut parts: BTreeMap<&str, (Option<DesiredFootprint>, Option<StatusFootprint>)> = BTreeMap::new();
-        for kv in &kvs {
-            if let Some(id) = InstanceDesired::id_in_key(&kv.key) {
-                parts.entry(id).or_default().0 = Some(decode(&kv.key, &kv.value)?);
-            } else if let Some(id) = InstanceStatus::id_in_key(&kv.key) {
-                parts.entry(id).or_default().1 = Some(decode(&kv.key, &kv.value)?);
-            }
-        }
-        Ok(parts
-            .into_values()
-            .filter_map(|(desired, status)| {
-                let desired = desired?;
-                Some(InstanceFootprint {
-                    state: status.map_or(InstanceStatus::missing(&desired.id).state, |s| s.state),
-                    id: desired.id,
-                    node: desired.node,
-                    limits: desired.limits,
-                    requests: desired.requests,
-                    instance_storage_bytes: desired.spec.instance_storage_bytes,
-                })
-            })
-            .collect())
     }
 
     /// The node's write: the observed part, if it is still at `expected` and the instance

@@ -221,6 +221,9 @@ pub struct RangeRequest {
     /// Read as of this revision (to page through one consistent snapshot); the latest when
     /// `None`. A revision the store no longer has is `StoreError::Compacted`.
     pub revision: Option<Revision>,
+    /// Keys and revisions only: every value comes back empty (etcd's `keys_only`), for a
+    /// caller that decodes only what changed since it last looked.
+    pub keys_only: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -302,6 +305,15 @@ pub trait StateStore: Send + Sync {
     /// Applies `txn` atomically and returns the revision it committed at. A failed check is
     /// `StoreError::Conflict` and nothing is written.
     async fn txn(&self, txn: Txn) -> StoreResult<Revision>;
+
+    /// What changed under `prefix` after revision `after`, in order, and the store's revision
+    /// they bring it to: for a caller that keeps its own copy of a prefix up to date. `None`
+    /// when the backend cannot answer in one cheap read or no longer has that history: list
+    /// instead. (SQLite answers from its change table; etcd would need a watch, so it lists.)
+    async fn changes_since(&self, prefix: &str, after: Revision) -> StoreResult<Option<(Vec<WatchEvent>, Revision)>> {
+        let _ = (prefix, after);
+        Ok(None)
+    }
 
     /// Changes under `prefix` from revision `from` on (inclusive: pass a listing's revision
     /// + 1 to get exactly what happened after it; 0: from now on, the cluster's now).

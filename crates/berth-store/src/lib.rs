@@ -5,6 +5,7 @@
 
 mod compat;
 mod etcd;
+mod footprints;
 pub mod instance;
 mod instances;
 pub mod keys;
@@ -18,8 +19,9 @@ mod store;
 use thiserror::Error;
 
 pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
+pub use footprints::InstanceFootprint;
 pub use instance::{InstanceDesired, InstanceStatus};
-pub use instances::{InstanceEvent, InstanceFootprint, InstanceWatch, VersionedInstance};
+pub use instances::{InstanceEvent, InstanceWatch, VersionedInstance};
 pub use kv::{
     Check, Expect, KeyValue, Lease, LeaseId, Op, RangePage, RangeRequest, Revision, Snapshot, StateStore, Txn,
     WatchEvent, WatchEventKind, WatchStream, MAX_TXN_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES,

@@ -5,23 +5,29 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::footprints::FootprintCache;
 use crate::kv::{Expect, KeyValue, LeaseId, RangeRequest, Revision, StateStore, Txn, WatchEventKind, WatchStream};
 use crate::records::{decode, encode, Listing, Record, Versioned};
 use crate::{StoreError, StoreResult};
 
 /// A listing restarts when its snapshot is compacted away under it; after this many tries
 /// the store is changing faster than it can be read, which is an error worth seeing.
-const LIST_ATTEMPTS: usize = 5;
+pub(crate) const LIST_ATTEMPTS: usize = 5;
 
 /// berth's state, typed. Cheap to clone (one shared backend).
 #[derive(Clone)]
 pub struct Store {
     kv: Arc<dyn StateStore>,
+    /// What admission last decoded of each instance record, by key and revision.
+    pub(crate) footprints: Arc<FootprintCache>,
 }
 
 impl Store {
     pub fn new(kv: Arc<dyn StateStore>) -> Store {
-        Store { kv }
+        Store {
+            kv,
+            footprints: Arc::default(),
+        }
     }
 
     /// The key-value interface underneath, for leases and hand-built transactions.
@@ -142,6 +148,15 @@ impl Store {
 
     /// Every key under `prefix` at one revision, page by page.
     pub(crate) async fn range_all(&self, prefix: &str) -> StoreResult<(Vec<KeyValue>, Revision)> {
+        self.range_pages(prefix, false).await
+    }
+
+    /// Every key under `prefix` at one revision with its revisions but empty values.
+    pub(crate) async fn range_all_keys(&self, prefix: &str) -> StoreResult<(Vec<KeyValue>, Revision)> {
+        self.range_pages(prefix, true).await
+    }
+
+    async fn range_pages(&self, prefix: &str, keys_only: bool) -> StoreResult<(Vec<KeyValue>, Revision)> {
         let mut attempt = 0;
         'listing: loop {
             attempt += 1;
@@ -149,6 +164,7 @@ impl Store {
             let mut request = RangeRequest {
                 prefix: prefix.to_string(),
                 limit: self.kv.page_keys(),
+                keys_only,
                 ..RangeRequest::default()
             };
             loop {

@@ -765,4 +765,39 @@ async fn footprints_read_what_the_full_records_say(f: Fixture) {
     assert_eq!(footprints, expected);
     assert_eq!(footprints[0].state, berth_model::InstanceState::Running);
     assert_eq!(footprints[0].instance_storage_bytes, vec![1 << 30, 2 << 30]);
+
+    // Later reads decode only what changed since (the rest comes from the store's cache):
+    // a status written, a spec written, an instance removed and one created under a removed
+    // one's id, then a change larger than a fetch by key.
+    running.state = berth_model::InstanceState::Exited;
+    store.update_instance(&running).await.unwrap();
+    let mut created = instance(&id(2), "created");
+    created.limits.memory_bytes = Some(64 << 20);
+    store.update_instance(&created).await.unwrap();
+    assert_same_footprints(store).await;
+    store.delete_instance(&id(1)).await.unwrap();
+    store.insert_instance(&instance(&id(3), "third")).await.unwrap();
+    assert_same_footprints(store).await;
+    store.insert_instance(&instance(&id(1), "again")).await.unwrap();
+    for n in 10..90 {
+        store
+            .insert_instance(&instance(&id(n), &format!("many-{n}")))
+            .await
+            .unwrap();
+    }
+    assert_same_footprints(store).await;
+    for n in 10..90 {
+        store.delete_instance(&id(n)).await.unwrap();
+    }
+    assert_same_footprints(store).await;
+    assert_eq!(store.instance_footprints().await.unwrap().len(), 3);
+}
+
+async fn assert_same_footprints(store: &Store) {
+    let mut footprints = store.instance_footprints().await.unwrap();
+    footprints.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected: Vec<berth_store::InstanceFootprint> =
+        store.list_instances().await.unwrap().iter().map(Into::into).collect();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(footprints, expected);
 }
