@@ -757,12 +757,7 @@ async fn footprints_read_what_the_full_records_say(f: Fixture) {
     running.node = "node-b".into();
     store.insert_instance(&running).await.unwrap();
     store.insert_instance(&instance(&id(2), "created")).await.unwrap();
-    let mut footprints = store.instance_footprints().await.unwrap();
-    footprints.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut expected: Vec<berth_store::InstanceFootprint> =
-        store.list_instances().await.unwrap().iter().map(Into::into).collect();
-    expected.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(footprints, expected);
+    let footprints = assert_same_footprints(store).await;
     assert_eq!(footprints[0].state, berth_model::InstanceState::Running);
     assert_eq!(footprints[0].instance_storage_bytes, vec![1 << 30, 2 << 30]);
 
@@ -793,11 +788,13 @@ async fn footprints_read_what_the_full_records_say(f: Fixture) {
     assert_eq!(store.instance_footprints().await.unwrap().len(), 3);
 }
 
-async fn assert_same_footprints(store: &Store) {
+/// The footprints admission reads equal those of the whole records; returned by id.
+async fn assert_same_footprints(store: &Store) -> Vec<berth_store::InstanceFootprint> {
     let mut footprints = store.instance_footprints().await.unwrap();
     footprints.sort_by(|a, b| a.id.cmp(&b.id));
     let mut expected: Vec<berth_store::InstanceFootprint> =
         store.list_instances().await.unwrap().iter().map(Into::into).collect();
     expected.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(footprints, expected);
+    footprints
 }
