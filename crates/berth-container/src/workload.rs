@@ -221,7 +221,12 @@ impl Workload for ContainerWorkload {
                 .build()
         });
         if let Some(view) = view {
-            view.leave()?;
+            // The container is created (its init waits for `start`): failing the start here
+            // would leave it behind. The supervisor can do its work from the namespace it is
+            // in (its instance's mounts are there, only the other instances' are not).
+            if let Err(e) = view.leave() {
+                tracing::error!(error = %e, "staying in the mount namespace the container was created from");
+            }
         }
         let container = created.map_err(|e| format!("creating the container: {e}"))?;
         make_runtime_state_private(&self.runtime_root.join(&self.container_id));
