@@ -19,7 +19,7 @@ TOML
 }
 
 bench_setup() {
-  [ -x "$BERTH" ] || cargo build --release
+  [ -x "$BERTH" ] || ./scripts/build.sh
   ./scripts/make-busybox-rootfs.sh "$work/busybox.tar"
 
   # shellcheck disable=SC2086 # extra daemon flags, word-split on purpose

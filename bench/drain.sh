@@ -14,7 +14,7 @@ runs=${3:-3}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 source bench/common.sh
 BERTH=${BERTH:-$PWD/target/release/berth}
-[ -x "$BERTH" ] || cargo build --release
+[ -x "$BERTH" ] || ./scripts/build.sh
 source bench/cluster-common.sh
 export BERTH_HOST=$work/n1/berth.sock
 

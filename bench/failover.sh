@@ -12,7 +12,7 @@ runs=${1:-5}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 source bench/common.sh
 BERTH=${BERTH:-$PWD/target/release/berth}
-[ -x "$BERTH" ] || cargo build --release
+[ -x "$BERTH" ] || ./scripts/build.sh
 source bench/cluster-common.sh
 
 times=()

@@ -12,7 +12,7 @@ runs=${1:-3}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 source bench/common.sh
 BERTH=${BERTH:-$PWD/target/release/berth}
-[ -x "$BERTH" ] || cargo build --release
+[ -x "$BERTH" ] || ./scripts/build.sh
 source bench/cluster-common.sh
 
 # NFS: ganesha serving NFSv3 on this machine's loopback (what the nodes advertise).

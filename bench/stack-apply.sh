@@ -13,7 +13,7 @@ runs=${2:-3}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 source bench/common.sh
 BERTH=${BERTH:-$PWD/target/release/berth}
-[ -x "$BERTH" ] || cargo build --release
+[ -x "$BERTH" ] || ./scripts/build.sh
 source bench/cluster-common.sh
 
 compose=$work/compose.yaml

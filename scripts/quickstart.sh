@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
-cargo build --release
+./scripts/build.sh
 # berth-guest is the guest agent VMs boot into; berth looks for it beside itself.
 install -m 0755 target/release/berth target/release/berth-guest /usr/local/bin/
 

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
-# Every binary, the guest agent (berth-guest) included: the daemon packs it beside berth.
-cargo build --release --workspace --bins
+# Every binary, the guest agent (berth-guest, static) included: the daemon packs it beside berth.
+./scripts/build.sh
 cargo test --release --workspace -- --test-threads 2
 # Every parser of untrusted input under libFuzzer for a bounded time (seconds per target),
 # built unoptimised: a third of the build time; `scripts/fuzz.sh` alone runs optimised.

@@ -64,6 +64,10 @@ pub struct GuestSpec {
     /// The VM's address on its network (eth0), if it has one.
     #[serde(default)]
     pub network: Option<GuestNetwork>,
+    /// The root disk is deleted when the VM stops (`--rm`): powering off need not leave its
+    /// filesystem clean.
+    #[serde(default)]
+    pub discard_root: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -733,10 +737,18 @@ impl StatusPort {
     }
 }
 
-fn power_off() -> ! {
-    // SAFETY: flushing filesystems and powering off is what PID 1 does at the end.
+fn power_off(root: RootAtExit) -> ! {
+    // SAFETY: ending every other process, flushing filesystems and powering off is what PID 1
+    // does at the end.
     unsafe {
+        libc::kill(-1, libc::SIGKILL);
         libc::sync();
+    }
+    if root == RootAtExit::Kept {
+        leave_root_clean();
+    }
+    // SAFETY: as above.
+    unsafe {
         libc::reboot(libc::RB_POWER_OFF);
     }
     loop {
@@ -777,6 +789,40 @@ fn run_main(spec: &GuestSpec, status_port: &mut StatusPort) -> io::Result<ExitSt
     child.wait().map(exit_status_of)
 }
 
+/// What becomes of the root disk once the VM is off.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RootAtExit {
+    Kept,
+    /// Deleted with the VM (`--rm`); also an agent that never read its spec, whose root was
+    /// never mounted.
+    Discarded,
+}
+
+/// Remounts the root filesystem read-only, which checkpoints its journal and marks it clean:
+/// a kept disk's next boot replays nothing (40 ms of ext4 recovery under TCG) and an exported
+/// disk is consistent. Processes killed a moment ago may still hold files open for writing
+/// (EBUSY) for a few milliseconds; after 100 ms the sync before is what the disk has.
+fn leave_root_clean() {
+    let deadline = Instant::now() + Duration::from_millis(100);
+    loop {
+        // SAFETY: a remount of "/" with no source, type or data.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        let busy = rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY);
+        if !busy || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Entry point when `berth-guest` (or berth's own binary, where it is missing) runs as `/init`
 /// in a VM.
 pub fn guest_init() -> ! {
@@ -792,6 +838,7 @@ pub fn guest_init() -> ! {
     boot_phase("modules loaded");
     wait_for("/dev/hvc0", Duration::from_secs(10));
     let mut status_port = StatusPort::open();
+    let mut root_at_exit = RootAtExit::Discarded;
     let status = (|| {
         let deadline = Instant::now() + Duration::from_secs(10);
         let (root_disk, config_disk) = loop {
@@ -804,6 +851,9 @@ pub fn guest_init() -> ! {
             std::thread::sleep(Duration::from_millis(1));
         };
         let spec = read_spec(&config_disk)?;
+        if !spec.discard_root {
+            root_at_exit = RootAtExit::Kept;
+        }
         prepare_root(&spec, &root_disk)?;
         boot_phase("root mounted");
         if let Some(network) = &spec.network {
@@ -826,5 +876,5 @@ pub fn guest_init() -> ! {
     });
     status_port.send(&serde_json::to_string(&status).unwrap_or_default());
     boot_phase("status sent, powering off");
-    power_off()
+    power_off(root_at_exit)
 }

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::{MODULES, MODULE_DIR, VIRTIOFS_MODULES};
 use crate::cpio::CpioWriter;
+use crate::guest_module;
 use crate::VmError;
 
 /// Where `scripts/install-deps.sh` puts the guest kernel (`boot/vmlinuz-*`, `lib/modules/*`).
@@ -94,6 +95,16 @@ fn add_host_file(
     at: &str,
 ) -> Result<(), VmError> {
     let data = fs::read(path).map_err(|e| VmError::Setup(format!("reading {}: {e}", path.display())))?;
+    add_file(archive, directories, &data, at)
+}
+
+/// Adds `data` to the archive at `at`, parents first.
+fn add_file(
+    archive: &mut CpioWriter<impl Write>,
+    directories: &mut BTreeSet<String>,
+    data: &[u8],
+    at: &str,
+) -> Result<(), VmError> {
     let relative = at.trim_start_matches('/');
     let parts: Vec<&str> = relative.split('/').collect();
     for depth in 1..parts.len() {
@@ -102,7 +113,7 @@ fn add_host_file(
             archive.directory(&parent).map_err(io_error)?;
         }
     }
-    archive.file(relative, 0o755, &data).map_err(io_error)
+    archive.file(relative, 0o755, data).map_err(io_error)
 }
 
 fn io_error(e: std::io::Error) -> VmError {
@@ -131,6 +142,10 @@ pub(crate) fn store_cache_file(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     }
     written
 }
+
+/// What the initramfs holds and how, beyond the agent and the kernel (part of the cache
+/// key): 2 since its modules are slimmed (`guest_module`).
+const INITRAMFS_LAYOUT: u32 = 2;
 
 /// An agent binary above this size (berth's own, 50 MB) makes a zstd-compressed initramfs.
 const COMPRESS_AGENT_ABOVE: u64 = 16 << 20;
@@ -179,7 +194,7 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     // The fallback's /proc/<pid>/exe names a new file at every daemon start: its target is
     // what stays the same.
     let key = cache_key(
-        &kernel.version,
+        &format!("{}-{INITRAMFS_LAYOUT}", kernel.version),
         &fs::read_link(&exe).unwrap_or_else(|_| exe.clone()),
         &meta,
     );
@@ -223,12 +238,9 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     }
     for module in MODULES.iter().chain(VIRTIOFS_MODULES) {
         if let Some(source) = find_module(&kernel.modules, module) {
-            add_host_file(
-                &mut archive,
-                &mut directories,
-                &source,
-                &format!("{MODULE_DIR}/{module}.ko"),
-            )?;
+            let data = fs::read(&source).map_err(|e| VmError::Setup(format!("reading {}: {e}", source.display())))?;
+            let at = format!("{MODULE_DIR}/{module}.ko");
+            add_file(&mut archive, &mut directories, &guest_module::slim(&data), &at)?;
         }
     }
     let archive = archive.finish().map_err(io_error)?;

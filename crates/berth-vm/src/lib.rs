@@ -17,6 +17,7 @@ pub mod disk_source;
 pub mod exec_client;
 pub mod export;
 pub mod firmware;
+pub mod guest_module;
 pub mod import;
 pub mod kernel_image;
 pub mod migrate;
@@ -609,6 +610,7 @@ impl InstanceDriver for VmDriver {
                         })
                         .collect(),
                     filesystems: guest_filesystems(instance),
+                    discard_root: instance.spec.auto_remove,
                     network: instance.address.as_ref().and_then(|a| {
                         let gateway = a.gateway.parse().ok()?;
                         Some(agent::GuestNetwork {
