@@ -733,6 +733,7 @@ impl Engine {
                 accel: self.host.accelerator.choice().to_string(),
                 machine: imported.machine.clone(),
                 minimal_chipset: false,
+                qboot: false,
                 vcpus: VcpuCount {
                     current: imported.vcpus,
                     max: imported.max_vcpus,

@@ -272,6 +272,7 @@ mod tests {
             accel: "tcg".into(),
             machine: "q35".into(),
             minimal_chipset: false,
+            qboot: false,
             vcpus: VcpuCount { current: 1, max: 2 },
             cores_per_socket: None,
             memory: VmMemory {

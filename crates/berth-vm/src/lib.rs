@@ -232,6 +232,7 @@ impl VmDriver {
             accel: self.accel.choice().to_string(),
             machine: machine.into(),
             minimal_chipset: boot == VmBoot::Image && machine == "q35",
+            qboot: boot == VmBoot::Image && machine == "q35" && std::path::Path::new(qemu::QBOOT_ROM).is_file(),
             vcpus: VcpuCount {
                 current: vcpus,
                 max: max_cpus,

@@ -100,6 +100,10 @@ fn bus_device(machine: &str, bus: &str, drive: &str, index: usize, firmware: boo
     }
 }
 
+/// qboot, from Debian's qemu-system-data: firmware that only loads the kernel QEMU hands it
+/// (and QEMU's ACPI tables), for VMs booted from container images.
+pub const QBOOT_ROM: &str = "/usr/share/qemu/qboot.rom";
+
 /// The id of the memory backend of a VM whose memory is shared (see `command_line`).
 pub const SHARED_MEMORY_ID: &str = "ram0";
 
@@ -133,6 +137,9 @@ pub fn command_line(
         machine_arg.push_str(&format!(",memory-backend={SHARED_MEMORY_ID}"));
     }
     args.extend(["-machine".into(), machine_arg]);
+    if details.qboot {
+        args.extend(["-bios".into(), QBOOT_ROM.into()]);
+    }
     if details.accel == "kvm" {
         args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
     } else {
@@ -319,6 +326,25 @@ mod tests {
         assert!(written.contains("\"minimal_chipset\":true"), "{written}");
         details.minimal_chipset = false;
         assert!(!serde_json::to_string(&details).unwrap().contains("minimal_chipset"));
+    }
+
+    #[test]
+    fn the_recorded_firmware_decides_qboot_so_migrations_match() {
+        let direct = DirectBoot {
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+        };
+        let bios = |details: &VmDetails| {
+            let args = command_line("v", details, &VmPaths::new(Path::new("/x")), Some(&direct), false);
+            let at = args.iter().position(|a| a == "-bios")?;
+            Some(args[at + 1].clone())
+        };
+        // Recorded before qboot: SeaBIOS, QEMU's default, as its running qemu has it.
+        let mut details: VmDetails = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(bios(&details), None);
+        details.qboot = true;
+        assert_eq!(bios(&details).as_deref(), Some(QBOOT_ROM));
+        assert!(serde_json::to_string(&details).unwrap().contains("\"qboot\":true"));
     }
 
     #[test]
