@@ -25,12 +25,10 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// What `instance` holds: the same rule as for the footprints admission reads from the
+    /// store (one clone of its limits and requests; starts are not a hot path for it).
     pub fn of(instance: &Instance) -> Self {
-        Reservation {
-            millicpus: instance.reserved_cpus().0,
-            memory_bytes: instance.reserved_memory_bytes(),
-            instance_storage_bytes: instance.spec.instance_storage_bytes.iter().sum(),
-        }
+        Self::of_footprint(&InstanceFootprint::from(instance))
     }
 
     pub fn of_footprint(footprint: &InstanceFootprint) -> Self {
