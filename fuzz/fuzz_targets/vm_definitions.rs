@@ -17,6 +17,7 @@ fn exported(vm: &ImportedVm) -> Result<String, berth_vm::VmError> {
         accel: "tcg".into(),
         machine: vm.machine.clone(),
         minimal_chipset: false,
+        qboot: false,
         vcpus: VcpuCount {
             current: vm.vcpus,
             max: vm.max_vcpus,
