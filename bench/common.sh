@@ -79,5 +79,7 @@ bench_cleanup() {
       [ -d "$chain" ] && find "$chain" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
   fi
+  # BENCH_KEEP_LOG=FILE keeps the daemon's log (its phase trace with --log-level debug).
+  if [ -n "${BENCH_KEEP_LOG:-}" ] && [ -f "$work/daemon.log" ]; then cp "$work/daemon.log" "$BENCH_KEEP_LOG"; fi
   rm -rf "$work"
 }

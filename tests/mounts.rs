@@ -88,6 +88,77 @@ fn host_paths_are_shared_both_ways_and_read_only_when_asked() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A file system mounted on the host after the daemon started, or unmounted again, is what
+/// the next container's bind shows, with containers running all along, on the default
+/// network and without one. (A long-lived copy of the host's mount table to create
+/// containers from, cheaper than a fresh copy per start, would break this, and hold the
+/// host's unmounted file systems alive: see the README's notes on scale.)
+#[test]
+fn a_host_mount_made_or_removed_while_the_daemon_runs_is_what_the_next_bind_shows() {
+    let d = Daemon::with_busybox();
+    d.ok(&["run", "-d", "--name", "idle", "busybox", "sleep", "600"]);
+    let dir = temp_dir("bt-later");
+    std::fs::write(
+        dir.join("marker"),
+        "underneath
+",
+    )
+    .unwrap();
+    let bind = format!("{}:/data:ro", dir.display());
+    let read = |network: &str| {
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "-v",
+            &bind,
+            "busybox",
+            "cat",
+            "/data/marker",
+        ])
+    };
+    assert_eq!(
+        read("none"),
+        "underneath
+"
+    );
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "later", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    std::fs::write(
+        dir.join("marker"),
+        "mounted later
+",
+    )
+    .unwrap();
+    assert_eq!(
+        read("none"),
+        "mounted later
+"
+    );
+    assert_eq!(
+        read("default"),
+        "mounted later
+"
+    );
+    assert!(Command::new("umount").arg(&dir).status().unwrap().success());
+    assert_eq!(
+        read("default"),
+        "underneath
+"
+    );
+    assert_eq!(
+        read("none"),
+        "underneath
+"
+    );
+    d.ok(&["rm", "-f", "idle"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bind_sources_and_targets_are_checked_as_docker_does() {
     let d = Daemon::with_busybox();

@@ -241,8 +241,15 @@ impl Daemon {
         if let Some(firewall) = identity.filter(|i| i.tag.is_some()).and_then(|i| i.firewall().ok()) {
             firewall.remove_all();
         }
+        // Not even the bind of its own `instances` directory.
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(dir.to_str().unwrap()))
+            .count();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(left.is_empty(), "a refused daemon left rules behind: {left:?}");
+        assert_eq!(mounted, 0, "a refused daemon left mounts under {}", dir.display());
         line
     }
 

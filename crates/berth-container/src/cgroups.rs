@@ -17,6 +17,15 @@ use oci_spec::runtime::{
     LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
+/// How `Cgroups::limit_resources` writes a limit that is not set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteUnset {
+    /// As "no limit" (an update lifting a limit).
+    AsNoLimit,
+    /// Not at all (a new cgroup has no limits).
+    Skip,
+}
+
 /// CFS period; quota is `cpus * period`.
 const CPU_PERIOD_US: u64 = 100_000;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -182,32 +191,52 @@ impl Cgroups {
         .map_err(|e| cgroup_error("opening the cgroup", e))
     }
 
-    /// Resources for the OCI spec at start and for live updates. `None` limits are
-    /// written as "no limit" so that an update can lift a limit.
+    /// Resources for live updates. `None` limits are written as "no limit" so that an
+    /// update can lift a limit.
     pub fn resources(&self, limits: &Limits) -> Result<LinuxResources, DriverError> {
-        let quota: i64 = limits
-            .cpus
-            .map(|cpus| (cpus.0 * CPU_PERIOD_US / 1000) as i64)
-            .unwrap_or(-1);
-        let cpu = LinuxCpuBuilder::default()
-            .quota(quota)
-            .period(CPU_PERIOD_US)
-            .build()
-            .map_err(|e| cgroup_error("cpu limit", e))?;
-        let memory = LinuxMemoryBuilder::default()
-            .limit(limits.memory_bytes.map(|b| b as i64).unwrap_or(-1))
-            .build()
-            .map_err(|e| cgroup_error("memory limit", e))?;
-        let pids = LinuxPidsBuilder::default()
-            .limit(limits.pids.map(|p| p as i64).unwrap_or(-1))
-            .build()
-            .map_err(|e| cgroup_error("pids limit", e))?;
+        self.limit_resources(limits, WriteUnset::AsNoLimit)
+    }
+
+    /// Resources for the OCI spec of a new container: only the limits that are set. A new
+    /// cgroup starts without limits, and writing "no limit" to it is not free: each CPU
+    /// bandwidth write (`cfs_period_us`, `cfs_quota_us`) makes the kernel walk every CPU
+    /// cgroup on the host (`tg_set_cfs_bandwidth`), 0.45 ms with 1,000 containers running.
+    pub fn resources_at_creation(&self, limits: &Limits) -> Result<LinuxResources, DriverError> {
+        self.limit_resources(limits, WriteUnset::Skip)
+    }
+
+    fn limit_resources(&self, limits: &Limits, unset: WriteUnset) -> Result<LinuxResources, DriverError> {
+        let write_unset = unset == WriteUnset::AsNoLimit;
+        let mut resources = LinuxResourcesBuilder::default();
+        if limits.cpus.is_some() || write_unset {
+            let quota: i64 = limits
+                .cpus
+                .map(|cpus| (cpus.0 * CPU_PERIOD_US / 1000) as i64)
+                .unwrap_or(-1);
+            let cpu = LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(|e| cgroup_error("cpu limit", e))?;
+            resources = resources.cpu(cpu);
+        }
+        if limits.memory_bytes.is_some() || write_unset {
+            let memory = LinuxMemoryBuilder::default()
+                .limit(limits.memory_bytes.map(|b| b as i64).unwrap_or(-1))
+                .build()
+                .map_err(|e| cgroup_error("memory limit", e))?;
+            resources = resources.memory(memory);
+        }
+        if limits.pids.is_some() || write_unset {
+            let pids = LinuxPidsBuilder::default()
+                .limit(limits.pids.map(|p| p as i64).unwrap_or(-1))
+                .build()
+                .map_err(|e| cgroup_error("pids limit", e))?;
+            resources = resources.pids(pids);
+        }
         // The same allow-list on both versions: the devices controller's files on v1, an
         // eBPF device program attached to the cgroup on v2 (libcgroups' `cgroupsv2_devices`).
-        LinuxResourcesBuilder::default()
-            .cpu(cpu)
-            .memory(memory)
-            .pids(pids)
+        resources
             .devices(default_device_rules()?)
             .build()
             .map_err(|e| cgroup_error("resources", e))
@@ -429,6 +458,34 @@ mod tests {
             version,
             parent: "berth".into(),
         }
+    }
+
+    /// A new container's spec carries only the limits that are set (its cgroup starts
+    /// without any); an update writes every limit, unset ones as "no limit".
+    #[test]
+    fn creation_writes_only_set_limits_and_updates_write_all() {
+        let cgroups = cgroups(CgroupVersion::V1 { hybrid: true });
+        let none = cgroups.resources_at_creation(&Limits::default()).expect("resources");
+        assert!(none.cpu().is_none() && none.memory().is_none() && none.pids().is_none());
+        assert!(none.devices().is_some(), "the device allow-list is always there");
+        let memory_only = Limits {
+            memory_bytes: Some(64 << 20),
+            ..Limits::default()
+        };
+        let some = cgroups.resources_at_creation(&memory_only).expect("resources");
+        assert_eq!(some.memory().as_ref().and_then(|m| m.limit()), Some(64 << 20));
+        assert!(some.cpu().is_none() && some.pids().is_none());
+        let update = cgroups.resources(&memory_only).expect("resources");
+        assert_eq!(
+            update.cpu().as_ref().and_then(|c| c.quota()),
+            Some(-1),
+            "lifts a CPU limit"
+        );
+        assert_eq!(
+            update.pids().as_ref().map(|p| p.limit()),
+            Some(-1),
+            "lifts a pids limit"
+        );
     }
 
     /// Both versions get the allow-list: on v2 libcgroups turns it into the eBPF device

@@ -166,7 +166,7 @@ impl InstanceDriver for ContainerDriver {
             let mut runtime_spec = spec::build_spec(&spec::SpecInputs {
                 instance,
                 user: &user,
-                resources: self.cgroups.resources(&instance.limits)?,
+                resources: self.cgroups.resources_at_creation(&instance.limits)?,
                 cgroups_path: &self.cgroups.path_for(&name),
                 etc_dir: &etc_dir,
                 mounts,

@@ -31,17 +31,32 @@ pub fn prepare_instances_dir(instances: &Path) -> io::Result<bool> {
     if is_mount_root(instances)? {
         return Ok(true);
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let prefix = format!("{}/", instances.display());
-    if mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|point| point.starts_with(&prefix))
-    {
+    if has_mounts_below(instances)? {
         return Ok(false);
     }
     mount(Some(instances), instances, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)?;
     Ok(true)
+}
+
+/// Undoes `prepare_instances_dir` when nothing is mounted below `instances` (a daemon that
+/// failed to start leaves no mount behind); a mount with instances below stays. Returns
+/// whether it was released.
+pub fn release_instances_dir(instances: &Path) -> io::Result<bool> {
+    if !is_mount_root(instances)? || has_mounts_below(instances)? {
+        return Ok(false);
+    }
+    umount2(instances, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+    Ok(true)
+}
+
+/// Whether anything is mounted below `dir` in this mount namespace.
+fn has_mounts_below(dir: &Path) -> io::Result<bool> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let prefix = format!("{}/", dir.display());
+    Ok(mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| point.starts_with(&prefix)))
 }
 
 /// A supervisor inside its own mount namespace; `leave` returns it to the host's.

@@ -42,7 +42,7 @@ pub mod vm_snapshots;
 pub mod volumes;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -177,7 +177,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .with_context(|| format!("making {} private", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
     heap::spawn_trimmer();
-    match berth_container::mount_view::prepare_instances_dir(&state_dir.join("instances")) {
+    let mut instances_mount = InstancesMount::new(state_dir.join("instances"));
+    match berth_container::mount_view::prepare_instances_dir(&instances_mount.dir) {
         Ok(true) => {}
         Ok(false) => tracing::info!(
             "instances of an older berth are mounted: containers are created in the host's mount namespace until they stop and the daemon restarts"
@@ -368,9 +369,40 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     .with_graceful_shutdown(shutdown)
     .await
     .context("serving the API")?;
+    instances_mount.keep();
     let _ = std::fs::remove_file(&socket);
     if let Some(docker_socket) = &docker_socket {
         let _ = std::fs::remove_file(docker_socket);
     }
     Ok(())
+}
+
+/// The `instances` directory as a mount of its own (see `mount_view`): released again when
+/// `run` fails with nothing mounted below it, so a daemon that could not start (a bad
+/// config, a bridge of another daemon) leaves no mount behind.
+struct InstancesMount {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl InstancesMount {
+    fn new(dir: PathBuf) -> Self {
+        Self { dir, keep: false }
+    }
+
+    /// The daemon served: the mount stays for the next start.
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for InstancesMount {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Err(e) = berth_container::mount_view::release_instances_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "releasing the instances mount");
+        }
+    }
 }

@@ -102,6 +102,51 @@ struct CacheState {
     /// The store revision `parts` is complete at; `None` until a listing filled it.
     revision: Option<Revision>,
     parts: HashMap<String, (Revision, Part)>,
+    /// `parts` composed, by instance id: kept up to date with each changed part, so a start
+    /// does not pair 2,000 parts again for one new instance (0.7 ms at 1,000).
+    composed: HashMap<String, InstanceFootprint>,
+}
+
+impl CacheState {
+    /// Sets (or with `None` removes) the part under `key` and composes its instance again.
+    fn set_part(&mut self, key: String, part: Option<(Revision, Part)>) {
+        let id = InstanceDesired::id_in_key(&key)
+            .or_else(|| InstanceStatus::id_in_key(&key))
+            .map(str::to_string);
+        match part {
+            Some(part) => self.parts.insert(key, part),
+            None => self.parts.remove(&key),
+        };
+        if let Some(id) = id {
+            self.compose_one(id);
+        }
+    }
+
+    fn compose_one(&mut self, id: String) {
+        let part = |record_key: StoreResult<String>| record_key.ok().and_then(|key| self.parts.get(&key));
+        let desired = match part(InstanceDesired::key_for(&id)) {
+            Some((_, Part::Desired(desired))) => desired,
+            _ => {
+                self.composed.remove(&id);
+                return;
+            }
+        };
+        let status = match part(InstanceStatus::key_for(&id)) {
+            Some((_, Part::Status(status))) => Some(status),
+            _ => None,
+        };
+        let footprint = footprint(desired, status);
+        self.composed.insert(id, footprint);
+    }
+
+    /// Composes every instance again (after a listing replaced the parts).
+    fn compose_all(&mut self) {
+        self.composed = compose(&self.parts);
+    }
+
+    fn footprints(&self) -> Vec<InstanceFootprint> {
+        self.composed.values().cloned().collect()
+    }
 }
 
 impl FootprintCache {
@@ -146,13 +191,10 @@ impl Store {
             return Ok(None);
         }
         for (key, part) in changes {
-            match part {
-                Some(part) => state.parts.insert(key, part),
-                None => state.parts.remove(&key),
-            };
+            state.set_part(key, part);
         }
         state.revision = Some(now);
-        Ok(Some(compose(&state.parts)))
+        Ok(Some(state.footprints()))
     }
 
     /// Lists the keys and revisions of every instance record, fetches and decodes only those
@@ -190,7 +232,7 @@ impl Store {
             }
             let mut state = self.footprints.lock();
             for (key, revision, part) in decoded {
-                state.parts.insert(key, (revision, part));
+                state.set_part(key, Some((revision, part)));
             }
             // A record written (or removed) between the listing and the fetch: the listing
             // is no longer one revision's view. List again.
@@ -216,9 +258,10 @@ impl Store {
                     }
                 }
                 state.parts = kept;
+                state.compose_all();
             }
             state.revision = Some(listed_at);
-            return Ok(compose(&state.parts));
+            return Ok(state.footprints());
         }
     }
 }
@@ -227,8 +270,8 @@ fn is_part_key(kv: &KeyValue) -> bool {
     InstanceDesired::id_in_key(&kv.key).is_some() || InstanceStatus::id_in_key(&kv.key).is_some()
 }
 
-/// Footprints from the cached parts.
-fn compose(parts: &HashMap<String, (Revision, Part)>) -> Vec<InstanceFootprint> {
+/// Footprints from the cached parts, by instance id.
+fn compose(parts: &HashMap<String, (Revision, Part)>) -> HashMap<String, InstanceFootprint> {
     let mut by_id: HashMap<&str, (Option<&DesiredFootprint>, Option<&StatusFootprint>)> =
         HashMap::with_capacity(parts.len() / 2 + 1);
     for (key, (_, part)) in parts {
@@ -246,17 +289,20 @@ fn compose(parts: &HashMap<String, (Revision, Part)>) -> Vec<InstanceFootprint> 
         }
     }
     by_id
-        .into_values()
-        .filter_map(|(desired, status)| {
-            let desired = desired?;
-            Some(InstanceFootprint {
-                state: status.map_or(InstanceStatus::missing(&desired.id).state, |s| s.state),
-                id: desired.id.clone(),
-                node: desired.node.clone(),
-                limits: desired.limits.clone(),
-                requests: desired.requests.clone(),
-                instance_storage_bytes: desired.spec.instance_storage_bytes.clone(),
-            })
-        })
+        .into_iter()
+        .filter_map(|(id, (desired, status))| Some((id.to_string(), footprint(desired?, status))))
         .collect()
+}
+
+/// An instance's footprint from its two parts. An instance without a status record counts
+/// as `InstanceStatus::missing` does (not active).
+fn footprint(desired: &DesiredFootprint, status: Option<&StatusFootprint>) -> InstanceFootprint {
+    InstanceFootprint {
+        state: status.map_or(InstanceStatus::missing(&desired.id).state, |s| s.state),
+        id: desired.id.clone(),
+        node: desired.node.clone(),
+        limits: desired.limits.clone(),
+        requests: desired.requests.clone(),
+        instance_storage_bytes: desired.spec.instance_storage_bytes.clone(),
+    }
 }
