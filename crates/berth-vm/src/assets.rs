@@ -94,8 +94,11 @@ fn add_host_file(
     path: &Path,
     at: &str,
 ) -> Result<(), VmError> {
-    let data = fs::read(path).map_err(|e| VmError::Setup(format!("reading {}: {e}", path.display())))?;
-    add_file(archive, directories, &data, at)
+    add_file(archive, directories, &read_host_file(path)?, at)
+}
+
+fn read_host_file(path: &Path) -> Result<Vec<u8>, VmError> {
+    fs::read(path).map_err(|e| VmError::Setup(format!("reading {}: {e}", path.display())))
 }
 
 /// Adds `data` to the archive at `at`, parents first.
@@ -238,8 +241,8 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     }
     for module in MODULES.iter().chain(VIRTIOFS_MODULES) {
         if let Some(source) = find_module(&kernel.modules, module) {
-            let data = fs::read(&source).map_err(|e| VmError::Setup(format!("reading {}: {e}", source.display())))?;
             let at = format!("{MODULE_DIR}/{module}.ko");
+            let data = read_host_file(&source)?;
             add_file(&mut archive, &mut directories, &guest_module::slim(&data), &at)?;
         }
     }

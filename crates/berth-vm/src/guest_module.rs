@@ -15,6 +15,8 @@
 
 use std::borrow::Cow;
 
+use crate::le_bytes;
+
 /// The trailer `scripts/sign-file` appends after the signature.
 const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
 /// `struct module_signature`, which sits between the signature and the magic; its last four
@@ -59,9 +61,9 @@ fn btf_name_offset(elf: &[u8]) -> Option<usize> {
     if !elf.starts_with(b"\x7fELF\x02\x01") {
         return None;
     }
-    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let u16_at = |at: usize| le_bytes::u16_at(elf, at);
+    let u32_at = |at: usize| le_bytes::u32_at(elf, at);
+    let u64_at = |at: usize| le_bytes::u64_at(elf, at);
     let table = usize::try_from(u64_at(0x28)?).ok()?;
     let entry_len = usize::from(u16_at(0x3a)?);
     let count = usize::from(u16_at(0x3c)?);

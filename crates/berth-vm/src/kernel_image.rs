@@ -12,6 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::assets::GuestKernel;
+use crate::le_bytes::{u16_at, u32_at};
 
 /// The ELF kernel for `kernel`, extracted into `cache_dir` once; None when it cannot be booted
 /// by PVH (the reason is logged and the bzImage boots as before).
@@ -54,14 +55,6 @@ fn extract(kernel: &GuestKernel, cache_dir: &Path) -> Result<Option<PathBuf>, St
     fs::create_dir_all(cache_dir).map_err(|e| format!("creating {}: {e}", cache_dir.display()))?;
     crate::assets::store_cache_file(&path, &elf).map_err(|e| format!("storing {}: {e}", path.display()))?;
     Ok(Some(path))
-}
-
-fn u16_at(image: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(image: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// The ELF kernel a bzImage carries: Ok(None) for a compression berth does not read.

@@ -20,6 +20,7 @@ pub mod firmware;
 pub mod guest_module;
 pub mod import;
 pub mod kernel_image;
+mod le_bytes;
 pub mod migrate;
 pub mod ovf;
 pub mod package;
