@@ -98,12 +98,7 @@ fn a_host_mount_made_or_removed_while_the_daemon_runs_is_what_the_next_bind_show
     let d = Daemon::with_busybox();
     d.ok(&["run", "-d", "--name", "idle", "busybox", "sleep", "600"]);
     let dir = temp_dir("bt-later");
-    std::fs::write(
-        dir.join("marker"),
-        "underneath
-",
-    )
-    .unwrap();
+    std::fs::write(dir.join("marker"), "underneath\n").unwrap();
     let bind = format!("{}:/data:ro", dir.display());
     let read = |network: &str| {
         d.ok(&[
@@ -118,43 +113,18 @@ fn a_host_mount_made_or_removed_while_the_daemon_runs_is_what_the_next_bind_show
             "/data/marker",
         ])
     };
-    assert_eq!(
-        read("none"),
-        "underneath
-"
-    );
+    assert_eq!(read("none"), "underneath\n");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "later", dir.to_str().unwrap()])
         .status()
         .unwrap();
     assert!(mounted.success());
-    std::fs::write(
-        dir.join("marker"),
-        "mounted later
-",
-    )
-    .unwrap();
-    assert_eq!(
-        read("none"),
-        "mounted later
-"
-    );
-    assert_eq!(
-        read("default"),
-        "mounted later
-"
-    );
+    std::fs::write(dir.join("marker"), "mounted later\n").unwrap();
+    assert_eq!(read("none"), "mounted later\n");
+    assert_eq!(read("default"), "mounted later\n");
     assert!(Command::new("umount").arg(&dir).status().unwrap().success());
-    assert_eq!(
-        read("default"),
-        "underneath
-"
-    );
-    assert_eq!(
-        read("none"),
-        "underneath
-"
-    );
+    assert_eq!(read("default"), "underneath\n");
+    assert_eq!(read("none"), "underneath\n");
     d.ok(&["rm", "-f", "idle"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
