@@ -21,6 +21,8 @@
 #   VMs:     QEMU (qemu-system-x86, qemu-utils, qemu-block-extra for nfs://), e2fsprogs,
 #            virt-xml-validate (libvirt-clients, libxml2-utils) to check exported XML, and
 #            Debian's cloud kernel, extracted (not installed) to /usr/local/lib/berth/guest,
+#            and the kernel berth's own VMs boot, built from Debian's kernel source
+#            (linux-source-6.1, with bc, flex and bison) by scripts/build-guest-kernel.sh,
 #            debootstrap and fdisk (sfdisk) for tests/fixtures/debian-disk.sh's bootable disks,
 #            dosfstools and mtools (the tests' hand-made NoCloud seeds; berth writes its own with
 #            the fatfs crate), ovmf (UEFI firmware for disks with an EFI System Partition)
@@ -42,6 +44,7 @@ packages=(
   e2fsprogs
   debootstrap fdisk dosfstools mtools ovmf
   libvirt-clients libxml2-utils
+  linux-source-6.1 bc flex bison xz-utils patch
   nfs-ganesha nfs-ganesha-vfs rpcbind
   socat
   python3-prometheus-client
@@ -99,6 +102,9 @@ if ! ls "$guest_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
   dpkg-deb -x "$download"/"$kernel_package"_*.deb "$guest_dir"
   rm -rf "$download"
 fi
+# The kernel berth's VMs made from container images boot (Debian's stays for `guest_kernel =
+# "debian"`): built once per source version and config, a few minutes on two cores.
+"$(dirname "$0")/build-guest-kernel.sh" "$guest_dir"
 
 # The dashboard's console is xterm.js; the daemon serves it from here (--dashboard-assets).
 # playwright-core (same lock) drives chromium in tests/dashboard.rs.

@@ -28,6 +28,9 @@ pub struct DaemonConfig {
     pub stop_timeout_secs: u64,
     /// Where the guest kernel for VMs made from container images is.
     pub guest_dir: PathBuf,
+    /// Which of the kernels there VMs made from container images boot (`guest_kernel`:
+    /// `auto`, berth's own build when there is one, or `debian`).
+    pub guest_kernel: berth_vm::assets::KernelChoice,
     /// The instance-type catalog: built-in types, then the config file's.
     pub types: Vec<InstanceType>,
     /// The config file read (named in messages about its keys).
@@ -106,6 +109,8 @@ struct ConfigFile {
     stop_timeout_secs: Option<u64>,
     #[serde(default)]
     guest_dir: Option<PathBuf>,
+    #[serde(default)]
+    guest_kernel: berth_vm::assets::KernelChoice,
     #[serde(default)]
     types: Vec<TypeSection>,
     #[serde(default)]
@@ -445,6 +450,7 @@ impl DaemonConfig {
             guest_dir: parsed
                 .guest_dir
                 .unwrap_or_else(|| PathBuf::from(berth_vm::assets::DEFAULT_GUEST_DIR)),
+            guest_kernel: parsed.guest_kernel,
             types,
             dns_upstreams: parsed.dns.parse()?,
             config_file: file,

@@ -1686,6 +1686,14 @@ impl Engine {
             oci_runtime: detail("runtime"),
             accelerators: self.host.accelerator.usable.clone(),
             accelerator_note: self.host.accelerator.note.clone(),
+            guest_kernel: self
+                .vm_driver()
+                .fingerprint()
+                .details
+                .into_iter()
+                .find(|(key, _)| key == "guest kernel")
+                .map(|(_, value)| value)
+                .unwrap_or_default(),
             cpus: self.host.cpus,
             memory_bytes: self.host.memory_bytes,
             allocated,

@@ -251,7 +251,12 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("setting up networking: {e}"))?;
-    let vms = VmDriver::new(images.clone(), state_dir.join("vm"), config.guest_dir.clone());
+    let vms = VmDriver::new(
+        images.clone(),
+        state_dir.join("vm"),
+        config.guest_dir.clone(),
+        config.guest_kernel,
+    );
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let socket = config.socket.clone();
     let engine = Engine::new(engine::EngineParts {

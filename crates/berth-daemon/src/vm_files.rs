@@ -453,7 +453,7 @@ impl Engine {
                 .map_err(|e| EngineError::invalid("instance", e.to_string()));
         }
         // A VM made from a container image boots berth's kernel, initramfs and config disk.
-        let kernel = berth_vm::assets::find_guest_kernel(&self.config.guest_dir)
+        let kernel = berth_vm::assets::find_guest_kernel(&self.config.guest_dir, self.config.guest_kernel)
             .map_err(|e| EngineError::internal(e.to_string()))?;
         let cache = self.config.state_dir.join("vm");
         let kernel_for_task = kernel.clone();

@@ -407,15 +407,47 @@ fn online_hotplugged_resources() {
     });
 }
 
-fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
-    if spec.resize_root && Path::new("/sbin/resize2fs").exists() {
-        let _ = berth_process::command("/sbin/resize2fs")
-            .arg(root_disk)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+/// `BLKGETSIZE64` (linux/fs.h): a block device's size in bytes.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+/// `EXT4_IOC_RESIZE_FS` (fs/ext4/ext4.h): grow a mounted ext4 to this many blocks.
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+
+/// Grows the mounted root filesystem to the whole of its disk, online, by the kernel's own
+/// ext4 resizer: no resize2fs (and the C library it needs) in the initramfs, which the
+/// kernel would unpack at every boot.
+fn grow_root(root_disk: &str) -> io::Result<()> {
+    let disk = File::open(root_disk)?;
+    let mut disk_bytes: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 into the variable we pass.
+    if unsafe { libc::ioctl(disk.as_raw_fd(), BLKGETSIZE64, &mut disk_bytes) } < 0 {
+        return Err(io::Error::last_os_error());
     }
+    let root = File::open(ROOT)?;
+    // SAFETY: an all-zero statfs is a valid value for the kernel to fill in.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs on a descriptor we own into a buffer of the right type.
+    if unsafe { libc::fstatfs(root.as_raw_fd(), &mut stat) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block_bytes = u64::try_from(stat.f_bsize).unwrap_or(0).max(1024);
+    let blocks = disk_bytes / block_bytes;
+    if blocks <= stat.f_blocks as u64 {
+        return Ok(());
+    }
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64, the new block count, from the pointer.
+    if unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_RESIZE_FS, &blocks) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn prepare_root(spec: &GuestSpec, root_disk: &str) -> io::Result<()> {
     mount(root_disk, ROOT, "ext4", 0, "")?;
+    if spec.resize_root {
+        if let Err(e) = grow_root(root_disk) {
+            log(&format!("growing the root filesystem to its disk: {e}"));
+        }
+    }
     mount("proc", &format!("{ROOT}/proc"), "proc", 0, "")?;
     mount("sysfs", &format!("{ROOT}/sys"), "sysfs", 0, "")?;
     // The unified hierarchy, where systemd mounts it, for workloads that manage cgroups

@@ -599,6 +599,9 @@ pub struct HostInfo {
     /// Accelerators usable for VMs ("kvm", "tcg") and why.
     pub accelerators: Vec<String>,
     pub accelerator_note: String,
+    /// The kernel VMs made from container images boot (its release), or why there is none.
+    #[serde(default)]
+    pub guest_kernel: String,
     pub cpus: u64,
     pub memory_bytes: u64,
     pub allocated: AllocationSummary,

@@ -1,8 +1,9 @@
-//! What a VM started from a container image boots: the guest kernel taken from Debian's
-//! kernel package (extracted by `scripts/install-deps.sh`) and berth's initramfs, built here
-//! from the guest agent (`berth-guest`, installed beside `berth`), the shared libraries it
-//! needs, resize2fs and the virtio kernel modules. The initramfs is built once per agent
-//! binary and kernel and cached.
+//! What a VM started from a container image boots: the guest kernel (the one
+//! `scripts/build-guest-kernel.sh` builds for berth's VMs, or Debian's, both installed by
+//! `scripts/install-deps.sh`) and berth's initramfs, built here from the guest agent
+//! (`berth-guest`, installed beside `berth`), the shared libraries it needs (none: it is
+//! static) and, for Debian's kernel, the virtio kernel modules. The initramfs is built once
+//! per agent binary and kernel and cached.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,38 +17,65 @@ use crate::cpio::CpioWriter;
 use crate::guest_module;
 use crate::VmError;
 
-/// Where `scripts/install-deps.sh` puts the guest kernel (`boot/vmlinuz-*`, `lib/modules/*`).
+/// Where `scripts/install-deps.sh` puts the guest kernels: Debian's (`boot/vmlinuz-*`,
+/// `lib/modules/*`) and the one `scripts/build-guest-kernel.sh` builds for berth's VMs
+/// (`boot/vmlinux-*-berth`).
 pub const DEFAULT_GUEST_DIR: &str = "/usr/local/lib/berth/guest";
+
+/// Which kernel VMs made from container images boot (the daemon's `guest_kernel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChoice {
+    /// The kernel built for berth's VMs when there is one (everything they use built in:
+    /// no modules to load, no BTF, no tracing; half the boot under TCG), else Debian's.
+    #[default]
+    Auto,
+    /// Debian's cloud kernel with its modules: for workloads that need more of a kernel
+    /// than berth's agent does (a container engine with bridges and iptables in the VM).
+    Debian,
+}
 
 #[derive(Debug, Clone)]
 pub struct GuestKernel {
+    /// The kernel file: an ELF `vmlinux` or a bzImage `vmlinuz`.
     pub vmlinuz: PathBuf,
+    /// Its modules (a kernel with everything built in has none: the directory is absent).
     pub modules: PathBuf,
     pub version: String,
 }
 
-/// Finds the newest kernel under `dir`.
-pub fn find_guest_kernel(dir: &Path) -> Result<GuestKernel, VmError> {
+/// The kernel under `dir` that `choice` picks: berth's own build (`vmlinux-*-berth`) unless
+/// Debian's is asked for or there is none, then the newest `vmlinuz-*`.
+pub fn find_guest_kernel(dir: &Path, choice: KernelChoice) -> Result<GuestKernel, VmError> {
     let missing = || {
         VmError::Setup(format!(
             "no guest kernel in {}; run scripts/install-deps.sh (it extracts Debian's linux-image-cloud-amd64 there)",
             dir.display()
         ))
     };
-    let mut versions: Vec<String> = fs::read_dir(dir.join("boot"))
+    let names: Vec<String> = fs::read_dir(dir.join("boot"))
         .map_err(|_| missing())?
         .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix("vmlinuz-")
-                .map(str::to_string)
-        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    versions.sort();
-    let version = versions.pop().ok_or_else(missing)?;
+    let newest = |prefix: &str, built_for_berth: bool| {
+        let mut versions: Vec<&str> = names
+            .iter()
+            .filter_map(|name| name.strip_prefix(prefix))
+            .filter(|version| version.ends_with("-berth") == built_for_berth)
+            .collect();
+        versions.sort();
+        versions
+            .pop()
+            .map(|version| (format!("{prefix}{version}"), version.to_string()))
+    };
+    let built = match choice {
+        KernelChoice::Auto => newest("vmlinux-", true),
+        KernelChoice::Debian => None,
+    };
+    let (file, version) = built.or_else(|| newest("vmlinuz-", false)).ok_or_else(missing)?;
     Ok(GuestKernel {
-        vmlinuz: dir.join("boot").join(format!("vmlinuz-{version}")),
+        vmlinuz: dir.join("boot").join(file),
         modules: dir.join("lib/modules").join(&version).join("kernel"),
         version,
     })
@@ -147,8 +175,9 @@ pub(crate) fn store_cache_file(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 }
 
 /// What the initramfs holds and how, beyond the agent and the kernel (part of the cache
-/// key): 2 since its modules are slimmed (`guest_module`).
-const INITRAMFS_LAYOUT: u32 = 2;
+/// key): 2 since its modules are slimmed (`guest_module`), 3 since the agent grows the root
+/// filesystem itself (no resize2fs and C library).
+const INITRAMFS_LAYOUT: u32 = 3;
 
 /// An agent binary above this size (berth's own, 50 MB) makes a zstd-compressed initramfs.
 const COMPRESS_AGENT_ABOVE: u64 = 16 << 20;
@@ -214,26 +243,13 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     fs::create_dir_all(cache_dir).map_err(|e| VmError::Setup(format!("creating {}: {e}", cache_dir.display())))?;
     let mut archive = CpioWriter::new(Vec::new());
     let mut directories = BTreeSet::new();
-    for dir in [
-        "dev",
-        "proc",
-        "sys",
-        "newroot",
-        "lib",
-        "sbin",
-        "lib/berth",
-        "lib/berth/modules",
-    ] {
+    for dir in ["dev", "proc", "sys", "newroot", "lib", "lib/berth", "lib/berth/modules"] {
         archive.directory(dir).map_err(io_error)?;
         directories.insert(dir.to_string());
     }
     add_host_file(&mut archive, &mut directories, &exe, "/init")?;
-    let resize2fs = Path::new("/sbin/resize2fs");
-    let mut libraries: BTreeSet<PathBuf> = shared_libraries(&exe).into_iter().collect();
-    if resize2fs.exists() {
-        add_host_file(&mut archive, &mut directories, resize2fs, "/sbin/resize2fs")?;
-        libraries.extend(shared_libraries(resize2fs));
-    }
+    // berth-guest is static: the libraries are those of berth's own binary as the agent.
+    let libraries: BTreeSet<PathBuf> = shared_libraries(&exe).into_iter().collect();
     for library in &libraries {
         // Keep the loader's own path (/lib64/ld-linux-x86-64.so.2) and resolve symlinks.
         let real = fs::canonicalize(library).unwrap_or_else(|_| library.clone());
@@ -247,7 +263,7 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
         }
     }
     let archive = archive.finish().map_err(io_error)?;
-    // The small agent's archive (5 MB) stays uncompressed: unpacking zstd took the guest
+    // The small agent's archive (2 MB) stays uncompressed: unpacking zstd took the guest
     // 90 ms under TCG, a plain copy 40. berth's own binary as the agent is compressed, since
     // the guest holds the archive and its unpacked files in memory at once while it boots.
     let bytes = if meta.len() > COMPRESS_AGENT_ABOVE {
@@ -257,4 +273,46 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
     };
     store_cache_file(&path, &bytes).map_err(|e| VmError::Setup(format!("storing the initramfs: {e}")))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest_dir(files: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("berth-guest-kernels-{}-{}", std::process::id(), files.len()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("boot")).unwrap();
+        for file in files {
+            fs::write(dir.join("boot").join(file), b"").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_kernel_built_for_berth_is_preferred_unless_debians_is_asked_for() {
+        let both = guest_dir(&[
+            "vmlinuz-6.1.0-48-cloud-amd64",
+            "config-6.1.0-48-cloud-amd64",
+            "vmlinux-6.1.172-berth",
+        ]);
+        let auto = find_guest_kernel(&both, KernelChoice::Auto).unwrap();
+        assert_eq!(auto.version, "6.1.172-berth");
+        assert_eq!(auto.vmlinuz, both.join("boot/vmlinux-6.1.172-berth"));
+        let debian = find_guest_kernel(&both, KernelChoice::Debian).unwrap();
+        assert_eq!(debian.version, "6.1.0-48-cloud-amd64");
+        assert_eq!(debian.modules, both.join("lib/modules/6.1.0-48-cloud-amd64/kernel"));
+
+        let only_debian = guest_dir(&["vmlinuz-6.1.0-48-cloud-amd64"]);
+        assert_eq!(
+            find_guest_kernel(&only_debian, KernelChoice::Auto).unwrap().version,
+            "6.1.0-48-cloud-amd64"
+        );
+        let only_berth = guest_dir(&["vmlinux-6.1.172-berth", "x", "y", "z"]);
+        let missing = find_guest_kernel(&only_berth, KernelChoice::Debian).unwrap_err();
+        assert!(missing.to_string().contains("install-deps.sh"), "{missing}");
+        for dir in [both, only_debian, only_berth] {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
 }

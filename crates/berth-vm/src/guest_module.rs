@@ -164,8 +164,10 @@ mod tests {
     /// The guest kernel's own modules, where `scripts/install-deps.sh` put them.
     #[test]
     fn slims_the_installed_guest_modules() {
-        let Ok(kernel) = crate::assets::find_guest_kernel(std::path::Path::new(crate::assets::DEFAULT_GUEST_DIR))
-        else {
+        let Ok(kernel) = crate::assets::find_guest_kernel(
+            std::path::Path::new(crate::assets::DEFAULT_GUEST_DIR),
+            crate::assets::KernelChoice::Debian,
+        ) else {
             return;
         };
         let path = kernel.modules.join("drivers/block/virtio_blk.ko");

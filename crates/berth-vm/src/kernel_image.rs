@@ -28,6 +28,10 @@ pub fn pvh_kernel(kernel: &GuestKernel, cache_dir: &Path) -> Option<PathBuf> {
 
 fn extract(kernel: &GuestKernel, cache_dir: &Path) -> Result<Option<PathBuf>, String> {
     let meta = fs::metadata(&kernel.vmlinuz).map_err(|e| format!("reading {}: {e}", kernel.vmlinuz.display()))?;
+    if is_elf(&kernel.vmlinuz) && has_pvh_entry(kernel) {
+        // berth's own build (scripts/build-guest-kernel.sh) is installed as the ELF kernel.
+        return Ok(Some(kernel.vmlinuz.clone()));
+    }
     let key = crate::assets::cache_key("", &kernel.vmlinuz, &meta);
     let path = cache_dir.join(format!("vmlinux-{}-{key}", kernel.version));
     // Extracted only from a kernel that can boot by PVH: a cached file says it can, and the
@@ -40,12 +44,7 @@ fn extract(kernel: &GuestKernel, cache_dir: &Path) -> Result<Option<PathBuf>, St
     if path.exists() {
         return Ok(Some(path));
     }
-    let config = kernel.vmlinuz.with_file_name(format!("config-{}", kernel.version));
-    // Without the PVH entry QEMU refuses the ELF; Debian ships the build's config beside it.
-    let pvh = fs::read_to_string(&config)
-        .map(|text| text.lines().any(|line| line == "CONFIG_PVH=y"))
-        .unwrap_or(false);
-    if !pvh {
+    if !has_pvh_entry(kernel) {
         return Ok(None);
     }
     let image = fs::read(&kernel.vmlinuz).map_err(|e| format!("reading {}: {e}", kernel.vmlinuz.display()))?;
@@ -55,6 +54,21 @@ fn extract(kernel: &GuestKernel, cache_dir: &Path) -> Result<Option<PathBuf>, St
     fs::create_dir_all(cache_dir).map_err(|e| format!("creating {}: {e}", cache_dir.display()))?;
     crate::assets::store_cache_file(&path, &elf).map_err(|e| format!("storing {}: {e}", path.display()))?;
     Ok(Some(path))
+}
+
+/// Whether the kernel was built with the PVH entry: without it QEMU refuses the ELF. Debian
+/// ships the build's config beside the kernel, and so does `scripts/build-guest-kernel.sh`.
+fn has_pvh_entry(kernel: &GuestKernel) -> bool {
+    let config = kernel.vmlinuz.with_file_name(format!("config-{}", kernel.version));
+    fs::read_to_string(config).is_ok_and(|text| text.lines().any(|line| line == "CONFIG_PVH=y"))
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"\x7fELF"
 }
 
 /// The ELF kernel a bzImage carries: Ok(None) for a compression berth does not read.

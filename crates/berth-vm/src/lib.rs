@@ -86,6 +86,7 @@ pub struct VmDriver {
     images: ImageStore,
     cache_dir: PathBuf,
     guest_dir: PathBuf,
+    guest_kernel: assets::KernelChoice,
     accel: Accelerator,
     base_lock: tokio::sync::Mutex<()>,
 }
@@ -111,7 +112,12 @@ fn agent_memory_floor() -> u64 {
 }
 
 impl VmDriver {
-    pub fn new(images: ImageStore, cache_dir: PathBuf, guest_dir: PathBuf) -> VmDriver {
+    pub fn new(
+        images: ImageStore,
+        cache_dir: PathBuf,
+        guest_dir: PathBuf,
+        guest_kernel: assets::KernelChoice,
+    ) -> VmDriver {
         let accel = accel::detect_accelerator();
         if accel.choice() != "kvm" {
             // Measured once (20 ms) off the path of the first VM's start.
@@ -121,6 +127,7 @@ impl VmDriver {
             images,
             cache_dir,
             guest_dir,
+            guest_kernel,
             accel,
             base_lock: tokio::sync::Mutex::new(()),
         }
@@ -506,7 +513,7 @@ impl InstanceDriver for VmDriver {
     }
 
     fn fingerprint(&self) -> DriverFingerprint {
-        let kernel = assets::find_guest_kernel(&self.guest_dir);
+        let kernel = assets::find_guest_kernel(&self.guest_dir, self.guest_kernel);
         DriverFingerprint {
             kind: Some(InstanceKind::Vm),
             available: kernel.is_ok(),
@@ -624,7 +631,7 @@ impl InstanceDriver for VmDriver {
                     }),
                 },
             )?;
-            let kernel = assets::find_guest_kernel(&self.guest_dir)?;
+            let kernel = assets::find_guest_kernel(&self.guest_dir, self.guest_kernel)?;
             let cache = self.cache_dir.clone();
             let boot = tokio::task::spawn_blocking(move || {
                 let initramfs = assets::initramfs(&kernel, &cache)?;

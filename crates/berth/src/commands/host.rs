@@ -38,6 +38,7 @@ pub async fn info(client: &Client, args: JsonArgs) -> Result<Outcome> {
         info.accelerators.join(", "),
         info.accelerator_note
     );
+    println!("Guest kernel:    {}", info.guest_kernel);
     let allocation = &info.allocated;
     println!(
         "CPUs:            {} (capacity {:.2} at overcommit {}, reserved {:.2}, free {:.2}; limits of running instances {:.2})",
