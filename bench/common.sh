@@ -53,7 +53,20 @@ CONF
   "${PODMAN[@]}" import "$work/busybox.tar" localhost/busybox:latest >/dev/null 2>&1
 }
 
+# Debian's crun needs the hugetlb controller mounted (as v1 on a hybrid host): mounted for the
+# bench's run if missing; bench_cleanup unmounts it again.
+hugetlb_mounted=""
+mount_hugetlb_for_crun() {
+  if [ ! -e /sys/fs/cgroup/hugetlb ] && [ -d /sys/fs/cgroup/unified ]; then
+    mkdir /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb && hugetlb_mounted=1
+  fi
+}
+
 bench_cleanup() {
+  if [ -n "$hugetlb_mounted" ]; then
+    umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb
+    hugetlb_mounted=""
+  fi
   if [ -f "$work/daemon.pid" ]; then
     for id in $("$BERTH" ps -aq 2>/dev/null); do "$BERTH" rm -f "$id" >/dev/null 2>&1 || true; done
     kill "$(cat "$work/daemon.pid")" 2>/dev/null || true

@@ -14,16 +14,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-40}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 source bench/common.sh
-hugetlb_mounted=""
-cleanup() {
-  [ -n "$hugetlb_mounted" ] && umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb
-  bench_cleanup
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 bench_setup
-if [ ! -e /sys/fs/cgroup/hugetlb ] && [ -d /sys/fs/cgroup/unified ]; then
-  mkdir /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb && hugetlb_mounted=1
-fi
+mount_hugetlb_for_crun
 # The same bundle with Docker's default seccomp profile (containers-common's seccomp.json,
 # the one podman uses, turned into the OCI form for runc and crun), so that each runtime
 # installs a filter of the same size, as berth does by default.

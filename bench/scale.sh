@@ -17,18 +17,11 @@ cd "$(dirname "$0")/.."
 count=${1:-1000}
 work=$(mktemp -d /tmp/bb-XXXXXX)
 source bench/common.sh
-hugetlb_mounted=""
-cleanup() {
-  [ -n "$hugetlb_mounted" ] && umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb
-  bench_cleanup
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 small_reservations
 bench_setup
 daemon_pid=$(cat "$work/daemon.pid")
-if [ ! -e /sys/fs/cgroup/hugetlb ] && [ -d /sys/fs/cgroup/unified ]; then
-  mkdir /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb && hugetlb_mounted=1
-fi
+mount_hugetlb_for_crun
 
 # crun's start of /bin/true timed (hyperfine, 20 runs) into $work/$1, if crun runs here.
 time_crun_start() {

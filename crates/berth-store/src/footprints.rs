@@ -139,11 +139,6 @@ impl CacheState {
         self.composed.insert(id, footprint);
     }
 
-    /// Composes every instance again (after a listing replaced the parts).
-    fn compose_all(&mut self) {
-        self.composed = compose(&self.parts);
-    }
-
     fn footprints(&self) -> Vec<InstanceFootprint> {
         self.composed.values().cloned().collect()
     }
@@ -248,17 +243,19 @@ impl Store {
                     "the instances changed faster than admission could read them; try again".into(),
                 ));
             }
-            // Only what is listed stays: removed instances leave the cache. (Every listed key
-            // is in it, so equal sizes mean nothing else is.)
+            // Only what is listed stays: removed instances leave the cache, and only theirs are
+            // composed again. (Every listed key is in it, so equal sizes mean nothing else is.)
             if state.parts.len() != listed.len() {
-                let mut kept = HashMap::with_capacity(listed.len());
-                for kv in &listed {
-                    if let Some(entry) = state.parts.remove_entry(&kv.key) {
-                        kept.insert(entry.0, entry.1);
-                    }
+                let listed_keys: HashSet<&str> = listed.iter().map(|kv| kv.key.as_str()).collect();
+                let dropped: Vec<String> = state
+                    .parts
+                    .keys()
+                    .filter(|key| !listed_keys.contains(key.as_str()))
+                    .cloned()
+                    .collect();
+                for key in dropped {
+                    state.set_part(key, None);
                 }
-                state.parts = kept;
-                state.compose_all();
             }
             state.revision = Some(listed_at);
             return Ok(state.footprints());
@@ -268,30 +265,6 @@ impl Store {
 
 fn is_part_key(kv: &KeyValue) -> bool {
     InstanceDesired::id_in_key(&kv.key).is_some() || InstanceStatus::id_in_key(&kv.key).is_some()
-}
-
-/// Footprints from the cached parts, by instance id.
-fn compose(parts: &HashMap<String, (Revision, Part)>) -> HashMap<String, InstanceFootprint> {
-    let mut by_id: HashMap<&str, (Option<&DesiredFootprint>, Option<&StatusFootprint>)> =
-        HashMap::with_capacity(parts.len() / 2 + 1);
-    for (key, (_, part)) in parts {
-        match part {
-            Part::Desired(desired) => {
-                if let Some(id) = InstanceDesired::id_in_key(key) {
-                    by_id.entry(id).or_default().0 = Some(desired);
-                }
-            }
-            Part::Status(status) => {
-                if let Some(id) = InstanceStatus::id_in_key(key) {
-                    by_id.entry(id).or_default().1 = Some(status);
-                }
-            }
-        }
-    }
-    by_id
-        .into_iter()
-        .filter_map(|(id, (desired, status))| Some((id.to_string(), footprint(desired?, status))))
-        .collect()
 }
 
 /// An instance's footprint from its two parts. An instance without a status record counts
