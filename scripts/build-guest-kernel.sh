@@ -31,9 +31,11 @@ echo "building the guest kernel from $source_package $source_version (a few minu
 tar -xJf /usr/src/linux-source-6.1.tar.xz -C "$build"
 cd "$build/linux-source-6.1"
 patch -s -p1 <"$patch_file"
-make -s ARCH=x86_64 tinyconfig >/dev/null
-scripts/kconfig/merge_config.sh -m .config "$fragment" >/dev/null 2>&1
-make -s ARCH=x86_64 olddefconfig >/dev/null 2>&1
+# Each configuration step's output (override warnings, expected) is shown only if it fails.
+quietly() { "$@" >"$build/step.log" 2>&1 || { cat "$build/step.log" >&2; exit 1; }; }
+quietly make -s ARCH=x86_64 tinyconfig
+quietly scripts/kconfig/merge_config.sh -m .config "$fragment"
+quietly make -s ARCH=x86_64 olddefconfig
 # Every line of the fragment must have survived olddefconfig (a dependency it lacks drops an
 # option silently); a kernel missing one would boot and then fail in the guest.
 missing=$(grep -E '^CONFIG_[A-Z0-9_]+=' "$fragment" | while IFS= read -r line; do
