@@ -3,8 +3,9 @@
 # by default), and what is left on the host afterwards compared with before: network devices,
 # network namespaces, mounts, cgroups, instance and runtime directories, iptables rules, the
 # daemon's open files and memory. A container's veth pair is deleted by the kernel with its
-# namespace shortly after `rm` returns (berth does not wait for it), so the "after" column is
-# read once the kernel has caught up (at most 10 s).
+# namespace shortly after `rm` returns (berth does not wait for it), and the instance's
+# directory, moved aside into `instances/.discarded` before `rm` returns, is deleted right after
+# it; so the "after" column is read once both have caught up (at most 10 s).
 # Usage: bench/run-leaks.sh [RUNS]   (root; after scripts/install-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,10 @@ for thing in "${things[@]}"; do before[$thing]=$(count "$thing"); done
 began=$(date +%s.%N)
 for _ in $(seq "$runs"); do "$BERTH" run --rm busybox /bin/true; done
 ended=$(date +%s.%N)
-for _ in $(seq 100); do [ "$(count veths)" -le "${before[veths]}" ] && break; sleep 0.1; done
+for _ in $(seq 100); do
+  [ "$(count veths)" -le "${before[veths]}" ] && [ ! -e "$work/state/instances/.discarded" ] && break
+  sleep 0.1
+done
 
 printf '%s runs of `berth run --rm busybox /bin/true` (bridge) in %.1f s, %.1f ms each\n' \
   "$runs" "$(echo "$ended - $began" | bc)" "$(echo "($ended - $began) * 1000 / $runs" | bc -l)"

@@ -135,7 +135,12 @@ impl InstanceDriver for ContainerDriver {
                 )));
             }
         }
-        rootfs::mount_overlay(&paths, &lower_dirs)?;
+        let upper_layer = if instance.spec.auto_remove {
+            rootfs::UpperLayer::Throwaway
+        } else {
+            rootfs::UpperLayer::Kept
+        };
+        rootfs::mount_overlay(&paths, &lower_dirs, upper_layer)?;
         let result = async {
             let user = user::resolve_user(&paths.mountpoint, &instance.spec.process.user)
                 .await
@@ -226,10 +231,9 @@ impl InstanceDriver for ContainerDriver {
 
     async fn remove(&self, instance: &Instance, dir: &Path) -> Result<(), DriverError> {
         self.release(instance, dir, false).await?;
-        if dir.exists() {
-            fs::remove_dir_all(dir).map_err(|e| DriverError::host(format!("removing {}", dir.display()), e))?;
-        }
-        Ok(())
+        // Nothing is mounted in it any more: moved aside now, deleted in the background.
+        berth_storage::discard::remove_dir_soon(dir)
+            .map_err(|e| DriverError::host(format!("removing {}", dir.display()), e))
     }
 
     async fn update_limits(&self, instance: &Instance, limits: &Limits) -> Result<(), DriverError> {

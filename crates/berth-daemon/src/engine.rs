@@ -83,8 +83,8 @@ pub struct Engine {
     /// What this node's instances measurably use (sampled in a cluster).
     pub(crate) usage: crate::usage::UsageMeter,
     events: broadcast::Sender<Event>,
-    /// This binary, run in supervisor mode for each started instance.
-    exe: PathBuf,
+    /// Starts each started instance's supervisor (this binary in supervisor mode).
+    supervisors: Arc<crate::supervisors::Launcher>,
 }
 
 fn supervisor_error(context: &str) -> impl Fn(client::ClientError) -> EngineError + '_ {
@@ -149,7 +149,7 @@ impl Engine {
             drain: Default::default(),
             usage: Default::default(),
             events,
-            exe,
+            supervisors: crate::supervisors::Launcher::new(exe),
         })
     }
 
@@ -766,31 +766,24 @@ impl Engine {
 
     // ---- supervisors --------------------------------------------------------------------
 
+    /// Starts a supervisor to wait for the next start (`crate::supervisors`), so that the
+    /// first start after the daemon's own is as quick as the ones after it.
+    pub(crate) fn keep_a_supervisor_waiting(&self) {
+        self.supervisors.keep_one_waiting();
+    }
+
     /// Runs a supervisor for `config` and waits until it has created the workload.
     pub(crate) async fn spawn_supervisor(&self, dir: &Path, config: &SupervisorConfig) -> EngineResult<u32> {
         let config_path = dir.join("supervisor.json");
         let document = serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
         std::fs::write(&config_path, document)
             .map_err(|e| EngineError::internal(format!("writing {}: {e}", config_path.display())))?;
-        let stderr = std::fs::File::create(dir.join("supervisor.log"))
-            .map_err(|e| EngineError::internal(format!("creating the supervisor log: {e}")))?;
         let spawned_ns = berth_shim::protocol::monotonic_ns();
-        // /proc/self/exe is this very binary even after a package upgrade replaced the file,
-        // so supervisors always speak the daemon's protocol; argv[0] keeps the real name.
-        let mut child = berth_process::async_command_resetting_itself("/proc/self/exe")
-            .arg0(&self.exe)
-            .arg("supervise")
-            .arg(&config_path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| EngineError::internal(format!("starting the supervisor {}: {e}", self.exe.display())))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| EngineError::internal("supervisor stdout missing"))?;
+        let crate::supervisors::Launched { mut child, stdout } = self
+            .supervisors
+            .launch(&config_path)
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?;
         let mut line = String::new();
         let read = tokio::time::timeout(
             SUPERVISOR_READY_TIMEOUT,
@@ -826,7 +819,7 @@ impl Engine {
                 exec_ms = ms(spawned_ns, entered),
                 create_ms = ms(entered, created),
                 report_ms = ms(created, berth_shim::protocol::monotonic_ns()),
-                "supervisor phases: spawn and exec of the supervisor, workload created (for a container: libcontainer's processes, namespaces, cgroups, rootfs), ready line read"
+                "supervisor phases: spawn and exec of the supervisor (or the hand-over to the one waiting), workload created (for a container: libcontainer's processes, namespaces, cgroups, rootfs), ready line read"
             );
         }
         Ok(ready.supervisor_pid)

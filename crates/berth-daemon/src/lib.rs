@@ -35,6 +35,7 @@ pub mod rebalance;
 pub mod restarts;
 pub mod scheduler;
 pub mod stacks;
+mod supervisors;
 pub mod trust;
 pub mod usage;
 pub mod vm_files;
@@ -185,6 +186,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ),
         Err(e) => tracing::warn!(error = %e, "making the instances directory a mount of its own; containers are created in the host's mount namespace"),
     }
+    // Instance directories a stopped daemon had moved aside but not yet deleted.
+    let discarded_parent = instances_mount.dir.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = berth_storage::discard::sweep(&discarded_parent) {
+            tracing::warn!(error = %e, "deleting removed instances' directories");
+        }
+    });
     let (store, local_store) = open_stores(&config).await?;
     if config.cluster.is_some() {
         // Instances of this host from before it joined would be invisible to the cluster
@@ -275,6 +283,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("recovering instances: {e}"))?;
+    engine.keep_a_supervisor_waiting();
     if let Some(membership) = &membership {
         let facts = engine.node_facts().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         membership.publish(facts).await.context("publishing this node")?;

@@ -7,12 +7,14 @@
 //! - `client` — the daemon side of the control socket
 //! - `rotating` — log files with a size cap, rotated as Docker's log drivers do
 //! - `fence` — the lease heartbeat a supervisor fences its workload by, in a cluster
+//! - `standby` — a supervisor started ahead of need, handed the next instance's config
 
 pub mod client;
 pub mod fence;
 pub mod process;
 pub mod protocol;
 pub mod rotating;
+pub mod standby;
 pub mod supervisor;
 
 pub use protocol::{ExitRecord, LogRecord};

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use nix::mount::{umount2, MntFlags};
 
+pub mod discard;
 pub mod nfs;
 use thiserror::Error;
 

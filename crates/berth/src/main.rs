@@ -53,6 +53,9 @@ fn main() -> ExitCode {
     // over those pages for the supervisor's whole life.
     let mut args = std::env::args_os().skip(1);
     if let (Some(command), Some(config), None) = (args.next(), args.next(), args.next()) {
+        if command == "supervise" && berth_shim::standby::is_standby_argument(&config) {
+            return ExitCode::from(supervise_on_standby() as u8);
+        }
         if command == "supervise" && !config.to_string_lossy().starts_with('-') {
             return ExitCode::from(supervise(std::path::Path::new(&config)) as u8);
         }
@@ -275,6 +278,23 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
 }
 
 /// The supervisor: no async runtime, one thread, as small as it can be.
+/// A supervisor the daemon started ahead of need (`berth_shim::standby`): waits for the
+/// config of the next instance, then supervises it. Ends quietly when the daemon goes away.
+fn supervise_on_standby() -> i32 {
+    match berth_shim::standby::wait_for_config() {
+        Ok(Some(config)) => supervise(&config),
+        Ok(None) => 0,
+        Err(e) => {
+            println!(
+                "{{\"ok\":false,\"error\":\"a standby supervisor taking its config: {}\",\"supervisor_pid\":{}}}",
+                e.to_string().replace('"', "'"),
+                std::process::id()
+            );
+            1
+        }
+    }
+}
+
 fn supervise(config_path: &std::path::Path) -> i32 {
     berth_shim::supervisor::mark_entered();
     // The daemon starts supervisors without its own pre-exec reset (posix_spawn, cheaper than
