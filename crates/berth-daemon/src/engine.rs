@@ -1661,8 +1661,9 @@ impl Engine {
                 })
             }
         };
-        let fingerprint = self.containers.fingerprint();
-        let detail = |key: &str| {
+        let containers = self.containers.fingerprint();
+        let vms = self.vm_driver().fingerprint();
+        let detail = |fingerprint: &berth_model::driver::DriverFingerprint, key: &str| {
             fingerprint
                 .details
                 .iter()
@@ -1675,18 +1676,11 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION").into(),
             kernel: self.host.kernel.clone(),
             os: self.host.os.clone(),
-            cgroup_version: detail("cgroup"),
-            oci_runtime: detail("runtime"),
+            cgroup_version: detail(&containers, "cgroup"),
+            oci_runtime: detail(&containers, "runtime"),
             accelerators: self.host.accelerator.usable.clone(),
             accelerator_note: self.host.accelerator.note.clone(),
-            guest_kernel: self
-                .vm_driver()
-                .fingerprint()
-                .details
-                .into_iter()
-                .find(|(key, _)| key == "guest kernel")
-                .map(|(_, value)| value)
-                .unwrap_or_default(),
+            guest_kernel: detail(&vms, "guest kernel"),
             cpus: self.host.cpus,
             memory_bytes: self.host.memory_bytes,
             allocated,

@@ -49,7 +49,7 @@ pub struct GuestKernel {
 pub fn find_guest_kernel(dir: &Path, choice: KernelChoice) -> Result<GuestKernel, VmError> {
     let missing = || {
         VmError::Setup(format!(
-            "no guest kernel in {}; run scripts/install-deps.sh (it extracts Debian's linux-image-cloud-amd64 there)",
+            "no guest kernel in {}; run scripts/install-deps.sh (it builds berth's guest kernel there from Debian's linux-source-6.1 and extracts Debian's linux-image-cloud-amd64 beside it)",
             dir.display()
         ))
     };
@@ -279,8 +279,8 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
 mod tests {
     use super::*;
 
-    fn guest_dir(files: &[&str]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("berth-guest-kernels-{}-{}", std::process::id(), files.len()));
+    fn guest_dir(label: &str, files: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("berth-guest-kernels-{}-{label}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("boot")).unwrap();
         for file in files {
@@ -291,11 +291,14 @@ mod tests {
 
     #[test]
     fn the_kernel_built_for_berth_is_preferred_unless_debians_is_asked_for() {
-        let both = guest_dir(&[
-            "vmlinuz-6.1.0-48-cloud-amd64",
-            "config-6.1.0-48-cloud-amd64",
-            "vmlinux-6.1.172-berth",
-        ]);
+        let both = guest_dir(
+            "both",
+            &[
+                "vmlinuz-6.1.0-48-cloud-amd64",
+                "config-6.1.0-48-cloud-amd64",
+                "vmlinux-6.1.172-berth",
+            ],
+        );
         let auto = find_guest_kernel(&both, KernelChoice::Auto).unwrap();
         assert_eq!(auto.version, "6.1.172-berth");
         assert_eq!(auto.vmlinuz, both.join("boot/vmlinux-6.1.172-berth"));
@@ -303,12 +306,12 @@ mod tests {
         assert_eq!(debian.version, "6.1.0-48-cloud-amd64");
         assert_eq!(debian.modules, both.join("lib/modules/6.1.0-48-cloud-amd64/kernel"));
 
-        let only_debian = guest_dir(&["vmlinuz-6.1.0-48-cloud-amd64"]);
+        let only_debian = guest_dir("debian", &["vmlinuz-6.1.0-48-cloud-amd64"]);
         assert_eq!(
             find_guest_kernel(&only_debian, KernelChoice::Auto).unwrap().version,
             "6.1.0-48-cloud-amd64"
         );
-        let only_berth = guest_dir(&["vmlinux-6.1.172-berth", "x", "y", "z"]);
+        let only_berth = guest_dir("berth", &["vmlinux-6.1.172-berth"]);
         let missing = find_guest_kernel(&only_berth, KernelChoice::Debian).unwrap_err();
         assert!(missing.to_string().contains("install-deps.sh"), "{missing}");
         for dir in [both, only_debian, only_berth] {
