@@ -85,7 +85,8 @@ fn standbys_of(daemon: u32) -> Vec<u32> {
 
 /// The daemon keeps one supervisor waiting for the next start: a start takes it (it shows
 /// in `ps` as a supervisor of that instance, with its log beside the config), another one
-/// waits after, and a daemon that dies takes its waiting supervisor with it.
+/// waits after, and a daemon that dies takes its waiting supervisor with it. The next daemon
+/// deletes what the dead one had moved aside for deletion.
 #[test]
 fn a_waiting_supervisor_takes_the_next_start_and_ends_with_the_daemon() {
     let mut d = Daemon::with_busybox();
@@ -133,8 +134,17 @@ fn a_waiting_supervisor_takes_the_next_start_and_ends_with_the_daemon() {
         !String::from_utf8_lossy(&left).contains("--standby="),
         "the waiting supervisor outlived its daemon"
     );
+    // What a stopped daemon had moved aside but not yet deleted goes at the next start.
+    let discarded = d.state.join("instances/.discarded/0123456789ab.1.0/upper/etc");
+    std::fs::create_dir_all(&discarded).unwrap();
+    std::fs::write(discarded.join("hosts"), "left").unwrap();
     // The instance's supervisor did not end with it.
     d.restart_only();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.state.join("instances/.discarded").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!d.state.join("instances/.discarded").exists(), "left in .discarded");
     assert_eq!(d.inspect("s")["state"], "running");
     d.ok(&["rm", "-f", "s"]);
 }
