@@ -6,6 +6,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
@@ -16,6 +17,8 @@ pub(crate) struct Launcher {
     /// This binary, run in supervisor mode.
     exe: PathBuf,
     waiting: Mutex<Option<Waiting>>,
+    /// A waiting supervisor is being started (concurrent starts ask for one each).
+    starting: AtomicBool,
 }
 
 /// A supervisor waiting for its config.
@@ -36,6 +39,7 @@ impl Launcher {
         Arc::new(Launcher {
             exe,
             waiting: Mutex::new(None),
+            starting: AtomicBool::new(false),
         })
     }
 
@@ -59,21 +63,18 @@ impl Launcher {
 
     /// Starts a waiting supervisor in the background unless one is waiting already.
     pub(crate) fn keep_one_waiting(self: &Arc<Self>) {
+        if self.starting.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let launcher = Arc::clone(self);
         tokio::spawn(async move {
-            if launcher.waiting.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-                return;
-            }
-            match launcher.start_waiting() {
-                Ok(started) => {
-                    let mut slot = launcher.waiting.lock().unwrap_or_else(|e| e.into_inner());
-                    // Two refills raced: the second one's supervisor ends as its stdin closes.
-                    if slot.is_none() {
-                        *slot = Some(started);
-                    }
+            if launcher.waiting.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+                match launcher.start_waiting() {
+                    Ok(started) => *launcher.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(started),
+                    Err(e) => tracing::warn!(error = %e, "starting a standby supervisor"),
                 }
-                Err(e) => tracing::warn!(error = %e, "starting a standby supervisor"),
             }
+            launcher.starting.store(false, Ordering::Release);
         });
     }
 

@@ -277,24 +277,33 @@ fn run_daemon(args: cli::DaemonArgs) -> Result<()> {
     runtime.block_on(berth_daemon::run(config))
 }
 
-/// The supervisor: no async runtime, one thread, as small as it can be.
 /// A supervisor the daemon started ahead of need (`berth_shim::standby`): waits for the
 /// config of the next instance, then supervises it. Ends quietly when the daemon goes away.
 fn supervise_on_standby() -> i32 {
     match berth_shim::standby::wait_for_config() {
         Ok(Some(config)) => supervise(&config),
         Ok(None) => 0,
-        Err(e) => {
-            println!(
-                "{{\"ok\":false,\"error\":\"a standby supervisor taking its config: {}\",\"supervisor_pid\":{}}}",
-                e.to_string().replace('"', "'"),
-                std::process::id()
-            );
-            1
-        }
+        Err(e) => not_ready(&format!("a standby supervisor taking its config: {e}")),
     }
 }
 
+/// The ready line of a supervisor that failed before it had a workload; its exit status.
+fn not_ready(error: &str) -> i32 {
+    let line = berth_shim::protocol::ReadyLine {
+        ok: false,
+        error: Some(error.to_string()),
+        supervisor_pid: std::process::id(),
+        entered_ns: None,
+        created_ns: None,
+    };
+    match serde_json::to_string(&line) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("berth supervisor: {error} ({e})"),
+    }
+    1
+}
+
+/// The supervisor: no async runtime, one thread, as small as it can be.
 fn supervise(config_path: &std::path::Path) -> i32 {
     berth_shim::supervisor::mark_entered();
     // The daemon starts supervisors without its own pre-exec reset (posix_spawn, cheaper than
@@ -313,14 +322,7 @@ fn supervise(config_path: &std::path::Path) -> i32 {
         .and_then(|data| serde_json::from_slice(&data).map_err(|e| e.to_string()))
     {
         Ok(config) => config,
-        Err(e) => {
-            println!(
-                "{{\"ok\":false,\"error\":\"reading the supervisor config: {}\",\"supervisor_pid\":{}}}",
-                e.replace('"', "'"),
-                std::process::id()
-            );
-            return 1;
-        }
+        Err(e) => return not_ready(&format!("reading the supervisor config: {e}")),
     };
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::ERROR)
