@@ -79,15 +79,13 @@ fn show_config_in_command_line(config: &Path) {
     unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), start as *mut u8, room) };
 }
 
-/// The process's argument area: fields 48 and 49 of /proc/self/stat (proc(5)).
+/// The process's argument area (`arg_start` and `arg_end` of /proc/self/stat).
 fn argument_area() -> Option<(usize, usize)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces), counted from field 3.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let mut fields = after_name.split(' ').skip(48 - 3);
-    let start = fields.next()?.parse().ok()?;
-    let end = fields.next()?.parse().ok()?;
-    Some((start, end))
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    Some((
+        usize::try_from(stat.arg_start?).ok()?,
+        usize::try_from(stat.arg_end?).ok()?,
+    ))
 }
 
 #[cfg(test)]
