@@ -590,47 +590,89 @@ fn serve_exec(device: String) {
             return;
         };
         let mut reader = BufReader::new(read_half);
+        // The first bytes of the next request, when the last session's input loop read them.
+        let mut carried = Vec::new();
         loop {
             // A read of the port returns what has arrived, and nothing at all between host
-            // writes, which `read_line` takes for the end of input: a request that arrives in
+            // writes, which `read_until` takes for the end of input: a request that arrives in
             // two pieces comes back as two partial lines. Keep reading until its newline.
-            let mut line = String::new();
+            let mut line = std::mem::take(&mut carried);
             loop {
-                match reader.read_line(&mut line) {
-                    Ok(_) if line.ends_with('\n') => break,
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(_) if line.ends_with(b"\n") => break,
                     Ok(0) | Err(_) => std::thread::sleep(Duration::from_millis(50)),
                     Ok(_) => {}
                 }
             }
             let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let mut stdin = match serde_json::from_str::<GuestExec>(line.trim()) {
-                Ok(request) => start_exec(request, writer.clone(), finished.clone()),
-                Err(e) => {
+            let mut stdin = match parse_request(&line) {
+                // Only the tail of a session already over (input that came after its end).
+                None => continue,
+                Some(Ok(request)) => start_exec(request, writer.clone(), finished.clone()),
+                Some(Err(e)) => {
                     send_frame(&writer, FrameKind::Error, format!("bad exec request: {e}").as_bytes());
                     finished.store(true, std::sync::atomic::Ordering::SeqCst);
                     None
                 }
             };
-            // Input for the session, until its process ended and the host side went quiet.
+            // Input for the session, until its process ended and the host side went quiet,
+            // or the next request began.
             loop {
-                match read_frame(&mut reader, &finished) {
-                    Some(frame) if frame.kind == FrameKind::Stdin => {
+                match read_session_input(&mut reader, &finished) {
+                    SessionInput::Frame(frame) if frame.kind == FrameKind::Stdin => {
                         if let Some(pipe) = stdin.as_mut() {
                             let _ = pipe.write_all(&frame.payload);
                         }
                     }
-                    Some(frame) if frame.kind == FrameKind::StdinClose => stdin = None,
-                    Some(_) => {}
-                    None => break,
+                    SessionInput::Frame(frame) if frame.kind == FrameKind::StdinClose => stdin = None,
+                    SessionInput::Frame(_) => {}
+                    SessionInput::Ended => break,
+                    SessionInput::NextRequest(start) => {
+                        carried = start;
+                        break;
+                    }
                 }
             }
         }
     });
 }
 
+/// The byte every request line starts with (a JSON object); no frame kind has it.
+const REQUEST_START: u8 = b'{';
+
+/// The request in one line from the exec port; `None` when the line holds no request at all.
+/// Bytes before the request are the late input of a session that is over (a stdin frame or
+/// end of stdin that arrived after its process ended and the port went quiet): skipped. A
+/// stdin payload may hold a `{` too, so each `{` is tried in turn; the request runs to the
+/// end of the line.
+fn parse_request(line: &[u8]) -> Option<Result<GuestExec, serde_json::Error>> {
+    let line = line.trim_ascii_end();
+    let mut first_error = None;
+    for (at, _) in line.iter().enumerate().filter(|(_, byte)| **byte == REQUEST_START) {
+        match serde_json::from_slice::<GuestExec>(&line[at..]) {
+            Ok(request) => return Some(Ok(request)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map(Err)
+}
+
+/// What the exec port brought while a session was open.
+#[derive(Debug)]
+enum SessionInput {
+    Frame(Frame),
+    /// The process ended and nothing more came: the host side is done.
+    Ended,
+    /// A request line began where a frame was expected: the host that ran the session left
+    /// and the next one connected before the port went quiet. The bytes read of it so far.
+    NextRequest(Vec<u8>),
+}
+
 /// Reads one frame from the exec port. A read of nothing means "no data now" (or the host
 /// left); the session is over once its process has ended and nothing more comes.
-fn read_frame(reader: &mut impl Read, finished: &std::sync::atomic::AtomicBool) -> Option<Frame> {
+fn read_session_input(reader: &mut impl Read, finished: &std::sync::atomic::AtomicBool) -> SessionInput {
     let mut header = [0u8; berth_model::stream::HEADER_LEN];
     let mut filled = 0;
     let mut read_exact = |buffer: &mut [u8], filled: &mut usize| -> bool {
@@ -647,16 +689,22 @@ fn read_frame(reader: &mut impl Read, finished: &std::sync::atomic::AtomicBool) 
         }
         true
     };
-    if !read_exact(&mut header, &mut filled) {
-        return None;
+    let complete = read_exact(&mut header, &mut filled);
+    if filled > 0 && header[0] == REQUEST_START {
+        return SessionInput::NextRequest(header[..filled].to_vec());
     }
-    let (kind, len) = berth_model::stream::parse_header(&header).ok()?;
+    if !complete {
+        return SessionInput::Ended;
+    }
+    let Ok((kind, len)) = berth_model::stream::parse_header(&header) else {
+        return SessionInput::Ended;
+    };
     let mut payload = vec![0u8; len];
     let mut got = 0;
     if !read_exact(&mut payload, &mut got) {
-        return None;
+        return SessionInput::Ended;
     }
-    Some(Frame { kind, payload })
+    SessionInput::Frame(Frame { kind, payload })
 }
 
 type SharedPort = std::sync::Arc<std::sync::Mutex<File>>;
@@ -909,4 +957,67 @@ pub fn guest_init() -> ! {
     status_port.send(&serde_json::to_string(&status).unwrap_or_default());
     boot_phase("status sent, powering off");
     power_off(root_at_exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    fn request_line(args: &[&str]) -> Vec<u8> {
+        let request = GuestExec {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..GuestExec::default()
+        };
+        let mut line = serde_json::to_vec(&request).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    #[test]
+    fn a_request_after_late_input_of_an_ended_session_is_read() {
+        // End of stdin, and stdin holding a brace, that came after their session ended.
+        let mut line = encode_frame(FrameKind::StdinClose, &[]);
+        line.extend(encode_frame(FrameKind::Stdin, b"{not json"));
+        line.extend(request_line(&["grep", "MemTotal", "/proc/meminfo"]));
+        let request = parse_request(&line).expect("a request").expect("it parses");
+        assert_eq!(request.args, ["grep", "MemTotal", "/proc/meminfo"]);
+    }
+
+    #[test]
+    fn a_line_without_a_request_is_skipped_and_a_bad_one_is_an_error() {
+        assert!(parse_request(&encode_frame(FrameKind::Stdin, b"x\n")).is_none());
+        assert!(parse_request(b"{\"args\": 5}\n").expect("a request").is_err());
+    }
+
+    #[test]
+    fn the_next_request_ends_the_session_and_keeps_its_first_bytes() {
+        let finished = AtomicBool::new(false);
+        let mut port = encode_frame(FrameKind::Stdin, b"input");
+        port.extend(request_line(&["nproc"]));
+        let mut reader = std::io::Cursor::new(port);
+        match read_session_input(&mut reader, &finished) {
+            SessionInput::Frame(frame) => assert_eq!(
+                (frame.kind, frame.payload.as_slice()),
+                (FrameKind::Stdin, &b"input"[..])
+            ),
+            other => panic!("expected the stdin frame, got {other:?}"),
+        }
+        let SessionInput::NextRequest(mut start) = read_session_input(&mut reader, &finished) else {
+            panic!("expected the next request");
+        };
+        reader.read_until(b'\n', &mut start).unwrap();
+        let request = parse_request(&start).expect("a request").expect("it parses");
+        assert_eq!(request.args, ["nproc"]);
+    }
+
+    #[test]
+    fn a_quiet_port_ends_a_finished_session() {
+        let finished = AtomicBool::new(true);
+        let mut reader = std::io::Cursor::new(Vec::new());
+        assert!(matches!(
+            read_session_input(&mut reader, &finished),
+            SessionInput::Ended
+        ));
+    }
 }
