@@ -272,7 +272,32 @@ pub fn initramfs(kernel: &GuestKernel, cache_dir: &Path) -> Result<PathBuf, VmEr
         archive
     };
     store_cache_file(&path, &bytes).map_err(|e| VmError::Setup(format!("storing the initramfs: {e}")))?;
+    if let Ok(agent_modified) = meta.modified() {
+        prune_initramfs_before(cache_dir, &path, agent_modified);
+    }
     Ok(path)
+}
+
+/// Deletes the cached initramfs files built before the agent now in use was installed: they
+/// hold an older agent and no start asks for them again (a running VM's qemu read its
+/// initramfs at start). Those built since, for another guest kernel, stay.
+fn prune_initramfs_before(cache_dir: &Path, keep: &Path, agent_modified: std::time::SystemTime) {
+    let Ok(entries) = fs::read_dir(cache_dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path == keep || !(name.starts_with("initramfs-") && name.ends_with(".img")) {
+            continue;
+        }
+        let built = entry.metadata().and_then(|meta| meta.modified());
+        if built.is_ok_and(|built| built < agent_modified) {
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(file = %path.display(), "removed an initramfs built for an older agent"),
+                Err(e) => tracing::warn!(file = %path.display(), "removing an outdated initramfs: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +312,28 @@ mod tests {
             fs::write(dir.join("boot").join(file), b"").unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn initramfs_files_older_than_the_agent_are_pruned() {
+        let dir = guest_dir("prune", &[]);
+        let old = dir.join("initramfs-0123456789abcdef.img");
+        let other_kernel = dir.join("initramfs-fedcba9876543210.img");
+        let current = dir.join("initramfs-00000000000000ff.img");
+        let unrelated = dir.join("vmlinux-6.1.0-48-cloud-amd64-0123456789abcdef");
+        for file in [&old, &unrelated] {
+            fs::write(file, b"built before").unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let agent_installed = std::time::SystemTime::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for file in [&other_kernel, &current] {
+            fs::write(file, b"built since").unwrap();
+        }
+        prune_initramfs_before(&dir, &current, agent_installed);
+        assert!(!old.exists(), "the initramfs of an older agent is deleted");
+        assert!(other_kernel.exists() && current.exists() && unrelated.exists());
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
