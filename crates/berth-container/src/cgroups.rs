@@ -26,7 +26,8 @@ enum WriteUnset {
     Skip,
 }
 
-/// CFS period; quota is `cpus * period`.
+/// CFS period; quota is `cpus * period`. The kernel's default for a new cgroup, so a new
+/// container's spec leaves it out (see `resources_at_creation`).
 const CPU_PERIOD_US: u64 = 100_000;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -200,7 +201,8 @@ impl Cgroups {
     /// Resources for the OCI spec of a new container: only the limits that are set. A new
     /// cgroup starts without limits, and writing "no limit" to it is not free: each CPU
     /// bandwidth write (`cfs_period_us`, `cfs_quota_us`) makes the kernel walk every CPU
-    /// cgroup on the host (`tg_set_cfs_bandwidth`), 0.45 ms with 1,000 containers running.
+    /// cgroup on the host (`tg_set_cfs_bandwidth`), 0.45 ms with 1,000 containers running;
+    /// so a CPU limit is written as its quota alone, over the period a new cgroup has.
     pub fn resources_at_creation(&self, limits: &Limits) -> Result<LinuxResources, DriverError> {
         self.limit_resources(limits, WriteUnset::Skip)
     }
@@ -213,11 +215,11 @@ impl Cgroups {
                 .cpus
                 .map(|cpus| (cpus.0 * CPU_PERIOD_US / 1000) as i64)
                 .unwrap_or(-1);
-            let cpu = LinuxCpuBuilder::default()
-                .quota(quota)
-                .period(CPU_PERIOD_US)
-                .build()
-                .map_err(|e| cgroup_error("cpu limit", e))?;
+            let mut cpu = LinuxCpuBuilder::default().quota(quota);
+            if write_unset {
+                cpu = cpu.period(CPU_PERIOD_US);
+            }
+            let cpu = cpu.build().map_err(|e| cgroup_error("cpu limit", e))?;
             resources = resources.cpu(cpu);
         }
         if limits.memory_bytes.is_some() || write_unset {
@@ -475,6 +477,15 @@ mod tests {
         let some = cgroups.resources_at_creation(&memory_only).expect("resources");
         assert_eq!(some.memory().as_ref().and_then(|m| m.limit()), Some(64 << 20));
         assert!(some.cpu().is_none() && some.pids().is_none());
+        // A CPU limit at creation is its quota alone: the period is the new cgroup's default,
+        // and each bandwidth write walks every CPU cgroup on the host.
+        let one_cpu = Limits {
+            cpus: Some(berth_model::MilliCpus::from_cpus(1)),
+            ..Limits::default()
+        };
+        let cpu = cgroups.resources_at_creation(&one_cpu).expect("resources");
+        let cpu = cpu.cpu().as_ref().expect("a CPU limit");
+        assert_eq!((cpu.quota(), cpu.period()), (Some(CPU_PERIOD_US as i64), None));
         let update = cgroups.resources(&memory_only).expect("resources");
         assert_eq!(
             update.cpu().as_ref().and_then(|c| c.quota()),
