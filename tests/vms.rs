@@ -231,6 +231,14 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
         d.log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
     );
     assert_eq!(d.ok(&["exec", "v", "nproc"]).trim(), "1");
+    // Sessions back to back: a request may reach the agent while it still reads the last
+    // session's input, and must start the next session all the same.
+    for round in 0..20 {
+        assert_eq!(
+            d.ok(&["exec", "v", "echo", &round.to_string()]).trim(),
+            round.to_string()
+        );
+    }
 
     // QEMU runs in its own seccomp sandbox (-sandbox on), as under libvirt.
     let qemu_pid = d.inspect("v")["pid"].as_u64().unwrap();
