@@ -35,13 +35,7 @@ fn malformed_flags_name_the_field() {
     }
     // Nothing was created by any of them.
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
-    // `.discarded` holds directories being deleted after a removal (berth_storage::discard).
-    let leftovers = std::fs::read_dir(d.state.join("instances"))
-        .unwrap()
-        .flatten()
-        .filter(|entry| entry.file_name() != ".discarded")
-        .count();
-    assert_eq!(leftovers, 0, "instance directories left behind");
+    assert_eq!(d.instance_dirs(), 0, "instance directories left behind");
 }
 
 #[test]

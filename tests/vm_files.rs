@@ -270,7 +270,7 @@ fn definitions_cannot_inject_markup_wrap_numbers_or_name_host_files() {
         }
     }
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "", "a refused definition left an instance");
-    assert_eq!(std::fs::read_dir(d.state.join("instances")).unwrap().count(), 0);
+    assert_eq!(d.instance_dirs(), 0);
 
     // A UUID in VMware's spacing is accepted, and the export is what libvirt's schema
     // accepts with exactly the disks the VM has.

@@ -411,7 +411,7 @@ fn bad_machine_definitions_name_the_problem_and_create_nothing() {
         );
     }
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
-    assert_eq!(std::fs::read_dir(d.state.join("instances")).unwrap().count(), 0);
+    assert_eq!(d.instance_dirs(), 0);
     let unlimited = d.run(&["create", "--vm", "--memory", "unlimited", "busybox", "true"]);
     assert!(!unlimited.status.success());
     let no_vm = d.run(&["create", "--max-cpus", "4", "busybox", "true"]);

@@ -409,6 +409,16 @@ impl Daemon {
         serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect JSON")
     }
 
+    /// How many instance directories the state directory holds. `.discarded` is not one: it
+    /// holds directories being deleted after a removal (berth_storage::discard).
+    pub fn instance_dirs(&self) -> usize {
+        std::fs::read_dir(self.state.join("instances"))
+            .expect("the instances directory")
+            .flatten()
+            .filter(|entry| entry.file_name() != ".discarded")
+            .count()
+    }
+
     /// Polls `inspect` until `check` holds or the timeout passes.
     pub fn wait_for(
         &self,

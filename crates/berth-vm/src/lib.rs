@@ -756,9 +756,9 @@ impl InstanceDriver for VmDriver {
                 tracing::warn!(vm = %instance.name, disk = %disk.path, error = %e, "the disk stays on its share");
             }
         }
-        if dir.exists() {
-            fs::remove_dir_all(dir).map_err(host_error("removing the VM's directory"))?;
-        }
+        // Moved aside and deleted in the background: a disk the guest filled takes ext4 a
+        // while to free, and `rm` (or `--rm`'s exit code) need not wait for it.
+        berth_storage::discard::remove_dir_soon(dir).map_err(host_error("removing the VM's directory"))?;
         Ok(())
     }
 
