@@ -239,6 +239,45 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
             round.to_string()
         );
     }
+    // A session whose host side is killed mid-way (as a health check's timeout does): the
+    // next session gets only its own output and exit code, and the abandoned process ends.
+    let mut abandoned = d
+        .command(&[
+            "exec",
+            "v",
+            "sh",
+            "-c",
+            "while true; do echo abandoned; sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("berth exec");
+    let host_side = loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            (cmdline.contains("vm-exec") && cmdline.contains("abandoned")).then(|| entry.file_name())
+        });
+        if let Some(pid) = found {
+            break pid.to_string_lossy().parse::<i32>().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: SIGKILL to the vm-exec process found above.
+    unsafe {
+        libc::kill(host_side, libc::SIGKILL);
+    }
+    let _ = abandoned.wait();
+    let next = d.run(&["exec", "v", "sh", "-c", "echo next; exit 3"]);
+    assert_eq!(
+        (stdout(&next), next.status.code()),
+        ("next\n".to_string(), Some(3)),
+        "{}",
+        stderr(&next)
+    );
+    let processes = d.ok(&["exec", "v", "ps"]);
+    assert!(!processes.contains("echo abandoned"), "{processes}");
 
     // QEMU runs in its own seccomp sandbox (-sandbox on), as under libvirt.
     let qemu_pid = d.inspect("v")["pid"].as_u64().unwrap();

@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -605,14 +605,15 @@ fn serve_exec(device: String) {
                 }
             }
             let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let mut stdin = match parse_request(&line) {
+            let session = SessionPort::new(&writer);
+            let Started { mut stdin, process } = match parse_request(&line) {
                 // Only the tail of a session already over (input that came after its end).
                 None => continue,
-                Some(Ok(request)) => start_exec(request, writer.clone(), finished.clone()),
+                Some(Ok(request)) => start_exec(request, session.clone(), finished.clone()),
                 Some(Err(e)) => {
-                    send_frame(&writer, FrameKind::Error, format!("bad exec request: {e}").as_bytes());
+                    session.send(FrameKind::Error, format!("bad exec request: {e}").as_bytes());
                     finished.store(true, std::sync::atomic::Ordering::SeqCst);
-                    None
+                    Started::default()
                 }
             };
             // Input for the session, until its process ended and the host side went quiet,
@@ -628,6 +629,9 @@ fn serve_exec(device: String) {
                     SessionInput::Frame(_) => {}
                     SessionInput::Ended => break,
                     SessionInput::NextRequest(start) => {
+                        if !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                            end_abandoned_session(&session, process.as_ref());
+                        }
                         carried = start;
                         break;
                     }
@@ -707,21 +711,83 @@ fn read_session_input(reader: &mut impl Read, finished: &std::sync::atomic::Atom
     SessionInput::Frame(Frame { kind, payload })
 }
 
-type SharedPort = std::sync::Arc<std::sync::Mutex<File>>;
+/// The exec port as one session writes to it: its frames reach the host only while the
+/// session is open, so the output of a session whose host left never reaches the next one's.
+#[derive(Clone)]
+struct SessionPort {
+    port: std::sync::Arc<std::sync::Mutex<File>>,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
-fn send_frame(port: &SharedPort, kind: FrameKind, data: &[u8]) {
-    if let Ok(mut out) = port.lock() {
-        let _ = out.write_all(&encode_frame(kind, data));
+impl SessionPort {
+    fn new(port: &std::sync::Arc<std::sync::Mutex<File>>) -> Self {
+        SessionPort {
+            port: port.clone(),
+            open: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    fn send(&self, kind: FrameKind, data: &[u8]) {
+        if let Ok(mut out) = self.port.lock() {
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = out.write_all(&encode_frame(kind, data));
+            }
+        }
+    }
+
+    /// No frame of this session is written from now on (one being written finishes first:
+    /// closing takes the port's lock).
+    fn close(&self) {
+        let _writing = self.port.lock();
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
+/// The next request came while a session's process still ran: its host left without waiting
+/// for the end (killed, or its connection cut). The process is killed, as a login session's
+/// are when the connection drops, and nothing more of it reaches the port.
+fn end_abandoned_session(session: &SessionPort, process: Option<&OwnedFd>) {
+    session.close();
+    if let Some(process) = process {
+        log("exec: the host left while the session's process ran; ending it");
+        // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo; a process already
+        // reaped is not signalled (ESRCH), whatever now has its pid.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                process.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+/// A started exec session: the process's stdin and a pidfd of it (none when nothing was
+/// started).
+#[derive(Default)]
+struct Started {
+    stdin: Option<std::process::ChildStdin>,
+    process: Option<OwnedFd>,
+}
+
+/// A pidfd of the child `pid`, which is not waited for yet.
+fn pidfd_of(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open with no flags; a descriptor it returns is ours to own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: a fresh descriptor nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Starts one exec session; output and the exit status go to `port` from threads of their
-/// own. Returns the process's stdin.
+/// own.
 fn start_exec(
     request: GuestExec,
-    port: SharedPort,
+    port: SessionPort,
     finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Option<std::process::ChildStdin> {
+) -> Started {
     if let Some(signal) = request.signal {
         let pid = MAIN_PID.load(std::sync::atomic::Ordering::SeqCst);
         if pid > 0 {
@@ -731,17 +797,16 @@ fn start_exec(
             }
         }
         finished.store(true, std::sync::atomic::Ordering::SeqCst);
-        send_frame(
-            &port,
+        port.send(
             FrameKind::Exit,
             &serde_json::to_vec(&ExitStatus::from_code(0)).unwrap_or_default(),
         );
-        return None;
+        return Started::default();
     }
     if request.args.is_empty() {
         finished.store(true, std::sync::atomic::Ordering::SeqCst);
-        send_frame(&port, FrameKind::Error, b"exec needs a command");
-        return None;
+        port.send(FrameKind::Error, b"exec needs a command");
+        return Started::default();
     }
     let spawned = command_in_root(
         &request.args,
@@ -758,12 +823,8 @@ fn start_exec(
         Ok(child) => child,
         Err(e) => {
             finished.store(true, std::sync::atomic::Ordering::SeqCst);
-            send_frame(
-                &port,
-                FrameKind::Error,
-                format!("exec {}: {e}", request.args[0]).as_bytes(),
-            );
-            return None;
+            port.send(FrameKind::Error, format!("exec {}: {e}", request.args[0]).as_bytes());
+            return Started::default();
         }
     };
     let mut pumps = Vec::new();
@@ -785,20 +846,23 @@ fn start_exec(
                 if n == 0 {
                     break;
                 }
-                send_frame(&port, kind, &buffer[..n]);
+                port.send(kind, &buffer[..n]);
             }
         }));
     }
-    let stdin = child.stdin.take();
+    let started = Started {
+        stdin: child.stdin.take(),
+        process: pidfd_of(child.id()),
+    };
     std::thread::spawn(move || {
         let status = child.wait().map(exit_status_of).unwrap_or(ExitStatus::from_code(255));
         for pump in pumps {
             let _ = pump.join();
         }
         finished.store(true, std::sync::atomic::Ordering::SeqCst);
-        send_frame(&port, FrameKind::Exit, &serde_json::to_vec(&status).unwrap_or_default());
+        port.send(FrameKind::Exit, &serde_json::to_vec(&status).unwrap_or_default());
     });
-    stdin
+    started
 }
 
 /// The status port: one JSON line when the command started, one with its exit status.
@@ -1009,6 +1073,22 @@ mod tests {
         reader.read_until(b'\n', &mut start).unwrap();
         let request = parse_request(&start).expect("a request").expect("it parses");
         assert_eq!(request.args, ["nproc"]);
+    }
+
+    #[test]
+    fn a_closed_session_writes_nothing_more_to_the_port() {
+        let path = std::env::temp_dir().join(format!("berth-guest-port-{}", std::process::id()));
+        let port = std::sync::Arc::new(std::sync::Mutex::new(File::create(&path).unwrap()));
+        let abandoned = SessionPort::new(&port);
+        let next = SessionPort::new(&port);
+        abandoned.send(FrameKind::Stdout, b"before");
+        abandoned.close();
+        abandoned.send(FrameKind::Stdout, b"after");
+        next.send(FrameKind::Stdout, b"next");
+        let mut written = encode_frame(FrameKind::Stdout, b"before");
+        written.extend(encode_frame(FrameKind::Stdout, b"next"));
+        assert_eq!(fs::read(&path).unwrap(), written);
+        let _ = fs::remove_file(path);
     }
 
     #[test]
