@@ -253,13 +253,12 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
         .spawn()
         .expect("berth exec");
     let host_side = loop {
-        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|entry| {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
-            (cmdline.contains("vm-exec") && cmdline.contains("abandoned")).then(|| entry.file_name())
-        });
-        if let Some(pid) = found {
-            break pid.to_string_lossy().parse::<i32>().unwrap();
+        let found = Command::new("pgrep")
+            .args(["-f", "vm-exec .*abandoned"])
+            .output()
+            .unwrap();
+        if let Ok(pid) = String::from_utf8_lossy(&found.stdout).trim().parse::<i32>() {
+            break pid;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
