@@ -44,12 +44,43 @@ fn dnat_rules_for(d: &Daemon, address: &str) -> usize {
         .count()
 }
 
-fn http_get(url: &str) -> String {
-    let output = Command::new("curl")
-        .args(["-s", "-m", "5", url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+/// Waits up to 20 s for `url` to answer `expected` (a first attempt timed out once with the
+/// suite's VMs and browser busy on both cores); if it never does, fails with what the path
+/// looked like: curl's own account, the daemon's published-port rules, the route to the
+/// instance and whether its bridge routes loopback.
+fn assert_published(d: &Daemon, url: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = Command::new("curl")
+            .args(["-sS", "-m", "5", url])
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&output.stdout);
+        if body == expected {
+            return;
+        }
+        if Instant::now() > deadline {
+            let run = |program: &str, args: &[&str]| {
+                Command::new(program)
+                    .args(args)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+                    .unwrap_or_else(|e| e.to_string())
+            };
+            let bridge = d.bridge.clone().unwrap_or_default();
+            panic!(
+                "{url} answered {body:?}, not {expected:?}: {}\nnat {}:\n{}nat OUTPUT:\n{}route_localnet of {bridge}: {}addresses:\n{}routes:\n{}",
+                String::from_utf8_lossy(&output.stderr).trim(),
+                d.dnat_chain(),
+                run("iptables", &["-w", "-t", "nat", "-S", &d.dnat_chain()]),
+                run("iptables", &["-w", "-t", "nat", "-S", "OUTPUT"]),
+                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet")).unwrap_or_default(),
+                run("ip", &["-o", "-4", "addr"]),
+                run("ip", &["route"]),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn host_address() -> String {
@@ -89,17 +120,9 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", &format!("http://{address}/")]),
         "hello-container\n"
     );
-    // published on the host's loopback and its own address (a first attempt timed out once
-    // with the suite's VMs and browser busy on both cores: a few attempts before judging)
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(&format!("http://127.0.0.1:{port}/")).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(http_get(&format!("http://127.0.0.1:{port}/")), "hello-container\n");
-    assert_eq!(
-        http_get(&format!("http://{}:{port}/", host_address())),
-        "hello-container\n"
-    );
+    // published on the host's loopback and its own address
+    assert_published(&d, &format!("http://127.0.0.1:{port}/"), "hello-container\n");
+    assert_published(&d, &format!("http://{}:{port}/", host_address()), "hello-container\n");
     // the same port cannot be published twice
     let clash = d.run(&["run", "-d", "-p", &format!("{port}:8080"), "busybox", "sleep", "10"]);
     assert!(
@@ -132,7 +155,7 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://vweb/"]),
         "hello-vm\n"
     );
-    assert_eq!(http_get(&format!("http://127.0.0.1:{}/", port + 1)), "hello-vm\n");
+    assert_published(&d, &format!("http://127.0.0.1:{}/", port + 1), "hello-vm\n");
     let vm = d.inspect("vweb")["id"].as_str().unwrap().to_string();
     let vm_address = d.inspect("vweb")["address"]["address"].as_str().unwrap().to_string();
 
@@ -425,7 +448,7 @@ fn a_networked_container_survives_a_daemon_crash() {
     ]);
     std::thread::sleep(Duration::from_millis(300));
     d.crash_and_restart();
-    assert_eq!(http_get(&format!("http://127.0.0.1:{port}/")), "still-serving\n");
+    assert_published(&d, &format!("http://127.0.0.1:{port}/"), "still-serving\n");
     assert_eq!(
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://kept/"]),
         "still-serving\n"

@@ -268,6 +268,9 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
         libc::kill(host_side, libc::SIGKILL);
     }
     let _ = abandoned.wait();
+    // The loop's next line is written to the port meanwhile: with no host connected the write
+    // waits in the guest, and goes to whichever host connects next.
+    std::thread::sleep(Duration::from_millis(300));
     let next = d.run(&["exec", "v", "sh", "-c", "echo next; exit 3"]);
     assert_eq!(
         (stdout(&next), next.status.code()),

@@ -130,7 +130,7 @@ pub struct Daemon {
     pub subnet_prefix: String,
     /// The bridge of this daemon's default network, removed when the test ends (asked of the
     /// daemon when the config names none).
-    bridge: Option<String>,
+    pub bridge: Option<String>,
     /// More `berth daemon` arguments (`--store ...`).
     extra_args: Vec<String>,
     /// The network namespace (a test host) the daemon runs in, if not this one.

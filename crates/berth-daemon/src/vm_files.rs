@@ -734,6 +734,7 @@ impl Engine {
                 machine: imported.machine.clone(),
                 minimal_chipset: false,
                 qboot: false,
+                agent_acknowledges_sessions: false,
                 vcpus: VcpuCount {
                     current: imported.vcpus,
                     max: imported.max_vcpus,

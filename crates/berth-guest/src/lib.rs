@@ -266,6 +266,13 @@ pub struct GuestExec {
     pub working_dir: Option<String>,
     pub uid: u32,
     pub gid: u32,
+    /// A token the host chose for this session. When there is one, the agent's first frame
+    /// of the session is a `Session` frame carrying it, and the host drops every frame before
+    /// it: those belong to a session whose host left (a write to the port while no host is
+    /// connected waits, then reaches the next host to connect). Hosts leave it out for VMs
+    /// whose agent predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 const ROOT: &str = "/newroot";
@@ -604,12 +611,19 @@ fn serve_exec(device: String) {
                     Ok(_) => {}
                 }
             }
+            // Set once the session's last frame (its exit status or error) is written, so that
+            // a finished session never writes after the next one's first frame.
             let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let session = SessionPort::new(&writer);
             let Started { mut stdin, process } = match parse_request(&line) {
                 // Only the tail of a session already over (input that came after its end).
                 None => continue,
-                Some(Ok(request)) => start_exec(request, session.clone(), finished.clone()),
+                Some(Ok(request)) => {
+                    if let Some(token) = &request.session {
+                        session.send(FrameKind::Session, token.as_bytes());
+                    }
+                    start_exec(request, session.clone(), finished.clone())
+                }
                 Some(Err(e)) => {
                     session.send(FrameKind::Error, format!("bad exec request: {e}").as_bytes());
                     finished.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -796,16 +810,16 @@ fn start_exec(
                 libc::kill(pid, signal);
             }
         }
-        finished.store(true, std::sync::atomic::Ordering::SeqCst);
         port.send(
             FrameKind::Exit,
             &serde_json::to_vec(&ExitStatus::from_code(0)).unwrap_or_default(),
         );
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
         return Started::default();
     }
     if request.args.is_empty() {
-        finished.store(true, std::sync::atomic::Ordering::SeqCst);
         port.send(FrameKind::Error, b"exec needs a command");
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
         return Started::default();
     }
     let spawned = command_in_root(
@@ -822,8 +836,8 @@ fn start_exec(
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            finished.store(true, std::sync::atomic::Ordering::SeqCst);
             port.send(FrameKind::Error, format!("exec {}: {e}", request.args[0]).as_bytes());
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
             return Started::default();
         }
     };
@@ -859,8 +873,8 @@ fn start_exec(
         for pump in pumps {
             let _ = pump.join();
         }
-        finished.store(true, std::sync::atomic::Ordering::SeqCst);
         port.send(FrameKind::Exit, &serde_json::to_vec(&status).unwrap_or_default());
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     started
 }

@@ -396,6 +396,12 @@ pub struct VmDetails {
     /// a live migration's destination must load the same firmware image.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub qboot: bool,
+    /// The guest agent answers each exec request that carries a session token with that
+    /// token before the session's output, so a host can tell its session's frames from the
+    /// late ones of a session whose host left. Recorded at creation, as `minimal_chipset`:
+    /// a VM recorded before it existed may still run an agent without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_acknowledges_sessions: bool,
 }
 
 /// cloud-init NoCloud input: the user's user-data and SSH keys. meta-data (instance id,

@@ -28,6 +28,10 @@ pub enum FrameKind {
     StdinClose = 5,
     /// instance → client: the process could not start; UTF-8 message; the last frame.
     Error = 6,
+    /// instance → client: the session's token, as the request carried it; the first frame
+    /// of a VM exec session whose request had one. Frames before it belong to a session
+    /// whose host left (see `berth_guest`).
+    Session = 7,
 }
 
 impl FrameKind {
@@ -40,6 +44,7 @@ impl FrameKind {
             4 => FrameKind::Resize,
             5 => FrameKind::StdinClose,
             6 => FrameKind::Error,
+            7 => FrameKind::Session,
             _ => return None,
         })
     }

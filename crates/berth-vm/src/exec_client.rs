@@ -27,7 +27,13 @@ pub fn connect(socket: &Path, timeout: Duration) -> std::io::Result<UnixStream> 
 /// Sends one request and waits for its Exit frame.
 pub fn request(socket: &Path, exec: &GuestExec, forward_stdin: bool) -> std::io::Result<ExitStatus> {
     let stream = connect(socket, Duration::from_secs(10))?;
-    request_on(stream, exec, forward_stdin)
+    request_on(
+        stream,
+        exec,
+        forward_stdin,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
 }
 
 /// Sends one request that must be answered within `timeout` (a signal for the main
@@ -36,10 +42,17 @@ pub fn request_within(socket: &Path, exec: &GuestExec, timeout: Duration) -> std
     let stream = connect(socket, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    request_on(stream, exec, false)
+    request_on(stream, exec, false, &mut std::io::stdout(), &mut std::io::stderr())
 }
 
-fn request_on(mut stream: UnixStream, exec: &GuestExec, forward_stdin: bool) -> std::io::Result<ExitStatus> {
+/// Sends the request on `stream` and copies the session's output to `stdout` and `stderr`.
+fn request_on(
+    mut stream: UnixStream,
+    exec: &GuestExec,
+    forward_stdin: bool,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+) -> std::io::Result<ExitStatus> {
     let mut line = serde_json::to_vec(exec).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line)?;
@@ -63,8 +76,9 @@ fn request_on(mut stream: UnixStream, exec: &GuestExec, forward_stdin: bool) -> 
             }
         });
     }
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
+    // With a token, this session's frames start at the `Session` frame carrying it; what
+    // comes before belongs to a session whose host left.
+    let mut ours = exec.session.is_none();
     loop {
         match Frame::read_from(&mut stream)? {
             None => {
@@ -72,6 +86,16 @@ fn request_on(mut stream: UnixStream, exec: &GuestExec, forward_stdin: bool) -> 
                     "the guest ended the session without an exit status",
                 ))
             }
+            Some(frame) if !ours => match frame.kind {
+                FrameKind::Session => ours = exec.session.as_deref().map(str::as_bytes) == Some(&frame.payload[..]),
+                // The agent could not read the request, so it could not acknowledge it.
+                FrameKind::Error => {
+                    return Err(std::io::Error::other(
+                        String::from_utf8_lossy(&frame.payload).into_owned(),
+                    ));
+                }
+                _ => {}
+            },
             Some(frame) => match frame.kind {
                 FrameKind::Stdout => {
                     stdout.write_all(&frame.payload)?;
@@ -112,5 +136,63 @@ pub fn run(socket: &Path, request_json: &str) -> i32 {
             eprintln!("berth: exec in the VM: {e}");
             126
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_before_the_sessions_token_are_dropped() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let exec = GuestExec {
+            args: vec!["true".into()],
+            session: Some("b0a7".into()),
+            ..GuestExec::default()
+        };
+        // What a session whose host left still wrote, another token, then this session.
+        for frame in [
+            Frame::new(FrameKind::Stdout, "abandoned\n"),
+            Frame::exit(&ExitStatus::from_code(0)),
+            Frame::new(FrameKind::Session, "other"),
+            Frame::new(FrameKind::Stderr, "not ours\n"),
+            Frame::new(FrameKind::Session, "b0a7"),
+            Frame::new(FrameKind::Stdout, "next\n"),
+            Frame::exit(&ExitStatus::from_code(3)),
+        ] {
+            frame.write_to(&mut guest).unwrap();
+        }
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status = request_on(host, &exec, false, &mut stdout, &mut stderr).unwrap();
+        assert_eq!((status.code, &stdout[..], &stderr[..]), (3, &b"next\n"[..], &b""[..]));
+    }
+
+    #[test]
+    fn without_a_token_every_frame_is_the_sessions() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let exec = GuestExec {
+            args: vec!["true".into()],
+            ..GuestExec::default()
+        };
+        Frame::new(FrameKind::Stdout, "out\n").write_to(&mut guest).unwrap();
+        Frame::exit(&ExitStatus::from_code(0)).write_to(&mut guest).unwrap();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status = request_on(host, &exec, false, &mut stdout, &mut stderr).unwrap();
+        assert_eq!((status.code, &stdout[..]), (0, &b"out\n"[..]));
+    }
+
+    #[test]
+    fn an_error_before_the_token_is_the_sessions_own() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let exec = GuestExec {
+            session: Some("b0a7".into()),
+            ..GuestExec::default()
+        };
+        Frame::new(FrameKind::Error, "bad exec request: expected value")
+            .write_to(&mut guest)
+            .unwrap();
+        let error = request_on(host, &exec, false, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("bad exec request"), "{error}");
     }
 }

@@ -273,6 +273,7 @@ mod tests {
             machine: "q35".into(),
             minimal_chipset: false,
             qboot: false,
+            agent_acknowledges_sessions: false,
             vcpus: VcpuCount { current: 1, max: 2 },
             cores_per_socket: None,
             memory: VmMemory {

@@ -241,6 +241,8 @@ impl VmDriver {
             machine: machine.into(),
             minimal_chipset: boot == VmBoot::Image && machine == "q35",
             qboot: boot == VmBoot::Image && machine == "q35" && std::path::Path::new(qemu::QBOOT_ROM).is_file(),
+            // The agent berth boots these with (firmware-booted VMs have none).
+            agent_acknowledges_sessions: boot == VmBoot::Image,
             vcpus: VcpuCount {
                 current: vcpus,
                 max: max_cpus,
@@ -812,6 +814,7 @@ impl InstanceDriver for VmDriver {
                 let exec_socket = Path::new(&vm.qmp_socket).with_file_name("exec.sock");
                 let request = GuestExec {
                     signal: Some(libc::SIGTERM),
+                    session: session_token(vm),
                     ..Default::default()
                 };
                 // The engine bounds the stop by its grace period; this bound makes sure the
@@ -922,6 +925,7 @@ impl InstanceDriver for VmDriver {
             working_dir: request.working_dir.clone(),
             uid: user.uid,
             gid: user.gid,
+            session: session_token(vm),
         };
         let exe = assets::running_binary().map_err(host_error("locating berth"))?;
         let exec_socket = Path::new(&vm.qmp_socket).with_file_name("exec.sock");
@@ -944,6 +948,12 @@ impl InstanceDriver for VmDriver {
             fence: None,
         })
     }
+}
+
+/// A fresh token for one exec session, when the VM's agent acknowledges them.
+fn session_token(vm: &VmDetails) -> Option<String> {
+    vm.agent_acknowledges_sessions
+        .then(|| hex::encode(rand::random::<[u8; 16]>()))
 }
 
 /// The supervisor-side workload for a VM `SupervisorConfig`.
