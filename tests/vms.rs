@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::{stderr, stdout, temp_dir, Daemon};
 
@@ -280,6 +280,51 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
     );
     let processes = d.ok(&["exec", "v", "ps"]);
     assert!(!processes.contains("echo abandoned"), "{processes}");
+    // Stdin its process never reads, more than a pipe holds, then the host leaves: the agent
+    // must still read the port (its next request), so the next session runs.
+    let mut deaf = d
+        .command(&["exec", "-i", "v", "sh", "-c", "echo deaf; exec sleep 600"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("berth exec");
+    let mut deaf_input = deaf.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = deaf_input.write_all(&vec![b'x'; 512 * 1024]);
+    });
+    let mut deaf_output = deaf.stdout.take().unwrap();
+    let mut first_line = [0u8; 5];
+    std::io::Read::read_exact(&mut deaf_output, &mut first_line).unwrap();
+    assert_eq!(&first_line, b"deaf\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let found = Command::new("pgrep").args(["-f", "vm-exec .*deaf"]).output().unwrap();
+    let host_side: i32 = String::from_utf8_lossy(&found.stdout)
+        .trim()
+        .parse()
+        .expect("vm-exec of deaf");
+    // SAFETY: SIGKILL to the vm-exec process found above.
+    unsafe {
+        libc::kill(host_side, libc::SIGKILL);
+    }
+    let _ = deaf.wait();
+    let mut after = d
+        .command(&["exec", "v", "echo", "after"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("berth exec");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while after.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = after.kill();
+            panic!("the exec after a deaf session's host left did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&after.wait_with_output().unwrap().stdout),
+        "after\n"
+    );
 
     // QEMU runs in its own seccomp sandbox (-sandbox on), as under libvirt.
     let qemu_pid = d.inspect("v")["pid"].as_u64().unwrap();

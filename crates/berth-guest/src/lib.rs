@@ -635,8 +635,8 @@ fn serve_exec(device: String) {
             loop {
                 match read_session_input(&mut reader, &finished) {
                     SessionInput::Frame(frame) if frame.kind == FrameKind::Stdin => {
-                        if let Some(pipe) = stdin.as_mut() {
-                            let _ = pipe.write_all(&frame.payload);
+                        if let Some(feeder) = stdin.as_ref() {
+                            feeder.feed(frame.payload);
                         }
                     }
                     SessionInput::Frame(frame) if frame.kind == FrameKind::StdinClose => stdin = None,
@@ -782,8 +782,39 @@ fn end_abandoned_session(session: &SessionPort, process: Option<&OwnedFd>) {
 /// started).
 #[derive(Default)]
 struct Started {
-    stdin: Option<std::process::ChildStdin>,
+    stdin: Option<StdinFeeder>,
     process: Option<OwnedFd>,
+}
+
+/// How many stdin chunks (frames of at most 64 KiB; the host sends 16 KiB) wait for a
+/// session's process before the port waits too.
+const STDIN_QUEUE: usize = 64;
+
+/// A session's stdin, written to its process by a thread of its own: a process that does not
+/// read its stdin holds up that thread, not the port thread, which must go on to read the
+/// session's end and the next request. Dropping it closes the process's stdin once what is
+/// queued is written.
+struct StdinFeeder(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl StdinFeeder {
+    fn start(mut pipe: impl Write + Send + 'static) -> StdinFeeder {
+        let (sender, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(STDIN_QUEUE);
+        std::thread::spawn(move || {
+            for chunk in chunks {
+                // The process closed its stdin or ended: the rest has no reader.
+                if pipe.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        StdinFeeder(sender)
+    }
+
+    /// Queues `chunk`; waits while the queue is full (the process reads slower than the host
+    /// sends, as a pipe would make the host wait). A process that no longer reads drops it.
+    fn feed(&self, chunk: Vec<u8>) {
+        let _ = self.0.send(chunk);
+    }
 }
 
 /// A pidfd of the child `pid`, which is not waited for yet.
@@ -865,7 +896,7 @@ fn start_exec(
         }));
     }
     let started = Started {
-        stdin: child.stdin.take(),
+        stdin: child.stdin.take().map(StdinFeeder::start),
         process: pidfd_of(child.id()),
     };
     std::thread::spawn(move || {
@@ -1103,6 +1134,29 @@ mod tests {
         written.extend(encode_frame(FrameKind::Stdout, b"next"));
         assert_eq!(fs::read(&path).unwrap(), written);
         let _ = fs::remove_file(path);
+    }
+
+    #[test]
+    fn stdin_a_process_does_not_read_yet_does_not_hold_up_the_port() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 1; wc -c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let feeder = StdinFeeder::start(child.stdin.take().unwrap());
+        let began = std::time::Instant::now();
+        // 320 KiB: five times what the pipe holds.
+        for _ in 0..20 {
+            feeder.feed(vec![b'x'; 16 * 1024]);
+        }
+        assert!(began.elapsed() < Duration::from_millis(500), "{:?}", began.elapsed());
+        drop(feeder);
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            (20 * 16 * 1024).to_string()
+        );
     }
 
     #[test]
