@@ -280,6 +280,38 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
     );
     let processes = d.ok(&["exec", "v", "ps"]);
     assert!(!processes.contains("echo abandoned"), "{processes}");
+    // Nor does it wait for the next session: once its host has been gone for a second, the
+    // agent ends it (here the loop's heartbeat file stops changing).
+    let mut beating = d
+        .command(&[
+            "exec",
+            "v",
+            "sh",
+            "-c",
+            "while true; do date +%s > /tmp/beat; sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("berth exec");
+    let host_side = loop {
+        let found = Command::new("pgrep").args(["-f", "vm-exec .*beat"]).output().unwrap();
+        if let Ok(pid) = String::from_utf8_lossy(&found.stdout).trim().parse::<i32>() {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: SIGKILL to the vm-exec process found above.
+    unsafe {
+        libc::kill(host_side, libc::SIGKILL);
+    }
+    let _ = beating.wait();
+    std::thread::sleep(Duration::from_secs(4));
+    let stale = d.ok(&["exec", "v", "sh", "-c", "echo $(( $(date +%s) - $(cat /tmp/beat) ))"]);
+    assert!(
+        stale.trim().parse::<i64>().unwrap_or(0) >= 1,
+        "the heartbeat went on after its host left: {stale}"
+    );
     // Stdin its process never reads, more than a pipe holds, then the host leaves: the agent
     // must still read the port (its next request), so the next session runs.
     let mut deaf = d

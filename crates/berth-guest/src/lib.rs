@@ -633,7 +633,7 @@ fn serve_exec(device: String) {
             // Input for the session, until its process ended and the host side went quiet,
             // or the next request began.
             loop {
-                match read_session_input(&mut reader, &finished) {
+                match read_session_input(&mut reader, &finished, HOST_GONE_AFTER) {
                     SessionInput::Frame(frame) if frame.kind == FrameKind::Stdin => {
                         if let Some(feeder) = stdin.as_ref() {
                             feeder.feed(frame.payload);
@@ -644,9 +644,20 @@ fn serve_exec(device: String) {
                     SessionInput::Ended => break,
                     SessionInput::NextRequest(start) => {
                         if !finished.load(std::sync::atomic::Ordering::SeqCst) {
-                            end_abandoned_session(&session, process.as_ref());
+                            // Closed first, waiting for a frame being written (the new host
+                            // is there to take it): the kill's exit status is not sent.
+                            session.close();
+                            kill_abandoned_process(process.as_ref());
                         }
                         carried = start;
+                        break;
+                    }
+                    SessionInput::HostLeft => {
+                        // No host to take a frame being written: that write waits for the
+                        // next host, so do not wait for it (the next host drops it, as it
+                        // comes before its session's token).
+                        session.stop_sending();
+                        kill_abandoned_process(process.as_ref());
                         break;
                     }
                 }
@@ -686,43 +697,75 @@ enum SessionInput {
     /// A request line began where a frame was expected: the host that ran the session left
     /// and the next one connected before the port went quiet. The bytes read of it so far.
     NextRequest(Vec<u8>),
+    /// The host left while the process ran, and no other came.
+    HostLeft,
 }
 
-/// Reads one frame from the exec port. A read of nothing means "no data now" (or the host
-/// left); the session is over once its process has ended and nothing more comes.
-fn read_session_input(reader: &mut impl Read, finished: &std::sync::atomic::AtomicBool) -> SessionInput {
+/// How long the exec port may be without a host while a session's process runs before the
+/// session counts as abandoned (its `vm-exec` killed, as a health check's timeout does). A
+/// read of the port returns nothing only while no host is connected, but the port's open
+/// event can reach the guest a moment after the request's bytes: a moment is not enough.
+const HOST_GONE_AFTER: Duration = Duration::from_secs(1);
+
+/// How a read of part of a frame ended.
+enum Fill {
+    Done,
+    /// The session's process has ended and no host is there (or nothing more came).
+    Ended,
+    /// No host for `HOST_GONE_AFTER` while the process runs.
+    HostLeft,
+}
+
+/// Reads one frame from the exec port. A read of nothing means no host is connected: the
+/// session is over once its process has ended, or abandoned once its host stayed away for
+/// `host_gone_after`.
+fn read_session_input(
+    reader: &mut impl Read,
+    finished: &std::sync::atomic::AtomicBool,
+    host_gone_after: Duration,
+) -> SessionInput {
     let mut header = [0u8; berth_model::stream::HEADER_LEN];
     let mut filled = 0;
-    let mut read_exact = |buffer: &mut [u8], filled: &mut usize| -> bool {
+    let mut read_exact = |buffer: &mut [u8], filled: &mut usize| -> Fill {
+        let mut quiet_since: Option<std::time::Instant> = None;
         while *filled < buffer.len() {
             match reader.read(&mut buffer[*filled..]) {
                 Ok(0) | Err(_) => {
                     if finished.load(std::sync::atomic::Ordering::SeqCst) {
-                        return false;
+                        return Fill::Ended;
+                    }
+                    if quiet_since.get_or_insert_with(std::time::Instant::now).elapsed() >= host_gone_after {
+                        return Fill::HostLeft;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Ok(n) => *filled += n,
+                Ok(n) => {
+                    *filled += n;
+                    quiet_since = None;
+                }
             }
         }
-        true
+        Fill::Done
     };
-    let complete = read_exact(&mut header, &mut filled);
+    let header_read = read_exact(&mut header, &mut filled);
     if filled > 0 && header[0] == REQUEST_START {
         return SessionInput::NextRequest(header[..filled].to_vec());
     }
-    if !complete {
-        return SessionInput::Ended;
+    match header_read {
+        Fill::Done => {}
+        Fill::Ended => return SessionInput::Ended,
+        Fill::HostLeft => return SessionInput::HostLeft,
     }
     let Ok((kind, len)) = berth_model::stream::parse_header(&header) else {
         return SessionInput::Ended;
     };
     let mut payload = vec![0u8; len];
     let mut got = 0;
-    if !read_exact(&mut payload, &mut got) {
-        return SessionInput::Ended;
+    match read_exact(&mut payload, &mut got) {
+        Fill::Done => SessionInput::Frame(Frame { kind, payload }),
+        Fill::Ended => SessionInput::Ended,
+        Fill::HostLeft => SessionInput::HostLeft,
     }
-    SessionInput::Frame(Frame { kind, payload })
 }
 
 /// The exec port as one session writes to it: its frames reach the host only while the
@@ -753,15 +796,19 @@ impl SessionPort {
     /// closing takes the port's lock).
     fn close(&self) {
         let _writing = self.port.lock();
+        self.stop_sending();
+    }
+
+    /// No frame of this session is started from now on; one being written is not waited for.
+    fn stop_sending(&self) {
         self.open.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
-/// The next request came while a session's process still ran: its host left without waiting
-/// for the end (killed, or its connection cut). The process is killed, as a login session's
-/// are when the connection drops, and nothing more of it reaches the port.
-fn end_abandoned_session(session: &SessionPort, process: Option<&OwnedFd>) {
-    session.close();
+/// A session's host left while its process ran (killed, or its connection cut): the process
+/// is killed, as a login session's are when the connection drops (its session port is
+/// closed first, so nothing more of it reaches the port).
+fn kill_abandoned_process(process: Option<&OwnedFd>) {
     if let Some(process) = process {
         log("exec: the host left while the session's process ran; ending it");
         // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo; a process already
@@ -1105,14 +1152,14 @@ mod tests {
         let mut port = encode_frame(FrameKind::Stdin, b"input");
         port.extend(request_line(&["nproc"]));
         let mut reader = std::io::Cursor::new(port);
-        match read_session_input(&mut reader, &finished) {
+        match read_session_input(&mut reader, &finished, HOST_GONE_AFTER) {
             SessionInput::Frame(frame) => assert_eq!(
                 (frame.kind, frame.payload.as_slice()),
                 (FrameKind::Stdin, &b"input"[..])
             ),
             other => panic!("expected the stdin frame, got {other:?}"),
         }
-        let SessionInput::NextRequest(mut start) = read_session_input(&mut reader, &finished) else {
+        let SessionInput::NextRequest(mut start) = read_session_input(&mut reader, &finished, HOST_GONE_AFTER) else {
             panic!("expected the next request");
         };
         reader.read_until(b'\n', &mut start).unwrap();
@@ -1160,11 +1207,29 @@ mod tests {
     }
 
     #[test]
+    fn a_port_without_a_host_while_the_process_runs_abandons_the_session() {
+        let finished = AtomicBool::new(false);
+        let mut reader = std::io::Cursor::new(Vec::new());
+        let began = std::time::Instant::now();
+        assert!(matches!(
+            read_session_input(&mut reader, &finished, Duration::from_millis(100)),
+            SessionInput::HostLeft
+        ));
+        assert!(began.elapsed() >= Duration::from_millis(100));
+        // Half a frame, then the host goes.
+        let mut reader = std::io::Cursor::new(encode_frame(FrameKind::Stdin, b"input")[..7].to_vec());
+        assert!(matches!(
+            read_session_input(&mut reader, &finished, Duration::from_millis(100)),
+            SessionInput::HostLeft
+        ));
+    }
+
+    #[test]
     fn a_quiet_port_ends_a_finished_session() {
         let finished = AtomicBool::new(true);
         let mut reader = std::io::Cursor::new(Vec::new());
         assert!(matches!(
-            read_session_input(&mut reader, &finished),
+            read_session_input(&mut reader, &finished, HOST_GONE_AFTER),
             SessionInput::Ended
         ));
     }
