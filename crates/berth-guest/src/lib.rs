@@ -1185,7 +1185,7 @@ mod tests {
 
     #[test]
     fn stdin_a_process_does_not_read_yet_does_not_hold_up_the_port() {
-        let mut child = std::process::Command::new("sh")
+        let mut child = berth_process::command("sh")
             .args(["-c", "sleep 1; wc -c"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
