@@ -187,6 +187,37 @@ fn qemu_processes_of(d: &Daemon) -> usize {
     String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
 }
 
+/// Kills the `berth vm-exec` whose request mentions `word` once it has run for `settle`, as a
+/// health check's timeout does, and waits for the `berth exec` that started it.
+fn kill_vm_exec(word: &str, settle: Duration, client: &mut std::process::Child) {
+    let pattern = format!("vm-exec .*{word}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let host_side = loop {
+        let found = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+        if let Ok(pid) = String::from_utf8_lossy(&found.stdout).trim().parse::<i32>() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no process matches {pattern}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(settle);
+    // SAFETY: SIGKILL to the vm-exec process found above.
+    unsafe {
+        libc::kill(host_side, libc::SIGKILL);
+    }
+    let _ = client.wait();
+}
+
+/// Runs `script` in VM `v` and kills its `vm-exec` half a second later (`word` finds it).
+fn abandon_exec(d: &Daemon, script: &str, word: &str) {
+    let mut client = d
+        .command(&["exec", "v", "sh", "-c", script])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("berth exec");
+    kill_vm_exec(word, Duration::from_millis(500), &mut client);
+}
+
 #[test]
 fn vm_lifecycle_exec_top_hotplug_pause_stop() {
     let d = Daemon::with_busybox();
@@ -241,33 +272,7 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
     }
     // A session whose host side is killed mid-way (as a health check's timeout does): the
     // next session gets only its own output and exit code, and the abandoned process ends.
-    let mut abandoned = d
-        .command(&[
-            "exec",
-            "v",
-            "sh",
-            "-c",
-            "while true; do echo abandoned; sleep 0.1; done",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("berth exec");
-    let host_side = loop {
-        let found = Command::new("pgrep")
-            .args(["-f", "vm-exec .*abandoned"])
-            .output()
-            .unwrap();
-        if let Ok(pid) = String::from_utf8_lossy(&found.stdout).trim().parse::<i32>() {
-            break pid;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: SIGKILL to the vm-exec process found above.
-    unsafe {
-        libc::kill(host_side, libc::SIGKILL);
-    }
-    let _ = abandoned.wait();
+    abandon_exec(&d, "while true; do echo abandoned; sleep 0.1; done", "abandoned");
     // The loop's next line is written to the port meanwhile: with no host connected the write
     // waits in the guest, and goes to whichever host connects next.
     std::thread::sleep(Duration::from_millis(300));
@@ -282,30 +287,7 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
     assert!(!processes.contains("echo abandoned"), "{processes}");
     // Nor does it wait for the next session: once its host has been gone for a second, the
     // agent ends it (here the loop's heartbeat file stops changing).
-    let mut beating = d
-        .command(&[
-            "exec",
-            "v",
-            "sh",
-            "-c",
-            "while true; do date +%s > /tmp/beat; sleep 0.1; done",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("berth exec");
-    let host_side = loop {
-        let found = Command::new("pgrep").args(["-f", "vm-exec .*beat"]).output().unwrap();
-        if let Ok(pid) = String::from_utf8_lossy(&found.stdout).trim().parse::<i32>() {
-            break pid;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: SIGKILL to the vm-exec process found above.
-    unsafe {
-        libc::kill(host_side, libc::SIGKILL);
-    }
-    let _ = beating.wait();
+    abandon_exec(&d, "while true; do date +%s > /tmp/beat; sleep 0.1; done", "beat");
     std::thread::sleep(Duration::from_secs(4));
     let stale = d.ok(&["exec", "v", "sh", "-c", "echo $(( $(date +%s) - $(cat /tmp/beat) ))"]);
     assert!(
@@ -329,17 +311,7 @@ fn vm_lifecycle_exec_top_hotplug_pause_stop() {
     let mut first_line = [0u8; 5];
     std::io::Read::read_exact(&mut deaf_output, &mut first_line).unwrap();
     assert_eq!(&first_line, b"deaf\n");
-    std::thread::sleep(Duration::from_millis(500));
-    let found = Command::new("pgrep").args(["-f", "vm-exec .*deaf"]).output().unwrap();
-    let host_side: i32 = String::from_utf8_lossy(&found.stdout)
-        .trim()
-        .parse()
-        .expect("vm-exec of deaf");
-    // SAFETY: SIGKILL to the vm-exec process found above.
-    unsafe {
-        libc::kill(host_side, libc::SIGKILL);
-    }
-    let _ = deaf.wait();
+    kill_vm_exec("deaf", Duration::from_millis(500), &mut deaf);
     let mut after = d
         .command(&["exec", "v", "echo", "after"])
         .stdout(std::process::Stdio::piped())
