@@ -18,6 +18,7 @@ fn exported(vm: &ImportedVm) -> Result<String, berth_vm::VmError> {
         machine: vm.machine.clone(),
         minimal_chipset: false,
         qboot: false,
+        agent_acknowledges_sessions: false,
         vcpus: VcpuCount {
             current: vm.vcpus,
             max: vm.max_vcpus,
