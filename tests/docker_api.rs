@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::published::{self, NatView};
 use crate::common::{busybox_tar, free_port, temp_dir, Daemon};
 
 /// Debian's clients (the machine may have other `docker` binaries earlier on the PATH).
@@ -136,38 +137,6 @@ fn run(mut command: Command, what: &str) -> Output {
     }
 }
 
-/// GETs `path` from busybox httpd on a published port, retrying while it starts.
-fn http_get(port: u16, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let attempt = (|| -> std::io::Result<String> {
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
-            let mut reply = String::new();
-            stream.read_to_string(&mut reply)?;
-            Ok(reply)
-        })();
-        match attempt {
-            Ok(reply) if !reply.is_empty() => return reply,
-            _ if Instant::now() > deadline => {
-                let nat = Command::new("iptables")
-                    .args(["-t", "nat", "-S"])
-                    .output()
-                    .map(|o| text(&o.stdout))
-                    .unwrap_or_default();
-                let addresses = Command::new("ip")
-                    .args(["-o", "-4", "addr"])
-                    .output()
-                    .map(|o| text(&o.stdout))
-                    .unwrap_or_default();
-                panic!("nothing answered on 127.0.0.1:{port}: {attempt:?}\nNAT table:\n{nat}\naddresses:\n{addresses}")
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
 #[test]
 fn docker_cli_runs_execs_logs_and_removes_containers() {
     let d = DockerDaemon::start();
@@ -197,7 +166,14 @@ fn docker_cli_runs_execs_logs_and_removes_containers() {
         "run", "-d", "--name", "web", "-p", &published, "busybox", "httpd", "-f", "-p", "80", "-h", "/etc",
     ]);
     assert!(
-        http_get(port, "/passwd").contains("root:"),
+        published::first_answer(
+            "127.0.0.1",
+            port,
+            "/passwd",
+            Duration::from_secs(60),
+            &NatView::of(&d.daemon)
+        )
+        .contains("root:"),
         "httpd answers through the published port"
     );
     let ps = d.docker_ok(&["ps"]);
@@ -346,7 +322,14 @@ fn docker_compose_brings_a_stack_up_and_down() {
     assert!(ps.contains("stack_web_1") && ps.contains("stack_db_1"), "{ps}");
     assert!(ps.matches("Up").count() >= 2, "{ps}");
     assert!(
-        http_get(port, "/passwd").contains("root:"),
+        published::first_answer(
+            "127.0.0.1",
+            port,
+            "/passwd",
+            Duration::from_secs(60),
+            &NatView::of(&d.daemon)
+        )
+        .contains("root:"),
         "the web service answers on its port"
     );
     let deadline = Instant::now() + Duration::from_secs(10);

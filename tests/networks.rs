@@ -5,6 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::published::{self, NatView};
 use crate::common::{stderr, stdout, Daemon};
 
 fn links_named(prefixes: &[&str], id: &str) -> Vec<String> {
@@ -44,45 +45,6 @@ fn dnat_rules_for(d: &Daemon, address: &str) -> usize {
         .count()
 }
 
-/// Waits up to 20 s for `url` to answer `expected` (a first attempt timed out once with the
-/// suite's VMs and browser busy on both cores); if it never does, fails with what the path
-/// looked like: curl's own account, the daemon's published-port rules, the route to the
-/// instance and whether its bridge routes loopback.
-fn assert_published(d: &Daemon, url: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let output = Command::new("curl")
-            .args(["-sS", "-m", "5", url])
-            .output()
-            .expect("curl");
-        let body = String::from_utf8_lossy(&output.stdout);
-        if body == expected {
-            return;
-        }
-        if Instant::now() > deadline {
-            let run = |program: &str, args: &[&str]| {
-                Command::new(program)
-                    .args(args)
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
-                    .unwrap_or_else(|e| e.to_string())
-            };
-            let bridge = d.bridge.clone().unwrap_or_default();
-            panic!(
-                "{url} answered {body:?}, not {expected:?}: {}\nnat {}:\n{}nat OUTPUT:\n{}route_localnet of {bridge}: {}addresses:\n{}routes:\n{}",
-                String::from_utf8_lossy(&output.stderr).trim(),
-                d.dnat_chain(),
-                run("iptables", &["-w", "-t", "nat", "-S", &d.dnat_chain()]),
-                run("iptables", &["-w", "-t", "nat", "-S", "OUTPUT"]),
-                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet")).unwrap_or_default(),
-                run("ip", &["-o", "-4", "addr"]),
-                run("ip", &["route"]),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn host_address() -> String {
     let output = Command::new("hostname").arg("-I").output().unwrap();
     String::from_utf8_lossy(&output.stdout)
@@ -120,9 +82,15 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", &format!("http://{address}/")]),
         "hello-container\n"
     );
-    // published on the host's loopback and its own address
-    assert_published(&d, &format!("http://127.0.0.1:{port}/"), "hello-container\n");
-    assert_published(&d, &format!("http://{}:{port}/", host_address()), "hello-container\n");
+    // published on the host's loopback and its own address (the first answer waited for: it
+    // once took more than 5 s with the suite's VMs and browser busy on both cores)
+    let nat = NatView::of(&d);
+    let first = published::first_answer("127.0.0.1", port, "/", Duration::from_secs(20), &nat);
+    assert_eq!(first, "hello-container\n");
+    assert_eq!(
+        published::answer_now(&host_address(), port, "/", &nat),
+        "hello-container\n"
+    );
     // the same port cannot be published twice
     let clash = d.run(&["run", "-d", "-p", &format!("{port}:8080"), "busybox", "sleep", "10"]);
     assert!(
@@ -155,7 +123,7 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://vweb/"]),
         "hello-vm\n"
     );
-    assert_published(&d, &format!("http://127.0.0.1:{}/", port + 1), "hello-vm\n");
+    assert_eq!(published::answer_now("127.0.0.1", port + 1, "/", &nat), "hello-vm\n");
     let vm = d.inspect("vweb")["id"].as_str().unwrap().to_string();
     let vm_address = d.inspect("vweb")["address"]["address"].as_str().unwrap().to_string();
 
@@ -448,7 +416,10 @@ fn a_networked_container_survives_a_daemon_crash() {
     ]);
     std::thread::sleep(Duration::from_millis(300));
     d.crash_and_restart();
-    assert_published(&d, &format!("http://127.0.0.1:{port}/"), "still-serving\n");
+    assert_eq!(
+        published::answer_now("127.0.0.1", port, "/", &NatView::of(&d)),
+        "still-serving\n"
+    );
     assert_eq!(
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://kept/"]),
         "still-serving\n"

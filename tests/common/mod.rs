@@ -6,6 +6,7 @@
 pub mod etcd;
 pub mod hosts;
 pub mod nfs;
+pub mod published;
 pub mod registry;
 
 /// The Docker-API and dashboard tests take turns: Compose's published port on 127.0.0.1 was
