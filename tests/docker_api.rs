@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::published::{self, NatView};
-use crate::common::{busybox_tar, free_port, temp_dir, Daemon};
+use crate::common::{busybox_tar, temp_dir, Daemon};
 
 /// Debian's clients (the machine may have other `docker` binaries earlier on the PATH).
 const DOCKER: &str = "/usr/bin/docker";
@@ -160,7 +160,7 @@ fn docker_cli_runs_execs_logs_and_removes_containers() {
     assert_eq!(text(&upper.stdout), "SHOUT\n");
 
     // run -d with a published port, reached from here.
-    let port = free_port();
+    let port = published::free_port();
     let published = format!("{port}:80");
     d.docker_ok(&[
         "run", "-d", "--name", "web", "-p", &published, "busybox", "httpd", "-f", "-p", "80", "-h", "/etc",
@@ -297,7 +297,7 @@ volumes:
 fn docker_compose_brings_a_stack_up_and_down() {
     let d = DockerDaemon::start();
     let dir = temp_dir("bd-compose");
-    let port = free_port();
+    let port = published::free_port();
     let file = write_compose_file(&dir, port);
     let compose = |args: &[&str]| {
         let mut command = d.command(COMPOSE);

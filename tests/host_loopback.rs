@@ -93,7 +93,7 @@ fn route_localnet(device: &str) -> String {
 #[test]
 fn a_bridge_neighbour_cannot_reach_the_hosts_loopback() {
     let d = Daemon::with_busybox();
-    let port = 17000 + (std::process::id() % 1000) as u16;
+    let port = crate::common::published::free_port();
     d.ok(&[
         "run",
         "-d",

@@ -2,6 +2,7 @@
 //! ports (on 127.0.0.1 and the host's own addresses), NAT to an outside host (a separate
 //! network namespace), isolated networks, bandwidth limits, and nothing left behind.
 
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,7 +58,8 @@ fn host_address() -> String {
 #[test]
 fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
     let d = Daemon::with_busybox();
-    let port = 18000 + (std::process::id() % 1000) as u16;
+    let port = published::free_port();
+    let vm_port = published::free_port();
     let web = d.ok(&[
         "run",
         "-d",
@@ -100,6 +102,33 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
     );
     let none = d.run(&["run", "--rm", "--network", "none", "-p", "9999:80", "busybox", "true"]);
     assert!(stderr(&none).contains("--network none"), "{}", stderr(&none));
+    // the published port is held on the host while web runs, and a port a program on the
+    // host listens on is refused (the rules would have taken its connections without a word)
+    assert!(TcpListener::bind(("0.0.0.0", port)).is_err(), "port {port} is not held");
+    let listener = TcpListener::bind(("0.0.0.0", published::free_port())).unwrap();
+    let busy = listener.local_addr().unwrap().port();
+    let refused = d.run(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        "-p",
+        &format!("{busy}:80"),
+        "busybox",
+        "sleep",
+        "10",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains(&format!("host port 0.0.0.0:{busy}/tcp is in use on this host")),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !d.ok(&["ps", "-a"]).contains("late"),
+        "a refused start leaves no instance"
+    );
+    drop(listener);
 
     // a VM on the same network: it reaches the container by name, the container reaches it
     d.ok(&[
@@ -109,7 +138,7 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
         "--name",
         "vweb",
         "-p",
-        &format!("{}:80", port + 1),
+        &format!("{vm_port}:80"),
         "busybox",
         "sh",
         "-c",
@@ -123,12 +152,16 @@ fn containers_and_vms_reach_each_other_by_name_and_through_published_ports() {
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://vweb/"]),
         "hello-vm\n"
     );
-    assert_eq!(published::answer_now("127.0.0.1", port + 1, "/", &nat), "hello-vm\n");
+    assert_eq!(published::answer_now("127.0.0.1", vm_port, "/", &nat), "hello-vm\n");
     let vm = d.inspect("vweb")["id"].as_str().unwrap().to_string();
     let vm_address = d.inspect("vweb")["address"]["address"].as_str().unwrap().to_string();
 
-    // removal leaves no device, namespace or rule behind
+    // removal leaves no device, namespace, rule or held port behind
     d.ok(&["rm", "-f", "web", "vweb"]);
+    assert!(
+        TcpListener::bind(("0.0.0.0", port)).is_ok(),
+        "port {port} is still held"
+    );
     // A VM's tap is deleted by `rm` itself, a container's veth by the kernel soon after.
     assert!(links_named(&["bv", "bt"], &vm).is_empty());
     assert!(links_gone(&["bv"], &web), "{:?}", links_named(&["bv"], &web));
@@ -401,7 +434,7 @@ fn nat_isolation_networks_and_bandwidth() {
 #[test]
 fn a_networked_container_survives_a_daemon_crash() {
     let mut d = Daemon::with_busybox();
-    let port = 19000 + (std::process::id() % 1000) as u16;
+    let port = published::free_port();
     d.ok(&[
         "run",
         "-d",
@@ -419,6 +452,10 @@ fn a_networked_container_survives_a_daemon_crash() {
     assert_eq!(
         published::answer_now("127.0.0.1", port, "/", &NatView::of(&d)),
         "still-serving\n"
+    );
+    assert!(
+        TcpListener::bind(("0.0.0.0", port)).is_err(),
+        "the restarted daemon holds port {port} again"
     );
     assert_eq!(
         d.ok(&["run", "--rm", "busybox", "wget", "-qO-", "http://kept/"]),

@@ -5,9 +5,41 @@
 //! OUTPUT chain, whether the bridge routes loopback, the host's addresses and routes.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
+
+/// Where `free_port` looks: below the ephemeral ports `common::free_port` hands out, above the
+/// fixed ports some tests publish (Compose's 18090 in `stacks`).
+const FIRST_PORT: u16 = 20000;
+const PORTS: u16 = 10000;
+
+/// A host port for a test to publish: in no NAT rule already and free to bind. The host's
+/// nat OUTPUT chain jumps to every daemon's published-port chain in turn, so a rule for the
+/// same port in a chain that comes earlier — another test's daemon, or one a killed test
+/// left behind — would take the connections, and a test would see its port answer nothing.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let rules = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .expect("iptables -t nat -S");
+    // Each test process starts at a place of its own, so that two runs at once rarely meet.
+    let start = (std::process::id() % 100) as u16 * (PORTS / 100);
+    for _ in 0..PORTS {
+        let port = FIRST_PORT + (start + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS) % PORTS;
+        let in_a_rule = rules.contains(&format!("--dport {port} "));
+        if !in_a_rule && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no port in {FIRST_PORT}-{} is free of NAT rules and listeners",
+        FIRST_PORT + PORTS - 1
+    );
+}
 
 /// What to show of a daemon's NAT when a published port does not answer.
 #[derive(Default)]

@@ -28,6 +28,7 @@ pub mod networks;
 pub mod nodes;
 pub mod peer_registry;
 pub mod peers;
+pub mod port_holds;
 pub mod procs;
 pub mod project_scope;
 pub mod projects;

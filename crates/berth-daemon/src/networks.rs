@@ -22,6 +22,7 @@ use sha2::Digest;
 use crate::config::DaemonConfig;
 use crate::error::{EngineError, EngineResult};
 use crate::identity::{BridgeOwner, NodeIdentity};
+use crate::port_holds::PortHolds;
 
 /// Names of instances on each network, for DNS.
 type NameTable = Arc<RwLock<HashMap<String, HashMap<String, Ipv4Addr>>>>;
@@ -87,6 +88,8 @@ pub struct Networks {
     claims: ClaimSet,
     /// Serializes allocations (each reads the claims, then the records).
     allocating: tokio::sync::Mutex<()>,
+    /// The host ports of running instances' published ports, held against other programs.
+    port_holds: PortHolds,
 }
 
 type ClaimSet = Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>;
@@ -248,6 +251,7 @@ impl Networks {
             dns_tasks: std::sync::Mutex::new(HashMap::new()),
             claims: Default::default(),
             allocating: tokio::sync::Mutex::new(()),
+            port_holds: PortHolds::default(),
         };
         let default = networks.default_network(identity, config).await?;
         networks.default_subnet = subnet_of(&default)?;
@@ -899,7 +903,11 @@ impl Networks {
                     }
                 }
             }
-            for rule in Self::port_rules(instance) {
+            let rules = Self::port_rules(instance);
+            self.port_holds
+                .hold(&instance.id, &rules)
+                .map_err(|e| EngineError::conflict(e.to_string()))?;
+            for rule in rules {
                 self.firewall.add_port(&rule).map_err(net_error)?;
             }
             Ok::<_, EngineError>(())
@@ -936,6 +944,7 @@ impl Networks {
         for rule in Self::port_rules(instance) {
             self.firewall.remove_port(&rule);
         }
+        self.port_holds.release(&instance.id);
         // A container's veth pair goes with its namespace: unpinning the namespace (below)
         // lets the kernel delete both ends in its own cleanup work, off this path, where an
         // explicit delete waits for an RCU grace period (about 20 ms per container here). A
@@ -970,7 +979,12 @@ impl Networks {
     /// After a daemon restart: names and port rules of instances that kept running.
     pub fn restore(&self, instance: &Instance) {
         self.register_name(instance);
-        for rule in Self::port_rules(instance) {
+        let rules = Self::port_rules(instance);
+        // The rules come back either way: the instance still serves through them.
+        if let Err(e) = self.port_holds.hold(&instance.id, &rules) {
+            tracing::warn!(id = %instance.id, error = %e, "holding a published port's host port again");
+        }
+        for rule in rules {
             if let Err(e) = self.firewall.add_port(&rule) {
                 tracing::warn!(id = %instance.id, error = %e, "restoring a published port");
             }

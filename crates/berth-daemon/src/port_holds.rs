@@ -1,0 +1,129 @@
+//! Host ports held for published ports, as Docker's proxy holds them. A published port is
+//! NAT rules only: nothing told a program on the host, or another berth daemon on it, that the
+//! port was taken, and whichever rules or listener came first took the connections without a
+//! word (a test saw its port answer nothing while another daemon's older rule for the same
+//! port sent them elsewhere). A socket bound and listening on the host port makes the clash an
+//! error at start, on both sides, and keeps the port from other programs while the instance
+//! runs. The socket never accepts: the rules rewrite every connection to the port before it
+//! could reach it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::Mutex;
+
+use berth_net::firewall::PortRule;
+
+/// A socket holding one host port.
+#[derive(Debug)]
+enum Held {
+    // Never read: holding them open is their whole job.
+    Tcp(#[allow(dead_code)] TcpListener),
+    Udp(#[allow(dead_code)] UdpSocket),
+}
+
+/// A host port another program or daemon already holds.
+#[derive(Debug, thiserror::Error)]
+#[error("host port {address}/{protocol} is in use on this host (another program, or another berth daemon, listens on it: {source}); choose another host port for -p")]
+pub struct PortTaken {
+    pub address: SocketAddr,
+    pub protocol: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The held ports, by instance id.
+#[derive(Debug, Default)]
+pub struct PortHolds {
+    held: Mutex<HashMap<String, Vec<Held>>>,
+}
+
+impl PortHolds {
+    /// Holds every host port of `rules` for the instance `id` (replacing what it held), or
+    /// none of them when one is taken.
+    pub fn hold(&self, id: &str, rules: &[PortRule]) -> Result<(), PortTaken> {
+        // What the instance held before (a restart that attaches again) must not refuse it.
+        self.release(id);
+        let mut sockets = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let address = SocketAddr::new(
+                IpAddr::V4(rule.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                rule.host_port,
+            );
+            let held = match rule.protocol.as_str() {
+                "udp" => UdpSocket::bind(address).map(Held::Udp),
+                _ => TcpListener::bind(address).map(Held::Tcp),
+            };
+            match held {
+                Ok(socket) => sockets.push(socket),
+                Err(source) => {
+                    return Err(PortTaken {
+                        address,
+                        protocol: rule.protocol.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if sockets.is_empty() {
+            held.remove(id);
+        } else {
+            held.insert(id.to_string(), sockets);
+        }
+        Ok(())
+    }
+
+    /// Lets the instance's host ports go; nothing when it held none.
+    pub fn release(&self, id: &str) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(port: u16, protocol: &str) -> PortRule {
+        PortRule {
+            host_ip: Some(Ipv4Addr::LOCALHOST),
+            host_port: port,
+            address: Ipv4Addr::new(10, 0, 0, 2),
+            port: 80,
+            protocol: protocol.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_port_a_listener_holds_is_refused_and_nothing_of_the_instance_is_held() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = listener.local_addr().unwrap().port();
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_port = free.local_addr().unwrap().port();
+        drop(free);
+
+        let holds = PortHolds::default();
+        let error = holds
+            .hold("a", &[rule(free_port, "tcp"), rule(taken, "tcp")])
+            .unwrap_err();
+        assert_eq!(error.address.port(), taken);
+        assert!(error.to_string().contains("choose another host port"), "{error}");
+        // The free port was not kept by the refused instance.
+        assert!(TcpListener::bind(("127.0.0.1", free_port)).is_ok());
+    }
+
+    #[test]
+    fn held_ports_are_refused_to_others_until_released() {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+
+        let holds = PortHolds::default();
+        holds.hold("a", &[rule(port, "udp")]).unwrap();
+        assert!(holds.hold("b", &[rule(port, "udp")]).is_err());
+        assert!(UdpSocket::bind(("127.0.0.1", port)).is_err());
+        // Holding again for the same instance (a restart) is not a clash with itself.
+        holds.hold("a", &[rule(port, "udp")]).unwrap();
+        holds.release("a");
+        holds.hold("b", &[rule(port, "udp")]).unwrap();
+    }
+}
