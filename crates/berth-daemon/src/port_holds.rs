@@ -21,14 +21,44 @@ enum Held {
     Udp(#[allow(dead_code)] UdpSocket),
 }
 
-/// A host port another program or daemon already holds.
+/// A host port that cannot be held: another program or daemon holds it, or its address is
+/// not one of this host's.
 #[derive(Debug, thiserror::Error)]
-#[error("host port {address}/{protocol} is in use on this host (another program, or another berth daemon, listens on it: {source}); choose another host port for -p")]
-pub struct PortTaken {
-    pub address: SocketAddr,
-    pub protocol: String,
-    #[source]
-    pub source: std::io::Error,
+pub enum PortTaken {
+    #[error("host port {address}/{protocol} is in use on this host (another program, or another berth daemon, listens on it); choose another host port for -p")]
+    InUse { address: SocketAddr, protocol: String },
+    #[error("host address {} of -p {address}/{protocol} is not an address of this host; publish on one of its addresses, or give the port alone", address.ip())]
+    NotLocal { address: SocketAddr, protocol: String },
+    #[error("holding host port {address}/{protocol}: {source}")]
+    Other {
+        address: SocketAddr,
+        protocol: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PortTaken {
+    fn new(address: SocketAddr, protocol: &str, source: std::io::Error) -> PortTaken {
+        let protocol = protocol.to_string();
+        match source.kind() {
+            std::io::ErrorKind::AddrInUse => PortTaken::InUse { address, protocol },
+            std::io::ErrorKind::AddrNotAvailable => PortTaken::NotLocal { address, protocol },
+            _ => PortTaken::Other {
+                address,
+                protocol,
+                source,
+            },
+        }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        match self {
+            PortTaken::InUse { address, .. }
+            | PortTaken::NotLocal { address, .. }
+            | PortTaken::Other { address, .. } => *address,
+        }
+    }
 }
 
 /// The held ports, by instance id.
@@ -55,13 +85,7 @@ impl PortHolds {
             };
             match held {
                 Ok(socket) => sockets.push(socket),
-                Err(source) => {
-                    return Err(PortTaken {
-                        address,
-                        protocol: rule.protocol.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(PortTaken::new(address, &rule.protocol, source)),
             }
         }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,7 +129,7 @@ mod tests {
         let error = holds
             .hold("a", &[rule(free_port, "tcp"), rule(taken, "tcp")])
             .unwrap_err();
-        assert_eq!(error.address.port(), taken);
+        assert_eq!(error.address().port(), taken);
         assert!(error.to_string().contains("choose another host port"), "{error}");
         // The free port was not kept by the refused instance.
         assert!(TcpListener::bind(("127.0.0.1", free_port)).is_ok());
@@ -125,5 +149,19 @@ mod tests {
         holds.hold("a", &[rule(port, "udp")]).unwrap();
         holds.release("a");
         holds.hold("b", &[rule(port, "udp")]).unwrap();
+    }
+
+    #[test]
+    fn an_address_the_host_does_not_have_is_named_as_such() {
+        let mut elsewhere = rule(8080, "tcp");
+        elsewhere.host_ip = Some(Ipv4Addr::new(192, 0, 2, 1));
+        let error = PortHolds::default().hold("a", &[elsewhere]).unwrap_err();
+        assert!(matches!(error, PortTaken::NotLocal { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("192.0.2.1 of -p 192.0.2.1:8080/tcp is not an address of this host"),
+            "{error}"
+        );
     }
 }
