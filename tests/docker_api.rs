@@ -137,6 +137,13 @@ fn run(mut command: Command, what: &str) -> Output {
     }
 }
 
+/// Whether busybox httpd serving /etc answers /passwd on the published `port` (its first
+/// answer waited for while the server starts).
+fn serves_passwd(d: &DockerDaemon, port: u16) -> bool {
+    let nat = NatView::of(&d.daemon);
+    published::first_answer("127.0.0.1", port, "/passwd", Duration::from_secs(60), &nat).contains("root:")
+}
+
 #[test]
 fn docker_cli_runs_execs_logs_and_removes_containers() {
     let d = DockerDaemon::start();
@@ -161,21 +168,11 @@ fn docker_cli_runs_execs_logs_and_removes_containers() {
 
     // run -d with a published port, reached from here.
     let port = published::free_port();
-    let published = format!("{port}:80");
+    let mapping = format!("{port}:80");
     d.docker_ok(&[
-        "run", "-d", "--name", "web", "-p", &published, "busybox", "httpd", "-f", "-p", "80", "-h", "/etc",
+        "run", "-d", "--name", "web", "-p", &mapping, "busybox", "httpd", "-f", "-p", "80", "-h", "/etc",
     ]);
-    assert!(
-        published::first_answer(
-            "127.0.0.1",
-            port,
-            "/passwd",
-            Duration::from_secs(60),
-            &NatView::of(&d.daemon)
-        )
-        .contains("root:"),
-        "httpd answers through the published port"
-    );
+    assert!(serves_passwd(&d, port), "httpd answers through the published port");
     let ps = d.docker_ok(&["ps"]);
     assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
@@ -321,17 +318,7 @@ fn docker_compose_brings_a_stack_up_and_down() {
     let ps = compose(&["ps"]);
     assert!(ps.contains("stack_web_1") && ps.contains("stack_db_1"), "{ps}");
     assert!(ps.matches("Up").count() >= 2, "{ps}");
-    assert!(
-        published::first_answer(
-            "127.0.0.1",
-            port,
-            "/passwd",
-            Duration::from_secs(60),
-            &NatView::of(&d.daemon)
-        )
-        .contains("root:"),
-        "the web service answers on its port"
-    );
+    assert!(serves_passwd(&d, port), "the web service answers on its port");
     let deadline = Instant::now() + Duration::from_secs(10);
     let logs = loop {
         let logs = compose(&["logs", "db"]);
