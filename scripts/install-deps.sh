@@ -14,7 +14,9 @@
 #            python3-prometheus-client (its strict OpenMetrics parser reads /metrics),
 #            docker.io (only its `docker` client is used), docker-compose and python3-docker:
 #            real Docker clients for the Docker Engine API gateway (no dockerd is started),
-#            chromium (the dashboard's end-to-end test drives it with playwright-core)
+#            chromium (the dashboard's end-to-end test drives it with playwright-core),
+#            the Common OVF Tool (PyPI `cot`, below: an OVF reader and writer berth shares no
+#            code with, and descriptors VMware and VirtualBox wrote, in its test data)
 #   dashboard: from the npm registry (dashboard/package.json, exact versions in its lock):
 #            xterm.js, copied to /usr/local/lib/berth/dashboard, and playwright-core
 #   bench:   runc, crun and podman (the peers berth is measured against), hyperfine, iperf3
@@ -127,6 +129,16 @@ if ! st --version 2>/dev/null | grep -qx "st, version $schemathesis_version"; th
   python3 -m pip install --quiet "schemathesis==$schemathesis_version" ||
     python3 -m pip install --quiet --break-system-packages "schemathesis==$schemathesis_version"
   # pyenv's shims learn of new commands on a rehash.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
+
+# The Common OVF Tool reads and rewrites OVF/OVA packages with code of its own: tests/ovf.rs
+# checks berth's exports against it and imports the VMware and VirtualBox descriptors its test
+# data holds. Pinned, as its readings are compared exactly.
+cot_version=2.2.1
+if ! python3 -c "import COT, sys; sys.exit(COT.__version__ != '$cot_version')" 2>/dev/null; then
+  python3 -m pip install --quiet "cot==$cot_version" ||
+    python3 -m pip install --quiet --break-system-packages "cot==$cot_version"
   if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 

@@ -330,6 +330,12 @@ fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
     assert_eq!(d.inspect("from-ovf")["vm"]["vcpus"], source["vm"]["vcpus"]);
     let vmx = dir.join("vmx");
     d.ok(&["vm", "export", "--format", "vmx", "--to", path_str(&vmx), "src"]);
+    let vmx_text = std::fs::read_to_string(vmx.join("src.vmx")).unwrap();
+    let mac = source["address"]["mac"].as_str().unwrap();
+    assert!(
+        vmx_text.contains(&format!("ethernet0.generatedAddress = \"{mac}\"")),
+        "the MAC is carried: {vmx_text}"
+    );
     d.ok(&["vm", "import", "--name", "from-vmx", path_str(&vmx.join("src.vmx"))]);
     let from_vmx = d.inspect("from-vmx");
     assert_eq!(from_vmx["vm"]["vcpus"]["current"], 2);
@@ -449,5 +455,235 @@ fn a_uefi_disk_boots_with_ovmf_as_its_partition_table_asks() {
         path_str(&disk),
     ]);
     assert!(stderr(&told).contains("boots with BIOS (SeaBIOS)"), "{}", stderr(&told));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Where the Common OVF Tool (PyPI `cot`, scripts/install-deps.sh) keeps its test data:
+/// descriptors written by other exporters — `vmware.ovf` by VMware (build 880146) with a
+/// streamOptimized VMDK, `ubuntu.2.0.ovf` by VirtualBox (OVF 2.0, with its manifest and
+/// VMDK), `csr1000v.ovf` by a vendor for a multi-profile appliance with an ISO.
+fn cot_data() -> PathBuf {
+    let output = Command::new("python3")
+        .args(["-c", "import os, COT.tests; print(os.path.dirname(COT.tests.__file__))"])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "the Common OVF Tool is not installed (scripts/install-deps.sh): {}",
+        stderr(&output)
+    );
+    PathBuf::from(stdout(&output).trim())
+}
+
+/// What COT, an OVF implementation berth shares no code with, reads in a package
+/// (`tests/fixtures/cot-read.py`): each profile's CPUs, memory and NICs, the disks, and every
+/// warning or error it logged.
+fn cot_read(package: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/cot-read.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(package)
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "COT could not read {}: {}",
+        package.display(),
+        stderr(&output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&output)))
+}
+
+/// Copies `files` from COT's test data into a directory of their own.
+fn cot_package(dir: &Path, name: &str, files: &[&str]) -> PathBuf {
+    let package = dir.join(name);
+    std::fs::create_dir_all(&package).unwrap();
+    for file in files {
+        std::fs::copy(cot_data().join(file), package.join(file)).unwrap();
+    }
+    package.join(files[0])
+}
+
+/// berth's reading of an imported VM against COT's reading of the same profile.
+fn assert_same_hardware(berth: &serde_json::Value, cot: &serde_json::Value, profile: &str) {
+    let expected = &cot["profiles"][profile];
+    assert_eq!(
+        berth["vm"]["vcpus"]["current"], expected["cpus"],
+        "CPUs, profile {profile}"
+    );
+    assert_eq!(
+        berth["vm"]["memory"]["current_bytes"], expected["memory_bytes"],
+        "memory, profile {profile}"
+    );
+    let disks = berth["vm"]["disks"].as_array().unwrap();
+    let capacities: Vec<&serde_json::Value> = cot["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|disk| &disk["capacity_bytes"])
+        .collect();
+    assert_eq!(disks.len(), capacities.len(), "disks: {berth}\n{cot}");
+    for (disk, capacity) in disks.iter().zip(capacities) {
+        assert_eq!(&disk["size_bytes"], capacity, "disk capacity");
+    }
+}
+
+#[test]
+fn descriptors_vmware_and_virtualbox_wrote_import_as_an_independent_tool_reads_them() {
+    let d = Daemon::start();
+    let dir = temp_dir("bt-cot-in");
+
+    // VMware's own export (4 E1000 NICs, a ProductSection property).
+    let vmware = cot_package(&dir, "vmware", &["vmware.ovf", "input.vmdk"]);
+    let cot = cot_read(&vmware);
+    let imported = d.run(&["vm", "import", "--name", "from-vmware", path_str(&vmware)]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert_same_hardware(&d.inspect("from-vmware"), &cot, "None");
+
+    // VirtualBox's OVF 2.0 export, its SHA-256 manifest verified by both.
+    let virtualbox = cot_package(
+        &dir,
+        "virtualbox",
+        &["ubuntu.2.0.ovf", "ubuntu.2.0-disk1.vmdk", "ubuntu.2.0.mf"],
+    );
+    let cot = cot_read(&virtualbox);
+    assert_eq!(cot["version"], 2.0);
+    let imported = d.run(&["vm", "import", "--name", "from-virtualbox", path_str(&virtualbox)]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert_same_hardware(&d.inspect("from-virtualbox"), &cot, "None");
+
+    // A vendor's appliance with four configuration profiles: the default one, then another
+    // by name; its CD-ROM is listed as not carried over.
+    let appliance = cot_package(&dir, "appliance", &["csr1000v.ovf", "input.vmdk", "input.iso"]);
+    let cot = cot_read(&appliance);
+    let default = cot["default_profile"].as_str().unwrap().to_string();
+    let imported = d.run(&["vm", "import", "--name", "csr-default", path_str(&appliance)]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert!(stderr(&imported).contains("CD"), "{}", stderr(&imported));
+    assert!(
+        !stderr(&imported).contains("adapter type"),
+        "'VMXNET3 virtio' offers virtio: {}",
+        stderr(&imported)
+    );
+    let csr = d.inspect("csr-default");
+    assert_eq!(csr["vm"]["interfaces"][0]["model"], "virtio", "{csr}");
+    assert_same_hardware(&csr, &cot, &default);
+    let imported = d.run(&[
+        "vm",
+        "import",
+        "--deployment",
+        "4CPU-8GB",
+        "--name",
+        "csr-large",
+        path_str(&appliance),
+    ]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert_same_hardware(&d.inspect("csr-large"), &cot, "4CPU-8GB");
+
+    // The VirtualBox package with its disk changed after the manifest: both refuse it.
+    let disk = virtualbox.with_file_name("ubuntu.2.0-disk1.vmdk");
+    let mut bytes = std::fs::read(&disk).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&disk, bytes).unwrap();
+    let problems = cot_read(&virtualbox)["problems"].to_string();
+    assert!(problems.contains("checksum"), "COT did not notice: {problems}");
+    let refused = d.run(&["vm", "import", "--name", "tampered", path_str(&virtualbox)]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("manifest"), "{}", stderr(&refused));
+    assert!(!stdout(&d.run(&["ps", "-a"])).contains("tampered"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_independent_ovf_tool_reads_berths_packages_and_berth_reads_its_rewrite() {
+    let d = Daemon::start();
+    let dir = temp_dir("bt-cot-out");
+    let boot = boot_sector_disk(&dir);
+    d.ok(&["image", "import", "--vm", "--tag", "bootdisk", path_str(&boot)]);
+    d.ok(&[
+        "create", "--vm", "--name", "src", "--cpus", "2", "--memory", "96m", "bootdisk",
+    ]);
+    let source = d.inspect("src");
+    let mac = source["address"]["mac"].as_str().unwrap().to_string();
+
+    // COT reads berth's OVA and OVF directory with no warning, and the same hardware. It holds
+    // to OVF 1.x's SHA-1 manifests (berth writes SHA-256 unless asked, as ovftool 4.2+ does).
+    let ova = dir.join("src.ova");
+    let sha1 = ["--manifest-digest", "sha1"];
+    d.ok(&[
+        &["vm", "export", "--format", "ova", "--to", path_str(&ova)][..],
+        &sha1,
+        &["src"],
+    ]
+    .concat());
+    let ovf_dir = dir.join("ovf");
+    d.ok(&[
+        &["vm", "export", "--format", "ovf", "--to", path_str(&ovf_dir)][..],
+        &sha1,
+        &["src"],
+    ]
+    .concat());
+    let mf = std::fs::read_to_string(ovf_dir.join("src.mf")).unwrap();
+    assert!(mf.starts_with("SHA1(src.ovf)= "), "{mf}");
+    let vmx = dir.join("vmx");
+    let refused = d.run(
+        &[
+            &["vm", "export", "--format", "vmx", "--to", path_str(&vmx)][..],
+            &sha1,
+            &["src"],
+        ]
+        .concat(),
+    );
+    assert!(
+        stderr(&refused).contains("only ova and ovf packages have a manifest"),
+        "{}",
+        stderr(&refused)
+    );
+    for package in [ova.clone(), ovf_dir.join("src.ovf")] {
+        let cot = cot_read(&package);
+        assert_eq!(cot["problems"], serde_json::json!([]), "{}", package.display());
+        assert_same_hardware(&source, &cot, "None");
+        assert_eq!(cot["profiles"]["None"]["nics"], 1);
+        assert_eq!(cot["nics"][0]["mac"], mac);
+        assert_eq!(cot["networks"], serde_json::json!(["default"]));
+    }
+
+    // COT rewrites the OVA (its own XML, SHA-1 manifest and tar): 3 CPUs, 192 MiB, another
+    // MAC; berth imports that with the new hardware and it boots.
+    let edited = dir.join("edited.ova");
+    let output = Command::new("cot")
+        .args([
+            "--force",
+            "edit-hardware",
+            path_str(&ova),
+            "--output",
+            path_str(&edited),
+        ])
+        .args([
+            "--cpus",
+            "3",
+            "--memory",
+            "192M",
+            "--mac-addresses-list",
+            "52:54:00:12:34:56",
+        ])
+        .output()
+        .expect("cot (scripts/install-deps.sh)");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let cot = cot_read(&edited);
+    assert_eq!(cot["problems"], serde_json::json!([]));
+    d.ok(&["vm", "import", "--name", "edited", path_str(&edited)]);
+    let back = d.inspect("edited");
+    assert_same_hardware(&back, &cot, "None");
+    assert_eq!(back["vm"]["vcpus"]["current"], 3);
+    assert_eq!(back["address"]["mac"], "52:54:00:12:34:56");
+    let started = d.run(&["start", "-a", "edited"]);
+    assert!(
+        stdout(&started).contains("berth firmware boot ok"),
+        "{}{}",
+        stdout(&started),
+        stderr(&started)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

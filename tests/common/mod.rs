@@ -10,8 +10,10 @@ pub mod published;
 pub mod registry;
 
 /// The Docker-API and dashboard tests take turns: Compose's published port on 127.0.0.1 was
-/// seen answering nothing while another of them started a VM on its own daemon (cause not yet
-/// found; `docker_api` prints the NAT table when it happens).
+/// seen answering nothing while another of them started a VM on its own daemon. The likely
+/// cause was two daemons publishing the same fixed host port (the first daemon's rule wins);
+/// tests now take free ports (`published::free_port`) and daemons refuse a port another holds,
+/// and a failed check prints the daemon's DNAT chain and nat OUTPUT (`published::NatView`).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {

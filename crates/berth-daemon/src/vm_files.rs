@@ -374,9 +374,24 @@ impl Engine {
             })
             .collect();
         let network = instance.address.as_ref().map(|a| a.network.clone());
+        let mac = instance
+            .address
+            .as_ref()
+            .map(|a| a.mac.clone())
+            .or_else(|| vm.interfaces.first().and_then(|i| i.mac.clone()));
         let name = instance.name.clone();
         let format = request.format;
         let force = request.force;
+        let digest = match (format, request.manifest_digest) {
+            (VmPackageFormat::Ova | VmPackageFormat::Ovf, digest) => digest.unwrap_or_default(),
+            (_, None) => Default::default(),
+            (_, Some(_)) => {
+                return Err(EngineError::invalid(
+                    "manifest_digest",
+                    "--manifest-digest: only ova and ovf packages have a manifest; drop it for vmx and raw",
+                ))
+            }
+        };
         let work = self
             .config
             .state_dir
@@ -397,13 +412,14 @@ impl Engine {
                     name: &name,
                     vm: &vm,
                     network: network.as_deref(),
+                    mac: mac.as_deref(),
                 };
                 match format {
                     VmPackageFormat::Ova => {
-                        berth_vm::package::write_ova(&source, &to, &work)?;
+                        berth_vm::package::write_ova(&source, &to, &work, digest)?;
                         Ok(vec![to.clone()])
                     }
-                    VmPackageFormat::Ovf => berth_vm::package::write_ovf(&source, &to),
+                    VmPackageFormat::Ovf => berth_vm::package::write_ovf(&source, &to, digest),
                     VmPackageFormat::Vmx => berth_vm::package::write_vmx(&source, &to, false),
                     VmPackageFormat::Raw => {
                         let disk = vm

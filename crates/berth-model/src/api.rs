@@ -341,6 +341,32 @@ pub struct VmExportRequest {
     /// raw: overwrite a device's partition table or an existing file.
     #[serde(default)]
     pub force: bool,
+    /// ova, ovf: the manifest's digest (default sha256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<ManifestDigest>,
+}
+
+/// The digest an OVF package's manifest (`.mf`) lists for each file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ManifestDigest {
+    /// What DSP0243 1.x names and every OVF 1.x reader checks (vSphere before 6.5).
+    Sha1,
+    /// What ovftool 4.2 and later write by default; vSphere 6.5+, VirtualBox 5+ read it.
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+impl ManifestDigest {
+    /// The name a manifest line starts with (`SHA256(file)= ...`).
+    pub fn manifest_name(self) -> &'static str {
+        match self {
+            ManifestDigest::Sha1 => "SHA1",
+            ManifestDigest::Sha256 => "SHA256",
+            ManifestDigest::Sha512 => "SHA512",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -547,17 +547,13 @@ fn parse_system(
             }
             resource::ETHERNET => {
                 let sub_type = child_text(item, "ResourceSubType").unwrap_or("e1000");
-                let model = match sub_type.to_ascii_lowercase().as_str() {
-                    "e1000" | "e1000-82540em" => "e1000",
-                    "e1000e" => "e1000e",
-                    "vmxnet3" => "vmxnet3",
-                    "pcnet32" | "pcnet" | "am79c970a" | "am79c973" => "pcnet",
-                    "virtio" | "virtio-net" => "virtio",
-                    other => {
+                let model = match nic_model(sub_type) {
+                    Some(model) => model,
+                    None => {
                         not_carried.push(format!(
                             "{}: adapter type '{}' (attached as virtio)",
                             shown(&label),
-                            shown(other)
+                            shown(sub_type)
                         ));
                         "virtio"
                     }
@@ -619,6 +615,26 @@ fn parse_system(
     })
 }
 
+/// berth's NIC model for an OVF adapter type (`ResourceSubType`), if it has one. Packages for
+/// several hypervisors list alternatives ("VMXNET3 virtio"): QEMU's own virtio when offered,
+/// else the first one berth has.
+fn nic_model(sub_type: &str) -> Option<&'static str> {
+    let offered: Vec<&'static str> = sub_type
+        .split_whitespace()
+        .filter_map(|one| {
+            Some(match one.to_ascii_lowercase().as_str() {
+                "e1000" | "e1000-82540em" => "e1000",
+                "e1000e" => "e1000e",
+                "vmxnet3" => "vmxnet3",
+                "pcnet32" | "pcnet" | "am79c970a" | "am79c973" => "pcnet",
+                "virtio" | "virtio-net" => "virtio",
+                _ => return None,
+            })
+        })
+        .collect();
+    offered.iter().find(|m| **m == "virtio").or(offered.first()).copied()
+}
+
 /// One line of a manifest: `SHA256(disk.vmdk)= hex` (VMware) or `SHA1 (disk.vmdk) = hex`
 /// (VirtualBox).
 fn manifest_line(line: &str) -> Option<(&str, &str, &str)> {
@@ -628,7 +644,8 @@ fn manifest_line(line: &str) -> Option<(&str, &str, &str)> {
     Some((algorithm.trim(), file, digest))
 }
 
-fn digest_of(path: &Path, algorithm: &str) -> Result<String, VmError> {
+/// The hex digest of a file with a manifest's algorithm (`SHA1`, `SHA256`, else SHA-512).
+pub(crate) fn digest_of(path: &Path, algorithm: &str) -> Result<String, VmError> {
     let mut file =
         std::fs::File::open(path).map_err(|e| ovf_error(format!("manifest: reading {}: {e}", path.display())))?;
     let mut buffer = vec![0u8; 1 << 20];
@@ -796,6 +813,16 @@ mod tests {
             let error = package_file(dir, bad, "<File> ovf:href").unwrap_err().to_string();
             assert!(error.contains("outside the package"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn adapter_alternatives_prefer_virtio() {
+        assert_eq!(nic_model("VMXNET3 virtio"), Some("virtio"));
+        assert_eq!(nic_model("E1000 VMXNET3"), Some("e1000"));
+        assert_eq!(nic_model("PCNet32"), Some("pcnet"));
+        assert_eq!(nic_model("ne2k  vmxnet3"), Some("vmxnet3"));
+        assert_eq!(nic_model("ne2k"), None);
+        assert_eq!(nic_model(""), None);
     }
 
     #[test]

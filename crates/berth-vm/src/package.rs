@@ -3,14 +3,15 @@
 //! as one OVA file, or a VMware `.vmx` with a monolithic sparse VMDK. The descriptor is written
 //! with quick-xml (every value escaped); the disks by `qemu-img convert`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use berth_model::api::ManifestDigest;
 use berth_model::instance::{VmDetails, VmDisk};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
-use sha2::Digest;
 
+use crate::ovf::digest_of;
 use crate::VmError;
 
 const STREAM_OPTIMIZED: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
@@ -25,6 +26,9 @@ pub struct PackageSource<'a> {
     pub vm: &'a VmDetails,
     /// The berth network its interface is on (the package's network name).
     pub network: Option<&'a str>,
+    /// Its interface's MAC address (the berth address's; the interface record holds one only
+    /// when an import set it).
+    pub mac: Option<&'a str>,
 }
 
 /// The persistent disks a package carries (instance-store disks are not: as on EC2, their
@@ -59,22 +63,6 @@ fn convert_disk(disk: &VmDisk, destination: &Path, subformat: &str) -> Result<()
         )));
     }
     Ok(())
-}
-
-fn sha256_of(path: &Path) -> Result<String, VmError> {
-    let mut file = std::fs::File::open(path).map_err(|e| package_error(format!("reading {}: {e}", path.display())))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file
-            .read(&mut buffer)
-            .map_err(|e| package_error(format!("reading {}: {e}", path.display())))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// CIM controller for a berth disk bus: (ResourceType, ResourceSubType).
@@ -312,8 +300,8 @@ pub fn ovf_descriptor(source: &PackageSource, disk_files: &[(String, u64)]) -> R
                 ("ResourceSubType", adapter_of(model).into()),
                 ("ResourceType", "10".into()),
             ];
-            if let Some(mac) = interface.and_then(|i| i.mac.clone()) {
-                fields.push(("Address", mac));
+            if let Some(mac) = source.mac {
+                fields.push(("Address", mac.to_string()));
             }
             x.item(&fields, &[])?;
         }
@@ -345,9 +333,9 @@ fn fresh_directory(dir: &Path) -> Result<(), VmError> {
     }
 }
 
-/// Writes `NAME.ovf`, `NAME.mf` and `NAME-diskN.vmdk` into `dir`. Returns the files in the
-/// order an OVA holds them (descriptor, manifest, disks).
-pub fn write_ovf(source: &PackageSource, dir: &Path) -> Result<Vec<PathBuf>, VmError> {
+/// Writes `NAME.ovf`, `NAME.mf` (each file's `digest`) and `NAME-diskN.vmdk` into `dir`.
+/// Returns the files in the order an OVA holds them (descriptor, manifest, disks).
+pub fn write_ovf(source: &PackageSource, dir: &Path, digest: ManifestDigest) -> Result<Vec<PathBuf>, VmError> {
     fresh_directory(dir)?;
     let mut disk_files = Vec::new();
     let mut disk_paths = Vec::new();
@@ -370,7 +358,8 @@ pub fn write_ovf(source: &PackageSource, dir: &Path) -> Result<Vec<PathBuf>, VmE
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        manifest.push_str(&format!("SHA256({name})= {}\n", sha256_of(path)?));
+        let algorithm = digest.manifest_name();
+        manifest.push_str(&format!("{algorithm}({name})= {}\n", digest_of(path, algorithm)?));
     }
     let manifest_path = dir.join(format!("{}.mf", source.name));
     std::fs::write(&manifest_path, manifest)
@@ -382,7 +371,7 @@ pub fn write_ovf(source: &PackageSource, dir: &Path) -> Result<Vec<PathBuf>, VmE
 
 /// Writes the package as one OVA (a ustar archive: descriptor first, then manifest and disks),
 /// using `work` (an empty or absent directory, removed after) for its parts.
-pub fn write_ova(source: &PackageSource, to: &Path, work: &Path) -> Result<(), VmError> {
+pub fn write_ova(source: &PackageSource, to: &Path, work: &Path, digest: ManifestDigest) -> Result<(), VmError> {
     if to.exists() {
         return Err(package_error(format!(
             "--to {} exists; give a new file name",
@@ -390,7 +379,7 @@ pub fn write_ova(source: &PackageSource, to: &Path, work: &Path) -> Result<(), V
         )));
     }
     let result = (|| {
-        let files = write_ovf(source, work)?;
+        let files = write_ovf(source, work, digest)?;
         let temp = to.with_extension("ova.partial");
         let out =
             std::fs::File::create(&temp).map_err(|e| package_error(format!("creating {}: {e}", temp.display())))?;
@@ -481,10 +470,10 @@ pub fn vmx_text(source: &PackageSource, disk_files: &[String], firmware_efi: boo
         owned.push(("ethernet0.present".into(), "TRUE".into()));
         owned.push(("ethernet0.virtualDev".into(), model.into()));
         owned.push(("ethernet0.networkName".into(), network.into()));
-        match interface.and_then(|i| i.mac.clone()) {
+        match source.mac {
             Some(mac) => {
                 owned.push(("ethernet0.addressType".into(), "generated".into()));
-                owned.push(("ethernet0.generatedAddress".into(), mac));
+                owned.push(("ethernet0.generatedAddress".into(), mac.into()));
             }
             None => owned.push(("ethernet0.addressType".into(), "generated".into())),
         }

@@ -809,7 +809,7 @@ pub enum VmCommand {
     Import(VmImportArgs),
     /// Write a VM out for another tool: its libvirt domain XML (stdout or -o), or, for a
     /// stopped VM that boots its own disk, an OVA/OVF package or a VMware .vmx directory
-    /// (streamOptimized or sparse VMDKs, SHA-256 manifest), or its boot disk as raw bytes to a
+    /// (streamOptimized or sparse VMDKs, SHA-256 or SHA-1 manifest), or its boot disk as raw bytes to a
     /// file or a physical disk (V2P: refused while the device or a partition of it is mounted,
     /// used as swap or held, when it is smaller than the disk, and, without --force, when it
     /// holds a partition table)
@@ -855,6 +855,11 @@ pub struct VmExportArgs {
     /// raw: overwrite a device that holds a partition table, or an existing file
     #[arg(long)]
     pub force: bool,
+    /// ova, ovf: the manifest's digest. sha256 (the default) is what ovftool 4.2 and later
+    /// write, and vSphere 6.5+ and VirtualBox read; sha1 is the one OVF 1.x names, for
+    /// readers that hold to it (vSphere before 6.5, the Common OVF Tool)
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["sha1", "sha256", "sha512"])]
+    pub manifest_digest: Option<String>,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use berth_client::Client;
-use berth_model::api::{VmExportRequest, VmExportResponse, VmImportRequest, VmImportResponse, VmPackageFormat};
+use berth_model::api::{
+    ManifestDigest, VmExportRequest, VmExportResponse, VmImportRequest, VmImportResponse, VmPackageFormat,
+};
 
 use crate::cli::{VmExportArgs, VmImportArgs};
 use crate::{encode, Outcome};
@@ -65,6 +67,16 @@ pub async fn import(client: &Client, args: VmImportArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// `--manifest-digest`'s value (clap has checked it is one of these).
+fn manifest_digest(name: &str) -> Result<ManifestDigest> {
+    match name {
+        "sha1" => Ok(ManifestDigest::Sha1),
+        "sha256" => Ok(ManifestDigest::Sha256),
+        "sha512" => Ok(ManifestDigest::Sha512),
+        other => bail!("--manifest-digest {other}: use sha1, sha256 or sha512"),
+    }
+}
+
 pub async fn export(client: &Client, args: VmExportArgs) -> Result<Outcome> {
     let format = match args.format.as_str() {
         "libvirt" => None,
@@ -106,6 +118,7 @@ pub async fn export(client: &Client, args: VmExportArgs) -> Result<Outcome> {
                 format,
                 to: to.display().to_string(),
                 force: args.force,
+                manifest_digest: args.manifest_digest.as_deref().map(manifest_digest).transpose()?,
             },
         )
         .await;
