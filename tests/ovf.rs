@@ -626,6 +626,16 @@ fn an_independent_ovf_tool_reads_berths_packages_and_berth_reads_its_rewrite() {
     .concat());
     let mf = std::fs::read_to_string(ovf_dir.join("src.mf")).unwrap();
     assert!(mf.starts_with("SHA1(src.ovf)= "), "{mf}");
+    // libvirt's domain XML carries the MAC too.
+    let domain = d.ok(&["vm", "export", "--format", "libvirt", "src"]);
+    assert!(domain.contains(&format!("<mac address=\"{mac}\"/>")), "{domain}");
+    let domain_file = dir.join("src.xml");
+    std::fs::write(&domain_file, &domain).unwrap();
+    let valid = Command::new("virt-xml-validate")
+        .args([path_str(&domain_file), "domain"])
+        .output()
+        .expect("virt-xml-validate");
+    assert!(valid.status.success(), "{}", stderr(&valid));
     let vmx = dir.join("vmx");
     let refused = d.run(
         &[

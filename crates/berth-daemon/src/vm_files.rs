@@ -457,6 +457,17 @@ impl Engine {
         let mut vm = instance.vm.clone().ok_or_else(|| {
             EngineError::conflict_in("instance", format!("{} is a container; only VMs export", instance.name))
         })?;
+        // The NIC is the berth address's, with its MAC: the interface record exists only when
+        // an import made one (a VM run or created here gets virtio-net).
+        if let Some(address) = instance.address.as_ref() {
+            match vm.interfaces.first_mut() {
+                Some(interface) => interface.mac = Some(address.mac.clone()),
+                None => vm.interfaces.push(VmInterface {
+                    model: "virtio".into(),
+                    mac: Some(address.mac.clone()),
+                }),
+            }
+        }
         let emulator = "/usr/bin/qemu-system-x86_64";
         // libvirt's own NAT network is "default", as berth's is.
         let network = instance
