@@ -2,7 +2,9 @@
 //! berth's own OVA, OVF and .vmx exports imported back with the same hardware and booted, a
 //! VM's disk written to a file and to a block device (V2P) that plain QEMU boots, and hostile
 //! packages (a manifest that does not match, a disk outside the package, malformed XML, an
-//! unknown deployment option) refused with nothing made.
+//! unknown deployment option) refused with nothing made. An independent OVF implementation,
+//! the Common OVF Tool, is the second reader: of descriptors VMware and VirtualBox wrote, of
+//! berth's exports, and as the writer of a package berth imports.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -277,16 +279,22 @@ fn ovf_packages_in_vmware_and_virtualbox_styles_import() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
-    let d = Daemon::start();
-    let dir = temp_dir("bt-export");
-    let boot = boot_sector_disk(&dir);
+/// A stopped VM `src` (2 vCPUs, 96 MiB, on the default network) that boots its own disk, a
+/// boot sector printing "berth firmware boot ok": that disk, and the VM's record.
+fn exportable_vm(d: &Daemon, dir: &Path) -> (PathBuf, serde_json::Value) {
+    let boot = boot_sector_disk(dir);
     d.ok(&["image", "import", "--vm", "--tag", "bootdisk", path_str(&boot)]);
     d.ok(&[
         "create", "--vm", "--name", "src", "--cpus", "2", "--memory", "96m", "bootdisk",
     ]);
-    let source = d.inspect("src");
+    (boot, d.inspect("src"))
+}
+
+#[test]
+fn a_vm_goes_out_as_ova_ovf_vmx_and_raw_and_comes_back() {
+    let d = Daemon::start();
+    let dir = temp_dir("bt-export");
+    let (boot, source) = exportable_vm(&d, &dir);
 
     // OVA out, and back in with the same hardware; it boots.
     let ova = dir.join("src.ova");
@@ -599,12 +607,7 @@ fn descriptors_vmware_and_virtualbox_wrote_import_as_an_independent_tool_reads_t
 fn an_independent_ovf_tool_reads_berths_packages_and_berth_reads_its_rewrite() {
     let d = Daemon::start();
     let dir = temp_dir("bt-cot-out");
-    let boot = boot_sector_disk(&dir);
-    d.ok(&["image", "import", "--vm", "--tag", "bootdisk", path_str(&boot)]);
-    d.ok(&[
-        "create", "--vm", "--name", "src", "--cpus", "2", "--memory", "96m", "bootdisk",
-    ]);
-    let source = d.inspect("src");
+    let (_, source) = exportable_vm(&d, &dir);
     let mac = source["address"]["mac"].as_str().unwrap().to_string();
 
     // COT reads berth's OVA and OVF directory with no warning, and the same hardware. It holds
