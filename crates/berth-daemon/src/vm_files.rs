@@ -44,6 +44,22 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
+/// Makes a VM's first interface the one it has on its berth network, with that address's MAC,
+/// for an export: the interface record exists only when an import made one (a VM run or
+/// created here gets virtio-net), and the address's MAC is the one the guest has seen.
+fn carry_the_address_nic(instance: &Instance, vm: &mut VmDetails) {
+    let Some(address) = instance.address.as_ref() else {
+        return;
+    };
+    match vm.interfaces.first_mut() {
+        Some(interface) => interface.mac = Some(address.mac.clone()),
+        None => vm.interfaces.push(VmInterface {
+            model: "virtio".into(),
+            mac: Some(address.mac.clone()),
+        }),
+    }
+}
+
 /// The name an imported VM gets: the file's, with characters berth does not allow in names
 /// replaced.
 fn sanitized_name(name: &str) -> String {
@@ -373,12 +389,10 @@ impl Engine {
                 )
             })
             .collect();
+        let mut vm = vm;
+        carry_the_address_nic(&instance, &mut vm);
         let network = instance.address.as_ref().map(|a| a.network.clone());
-        let mac = instance
-            .address
-            .as_ref()
-            .map(|a| a.mac.clone())
-            .or_else(|| vm.interfaces.first().and_then(|i| i.mac.clone()));
+        let mac = vm.interfaces.first().and_then(|i| i.mac.clone());
         let name = instance.name.clone();
         let format = request.format;
         let force = request.force;
@@ -457,17 +471,7 @@ impl Engine {
         let mut vm = instance.vm.clone().ok_or_else(|| {
             EngineError::conflict_in("instance", format!("{} is a container; only VMs export", instance.name))
         })?;
-        // The NIC is the berth address's, with its MAC: the interface record exists only when
-        // an import made one (a VM run or created here gets virtio-net).
-        if let Some(address) = instance.address.as_ref() {
-            match vm.interfaces.first_mut() {
-                Some(interface) => interface.mac = Some(address.mac.clone()),
-                None => vm.interfaces.push(VmInterface {
-                    model: "virtio".into(),
-                    mac: Some(address.mac.clone()),
-                }),
-            }
-        }
+        carry_the_address_nic(&instance, &mut vm);
         let emulator = "/usr/bin/qemu-system-x86_64";
         // libvirt's own NAT network is "default", as berth's is.
         let network = instance

@@ -809,10 +809,10 @@ pub enum VmCommand {
     Import(VmImportArgs),
     /// Write a VM out for another tool: its libvirt domain XML (stdout or -o), or, for a
     /// stopped VM that boots its own disk, an OVA/OVF package or a VMware .vmx directory
-    /// (streamOptimized or sparse VMDKs, SHA-256 or SHA-1 manifest), or its boot disk as raw bytes to a
-    /// file or a physical disk (V2P: refused while the device or a partition of it is mounted,
-    /// used as swap or held, when it is smaller than the disk, and, without --force, when it
-    /// holds a partition table)
+    /// (streamOptimized or sparse VMDKs, a SHA-256 manifest or --manifest-digest's), or its
+    /// boot disk as raw bytes to a file or a physical disk (V2P: refused while the device or a
+    /// partition of it is mounted, used as swap or held, when it is smaller than the disk, and,
+    /// without --force, when it holds a partition table)
     Export(VmExportArgs),
 }
 
