@@ -16,7 +16,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cargo build --release --example placement_bench -p berth-daemon 2>&1 | tail -1
+cargo build --release --example placement_bench -p berth-daemon --features placement-bench 2>&1 | tail -1
 
 source bench/etcd.sh
 start_etcd --quota-backend-bytes 4294967296

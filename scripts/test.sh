@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 cargo fmt --all -- --check
-cargo clippy --release --workspace --all-targets -- -D warnings
+# The placement benchmark is an example behind a feature (not built by `cargo test`): linted too.
+cargo clippy --release --workspace --all-targets --features berth-daemon/placement-bench -- -D warnings
 # Every binary, the guest agent (berth-guest, static) included: the daemon packs it beside berth.
 ./scripts/build.sh
 cargo test --release --workspace -- --test-threads 2
