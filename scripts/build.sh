@@ -13,7 +13,8 @@ cargo build --release --workspace --bins
 # service wants its shared libraries) and proc macros, which cannot be static. An explicit
 # --target keeps these artifacts apart from target/release's.
 host=$(rustc -vV | sed -n 's/^host: //p')
-# Thin LTO here only (the workspace's release profile has none): it keeps the agent small.
+# Thin LTO for the agent only, as it was built when bench/vm-boot.sh measured its boot (the
+# workspace's release profile has none: Cargo.toml says why).
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" CARGO_PROFILE_RELEASE_LTO=thin \
   cargo build --release -p berth-guest --target "$host"
 install -m 0755 "target/$host/release/berth-guest" target/release/berth-guest
