@@ -1586,13 +1586,26 @@ impl Engine {
 
     // ---- seeing inside ------------------------------------------------------------------
 
-    fn processes_of(&self, table: &ProcessTable, instance: &Instance) -> Vec<berth_model::api::ProcessNode> {
-        let threads = instance.kind == InstanceKind::Vm;
-        instance
-            .supervisor_pid
-            .and_then(|pid| table.tree(pid, threads))
-            .into_iter()
-            .collect()
+    /// The host process trees of `instances` (each under its supervisor; a VM's with qemu's
+    /// threads), in their order, from one snapshot of the host's processes. Reading them
+    /// blocks, so it runs off the async runtime.
+    async fn process_trees(
+        instances: Vec<(Option<u32>, InstanceKind)>,
+    ) -> EngineResult<Vec<Vec<berth_model::api::ProcessNode>>> {
+        tokio::task::spawn_blocking(move || {
+            let table = ProcessTable::snapshot();
+            instances
+                .into_iter()
+                .map(|(supervisor_pid, kind)| {
+                    supervisor_pid
+                        .and_then(|pid| table.tree(pid, kind == InstanceKind::Vm))
+                        .into_iter()
+                        .collect()
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))
     }
 
     pub async fn top(&self, key: &str) -> EngineResult<TopResponse> {
@@ -1603,11 +1616,13 @@ impl Engine {
                 instance.name
             )));
         }
-        let table = tokio::task::spawn_blocking(ProcessTable::snapshot)
-            .await
-            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let processes = Self::process_trees(vec![(instance.supervisor_pid, instance.kind)])
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(TopResponse {
-            processes: self.processes_of(&table, &instance),
+            processes,
             id: instance.id,
             name: instance.name,
             kind: instance.kind,
@@ -1618,15 +1633,12 @@ impl Engine {
         // This host's processes: only this node's instances can be found among them.
         let mut instances = self.local_instances().await?;
         instances.retain(|i| i.state.is_active());
-        let table = tokio::task::spawn_blocking(ProcessTable::snapshot)
-            .await
-            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let roots = instances.iter().map(|i| (i.supervisor_pid, i.kind)).collect();
+        let trees = Self::process_trees(roots).await?;
         Ok(instances
             .into_iter()
-            .map(|instance| TreeEntry {
-                processes: self.processes_of(&table, &instance),
-                instance,
-            })
+            .zip(trees)
+            .map(|(instance, processes)| TreeEntry { processes, instance })
             .collect())
     }
 
