@@ -50,24 +50,31 @@ fn parse_stat(line: &str) -> Option<ProcInfo> {
     })
 }
 
-/// Reads a small procfs file into `buffer` (cleared first). procfs answers each read with
-/// whole lines, so a read that ends in a newline is the whole of a one-line file: no second
-/// read to see the end.
-fn read_proc_file(path: &str, buffer: &mut Vec<u8>, one_line: bool) -> Option<()> {
+/// How a procfs file ends, so that reading it takes no extra read to meet its end.
+#[derive(Clone, Copy)]
+enum ProcFile {
+    /// One line (`stat`): procfs answers each read with whole lines, so a read that ends in
+    /// a newline has the whole file.
+    Line,
+    /// `cmdline`: the kernel copies the argument pages until the buffer is full or the
+    /// arguments end, so a short read is the end.
+    Arguments,
+}
+
+/// Reads a procfs file of a process into `buffer` (cleared first).
+fn read_proc_file(path: &str, buffer: &mut Vec<u8>, kind: ProcFile) -> Option<()> {
     buffer.clear();
     let mut file = File::open(path).ok()?;
-    let mut chunk = [0u8; 1024];
+    let mut chunk = [0u8; 4096];
     loop {
         let n = file.read(&mut chunk).ok()?;
-        if n == 0 {
-            return Some(());
-        }
         buffer.extend_from_slice(&chunk[..n]);
-        if one_line && buffer.ends_with(b"\n") {
-            return Some(());
-        }
-        if buffer.len() > 1 << 20 {
-            // A command line is at most what the process's argument pages hold; stop at 1 MiB.
+        let complete = match kind {
+            ProcFile::Line => buffer.ends_with(b"\n"),
+            ProcFile::Arguments => n < chunk.len(),
+        };
+        // A command line is at most what the process's argument pages hold; stop at 1 MiB.
+        if n == 0 || complete || buffer.len() > 1 << 20 {
             return Some(());
         }
     }
@@ -77,7 +84,7 @@ fn read_proc_file(path: &str, buffer: &mut Vec<u8>, one_line: bool) -> Option<()
 /// process that has just exited) has none and shows as `[comm]`.
 fn command_of(pid: u32, comm: &str) -> String {
     let mut buffer = Vec::new();
-    if read_proc_file(&format!("/proc/{pid}/cmdline"), &mut buffer, false).is_some() {
+    if read_proc_file(&format!("/proc/{pid}/cmdline"), &mut buffer, ProcFile::Arguments).is_some() {
         let args: Vec<String> = buffer
             .split(|b| *b == 0)
             .filter(|arg| !arg.is_empty())
@@ -164,7 +171,7 @@ impl ProcessTable {
                 path.push_str(&pid.to_string());
                 path.push_str("/stat");
                 // A process that exited since the listing is simply not in the snapshot.
-                if read_proc_file(&path, &mut buffer, true).is_none() {
+                if read_proc_file(&path, &mut buffer, ProcFile::Line).is_none() {
                     continue;
                 }
                 if let Some(info) = std::str::from_utf8(&buffer).ok().and_then(parse_stat) {
@@ -286,6 +293,33 @@ mod tests {
     fn a_truncated_stat_line_is_no_process() {
         assert_eq!(parse_stat("4242 (sh) S 1 4242"), None);
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_command_line_longer_than_one_read_is_read_whole() {
+        // `sh -c SCRIPT NAME ARG`: the argument outgrows the 4 KiB read buffer. Polled: right
+        // after the fork the child still shows this test's command line.
+        let long = "x".repeat(10_000);
+        let expected = format!("sh -c sleep 30; true berth-test {long}");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", "berth-test", &long])
+            .spawn()
+            .expect("sh runs");
+        let mut command = String::new();
+        for _ in 0..200 {
+            command = ProcessTable::snapshot()
+                .tree(child.id(), false)
+                .map(|node| node.command)
+                .unwrap_or_default();
+            if command.starts_with("sh ") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(command.len(), expected.len(), "{}", &command[..command.len().min(80)]);
+        assert!(command == expected);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Instance commands: run, create, start, stop, logs, exec, ps, inspect, update, stats, top.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +19,7 @@ use chrono::Utc;
 
 use crate::attach;
 use crate::cli::*;
-use crate::output::{ago, human_duration, print_process_tree, print_table, size, truncate};
+use crate::output::{ago, human_duration, print_process_tree, print_table, size, truncate, write_process_tree};
 use crate::{encode, Outcome};
 
 fn limits_request(args: &LimitArgs) -> LimitsRequest {
@@ -544,9 +545,12 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
         if tree.is_empty() {
             println!("no running instances");
         }
+        // One write for the whole listing (stdout is line-buffered).
+        let mut out = String::new();
         for entry in &tree {
             let instance = &entry.instance;
-            println!(
+            let _ = writeln!(
+                out,
                 "{} {} ({}, {}, image {})",
                 instance.kind,
                 instance.name,
@@ -554,9 +558,10 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
                 status_text(instance),
                 instance.image
             );
-            print_process_tree(&entry.processes, "  ");
-            println!();
+            write_process_tree(&mut out, &entry.processes, "  ");
+            out.push('\n');
         }
+        print!("{out}");
         return Ok(Outcome::Success);
     }
     let instances: Vec<Instance> = client
