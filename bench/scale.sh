@@ -2,8 +2,9 @@
 # N idle containers on this host (1,000 by default): `berth run -d --network none busybox
 # sleep` one after another, each start timed; then, with all of them running: the start time
 # of the last ones against the first ones, the daemon's RSS, `berth ps`, `berth ps --tree`
-# and `berth stats --no-stream` (hyperfine), and the supervisor's PSS per container (podman's
-# conmon: bench/idle-memory.sh measures it the same way; 0.45 MiB here).
+# and `berth stats --no-stream` (hyperfine; `ps --tree` beside procps' `ps auxf` of the same
+# host), and the supervisor's PSS per container (podman's conmon: bench/idle-memory.sh
+# measures it the same way; 0.45 MiB here).
 # The peer's drift in the same run: `crun run` of /bin/true (the fastest runtime here, the
 # same rootfs in a bundle) timed on the empty host and again with the N containers running,
 # since part of a start's cost at scale is the kernel's (see the README) and any runtime pays
@@ -47,7 +48,8 @@ time_crun_start loaded.json
 hyperfine --shell=none --warmup 2 --runs 10 --export-json "$work/views.json" \
   -n "berth ps" "$BERTH ps" \
   -n "berth ps --tree" "$BERTH ps --tree" \
-  -n "berth stats --no-stream" "$BERTH stats --no-stream" >/dev/null
+  -n "berth stats --no-stream" "$BERTH stats --no-stream" \
+  -n "peer, ps auxf" "ps auxf" >/dev/null
 
 pss_total=0
 for pid in $(pgrep -f "berth supervise $work"); do
@@ -72,6 +74,11 @@ print(f"start, median of starts {warm + 1}-{warm + k}:  {first:7.1f} ms")
 print(f"start, median of the last {k}:   {last:7.1f} ms   (last / first {last / first:.2f}, target <= 1.2)")
 for view in views:
     print(f"{view['command'] + ':':<28} {view['median'] * 1000:7.1f} ms median, {view['min'] * 1000:.1f} min")
+# `ps --tree` against procps' `ps auxf` over the same host processes (berth's also lists the
+# instances' records): the one peer that shows the same tree.
+medians = {view["command"]: view["median"] * 1000 for view in views}
+if "berth ps --tree" in medians and "peer, ps auxf" in medians:
+    print(f"berth ps --tree / ps auxf:    {medians['berth ps --tree'] / medians['peer, ps auxf']:7.2f}")
 for command, before in empty.items():
     after = loaded.get(command)
     if after is not None:
