@@ -15,7 +15,7 @@ use berth_model::instance::short_id;
 use berth_model::log::LogOptions;
 use berth_model::quantity::LimitSetting;
 use berth_model::{ExitStatus, Instance, InstanceKind, InstanceState};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::attach;
 use crate::cli::*;
@@ -497,7 +497,52 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<Outcome> {
     }
 }
 
-fn status_text(instance: &Instance) -> String {
+/// What `ps` shows of an instance, decoded from the daemon's full record with the rest
+/// skipped: decoding whole records (specs, limits, VM details) into `Instance` was most of
+/// the CLI's part of `ps` with many instances. `--json` still prints whole records.
+#[derive(serde::Deserialize)]
+struct ListedInstance {
+    id: String,
+    name: String,
+    kind: InstanceKind,
+    image: String,
+    state: InstanceState,
+    exit_code: Option<i32>,
+    #[serde(default)]
+    oom_killed: bool,
+    node: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    health: Option<ListedHealth>,
+    spec: ListedSpec,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedHealth {
+    status: HealthStatus,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedSpec {
+    process: ListedProcess,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedProcess {
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// An entry of `GET /v1/tree` as `ps --tree` shows it.
+#[derive(serde::Deserialize)]
+struct ListedTree {
+    instance: ListedInstance,
+    processes: Vec<berth_model::api::ProcessNode>,
+}
+
+fn status_text(instance: &ListedInstance) -> String {
     let now = Utc::now();
     match instance.state {
         InstanceState::Created => "Created".into(),
@@ -531,17 +576,18 @@ fn status_text(instance: &Instance) -> String {
     }
 }
 
-fn command_text(instance: &Instance) -> String {
+fn command_text(instance: &ListedInstance) -> String {
     format!("\"{}\"", truncate(&instance.spec.process.args.join(" "), 24))
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
     if args.tree {
-        let tree: Vec<TreeEntry> = client.get("/v1/tree").await?;
         if args.json {
+            let tree: Vec<TreeEntry> = client.get("/v1/tree").await?;
             println!("{}", serde_json::to_string_pretty(&tree)?);
             return Ok(Outcome::Success);
         }
+        let tree: Vec<ListedTree> = client.get("/v1/tree").await?;
         if tree.is_empty() {
             println!("no running instances");
         }
@@ -554,7 +600,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
                 "{} {} ({}, {}, image {})",
                 instance.kind,
                 instance.name,
-                instance.short_id(),
+                short_id(&instance.id),
                 status_text(instance),
                 instance.image
             );
@@ -564,25 +610,26 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<Outcome> {
         print!("{out}");
         return Ok(Outcome::Success);
     }
-    let instances: Vec<Instance> = client
-        .get(if args.all {
-            "/v1/instances?all=true"
-        } else {
-            "/v1/instances"
-        })
-        .await?;
+    let path = if args.all {
+        "/v1/instances?all=true"
+    } else {
+        "/v1/instances"
+    };
     if args.json {
+        let instances: Vec<Instance> = client.get(path).await?;
         println!("{}", serde_json::to_string_pretty(&instances)?);
-    } else if args.quiet {
-        for instance in &instances {
-            println!("{}", instance.short_id());
-        }
+        return Ok(Outcome::Success);
+    }
+    let instances: Vec<ListedInstance> = client.get(path).await?;
+    if args.quiet {
+        let ids: String = instances.iter().map(|i| format!("{}\n", short_id(&i.id))).collect();
+        print!("{ids}");
     } else {
         let rows: Vec<Vec<String>> = instances
             .iter()
             .map(|i| {
                 vec![
-                    i.short_id().to_string(),
+                    short_id(&i.id).to_string(),
                     i.name.clone(),
                     i.kind.to_string(),
                     truncate(&i.image, 28),
