@@ -723,7 +723,12 @@ fn cpu_percent(before: &InstanceStats, after: &InstanceStats) -> f64 {
 
 pub async fn stats(client: &Client, args: StatsArgs) -> Result<Outcome> {
     let names: Vec<String> = if args.names.is_empty() {
-        let running: Vec<Instance> = client.get("/v1/instances").await?;
+        // Only the names: the rest of each record is skipped, not decoded.
+        #[derive(serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let running: Vec<Named> = client.get("/v1/instances").await?;
         running.into_iter().map(|i| i.name).collect()
     } else {
         args.names.clone()
