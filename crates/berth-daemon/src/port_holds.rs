@@ -61,38 +61,65 @@ impl PortTaken {
     }
 }
 
+/// One held port: its address and protocol, and the socket holding it.
+#[derive(Debug)]
+struct HeldPort {
+    address: SocketAddr,
+    protocol: String,
+    // Never read: holding it open is its whole job.
+    #[allow(dead_code)]
+    socket: Held,
+}
+
 /// The held ports, by instance id.
 #[derive(Debug, Default)]
 pub struct PortHolds {
-    held: Mutex<HashMap<String, Vec<Held>>>,
+    held: Mutex<HashMap<String, Vec<HeldPort>>>,
 }
 
 impl PortHolds {
     /// Holds every host port of `rules` for the instance `id` (replacing what it held), or
-    /// none of them when one is taken.
+    /// none of them when one is taken. A port the instance holds already (a restart that
+    /// attaches again) keeps its socket: letting it go and binding it again would leave a
+    /// moment in which another program could take it.
     pub fn hold(&self, id: &str, rules: &[PortRule]) -> Result<(), PortTaken> {
-        // What the instance held before (a restart that attaches again) must not refuse it.
-        self.release(id);
-        let mut sockets = Vec::with_capacity(rules.len());
+        let mut before = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .unwrap_or_default();
+        let mut ports = Vec::with_capacity(rules.len());
         for rule in rules {
             let address = SocketAddr::new(
                 IpAddr::V4(rule.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)),
                 rule.host_port,
             );
-            let held = match rule.protocol.as_str() {
+            if let Some(at) = before
+                .iter()
+                .position(|port| port.address == address && port.protocol == rule.protocol)
+            {
+                ports.push(before.swap_remove(at));
+                continue;
+            }
+            let socket = match rule.protocol.as_str() {
                 "udp" => UdpSocket::bind(address).map(Held::Udp),
                 _ => TcpListener::bind(address).map(Held::Tcp),
             };
-            match held {
-                Ok(socket) => sockets.push(socket),
+            match socket {
+                Ok(socket) => ports.push(HeldPort {
+                    address,
+                    protocol: rule.protocol.clone(),
+                    socket,
+                }),
                 Err(source) => return Err(PortTaken::new(address, &rule.protocol, source)),
             }
         }
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if sockets.is_empty() {
-            held.remove(id);
-        } else {
-            held.insert(id.to_string(), sockets);
+        if !ports.is_empty() {
+            self.held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_string(), ports);
         }
         Ok(())
     }
