@@ -301,7 +301,7 @@ mod tests {
         // after the fork the child still shows this test's command line.
         let long = "x".repeat(10_000);
         let expected = format!("sh -c sleep 30; true berth-test {long}");
-        let mut child = std::process::Command::new("sh")
+        let mut child = berth_process::command("sh")
             .args(["-c", "sleep 30; true", "berth-test", &long])
             .spawn()
             .expect("sh runs");
